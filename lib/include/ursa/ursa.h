@@ -1,0 +1,415 @@
+/* ursa.h - the public contract of ursa, a completion-based networking runtime
+ * on io_uring. */
+#ifndef URSA_URSA_H
+#define URSA_URSA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define URSA_EXPORT __attribute__((visibility("default")))
+#else
+#define URSA_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------
+ * Rules that hold for every function below
+ *
+ * Errors.  Functions return 0 (or a count) on success and a negative errno on
+ * failure; they never set errno for the caller to read.  Callbacks receive
+ * the operation's result the same way.  URSA_EOF is the one code of ursa's
+ * own: the peer closed its side of a stream.
+ *
+ * Callbacks.  A callback never runs inside the call that started the
+ * operation; it runs from ursa_loop_run() on the loop's thread.  When a
+ * function returns an error, the callback it was given is never called.
+ * When it returns 0, the callback is called exactly once (multishot reads
+ * and accepts: once per event, and the operation says when it has ended).
+ *
+ * Ownership.  The caller owns every handle (ursa_listener, ursa_stream,
+ * ursa_timer) and request (ursa_write_req).  ursa initialises them and uses
+ * their memory until:
+ *   - a request: its callback has been called (it may be freed or reused
+ *     inside that callback);
+ *   - a handle: its close callback has been called (likewise).
+ * Timers and write requests must be zero-filled before their first use
+ * (`ursa_timer t = {0};`, calloc), so that ursa can tell an active one.
+ * Buffers handed to ursa_write() must stay valid and unchanged until the
+ * write's callback.  Buffers handed to a read callback are borrowed: they
+ * belong to the loop again as soon as the callback returns.
+ *
+ * Threads.  A loop and everything on it belong to the thread that created
+ * the loop (the ring is set up SINGLE_ISSUER).  Use one loop per thread.
+ * After fork() the child must not use the parent's loops.
+ *
+ * Fields.  Structs are public so that callers can embed them without
+ * allocation; only the fields marked "public" may be read or written by the
+ * caller, "read-only" ones may be read, the rest are private.
+ * ------------------------------------------------------------------------ */
+
+#define URSA_VERSION_MAJOR 0
+#define URSA_VERSION_MINOR 1
+#define URSA_VERSION_PATCH 0
+#define URSA_VERSION_HEX \
+  ((URSA_VERSION_MAJOR << 16) | (URSA_VERSION_MINOR << 8) | URSA_VERSION_PATCH)
+
+/* The version of the library actually linked, as URSA_VERSION_HEX / "0.1.0". */
+URSA_EXPORT unsigned ursa_version(void);
+URSA_EXPORT const char *ursa_version_string(void);
+
+/* ---- errors ------------------------------------------------------------ */
+
+#define URSA_EOF (-4095) /* end of stream: the peer shut down its side */
+
+/* Why the last -EINVAL that an ursa function returned on this thread was
+ * refused, naming the argument ("ursa_loop_new: buf_count 100 is not a power
+ * of two"); "" when there was none. */
+URSA_EXPORT const char *ursa_error_detail(void);
+
+/* A short message for an error code (negative errno or URSA_EOF); never NULL. */
+URSA_EXPORT const char *ursa_strerror(int err);
+/* The symbolic name ("ECONNREFUSED", "EOF"); never NULL ("UNKNOWN"). */
+URSA_EXPORT const char *ursa_err_name(int err);
+
+/* ---- loop -------------------------------------------------------------- */
+
+typedef struct ursa_loop ursa_loop; /* opaque; one io_uring ring */
+
+/* io_uring features the loop can use.  Each is probed at run time; the
+ * kernel version in brackets is where it first appeared. */
+enum ursa_feature {
+  URSA_FEAT_SUBMIT_ALL = 1u << 0,       /* setup flag [5.18] */
+  URSA_FEAT_COOP_TASKRUN = 1u << 1,     /* setup flag [5.19] */
+  URSA_FEAT_SINGLE_ISSUER = 1u << 2,    /* setup flag [6.0] */
+  URSA_FEAT_DEFER_TASKRUN = 1u << 3,    /* setup flag [6.1] */
+  URSA_FEAT_REG_RING_FD = 1u << 4,      /* registered ring fd [5.18] */
+  URSA_FEAT_BUF_RING = 1u << 5,         /* provided buffer ring [5.19] */
+  URSA_FEAT_MULTISHOT_ACCEPT = 1u << 6, /* [5.19] */
+  URSA_FEAT_MULTISHOT_RECV = 1u << 7,   /* [6.0] */
+  URSA_FEAT_SEND_ZC = 1u << 8,          /* zero-copy send [6.0] */
+  URSA_FEAT_FAST_POLL = 1u << 9,        /* internal poll for sockets [5.7] */
+  URSA_FEAT_NODROP = 1u << 10,          /* CQ overflow keeps completions [5.5] */
+  URSA_FEAT_CQE_SKIP = 1u << 11,        /* IOSQE_CQE_SKIP_SUCCESS [5.17] */
+};
+#define URSA_FEAT_COUNT 12
+
+typedef struct ursa_loop_options {
+  unsigned sq_entries; /* submission queue size; 0: 256 */
+  unsigned cq_entries; /* completion queue size; 0: 4 x sq_entries */
+  unsigned buf_count;  /* receive buffers in the provided ring, a power of
+                          two up to 32768; 0: 256 */
+  unsigned buf_size;   /* bytes per receive buffer; 0: 16384 */
+  uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
+                          runs and to exercise the fallback paths */
+} ursa_loop_options;
+
+/* Creates a loop with its ring and receive buffers (all memory the loop
+ * needs is taken here).  opts may be NULL.  Set-up flags the kernel refuses
+ * are dropped one by one, newest first.  Returns 0 and sets *loop, or:
+ *   -EINVAL   bad options (the reason is in ursa_error_detail());
+ *   -EPERM, -ENOSYS  io_uring is blocked (seccomp, kernel.io_uring_disabled)
+ *             or absent: ursa_explain_setup_error() says which and the fix;
+ *   -ENOMEM   memory or the locked-memory limit;
+ *   -EOPNOTSUPP the kernel lacks an operation ursa cannot do without
+ *             (provided buffer rings, Linux 5.19). */
+URSA_EXPORT int ursa_loop_new(ursa_loop **loop, const ursa_loop_options *opts);
+
+
+/* Writes a sentence that names the cause of an io_uring set-up error and the
+ * fix into buf (always NUL-terminated when len > 0).  Returns the length it
+ * needed, as snprintf. */
+URSA_EXPORT int ursa_explain_setup_error(int err, char *buf, size_t len);
+
+typedef enum ursa_run_mode {
+  URSA_RUN_DEFAULT = 0, /* until no operation is active, or ursa_loop_stop() */
+  URSA_RUN_ONCE,        /* wait for at least one completion, dispatch, return */
+  URSA_RUN_NOWAIT,      /* dispatch what is ready without blocking, return */
+} ursa_run_mode;
+
+/* Submits everything queued, waits (one io_uring_enter: submit-and-wait) and
+ * dispatches completions.  Returns 1 when operations are still active, 0 when
+ * none are, or a negative errno when the ring failed.  Not reentrant: a
+ * callback that calls it gets -EBUSY. */
+URSA_EXPORT int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode);
+
+/* How many operations are active (started and not yet called back): the
+ * loop runs while this is above 0. */
+URSA_EXPORT unsigned ursa_loop_alive(const ursa_loop *loop);
+
+/* Makes ursa_loop_run() return after the current dispatch round.  Safe from
+ * callbacks. */
+URSA_EXPORT void ursa_loop_stop(ursa_loop *loop);
+
+/* Frees the loop.  Returns -EBUSY (and frees nothing) while any handle or
+ * operation is active: close them and run the loop first. */
+URSA_EXPORT int ursa_loop_close(ursa_loop *loop);
+
+/* The loop's clock in milliseconds (CLOCK_MONOTONIC), read once per round. */
+URSA_EXPORT uint64_t ursa_loop_now(const ursa_loop *loop);
+
+/* Counters the loop keeps; cheap enough to be always on. */
+typedef struct ursa_stats {
+  uint64_t enters;       /* io_uring_enter calls */
+  uint64_t sqes;         /* SQEs submitted */
+  uint64_t cqes;         /* CQEs reaped */
+  uint64_t rearms;       /* multishot operations armed again after ending */
+  uint64_t enobufs;      /* receives that found the buffer ring empty */
+  uint64_t cq_overflows; /* completions the kernel had to hold back */
+  uint64_t sq_full;      /* times an SQE was not at hand and had to wait */
+  uint64_t bytes_in;     /* bytes received on streams */
+  uint64_t bytes_out;    /* bytes sent on streams */
+} ursa_stats;
+
+URSA_EXPORT void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out);
+
+/* ---- feature probe ----------------------------------------------------- */
+
+typedef struct ursa_features {
+  int setup_error;  /* 0, or why io_uring could not be set up at all */
+  uint32_t kernel;  /* URSA_FEAT_* the running kernel offers */
+  uint32_t used;    /* URSA_FEAT_* the loop uses (0 from ursa_probe()) */
+  uint32_t disabled;/* URSA_FEAT_* switched off by the loop's options */
+  char kernel_release[64]; /* uname -r */
+} ursa_features;
+
+/* Probes the running kernel with a short-lived ring.  Returns 0, or the
+ * set-up error (also stored in out->setup_error). */
+URSA_EXPORT int ursa_probe(ursa_features *out);
+
+/* What this loop's kernel offers and what the loop uses. */
+URSA_EXPORT void ursa_loop_features(const ursa_loop *loop, ursa_features *out);
+
+/* The name of one URSA_FEAT_* bit ("multishot_recv"), or NULL. */
+URSA_EXPORT const char *ursa_feature_name(uint32_t bit);
+
+/* Formats a probe as text (one line per feature: offered, used, and why
+ * not) or, with json != 0, as one JSON object.  Returns the length needed,
+ * as snprintf; buf is NUL-terminated when len > 0. */
+URSA_EXPORT int ursa_features_format(const ursa_features *f, int json,
+                                     char *buf, size_t len);
+
+/* ---- operations -------------------------------------------------------- */
+
+/* The part every operation shares.  Private; embedded first in timers and
+ * requests, and inside handles for their own operations. */
+typedef struct ursa_op {
+  struct ursa_op *next; /* wait and cancel lists */
+  uint8_t kind;
+  uint8_t state;
+  uint8_t flags;
+  uint8_t nsqe;
+  int32_t res;
+} ursa_op;
+
+/* Cancels an operation that was started: a timer (&t->op) or a write
+ * (&w->op).  Its callback then runs with -ECANCELED, or with its own result
+ * if the operation finished first.  Returns 0, -ENOENT when the operation is
+ * not active (never started, or its callback already ran), or -EALREADY when
+ * its result is in and only the callback is still to come. */
+URSA_EXPORT int ursa_cancel(ursa_loop *loop, ursa_op *op);
+
+/* ---- timers ------------------------------------------------------------ */
+
+typedef struct ursa_timer ursa_timer;
+/* status: 0 when the time is up, -ECANCELED when stopped or cancelled. */
+typedef void (*ursa_timer_cb)(ursa_timer *timer, int status);
+
+struct ursa_timer {
+  ursa_op op;
+  void *data; /* public */
+  /* private */
+  ursa_loop *loop;
+  ursa_timer_cb cb;
+  uint64_t repeat_ms;
+  int64_t ts_sec;
+  int64_t ts_nsec;
+};
+
+/* Starts a timer that fires after timeout_ms and then, if repeat_ms > 0,
+ * every repeat_ms until stopped (the callback runs once per expiry; the
+ * timer stays active between).  -EBUSY if the timer is already active. */
+URSA_EXPORT int ursa_timer_start(ursa_loop *loop, ursa_timer *timer,
+                                 uint64_t timeout_ms, uint64_t repeat_ms,
+                                 ursa_timer_cb cb);
+
+/* Stops a timer: its callback runs once more with -ECANCELED, after which
+ * the timer is inactive and its memory free.  Same returns as ursa_cancel(). */
+URSA_EXPORT int ursa_timer_stop(ursa_timer *timer);
+
+/* ---- streams: TCP and Unix stream sockets ------------------------------ */
+
+typedef struct ursa_stream ursa_stream;
+typedef struct ursa_listener ursa_listener;
+typedef struct ursa_write_req ursa_write_req;
+
+/* status: 0 when connected, or -ECONNREFUSED, -ETIMEDOUT, -ECANCELED, ... */
+typedef void (*ursa_connect_cb)(ursa_stream *stream, int status);
+/* nread > 0: nread bytes at buf (borrowed until the callback returns).
+ * nread < 0: URSA_EOF or an error; reading has then stopped. */
+typedef void (*ursa_read_cb)(ursa_stream *stream, ssize_t nread,
+                             const void *buf);
+/* status: 0 when every byte was sent, else the error; w->done says how many
+ * bytes went out. */
+typedef void (*ursa_write_cb)(ursa_write_req *w, int status);
+typedef void (*ursa_shutdown_cb)(ursa_stream *stream, int status);
+typedef void (*ursa_stream_close_cb)(ursa_stream *stream);
+/* status 0: a connection is ready; accept it with ursa_accept() inside the
+ * callback, or it is closed when the callback returns.  status < 0: accept
+ * failed (-EMFILE, -ENFILE: out of descriptors; the listener waits
+ * URSA_ACCEPT_BACKOFF_MS and tries again; other errors are reported and the
+ * listener carries on, except -EBADF/-EINVAL which end it). */
+typedef void (*ursa_connection_cb)(ursa_listener *listener, int status);
+typedef void (*ursa_listener_close_cb)(ursa_listener *listener);
+
+#define URSA_ACCEPT_BACKOFF_MS 20
+
+struct ursa_write_req {
+  ursa_op op;
+  void *data;  /* public */
+  size_t done; /* read-only: bytes sent so far */
+  /* private */
+  ursa_stream *stream;
+  ursa_write_req *wnext;
+  const char *buf;
+  size_t len;
+  ursa_write_cb cb;
+  uint64_t deadline_ms;
+  int64_t ts_sec;
+  int64_t ts_nsec;
+};
+
+struct ursa_stream {
+  void *data; /* public */
+  int fd;     /* read-only: the socket */
+  /* private */
+  uint32_t flags;
+  ursa_loop *loop;
+  ursa_op recv_op;
+  ursa_op connect_op;
+  ursa_op shutdown_op;
+  ursa_op close_op;
+  ursa_timer read_timer;
+  uint32_t read_timeout_ms;
+  int32_t write_error;
+  int nops; /* this stream's operations not yet called back */
+  uint64_t last_read_ms;
+  ursa_read_cb read_cb;
+  ursa_connect_cb connect_cb;
+  ursa_shutdown_cb shutdown_cb;
+  ursa_stream_close_cb close_cb;
+  ursa_write_req *wq_head;
+  ursa_write_req *wq_tail;
+  size_t wq_bytes;
+  struct sockaddr_storage peer; /* connect address until submitted */
+  socklen_t peer_len;
+  int64_t ts_sec;
+  int64_t ts_nsec;
+};
+
+/* Listener flags. */
+#define URSA_LISTEN_REUSEPORT 1u /* SO_REUSEPORT: one listener per thread */
+#define URSA_LISTEN_V6ONLY 2u    /* IPv6 only (default: dual-stack) */
+
+struct ursa_listener {
+  void *data; /* public */
+  int fd;     /* read-only */
+  /* private */
+  uint32_t flags;
+  ursa_loop *loop;
+  ursa_op accept_op;
+  ursa_op close_op;
+  ursa_timer backoff;
+  int pending_fd;
+  int nops;
+  ursa_connection_cb cb;
+  ursa_listener_close_cb close_cb;
+};
+
+/* Binds and listens on addr (TCP or AF_UNIX stream; port 0 picks one, see
+ * ursa_listener_addr()) and accepts with multishot accept, armed again
+ * whenever the kernel ends it.  backlog <= 0 means SOMAXCONN.  Returns 0,
+ * -EINVAL (NULL or bad address), or the error of socket/bind/listen
+ * (-EADDRINUSE, -EACCES, ...). */
+URSA_EXPORT int ursa_listen(ursa_loop *loop, ursa_listener *l,
+                            const struct sockaddr *addr, socklen_t addrlen,
+                            int backlog, unsigned flags,
+                            ursa_connection_cb cb);
+
+/* The address the listener is bound to (port 0 resolved). */
+URSA_EXPORT int ursa_listener_addr(const ursa_listener *l,
+                                   struct sockaddr_storage *addr,
+                                   socklen_t *addrlen);
+
+/* Takes the connection announced to the connection callback into client,
+ * which becomes an open stream.  Only valid inside that callback with status
+ * 0, once; -EINVAL otherwise. */
+URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
+
+/* Stops accepting, cancels what is in flight and closes the socket; cb runs
+ * once at the end (it may free l).  -EALREADY when already closing. */
+URSA_EXPORT int ursa_listener_close(ursa_listener *l,
+                                    ursa_listener_close_cb cb);
+
+/* Makes an open stream of a connected stream socket the caller owns (for
+ * example one end of a socketpair); the stream owns fd from then on. */
+URSA_EXPORT int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd);
+
+/* Opens a socket and connects it to addr.  timeout_ms > 0 bounds the
+ * connect (a linked timeout; the callback then gets -ETIMEDOUT).  The
+ * address is copied.  When it returns an error nothing was opened and
+ * there is nothing to close; after 0 the stream must be closed in the end,
+ * whatever the callback's status. */
+URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
+                             const struct sockaddr *addr, socklen_t addrlen,
+                             uint32_t timeout_ms, ursa_connect_cb cb);
+
+/* Sets TCP_NODELAY (ignored on Unix sockets). */
+URSA_EXPORT int ursa_stream_nodelay(ursa_stream *s, int on);
+
+/* Starts receiving: multishot recv into the loop's buffer ring.  cb runs for
+ * every chunk, in order, until URSA_EOF, an error, ursa_read_stop() or
+ * close.  -EALREADY if reading, -EINVAL if closing or after EOF. */
+URSA_EXPORT int ursa_read_start(ursa_stream *s, ursa_read_cb cb);
+
+/* Stops receiving.  Data the kernel had already placed in buffers before the
+ * stop took effect is still delivered to cb (ursa never drops received
+ * bytes); after that cb is not called until ursa_read_start() again. */
+URSA_EXPORT int ursa_read_stop(ursa_stream *s);
+
+/* While reading, ends the read with -ETIMEDOUT when no byte has arrived for
+ * ms milliseconds (0 turns it off).  Checked on the loop's clock, so it may
+ * fire up to one timer round late. */
+URSA_EXPORT int ursa_read_timeout(ursa_stream *s, uint32_t ms);
+
+/* Queues len bytes of buf for sending.  Writes on one stream go out in the
+ * order queued, each whole: short sends continue where they stopped.
+ * timeout_ms > 0 bounds this write from when it reaches the socket (-ETIMEDOUT).
+ * After a write fails, every later queued write fails with -ECANCELED and
+ * new writes return the first error.  Returns 0, -EINVAL (len 0, NULL), -EPIPE
+ * after ursa_shutdown(), -EBADF when closing, or the earlier write error. */
+URSA_EXPORT int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf,
+                           size_t len, uint32_t timeout_ms, ursa_write_cb cb);
+
+/* Bytes queued and not yet sent on the stream. */
+URSA_EXPORT size_t ursa_write_queue_size(const ursa_stream *s);
+
+/* Shuts down the sending side once every queued write is out. */
+URSA_EXPORT int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb);
+
+/* Closes a stream: cancels the read, the connect, the shutdown and every
+ * write (their callbacks run with -ECANCELED, the read callback is not called
+ * again), closes the socket, then calls cb exactly once.  -EALREADY when
+ * already closing. */
+URSA_EXPORT int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* URSA_URSA_H */

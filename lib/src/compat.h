@@ -1,0 +1,24 @@
+/* compat.h - io_uring ABI constants newer than liburing 2.3's headers.
+ * They are kernel facts; every use is probed at run time. */
+#ifndef URSA_COMPAT_H
+#define URSA_COMPAT_H
+
+#include <liburing.h>
+
+#ifndef IORING_SETUP_SUBMIT_ALL
+#define IORING_SETUP_SUBMIT_ALL (1U << 7) /* 5.18 */
+#endif
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8) /* 5.19 */
+#endif
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12) /* 6.0 */
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13) /* 6.1 */
+#endif
+#ifndef IORING_FEAT_CQE_SKIP
+#define IORING_FEAT_CQE_SKIP (1U << 11) /* 5.17 */
+#endif
+
+#endif /* URSA_COMPAT_H */

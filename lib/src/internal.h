@@ -1,0 +1,160 @@
+/* internal.h - what ursa's layers share and callers never see. */
+#ifndef URSA_INTERNAL_H
+#define URSA_INTERNAL_H
+
+#include "compat.h"
+#include "ursa/ursa.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define URSA__HIDDEN __attribute__((visibility("hidden")))
+#define URSA__LIKELY(x) __builtin_expect(!!(x), 1)
+#define URSA__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define URSA__CONTAINER(ptr, type, member) \
+  ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Operation kinds: the index into ursa__op_table. */
+enum {
+  URSA__OP_NONE = 0,
+  URSA__OP_TIMER,
+  URSA__OP_ACCEPT,
+  URSA__OP_CONNECT,
+  URSA__OP_RECV,
+  URSA__OP_SEND,
+  URSA__OP_SHUTDOWN,
+  URSA__OP_CLOSE_STREAM,
+  URSA__OP_CLOSE_LISTENER,
+  URSA__OP_KINDS
+};
+
+/* Operation states. */
+enum {
+  URSA__IDLE = 0,  /* the caller's memory; nothing of ursa refers to it */
+  URSA__WAITING,   /* on the loop's wait list for an SQE */
+  URSA__INFLIGHT,  /* submitted: the kernel holds its user_data */
+  URSA__PENDING,   /* result known, callback queued on the pending list */
+  URSA__QUEUED,    /* a write behind another in its stream's queue */
+};
+
+/* Operation flags. */
+#define URSA__F_CANCEL 0x01    /* cancellation asked for */
+#define URSA__F_TIMEOUT 0x02   /* armed with a linked timeout */
+#define URSA__F_MULTISHOT 0x04 /* armed as multishot */
+#define URSA__F_CANCELQ 0x08   /* on the cancel list */
+
+typedef struct ursa__op_type {
+  const char *name;
+  /* Fills op->nsqe SQEs, which the caller made sure are free. */
+  void (*prep)(ursa_loop *loop, ursa_op *op);
+  /* Handles one completion (or a deferred result, with flags 0). */
+  void (*complete)(ursa_loop *loop, ursa_op *op, int res, uint32_t flags);
+} ursa__op_type;
+
+extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
+
+struct ursa_loop {
+  struct io_uring ring;
+  uint32_t used;      /* URSA_FEAT_* in use */
+  uint32_t kernel;    /* URSA_FEAT_* offered */
+  uint32_t disabled;  /* URSA_FEAT_* switched off by options */
+  unsigned ring_flags;
+  bool running;
+  bool stop;
+  uint64_t now_ms;
+  uint64_t active; /* ops not idle: the loop is alive while > 0 */
+
+  ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
+  ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
+  ursa_op *pend_head, *pend_tail;     /* results to call back */
+
+  /* Provided buffer ring for receives. */
+  struct io_uring_buf_ring *br;
+  size_t br_bytes;
+  char *bufs;
+  unsigned buf_count;
+  unsigned buf_size;
+  int buf_mask;
+  uint16_t bgid;
+
+  ursa_stats stats;
+  char kernel_release[64];
+};
+
+/* ---- op.c ---- */
+/* Makes op active: takes op->nsqe SQEs and preps it, or puts it on the wait
+ * list.  Never fails. */
+void ursa__op_submit(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Submits an op again that is already active (multishot re-arm, continued
+ * send), with the same guarantees. */
+void ursa__op_resubmit(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Asks for op to be cancelled, whatever state it is in.  Returns as
+ * ursa_cancel(). */
+int ursa__op_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Queues res as op's result, delivered from the loop (not now). */
+void ursa__op_defer(ursa_loop *loop, ursa_op *op, int res) URSA__HIDDEN;
+/* Marks op idle again: the last thing before its callback. */
+void ursa__op_done(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Flushes the wait and cancel lists into the SQ while SQEs last. */
+void ursa__flush_waiting(ursa_loop *loop) URSA__HIDDEN;
+/* Runs queued results; returns how many. */
+unsigned ursa__run_pending(ursa_loop *loop) URSA__HIDDEN;
+/* Returns an SQE, submitting queued ones first if the SQ is full; never
+ * NULL for callers that made sure of space with ursa__sq_reserve(). */
+struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) URSA__HIDDEN;
+/* Ensures n free SQEs, submitting if needed; false if the SQ stays full. */
+bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
+/* Fills a kernel timespec from milliseconds. */
+void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) URSA__HIDDEN;
+uint64_t ursa__clock_ms(void) URSA__HIDDEN;
+
+/* Timer kind (timer.c). */
+void ursa__timer_prep(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) URSA__HIDDEN;
+
+/* ---- probe.c ---- */
+/* Sets up loop->ring per opts, dropping refused flags; fills used/kernel. */
+int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
+    URSA__HIDDEN;
+int ursa__invalid(const char *fmt, ...) URSA__HIDDEN __attribute__((format(printf, 1, 2)));
+
+/* ---- bufring.c ---- */
+int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size)
+    URSA__HIDDEN;
+void ursa__bufring_free(ursa_loop *loop) URSA__HIDDEN;
+static inline char *ursa__buf_addr(ursa_loop *loop, unsigned bid) {
+  return loop->bufs + (size_t)bid * loop->buf_size;
+}
+/* Gives buffer bid back to the kernel. */
+static inline void ursa__buf_recycle(ursa_loop *loop, unsigned bid) {
+  io_uring_buf_ring_add(loop->br, ursa__buf_addr(loop, bid), loop->buf_size,
+                        (unsigned short)bid, loop->buf_mask, 0);
+  io_uring_buf_ring_advance(loop->br, 1);
+}
+
+/* ---- stream.c / listener.c ---- */
+void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__accept_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__lclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__lclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__connect_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__connect_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__recv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__recv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__send_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__shutdown_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__shutdown_complete(ursa_loop *, ursa_op *, int, uint32_t)
+    URSA__HIDDEN;
+void ursa__sclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__sclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
+                         const char *fn) URSA__HIDDEN;
+/* Cancels a write (the SEND kind of ursa_cancel). */
+int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Prepares a stream for an open fd (accept, connect, open). */
+void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd) URSA__HIDDEN;
+
+#endif /* URSA_INTERNAL_H */

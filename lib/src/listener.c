@@ -1,0 +1,234 @@
+/* listener.c - listening stream sockets with multishot accept. */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <unistd.h>
+
+#define L_LISTENING 0x01
+#define L_CLOSING 0x02
+#define L_CLOSE_SUBMITTED 0x04
+#define L_IN_CALLBACK 0x08
+
+#define LISTENER_OF(op, member) URSA__CONTAINER(op, ursa_listener, member)
+
+static void backoff_cb(ursa_timer *t, int status);
+
+static void maybe_finish_close(ursa_listener *l) {
+  if ((l->flags & (L_CLOSING | L_CLOSE_SUBMITTED)) != L_CLOSING || l->nops)
+    return;
+  l->flags |= L_CLOSE_SUBMITTED;
+  ursa__op_submit(l->loop, &l->close_op);
+}
+
+static int set_int(int fd, int level, int name, int v) {
+  return setsockopt(fd, level, name, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
+                socklen_t addrlen, int backlog, unsigned flags,
+                ursa_connection_cb cb) {
+  if (!loop || !l || !cb)
+    return ursa__invalid("ursa_listen: NULL %s",
+                         !loop ? "loop" : !l ? "listener" : "callback");
+  int r = ursa__check_sockaddr(addr, addrlen, "ursa_listen");
+  if (r) return r;
+  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY))
+    return ursa__invalid("ursa_listen: unknown flags 0x%x", flags);
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (addr->sa_family != AF_UNIX) {
+    r = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    if (!r && (flags & URSA_LISTEN_REUSEPORT))
+      r = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+    if (!r && addr->sa_family == AF_INET6)
+      r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY,
+                  (flags & URSA_LISTEN_V6ONLY) ? 1 : 0);
+    if (r) goto err;
+  }
+  if (bind(fd, addr, addrlen) < 0 ||
+      listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
+    r = -errno;
+    goto err;
+  }
+  void *data = l->data;
+  memset(l, 0, sizeof(*l));
+  l->data = data;
+  l->fd = fd;
+  l->loop = loop;
+  l->cb = cb;
+  l->pending_fd = -1;
+  l->flags = L_LISTENING;
+  l->accept_op.kind = URSA__OP_ACCEPT;
+  l->accept_op.nsqe = 1;
+  l->close_op.kind = URSA__OP_CLOSE_LISTENER;
+  l->close_op.nsqe = 1;
+  l->nops = 1;
+  ursa__op_submit(loop, &l->accept_op);
+  return 0;
+err:
+  close(fd);
+  return r;
+}
+
+int ursa_listener_addr(const ursa_listener *l, struct sockaddr_storage *addr,
+                       socklen_t *addrlen) {
+  if (!l || !addr || !addrlen)
+    return ursa__invalid("ursa_listener_addr: NULL argument");
+  if (!(l->flags & L_LISTENING))
+    return ursa__invalid("ursa_listener_addr: listener is not open");
+  *addrlen = sizeof(*addr);
+  return getsockname(l->fd, (struct sockaddr *)addr, addrlen) < 0 ? -errno
+                                                                  : 0;
+}
+
+int ursa_accept(ursa_listener *l, ursa_stream *client) {
+  if (!l || !client)
+    return ursa__invalid("ursa_accept: NULL %s", l ? "stream" : "listener");
+  if (!(l->flags & L_IN_CALLBACK) || l->pending_fd < 0)
+    return ursa__invalid(
+        "ursa_accept: no connection waiting (call it from the connection "
+        "callback with status 0)");
+  ursa__stream_init(l->loop, client, l->pending_fd);
+  l->pending_fd = -1;
+  return 0;
+}
+
+void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_listener *l = LISTENER_OF(op, accept_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  if (loop->used & URSA_FEAT_MULTISHOT_ACCEPT) {
+    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+    op->flags |= URSA__F_MULTISHOT;
+  } else {
+    io_uring_prep_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+  }
+  io_uring_sqe_set_data(sqe, op);
+}
+
+/* Errors after which accepting again makes sense. */
+static bool transient(int err) {
+  switch (err) {
+    case -ECONNABORTED:
+    case -EPROTO:
+    case -EPERM: /* a firewall rule refused this one */
+    case -ENOBUFS:
+    case -ENOMEM:
+    case -EINTR:
+    case -EAGAIN:
+    case -ENETDOWN:
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+    case -ENOPROTOOPT:
+    case -EOPNOTSUPP:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
+                           uint32_t flags) {
+  ursa_listener *l = LISTENER_OF(op, accept_op);
+  bool more = flags & IORING_CQE_F_MORE;
+  bool closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
+  if (res >= 0) {
+    if (closing) {
+      close(res);
+    } else {
+      l->pending_fd = res;
+      l->flags |= L_IN_CALLBACK;
+      l->cb(l, 0);
+      l->flags &= ~L_IN_CALLBACK;
+      if (l->pending_fd >= 0) { /* not taken: refuse it */
+        close(l->pending_fd);
+        l->pending_fd = -1;
+      }
+    }
+    if (more) return;
+    closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
+    if (!closing) {
+      loop->stats.rearms++;
+      ursa__op_resubmit(loop, op);
+      return;
+    }
+  } else if (!closing) {
+    if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
+      loop->used &= ~URSA_FEAT_MULTISHOT_ACCEPT; /* fall back */
+      ursa__op_resubmit(loop, op);
+      return;
+    }
+    if (res == -EMFILE || res == -ENFILE) {
+      /* Out of descriptors: the connection stays in the backlog.  Tell the
+       * application (it may free some), then try again after a pause
+       * instead of spinning on the same error. */
+      l->cb(l, res);
+      if (more) return;
+      ursa__op_done(loop, op);
+      if (!(l->flags & L_CLOSING)) {
+        ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
+                         backoff_cb);
+      } else {
+        l->nops--;
+        maybe_finish_close(l);
+      }
+      return;
+    }
+    l->cb(l, res);
+    if (more) return;
+    closing = l->flags & L_CLOSING;
+    if (transient(res) && !closing) {
+      loop->stats.rearms++;
+      ursa__op_resubmit(loop, op);
+      return;
+    }
+  }
+  if (more) return;
+  ursa__op_done(loop, op);
+  l->nops--;
+  maybe_finish_close(l);
+}
+
+static void backoff_cb(ursa_timer *t, int status) {
+  ursa_listener *l = URSA__CONTAINER(t, ursa_listener, backoff);
+  (void)status;
+  if (l->flags & L_CLOSING) {
+    l->nops--;
+    maybe_finish_close(l);
+    return;
+  }
+  ursa__op_submit(l->loop, &l->accept_op);
+}
+
+int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
+  if (!l) return ursa__invalid("ursa_listener_close: NULL listener");
+  if (!cb) return ursa__invalid("ursa_listener_close: NULL callback");
+  if (!(l->flags & L_LISTENING))
+    return ursa__invalid("ursa_listener_close: listener is not open");
+  if (l->flags & L_CLOSING) return -EALREADY;
+  l->flags |= L_CLOSING;
+  l->close_cb = cb;
+  ursa__op_cancel(l->loop, &l->accept_op);
+  ursa__op_cancel(l->loop, &l->backoff.op);
+  maybe_finish_close(l);
+  return 0;
+}
+
+void ursa__lclose_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_listener *l = LISTENER_OF(op, close_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_close(sqe, l->fd);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
+                           uint32_t flags) {
+  ursa_listener *l = LISTENER_OF(op, close_op);
+  (void)res;
+  (void)flags;
+  ursa__op_done(loop, op);
+  l->fd = -1;
+  l->flags = 0;
+  l->close_cb(l);
+}

@@ -1,0 +1,156 @@
+/* loop.c - a loop owns one ring: creation, the run loop, dispatch, stats. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REAP_BATCH 64
+#define MAX_ENTRIES 32768u
+
+static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
+  memset(o, 0, sizeof(*o));
+  if (in) *o = *in;
+  if (!o->sq_entries) o->sq_entries = 256;
+  if (!o->cq_entries) o->cq_entries = 4 * o->sq_entries;
+  if (!o->buf_count) o->buf_count = 256;
+  if (!o->buf_size) o->buf_size = 16384;
+  if (o->sq_entries > MAX_ENTRIES)
+    return ursa__invalid("ursa_loop_new: sq_entries %u is over %u",
+                         o->sq_entries, MAX_ENTRIES);
+  if (o->cq_entries < o->sq_entries || o->cq_entries > 4 * MAX_ENTRIES)
+    return ursa__invalid(
+        "ursa_loop_new: cq_entries %u must be from sq_entries (%u) to %u",
+        o->cq_entries, o->sq_entries, 4 * MAX_ENTRIES);
+  if (o->buf_count > MAX_ENTRIES || (o->buf_count & (o->buf_count - 1)))
+    return ursa__invalid(
+        "ursa_loop_new: buf_count %u is not a power of two up to %u",
+        o->buf_count, MAX_ENTRIES);
+  if (o->buf_size > (1u << 24))
+    return ursa__invalid("ursa_loop_new: buf_size %u is over 16 MiB",
+                         o->buf_size);
+  if (o->disable & ~((1u << URSA_FEAT_COUNT) - 1))
+    return ursa__invalid("ursa_loop_new: disable 0x%x has unknown bits",
+                         o->disable);
+  if (o->disable & URSA_FEAT_BUF_RING)
+    return ursa__invalid(
+        "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
+  return 0;
+}
+
+int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
+  if (!out) return ursa__invalid("ursa_loop_new: NULL loop pointer");
+  *out = NULL;
+  ursa_loop_options o;
+  int r = check_options(opts, &o);
+  if (r < 0) return r;
+  ursa_loop *loop = calloc(1, sizeof(*loop));
+  if (!loop) return -ENOMEM;
+  r = ursa__ring_setup(loop, &o);
+  if (r < 0) goto err_free;
+  r = ursa__bufring_init(loop, o.buf_count, o.buf_size);
+  if (r < 0) goto err_ring;
+  loop->now_ms = ursa__clock_ms();
+  *out = loop;
+  return 0;
+err_ring:
+  io_uring_queue_exit(&loop->ring);
+err_free:
+  free(loop);
+  return r;
+}
+
+int ursa_loop_close(ursa_loop *loop) {
+  if (!loop) return ursa__invalid("ursa_loop_close: NULL loop");
+  if (loop->running || loop->active || loop->pend_head) return -EBUSY;
+  ursa__bufring_free(loop);
+  io_uring_queue_exit(&loop->ring);
+  free(loop);
+  return 0;
+}
+
+void ursa_loop_stop(ursa_loop *loop) { loop->stop = true; }
+
+unsigned ursa_loop_alive(const ursa_loop *loop) {
+  return loop->active > 0xffffffffu ? 0xffffffffu : (unsigned)loop->active;
+}
+
+uint64_t ursa_loop_now(const ursa_loop *loop) { return loop->now_ms; }
+
+void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out) {
+  *out = loop->stats;
+  out->cq_overflows = *loop->ring.cq.koverflow;
+}
+
+static void dispatch(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
+  /* user_data 0 marks linked timeouts and cancel requests: the op they
+   * belong to learns their outcome from its own completion. */
+  if (!ud) return;
+  ursa_op *op = (ursa_op *)(uintptr_t)ud;
+  ursa__op_table[op->kind].complete(loop, op, res, flags);
+}
+
+/* Copies ready CQEs out and frees their slots before dispatching, so that
+ * callbacks may submit (and so post CQEs) freely. */
+static unsigned reap(ursa_loop *loop) {
+  struct io_uring_cqe *cqes[REAP_BATCH];
+  struct {
+    uint64_t ud;
+    int32_t res;
+    uint32_t flags;
+  } got[REAP_BATCH];
+  unsigned total = 0;
+  for (;;) {
+    unsigned n = io_uring_peek_batch_cqe(&loop->ring, cqes, REAP_BATCH);
+    for (unsigned i = 0; i < n; i++) {
+      got[i].ud = cqes[i]->user_data;
+      got[i].res = cqes[i]->res;
+      got[i].flags = cqes[i]->flags;
+    }
+    io_uring_cq_advance(&loop->ring, n);
+    for (unsigned i = 0; i < n; i++)
+      dispatch(loop, got[i].ud, got[i].res, got[i].flags);
+    total += n;
+    if (n < REAP_BATCH) break;
+  }
+  loop->stats.cqes += total;
+  return total;
+}
+
+int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
+  if (!loop) return ursa__invalid("ursa_loop_run: NULL loop");
+  if (mode != URSA_RUN_DEFAULT && mode != URSA_RUN_ONCE &&
+      mode != URSA_RUN_NOWAIT)
+    return ursa__invalid("ursa_loop_run: unknown mode %d", (int)mode);
+  if (loop->running) return -EBUSY;
+  loop->running = true;
+  loop->stop = false;
+  int err = 0;
+  for (;;) {
+    loop->now_ms = ursa__clock_ms();
+    ursa__run_pending(loop);
+    ursa__flush_waiting(loop);
+    if (loop->stop || !loop->active) break;
+    int r;
+    if (mode == URSA_RUN_NOWAIT || loop->pend_head)
+      r = io_uring_submit_and_get_events(&loop->ring);
+    else
+      r = io_uring_submit_and_wait(&loop->ring, 1);
+    loop->stats.enters++;
+    /* EINTR: a signal; EBUSY/EAGAIN: completions must be reaped first. */
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME) {
+      err = r;
+      break;
+    }
+    loop->now_ms = ursa__clock_ms();
+    reap(loop);
+    if (mode != URSA_RUN_DEFAULT) {
+      ursa__run_pending(loop);
+      ursa__flush_waiting(loop);
+      break;
+    }
+  }
+  loop->running = false;
+  if (err) return err;
+  return loop->active > 0;
+}

@@ -1,0 +1,252 @@
+/* op.c - the operation table, getting ops into the SQ, cancel, deferred
+ * results, and timers. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
+    [URSA__OP_TIMER] = {"timer", ursa__timer_prep, ursa__timer_complete},
+    [URSA__OP_ACCEPT] = {"accept", ursa__accept_prep, ursa__accept_complete},
+    [URSA__OP_CONNECT] = {"connect", ursa__connect_prep,
+                          ursa__connect_complete},
+    [URSA__OP_RECV] = {"recv", ursa__recv_prep, ursa__recv_complete},
+    [URSA__OP_SEND] = {"send", ursa__send_prep, ursa__send_complete},
+    [URSA__OP_SHUTDOWN] = {"shutdown", ursa__shutdown_prep,
+                           ursa__shutdown_complete},
+    [URSA__OP_CLOSE_STREAM] = {"close", ursa__sclose_prep,
+                               ursa__sclose_complete},
+    [URSA__OP_CLOSE_LISTENER] = {"close", ursa__lclose_prep,
+                                 ursa__lclose_complete},
+};
+
+static __thread char error_detail[256];
+
+const char *ursa_error_detail(void) { return error_detail; }
+
+int ursa__invalid(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+uint64_t ursa__clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) {
+  *sec = (int64_t)(ms / 1000u);
+  *nsec = (int64_t)(ms % 1000u) * 1000000;
+}
+
+/* ---- intrusive FIFO lists through op->next ---- */
+
+static void list_push(ursa_op **head, ursa_op **tail, ursa_op *op) {
+  op->next = NULL;
+  if (*tail)
+    (*tail)->next = op;
+  else
+    *head = op;
+  *tail = op;
+}
+
+static ursa_op *list_pop(ursa_op **head, ursa_op **tail) {
+  ursa_op *op = *head;
+  if (op) {
+    *head = op->next;
+    if (!*head) *tail = NULL;
+    op->next = NULL;
+  }
+  return op;
+}
+
+/* O(n), but only cancel and close of an op that is still waiting use it. */
+static void list_remove(ursa_op **head, ursa_op **tail, ursa_op *op) {
+  ursa_op *prev = NULL;
+  for (ursa_op *it = *head; it; prev = it, it = it->next) {
+    if (it != op) continue;
+    if (prev)
+      prev->next = op->next;
+    else
+      *head = op->next;
+    if (*tail == op) *tail = prev;
+    op->next = NULL;
+    return;
+  }
+}
+
+/* ---- the SQ ---- */
+
+bool ursa__sq_reserve(ursa_loop *loop, unsigned n) {
+  if (io_uring_sq_space_left(&loop->ring) >= n) return true;
+  /* Full: hand what is queued to the kernel now.  CQEs were copied out
+   * before dispatch, so this is safe from inside callbacks. */
+  io_uring_submit(&loop->ring);
+  loop->stats.enters++;
+  return io_uring_sq_space_left(&loop->ring) >= n;
+}
+
+struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) {
+  loop->stats.sqes++;
+  return io_uring_get_sqe(&loop->ring);
+}
+
+static void start(ursa_loop *loop, ursa_op *op) {
+  /* Behind anything already waiting, so ops reach the kernel in order. */
+  if (!loop->wait_head && ursa__sq_reserve(loop, op->nsqe)) {
+    op->state = URSA__INFLIGHT;
+    ursa__op_table[op->kind].prep(loop, op);
+    return;
+  }
+  loop->stats.sq_full++;
+  op->state = URSA__WAITING;
+  list_push(&loop->wait_head, &loop->wait_tail, op);
+}
+
+void ursa__op_submit(ursa_loop *loop, ursa_op *op) {
+  if (op->state == URSA__IDLE) loop->active++;
+  op->flags &= (uint8_t)~(URSA__F_CANCEL | URSA__F_MULTISHOT);
+  start(loop, op);
+}
+
+void ursa__op_resubmit(ursa_loop *loop, ursa_op *op) {
+  op->flags &= (uint8_t)~URSA__F_MULTISHOT;
+  start(loop, op);
+}
+
+static void prep_cancel(ursa_loop *loop, ursa_op *op) {
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+  sqe->user_data = 0; /* its own result is of no interest */
+}
+
+void ursa__flush_waiting(ursa_loop *loop) {
+  while (loop->cancel_head && ursa__sq_reserve(loop, 1)) {
+    ursa_op *op = list_pop(&loop->cancel_head, &loop->cancel_tail);
+    op->flags &= (uint8_t)~URSA__F_CANCELQ;
+    prep_cancel(loop, op);
+  }
+  while (loop->wait_head && ursa__sq_reserve(loop, loop->wait_head->nsqe)) {
+    ursa_op *op = list_pop(&loop->wait_head, &loop->wait_tail);
+    op->state = URSA__INFLIGHT;
+    ursa__op_table[op->kind].prep(loop, op);
+  }
+}
+
+int ursa__op_cancel(ursa_loop *loop, ursa_op *op) {
+  switch (op->state) {
+    case URSA__IDLE:
+      return -ENOENT;
+    case URSA__PENDING:
+      return -EALREADY;
+    case URSA__WAITING:
+      /* Never reached the kernel: the result is ursa's to give. */
+      list_remove(&loop->wait_head, &loop->wait_tail, op);
+      op->flags |= URSA__F_CANCEL;
+      ursa__op_defer(loop, op, -ECANCELED);
+      return 0;
+    case URSA__INFLIGHT:
+      if (op->flags & URSA__F_CANCEL) return 0;
+      op->flags |= URSA__F_CANCEL;
+      if (!loop->cancel_head && ursa__sq_reserve(loop, 1)) {
+        prep_cancel(loop, op);
+      } else {
+        op->flags |= URSA__F_CANCELQ;
+        list_push(&loop->cancel_head, &loop->cancel_tail, op);
+      }
+      return 0;
+    default:
+      return -EINVAL;
+  }
+}
+
+int ursa_cancel(ursa_loop *loop, ursa_op *op) {
+  if (!loop || !op) return ursa__invalid("ursa_cancel: NULL %s", op ? "loop" : "op");
+  if (op->kind == URSA__OP_SEND) return ursa__write_cancel(loop, op);
+  return ursa__op_cancel(loop, op);
+}
+
+void ursa__op_defer(ursa_loop *loop, ursa_op *op, int res) {
+  if (op->state == URSA__IDLE) loop->active++;
+  op->state = URSA__PENDING;
+  op->res = res;
+  list_push(&loop->pend_head, &loop->pend_tail, op);
+}
+
+void ursa__op_done(ursa_loop *loop, ursa_op *op) {
+  /* A cancel still waiting for an SQE must not hit the op's next use. */
+  if (op->flags & URSA__F_CANCELQ)
+    list_remove(&loop->cancel_head, &loop->cancel_tail, op);
+  op->state = URSA__IDLE;
+  op->flags = 0;
+  loop->active--;
+}
+
+unsigned ursa__run_pending(ursa_loop *loop) {
+  unsigned n = 0;
+  /* Only what is queued now: callbacks may defer more, for the next round. */
+  ursa_op *tail = loop->pend_tail;
+  while (loop->pend_head) {
+    ursa_op *op = list_pop(&loop->pend_head, &loop->pend_tail);
+    bool last = op == tail;
+    ursa__op_table[op->kind].complete(loop, op, op->res, 0);
+    n++;
+    if (last) break;
+  }
+  return n;
+}
+
+/* ---- timers ---- */
+
+void ursa__timer_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_timer *t = (ursa_timer *)op;
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  /* ts_sec/ts_nsec have the layout of struct __kernel_timespec; the
+   * kernel copies it when the SQE is submitted. */
+  io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&t->ts_sec, 0, 0);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) {
+  ursa_timer *t = (ursa_timer *)op;
+  (void)flags;
+  int status = res == -ETIME ? 0 : res;
+  if (status == 0 && t->repeat_ms && !(op->flags & URSA__F_CANCEL)) {
+    /* Armed again before the callback, which may stop it. */
+    ursa__ms_to_ts(t->repeat_ms, &t->ts_sec, &t->ts_nsec);
+    ursa__op_resubmit(loop, op);
+    t->cb(t, 0);
+    return;
+  }
+  ursa__op_done(loop, op);
+  t->cb(t, status);
+}
+
+int ursa_timer_start(ursa_loop *loop, ursa_timer *t, uint64_t timeout_ms,
+                     uint64_t repeat_ms, ursa_timer_cb cb) {
+  if (!loop || !t || !cb)
+    return ursa__invalid("ursa_timer_start: NULL %s",
+                         !loop ? "loop" : !t ? "timer" : "callback");
+  if (t->op.state != URSA__IDLE) return -EBUSY;
+  t->loop = loop;
+  t->cb = cb;
+  t->repeat_ms = repeat_ms;
+  ursa__ms_to_ts(timeout_ms, &t->ts_sec, &t->ts_nsec);
+  t->op.kind = URSA__OP_TIMER;
+  t->op.nsqe = 1;
+  ursa__op_submit(loop, &t->op);
+  return 0;
+}
+
+int ursa_timer_stop(ursa_timer *t) {
+  if (!t) return ursa__invalid("ursa_timer_stop: NULL timer");
+  if (t->op.state == URSA__IDLE) return -ENOENT;
+  return ursa__op_cancel(t->loop, &t->op);
+}

@@ -1,0 +1,287 @@
+/* probe.c - ring set-up with fallbacks, and the feature report. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+static const char *const feature_names[URSA_FEAT_COUNT] = {
+    "submit_all",      "coop_taskrun",     "single_issuer", "defer_taskrun",
+    "reg_ring_fd",     "buf_ring",         "multishot_accept",
+    "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
+    "cqe_skip",
+};
+
+static const char *const feature_kernel[URSA_FEAT_COUNT] = {
+    "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
+    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17",
+};
+
+const char *ursa_feature_name(uint32_t bit) {
+  for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
+    if (bit == 1u << i) return feature_names[i];
+  return NULL;
+}
+
+/* Set-up flags in the order they are dropped when the kernel refuses. */
+static const struct {
+  uint32_t feat;
+  unsigned flag;
+} setup_flags[] = {
+    {URSA_FEAT_DEFER_TASKRUN, IORING_SETUP_DEFER_TASKRUN},
+    {URSA_FEAT_SINGLE_ISSUER, IORING_SETUP_SINGLE_ISSUER},
+    {URSA_FEAT_COOP_TASKRUN, IORING_SETUP_COOP_TASKRUN},
+    {URSA_FEAT_SUBMIT_ALL, IORING_SETUP_SUBMIT_ALL},
+};
+#define NSETUP (sizeof(setup_flags) / sizeof(setup_flags[0]))
+
+static unsigned to_ring_flags(uint32_t feats) {
+  unsigned flags = 0;
+  for (unsigned i = 0; i < NSETUP; i++)
+    if (feats & setup_flags[i].feat) flags |= setup_flags[i].flag;
+  return flags;
+}
+
+/* Sets up ring with as many of the wanted set-up features as the kernel
+ * takes.  Returns 0 with *got filled, or the first error that is not a
+ * refused flag. */
+static int setup_ring(struct io_uring *ring, unsigned sq, unsigned cq,
+                      uint32_t want, uint32_t *got, uint32_t *kfeat) {
+  /* DEFER_TASKRUN is only valid together with SINGLE_ISSUER. */
+  if (!(want & URSA_FEAT_SINGLE_ISSUER)) want &= ~URSA_FEAT_DEFER_TASKRUN;
+  for (unsigned drop = 0;; drop++) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = to_ring_flags(want) | IORING_SETUP_CQSIZE;
+    p.cq_entries = cq;
+    int r = io_uring_queue_init_params(sq, ring, &p);
+    if (r == 0) {
+      *got = want;
+      *kfeat = 0;
+      if (p.features & IORING_FEAT_FAST_POLL) *kfeat |= URSA_FEAT_FAST_POLL;
+      if (p.features & IORING_FEAT_NODROP) *kfeat |= URSA_FEAT_NODROP;
+      if (p.features & IORING_FEAT_CQE_SKIP) *kfeat |= URSA_FEAT_CQE_SKIP;
+      return 0;
+    }
+    if (r != -EINVAL || drop >= NSETUP) return r;
+    /* Drop the newest flag still asked for and try again. */
+    unsigned i = 0;
+    while (i < NSETUP && !(want & setup_flags[i].feat)) i++;
+    if (i == NSETUP) return r;
+    want &= ~setup_flags[i].feat;
+    if (!(want & URSA_FEAT_SINGLE_ISSUER)) want &= ~URSA_FEAT_DEFER_TASKRUN;
+  }
+}
+
+/* Opcode-level features, inferred from opcodes of the same kernel release
+ * since multishot has no opcode of its own. */
+static uint32_t probe_ops(struct io_uring *ring, int *missing) {
+  uint32_t f = 0;
+  *missing = -1;
+  struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+  if (!p) return 0;
+  static const int needed[] = {
+      IORING_OP_ACCEPT,  IORING_OP_CONNECT,      IORING_OP_RECV,
+      IORING_OP_SEND,    IORING_OP_TIMEOUT,      IORING_OP_LINK_TIMEOUT,
+      IORING_OP_CLOSE,   IORING_OP_ASYNC_CANCEL, IORING_OP_SHUTDOWN,
+  };
+  for (unsigned i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
+    if (!io_uring_opcode_supported(p, needed[i])) *missing = needed[i];
+  if (io_uring_opcode_supported(p, IORING_OP_SOCKET))
+    f |= URSA_FEAT_MULTISHOT_ACCEPT;
+  if (io_uring_opcode_supported(p, IORING_OP_SEND_ZC))
+    f |= URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_SEND_ZC;
+  io_uring_free_probe(p);
+  return f;
+}
+
+int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
+  uint32_t want = (URSA_FEAT_SUBMIT_ALL | URSA_FEAT_COOP_TASKRUN |
+                   URSA_FEAT_SINGLE_ISSUER | URSA_FEAT_DEFER_TASKRUN) &
+                  ~o->disable;
+  uint32_t got = 0, kfeat = 0;
+  int r = setup_ring(&loop->ring, o->sq_entries, o->cq_entries, want, &got,
+                     &kfeat);
+  if (r < 0) return r;
+  loop->ring_flags = to_ring_flags(got);
+  loop->disabled = o->disable;
+  loop->used = got | kfeat;
+
+  int missing;
+  uint32_t ops = probe_ops(&loop->ring, &missing);
+  if (missing >= 0) {
+    io_uring_queue_exit(&loop->ring);
+    return -EOPNOTSUPP;
+  }
+  loop->used |= ops & ~o->disable & ~URSA_FEAT_SEND_ZC;
+
+  if (!(o->disable & URSA_FEAT_REG_RING_FD) &&
+      io_uring_register_ring_fd(&loop->ring) == 1)
+    loop->used |= URSA_FEAT_REG_RING_FD;
+  return 0;
+}
+
+int ursa_probe(ursa_features *out) {
+  memset(out, 0, sizeof(*out));
+  struct utsname u;
+  if (uname(&u) == 0)
+    snprintf(out->kernel_release, sizeof(out->kernel_release), "%.63s",
+             u.release);
+  struct io_uring ring;
+  uint32_t got = 0, kfeat = 0;
+  int r = setup_ring(&ring, 8, 16, URSA_FEAT_SUBMIT_ALL |
+                     URSA_FEAT_COOP_TASKRUN | URSA_FEAT_SINGLE_ISSUER |
+                     URSA_FEAT_DEFER_TASKRUN, &got, &kfeat);
+  if (r < 0) {
+    out->setup_error = r;
+    return r;
+  }
+  int missing;
+  out->kernel = got | kfeat | probe_ops(&ring, &missing);
+  if (io_uring_register_ring_fd(&ring) == 1)
+    out->kernel |= URSA_FEAT_REG_RING_FD;
+  /* A one-entry buffer ring tells whether registration is known. */
+  static char page[4096] __attribute__((aligned(4096)));
+  struct io_uring_buf_reg reg = {0};
+  reg.ring_addr = (uint64_t)(uintptr_t)page;
+  reg.ring_entries = 1;
+  reg.bgid = 0;
+  if (io_uring_register_buf_ring(&ring, &reg, 0) == 0) {
+    out->kernel |= URSA_FEAT_BUF_RING;
+    io_uring_unregister_buf_ring(&ring, 0);
+  }
+  io_uring_queue_exit(&ring);
+  return 0;
+}
+
+void ursa_loop_features(const ursa_loop *loop, ursa_features *out) {
+  ursa_probe(out);
+  out->used = loop->used;
+  out->disabled = loop->disabled;
+}
+
+static int read_sysctl(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  int v = -1;
+  if (fscanf(f, "%d", &v) != 1) v = -1;
+  fclose(f);
+  return v;
+}
+
+int ursa_explain_setup_error(int err, char *buf, size_t len) {
+  int dis = read_sysctl("/proc/sys/kernel/io_uring_disabled");
+  switch (err) {
+    case -EPERM:
+      if (dis == 2)
+        return snprintf(buf, len,
+                        "io_uring is switched off on this machine "
+                        "(kernel.io_uring_disabled=2); set it to 0 with "
+                        "'sysctl -w kernel.io_uring_disabled=0', or use the "
+                        "epoll backend");
+      if (dis == 1)
+        return snprintf(buf, len,
+                        "io_uring is limited to root and the group in "
+                        "kernel.io_uring_group (kernel.io_uring_disabled=1); "
+                        "run as a member of that group, set the sysctl to 0, "
+                        "or use the epoll backend");
+      return snprintf(buf, len,
+                      "io_uring_setup was refused with EPERM, most likely "
+                      "by a seccomp filter (container runtimes' default "
+                      "profiles block io_uring); allow io_uring_setup, "
+                      "io_uring_enter and io_uring_register in the profile, "
+                      "or use the epoll backend");
+    case -ENOSYS:
+      return snprintf(buf, len,
+                      "io_uring_setup does not exist here (a kernel built "
+                      "without CONFIG_IO_URING, older than 5.1, or a "
+                      "seccomp filter answering ENOSYS); use a kernel with "
+                      "io_uring or the epoll backend");
+    case -ENOMEM:
+      return snprintf(buf, len,
+                      "not enough memory for the ring (kernels before 5.12 "
+                      "charge it to RLIMIT_MEMLOCK); raise 'ulimit -l' or "
+                      "ask for a smaller ring");
+    case -EOPNOTSUPP:
+      return snprintf(buf, len,
+                      "the kernel lacks io_uring operations ursa needs "
+                      "(provided buffer rings and socket operations: Linux "
+                      "5.19 or newer)");
+    case -EINVAL:
+      return snprintf(buf, len, "invalid loop options: %s",
+                      ursa_error_detail());
+    default:
+      return snprintf(buf, len, "io_uring set-up failed: %s (%s)",
+                      ursa_strerror(err), ursa_err_name(err));
+  }
+}
+
+/* Appends to a buffer like snprintf, counting what did not fit. */
+typedef struct {
+  char *buf;
+  size_t len;
+  size_t n;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#include <stdarg.h>
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  size_t room = b->n < b->len ? b->len - b->n : 0;
+  int w = vsnprintf(room ? b->buf + b->n : NULL, room, fmt, ap);
+  va_end(ap);
+  if (w > 0) b->n += (size_t)w;
+}
+
+static const char *why_not(const ursa_features *f, uint32_t bit) {
+  if (f->used & bit) return "";
+  if (f->disabled & bit) return "disabled by option";
+  if (!(f->kernel & bit)) return "kernel lacks it";
+  if (bit == URSA_FEAT_SEND_ZC) return "used per write only";
+  return f->used ? "not used" : "no loop";
+}
+
+int ursa_features_format(const ursa_features *f, int json, char *buf,
+                         size_t len) {
+  sbuf b = {buf, len, 0};
+  if (len) buf[0] = '\0';
+  char why[512] = "";
+  if (f->setup_error) ursa_explain_setup_error(f->setup_error, why, sizeof(why));
+  if (json) {
+    sb_printf(&b, "{\"kernel_release\":\"%s\",\"io_uring\":%s,",
+              f->kernel_release, f->setup_error ? "false" : "true");
+    if (f->setup_error)
+      sb_printf(&b, "\"setup_error\":\"%s\",\"explain\":\"%s\",",
+                ursa_err_name(f->setup_error), why);
+    else
+      sb_printf(&b, "\"setup_error\":null,");
+    sb_printf(&b, "\"features\":{");
+    for (unsigned i = 0; i < URSA_FEAT_COUNT; i++) {
+      uint32_t bit = 1u << i;
+      sb_printf(&b,
+                "%s\"%s\":{\"since\":\"%s\",\"kernel\":%s,\"used\":%s,"
+                "\"why_not\":\"%s\"}",
+                i ? "," : "", feature_names[i], feature_kernel[i],
+                (f->kernel & bit) ? "true" : "false",
+                (f->used & bit) ? "true" : "false", why_not(f, bit));
+    }
+    sb_printf(&b, "}}");
+  } else {
+    sb_printf(&b, "kernel %s: io_uring %s\n", f->kernel_release,
+              f->setup_error ? "unavailable" : "available");
+    if (f->setup_error) sb_printf(&b, "  %s\n", why);
+    sb_printf(&b, "  %-17s %-6s %-6s %-4s %s\n", "feature", "since", "kernel",
+              "used", "why not");
+    for (unsigned i = 0; i < URSA_FEAT_COUNT; i++) {
+      uint32_t bit = 1u << i;
+      sb_printf(&b, "  %-17s %-6s %-6s %-4s %s\n", feature_names[i],
+                feature_kernel[i], (f->kernel & bit) ? "yes" : "no",
+                (f->used & bit) ? "yes" : "no", why_not(f, bit));
+    }
+  }
+  return (int)b.n;
+}

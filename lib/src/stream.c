@@ -1,0 +1,542 @@
+/* stream.c - TCP and Unix stream sockets: connect, multishot receive, the
+ * write queue, shutdown and close. */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Stream flags. */
+#define S_OPEN 0x01
+#define S_READING 0x02
+#define S_CLOSING 0x04
+#define S_CLOSE_SUBMITTED 0x08
+#define S_EOF 0x10
+#define S_SHUT 0x20         /* ursa_shutdown() called */
+#define S_SHUT_WAITING 0x40 /* shutdown waits for the write queue */
+#define S_READ_TIMEDOUT 0x80
+
+#define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
+
+static void read_timer_cb(ursa_timer *t, int status);
+
+void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd) {
+  void *data = s->data;
+  memset(s, 0, sizeof(*s));
+  s->data = data;
+  s->fd = fd;
+  s->loop = loop;
+  s->flags = S_OPEN;
+  s->recv_op.kind = URSA__OP_RECV;
+  s->recv_op.nsqe = 1;
+  s->connect_op.kind = URSA__OP_CONNECT;
+  s->shutdown_op.kind = URSA__OP_SHUTDOWN;
+  s->shutdown_op.nsqe = 1;
+  s->close_op.kind = URSA__OP_CLOSE_STREAM;
+  s->close_op.nsqe = 1;
+}
+
+/* Starts one of the stream's own ops, counting it against close. */
+static void stream_submit(ursa_stream *s, ursa_op *op) {
+  s->nops++;
+  ursa__op_submit(s->loop, op);
+}
+
+/* Called after each op of the stream ends: the close waits for the last. */
+static void maybe_finish_close(ursa_stream *s) {
+  if ((s->flags & (S_CLOSING | S_CLOSE_SUBMITTED)) != S_CLOSING || s->nops)
+    return;
+  s->flags |= S_CLOSE_SUBMITTED;
+  ursa__op_submit(s->loop, &s->close_op);
+}
+
+static void op_end(ursa_stream *s, ursa_op *op) {
+  ursa__op_done(s->loop, op);
+  s->nops--;
+}
+
+static int check_stream(const ursa_stream *s, const char *fn) {
+  if (!s) return ursa__invalid("%s: NULL stream", fn);
+  if (!(s->flags & S_OPEN) || !s->loop)
+    return ursa__invalid("%s: stream is not open", fn);
+  return 0;
+}
+
+static int check_sockaddr(const struct sockaddr *addr, socklen_t len,
+                          const char *fn) {
+  if (!addr) return ursa__invalid("%s: NULL address", fn);
+  if (len < sizeof(sa_family_t) || len > sizeof(struct sockaddr_storage))
+    return ursa__invalid("%s: address length %u is out of range", fn,
+                         (unsigned)len);
+  switch (addr->sa_family) {
+    case AF_INET:
+      if (len < sizeof(struct sockaddr_in))
+        return ursa__invalid("%s: address length %u is short for IPv4", fn,
+                             (unsigned)len);
+      return 0;
+    case AF_INET6:
+      if (len < sizeof(struct sockaddr_in6))
+        return ursa__invalid("%s: address length %u is short for IPv6", fn,
+                             (unsigned)len);
+      return 0;
+    case AF_UNIX:
+      return 0;
+    default:
+      return ursa__invalid("%s: address family %d is not IPv4, IPv6 or Unix",
+                           fn, addr->sa_family);
+  }
+}
+
+int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
+                         const char *fn) {
+  return check_sockaddr(addr, len, fn);
+}
+
+int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
+  if (!loop || !s)
+    return ursa__invalid("ursa_stream_open: NULL %s", loop ? "stream" : "loop");
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (fd < 0) return ursa__invalid("ursa_stream_open: fd %d is negative", fd);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
+  if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
+    return ursa__invalid("ursa_stream_open: fd %d is not a stream socket", fd);
+  ursa__stream_init(loop, s, fd);
+  return 0;
+}
+
+int ursa_stream_nodelay(ursa_stream *s, int on) {
+  int r = check_stream(s, "ursa_stream_nodelay");
+  if (r) return r;
+  on = !!on;
+  if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0) {
+    if (errno == EOPNOTSUPP || errno == ENOPROTOOPT) return 0; /* Unix */
+    return -errno;
+  }
+  return 0;
+}
+
+/* ---- connect ---- */
+
+int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
+                 socklen_t addrlen, uint32_t timeout_ms, ursa_connect_cb cb) {
+  if (!loop || !s || !cb)
+    return ursa__invalid("ursa_connect: NULL %s",
+                         !loop ? "loop" : !s ? "stream" : "callback");
+  int r = check_sockaddr(addr, addrlen, "ursa_connect");
+  if (r) return r;
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  ursa__stream_init(loop, s, fd);
+  memcpy(&s->peer, addr, addrlen);
+  s->peer_len = addrlen;
+  s->connect_cb = cb;
+  s->connect_op.nsqe = timeout_ms ? 2 : 1;
+  ursa__ms_to_ts(timeout_ms, &s->ts_sec, &s->ts_nsec);
+  stream_submit(s, &s->connect_op);
+  return 0;
+}
+
+void ursa__connect_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_stream *s = STREAM_OF(op, connect_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&s->peer, s->peer_len);
+  io_uring_sqe_set_data(sqe, op);
+  if (op->nsqe == 2) {
+    op->flags |= URSA__F_TIMEOUT;
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = ursa__get_sqe(loop);
+    io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)&s->ts_sec, 0);
+    sqe->user_data = 0;
+  }
+}
+
+/* A linked timeout shows as -ECANCELED on the op it guards. */
+static int timeout_status(const ursa_op *op, int res) {
+  if (res == -ECANCELED && (op->flags & URSA__F_TIMEOUT) &&
+      !(op->flags & URSA__F_CANCEL))
+    return -ETIMEDOUT;
+  return res;
+}
+
+void ursa__connect_complete(ursa_loop *loop, ursa_op *op, int res,
+                            uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, connect_op);
+  (void)flags;
+  int status = timeout_status(op, res);
+  if (status > 0) status = 0;
+  if ((s->flags & S_CLOSING) && status == 0) status = -ECANCELED;
+  op_end(s, op);
+  s->connect_cb(s, status);
+  maybe_finish_close(s);
+}
+
+/* ---- receive ---- */
+
+static void start_read_timer(ursa_stream *s, uint64_t ms) {
+  s->read_timer.op.kind = URSA__OP_TIMER;
+  s->nops++;
+  ursa_timer_start(s->loop, &s->read_timer, ms, 0, read_timer_cb);
+}
+
+static void read_timer_cb(ursa_timer *t, int status) {
+  ursa_stream *s = URSA__CONTAINER(t, ursa_stream, read_timer);
+  s->nops--;
+  if (status == 0 && (s->flags & S_READING) && !(s->flags & S_CLOSING) &&
+      s->read_timeout_ms) {
+    uint64_t idle = s->loop->now_ms - s->last_read_ms;
+    if (idle >= s->read_timeout_ms) {
+      s->flags |= S_READ_TIMEDOUT;
+      ursa__op_cancel(s->loop, &s->recv_op);
+    } else {
+      /* Data came meanwhile: sleep until the new deadline. */
+      start_read_timer(s, s->read_timeout_ms - idle);
+    }
+  }
+  maybe_finish_close(s);
+}
+
+int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
+  int r = check_stream(s, "ursa_read_start");
+  if (r) return r;
+  if (!cb) return ursa__invalid("ursa_read_start: NULL callback");
+  if (s->flags & S_CLOSING)
+    return ursa__invalid("ursa_read_start: stream is closing");
+  if (s->flags & S_EOF)
+    return ursa__invalid("ursa_read_start: stream is at end of file");
+  if (s->flags & S_READING) return -EALREADY;
+  s->flags |= S_READING;
+  s->flags &= ~S_READ_TIMEDOUT;
+  s->read_cb = cb;
+  s->last_read_ms = s->loop->now_ms;
+  /* If a stop is still on its way the recv ends later and is re-armed. */
+  if (s->recv_op.state == URSA__IDLE) stream_submit(s, &s->recv_op);
+  if (s->read_timeout_ms && s->read_timer.op.state == URSA__IDLE)
+    start_read_timer(s, s->read_timeout_ms);
+  return 0;
+}
+
+int ursa_read_stop(ursa_stream *s) {
+  int r = check_stream(s, "ursa_read_stop");
+  if (r) return r;
+  if (!(s->flags & S_READING)) return 0;
+  s->flags &= ~S_READING;
+  ursa__op_cancel(s->loop, &s->recv_op);
+  ursa__op_cancel(s->loop, &s->read_timer.op);
+  return 0;
+}
+
+int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
+  int r = check_stream(s, "ursa_read_timeout");
+  if (r) return r;
+  s->read_timeout_ms = ms;
+  s->last_read_ms = s->loop->now_ms;
+  if (ms && (s->flags & S_READING) && s->read_timer.op.state == URSA__IDLE)
+    start_read_timer(s, ms);
+  return 0;
+}
+
+void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_stream *s = STREAM_OF(op, recv_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  if (loop->used & URSA_FEAT_MULTISHOT_RECV) {
+    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+    op->flags |= URSA__F_MULTISHOT;
+  } else {
+    io_uring_prep_recv(sqe, s->fd, NULL, loop->buf_size, 0);
+  }
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = loop->bgid;
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
+                         uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, recv_op);
+  if (res > 0) {
+    /* Without a buffer the kernel broke its contract; treat as an error. */
+    if (URSA__UNLIKELY(!(flags & IORING_CQE_F_BUFFER))) {
+      res = -EFAULT;
+    } else {
+      unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+      loop->stats.bytes_in += (uint64_t)res;
+      s->last_read_ms = loop->now_ms;
+      /* Delivered even after ursa_read_stop(): the bytes left the socket. */
+      if (!(s->flags & S_CLOSING))
+        s->read_cb(s, res, ursa__buf_addr(loop, bid));
+      ursa__buf_recycle(loop, bid);
+      if (flags & IORING_CQE_F_MORE) return;
+    }
+  } else if (flags & IORING_CQE_F_BUFFER) {
+    ursa__buf_recycle(loop, flags >> IORING_CQE_BUFFER_SHIFT);
+  }
+  if (res == -ENOBUFS) loop->stats.enobufs++;
+  if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
+    /* A kernel that takes the opcode but not multishot: fall back. */
+    loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
+    res = -ENOBUFS;
+  }
+
+  int status = 0;
+  if (s->flags & S_CLOSING) {
+    status = 1; /* no callback */
+  } else if (res == 0) {
+    status = URSA_EOF;
+    s->flags |= S_EOF;
+  } else if (s->flags & S_READ_TIMEDOUT) {
+    status = -ETIMEDOUT;
+  } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
+    status = res;
+  }
+  if (status == 0 && (s->flags & S_READING)) {
+    /* The recv ended with reading still wanted (single-shot, ENOBUFS, a
+     * stop undone by a start): arm it again.  Only one recv is ever in
+     * flight per stream, so bytes stay in order. */
+    loop->stats.rearms++;
+    op->flags &= (uint8_t)~URSA__F_CANCEL;
+    ursa__op_resubmit(loop, op);
+    return;
+  }
+  op_end(s, op);
+  if (status < 0) {
+    s->flags &= ~(S_READING | S_READ_TIMEDOUT);
+    if (s->read_timer.op.state != URSA__IDLE)
+      ursa__op_cancel(loop, &s->read_timer.op);
+    s->read_cb(s, status, NULL);
+  }
+  maybe_finish_close(s);
+}
+
+/* ---- send ---- */
+
+static void fail_queued(ursa_stream *s, ursa_write_req *from) {
+  /* Unlinked first: their callbacks run later, from the pending list. */
+  for (ursa_write_req *w = from; w;) {
+    ursa_write_req *next = w->wnext;
+    w->wnext = NULL;
+    s->wq_bytes -= w->len - w->done;
+    ursa__op_defer(s->loop, &w->op, -ECANCELED);
+    w = next;
+  }
+}
+
+static void start_head(ursa_stream *s) {
+  ursa_write_req *w = s->wq_head;
+  if (w->op.nsqe == 2) w->deadline_ms = s->loop->now_ms + w->deadline_ms;
+  ursa__op_resubmit(s->loop, &w->op);
+}
+
+int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
+               uint32_t timeout_ms, ursa_write_cb cb) {
+  int r = check_stream(s, "ursa_write");
+  if (r) return r;
+  if (!w || !buf || !cb)
+    return ursa__invalid("ursa_write: NULL %s",
+                         !w ? "request" : !buf ? "buffer" : "callback");
+  if (!len) return ursa__invalid("ursa_write: length is 0");
+  if (w->op.state != URSA__IDLE) return -EBUSY;
+  if (s->flags & S_CLOSING) return -EBADF;
+  if (s->flags & S_SHUT) return -EPIPE;
+  if (s->write_error) return s->write_error;
+  w->op.kind = URSA__OP_SEND;
+  w->op.nsqe = timeout_ms ? 2 : 1;
+  w->op.flags = 0;
+  w->stream = s;
+  w->wnext = NULL;
+  w->buf = buf;
+  w->len = len;
+  w->done = 0;
+  w->cb = cb;
+  w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
+  w->op.state = URSA__QUEUED;
+  s->loop->active++;
+  s->nops++;
+  s->wq_bytes += len;
+  if (s->wq_tail) {
+    s->wq_tail->wnext = w;
+    s->wq_tail = w;
+  } else {
+    s->wq_head = s->wq_tail = w;
+    start_head(s);
+  }
+  return 0;
+}
+
+size_t ursa_write_queue_size(const ursa_stream *s) {
+  return s ? s->wq_bytes : 0;
+}
+
+int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  if (op->state != URSA__QUEUED || w == w->stream->wq_head)
+    return ursa__op_cancel(loop, op);
+  /* Not started: take it out of the queue; the stream stays whole. */
+  ursa_stream *s = w->stream;
+  ursa_write_req *prev = s->wq_head;
+  while (prev && prev->wnext != w) prev = prev->wnext;
+  if (!prev) return -ENOENT;
+  prev->wnext = w->wnext;
+  if (s->wq_tail == w) s->wq_tail = prev;
+  w->wnext = NULL;
+  s->wq_bytes -= w->len;
+  ursa__op_defer(loop, op, -ECANCELED);
+  return 0;
+}
+
+void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_send(sqe, w->stream->fd, w->buf + w->done, w->len - w->done,
+                     MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, op);
+  if (op->nsqe == 2) {
+    uint64_t left = w->deadline_ms > loop->now_ms
+                        ? w->deadline_ms - loop->now_ms
+                        : 0;
+    ursa__ms_to_ts(left ? left : 0, &w->ts_sec, &w->ts_nsec);
+    if (!left) w->ts_nsec = 1; /* past due: expire at once */
+    op->flags |= URSA__F_TIMEOUT;
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = ursa__get_sqe(loop);
+    io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)&w->ts_sec, 0);
+    sqe->user_data = 0;
+  }
+}
+
+static void maybe_shutdown(ursa_stream *s) {
+  if ((s->flags & S_SHUT_WAITING) && !s->wq_head) {
+    s->flags &= ~S_SHUT_WAITING;
+    ursa__op_submit(s->loop, &s->shutdown_op);
+  }
+}
+
+void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
+                         uint32_t flags) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  ursa_stream *s = w->stream;
+  (void)flags;
+  bool head = w == s->wq_head;
+  if (res > 0) {
+    w->done += (size_t)res;
+    s->wq_bytes -= (size_t)res;
+    loop->stats.bytes_out += (uint64_t)res;
+    if (w->done < w->len && !(op->flags & URSA__F_CANCEL) &&
+        !(s->flags & S_CLOSING)) {
+      ursa__op_resubmit(loop, op); /* short send: go on from where it was */
+      return;
+    }
+  }
+  int status;
+  if (w->done == w->len)
+    status = 0;
+  else if (res <= 0)
+    status = timeout_status(op, res ? res : -EPIPE);
+  else
+    status = -ECANCELED;
+  if (head) {
+    s->wq_head = w->wnext;
+    if (!s->wq_head) s->wq_tail = NULL;
+    s->wq_bytes -= w->len - w->done;
+    /* A write that put some bytes out and not all leaves the byte stream
+     * torn; one that put none out (a cancel in time) does not. */
+    if (status != 0 && (w->done > 0 || status != -ECANCELED)) {
+      if (!s->write_error) s->write_error = status;
+      ursa_write_req *rest = s->wq_head;
+      s->wq_head = s->wq_tail = NULL;
+      fail_queued(s, rest);
+    }
+  }
+  w->wnext = NULL;
+  op_end(s, op);
+  w->cb(w, status); /* may free w */
+  if (head && s->wq_head && !(s->flags & S_CLOSING) &&
+      s->wq_head->op.state == URSA__QUEUED)
+    start_head(s);
+  maybe_shutdown(s);
+  maybe_finish_close(s);
+}
+
+/* ---- shutdown ---- */
+
+int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
+  int r = check_stream(s, "ursa_shutdown");
+  if (r) return r;
+  if (!cb) return ursa__invalid("ursa_shutdown: NULL callback");
+  if (s->flags & S_CLOSING) return -EBADF;
+  if (s->flags & S_SHUT) return -EALREADY;
+  s->flags |= S_SHUT | S_SHUT_WAITING;
+  s->shutdown_cb = cb;
+  s->nops++;
+  maybe_shutdown(s);
+  return 0;
+}
+
+void ursa__shutdown_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_stream *s = STREAM_OF(op, shutdown_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__shutdown_complete(ursa_loop *loop, ursa_op *op, int res,
+                             uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, shutdown_op);
+  (void)flags;
+  (void)loop;
+  op_end(s, op);
+  s->shutdown_cb(s, res);
+  maybe_finish_close(s);
+}
+
+/* ---- close ---- */
+
+int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
+  int r = check_stream(s, "ursa_stream_close");
+  if (r) return r;
+  if (!cb) return ursa__invalid("ursa_stream_close: NULL callback");
+  if (s->flags & S_CLOSING) return -EALREADY;
+  ursa_loop *loop = s->loop;
+  s->flags |= S_CLOSING;
+  s->flags &= ~S_READING;
+  s->close_cb = cb;
+  ursa__op_cancel(loop, &s->recv_op);
+  ursa__op_cancel(loop, &s->connect_op);
+  ursa__op_cancel(loop, &s->read_timer.op);
+  if (s->flags & S_SHUT_WAITING) {
+    s->flags &= ~S_SHUT_WAITING;
+    ursa__op_defer(loop, &s->shutdown_op, -ECANCELED);
+  } else {
+    ursa__op_cancel(loop, &s->shutdown_op);
+  }
+  if (s->wq_head) {
+    ursa_write_req *head = s->wq_head;
+    ursa_write_req *rest = head->wnext;
+    head->wnext = NULL;
+    s->wq_tail = head;
+    fail_queued(s, rest);
+    ursa__op_cancel(loop, &head->op);
+  }
+  maybe_finish_close(s);
+  return 0;
+}
+
+void ursa__sclose_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_stream *s = STREAM_OF(op, close_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_close(sqe, s->fd);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
+                           uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, close_op);
+  (void)flags;
+  (void)res; /* the descriptor is gone whatever close said */
+  ursa__op_done(loop, op);
+  s->fd = -1;
+  s->flags = 0;
+  s->close_cb(s); /* the last touch: it may free s */
+}

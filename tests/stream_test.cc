@@ -1,0 +1,578 @@
+// stream_test.cc - TCP streams over IPv4 and IPv6 under every ring variant:
+// accept, echo, write order, buffer exhaustion, resets, half-close, close
+// with operations in flight, connect errors and timeouts.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <memory>
+#include <thread>
+
+#include "tests/testutil.h"
+
+namespace {
+
+using Param = std::tuple<t::Variant, int>;
+
+class Stream : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    opts_.disable = std::get<0>(GetParam()).disable;
+    Make();
+  }
+  void Make() {
+    loop_.reset(new t::Loop(&opts_));
+    ASSERT_EQ(0, loop_->status()) << ursa_strerror(loop_->status());
+  }
+  void TearDown() override {
+    if (loop_ && loop_->get()) loop_->Finish();
+  }
+  int family() const { return std::get<1>(GetParam()); }
+  ursa_loop *loop() { return loop_->get(); }
+  bool RunUntil(const std::function<bool()> &f, int ms = 20000) {
+    return loop_->RunUntil(f, ms);
+  }
+  ursa_loop_options opts_{};
+  std::unique_ptr<t::Loop> loop_;
+};
+
+std::string ParamName(const ::testing::TestParamInfo<Param> &info) {
+  return std::string(std::get<0>(info.param).name) +
+         (std::get<1>(info.param) == AF_INET6 ? "_ipv6" : "_ipv4");
+}
+
+TEST_P(Stream, AcceptsManyClients) {
+  t::EchoServer srv(loop(), family());
+  const int kClients = 200;
+  std::vector<std::unique_ptr<t::EchoClient>> clients;
+  for (int i = 0; i < kClients; i++)
+    clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
+                                           t::RandomBytes(100, (uint32_t)i)));
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto &c : clients)
+      if (!c->done()) return false;
+    return true;
+  }));
+  EXPECT_EQ(kClients, srv.accepted);
+  for (auto &c : clients) {
+    EXPECT_EQ(0, c->connect_status);
+    EXPECT_TRUE(t::SameBytes(c->payload, c->got));
+  }
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+  ursa_stats st;
+  ursa_loop_stats(loop(), &st);
+  EXPECT_EQ(kClients * 100u * 2, st.bytes_in);
+  EXPECT_EQ(st.bytes_in, st.bytes_out);
+}
+
+TEST_P(Stream, EchoesRandomPayloadsByteForByte) {
+  t::EchoServer srv(loop(), family());
+  const size_t sizes[] = {1, 7, 100, 4096, 65536, 1 << 20, 8 << 20};
+  std::vector<std::unique_ptr<t::EchoClient>> clients;
+  uint32_t seed = 1;
+  for (size_t n : sizes)
+    clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
+                                           t::RandomBytes(n, seed++)));
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto &c : clients)
+      if (!c->done()) return false;
+    return true;
+  }));
+  for (auto &c : clients) {
+    EXPECT_EQ(0, c->connect_status);
+    EXPECT_EQ(0, c->read_status);
+    EXPECT_EQ(0, c->write_status);
+    EXPECT_TRUE(t::SameBytes(c->payload, c->got)) << c->payload.size();
+  }
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+}
+
+TEST_P(Stream, QueuedWritesKeepOrder) {
+  t::EchoServer srv(loop(), family());
+  // 2000 writes of 1..997 bytes queued at once on one stream.
+  t::EchoClient c(loop(), srv.addr(), srv.addrlen(),
+                  t::RandomBytes(997 * 2000, 77), 997);
+  t::EchoClient odd(loop(), srv.addr(), srv.addrlen(),
+                    t::RandomBytes(123457, 78), 13);
+  ASSERT_TRUE(RunUntil([&] { return c.done() && odd.done(); }));
+  EXPECT_TRUE(t::SameBytes(c.payload, c.got));
+  EXPECT_TRUE(t::SameBytes(odd.payload, odd.got));
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+}
+
+TEST_P(Stream, SmallBufferRingDeliversEveryByteInOrder) {
+  loop_->Finish();
+  opts_.buf_count = 2;
+  opts_.buf_size = 64;
+  Make();
+  t::EchoServer srv(loop(), family());
+  std::vector<std::unique_ptr<t::EchoClient>> clients;
+  for (int i = 0; i < 8; i++)
+    clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
+                                           t::RandomBytes(256 << 10, 900 + i),
+                                           4096));
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto &c : clients)
+      if (!c->done()) return false;
+    return true;
+  }));
+  for (auto &c : clients) EXPECT_TRUE(t::SameBytes(c->payload, c->got));
+  ursa_stats st;
+  ursa_loop_stats(loop(), &st);
+  EXPECT_GT(st.enobufs, 0u) << "the ring was never exhausted";
+  EXPECT_EQ(0, srv.read_errors);
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+}
+
+// A server-side stream with a plain blocking socket as the peer.
+struct Accepted {
+  ursa_stream s{};
+  bool have = false;
+  std::vector<char> got;
+  int read_status = 0;
+  bool closed = false;
+  int shutdown_status = 1;
+};
+
+void AcceptOne(ursa_listener *l, int status) {
+  auto *a = static_cast<Accepted *>(l->data);
+  if (status < 0 || a->have) return;
+  ASSERT_EQ(0, ursa_accept(l, &a->s));
+  a->s.data = a;
+  a->have = true;
+}
+void ReadInto(ursa_stream *s, ssize_t n, const void *buf) {
+  auto *a = static_cast<Accepted *>(s->data);
+  if (n < 0) {
+    a->read_status = (int)n;
+    return;
+  }
+  a->got.insert(a->got.end(), (const char *)buf, (const char *)buf + n);
+}
+void MarkClosed(ursa_stream *s) { static_cast<Accepted *>(s->data)->closed = true; }
+void MarkListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true; }
+
+class Peer {
+ public:
+  Peer(Stream *, ursa_loop *loop, int family, Accepted *a) : loop_(loop) {
+    sockaddr_storage ss;
+    socklen_t len = t::LoopbackAddr(family, &ss);
+    l_.data = a;
+    EXPECT_EQ(0, ursa_listen(loop, &l_, (sockaddr *)&ss, len, 0, 0, AcceptOne));
+    socklen_t al;
+    EXPECT_EQ(0, ursa_listener_addr(&l_, &addr_, &al));
+    fd_ = t::BlockingConnect(addr_, al);
+    EXPECT_GE(fd_, 0);
+  }
+  void CloseListener(t::Loop *lp) {
+    bool done = false;
+    l_.data = &done;
+    ASSERT_EQ(0, ursa_listener_close(&l_, MarkListenerClosed));
+    ASSERT_TRUE(lp->RunUntil([&] { return done; }));
+  }
+  ~Peer() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int fd_ = -1;
+
+ private:
+  ursa_loop *loop_;
+  ursa_listener l_{};
+  sockaddr_storage addr_{};
+};
+
+TEST_P(Stream, PeerResetIsReported) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_TRUE(t::WriteAll(p.fd_, "abc", 3));
+  ASSERT_TRUE(RunUntil([&] { return a.got.size() == 3; }));
+  // SO_LINGER 0: close sends RST.
+  struct linger lg = {1, 0};
+  ASSERT_EQ(0, setsockopt(p.fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+  close(p.fd_);
+  p.fd_ = -1;
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }));
+  EXPECT_EQ(-ECONNRESET, a.read_status) << ursa_err_name(a.read_status);
+  // A write to a reset stream fails with an error, not a signal.
+  static ursa_write_req w{};
+  static int wstatus = 1;
+  w = ursa_write_req{};
+  wstatus = 1;
+  int r = ursa_write(&w, &a.s, "x", 1, 0,
+                     [](ursa_write_req *, int st) { wstatus = st; });
+  if (r == 0) {
+    ASSERT_TRUE(RunUntil([&] { return wstatus != 1; }));
+    EXPECT_TRUE(wstatus == -EPIPE || wstatus == -ECONNRESET)
+        << ursa_err_name(wstatus);
+  }
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+TEST_P(Stream, HalfCloseIsReportedAndReplyStillFlows) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  std::vector<char> msg = t::RandomBytes(5000, 5);
+  ASSERT_TRUE(t::WriteAll(p.fd_, msg.data(), msg.size()));
+  ASSERT_EQ(0, shutdown(p.fd_, SHUT_WR));
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }));
+  EXPECT_EQ(URSA_EOF, a.read_status);
+  EXPECT_TRUE(t::SameBytes(msg, a.got));
+  // Reading again after EOF is refused.
+  EXPECT_EQ(-EINVAL, ursa_read_start(&a.s, ReadInto));
+  // The other direction is still open: reply, then shut down.
+  ursa_write_req w{};
+  static int wst;
+  wst = 1;
+  ASSERT_EQ(0, ursa_write(&w, &a.s, msg.data(), msg.size(), 0,
+                          [](ursa_write_req *, int st) { wst = st; }));
+  ASSERT_EQ(0, ursa_shutdown(&a.s, [](ursa_stream *s, int st) {
+              static_cast<Accepted *>(s->data)->shutdown_status = st;
+            }));
+  EXPECT_EQ(-EBUSY, ursa_write(&w, &a.s, "x", 1, 0,
+                               [](ursa_write_req *, int) {}));
+  ursa_write_req w2{};
+  EXPECT_EQ(-EPIPE, ursa_write(&w2, &a.s, "x", 1, 0,
+                               [](ursa_write_req *, int) {}));
+  ASSERT_TRUE(RunUntil([&] { return wst != 1 && a.shutdown_status != 1; }));
+  EXPECT_EQ(0, wst);
+  EXPECT_EQ(0, a.shutdown_status);
+  std::vector<char> back(msg.size());
+  ASSERT_TRUE(t::ReadExactly(p.fd_, back.data(), back.size()));
+  EXPECT_TRUE(t::SameBytes(msg, back));
+  char extra;
+  EXPECT_EQ(0, read(p.fd_, &extra, 1)) << "expected EOF after shutdown";
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  EXPECT_EQ(-EALREADY, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+  // A closed stream refuses everything.
+  EXPECT_EQ(-EINVAL, ursa_read_start(&a.s, ReadInto));
+  EXPECT_EQ(-EINVAL, ursa_stream_close(&a.s, MarkClosed));
+}
+
+struct Counted {
+  int calls = 0;
+  int last = 1;
+  size_t done = 0;
+};
+void CountWrite(ursa_write_req *w, int st) {
+  auto *c = static_cast<Counted *>(w->data);
+  c->calls++;
+  c->last = st;
+  c->done = w->done;
+}
+
+TEST_P(Stream, CloseWithOperationsInFlightCallsBackOnce) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  // The peer never reads: big writes stay in flight and queued.
+  int small = 4096;
+  setsockopt(p.fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_EQ(0, ursa_read_timeout(&a.s, 60000));
+  std::vector<char> big(32 << 20, 'x');
+  const int kWrites = 5;
+  std::vector<ursa_write_req> ws(kWrites);
+  std::vector<Counted> cs(kWrites);
+  for (int i = 0; i < kWrites; i++) {
+    ws[i].data = &cs[i];
+    ASSERT_EQ(0, ursa_write(&ws[i], &a.s, big.data(), big.size(), 0,
+                            CountWrite));
+  }
+  ASSERT_TRUE(RunUntil([&] { return ursa_write_queue_size(&a.s) <
+                                    big.size() * kWrites; }));
+  static int closes;
+  closes = 0;
+  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_stream *s) {
+              closes++;
+              static_cast<Accepted *>(s->data)->closed = true;
+            }));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+  EXPECT_EQ(1, closes);
+  for (int i = 0; i < kWrites; i++) {
+    EXPECT_EQ(1, cs[i].calls) << i;
+    EXPECT_EQ(-ECANCELED, cs[i].last) << i << " " << ursa_err_name(cs[i].last);
+  }
+  EXPECT_GT(cs[0].done, 0u);
+  EXPECT_EQ(0, a.read_status) << "the read callback ran after close";
+  // Nothing more arrives for the closed stream.
+  EXPECT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT));
+  EXPECT_EQ(1, closes);
+}
+
+TEST_P(Stream, CancelOfQueuedWriteKeepsTheStreamWhole) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  std::vector<char> m1 = t::RandomBytes(3000, 1), m2 = t::RandomBytes(3000, 2),
+                    m3 = t::RandomBytes(3000, 3);
+  ursa_write_req w1{}, w2{}, w3{};
+  Counted c1, c2, c3;
+  w1.data = &c1;
+  w2.data = &c2;
+  w3.data = &c3;
+  ASSERT_EQ(0, ursa_write(&w1, &a.s, m1.data(), m1.size(), 0, CountWrite));
+  ASSERT_EQ(0, ursa_write(&w2, &a.s, m2.data(), m2.size(), 0, CountWrite));
+  ASSERT_EQ(0, ursa_write(&w3, &a.s, m3.data(), m3.size(), 0, CountWrite));
+  EXPECT_EQ(0, ursa_cancel(loop(), &w2.op));
+  EXPECT_EQ(-EALREADY, ursa_cancel(loop(), &w2.op));
+  ASSERT_TRUE(RunUntil([&] { return c1.calls && c2.calls && c3.calls; }));
+  EXPECT_EQ(0, c1.last);
+  EXPECT_EQ(-ECANCELED, c2.last);
+  EXPECT_EQ(0, c3.last);
+  // Cancelling finished operations is refused, not crashed on.
+  EXPECT_EQ(-ENOENT, ursa_cancel(loop(), &w1.op));
+  EXPECT_EQ(-ENOENT, ursa_cancel(loop(), &w2.op));
+  std::vector<char> want = m1;
+  want.insert(want.end(), m3.begin(), m3.end());
+  std::vector<char> got(want.size());
+  ASSERT_TRUE(t::ReadExactly(p.fd_, got.data(), got.size()));
+  EXPECT_TRUE(t::SameBytes(want, got));
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+TEST_P(Stream, WriteTimeoutFiresWhenPeerDoesNotRead) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  std::vector<char> big(64 << 20, 'y');
+  ursa_write_req w{}, after{};
+  Counted c, c2;
+  w.data = &c;
+  after.data = &c2;
+  ASSERT_EQ(0, ursa_write(&w, &a.s, big.data(), big.size(), 200, CountWrite));
+  ASSERT_EQ(0, ursa_write(&after, &a.s, "z", 1, 0, CountWrite));
+  ASSERT_TRUE(RunUntil([&] { return c.calls && c2.calls; }, 10000));
+  EXPECT_EQ(-ETIMEDOUT, c.last) << ursa_err_name(c.last);
+  EXPECT_LT(c.done, big.size());
+  EXPECT_EQ(-ECANCELED, c2.last);
+  // The stream is torn: new writes get the first error.
+  ursa_write_req w3{};
+  EXPECT_EQ(-ETIMEDOUT, ursa_write(&w3, &a.s, "q", 1, 0, CountWrite));
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+TEST_P(Stream, ReadTimeoutFiresOnSilentPeer) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  ASSERT_EQ(0, ursa_read_timeout(&a.s, 150));
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  // Bytes at 50 ms push the deadline on.
+  usleep(50 * 1000);
+  ASSERT_TRUE(t::WriteAll(p.fd_, "hi", 2));
+  uint64_t t0 = ursa_loop_now(loop());
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }, 5000));
+  uint64_t waited = ursa_loop_now(loop()) - t0;
+  EXPECT_EQ(-ETIMEDOUT, a.read_status) << ursa_err_name(a.read_status);
+  EXPECT_EQ(2u, a.got.size());
+  EXPECT_GE(waited, 100u);
+  EXPECT_LT(waited, 3000u);
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+TEST_P(Stream, ReadStopAndStartLoseNothing) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  std::vector<char> msg = t::RandomBytes(200000, 9);
+  std::thread writer([&] { t::WriteAll(p.fd_, msg.data(), msg.size()); });
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  for (int i = 0; i < 50 && a.got.size() < msg.size(); i++) {
+    ursa_loop_run(loop(), URSA_RUN_ONCE);
+    ASSERT_EQ(0, ursa_read_stop(&a.s));
+    ursa_loop_run(loop(), URSA_RUN_NOWAIT);
+    ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  }
+  ASSERT_TRUE(RunUntil([&] { return a.got.size() >= msg.size(); }));
+  writer.join();
+  EXPECT_TRUE(t::SameBytes(msg, a.got));
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+struct ConnectResult {
+  ursa_stream s{};
+  int status = 1;
+  bool closed = false;
+};
+void OnConnectResult(ursa_stream *s, int st) {
+  static_cast<ConnectResult *>(s->data)->status = st;
+}
+void OnConnectClosed(ursa_stream *s) {
+  static_cast<ConnectResult *>(s->data)->closed = true;
+}
+
+TEST_P(Stream, ConnectToClosedPortIsRefused) {
+  // A port that was just free: bind, read it, close.
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(family(), &ss);
+  int fd = socket(family(), SOCK_STREAM, 0);
+  ASSERT_EQ(0, bind(fd, (sockaddr *)&ss, len));
+  ASSERT_EQ(0, getsockname(fd, (sockaddr *)&ss, &len));
+  close(fd);
+  ConnectResult c;
+  c.s.data = &c;
+  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 0,
+                            OnConnectResult));
+  ASSERT_TRUE(RunUntil([&] { return c.status != 1; }));
+  EXPECT_EQ(-ECONNREFUSED, c.status) << ursa_err_name(c.status);
+  ASSERT_EQ(0, ursa_stream_close(&c.s, OnConnectClosed));
+  ASSERT_TRUE(RunUntil([&] { return c.closed; }));
+}
+
+TEST_P(Stream, ConnectTimeoutFires) {
+  // A listener whose backlog is full drops further SYNs, so a connect to it
+  // hangs until its timeout.
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(family(), &ss);
+  int lfd = socket(family(), SOCK_STREAM, 0);
+  ASSERT_EQ(0, bind(lfd, (sockaddr *)&ss, len));
+  ASSERT_EQ(0, listen(lfd, 0));
+  ASSERT_EQ(0, getsockname(lfd, (sockaddr *)&ss, &len));
+  std::vector<int> fill;
+  for (int i = 0; i < 4; i++) {
+    int fd = socket(family(), SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(fd, (sockaddr *)&ss, len);
+    fill.push_back(fd);
+  }
+  usleep(100 * 1000);
+  ConnectResult c;
+  c.s.data = &c;
+  uint64_t t0 = ursa_loop_now(loop());
+  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 300,
+                            OnConnectResult));
+  ASSERT_TRUE(RunUntil([&] { return c.status != 1; }, 10000));
+  uint64_t waited = ursa_loop_now(loop()) - t0;
+  EXPECT_EQ(-ETIMEDOUT, c.status) << ursa_err_name(c.status);
+  EXPECT_GE(waited, 250u);
+  EXPECT_LT(waited, 5000u);
+  ASSERT_EQ(0, ursa_stream_close(&c.s, OnConnectClosed));
+  ASSERT_TRUE(RunUntil([&] { return c.closed; }));
+  for (int fd : fill) close(fd);
+  close(lfd);
+}
+
+TEST_P(Stream, CloseDuringConnectCancelsIt) {
+  t::EchoServer srv(loop(), family());
+  ConnectResult c;
+  c.s.data = &c;
+  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (const sockaddr *)&srv.addr(),
+                            srv.addrlen(), 1000, OnConnectResult));
+  ASSERT_EQ(0, ursa_stream_close(&c.s, OnConnectClosed));
+  ASSERT_TRUE(RunUntil([&] { return c.closed; }));
+  EXPECT_NE(1, c.status) << "connect callback never ran";
+  EXPECT_TRUE(c.status == -ECANCELED || c.status == 0 ||
+              c.status == -ECONNABORTED)
+      << ursa_err_name(c.status);
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+}
+
+TEST_P(Stream, SocketpairStreamCarriesBytes) {
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  Accepted a;
+  ASSERT_EQ(0, ursa_stream_open(loop(), &a.s, sv[0]));
+  a.s.data = &a;
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  std::vector<char> msg = t::RandomBytes(300000, 44);
+  std::thread w([&] {
+    t::WriteAll(sv[1], msg.data(), msg.size());
+    close(sv[1]);
+  });
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }));
+  w.join();
+  EXPECT_EQ(URSA_EOF, a.read_status);
+  EXPECT_TRUE(t::SameBytes(msg, a.got));
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rings, Stream,
+    ::testing::Combine(::testing::ValuesIn(t::kVariants,
+                                           t::kVariants + t::kNumVariants),
+                       ::testing::Values(AF_INET, AF_INET6)),
+    ParamName);
+
+// Bad arguments are refused with EINVAL and a reason, never a crash.
+TEST(StreamArgs, BadArgumentsAreRefused) {
+  t::Loop lp;
+  ASSERT_EQ(0, lp.status());
+  ursa_stream s{};
+  EXPECT_EQ(-EINVAL, ursa_read_start(nullptr, ReadInto));
+  EXPECT_EQ(-EINVAL, ursa_read_start(&s, ReadInto));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "not open"));
+  EXPECT_EQ(-EINVAL, ursa_connect(lp.get(), &s, nullptr, 0, 0,
+                                  OnConnectResult));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "address"));
+  sockaddr_storage ss{};
+  ss.ss_family = AF_APPLETALK;
+  EXPECT_EQ(-EINVAL, ursa_connect(lp.get(), &s, (sockaddr *)&ss,
+                                  sizeof(sockaddr_in), 0, OnConnectResult));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "family"));
+  ursa_listener l{};
+  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+  EXPECT_EQ(-EINVAL, ursa_listen(lp.get(), &l, (sockaddr *)&ss, len, 0, 0x80,
+                                 AcceptOne));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "flags"));
+  EXPECT_EQ(-EINVAL, ursa_accept(&l, &s));
+  ursa_write_req w{};
+  int fds[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, fds));
+  ASSERT_EQ(0, ursa_stream_open(lp.get(), &s, fds[0]));
+  EXPECT_EQ(-EINVAL, ursa_write(&w, &s, "x", 0, 0, CountWrite));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "length"));
+  EXPECT_EQ(-EINVAL, ursa_write(&w, &s, nullptr, 1, 0, CountWrite));
+  int pfd[2];
+  ASSERT_EQ(0, pipe(pfd));
+  ursa_stream notsock{};
+  EXPECT_EQ(-ENOTSOCK, ursa_stream_open(lp.get(), &notsock, pfd[0]));
+  close(pfd[0]);
+  close(pfd[1]);
+  static bool closed;
+  closed = false;
+  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+  ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+  close(fds[1]);
+  // A port in use is reported as such.
+  ursa_listener l1{}, l2{};
+  ASSERT_EQ(0, ursa_listen(lp.get(), &l1, (sockaddr *)&ss, len, 0, 0,
+                           AcceptOne));
+  socklen_t al;
+  sockaddr_storage bound;
+  ASSERT_EQ(0, ursa_listener_addr(&l1, &bound, &al));
+  EXPECT_EQ(-EADDRINUSE, ursa_listen(lp.get(), &l2, (sockaddr *)&bound, al, 0,
+                                     0, AcceptOne));
+  bool lclosed = false;
+  l1.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l1, MarkListenerClosed));
+  EXPECT_EQ(-EALREADY, ursa_listener_close(&l1, MarkListenerClosed));
+  ASSERT_TRUE(lp.RunUntil([&] { return lclosed; }));
+  lp.Finish();
+}
+
+}  // namespace

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# setup.sh - installs what building and testing ursa needs, from Debian.
+# Safe to run again: it does nothing when every package is present.
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap   # Bazel 4.2.3 (WORKSPACE mode, offline)
+  liburing-dev      # io_uring
+  libgtest-dev      # GoogleTest
+  googletest
+  gnuplot-nox       # bench graphs
+  valgrind
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "setup: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done" >&2
