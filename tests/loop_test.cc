@@ -228,6 +228,7 @@ TEST(Loop, BlockedIoUringGivesAClearError) {
   int st = 0;
   ASSERT_EQ(pid, waitpid(pid, &st, 0));
   ASSERT_TRUE(WIFEXITED(st));
+  if (WEXITSTATUS(st) == 10) GTEST_SKIP() << "needs seccomp filters";
   EXPECT_EQ(0, WEXITSTATUS(st)) << "child step " << WEXITSTATUS(st) << " failed";
 }
 

@@ -79,7 +79,7 @@ uint64_t ursa_loop_now(const ursa_loop *loop) { return loop->now_ms; }
 
 void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out) {
   *out = loop->stats;
-  out->cq_overflows = *loop->ring.cq.koverflow;
+  out->cq_dropped = *loop->ring.cq.koverflow;
 }
 
 static void dispatch(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
@@ -100,6 +100,10 @@ static unsigned reap(ursa_loop *loop) {
     uint32_t flags;
   } got[REAP_BATCH];
   unsigned total = 0;
+  /* The kernel keeps what did not fit and hands it over on the next enter;
+   * the reap below empties the CQ for it. */
+  if (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+    loop->stats.cq_overflows++;
   for (;;) {
     unsigned n = io_uring_peek_batch_cqe(&loop->ring, cqes, REAP_BATCH);
     for (unsigned i = 0; i < n; i++) {

@@ -160,7 +160,9 @@ typedef struct ursa_stats {
   uint64_t cqes;         /* CQEs reaped */
   uint64_t rearms;       /* multishot operations armed again after ending */
   uint64_t enobufs;      /* receives that found the buffer ring empty */
-  uint64_t cq_overflows; /* completions the kernel had to hold back */
+  uint64_t cq_overflows; /* rounds that found the CQ full, the kernel
+                            holding completions back for later */
+  uint64_t cq_dropped;   /* completions the kernel lost (0 with NODROP) */
   uint64_t sq_full;      /* times an SQE was not at hand and had to wait */
   uint64_t bytes_in;     /* bytes received on streams */
   uint64_t bytes_out;    /* bytes sent on streams */
