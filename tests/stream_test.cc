@@ -435,7 +435,7 @@ TEST_P(Stream, ConnectToClosedPortIsRefused) {
   close(fd);
   ConnectResult c;
   c.s.data = &c;
-  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 0,
+  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 0, 0,
                             OnConnectResult));
   ASSERT_TRUE(RunUntil([&] { return c.status != 1; }));
   EXPECT_EQ(-ECONNREFUSED, c.status) << ursa_err_name(c.status);
@@ -462,7 +462,7 @@ TEST_P(Stream, ConnectTimeoutFires) {
   ConnectResult c;
   c.s.data = &c;
   uint64_t t0 = ursa_loop_now(loop());
-  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 300,
+  ASSERT_EQ(0, ursa_connect(loop(), &c.s, (sockaddr *)&ss, len, 0, 300,
                             OnConnectResult));
   ASSERT_TRUE(RunUntil([&] { return c.status != 1; }, 10000));
   uint64_t waited = ursa_loop_now(loop()) - t0;
@@ -480,7 +480,7 @@ TEST_P(Stream, CloseDuringConnectCancelsIt) {
   ConnectResult c;
   c.s.data = &c;
   ASSERT_EQ(0, ursa_connect(loop(), &c.s, (const sockaddr *)&srv.addr(),
-                            srv.addrlen(), 1000, OnConnectResult));
+                            srv.addrlen(), 0, 1000, OnConnectResult));
   ASSERT_EQ(0, ursa_stream_close(&c.s, OnConnectClosed));
   ASSERT_TRUE(RunUntil([&] { return c.closed; }));
   EXPECT_NE(1, c.status) << "connect callback never ran";
@@ -526,13 +526,13 @@ TEST(StreamArgs, BadArgumentsAreRefused) {
   EXPECT_EQ(-EINVAL, ursa_read_start(nullptr, ReadInto));
   EXPECT_EQ(-EINVAL, ursa_read_start(&s, ReadInto));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "not open"));
-  EXPECT_EQ(-EINVAL, ursa_connect(lp.get(), &s, nullptr, 0, 0,
+  EXPECT_EQ(-EINVAL, ursa_connect(lp.get(), &s, nullptr, 0, 0, 0,
                                   OnConnectResult));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "address"));
   sockaddr_storage ss{};
   ss.ss_family = AF_APPLETALK;
   EXPECT_EQ(-EINVAL, ursa_connect(lp.get(), &s, (sockaddr *)&ss,
-                                  sizeof(sockaddr_in), 0, OnConnectResult));
+                                  sizeof(sockaddr_in), 0, 0, OnConnectResult));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "family"));
   ursa_listener l{};
   socklen_t len = t::LoopbackAddr(AF_INET, &ss);

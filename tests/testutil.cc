@@ -153,10 +153,22 @@ struct EchoServer::Wr {
 EchoServer::EchoServer(ursa_loop *loop, int family) : loop_(loop) {
   sockaddr_storage ss;
   socklen_t len = LoopbackAddr(family, &ss);
+  Listen(reinterpret_cast<sockaddr *>(&ss), len, 0);
+}
+
+EchoServer::EchoServer(ursa_loop *loop, const ursa_addr &at, unsigned flags)
+    : loop_(loop) {
+  Listen(reinterpret_cast<const sockaddr *>(&at.ss), at.len, flags);
+}
+
+void EchoServer::Listen(const sockaddr *sa, socklen_t len, unsigned flags) {
   l_.data = this;
-  int r = ursa_listen(loop, &l_, reinterpret_cast<sockaddr *>(&ss), len, 0, 0,
-                      OnConnection);
+  int r = ursa_listen(loop_, &l_, sa, len, 0, flags, OnConnection);
   EXPECT_EQ(0, r) << ursa_strerror(r) << " " << ursa_error_detail();
+  if (r) {
+    closed_ = closing_ = true;
+    return;
+  }
   EXPECT_EQ(0, ursa_listener_addr(&l_, &addr_, &addrlen_));
 }
 
@@ -237,13 +249,14 @@ void EchoServer::Close() {
 // ---- EchoClient ----
 
 EchoClient::EchoClient(ursa_loop *loop, const sockaddr_storage &addr,
-                       socklen_t len, std::vector<char> p, size_t chunk)
+                       socklen_t len, std::vector<char> p, size_t chunk,
+                       unsigned flags)
     : payload(std::move(p)), chunk_(chunk ? chunk : payload.size()) {
   s_.data = this;
   size_t n = (payload.size() + chunk_ - 1) / chunk_;
   writes_.resize(n);
   int r = ursa_connect(loop, &s_, reinterpret_cast<const sockaddr *>(&addr),
-                       len, 5000, OnConnect);
+                       len, flags, 5000, OnConnect);
   EXPECT_EQ(0, r) << ursa_strerror(r);
   if (r) closed_ = true;
 }

@@ -58,6 +58,8 @@ class Loop {
 class EchoServer {
  public:
   EchoServer(ursa_loop *loop, int family);
+  // Any address ursa_listen() takes, with its flags (URSA_SEQPACKET, ...).
+  EchoServer(ursa_loop *loop, const ursa_addr &at, unsigned flags);
   ~EchoServer();
   const sockaddr_storage &addr() const { return addr_; }
   socklen_t addrlen() const { return addrlen_; }
@@ -78,6 +80,7 @@ class EchoServer {
   static void OnShutdown(ursa_stream *s, int status);
   static void OnConnClose(ursa_stream *s);
   static void OnListenerClose(ursa_listener *l);
+  void Listen(const sockaddr *sa, socklen_t len, unsigned flags);
 
   ursa_loop *loop_;
   ursa_listener l_{};
@@ -93,7 +96,7 @@ class EchoServer {
 class EchoClient {
  public:
   EchoClient(ursa_loop *loop, const sockaddr_storage &addr, socklen_t len,
-             std::vector<char> payload, size_t chunk = 0);
+             std::vector<char> payload, size_t chunk = 0, unsigned flags = 0);
   ~EchoClient();
   bool done() const { return closed_; }
   int connect_status = 1;

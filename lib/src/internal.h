@@ -118,7 +118,11 @@ void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
 /* Sets up loop->ring per opts, dropping refused flags; fills used/kernel. */
 int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
     URSA__HIDDEN;
-int ursa__invalid(const char *fmt, ...) URSA__HIDDEN __attribute__((format(printf, 1, 2)));
+/* Sets ursa_error_detail() and returns -EINVAL (or err). */
+int ursa__invalid(const char *fmt, ...) URSA__HIDDEN
+    __attribute__((format(printf, 1, 2)));
+int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
+    __attribute__((format(printf, 2, 3)));
 
 /* ---- bufring.c ---- */
 int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size)
@@ -152,9 +156,21 @@ void ursa__sclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__sclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                          const char *fn) URSA__HIDDEN;
+/* unixpath.c: before bind, replaces a stale socket file (nobody behind
+ * it); refuses a live one (-EADDRINUSE) or a file that is not a socket
+ * (-EEXIST).  0 for addresses that are not Unix paths. */
+int ursa__unix_prepare(const struct sockaddr *addr, socklen_t len, int type)
+    URSA__HIDDEN;
+/* After bind: notes the file made, so that close removes only it. */
+void ursa__unix_remember(const struct sockaddr *addr, socklen_t len,
+                         char *path, size_t size, uint64_t *dev,
+                         uint64_t *ino) URSA__HIDDEN;
+void ursa__unix_forget(const char *path, uint64_t dev, uint64_t ino)
+    URSA__HIDDEN;
 /* Cancels a write (the SEND kind of ursa_cancel). */
 int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
 /* Prepares a stream for an open fd (accept, connect, open). */
-void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd) URSA__HIDDEN;
+void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
+                       bool seqpacket) URSA__HIDDEN;
 
 #endif /* URSA_INTERNAL_H */

@@ -10,6 +10,7 @@
 #define L_CLOSING 0x02
 #define L_CLOSE_SUBMITTED 0x04
 #define L_IN_CALLBACK 0x08
+#define L_SEQPACKET 0x10
 
 #define LISTENER_OF(op, member) URSA__CONTAINER(op, ursa_listener, member)
 
@@ -34,9 +35,14 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
                          !loop ? "loop" : !l ? "listener" : "callback");
   int r = ursa__check_sockaddr(addr, addrlen, "ursa_listen");
   if (r) return r;
-  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY))
+  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY | URSA_SEQPACKET))
     return ursa__invalid("ursa_listen: unknown flags 0x%x", flags);
-  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
+    return ursa__invalid("ursa_listen: seqpacket needs a unix: address");
+  int type = (flags & URSA_SEQPACKET) ? SOCK_SEQPACKET : SOCK_STREAM;
+  r = ursa__unix_prepare(addr, addrlen, type);
+  if (r) return r;
+  int fd = socket(addr->sa_family, type | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   if (addr->sa_family != AF_UNIX) {
     r = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -65,6 +71,9 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->close_op.kind = URSA__OP_CLOSE_LISTENER;
   l->close_op.nsqe = 1;
   l->nops = 1;
+  if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
+  ursa__unix_remember(addr, addrlen, l->path, sizeof(l->path), &l->path_dev,
+                      &l->path_ino);
   ursa__op_submit(loop, &l->accept_op);
   return 0;
 err:
@@ -90,7 +99,8 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
     return ursa__invalid(
         "ursa_accept: no connection waiting (call it from the connection "
         "callback with status 0)");
-  ursa__stream_init(l->loop, client, l->pending_fd);
+  ursa__stream_init(l->loop, client, l->pending_fd,
+                    (l->flags & L_SEQPACKET) != 0);
   l->pending_fd = -1;
   return 0;
 }
@@ -228,6 +238,7 @@ void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res;
   (void)flags;
   ursa__op_done(loop, op);
+  ursa__unix_forget(l->path, l->path_dev, l->path_ino);
   l->fd = -1;
   l->flags = 0;
   l->close_cb(l);

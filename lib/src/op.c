@@ -34,6 +34,14 @@ int ursa__invalid(const char *fmt, ...) {
   return -EINVAL;
 }
 
+int ursa__refuse(int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
+  va_end(ap);
+  return err;
+}
+
 uint64_t ursa__clock_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -18,18 +18,21 @@
 #define S_SHUT 0x20         /* ursa_shutdown() called */
 #define S_SHUT_WAITING 0x40 /* shutdown waits for the write queue */
 #define S_READ_TIMEDOUT 0x80
+#define S_SEQPACKET 0x100 /* message boundaries: receives ask for MSG_TRUNC */
+#define S_MSGSIZE 0x200   /* a message did not fit: reading ends with it */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
 static void read_timer_cb(ursa_timer *t, int status);
 
-void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd) {
+void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
+                       bool seqpacket) {
   void *data = s->data;
   memset(s, 0, sizeof(*s));
   s->data = data;
   s->fd = fd;
   s->loop = loop;
-  s->flags = S_OPEN;
+  s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0);
   s->recv_op.kind = URSA__OP_RECV;
   s->recv_op.nsqe = 1;
   s->connect_op.kind = URSA__OP_CONNECT;
@@ -104,7 +107,7 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
   if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
     return ursa__invalid("ursa_stream_open: fd %d is not a stream socket", fd);
-  ursa__stream_init(loop, s, fd);
+  ursa__stream_init(loop, s, fd, type == SOCK_SEQPACKET);
   return 0;
 }
 
@@ -122,15 +125,22 @@ int ursa_stream_nodelay(ursa_stream *s, int on) {
 /* ---- connect ---- */
 
 int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
-                 socklen_t addrlen, uint32_t timeout_ms, ursa_connect_cb cb) {
+                 socklen_t addrlen, unsigned flags, uint32_t timeout_ms,
+                 ursa_connect_cb cb) {
   if (!loop || !s || !cb)
     return ursa__invalid("ursa_connect: NULL %s",
                          !loop ? "loop" : !s ? "stream" : "callback");
   int r = check_sockaddr(addr, addrlen, "ursa_connect");
   if (r) return r;
-  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (flags & ~URSA_SEQPACKET)
+    return ursa__invalid("ursa_connect: unknown flags 0x%x", flags);
+  if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
+    return ursa__invalid("ursa_connect: seqpacket needs a unix: address");
+  bool seq = flags & URSA_SEQPACKET;
+  int fd = socket(addr->sa_family,
+                  (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  ursa__stream_init(loop, s, fd);
+  ursa__stream_init(loop, s, fd, seq);
   memcpy(&s->peer, addr, addrlen);
   s->peer_len = addrlen;
   s->connect_cb = cb;
@@ -242,11 +252,14 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
 void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  /* MSG_TRUNC on a seqpacket socket returns a message's whole length, so a
+   * message larger than the buffer shows as res > buf_size. */
+  int rflags = (s->flags & S_SEQPACKET) ? MSG_TRUNC : 0;
   if (loop->used & URSA_FEAT_MULTISHOT_RECV) {
-    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, rflags);
     op->flags |= URSA__F_MULTISHOT;
   } else {
-    io_uring_prep_recv(sqe, s->fd, NULL, loop->buf_size, 0);
+    io_uring_prep_recv(sqe, s->fd, NULL, loop->buf_size, rflags);
   }
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = loop->bgid;
@@ -260,8 +273,24 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
     /* Without a buffer the kernel broke its contract; treat as an error. */
     if (URSA__UNLIKELY(!(flags & IORING_CQE_F_BUFFER))) {
       res = -EFAULT;
+    } else if ((unsigned)res > loop->buf_size) {
+      /* A seqpacket message cut to the buffer: an error, never data. */
+      ursa__buf_recycle(loop, flags >> IORING_CQE_BUFFER_SHIFT);
+      res = -EMSGSIZE;
+      if (flags & IORING_CQE_F_MORE) {
+        ursa__op_cancel(loop, op);
+        s->flags |= S_MSGSIZE;
+        return;
+      }
     } else {
       unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+      if (URSA__UNLIKELY(s->flags & S_MSGSIZE)) {
+        /* Reading is ending on an oversized message: nothing after it. */
+        ursa__buf_recycle(loop, bid);
+        if (flags & IORING_CQE_F_MORE) return;
+        res = -EMSGSIZE;
+        goto ended;
+      }
       loop->stats.bytes_in += (uint64_t)res;
       s->last_read_ms = loop->now_ms;
       /* Delivered even after ursa_read_stop(): the bytes left the socket. */
@@ -273,6 +302,7 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
   } else if (flags & IORING_CQE_F_BUFFER) {
     ursa__buf_recycle(loop, flags >> IORING_CQE_BUFFER_SHIFT);
   }
+ended:
   if (res == -ENOBUFS) loop->stats.enobufs++;
   if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
     /* A kernel that takes the opcode but not multishot: fall back. */
@@ -288,6 +318,8 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
     s->flags |= S_EOF;
   } else if (s->flags & S_READ_TIMEDOUT) {
     status = -ETIMEDOUT;
+  } else if (s->flags & S_MSGSIZE) {
+    status = -EMSGSIZE;
   } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
     status = res;
   }
@@ -302,7 +334,7 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
   }
   op_end(s, op);
   if (status < 0) {
-    s->flags &= ~(S_READING | S_READ_TIMEDOUT);
+    s->flags &= ~(S_READING | S_READ_TIMEDOUT | S_MSGSIZE);
     if (s->read_timer.op.state != URSA__IDLE)
       ursa__op_cancel(loop, &s->read_timer.op);
     s->read_cb(s, status, NULL);

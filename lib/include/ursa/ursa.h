@@ -67,9 +67,10 @@ URSA_EXPORT const char *ursa_version_string(void);
 
 #define URSA_EOF (-4095) /* end of stream: the peer shut down its side */
 
-/* Why the last -EINVAL that an ursa function returned on this thread was
- * refused, naming the argument ("ursa_loop_new: buf_count 100 is not a power
- * of two"); "" when there was none. */
+/* Why the last refusal on this thread happened, naming the argument or
+ * path ("ursa_loop_new: buf_count 100 is not a power of two").  Set with
+ * every -EINVAL an ursa function returns, and with -EEXIST/-EADDRINUSE for
+ * Unix socket paths; not cleared by later successes. */
 URSA_EXPORT const char *ursa_error_detail(void);
 
 /* A short message for an error code (negative errno or URSA_EOF); never NULL. */
@@ -196,6 +197,33 @@ URSA_EXPORT const char *ursa_feature_name(uint32_t bit);
 URSA_EXPORT int ursa_features_format(const ursa_features *f, int json,
                                      char *buf, size_t len);
 
+/* ---- addresses --------------------------------------------------------- */
+
+typedef struct ursa_addr {
+  struct sockaddr_storage ss; /* public */
+  socklen_t len;              /* public */
+} ursa_addr;
+
+/* Parses what a user types:
+ *   127.0.0.1:7000     IPv4
+ *   [::1]:7000         IPv6 (brackets required; [fe80::1%eth0]:7000 too)
+ *   localhost:7000     a host name, resolved here, once (getaddrinfo; the
+ *                      first answer)
+ *   :7000              any address: [::]:7000, which ursa_listen() makes
+ *                      dual-stack; 0.0.0.0:7000 where IPv6 is off
+ *   unix:/run/x.sock   a Unix socket path (relative paths too)
+ *   unix:@name         a Linux abstract-namespace name
+ * Returns 0, or -EINVAL with ursa_error_detail() naming the fault (missing
+ * port, port out of range, path longer than sun_path, unknown host, stray
+ * characters). */
+URSA_EXPORT int ursa_addr_parse(const char *text, ursa_addr *out);
+
+/* Writes addr in the form ursa_addr_parse() reads ("127.0.0.1:7000",
+ * "[::1]:7000", "unix:/path", "unix:@name", "unix:" for an unnamed socket).
+ * Returns the length needed, as snprintf; -EINVAL for an unknown family. */
+URSA_EXPORT int ursa_addr_format(const struct sockaddr *addr, socklen_t len,
+                                 char *buf, size_t size);
+
 /* ---- operations -------------------------------------------------------- */
 
 /* The part every operation shares.  Private; embedded first in timers and
@@ -252,8 +280,11 @@ typedef struct ursa_write_req ursa_write_req;
 
 /* status: 0 when connected, or -ECONNREFUSED, -ETIMEDOUT, -ECANCELED, ... */
 typedef void (*ursa_connect_cb)(ursa_stream *stream, int status);
-/* nread > 0: nread bytes at buf (borrowed until the callback returns).
- * nread < 0: URSA_EOF or an error; reading has then stopped. */
+/* nread > 0: nread bytes at buf (borrowed until the callback returns); on
+ * a seqpacket stream, exactly one whole message.
+ * nread < 0: URSA_EOF or an error; reading has then stopped.  -EMSGSIZE: a
+ * seqpacket message was larger than a receive buffer (loop option
+ * buf_size); it is never passed on cut short. */
 typedef void (*ursa_read_cb)(ursa_stream *stream, ssize_t nread,
                              const void *buf);
 /* status: 0 when every byte was sent, else the error; w->done says how many
@@ -314,9 +345,11 @@ struct ursa_stream {
   int64_t ts_nsec;
 };
 
-/* Listener flags. */
+/* Flags for ursa_listen() and ursa_connect(). */
 #define URSA_LISTEN_REUSEPORT 1u /* SO_REUSEPORT: one listener per thread */
 #define URSA_LISTEN_V6ONLY 2u    /* IPv6 only (default: dual-stack) */
+#define URSA_SEQPACKET 4u        /* AF_UNIX SOCK_SEQPACKET: every read is one
+                                    whole message, every write one message */
 
 struct ursa_listener {
   void *data; /* public */
@@ -331,13 +364,19 @@ struct ursa_listener {
   int nops;
   ursa_connection_cb cb;
   ursa_listener_close_cb close_cb;
+  uint64_t path_dev; /* the socket file this listener made, removed at close */
+  uint64_t path_ino;
+  char path[108];
 };
 
-/* Binds and listens on addr (TCP or AF_UNIX stream; port 0 picks one, see
- * ursa_listener_addr()) and accepts with multishot accept, armed again
- * whenever the kernel ends it.  backlog <= 0 means SOMAXCONN.  Returns 0,
- * -EINVAL (NULL or bad address), or the error of socket/bind/listen
- * (-EADDRINUSE, -EACCES, ...). */
+/* Binds and listens on addr (TCP, or AF_UNIX stream, or with URSA_SEQPACKET
+ * AF_UNIX seqpacket; port 0 picks one, see ursa_listener_addr()) and accepts
+ * with multishot accept, armed again whenever the kernel ends it.  backlog
+ * <= 0 means SOMAXCONN.  A Unix path that holds a socket nobody listens on
+ * (left by a crash) is replaced; one that holds a live socket gives
+ * -EADDRINUSE, and one that holds anything else -EEXIST (never removed).
+ * Closing the listener removes the socket file it made.  Returns 0, -EINVAL
+ * (NULL, bad address, bad flags), or the error of socket/bind/listen. */
 URSA_EXPORT int ursa_listen(ursa_loop *loop, ursa_listener *l,
                             const struct sockaddr *addr, socklen_t addrlen,
                             int backlog, unsigned flags,
@@ -362,14 +401,16 @@ URSA_EXPORT int ursa_listener_close(ursa_listener *l,
  * example one end of a socketpair); the stream owns fd from then on. */
 URSA_EXPORT int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd);
 
-/* Opens a socket and connects it to addr.  timeout_ms > 0 bounds the
+/* Opens a socket and connects it to addr (flags: 0, or URSA_SEQPACKET for
+ * an AF_UNIX seqpacket socket).  timeout_ms > 0 bounds the
  * connect (a linked timeout; the callback then gets -ETIMEDOUT).  The
  * address is copied.  When it returns an error nothing was opened and
  * there is nothing to close; after 0 the stream must be closed in the end,
  * whatever the callback's status. */
 URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
                              const struct sockaddr *addr, socklen_t addrlen,
-                             uint32_t timeout_ms, ursa_connect_cb cb);
+                             unsigned flags, uint32_t timeout_ms,
+                             ursa_connect_cb cb);
 
 /* Sets TCP_NODELAY (ignored on Unix sockets). */
 URSA_EXPORT int ursa_stream_nodelay(ursa_stream *s, int on);

@@ -1,0 +1,248 @@
+// unix_test.cc - Unix domain stream and seqpacket sockets: byte-exact
+// transfers over paths and abstract names, message boundaries, oversized
+// messages, and the socket file's life (stale, live, not a socket, removed).
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "tests/testutil.h"
+
+namespace {
+
+class Unix : public ::testing::TestWithParam<t::Variant> {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ursa-unix-XXXXXX";
+    ASSERT_NE(nullptr, mkdtemp(tmpl));
+    dir_ = tmpl;
+    opts_.disable = GetParam().disable;
+    lp_.reset(new t::Loop(&opts_));
+    ASSERT_EQ(0, lp_->status());
+  }
+  void TearDown() override {
+    if (lp_) lp_->Finish();
+    std::string cmd = "rm -rf " + dir_;
+    (void)!system(cmd.c_str());
+  }
+  ursa_addr Addr(const std::string &name) {
+    ursa_addr a;
+    std::string text = name[0] == '@' ? "unix:" + name + std::to_string(getpid())
+                                      : "unix:" + dir_ + "/" + name;
+    EXPECT_EQ(0, ursa_addr_parse(text.c_str(), &a)) << ursa_error_detail();
+    return a;
+  }
+  std::string Path(const std::string &name) { return dir_ + "/" + name; }
+  ursa_loop *loop() { return lp_->get(); }
+  bool RunUntil(const std::function<bool()> &f) { return lp_->RunUntil(f); }
+  void Echo(const ursa_addr &at, unsigned flags, size_t bytes, size_t chunk) {
+    t::EchoServer srv(loop(), at, flags);
+    std::vector<std::unique_ptr<t::EchoClient>> cs;
+    for (int i = 0; i < 4; i++)
+      cs.emplace_back(new t::EchoClient(loop(), at.ss, at.len,
+                                        t::RandomBytes(bytes, 60 + i), chunk,
+                                        flags));
+    ASSERT_TRUE(RunUntil([&] {
+      for (auto &c : cs)
+        if (!c->done()) return false;
+      return true;
+    }));
+    for (auto &c : cs) {
+      EXPECT_EQ(0, c->connect_status) << ursa_err_name(c->connect_status);
+      EXPECT_TRUE(t::SameBytes(c->payload, c->got));
+    }
+    srv.Close();
+    ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+  }
+  std::string dir_;
+  ursa_loop_options opts_{};
+  std::unique_ptr<t::Loop> lp_;
+};
+
+TEST_P(Unix, StreamOverPathEchoesByteForByte) {
+  Echo(Addr("s.sock"), 0, 3 << 20, 0);
+  struct stat st;
+  EXPECT_NE(0, lstat(Path("s.sock").c_str(), &st))
+      << "closing the listener leaves its socket file";
+}
+
+TEST_P(Unix, StreamOverAbstractNameEchoesByteForByte) {
+  Echo(Addr("@ursa-test-stream-"), 0, 1 << 20, 1000);
+}
+
+TEST_P(Unix, SeqpacketEchoesByteForByte) {
+  Echo(Addr("q.sock"), URSA_SEQPACKET, 200000, 1500);
+}
+
+struct Msgs {
+  ursa_stream s{};
+  bool have = false;
+  std::vector<std::vector<char>> got;
+  int status = 0;
+  bool closed = false;
+};
+void TakeOne(ursa_listener *l, int st) {
+  auto *m = static_cast<Msgs *>(l->data);
+  if (st < 0 || m->have) return;
+  ASSERT_EQ(0, ursa_accept(l, &m->s));
+  m->s.data = m;
+  m->have = true;
+}
+void ReadMsg(ursa_stream *s, ssize_t n, const void *buf) {
+  auto *m = static_cast<Msgs *>(s->data);
+  if (n < 0) {
+    m->status = (int)n;
+    return;
+  }
+  m->got.emplace_back((const char *)buf, (const char *)buf + n);
+}
+void MsgsClosed(ursa_stream *s) { static_cast<Msgs *>(s->data)->closed = true; }
+void ListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true; }
+
+TEST_P(Unix, SeqpacketKeepsMessageBoundaries) {
+  ursa_addr at = Addr("b.sock");
+  Msgs m;
+  ursa_listener l{};
+  l.data = &m;
+  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
+                           URSA_SEQPACKET, TakeOne));
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
+  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  ASSERT_EQ(0, ursa_read_start(&m.s, ReadMsg));
+  std::vector<std::vector<char>> sent;
+  fcntl(fd, F_SETFL, O_NONBLOCK);
+  for (int i = 0; i < 200; i++) {
+    sent.push_back(t::RandomBytes(1 + (i * 97) % 16000, 500 + i));
+    ssize_t r;
+    // The socket's queue is short: let the loop drain it when full.
+    while ((r = send(fd, sent.back().data(), sent.back().size(), 0)) < 0 &&
+           errno == EAGAIN)
+      ursa_loop_run(loop(), URSA_RUN_ONCE);
+    ASSERT_EQ((ssize_t)sent.back().size(), r) << strerror(errno);
+  }
+  ASSERT_TRUE(RunUntil([&] { return m.got.size() >= sent.size(); }));
+  ASSERT_EQ(sent.size(), m.got.size());
+  for (size_t i = 0; i < sent.size(); i++)
+    EXPECT_TRUE(t::SameBytes(sent[i], m.got[i])) << "message " << i;
+  close(fd);
+  ASSERT_TRUE(RunUntil([&] { return m.status != 0; }));
+  EXPECT_EQ(URSA_EOF, m.status);
+  bool lclosed = false;
+  l.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
+  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+}
+
+TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
+  lp_->Finish();
+  opts_.buf_size = 1024;
+  lp_.reset(new t::Loop(&opts_));
+  ASSERT_EQ(0, lp_->status());
+  ursa_addr at = Addr("big.sock");
+  Msgs m;
+  ursa_listener l{};
+  l.data = &m;
+  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
+                           URSA_SEQPACKET, TakeOne));
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
+  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  ASSERT_EQ(0, ursa_read_start(&m.s, ReadMsg));
+  std::vector<char> fits = t::RandomBytes(1024, 1), big = t::RandomBytes(1025, 2);
+  ASSERT_EQ(1024, send(fd, fits.data(), fits.size(), 0));
+  ASSERT_EQ(1025, send(fd, big.data(), big.size(), 0));
+  ASSERT_TRUE(RunUntil([&] { return m.status != 0; }));
+  EXPECT_EQ(-EMSGSIZE, m.status) << ursa_err_name(m.status);
+  ASSERT_EQ(1u, m.got.size()) << "the cut message was passed on";
+  EXPECT_TRUE(t::SameBytes(fits, m.got[0]));
+  close(fd);
+  bool lclosed = false;
+  l.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
+  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+}
+
+TEST_P(Unix, StaleSocketFileIsReplacedLiveOneIsNot) {
+  ursa_addr at = Addr("stale.sock");
+  // A socket bound and closed without unlinking: what a crash leaves.
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_EQ(0, bind(fd, (sockaddr *)&at.ss, at.len));
+  close(fd);
+  ursa_listener l{}, l2{};
+  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0, 0,
+                           TakeOne))
+      << ursa_error_detail();
+  // Now someone listens there: a second listener must not steal the path.
+  EXPECT_EQ(-EADDRINUSE, ursa_listen(loop(), &l2, (sockaddr *)&at.ss, at.len,
+                                     0, 0, TakeOne));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "listening"));
+  struct stat st;
+  ASSERT_EQ(0, lstat(Path("stale.sock").c_str(), &st));
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  bool lclosed = false;
+  l.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed; }));
+  EXPECT_NE(0, lstat(Path("stale.sock").c_str(), &st)) << "file left behind";
+}
+
+TEST_P(Unix, FileThatIsNotASocketIsNeverRemoved) {
+  std::string p = Path("data.txt");
+  int fd = open(p.c_str(), O_CREAT | O_WRONLY, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(5, write(fd, "keep!", 5));
+  close(fd);
+  ursa_addr at = Addr("data.txt");
+  ursa_listener l{};
+  EXPECT_EQ(-EEXIST, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0, 0,
+                                 TakeOne));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "not a socket"));
+  struct stat st;
+  ASSERT_EQ(0, stat(p.c_str(), &st));
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(5, st.st_size);
+}
+
+TEST_P(Unix, ReplacedFileIsNotRemovedByTheOldListener) {
+  ursa_addr at = Addr("moved.sock");
+  ursa_listener l{};
+  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0, 0,
+                           TakeOne));
+  // Another program takes the path over while we run.
+  std::string p = Path("moved.sock");
+  ASSERT_EQ(0, unlink(p.c_str()));
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_EQ(0, bind(fd, (sockaddr *)&at.ss, at.len));
+  bool lclosed = false;
+  l.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed; }));
+  struct stat st;
+  EXPECT_EQ(0, lstat(p.c_str(), &st)) << "removed a file it did not make";
+  close(fd);
+}
+
+TEST_P(Unix, SeqpacketFlagNeedsAUnixAddress) {
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+  ursa_listener l{};
+  EXPECT_EQ(-EINVAL, ursa_listen(loop(), &l, (sockaddr *)&ss, len, 0,
+                                 URSA_SEQPACKET, TakeOne));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "seqpacket"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, Unix,
+                         ::testing::ValuesIn(t::kVariants,
+                                             t::kVariants + t::kNumVariants),
+                         t::VariantName);
+
+}  // namespace
