@@ -26,6 +26,9 @@ enum {
   URSA__OP_SHUTDOWN,
   URSA__OP_CLOSE_STREAM,
   URSA__OP_CLOSE_LISTENER,
+  URSA__OP_DRECV,
+  URSA__OP_DSEND,
+  URSA__OP_CLOSE_DGRAM,
   URSA__OP_KINDS
 };
 
@@ -169,6 +172,12 @@ void ursa__unix_forget(const char *path, uint64_t dev, uint64_t ino)
     URSA__HIDDEN;
 /* Cancels a write (the SEND kind of ursa_cancel). */
 int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+void ursa__drecv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__drecv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__dsend_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__dsend_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__dclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 /* Prepares a stream for an open fd (accept, connect, open). */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
                        bool seqpacket) URSA__HIDDEN;

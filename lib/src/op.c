@@ -20,6 +20,10 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
                                ursa__sclose_complete},
     [URSA__OP_CLOSE_LISTENER] = {"close", ursa__lclose_prep,
                                  ursa__lclose_complete},
+    [URSA__OP_DRECV] = {"recvmsg", ursa__drecv_prep, ursa__drecv_complete},
+    [URSA__OP_DSEND] = {"sendmsg", ursa__dsend_prep, ursa__dsend_complete},
+    [URSA__OP_CLOSE_DGRAM] = {"close", ursa__dclose_prep,
+                              ursa__dclose_complete},
 };
 
 static __thread char error_detail[256];

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -450,6 +451,102 @@ URSA_EXPORT int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb);
  * again), closes the socket, then calls cb exactly once.  -EALREADY when
  * already closing. */
 URSA_EXPORT int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb);
+
+/* ---- datagrams: UDP, Unix datagram, raw and ICMP sockets ------------- */
+
+typedef struct ursa_dgram ursa_dgram;
+typedef struct ursa_send_req ursa_send_req;
+
+/* Set in the receive callback's flags: the datagram was larger than the
+ * room in a receive buffer (buf_size less 144 bytes of header and address)
+ * and n bytes of it arrived.  A cut datagram is never passed on as whole. */
+#define URSA_DGRAM_TRUNC 1u
+
+/* n >= 0: one datagram of n bytes at buf (borrowed until the callback
+ * returns; 0 is a valid, empty datagram), sent from `from` (fromlen bytes;
+ * 0 when the kernel gives no address).  n < 0: an error; receiving has then
+ * stopped. */
+typedef void (*ursa_recv_cb)(ursa_dgram *d, ssize_t n, const void *buf,
+                             const struct sockaddr *from, socklen_t fromlen,
+                             unsigned flags);
+/* status: 0 when the datagram went out, else the error. */
+typedef void (*ursa_send_cb)(ursa_send_req *req, int status);
+typedef void (*ursa_dgram_close_cb)(ursa_dgram *d);
+
+struct ursa_send_req {
+  ursa_op op;
+  void *data; /* public */
+  /* private */
+  ursa_dgram *dgram;
+  ursa_send_req *snext, *sprev; /* the socket's sends in flight */
+  ursa_send_cb cb;
+  struct msghdr msg;
+  struct iovec iov;
+  struct sockaddr_storage to;
+};
+
+struct ursa_dgram {
+  void *data; /* public */
+  int fd;     /* read-only */
+  /* private */
+  uint32_t flags;
+  ursa_loop *loop;
+  ursa_op recv_op;
+  ursa_op close_op;
+  int nops;
+  ursa_recv_cb recv_cb;
+  ursa_dgram_close_cb close_cb;
+  ursa_send_req *sends;
+  struct msghdr msg; /* what receives are asked for */
+  struct iovec iov;
+  struct sockaddr_storage from;
+  uint64_t path_dev;
+  uint64_t path_ino;
+  char path[108];
+};
+
+/* Opens a datagram socket of addr's family and binds it: UDP for IPv4 and
+ * IPv6 (port 0 picks one), SOCK_DGRAM for AF_UNIX (a path, with the same
+ * stale-file rules as ursa_listen(), an abstract name, or just the family
+ * for an automatic abstract name).  flags: URSA_LISTEN_REUSEPORT,
+ * URSA_LISTEN_V6ONLY.  Returns 0, -EINVAL, or the error of socket/bind. */
+URSA_EXPORT int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d,
+                                const struct sockaddr *addr,
+                                socklen_t addrlen, unsigned flags);
+
+/* Makes a datagram handle of a socket the caller made (a raw or ICMP
+ * socket, say); the handle owns fd from then on. */
+URSA_EXPORT int ursa_dgram_open(ursa_loop *loop, ursa_dgram *d, int fd);
+
+/* Sets the default peer (connect(2), done at once: no operation).  Sends
+ * with no address then go there, and only its datagrams are received. */
+URSA_EXPORT int ursa_dgram_connect(ursa_dgram *d, const struct sockaddr *addr,
+                                   socklen_t addrlen);
+
+/* The address the socket is bound to. */
+URSA_EXPORT int ursa_dgram_addr(const ursa_dgram *d,
+                                struct sockaddr_storage *addr,
+                                socklen_t *addrlen);
+
+/* Starts receiving: multishot recvmsg into the loop's buffer ring; cb runs
+ * once per datagram until an error, ursa_recv_stop() or close. */
+URSA_EXPORT int ursa_recv_start(ursa_dgram *d, ursa_recv_cb cb);
+
+/* Stops receiving; datagrams already in buffers are still delivered. */
+URSA_EXPORT int ursa_recv_stop(ursa_dgram *d);
+
+/* Sends one datagram of len bytes (0 is allowed) to `to`, or to the
+ * connected peer when to is NULL.  The address is copied; buf must stay
+ * valid until cb.  Datagrams sent at once may leave in any order.  Returns
+ * 0, -EINVAL, -EBUSY (req active) or -EBADF when closing. */
+URSA_EXPORT int ursa_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
+                          size_t len, const struct sockaddr *to,
+                          socklen_t tolen, ursa_send_cb cb);
+
+/* Closes: cancels the receive and every send (their callbacks get
+ * -ECANCELED; the receive callback is not called again), closes the
+ * socket, removes a socket file it made, then calls cb once. */
+URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,352 @@
+/* dgram.c - datagram sockets: UDP, Unix datagram, and raw or ICMP sockets
+ * the caller opens; multishot recvmsg in, one sendmsg per datagram out. */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define D_OPEN 0x01
+#define D_RECEIVING 0x02
+#define D_CLOSING 0x04
+#define D_CLOSE_SUBMITTED 0x08
+
+#define DGRAM_OF(op, member) URSA__CONTAINER(op, ursa_dgram, member)
+
+/* Room multishot recvmsg takes at the front of each buffer. */
+#define RECV_HEADER \
+  (sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_storage))
+
+static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
+  void *data = d->data;
+  memset(d, 0, sizeof(*d));
+  d->data = data;
+  d->fd = fd;
+  d->loop = loop;
+  d->flags = D_OPEN;
+  d->recv_op.kind = URSA__OP_DRECV;
+  d->recv_op.nsqe = 1;
+  d->close_op.kind = URSA__OP_CLOSE_DGRAM;
+  d->close_op.nsqe = 1;
+}
+
+static int check_open(const ursa_dgram *d, const char *fn) {
+  if (!d) return ursa__invalid("%s: NULL socket", fn);
+  if (!(d->flags & D_OPEN)) return ursa__invalid("%s: socket is not open", fn);
+  return 0;
+}
+
+static void maybe_finish_close(ursa_dgram *d) {
+  if ((d->flags & (D_CLOSING | D_CLOSE_SUBMITTED)) != D_CLOSING || d->nops)
+    return;
+  d->flags |= D_CLOSE_SUBMITTED;
+  ursa__op_submit(d->loop, &d->close_op);
+}
+
+int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
+                    socklen_t addrlen, unsigned flags) {
+  if (!loop || !d)
+    return ursa__invalid("ursa_dgram_bind: NULL %s", loop ? "socket" : "loop");
+  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY))
+    return ursa__invalid("ursa_dgram_bind: unknown flags 0x%x", flags);
+  int r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_bind");
+  if (r) return r;
+  r = ursa__unix_prepare(addr, addrlen, SOCK_DGRAM);
+  if (r) return r;
+  int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1, v6only = (flags & URSA_LISTEN_V6ONLY) ? 1 : 0;
+  if ((flags & URSA_LISTEN_REUSEPORT) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+    goto err;
+  if (addr->sa_family == AF_INET6 &&
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
+    goto err;
+  if (bind(fd, addr, addrlen) < 0) goto err;
+  init(loop, d, fd);
+  ursa__unix_remember(addr, addrlen, d->path, sizeof(d->path), &d->path_dev,
+                      &d->path_ino);
+  return 0;
+err:
+  r = -errno;
+  close(fd);
+  return r;
+}
+
+int ursa_dgram_open(ursa_loop *loop, ursa_dgram *d, int fd) {
+  if (!loop || !d)
+    return ursa__invalid("ursa_dgram_open: NULL %s", loop ? "socket" : "loop");
+  if (fd < 0) return ursa__invalid("ursa_dgram_open: fd %d is negative", fd);
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
+  if (type != SOCK_DGRAM && type != SOCK_RAW)
+    return ursa__invalid("ursa_dgram_open: fd %d is not a datagram or raw "
+                         "socket", fd);
+  init(loop, d, fd);
+  return 0;
+}
+
+int ursa_dgram_connect(ursa_dgram *d, const struct sockaddr *addr,
+                       socklen_t addrlen) {
+  int r = check_open(d, "ursa_dgram_connect");
+  if (r) return r;
+  r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_connect");
+  if (r) return r;
+  return connect(d->fd, addr, addrlen) < 0 ? -errno : 0;
+}
+
+int ursa_dgram_addr(const ursa_dgram *d, struct sockaddr_storage *addr,
+                    socklen_t *addrlen) {
+  int r = check_open(d, "ursa_dgram_addr");
+  if (r) return r;
+  if (!addr || !addrlen) return ursa__invalid("ursa_dgram_addr: NULL argument");
+  *addrlen = sizeof(*addr);
+  return getsockname(d->fd, (struct sockaddr *)addr, addrlen) < 0 ? -errno
+                                                                  : 0;
+}
+
+/* ---- receive ---- */
+
+int ursa_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
+  int r = check_open(d, "ursa_recv_start");
+  if (r) return r;
+  if (!cb) return ursa__invalid("ursa_recv_start: NULL callback");
+  if (d->flags & D_CLOSING)
+    return ursa__invalid("ursa_recv_start: socket is closing");
+  if (d->flags & D_RECEIVING) return -EALREADY;
+  if (d->loop->buf_size <= RECV_HEADER)
+    return ursa__invalid("ursa_recv_start: buf_size %u leaves no room for "
+                         "datagrams (needs over %zu)", d->loop->buf_size,
+                         RECV_HEADER);
+  d->flags |= D_RECEIVING;
+  d->recv_cb = cb;
+  if (d->recv_op.state == URSA__IDLE) {
+    d->nops++;
+    ursa__op_submit(d->loop, &d->recv_op);
+  }
+  return 0;
+}
+
+int ursa_recv_stop(ursa_dgram *d) {
+  int r = check_open(d, "ursa_recv_stop");
+  if (r) return r;
+  d->flags &= ~D_RECEIVING;
+  ursa__op_cancel(d->loop, &d->recv_op);
+  return 0;
+}
+
+void ursa__drecv_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_dgram *d = DGRAM_OF(op, recv_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  memset(&d->msg, 0, sizeof(d->msg));
+  if (loop->used & URSA_FEAT_MULTISHOT_RECV) {
+    /* The kernel puts a header, the sender's address and the payload in
+     * each buffer; msg only says how much room the address gets. */
+    d->msg.msg_namelen = sizeof(struct sockaddr_storage);
+    io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->msg, 0);
+    op->flags |= URSA__F_MULTISHOT;
+  } else {
+    /* MSG_TRUNC makes the result the datagram's full length. */
+    d->msg.msg_name = &d->from;
+    d->msg.msg_namelen = sizeof(d->from);
+    d->iov.iov_base = NULL;
+    d->iov.iov_len = loop->buf_size;
+    d->msg.msg_iov = &d->iov;
+    d->msg.msg_iovlen = 1;
+    io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_TRUNC);
+  }
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = loop->bgid;
+  io_uring_sqe_set_data(sqe, op);
+}
+
+static socklen_t family_len(const struct sockaddr_storage *ss) {
+  switch (ss->ss_family) {
+    case AF_INET:
+      return sizeof(struct sockaddr_in);
+    case AF_INET6:
+      return sizeof(struct sockaddr_in6);
+    default:
+      return 0;
+  }
+}
+
+/* Delivers the datagram in buf (NULL: an empty one that took no buffer);
+ * returns false if the CQE was not a datagram after all. */
+static bool deliver(ursa_loop *loop, ursa_dgram *d, int res, char *buf,
+                    bool multishot) {
+  const void *payload;
+  size_t n;
+  const struct sockaddr *from;
+  socklen_t fromlen;
+  unsigned flags = 0;
+  if (multishot) {
+    struct io_uring_recvmsg_out *o =
+        io_uring_recvmsg_validate(buf, res, &d->msg);
+    if (!o) return false;
+    payload = io_uring_recvmsg_payload(o, &d->msg);
+    n = io_uring_recvmsg_payload_length(o, res, &d->msg);
+    from = io_uring_recvmsg_name(o);
+    fromlen = o->namelen > d->msg.msg_namelen ? d->msg.msg_namelen : o->namelen;
+    if ((o->flags & MSG_TRUNC) || o->payloadlen > n) flags |= URSA_DGRAM_TRUNC;
+  } else {
+    payload = buf ? buf : "";
+    n = (size_t)res;
+    if (n > loop->buf_size) {
+      n = loop->buf_size;
+      flags |= URSA_DGRAM_TRUNC;
+    }
+    from = (const struct sockaddr *)&d->from;
+    fromlen = d->msg.msg_namelen;
+    if (!fromlen || fromlen > sizeof(d->from)) fromlen = family_len(&d->from);
+  }
+  loop->stats.bytes_in += n;
+  d->recv_cb(d, (ssize_t)n, payload, fromlen ? from : NULL, fromlen, flags);
+  return true;
+}
+
+void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) {
+  ursa_dgram *d = DGRAM_OF(op, recv_op);
+  bool multishot = op->flags & URSA__F_MULTISHOT;
+  if (flags & IORING_CQE_F_BUFFER) {
+    unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    if (res >= 0 && !(d->flags & D_CLOSING) &&
+        !deliver(loop, d, res, ursa__buf_addr(loop, bid), multishot))
+      res = -EFAULT;
+    ursa__buf_recycle(loop, bid);
+    if (res >= 0 && (flags & IORING_CQE_F_MORE)) return;
+  } else if (res == 0 && !multishot) {
+    /* An empty datagram: the kernel gives its buffer straight back. */
+    if (!(d->flags & D_CLOSING)) deliver(loop, d, 0, NULL, false);
+  } else if (res >= 0) {
+    res = -EFAULT; /* a datagram without a buffer breaks the contract */
+  }
+  if (res == -ENOBUFS) loop->stats.enobufs++;
+  if (res == -EINVAL && multishot) {
+    loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
+    res = -ENOBUFS;
+  }
+  bool again = res >= 0 || res == -ENOBUFS || res == -ECANCELED;
+  if (again && (d->flags & D_RECEIVING) && !(d->flags & D_CLOSING)) {
+    loop->stats.rearms++;
+    op->flags &= (uint8_t)~URSA__F_CANCEL;
+    ursa__op_resubmit(loop, op);
+    return;
+  }
+  ursa__op_done(loop, op);
+  d->nops--;
+  if (!again && !(d->flags & D_CLOSING)) {
+    d->flags &= ~D_RECEIVING;
+    d->recv_cb(d, res, NULL, NULL, 0, 0);
+  }
+  maybe_finish_close(d);
+}
+
+/* ---- send ---- */
+
+int ursa_send(ursa_send_req *req, ursa_dgram *d, const void *buf, size_t len,
+              const struct sockaddr *to, socklen_t tolen, ursa_send_cb cb) {
+  int r = check_open(d, "ursa_send");
+  if (r) return r;
+  if (!req || !cb || (!buf && len))
+    return ursa__invalid("ursa_send: NULL %s",
+                         !req ? "request" : !cb ? "callback" : "buffer");
+  if (to) {
+    r = ursa__check_sockaddr(to, tolen, "ursa_send");
+    if (r) return r;
+  }
+  if (req->op.state != URSA__IDLE) return -EBUSY;
+  if (d->flags & D_CLOSING) return -EBADF;
+  req->op.kind = URSA__OP_DSEND;
+  req->op.nsqe = 1;
+  req->op.flags = 0;
+  req->dgram = d;
+  req->cb = cb;
+  memset(&req->msg, 0, sizeof(req->msg));
+  if (to) {
+    memcpy(&req->to, to, tolen);
+    req->msg.msg_name = &req->to;
+    req->msg.msg_namelen = tolen;
+  }
+  req->iov.iov_base = (void *)buf;
+  req->iov.iov_len = len;
+  req->msg.msg_iov = &req->iov;
+  req->msg.msg_iovlen = 1;
+  req->sprev = NULL;
+  req->snext = d->sends;
+  if (d->sends) d->sends->sprev = req;
+  d->sends = req;
+  d->nops++;
+  ursa__op_submit(d->loop, &req->op);
+  return 0;
+}
+
+void ursa__dsend_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_send_req *req = (ursa_send_req *)op;
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_sendmsg(sqe, req->dgram->fd, &req->msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__dsend_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) {
+  ursa_send_req *req = (ursa_send_req *)op;
+  ursa_dgram *d = req->dgram;
+  (void)flags;
+  if (req->sprev)
+    req->sprev->snext = req->snext;
+  else
+    d->sends = req->snext;
+  if (req->snext) req->snext->sprev = req->sprev;
+  req->snext = req->sprev = NULL;
+  int status = res;
+  if (res >= 0) {
+    loop->stats.bytes_out += (uint64_t)res;
+    /* Datagrams go out whole or not at all. */
+    status = (size_t)res == req->iov.iov_len ? 0 : -EMSGSIZE;
+  }
+  ursa__op_done(loop, op);
+  d->nops--;
+  req->cb(req, status); /* may free req */
+  maybe_finish_close(d);
+}
+
+/* ---- close ---- */
+
+int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
+  int r = check_open(d, "ursa_dgram_close");
+  if (r) return r;
+  if (!cb) return ursa__invalid("ursa_dgram_close: NULL callback");
+  if (d->flags & D_CLOSING) return -EALREADY;
+  d->flags |= D_CLOSING;
+  d->flags &= ~D_RECEIVING;
+  d->close_cb = cb;
+  ursa__op_cancel(d->loop, &d->recv_op);
+  for (ursa_send_req *s = d->sends; s; s = s->snext)
+    ursa__op_cancel(d->loop, &s->op);
+  maybe_finish_close(d);
+  return 0;
+}
+
+void ursa__dclose_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_dgram *d = DGRAM_OF(op, close_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_close(sqe, d->fd);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
+                           uint32_t flags) {
+  ursa_dgram *d = DGRAM_OF(op, close_op);
+  (void)res;
+  (void)flags;
+  ursa__op_done(loop, op);
+  ursa__unix_forget(d->path, d->path_dev, d->path_ino);
+  d->fd = -1;
+  d->flags = 0;
+  d->close_cb(d);
+}
