@@ -1,6 +1,5 @@
 /* echo_server.c - a TCP echo server on ursa: the smallest complete program
  * that uses the runtime (listen, accept, read, write, backpressure, close). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -36,6 +35,9 @@ static unsigned long long conns_total;
 static long duration_ms;
 static sigset_t stop_signals;
 static int stopping;
+static int serving_dgram;
+static ursa_dgram dsock;
+static void on_dclose(ursa_dgram *d);
 
 static void on_close(ursa_stream *s) {
   conn *c = s->data;
@@ -127,50 +129,63 @@ static void on_tick(ursa_timer *t, int status) {
     return;
   stopping = 1;
   ursa_timer_stop(t);
+  if (serving_dgram) {
+    ursa_dgram_close(&dsock, on_dclose);
+    return;
+  }
   ursa_listener_close(&listener, on_listener_close);
   for (conn *c = conns; c; c = c->next) close_conn(c);
 }
 
-static int parse_addr(const char *s, struct sockaddr_storage *ss,
-                      socklen_t *len) {
-  char host[64];
-  const char *colon = strrchr(s, ':');
-  if (!colon || colon == s || strlen(s) >= sizeof(host)) return -1;
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || end == colon + 1 || port < 0 || port > 65535) return -1;
-  size_t hl = (size_t)(colon - s);
-  memcpy(host, s, hl);
-  host[hl] = '\0';
-  memset(ss, 0, sizeof(*ss));
-  if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
-    host[hl - 1] = '\0';
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1) return -1;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    *len = sizeof(*a);
-    return 0;
-  }
-  struct sockaddr_in *a = (struct sockaddr_in *)ss;
-  if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return -1;
-  a->sin_family = AF_INET;
-  a->sin_port = htons((uint16_t)port);
-  *len = sizeof(*a);
-  return 0;
+/* ---- datagrams: each one goes straight back to its sender ---- */
+
+typedef struct dreply {
+  ursa_send_req req;
+  size_t len;
+  char buf[];
+} dreply;
+
+static void on_dsent(ursa_send_req *req, int status) {
+  (void)status; /* a lost datagram is a datagram's fate */
+  free(req->data);
 }
+
+static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
+                        const struct sockaddr *from, socklen_t fromlen,
+                        unsigned flags) {
+  if (n < 0) {
+    fprintf(stderr, "echo: receive: %s\n", ursa_strerror((int)n));
+    return;
+  }
+  if ((flags & URSA_DGRAM_TRUNC) || !from) return; /* never echo a cut one */
+  dreply *r = malloc(sizeof(*r) + (size_t)n);
+  if (!r) return;
+  memcpy(r->buf, buf, (size_t)n);
+  r->len = (size_t)n;
+  r->req = (ursa_send_req){0};
+  r->req.data = r;
+  if (ursa_send(&r->req, d, r->buf, r->len, from, fromlen, on_dsent) < 0)
+    free(r);
+}
+
+static void on_dclose(ursa_dgram *d) { (void)d; }
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: echo_server [--listen ADDR] [--duration SECONDS]\n"
-          "  --listen ADDR      IPv4 a.b.c.d:PORT or IPv6 [::1]:PORT "
-          "(default 127.0.0.1:7000; port 0 picks one)\n"
-          "  --duration SECONDS stop after this long (default: run until "
-          "SIGINT/SIGTERM)\n");
+          "usage: echo_server [--proto P] [--listen ADDR] [--duration S]\n"
+          "  --proto P      tcp (default), udp, unix (stream), seqpacket or\n"
+          "                 unixgram\n"
+          "  --listen ADDR  127.0.0.1:7000 (default), [::1]:7000, "
+          "localhost:7000,\n"
+          "                 :7000 (any), unix:/path or unix:@name; port 0 "
+          "picks one\n"
+          "  --duration S   stop after S seconds (default: at SIGINT or "
+          "SIGTERM)\n");
 }
 
 int main(int argc, char **argv) {
   const char *listen_at = "127.0.0.1:7000";
+  const char *proto = "tcp";
   long duration = 0; /* seconds */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -178,6 +193,8 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
       listen_at = argv[++i];
+    } else if (!strcmp(argv[i], "--proto") && i + 1 < argc) {
+      proto = argv[++i];
     } else if (!strcmp(argv[i], "--duration") && i + 1 < argc) {
       char *end;
       duration = strtol(argv[++i], &end, 10);
@@ -192,46 +209,57 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  struct sockaddr_storage ss;
-  socklen_t len;
-  if (parse_addr(listen_at, &ss, &len) < 0) {
-    fprintf(stderr, "echo: bad listen address '%s' (want a.b.c.d:PORT or "
-                    "[v6]:PORT with PORT 0-65535)\n", listen_at);
+  int dgram = !strcmp(proto, "udp") || !strcmp(proto, "unixgram");
+  unsigned lflags = !strcmp(proto, "seqpacket") ? URSA_SEQPACKET : 0;
+  int want_unix = strcmp(proto, "tcp") && strcmp(proto, "udp");
+  if (strcmp(proto, "tcp") && strcmp(proto, "unix") && !dgram && !lflags) {
+    fprintf(stderr, "echo: unknown --proto '%s' (want tcp, udp, unix, "
+                    "seqpacket or unixgram)\n", proto);
+    return 2;
+  }
+  ursa_addr at;
+  if (ursa_addr_parse(listen_at, &at) < 0) {
+    fprintf(stderr, "echo: bad --listen: %s\n", ursa_error_detail());
+    return 2;
+  }
+  if (want_unix != (at.ss.ss_family == AF_UNIX)) {
+    fprintf(stderr, "echo: --proto %s needs %s address, not '%s'\n", proto,
+            want_unix ? "a unix:" : "an IP", listen_at);
     return 2;
   }
 
   ursa_loop *loop;
-  int r = ursa_loop_new(&loop, NULL);
+  /* Buffers big enough for the largest UDP datagram and its header. */
+  ursa_loop_options opts = {0};
+  if (dgram) opts.buf_size = 65536 + 1024;
+  int r = ursa_loop_new(&loop, &opts);
   if (r < 0) {
     char why[512];
     ursa_explain_setup_error(r, why, sizeof(why));
     fprintf(stderr, "echo: cannot start the io_uring loop: %s\n", why);
     return 1;
   }
-  r = ursa_listen(loop, &listener, (struct sockaddr *)&ss, len, 0, 0,
-                  on_connection);
+  struct sockaddr_storage bound;
+  socklen_t bl;
+  if (dgram) {
+    r = ursa_dgram_bind(loop, &dsock, (struct sockaddr *)&at.ss, at.len, 0);
+    if (r == 0) r = ursa_recv_start(&dsock, on_datagram);
+    if (r == 0) r = ursa_dgram_addr(&dsock, &bound, &bl);
+  } else {
+    r = ursa_listen(loop, &listener, (struct sockaddr *)&at.ss, at.len, 0,
+                    lflags, on_connection);
+    if (r == 0) r = ursa_listener_addr(&listener, &bound, &bl);
+  }
   if (r < 0) {
-    fprintf(stderr, "echo: cannot listen on %s: %s\n", listen_at,
-            ursa_strerror(r));
+    fprintf(stderr, "echo: cannot listen on %s: %s%s%s\n", listen_at,
+            ursa_strerror(r), *ursa_error_detail() ? ": " : "",
+            ursa_error_detail());
     ursa_loop_close(loop);
     return 2;
   }
-  struct sockaddr_storage bound;
-  socklen_t bl;
-  ursa_listener_addr(&listener, &bound, &bl);
-  char host[INET6_ADDRSTRLEN];
-  uint16_t port;
-  if (bound.ss_family == AF_INET6) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&bound;
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-    port = ntohs(a->sin6_port);
-    printf("echo: listening on [%s]:%u\n", host, port);
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&bound;
-    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-    port = ntohs(a->sin_port);
-    printf("echo: listening on %s:%u\n", host, port);
-  }
+  char name[160];
+  ursa_addr_format((struct sockaddr *)&bound, bl, name, sizeof(name));
+  printf("echo: %s listening on %s\n", proto, name);
   fflush(stdout);
 
   /* SIGINT/SIGTERM end the run; the tick timer looks for them. */
@@ -240,6 +268,7 @@ int main(int argc, char **argv) {
   sigaddset(&stop_signals, SIGTERM);
   sigprocmask(SIG_BLOCK, &stop_signals, NULL);
   if (duration) duration_ms = (long)ursa_loop_now(loop) + duration * 1000;
+  serving_dgram = dgram;
   ursa_timer_start(loop, &tick, 100, 100, on_tick);
   r = ursa_loop_run(loop, URSA_RUN_DEFAULT);
   if (r < 0) fprintf(stderr, "echo: loop failed: %s\n", ursa_strerror(r));

@@ -12,7 +12,7 @@ bazel-bin/apps/echo_server --listen 127.0.0.1:0 --duration 5 >"$out" &
 pid=$!
 port=""
 for _ in $(seq 50); do
-  port=$(sed -n 's/^echo: listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$out")
+  port=$(sed -n "s/^echo: tcp listening on 127.0.0.1:\([0-9]*\)$/\1/p" "$out")
   [ -n "$port" ] && break
   sleep 0.1
 done

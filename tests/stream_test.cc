@@ -576,3 +576,43 @@ TEST(StreamArgs, BadArgumentsAreRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+void NoteConnect(ursa_stream *s, int st) { *static_cast<int *>(s->data) = st; }
+
+// [::] without URSA_LISTEN_V6ONLY takes IPv4 clients too; with it, not.
+TEST(Ipv6, DualStackAndV6OnlyListeners) {
+  for (unsigned flags : {0u, (unsigned)URSA_LISTEN_V6ONLY}) {
+    t::Loop lp;
+    ASSERT_EQ(0, lp.status());
+    ursa_addr any;
+    ASSERT_EQ(0, ursa_addr_parse("[::]:0", &any));
+    ursa_listener l{};
+    ASSERT_EQ(0, ursa_listen(lp.get(), &l, (sockaddr *)&any.ss, any.len, 0,
+                             flags, [](ursa_listener *, int) {}));
+    sockaddr_storage bound;
+    socklen_t bl;
+    ASSERT_EQ(0, ursa_listener_addr(&l, &bound, &bl));
+    sockaddr_storage v4;
+    socklen_t v4len = t::LoopbackAddr(AF_INET, &v4, t::PortOf(bound));
+    ursa_stream c{};
+    int st = 1;
+    c.data = &st;
+    ASSERT_EQ(0, ursa_connect(lp.get(), &c, (sockaddr *)&v4, v4len, 0, 2000,
+                              NoteConnect));
+    ASSERT_TRUE(lp.RunUntil([&] { return st != 1; }));
+    if (flags)
+      EXPECT_EQ(-ECONNREFUSED, st) << ursa_err_name(st);
+    else
+      EXPECT_EQ(0, st) << ursa_err_name(st);
+    static bool done[2];
+    done[0] = done[1] = false;
+    ASSERT_EQ(0, ursa_stream_close(&c, [](ursa_stream *) { done[0] = true; }));
+    ASSERT_EQ(0, ursa_listener_close(&l, [](ursa_listener *) { done[1] = true; }));
+    ASSERT_TRUE(lp.RunUntil([&] { return done[0] && done[1]; }));
+    lp.Finish();
+  }
+}
+
+}  // namespace

@@ -14,20 +14,20 @@
 #define SUN_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path))
 
 static int parse_port(const char *text, const char *p, uint16_t *port) {
-  if (!*p) return ursa__invalid("address '%s': missing port after ':'", text);
+  if (!*p) return ursa__invalid("address '%.80s': missing port after ':'", text);
   unsigned long v = 0;
   const char *q = p;
   while (*q >= '0' && *q <= '9' && q - p < 6) v = v * 10 + (unsigned)(*q++ - '0');
   if (q == p)
-    return ursa__invalid("address '%s': port '%s' is not a number", text, p);
+    return ursa__invalid("address '%.80s': port '%s' is not a number", text, p);
   if (*q >= '0' && *q <= '9')
-    return ursa__invalid("address '%s': port %s is out of range 0-65535",
+    return ursa__invalid("address '%.80s': port %s is out of range 0-65535",
                          text, p);
   if (*q)
-    return ursa__invalid("address '%s': stray characters '%s' after the port",
+    return ursa__invalid("address '%.80s': stray characters '%s' after the port",
                          text, q);
   if (v > 65535)
-    return ursa__invalid("address '%s': port %lu is out of range 0-65535",
+    return ursa__invalid("address '%.80s': port %lu is out of range 0-65535",
                          text, v);
   *port = (uint16_t)v;
   return 0;
@@ -40,20 +40,20 @@ static int parse_unix(const char *text, ursa_addr *out) {
   size_t n = strlen(path);
   if (path[0] == '@') {
     /* Abstract: a leading NUL, then the name, not NUL-terminated. */
-    if (n < 2) return ursa__invalid("address '%s': empty abstract name", text);
+    if (n < 2) return ursa__invalid("address '%.80s': empty abstract name", text);
     if (n > SUN_PATH_MAX)
       return ursa__invalid(
-          "address '%s': abstract name is %zu bytes, longer than sun_path "
+          "address '%.80s': abstract name is %zu bytes, longer than sun_path "
           "allows (%zu)", text, n - 1, SUN_PATH_MAX - 1);
     un->sun_path[0] = '\0';
     memcpy(un->sun_path + 1, path + 1, n - 1);
     out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
     return 0;
   }
-  if (!n) return ursa__invalid("address '%s': empty Unix socket path", text);
+  if (!n) return ursa__invalid("address '%.80s': empty Unix socket path", text);
   if (n >= SUN_PATH_MAX)
     return ursa__invalid(
-        "address '%s': path is %zu bytes, longer than sun_path allows (%zu)",
+        "address '%.80s': path is %zu bytes, longer than sun_path allows (%zu)",
         text, n, SUN_PATH_MAX - 1);
   memcpy(un->sun_path, path, n + 1);
   out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
@@ -79,14 +79,14 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
   if (text[0] == '[') {
     const char *close = strchr(text, ']');
     if (!close)
-      return ursa__invalid("address '%s': '[' without a closing ']'", text);
+      return ursa__invalid("address '%.80s': '[' without a closing ']'", text);
     if (close[1] != ':')
-      return close[1] ? ursa__invalid("address '%s': stray characters '%s' "
+      return close[1] ? ursa__invalid("address '%.80s': stray characters '%s' "
                                       "after ']' (want ]:PORT)", text, close + 1)
-                      : ursa__invalid("address '%s': missing ':PORT'", text);
+                      : ursa__invalid("address '%.80s': missing ':PORT'", text);
     size_t hl = (size_t)(close - text - 1);
     if (hl >= sizeof(host))
-      return ursa__invalid("address '%s': host is too long", text);
+      return ursa__invalid("address '%.80s': host is too long", text);
     memcpy(host, text + 1, hl);
     host[hl] = '\0';
     port_at = close + 2;
@@ -102,13 +102,13 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
         char *end;
         unsigned long v = strtoul(pct + 1, &end, 10);
         if (*end || end == pct + 1)
-          return ursa__invalid("address '%s': unknown interface '%s'", text,
+          return ursa__invalid("address '%.80s': unknown interface '%s'", text,
                                pct + 1);
         a->sin6_scope_id = (uint32_t)v;
       }
     }
     if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
-      return ursa__invalid("address '%s': '%s' is not an IPv6 address", text,
+      return ursa__invalid("address '%.80s': '%s' is not an IPv6 address", text,
                            host);
     a->sin6_family = AF_INET6;
     a->sin6_port = htons(port);
@@ -118,14 +118,14 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
 
   const char *colon = strrchr(text, ':');
   if (!colon)
-    return ursa__invalid("address '%s': missing ':PORT'", text);
+    return ursa__invalid("address '%.80s': missing ':PORT'", text);
   if (strchr(text, ':') != colon)
     return ursa__invalid(
-        "address '%s': an IPv6 address needs brackets, as in [::1]:7000",
+        "address '%.80s': an IPv6 address needs brackets, as in [::1]:7000",
         text);
   size_t hl = (size_t)(colon - text);
   if (hl >= sizeof(host))
-    return ursa__invalid("address '%s': host is too long", text);
+    return ursa__invalid("address '%.80s': host is too long", text);
   memcpy(host, text, hl);
   host[hl] = '\0';
   uint16_t port;
@@ -158,7 +158,7 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
   for (const char *c = host; *c; c++)
     if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
           (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_'))
-      return ursa__invalid("address '%s': stray character '%c' in host '%s'",
+      return ursa__invalid("address '%.80s': stray character '%c' in host '%s'",
                            text, *c, host);
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof(hints));
@@ -173,7 +173,7 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
     g = getaddrinfo(host, NULL, &hints, &res);
   }
   if (g != 0 || !res)
-    return ursa__invalid("address '%s': unknown host '%s' (%s)", text, host,
+    return ursa__invalid("address '%.80s': unknown host '%s' (%s)", text, host,
                          gai_strerror(g));
   memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
   out->len = res->ai_addrlen;
@@ -183,7 +183,7 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
   else if (out->ss.ss_family == AF_INET6)
     ((struct sockaddr_in6 *)&out->ss)->sin6_port = htons(port);
   else
-    return ursa__invalid("address '%s': host resolved to family %d", text,
+    return ursa__invalid("address '%.80s': host resolved to family %d", text,
                          out->ss.ss_family);
   return 0;
 }

@@ -26,7 +26,7 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
                               ursa__dclose_complete},
 };
 
-static __thread char error_detail[256];
+static __thread char error_detail[512];
 
 const char *ursa_error_detail(void) { return error_detail; }
 
