@@ -9,6 +9,7 @@ packages=(
   libgtest-dev      # GoogleTest
   googletest
   gnuplot-nox       # bench graphs
+  pkg-config        # the install test
   valgrind
 )
 

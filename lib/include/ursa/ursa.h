@@ -34,12 +34,13 @@ extern "C" {
  * and accepts: once per event, and the operation says when it has ended).
  *
  * Ownership.  The caller owns every handle (ursa_listener, ursa_stream,
- * ursa_timer) and request (ursa_write_req).  ursa initialises them and uses
+ * ursa_dgram, ursa_timer) and request (ursa_write_req, ursa_send_req).
+ * ursa initialises them and uses
  * their memory until:
  *   - a request: its callback has been called (it may be freed or reused
  *     inside that callback);
  *   - a handle: its close callback has been called (likewise).
- * Timers and write requests must be zero-filled before their first use
+ * Timers and requests must be zero-filled before their first use
  * (`ursa_timer t = {0};`, calloc), so that ursa can tell an active one.
  * Buffers handed to ursa_write() must stay valid and unchanged until the
  * write's callback.  Buffers handed to a read callback are borrowed: they
