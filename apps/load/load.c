@@ -1,0 +1,429 @@
+/* load.c - ursa-load: an echo load generator on the ursa runtime.  Each
+ * connection keeps --inflight messages of --size bytes going; every echoed
+ * byte is checked against what was sent, and round-trip times go into a
+ * histogram.  Any mismatch or lost reply makes the exit status non-zero. */
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "apps/load/hist.h"
+#include "ursa/ursa.h"
+
+typedef struct conn conn;
+
+/* One message in flight: its bytes stay put until both the write has
+ * completed and the whole echo has come back. */
+typedef struct slot {
+  ursa_write_req w;
+  conn *c;
+  uint64_t seq;
+  uint64_t sent_ns;
+  int writing;
+  int waiting; /* for its echo */
+  char *buf;
+} slot;
+
+struct conn {
+  ursa_stream s;
+  int id;
+  int connected;
+  int closing;
+  int closed;
+  uint64_t next_seq;   /* of the next message to send */
+  uint64_t recv_seq;   /* of the message being received */
+  size_t recv_off;     /* bytes of it received */
+  slot *slots;
+};
+
+static struct {
+  ursa_loop *loop;
+  ursa_addr to;
+  unsigned flags;
+  long conns, size, inflight, warmup_s, duration_s, count;
+  conn *cs;
+  int sending;         /* 0 once the run is over */
+  int measuring;
+  uint64_t t_start_ns, t_measure_ns, t_end_ns;
+  uint64_t rts, rts_total, bytes;
+  uint64_t mismatches, lost, conn_errors, io_errors;
+  long open, closed;
+  hist h;
+  ursa_timer tick;
+  double cpu0;
+} L;
+
+static uint64_t ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* The bytes of message seq on connection id: a pattern that differs by
+ * connection, message and position, so a lost, repeated, reordered or
+ * altered byte shows. */
+static void fill(char *b, size_t n, int id, uint64_t seq) {
+  uint64_t x = (seq + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(id + 1) << 40;
+  for (size_t i = 0; i < n; i++) {
+    if (!(i & 7)) x = x * 6364136223846793005ull + 1442695040888963407ull;
+    b[i] = (char)(x >> (8 * (i & 7)));
+  }
+}
+
+static void on_closed(ursa_stream *s) {
+  conn *c = s->data;
+  c->closed = 1;
+  L.closed++;
+}
+
+static void close_conn(conn *c) {
+  if (c->closing || !c->connected) return;
+  c->closing = 1;
+  ursa_stream_close(&c->s, on_closed);
+}
+
+static void send_slot(slot *sl);
+
+static int all_idle(conn *c) {
+  for (long k = 0; k < L.inflight; k++)
+    if (c->slots[k].writing || c->slots[k].waiting) return 0;
+  return 1;
+}
+
+static void maybe_next(slot *sl) {
+  if (sl->writing || sl->waiting) return;
+  conn *c = sl->c;
+  if (L.sending && !c->closing && (!L.count || c->next_seq < (uint64_t)L.count)) {
+    send_slot(sl);
+  } else if (!L.sending && all_idle(c)) {
+    close_conn(c);
+  }
+}
+
+static void on_written(ursa_write_req *w, int status) {
+  slot *sl = w->data;
+  sl->writing = 0;
+  if (status < 0) {
+    if (!sl->c->closing) L.io_errors++;
+    sl->waiting = 0;
+    close_conn(sl->c);
+    return;
+  }
+  maybe_next(sl);
+}
+
+static void send_slot(slot *sl) {
+  conn *c = sl->c;
+  sl->seq = c->next_seq++;
+  fill(sl->buf, (size_t)L.size, c->id, sl->seq);
+  sl->writing = sl->waiting = 1;
+  sl->sent_ns = ns();
+  sl->w = (ursa_write_req){0};
+  sl->w.data = sl;
+  if (ursa_write(&sl->w, &c->s, sl->buf, (size_t)L.size, 0, on_written) < 0) {
+    sl->writing = sl->waiting = 0;
+    L.io_errors++;
+    close_conn(c);
+  }
+}
+
+static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
+  conn *c = s->data;
+  if (n < 0) {
+    if (!c->closing && !all_idle(c)) L.io_errors++;
+    close_conn(c);
+    return;
+  }
+  const char *p = buf;
+  while (n > 0) {
+    slot *sl = &c->slots[c->recv_seq % (uint64_t)L.inflight];
+    if (!sl->waiting || sl->seq != c->recv_seq) {
+      L.mismatches++; /* bytes nobody asked for */
+      close_conn(c);
+      return;
+    }
+    size_t take = (size_t)L.size - c->recv_off;
+    if ((size_t)n < take) take = (size_t)n;
+    if (memcmp(p, sl->buf + c->recv_off, take) != 0) {
+      L.mismatches++;
+      fprintf(stderr, "ursa-load: connection %d message %llu: echoed bytes "
+                      "differ from those sent\n", c->id,
+              (unsigned long long)sl->seq);
+      close_conn(c);
+      return;
+    }
+    p += take;
+    n -= (ssize_t)take;
+    c->recv_off += take;
+    if (c->recv_off < (size_t)L.size) break;
+    /* A whole message is back. */
+    uint64_t now = ns();
+    if (L.measuring) {
+      hist_add(&L.h, now - sl->sent_ns);
+      L.rts++;
+      L.bytes += (uint64_t)L.size;
+    }
+    L.rts_total++;
+    c->recv_off = 0;
+    c->recv_seq++;
+    sl->waiting = 0;
+    maybe_next(sl);
+  }
+}
+
+static void on_connect(ursa_stream *s, int status) {
+  conn *c = s->data;
+  c->connected = 1;
+  if (status < 0) {
+    if (L.conn_errors++ < 3)
+      fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(status));
+    close_conn(c);
+    return;
+  }
+  L.open++;
+  ursa_stream_nodelay(s, 1);
+  if (ursa_read_start(s, on_read) < 0) {
+    L.io_errors++;
+    close_conn(c);
+    return;
+  }
+  for (long k = 0; k < L.inflight; k++) maybe_next(&c->slots[k]);
+}
+
+static void stop_sending(void) {
+  if (!L.sending) return;
+  L.sending = 0;
+  L.t_end_ns = ns();
+  L.measuring = 0;
+  for (long i = 0; i < L.conns; i++)
+    if (L.cs[i].connected && all_idle(&L.cs[i])) close_conn(&L.cs[i]);
+}
+
+/* Every 20 ms: warm-up over?  Run over?  Replies overdue after the run? */
+static void on_tick(ursa_timer *t, int status) {
+  if (status < 0) return;
+  uint64_t now = ns();
+  uint64_t el = now - L.t_start_ns;
+  if (!L.measuring && L.sending && el >= (uint64_t)L.warmup_s * 1000000000ull) {
+    L.measuring = 1;
+    L.t_measure_ns = now;
+    L.cpu0 = cpu_seconds();
+  }
+  int count_done = L.count && L.rts_total >= (uint64_t)(L.count * L.conns);
+  if (L.sending && (count_done ||
+                    el >= (uint64_t)(L.warmup_s + L.duration_s) * 1000000000ull))
+    stop_sending();
+  if (!L.sending && now > L.t_end_ns && now - L.t_end_ns > 2000000000ull) {
+    /* Two seconds after the end, what has not come back is lost. */
+    for (long i = 0; i < L.conns; i++) {
+      conn *c = &L.cs[i];
+      for (long k = 0; k < L.inflight; k++)
+        if (c->slots[k].waiting) L.lost++;
+      close_conn(c);
+    }
+  }
+  if (L.closed == L.conns) ursa_timer_stop(t);
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+      "usage: ursa-load ADDR [options]\n"
+      "  ADDR                127.0.0.1:7000, [::1]:7000, unix:/path, ...\n"
+      "  --proto P           tcp (default), unix or seqpacket\n"
+      "  --connections N     connections (default 1)\n"
+      "  --size B            bytes per message (default 64)\n"
+      "  --inflight K        messages in flight per connection (default 1: "
+      "ping-pong)\n"
+      "  --duration S        seconds to measure (default 5)\n"
+      "  --count N           or: stop after N round trips per connection\n"
+      "  --warmup S          seconds before measuring (default 1)\n"
+      "  --cpu N             pin to CPU N\n"
+      "  --json FILE         write the results as JSON\n");
+}
+
+static int num(const char *flag, const char *v, long lo, long hi, long *out) {
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || *end || end == v || x < lo || x > hi) {
+    fprintf(stderr, "ursa-load: %s wants a whole number from %ld to %ld, not "
+                    "'%s'\n", flag, lo, hi, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *addr = NULL, *json = NULL, *proto = "tcp";
+  long cpu = -1;
+  L.conns = 1;
+  L.size = 64;
+  L.inflight = 1;
+  L.duration_s = 5;
+  L.warmup_s = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (strncmp(a, "--", 2)) {
+      if (addr) {
+        fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr, a);
+        return 2;
+      }
+      addr = a;
+      continue;
+    }
+    if (!v) {
+      fprintf(stderr, "ursa-load: unknown or incomplete option '%s'\n", a);
+      return 2;
+    }
+    i++;
+    int r = 0;
+    if (!strcmp(a, "--connections")) r = num(a, v, 1, 100000, &L.conns);
+    else if (!strcmp(a, "--size")) r = num(a, v, 1, 64 << 20, &L.size);
+    else if (!strcmp(a, "--inflight")) r = num(a, v, 1, 1024, &L.inflight);
+    else if (!strcmp(a, "--duration")) r = num(a, v, 1, 86400, &L.duration_s);
+    else if (!strcmp(a, "--count")) r = num(a, v, 1, 1000000000, &L.count);
+    else if (!strcmp(a, "--warmup")) r = num(a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--cpu")) r = num(a, v, 0, CPU_SETSIZE - 1, &cpu);
+    else if (!strcmp(a, "--json")) json = v;
+    else if (!strcmp(a, "--proto")) proto = v;
+    else {
+      fprintf(stderr, "ursa-load: unknown or incomplete option '%s'\n", a);
+      usage(stderr);
+      return 2;
+    }
+    if (r < 0) return 2;
+  }
+  if (!addr) {
+    usage(stderr);
+    return 2;
+  }
+  if (ursa_addr_parse(addr, &L.to) < 0) {
+    fprintf(stderr, "ursa-load: bad address: %s\n", ursa_error_detail());
+    return 2;
+  }
+  if (!strcmp(proto, "seqpacket")) L.flags = URSA_SEQPACKET;
+  else if (strcmp(proto, "tcp") && strcmp(proto, "unix")) {
+    fprintf(stderr, "ursa-load: unknown --proto '%s' (want tcp, unix or "
+                    "seqpacket)\n", proto);
+    return 2;
+  }
+  if ((strcmp(proto, "tcp") != 0) != (L.to.ss.ss_family == AF_UNIX)) {
+    fprintf(stderr, "ursa-load: --proto %s does not fit address '%s'\n", proto,
+            addr);
+    return 2;
+  }
+  if (L.count) L.duration_s = 86400;
+  if (cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+      fprintf(stderr, "ursa-load: --cpu %ld: %s\n", cpu, strerror(errno));
+      return 2;
+    }
+  }
+  int r = ursa_loop_new(&L.loop, NULL);
+  if (r < 0) {
+    char why[512];
+    ursa_explain_setup_error(r, why, sizeof(why));
+    fprintf(stderr, "ursa-load: %s\n", why);
+    return 2;
+  }
+  L.cs = calloc((size_t)L.conns, sizeof(conn));
+  char *bufs = malloc((size_t)L.conns * (size_t)L.inflight * (size_t)L.size);
+  slot *slots = calloc((size_t)L.conns * (size_t)L.inflight, sizeof(slot));
+  if (!L.cs || !bufs || !slots) {
+    fprintf(stderr, "ursa-load: not enough memory for %ld x %ld x %ld bytes\n",
+            L.conns, L.inflight, L.size);
+    return 2;
+  }
+  L.sending = 1;
+  L.t_start_ns = ns();
+  if (L.warmup_s == 0) {
+    L.measuring = 1;
+    L.t_measure_ns = L.t_start_ns;
+    L.cpu0 = cpu_seconds();
+  }
+  for (long i = 0; i < L.conns; i++) {
+    conn *c = &L.cs[i];
+    c->id = (int)i;
+    c->slots = slots + i * L.inflight;
+    for (long k = 0; k < L.inflight; k++) {
+      c->slots[k].c = c;
+      c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
+    }
+    c->s.data = c;
+    r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
+                     L.flags, 5000, on_connect);
+    if (r < 0) {
+      fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(r));
+      L.conn_errors++;
+      c->connected = c->closed = 1;
+      L.closed++;
+    }
+  }
+  ursa_timer_start(L.loop, &L.tick, 20, 20, on_tick);
+  r = ursa_loop_run(L.loop, URSA_RUN_DEFAULT);
+  double cpu_s = cpu_seconds() - L.cpu0;
+  if (!L.t_end_ns) L.t_end_ns = ns();
+  double secs = (double)(L.t_end_ns - L.t_measure_ns) / 1e9;
+  if (secs <= 0) secs = 1e-9;
+  uint64_t errors = L.mismatches + L.lost + L.conn_errors + L.io_errors;
+  double rps = (double)L.rts / secs;
+  double mbps = (double)L.bytes / secs / 1e6;
+  double p50 = hist_quantile(&L.h, 0.50) / 1e3, p90 = hist_quantile(&L.h, 0.90) / 1e3,
+         p99 = hist_quantile(&L.h, 0.99) / 1e3, p999 = hist_quantile(&L.h, 0.999) / 1e3,
+         mx = (double)L.h.max / 1e3;
+  printf("ursa-load: %ld connections x %ld in flight, %ld-byte messages, "
+         "%.2f s measured\n", L.conns, L.inflight, L.size, secs);
+  printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
+         (unsigned long long)L.rts, rps, mbps);
+  printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
+         p50, p90, p99, p999, mx);
+  printf("  errors: %llu (mismatched %llu, lost %llu, connect %llu, i/o %llu); "
+         "client CPU %.3f s\n", (unsigned long long)errors,
+         (unsigned long long)L.mismatches, (unsigned long long)L.lost,
+         (unsigned long long)L.conn_errors, (unsigned long long)L.io_errors,
+         cpu_s);
+  if (json) {
+    FILE *f = fopen(json, "w");
+    if (!f) {
+      fprintf(stderr, "ursa-load: cannot write %s: %s\n", json, strerror(errno));
+    } else {
+      fprintf(f,
+              "{\"conns\":%ld,\"inflight\":%ld,\"size\":%ld,\"seconds\":%.4f,"
+              "\"round_trips\":%llu,\"rt_per_s\":%.1f,\"mb_per_s\":%.3f,"
+              "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
+              "\"p999_us\":%.2f,\"max_us\":%.2f,\"errors\":%llu,"
+              "\"mismatched\":%llu,\"lost\":%llu,\"connect_errors\":%llu,"
+              "\"io_errors\":%llu,\"client_cpu_s\":%.4f}\n",
+              L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts,
+              rps, mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
+              (unsigned long long)L.mismatches, (unsigned long long)L.lost,
+              (unsigned long long)L.conn_errors,
+              (unsigned long long)L.io_errors, cpu_s);
+      fclose(f);
+    }
+  }
+  int cr = ursa_loop_close(L.loop);
+  free(bufs);
+  free(slots);
+  free(L.cs);
+  if (r < 0 || cr < 0) return 1;
+  return errors || L.rts_total == 0 ? 1 : 0;
+}

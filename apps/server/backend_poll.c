@@ -1,0 +1,246 @@
+/* backend_poll.c - the readiness-loop servers: one loop over a poller
+ * (epoll or select), non-blocking sockets, one receive per readiness event,
+ * and a per-connection buffer only while a reply could not be sent whole. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "apps/server/poller.h"
+#include "apps/server/server.h"
+
+#define BUF (64 * 1024)
+#define EVENTS 256
+
+typedef struct conn {
+  char *pending; /* what the peer has not taken yet */
+  size_t plen, poff;
+  int discard; /* greeted: read and drop until the peer closes */
+} conn;
+
+typedef struct loop {
+  const poller_ops *ops;
+  void *p;
+  const server_opts *o;
+  server_stats *st;
+  conn **conns; /* by descriptor */
+  int nconns_max;
+  long open;
+  int warned;
+  char buf[BUF];
+} loop;
+
+static void drop(loop *l, int fd) {
+  conn *c = l->conns[fd];
+  l->ops->del(l->p, fd);
+  close(fd);
+  l->st->syscalls += 2;
+  free(c->pending);
+  free(c);
+  l->conns[fd] = NULL;
+  l->open--;
+}
+
+/* Sends what is pending; returns 1 when all of it is out, 0 when the peer
+ * is full, -1 on error. */
+static int flush(loop *l, int fd, conn *c) {
+  while (c->poff < c->plen) {
+    ssize_t n = send(fd, c->pending + c->poff, c->plen - c->poff,
+                     MSG_NOSIGNAL);
+    l->st->syscalls++;
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    c->poff += (size_t)n;
+    l->st->bytes_out += (uint64_t)n;
+  }
+  free(c->pending);
+  c->pending = NULL;
+  c->plen = c->poff = 0;
+  return 1;
+}
+
+static void on_readable(loop *l, int fd, conn *c) {
+  ssize_t n = recv(fd, l->buf, BUF, 0);
+  l->st->syscalls++;
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EINTR) drop(l, fd);
+    return;
+  }
+  if (n == 0) { /* the peer is done; everything it sent went back */
+    drop(l, fd);
+    return;
+  }
+  l->st->bytes_in += (uint64_t)n;
+  l->st->reads++;
+  if (c->discard) return;
+  ssize_t w = send(fd, l->buf, (size_t)n, MSG_NOSIGNAL);
+  l->st->syscalls++;
+  if (w < 0 && errno != EAGAIN) {
+    drop(l, fd);
+    return;
+  }
+  if (w < 0) w = 0;
+  l->st->bytes_out += (uint64_t)w;
+  if (w == n) return;
+  /* The peer is not reading fast enough: keep the rest, stop reading. */
+  c->plen = (size_t)(n - w);
+  c->poff = 0;
+  c->pending = malloc(c->plen);
+  if (!c->pending) {
+    drop(l, fd);
+    return;
+  }
+  memcpy(c->pending, l->buf + w, c->plen);
+  l->ops->mod(l->p, fd, P_OUT);
+  l->st->syscalls++;
+}
+
+static void on_writable(loop *l, int fd, conn *c) {
+  int r = flush(l, fd, c);
+  if (r < 0) {
+    drop(l, fd);
+  } else if (r > 0) {
+    l->ops->mod(l->p, fd, P_IN);
+    l->st->syscalls++;
+  }
+}
+
+static void refuse(loop *l, int fd, const char *why) {
+  close(fd);
+  l->st->syscalls++;
+  l->st->refused++;
+  if (why && !l->warned) {
+    l->warned = 1;
+    fprintf(stderr, "server: %s\n", why);
+  }
+}
+
+static void on_accept(loop *l, int lfd) {
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    l->st->syscalls++;
+    if (fd < 0) return; /* EAGAIN, or EMFILE: the backlog keeps it */
+    if (fd >= l->ops->fd_limit || fd >= l->nconns_max) {
+      char why[160];
+      snprintf(why, sizeof(why), "%s: refusing connections: descriptor %d "
+               "is at or above the limit of %d", l->ops->name, fd,
+               fd >= l->ops->fd_limit ? l->ops->fd_limit : l->nconns_max);
+      refuse(l, fd, why);
+      continue;
+    }
+    if (l->o->max_conns && l->open >= l->o->max_conns) {
+      refuse(l, fd, NULL);
+      continue;
+    }
+    l->st->connections++;
+    int greet = l->o->mode == MODE_GREET;
+    if (greet) {
+      /* Greet, shut our side, and read until the peer closes: closing with
+       * its bytes unread would reset the connection under the greeting. */
+      if (send(fd, GREETING, sizeof(GREETING) - 1, MSG_NOSIGNAL) > 0)
+        l->st->bytes_out += sizeof(GREETING) - 1;
+      shutdown(fd, SHUT_WR);
+      l->st->syscalls += 2;
+    } else if (l->o->proto == PROTO_TCP) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      l->st->syscalls++;
+    }
+    conn *c = calloc(1, sizeof(*c));
+    if (!c || l->ops->add(l->p, fd, P_IN) < 0) {
+      free(c);
+      close(fd);
+      continue;
+    }
+    l->st->syscalls++;
+    c->discard = greet;
+    l->conns[fd] = c;
+    l->open++;
+  }
+}
+
+static void on_datagrams(loop *l, int fd) {
+  struct sockaddr_storage from;
+  socklen_t fl = sizeof(from);
+  ssize_t n = recvfrom(fd, l->buf, BUF, MSG_TRUNC, (struct sockaddr *)&from,
+                       &fl);
+  l->st->syscalls++;
+  if (n < 0) return;
+  l->st->bytes_in += (uint64_t)n;
+  l->st->reads++;
+  if (n > BUF) return; /* never echo a cut datagram */
+  const void *out = l->o->mode == MODE_GREET ? GREETING : l->buf;
+  size_t len = l->o->mode == MODE_GREET ? sizeof(GREETING) - 1 : (size_t)n;
+  ssize_t w = sendto(fd, out, len, MSG_NOSIGNAL, (struct sockaddr *)&from, fl);
+  l->st->syscalls++;
+  if (w > 0) l->st->bytes_out += (uint64_t)w;
+}
+
+static int serve(const poller_ops *ops, const server_opts *o, int lfd,
+                 server_stats *st) {
+  static loop l; /* the 64 KiB buffer stays off the stack */
+  memset(&l, 0, sizeof(l));
+  l.ops = ops;
+  l.o = o;
+  l.st = st;
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  l.nconns_max = rl.rlim_cur > 1 << 20 ? 1 << 20 : (int)rl.rlim_cur;
+  l.conns = calloc((size_t)l.nconns_max, sizeof(conn *));
+  l.p = ops->create();
+  if (!l.conns || !l.p) {
+    fprintf(stderr, "server: %s: out of memory\n", ops->name);
+    return 1;
+  }
+  fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
+  int dgram = o->proto == PROTO_UDP;
+  if (ops->add(l.p, lfd, P_IN) < 0 || ops->add(l.p, o->stop_fd, P_IN) < 0) {
+    fprintf(stderr, "server: %s: cannot watch the listener\n", ops->name);
+    return 1;
+  }
+  poll_ev evs[EVENTS];
+  int stop = 0;
+  while (!stop) {
+    int timeout = 1000;
+    if (o->deadline_ms) {
+      uint64_t now = now_ms();
+      if (now >= o->deadline_ms) break;
+      if (o->deadline_ms - now < 1000) timeout = (int)(o->deadline_ms - now);
+    }
+    int n = ops->wait(l.p, timeout, evs, EVENTS);
+    st->syscalls++;
+    if (n < 0) {
+      fprintf(stderr, "server: %s: %s\n", ops->name, strerror(-n));
+      return 1;
+    }
+    for (int i = 0; i < n; i++) {
+      int fd = evs[i].fd;
+      if (fd == o->stop_fd) {
+        stop = 1;
+      } else if (fd == lfd) {
+        if (dgram) on_datagrams(&l, fd); else on_accept(&l, fd);
+      } else if (l.conns[fd]) {
+        if (evs[i].events & P_OUT) on_writable(&l, fd, l.conns[fd]);
+        else if (evs[i].events & P_IN) on_readable(&l, fd, l.conns[fd]);
+      }
+    }
+  }
+  for (int fd = 0; fd < l.nconns_max; fd++)
+    if (l.conns[fd]) drop(&l, fd);
+  ops->destroy(l.p);
+  free(l.conns);
+  return 0;
+}
+
+int serve_epoll(const server_opts *o, int lfd, server_stats *st) {
+  return serve(&epoll_ops, o, lfd, st);
+}
+
+int serve_select(const server_opts *o, int lfd, server_stats *st) {
+  return serve(&select_ops, o, lfd, st);
+}

@@ -1,0 +1,312 @@
+/* main.c - ursa-echo-server: one command line, four I/O models (uring,
+ * epoll, select, blocking), the same wire behaviour, and a summary of what
+ * each spent (CPU time, system calls) for the bench suite to compare. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "apps/server/server.h"
+
+static const backend backends[] = {
+    {"uring", serve_uring},
+    {"epoll", serve_epoll},
+    {"select", serve_select},
+    {"blocking", serve_blocking},
+};
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+static const char *const proto_names[] = {"tcp", "udp", "unix", "seqpacket",
+                                          "unixgram"};
+
+uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len) {
+  char name[160];
+  ursa_addr_format(sa, len, name, sizeof(name));
+  printf("server: %s %s listening on %s\n", o->backend, proto_names[o->proto],
+         name);
+  fflush(stdout);
+}
+
+int should_stop(const server_opts *o, server_stats *st) {
+  if (o->deadline_ms && now_ms() >= o->deadline_ms) return 1;
+  struct pollfd p = {o->stop_fd, POLLIN, 0};
+  st->syscalls++;
+  return poll(&p, 1, 0) > 0;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+      "usage: ursa-echo-server [options]\n"
+      "  --backend B      uring (default), epoll, select or blocking\n"
+      "  --listen ADDR    127.0.0.1:7000 (default), [::1]:7000, "
+      "localhost:7000,\n"
+      "                   :7000 (any), unix:/path or unix:@name; port 0 "
+      "picks one\n"
+      "  --proto P        tcp (default), udp, unix; uring also seqpacket "
+      "and unixgram\n"
+      "  --mode M         echo (default) or greet (\"" GREETING "\", then "
+      "close)\n"
+      "  --cpu N          pin the server to CPU N\n"
+      "  --duration S     stop after S seconds (default: at SIGINT/SIGTERM)\n"
+      "  --max-conns N    close connections beyond N at once\n"
+      "  --stats-json F   write the summary as JSON to F\n"
+      "  --uring-disable LIST  io_uring features to leave off, comma "
+      "separated\n"
+      "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n");
+}
+
+static int bad(const char *fmt, const char *a, const char *b) {
+  fprintf(stderr, "ursa-echo-server: ");
+  fprintf(stderr, fmt, a, b);
+  fprintf(stderr, "\n");
+  return 2;
+}
+
+static int parse_long(const char *flag, const char *v, long lo, long hi,
+                      long *out) {
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || *end || end == v || x < lo || x > hi) {
+    fprintf(stderr, "ursa-echo-server: %s wants a whole number from %ld to "
+                    "%ld, not '%s'\n", flag, lo, hi, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+static int parse_disable(const char *list, uint32_t *out) {
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s", list);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    uint32_t bit = 0;
+    for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
+      if (!strcmp(tok, ursa_feature_name(1u << i))) bit = 1u << i;
+    if (!bit) {
+      fprintf(stderr, "ursa-echo-server: --uring-disable: unknown feature "
+                      "'%s'\n", tok);
+      return -1;
+    }
+    *out |= bit;
+  }
+  return 0;
+}
+
+/* A socket file left by a dead server is removed; a live one is not. */
+static void clear_stale_unix(const ursa_addr *a, int type) {
+  const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
+  struct stat st;
+  if (un->sun_path[0] == '\0' || lstat(un->sun_path, &st) < 0 ||
+      !S_ISSOCK(st.st_mode))
+    return;
+  int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 &&
+      errno == ECONNREFUSED)
+    unlink(un->sun_path);
+  close(fd);
+}
+
+/* The listening (or datagram) socket for the backends that use plain
+ * sockets. */
+static int open_listener(const server_opts *o, char *err, size_t errlen) {
+  int dgram = o->proto == PROTO_UDP;
+  int type = dgram ? SOCK_DGRAM : SOCK_STREAM;
+  if (o->listen.ss.ss_family == AF_UNIX) clear_stale_unix(&o->listen, type);
+  int fd = socket(o->listen.ss.ss_family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) goto fail;
+  int one = 1, zero = 0;
+  if (o->listen.ss.ss_family != AF_UNIX)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (o->listen.ss.ss_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  if (bind(fd, (const struct sockaddr *)&o->listen.ss, o->listen.len) < 0 ||
+      (!dgram && listen(fd, SOMAXCONN) < 0)) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    goto fail;
+  }
+  return fd;
+fail:
+  snprintf(err, errlen, "%s", strerror(errno));
+  return -1;
+}
+
+static void write_json(const char *path, const server_opts *o,
+                       const server_stats *s, double cpu_s, double wall_s,
+                       const char *addr) {
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "ursa-echo-server: cannot write %s: %s\n", path,
+            strerror(errno));
+    return;
+  }
+  fprintf(f,
+          "{\"backend\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\","
+          "\"listen\":\"%s\",\"connections\":%llu,\"refused\":%llu,"
+          "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
+          "\"syscalls\":%llu,\"enters\":%llu,\"sqes\":%llu,"
+          "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
+          o->backend, proto_names[o->proto],
+          o->mode == MODE_GREET ? "greet" : "echo", addr,
+          (unsigned long long)s->connections, (unsigned long long)s->refused,
+          (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+          (unsigned long long)s->reads, (unsigned long long)s->syscalls,
+          (unsigned long long)s->enters, (unsigned long long)s->sqes, cpu_s,
+          wall_s);
+  fclose(f);
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int main(int argc, char **argv) {
+  server_opts o = {0};
+  o.backend = "uring";
+  const char *listen_at = "127.0.0.1:7000", *json = NULL, *proto = "tcp";
+  long cpu = -1, duration = 0, max_conns = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (!v || strncmp(a, "--", 2)) {
+      fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",
+              a);
+      usage(stderr);
+      return 2;
+    }
+    i++;
+    if (!strcmp(a, "--backend")) {
+      o.backend = v;
+    } else if (!strcmp(a, "--listen")) {
+      listen_at = v;
+    } else if (!strcmp(a, "--proto")) {
+      proto = v;
+    } else if (!strcmp(a, "--mode")) {
+      if (!strcmp(v, "echo")) o.mode = MODE_ECHO;
+      else if (!strcmp(v, "greet")) o.mode = MODE_GREET;
+      else return bad("unknown --mode '%s' (want echo or greet)%s", v, "");
+    } else if (!strcmp(a, "--cpu")) {
+      if (parse_long(a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
+    } else if (!strcmp(a, "--duration")) {
+      if (parse_long(a, v, 1, 86400 * 365, &duration) < 0) return 2;
+    } else if (!strcmp(a, "--max-conns")) {
+      if (parse_long(a, v, 1, 10000000, &max_conns) < 0) return 2;
+    } else if (!strcmp(a, "--stats-json")) {
+      json = v;
+    } else if (!strcmp(a, "--uring-disable")) {
+      if (parse_disable(v, &o.uring_disable) < 0) return 2;
+    } else {
+      fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",
+              a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  const backend *be = NULL;
+  for (unsigned i = 0; i < NBACKENDS; i++)
+    if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
+  if (!be)
+    return bad("unknown --backend '%s' (want uring, epoll, select or "
+               "blocking)%s", o.backend, "");
+  o.proto = -1;
+  for (int i = 0; i < 5; i++)
+    if (!strcmp(proto, proto_names[i])) o.proto = i;
+  if (o.proto < 0)
+    return bad("unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
+               "unixgram)%s", proto, "");
+  if (o.proto >= PROTO_SEQPACKET && strcmp(o.backend, "uring"))
+    return bad("--proto %s is served by the uring backend only, not %s",
+               proto, o.backend);
+  if (ursa_addr_parse(listen_at, &o.listen) < 0)
+    return bad("bad --listen: %s%s", ursa_error_detail(), "");
+  int want_unix = o.proto >= PROTO_UNIX;
+  if (want_unix != (o.listen.ss.ss_family == AF_UNIX))
+    return bad("--proto %s needs %s address", proto,
+               want_unix ? "a unix:" : "an IP");
+  o.max_conns = (int)max_conns;
+  if (cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
+      fprintf(stderr, "ursa-echo-server: --cpu %ld: %s\n", cpu,
+              strerror(errno));
+      return 2;
+    }
+  }
+  /* SIGINT and SIGTERM arrive on a descriptor every backend can watch. */
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  o.stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (o.stop_fd < 0) {
+    perror("ursa-echo-server: signalfd");
+    return 1;
+  }
+  if (duration) o.deadline_ms = now_ms() + (uint64_t)duration * 1000u;
+
+  int lfd = -1;
+  if (strcmp(o.backend, "uring")) {
+    char err[256];
+    lfd = open_listener(&o, err, sizeof(err));
+    if (lfd < 0)
+      return bad("cannot listen on %s: %s", listen_at, err);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(lfd, (struct sockaddr *)&ss, &sl);
+    announce(&o, (struct sockaddr *)&ss, sl);
+  }
+  server_stats st = {0};
+  double cpu0 = cpu_seconds();
+  uint64_t t0 = now_ms();
+  int rc = be->serve(&o, lfd, &st);
+  double cpu_s = cpu_seconds() - cpu0;
+  double wall_s = (double)(now_ms() - t0) / 1000.0;
+  if (rc == 0) {
+    printf("server: %s: %llu connections (%llu refused), %llu bytes in, "
+           "%llu bytes out, %llu reads, %llu syscalls",
+           o.backend, (unsigned long long)st.connections,
+           (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
+           (unsigned long long)st.bytes_out, (unsigned long long)st.reads,
+           (unsigned long long)st.syscalls);
+    if (!strcmp(o.backend, "uring"))
+      printf(" (%llu io_uring_enter, %llu SQEs)",
+             (unsigned long long)st.enters, (unsigned long long)st.sqes);
+    printf(", %.3f s CPU in %.3f s\n", cpu_s, wall_s);
+    if (json) write_json(json, &o, &st, cpu_s, wall_s, listen_at);
+  }
+  if (lfd >= 0) {
+    close(lfd);
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&o.listen.ss;
+    if (o.listen.ss.ss_family == AF_UNIX && un->sun_path[0]) unlink(un->sun_path);
+  }
+  return rc;
+}

@@ -1,0 +1,62 @@
+/* server.h - what the comparison servers share: options, counters, and the
+ * backend table's entry.  Every backend serves the same wire behaviour. */
+#ifndef URSA_APPS_SERVER_H
+#define URSA_APPS_SERVER_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "ursa/ursa.h"
+
+enum { PROTO_TCP, PROTO_UDP, PROTO_UNIX, PROTO_SEQPACKET, PROTO_UNIXGRAM };
+enum { MODE_ECHO, MODE_GREET };
+
+#define GREETING "Thank you for connecting"
+/* Reading pauses while this many bytes wait to be sent to one peer. */
+#define HIGH_WATER (1u << 20)
+
+typedef struct server_opts {
+  const char *backend;
+  int proto;
+  int mode;
+  ursa_addr listen;
+  int stop_fd;         /* signalfd for SIGINT/SIGTERM: readable = stop */
+  uint64_t deadline_ms;/* CLOCK_MONOTONIC ms to stop at; 0: none */
+  int max_conns;       /* 0: no cap */
+  uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
+} server_opts;
+
+typedef struct server_stats {
+  uint64_t connections;
+  uint64_t refused;     /* connections closed at once (limits) */
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  uint64_t reads;       /* receives that returned data: one echo each */
+  uint64_t syscalls;    /* counted by the backend itself */
+  uint64_t enters;      /* io_uring_enter calls (uring only) */
+  uint64_t sqes;        /* SQEs submitted (uring only) */
+} server_stats;
+
+/* The listening socket is already bound (fd >= 0) for the poll-based and
+ * blocking backends; the uring backend binds through ursa.  A backend
+ * returns 0 after a clean stop, 2 when it could not set up (bad address,
+ * busy port), or 1 when serving failed, with a message on stderr. */
+typedef struct backend {
+  const char *name;
+  int (*serve)(const server_opts *o, int listen_fd, server_stats *st);
+} backend;
+
+int serve_uring(const server_opts *o, int listen_fd, server_stats *st);
+int serve_epoll(const server_opts *o, int listen_fd, server_stats *st);
+int serve_select(const server_opts *o, int listen_fd, server_stats *st);
+int serve_blocking(const server_opts *o, int listen_fd, server_stats *st);
+
+uint64_t now_ms(void);
+/* Prints "server: BACKEND PROTO listening on ADDR": the line scripts wait
+ * for before they connect. */
+void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len);
+/* True once SIGINT/SIGTERM arrived or the deadline passed (one syscall:
+ * a poll of the signalfd, counted). */
+int should_stop(const server_opts *o, server_stats *st);
+
+#endif /* URSA_APPS_SERVER_H */

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""conformance_test.py - every ursa-echo-server backend against the same
+wire behaviour: echo of many sizes and connections byte for byte,
+half-close, greet mode, 500 simultaneous connections, select's refusal past
+FD_SETSIZE, UDP and Unix echo, ursa-load at 1, 64 and 1000 connections, a
+clean stop with its summary, and bad input.  Also: ursa-load notices a
+server that corrupts one byte."""
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+SERVER, LOAD, CLIENT = sys.argv[1:4]
+BACKENDS = ["uring", "epoll", "select", "blocking"]
+checks = 0
+failures = []
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+class Server:
+    def __init__(self, backend, *args, listen="127.0.0.1:0"):
+        self.json = tempfile.mktemp(prefix="ursa-stats-", suffix=".json")
+        self.p = subprocess.Popen(
+            [SERVER, "--backend", backend, "--listen", listen,
+             "--stats-json", self.json, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline()
+        m = re.match(r"server: (\S+) (\S+) listening on (.*)$", line.strip())
+        if not m:
+            self.p.kill()
+            raise RuntimeError(f"{backend} did not start: {line!r} "
+                               f"{self.p.stderr.read()!r}")
+        self.addr = m.group(3)
+        self.backend = backend
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        out, err = self.p.communicate(timeout=30)
+        check(self.p.returncode == 0,
+              f"{self.backend}: exit {self.p.returncode} {err}")
+        check("connections" in out, f"{self.backend}: no summary: {out!r}")
+        stats = {}
+        try:
+            with open(self.json) as f:
+                stats = json.load(f)
+            os.unlink(self.json)
+        except (OSError, ValueError) as e:
+            check(False, f"{self.backend}: stats json: {e}")
+        self.err = err
+        return stats
+
+
+def sockaddr(text):
+    if text.startswith("unix:@"):
+        return socket.AF_UNIX, "\0" + text[6:]
+    if text.startswith("unix:"):
+        return socket.AF_UNIX, text[5:]
+    if text.startswith("["):
+        host, port = text[1:].rsplit("]:", 1)
+        return socket.AF_INET6, (host, int(port))
+    host, port = text.rsplit(":", 1)
+    return socket.AF_INET, (host, int(port))
+
+
+def echo_stream(addr, data, kind=socket.SOCK_STREAM):
+    """Sends data, half-closes, reads to EOF; returns what came back."""
+    fam, sa = sockaddr(addr)
+    with socket.socket(fam, kind) as s:
+        s.settimeout(20)
+        s.connect(sa)
+        if kind == socket.SOCK_SEQPACKET:
+            s.send(data)
+            return s.recv(len(data) + 1)
+
+        def send():
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send)
+        t.start()
+        got = bytearray()
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        t.join()
+        return bytes(got)
+
+
+def echo_dgram(addr, sizes):
+    fam, sa = sockaddr(addr)
+    ok = True
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        if fam == socket.AF_UNIX:
+            s.bind("")
+        for n in sizes:
+            data = random.randbytes(n)
+            s.sendto(data, sa)
+            ok &= check(s.recv(70000) == data, f"{addr}: datagram of {n}")
+    return ok
+
+
+def parallel(fn, items):
+    results = [None] * len(items)
+
+    def run(i):
+        try:
+            results[i] = fn(items[i])
+        except Exception as e:  # reported as a failed check below
+            results[i] = e
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return results
+
+
+def load(addr, conns, *extra):
+    out = tempfile.mktemp(prefix="ursa-load-", suffix=".json")
+    r = subprocess.run([LOAD, addr, "--connections", str(conns),
+                        "--duration", "1", "--warmup", "0", "--json", out,
+                        *extra], capture_output=True, text=True, timeout=60)
+    res = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+        os.unlink(out)
+    return r, res
+
+
+def test_backend(b, tmp):
+    # Many connections at once, random sizes, byte for byte.
+    srv = Server(b)
+    payloads = [random.randbytes(random.randint(1, 200000)) for _ in range(40)]
+    got = parallel(lambda d: echo_stream(srv.addr, d), payloads)
+    check(all(g == d for g, d in zip(got, payloads)),
+          f"{b}: 40 parallel random-size echoes")
+    # 1 byte to 4 MiB, each sent then half-closed: the echo still flows back.
+    for n in [1, 1000, 65536, 1 << 20, 4 << 20]:
+        d = random.randbytes(n)
+        check(echo_stream(srv.addr, d) == d, f"{b}: echo of {n} bytes")
+    # 500 simultaneous connections.
+    fam, sa = sockaddr(srv.addr)
+    socks = []
+    for i in range(500):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(20)
+        s.connect(sa)
+        socks.append(s)
+    for i, s in enumerate(socks):
+        s.sendall(b"%08d" % i)
+    ok = all(s.recv(8) == b"%08d" % i for i, s in enumerate(socks))
+    check(ok, f"{b}: 500 simultaneous connections echo")
+    for s in socks:
+        s.close()
+    # The load generator at 1, 64 and 1000 connections.
+    for conns in [1, 64, 1000]:
+        r, res = load(srv.addr, conns)
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("round_trips", 0) > 0,
+              f"{b}: ursa-load at {conns} connections: exit {r.returncode} "
+              f"{res} {r.stderr}")
+    stats = srv.stop()
+    check(stats.get("connections", 0) >= 40 + 5 + 500 + 1065,
+          f"{b}: connections counted: {stats.get('connections')}")
+    check(stats.get("bytes_in") == stats.get("bytes_out"),
+          f"{b}: bytes in {stats.get('bytes_in')} != out {stats.get('bytes_out')}")
+    check(stats.get("cpu_s", -1) >= 0 and stats.get("syscalls", 0) > 0,
+          f"{b}: cpu and syscalls in {stats}")
+
+    # Greet mode.
+    srv = Server(b, "--mode", "greet")
+    r = subprocess.run([CLIENT, srv.addr], capture_output=True, text=True,
+                       timeout=20)
+    check(r.returncode == 0 and r.stdout.strip() == "Thank you for connecting",
+          f"{b}: greet: {r.returncode} {r.stdout!r} {r.stderr!r}")
+    srv.stop()
+
+    # UDP and Unix stream.
+    for listen in ["127.0.0.1:0", "[::1]:0"]:
+        srv = Server(b, "--proto", "udp", listen=listen)
+        echo_dgram(srv.addr, [0, 1, 1400, 65507])
+        srv.stop()
+    path = f"{tmp}/{b}.sock"
+    srv = Server(b, "--proto", "unix", listen="unix:" + path)
+    d = random.randbytes(300000)
+    check(echo_stream(srv.addr, d) == d, f"{b}: unix stream echo")
+    r, res = load(srv.addr, 16, "--proto", "unix")
+    check(r.returncode == 0 and res.get("errors") == 0,
+          f"{b}: ursa-load over unix: {r.returncode} {r.stderr}")
+    srv.stop()
+    check(not os.path.exists(path), f"{b}: socket file left behind")
+
+    # Bad input and a busy port.
+    busy = Server(b)
+    for args, says in [
+        (["--bogus", "1"], "unknown or incomplete option '--bogus'"),
+        (["--listen", busy.addr], "in use"),
+        (["--listen", "127.0.0.1:70000"], "out of range"),
+        (["--proto", "unix", "--listen", "127.0.0.1:0"], "needs a unix:"),
+        (["--mode", "shout"], "unknown --mode 'shout'"),
+        (["--cpu", "x"], "--cpu wants a whole number"),
+    ]:
+        r = subprocess.run([SERVER, "--backend", b, *args],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"{b} {args}: exit {r.returncode}, stderr {r.stderr!r}")
+    busy.stop()
+
+
+def test_select_limit():
+    """Past FD_SETSIZE select refuses clearly instead of corrupting memory."""
+    srv = Server("select")
+    fam, sa = sockaddr(srv.addr)
+    socks = []
+    for i in range(1100):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(sa)
+        socks.append(s)
+    for s in socks[:900]:
+        s.sendall(b"ping")
+    check(all(s.recv(4) == b"ping" for s in socks[:900]),
+          "select: connections below the limit still echo")
+    for s in socks:
+        s.close()
+    stats = srv.stop()
+    check(stats.get("refused", 0) > 0, f"select: nothing refused: {stats}")
+    check("at or above the limit of 1024" in srv.err,
+          f"select: no clear refusal message: {srv.err!r}")
+
+
+def test_uring_only(tmp):
+    srv = Server("uring", "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")
+    for n in [1, 500, 9000]:
+        d = random.randbytes(n)
+        check(echo_stream(srv.addr, d, socket.SOCK_SEQPACKET) == d,
+              f"uring: seqpacket {n}")
+    srv.stop()
+    srv = Server("uring", "--proto", "unixgram", listen=f"unix:{tmp}/g.sock")
+    echo_dgram(srv.addr, [0, 1, 1400, 60000])
+    srv.stop()
+    r = subprocess.run([SERVER, "--backend", "epoll", "--proto", "seqpacket",
+                        "--listen", f"unix:{tmp}/x.sock"], capture_output=True,
+                       text=True, timeout=20)
+    check(r.returncode == 2 and "uring backend only" in r.stderr,
+          f"seqpacket on epoll: {r.returncode} {r.stderr!r}")
+    r = subprocess.run([SERVER, "--backend", "kqueue"], capture_output=True,
+                       text=True, timeout=20)
+    check(r.returncode == 2 and "unknown --backend 'kqueue'" in r.stderr,
+          f"unknown backend: {r.stderr!r}")
+
+
+def test_load_notices_corruption():
+    """A server that flips one byte of its echo: ursa-load must say so."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    port = ls.getsockname()[1]
+
+    def serve():
+        c, _ = ls.accept()
+        seen = 0
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            d = bytearray(d)
+            if seen <= 1000 < seen + len(d):  # byte 1000 of the stream
+                d[1000 - seen] ^= 0x20
+            seen += len(d)
+            c.sendall(bytes(d))
+        c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    r, res = load(f"127.0.0.1:{port}", 1, "--size", "100")
+    check(r.returncode != 0, "ursa-load exit 0 on a corrupted echo")
+    check(res.get("mismatched", 0) >= 1, f"ursa-load did not count it: {res}")
+    check("differ" in r.stderr, f"ursa-load said nothing: {r.stderr!r}")
+    ls.close()
+    r = subprocess.run([LOAD, "127.0.0.1:1", "--size", "0"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--size wants" in r.stderr,
+          f"ursa-load bad flag: {r.returncode} {r.stderr!r}")
+
+
+def main():
+    random.seed(11)
+    tmp = tempfile.mkdtemp(prefix="ursa-conf-")
+    only = os.environ.get("BACKENDS")
+    for b in (only.split(",") if only else BACKENDS):
+        print(f"--- {b}", flush=True)
+        test_backend(b, tmp)
+    test_select_limit()
+    test_uring_only(tmp)
+    test_load_notices_corruption()
+    print(f"{checks - len(failures)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
