@@ -10,6 +10,9 @@ packages=(
   googletest
   gnuplot-nox       # bench graphs
   pkg-config        # the install test
+  libuv1-dev        # the libuv comparison server
+  iperf3            # the bench suite's loopback limit
+  python3           # test and bench drivers
   valgrind
 )
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "apps/load/hist.h"
 #include "ursa/ursa.h"
@@ -24,6 +25,7 @@ typedef struct slot {
   uint64_t sent_ns;
   int writing;
   int waiting; /* for its echo */
+  int filled;  /* bulk mode writes the same bytes again: filled once */
   char *buf;
 } slot;
 
@@ -43,7 +45,13 @@ static struct {
   ursa_loop *loop;
   ursa_addr to;
   unsigned flags;
-  long conns, size, inflight, warmup_s, duration_s, count;
+  long conns, size, inflight, count;
+  double warmup_s, duration_s;
+  int bulk;            /* one way: write only, the server sinks */
+  int idle;            /* connect, hold, close: no traffic */
+  long server_pid;
+  double server_cpu0, server_cpu_s;
+  uint64_t bytes_written;
   conn *cs;
   int sending;         /* 0 once the run is over */
   int measuring;
@@ -60,6 +68,26 @@ static uint64_t ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU time of another process (all its threads), from /proc; -1 if it
+ * cannot be read.  Ticks are 10 ms: measure for a second or more. */
+static double proc_cpu_seconds(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  if (!p) return -1;
+  unsigned long long ut = 0, stime = 0;
+  /* After ")": state, then fields 4..13, then utime (14) and stime (15). */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+             &ut, &stime) != 2)
+    return -1;
+  return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static double cpu_seconds(void) {
@@ -113,6 +141,15 @@ static void maybe_next(slot *sl) {
 static void on_written(ursa_write_req *w, int status) {
   slot *sl = w->data;
   sl->writing = 0;
+  if (L.bulk && status == 0) {
+    sl->waiting = 0; /* nothing comes back in bulk mode */
+    if (L.measuring) {
+      L.rts++;
+      L.bytes += w->done;
+      L.bytes_written += w->done;
+    }
+    L.rts_total++;
+  }
   if (status < 0) {
     if (!sl->c->closing) L.io_errors++;
     sl->waiting = 0;
@@ -125,7 +162,8 @@ static void on_written(ursa_write_req *w, int status) {
 static void send_slot(slot *sl) {
   conn *c = sl->c;
   sl->seq = c->next_seq++;
-  fill(sl->buf, (size_t)L.size, c->id, sl->seq);
+  if (!L.bulk || !sl->filled) fill(sl->buf, (size_t)L.size, c->id, sl->seq);
+  sl->filled = 1;
   sl->writing = sl->waiting = 1;
   sl->sent_ns = ns();
   sl->w = (ursa_write_req){0};
@@ -191,8 +229,9 @@ static void on_connect(ursa_stream *s, int status) {
     return;
   }
   L.open++;
+  if (L.idle) return;
   ursa_stream_nodelay(s, 1);
-  if (ursa_read_start(s, on_read) < 0) {
+  if (!L.bulk && ursa_read_start(s, on_read) < 0) {
     L.io_errors++;
     close_conn(c);
     return;
@@ -205,6 +244,8 @@ static void stop_sending(void) {
   L.sending = 0;
   L.t_end_ns = ns();
   L.measuring = 0;
+  if (L.server_pid)
+    L.server_cpu_s = proc_cpu_seconds(L.server_pid) - L.server_cpu0;
   for (long i = 0; i < L.conns; i++)
     if (L.cs[i].connected && all_idle(&L.cs[i])) close_conn(&L.cs[i]);
 }
@@ -214,14 +255,15 @@ static void on_tick(ursa_timer *t, int status) {
   if (status < 0) return;
   uint64_t now = ns();
   uint64_t el = now - L.t_start_ns;
-  if (!L.measuring && L.sending && el >= (uint64_t)L.warmup_s * 1000000000ull) {
+  if (!L.measuring && L.sending && el >= (uint64_t)(L.warmup_s * 1e9)) {
     L.measuring = 1;
     L.t_measure_ns = now;
     L.cpu0 = cpu_seconds();
+    if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
   int count_done = L.count && L.rts_total >= (uint64_t)(L.count * L.conns);
   if (L.sending && (count_done ||
-                    el >= (uint64_t)(L.warmup_s + L.duration_s) * 1000000000ull))
+                    el >= (uint64_t)((L.warmup_s + L.duration_s) * 1e9)))
     stop_sending();
   if (!L.sending && now > L.t_end_ns && now - L.t_end_ns > 2000000000ull) {
     /* Two seconds after the end, what has not come back is lost. */
@@ -244,11 +286,30 @@ static void usage(FILE *f) {
       "  --size B            bytes per message (default 64)\n"
       "  --inflight K        messages in flight per connection (default 1: "
       "ping-pong)\n"
-      "  --duration S        seconds to measure (default 5)\n"
+      "  --duration S        seconds to measure, may be fractional "
+      "(default 5)\n"
       "  --count N           or: stop after N round trips per connection\n"
       "  --warmup S          seconds before measuring (default 1)\n"
+      "  --bulk              one way: only write (to a --mode sink server)\n"
+      "  --idle              connect, hold for --duration, close: no "
+      "traffic\n"
+      "  --server-pid PID    also measure that process's CPU time\n"
       "  --cpu N             pin to CPU N\n"
       "  --json FILE         write the results as JSON\n");
+}
+
+static int dnum(const char *flag, const char *v, double lo, double hi,
+                double *out) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  if (errno || *end || end == v || !(x >= lo && x <= hi)) {
+    fprintf(stderr, "ursa-load: %s wants a number of seconds from %g to %g, "
+                    "not '%s'\n", flag, lo, hi, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
 }
 
 static int num(const char *flag, const char *v, long lo, long hi, long *out) {
@@ -278,6 +339,10 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
+    if (!strcmp(a, "--bulk") || !strcmp(a, "--idle")) {
+      *(!strcmp(a, "--bulk") ? &L.bulk : &L.idle) = 1;
+      continue;
+    }
     if (strncmp(a, "--", 2)) {
       if (addr) {
         fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr, a);
@@ -295,9 +360,10 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--connections")) r = num(a, v, 1, 100000, &L.conns);
     else if (!strcmp(a, "--size")) r = num(a, v, 1, 64 << 20, &L.size);
     else if (!strcmp(a, "--inflight")) r = num(a, v, 1, 1024, &L.inflight);
-    else if (!strcmp(a, "--duration")) r = num(a, v, 1, 86400, &L.duration_s);
+    else if (!strcmp(a, "--duration")) r = dnum(a, v, 0.01, 86400, &L.duration_s);
     else if (!strcmp(a, "--count")) r = num(a, v, 1, 1000000000, &L.count);
-    else if (!strcmp(a, "--warmup")) r = num(a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--warmup")) r = dnum(a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--server-pid")) r = num(a, v, 1, 1 << 30, &L.server_pid);
     else if (!strcmp(a, "--cpu")) r = num(a, v, 0, CPU_SETSIZE - 1, &cpu);
     else if (!strcmp(a, "--json")) json = v;
     else if (!strcmp(a, "--proto")) proto = v;
@@ -358,6 +424,7 @@ int main(int argc, char **argv) {
     L.measuring = 1;
     L.t_measure_ns = L.t_start_ns;
     L.cpu0 = cpu_seconds();
+    if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
   for (long i = 0; i < L.conns; i++) {
     conn *c = &L.cs[i];
@@ -384,13 +451,16 @@ int main(int argc, char **argv) {
   double secs = (double)(L.t_end_ns - L.t_measure_ns) / 1e9;
   if (secs <= 0) secs = 1e-9;
   uint64_t errors = L.mismatches + L.lost + L.conn_errors + L.io_errors;
+  if (L.idle && L.open < L.conns) errors += (uint64_t)(L.conns - L.open);
   double rps = (double)L.rts / secs;
   double mbps = (double)L.bytes / secs / 1e6;
   double p50 = hist_quantile(&L.h, 0.50) / 1e3, p90 = hist_quantile(&L.h, 0.90) / 1e3,
          p99 = hist_quantile(&L.h, 0.99) / 1e3, p999 = hist_quantile(&L.h, 0.999) / 1e3,
          mx = (double)L.h.max / 1e3;
-  printf("ursa-load: %ld connections x %ld in flight, %ld-byte messages, "
-         "%.2f s measured\n", L.conns, L.inflight, L.size, secs);
+  printf("ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
+         "%ld-byte messages, %.2f s measured\n",
+         L.bulk ? "bulk" : L.idle ? "idle" : "echo", L.conns, L.open,
+         L.inflight, L.size, secs);
   printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
          (unsigned long long)L.rts, rps, mbps);
   printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
@@ -411,12 +481,17 @@ int main(int argc, char **argv) {
               "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
               "\"p999_us\":%.2f,\"max_us\":%.2f,\"errors\":%llu,"
               "\"mismatched\":%llu,\"lost\":%llu,\"connect_errors\":%llu,"
-              "\"io_errors\":%llu,\"client_cpu_s\":%.4f}\n",
+              "\"io_errors\":%llu,\"client_cpu_s\":%.4f,"
+              "\"round_trips_total\":%llu,\"server_cpu_s\":%.4f,"
+              "\"connected\":%ld,\"mode\":\"%s\"}\n",
               L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts,
               rps, mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
               (unsigned long long)L.mismatches, (unsigned long long)L.lost,
               (unsigned long long)L.conn_errors,
-              (unsigned long long)L.io_errors, cpu_s);
+              (unsigned long long)L.io_errors, cpu_s,
+              (unsigned long long)L.rts_total,
+              L.server_pid ? L.server_cpu_s : -1.0, L.open,
+              L.bulk ? "bulk" : L.idle ? "idle" : "echo");
       fclose(f);
     }
   }
@@ -425,5 +500,5 @@ int main(int argc, char **argv) {
   free(slots);
   free(L.cs);
   if (r < 0 || cr < 0) return 1;
-  return errors || L.rts_total == 0 ? 1 : 0;
+  return errors || (L.rts_total == 0 && !L.idle) ? 1 : 0;
 }

@@ -49,7 +49,7 @@ static int send_all(int fd, const char *p, size_t n) {
 static void *serve_conn(void *arg) {
   worker *w = arg;
   char *buf = malloc(BUF);
-  if (buf && B.o->mode == MODE_ECHO) {
+  if (buf && B.o->mode != MODE_GREET) {
     for (;;) {
       ssize_t n = recv(w->fd, buf, BUF, 0);
       COUNT(syscalls, 1);
@@ -57,7 +57,7 @@ static void *serve_conn(void *arg) {
       if (n <= 0) break;
       COUNT(bytes_in, (uint64_t)n);
       COUNT(reads, 1);
-      if (send_all(w->fd, buf, (size_t)n) < 0) break;
+      if (B.o->mode == MODE_ECHO && send_all(w->fd, buf, (size_t)n) < 0) break;
     }
   } else if (buf) {
     /* Greet, shut our side, and read until the peer closes: closing with
@@ -126,7 +126,7 @@ static void serve_datagrams(int fd) {
     if (n < 0) continue;
     COUNT(bytes_in, (uint64_t)n);
     COUNT(reads, 1);
-    if (n > BUF) continue; /* never echo a cut datagram */
+    if (n > BUF || B.o->mode == MODE_SINK) continue; /* never echo a cut one */
     const void *out = B.o->mode == MODE_GREET ? GREETING : buf;
     size_t len = B.o->mode == MODE_GREET ? sizeof(GREETING) - 1 : (size_t)n;
     ssize_t w = sendto(fd, out, len, MSG_NOSIGNAL, (struct sockaddr *)&from, fl);

@@ -158,7 +158,7 @@ static void on_accept(loop *l, int lfd) {
       continue;
     }
     l->st->syscalls++;
-    c->discard = greet;
+    c->discard = greet || l->o->mode == MODE_SINK;
     l->conns[fd] = c;
     l->open++;
   }
@@ -173,7 +173,7 @@ static void on_datagrams(loop *l, int fd) {
   if (n < 0) return;
   l->st->bytes_in += (uint64_t)n;
   l->st->reads++;
-  if (n > BUF) return; /* never echo a cut datagram */
+  if (n > BUF || l->o->mode == MODE_SINK) return; /* never echo a cut one */
   const void *out = l->o->mode == MODE_GREET ? GREETING : l->buf;
   size_t len = l->o->mode == MODE_GREET ? sizeof(GREETING) - 1 : (size_t)n;
   ssize_t w = sendto(fd, out, len, MSG_NOSIGNAL, (struct sockaddr *)&from, fl);

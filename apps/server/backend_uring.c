@@ -82,6 +82,7 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   }
   S.st->bytes_in += (uint64_t)n;
   S.st->reads++;
+  if (S.o->mode == MODE_SINK) return;
   /* The read buffer is borrowed: the reply needs its own copy. */
   reply *r = malloc(sizeof(*r) + (size_t)n);
   if (!r) {
@@ -180,7 +181,7 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   }
   S.st->bytes_in += (uint64_t)n;
   S.st->reads++;
-  if ((flags & URSA_DGRAM_TRUNC) || !from) return; /* never echo a cut one */
+  if ((flags & URSA_DGRAM_TRUNC) || !from || S.o->mode == MODE_SINK) return;
   const void *out = S.o->mode == MODE_GREET ? greeting : buf;
   size_t len = S.o->mode == MODE_GREET ? sizeof(greeting) - 1 : (size_t)n;
   dreply *r = malloc(sizeof(*r) + len);

@@ -23,6 +23,7 @@ static const backend backends[] = {
     {"epoll", serve_epoll},
     {"select", serve_select},
     {"blocking", serve_blocking},
+    {"libuv", serve_libuv},
 };
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
 
@@ -53,15 +54,16 @@ int should_stop(const server_opts *o, server_stats *st) {
 static void usage(FILE *f) {
   fprintf(f,
       "usage: ursa-echo-server [options]\n"
-      "  --backend B      uring (default), epoll, select or blocking\n"
+      "  --backend B      uring (default), epoll, select, blocking or libuv\n"
       "  --listen ADDR    127.0.0.1:7000 (default), [::1]:7000, "
       "localhost:7000,\n"
       "                   :7000 (any), unix:/path or unix:@name; port 0 "
       "picks one\n"
       "  --proto P        tcp (default), udp, unix; uring also seqpacket "
       "and unixgram\n"
-      "  --mode M         echo (default) or greet (\"" GREETING "\", then "
+      "  --mode M         echo (default), greet (\"" GREETING "\", then "
       "close)\n"
+      "                   or sink (read and discard: the bulk-stream case)\n"
       "  --cpu N          pin the server to CPU N\n"
       "  --duration S     stop after S seconds (default: at SIGINT/SIGTERM)\n"
       "  --max-conns N    close connections beyond N at once\n"
@@ -163,13 +165,16 @@ static void write_json(const char *path, const server_opts *o,
           "{\"backend\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\","
           "\"listen\":\"%s\",\"connections\":%llu,\"refused\":%llu,"
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
-          "\"syscalls\":%llu,\"enters\":%llu,\"sqes\":%llu,"
+          "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
-          o->mode == MODE_GREET ? "greet" : "echo", addr,
+          o->mode == MODE_GREET ? "greet" : o->mode == MODE_SINK ? "sink"
+                                                                 : "echo",
+          addr,
           (unsigned long long)s->connections, (unsigned long long)s->refused,
           (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-          (unsigned long long)s->reads, (unsigned long long)s->syscalls,
+          (unsigned long long)s->reads,
+          s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
           (unsigned long long)s->enters, (unsigned long long)s->sqes, cpu_s,
           wall_s);
   fclose(f);
@@ -209,7 +214,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--mode")) {
       if (!strcmp(v, "echo")) o.mode = MODE_ECHO;
       else if (!strcmp(v, "greet")) o.mode = MODE_GREET;
-      else return bad("unknown --mode '%s' (want echo or greet)%s", v, "");
+      else if (!strcmp(v, "sink")) o.mode = MODE_SINK;
+      else return bad("unknown --mode '%s' (want echo, greet or sink)%s", v,
+                      "");
     } else if (!strcmp(a, "--cpu")) {
       if (parse_long(a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
     } else if (!strcmp(a, "--duration")) {
@@ -231,8 +238,8 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < NBACKENDS; i++)
     if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
   if (!be)
-    return bad("unknown --backend '%s' (want uring, epoll, select or "
-               "blocking)%s", o.backend, "");
+    return bad("unknown --backend '%s' (want uring, epoll, select, blocking "
+               "or libuv)%s", o.backend, "");
   o.proto = -1;
   for (int i = 0; i < 5; i++)
     if (!strcmp(proto, proto_names[i])) o.proto = i;
@@ -274,7 +281,7 @@ int main(int argc, char **argv) {
   if (duration) o.deadline_ms = now_ms() + (uint64_t)duration * 1000u;
 
   int lfd = -1;
-  if (strcmp(o.backend, "uring")) {
+  if (strcmp(o.backend, "uring") && strcmp(o.backend, "libuv")) {
     char err[256];
     lfd = open_listener(&o, err, sizeof(err));
     if (lfd < 0)
@@ -292,11 +299,14 @@ int main(int argc, char **argv) {
   double wall_s = (double)(now_ms() - t0) / 1000.0;
   if (rc == 0) {
     printf("server: %s: %llu connections (%llu refused), %llu bytes in, "
-           "%llu bytes out, %llu reads, %llu syscalls",
+           "%llu bytes out, %llu reads, ",
            o.backend, (unsigned long long)st.connections,
            (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
-           (unsigned long long)st.bytes_out, (unsigned long long)st.reads,
-           (unsigned long long)st.syscalls);
+           (unsigned long long)st.bytes_out, (unsigned long long)st.reads);
+    if (st.syscalls == UINT64_MAX)
+      printf("syscalls not counted");
+    else
+      printf("%llu syscalls", (unsigned long long)st.syscalls);
     if (!strcmp(o.backend, "uring"))
       printf(" (%llu io_uring_enter, %llu SQEs)",
              (unsigned long long)st.enters, (unsigned long long)st.sqes);

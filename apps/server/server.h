@@ -9,7 +9,7 @@
 #include "ursa/ursa.h"
 
 enum { PROTO_TCP, PROTO_UDP, PROTO_UNIX, PROTO_SEQPACKET, PROTO_UNIXGRAM };
-enum { MODE_ECHO, MODE_GREET };
+enum { MODE_ECHO, MODE_GREET, MODE_SINK };
 
 #define GREETING "Thank you for connecting"
 /* Reading pauses while this many bytes wait to be sent to one peer. */
@@ -32,7 +32,8 @@ typedef struct server_stats {
   uint64_t bytes_in;
   uint64_t bytes_out;
   uint64_t reads;       /* receives that returned data: one echo each */
-  uint64_t syscalls;    /* counted by the backend itself */
+  uint64_t syscalls;    /* counted by the backend itself; UINT64_MAX: the
+                           backend cannot count them (libuv) */
   uint64_t enters;      /* io_uring_enter calls (uring only) */
   uint64_t sqes;        /* SQEs submitted (uring only) */
 } server_stats;
@@ -50,6 +51,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st);
 int serve_epoll(const server_opts *o, int listen_fd, server_stats *st);
 int serve_select(const server_opts *o, int listen_fd, server_stats *st);
 int serve_blocking(const server_opts *o, int listen_fd, server_stats *st);
+int serve_libuv(const server_opts *o, int listen_fd, server_stats *st);
 
 uint64_t now_ms(void);
 /* Prints "server: BACKEND PROTO listening on ADDR": the line scripts wait

@@ -106,7 +106,9 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   if (r < 0) return r;
   loop->ring_flags = to_ring_flags(got);
   loop->disabled = o->disable;
-  loop->used = got | kfeat;
+  /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
+   * SQE and ursa does not ask for it. */
+  loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP));
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -241,7 +243,8 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
   if (f->used & bit) return "";
   if (f->disabled & bit) return "disabled by option";
   if (!(f->kernel & bit)) return "kernel lacks it";
-  if (bit == URSA_FEAT_SEND_ZC) return "used per write only";
+  if (bit == URSA_FEAT_SEND_ZC || bit == URSA_FEAT_CQE_SKIP)
+    return "not used by ursa yet";
   return f->used ? "not used" : "no loop";
 }
 

@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""bench.py - ursa's bench suite: every server backend side by side on
+loopback, the same load from ursa-load, repeated, with the server's own CPU
+time per round trip as the figure that separates designs on a small machine.
+Writes results.json, results.csv, report.md and graphs (SVG and PNG) into
+one folder.  Run through bench/run.sh, which builds what it needs."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
+COLOURS = {"uring": "#1f77b4", "epoll": "#ff7f0e", "select": "#2ca02c",
+           "blocking": "#9467bd", "libuv": "#8c564b", "iperf3": "#7f7f7f"}
+KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
+        "rt_per_s", "rt_per_s_min", "rt_per_s_max", "mb_per_s",
+        "server_cpu_us_per_rt", "server_cpu_us_per_rt_min",
+        "server_cpu_us_per_rt_max", "p50_us", "p99_us", "p999_us",
+        "syscalls_per_rt", "enters_per_rt", "errors", "repeats"]
+IDLE_CONNS = 10000
+
+
+class Failure(Exception):
+    pass
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(bindir, placement, scpu, lcpu):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    probe = {}
+    try:
+        probe = json.loads(sh([os.path.join(bindir, "ursa-probe"), "--json"]))
+    except ValueError:
+        pass
+    used = [k for k, v in probe.get("features", {}).items() if v.get("used")]
+    return {
+        "kernel": platform.release(),
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "liburing": sh(["dpkg-query", "-W", "-f=${Version}", "liburing-dev"]),
+        "libuv": sh(["dpkg-query", "-W", "-f=${Version}", "libuv1-dev"]),
+        "ring_features_used": used,
+        "commit": sh(["git", "rev-parse", "--short", "HEAD"]) or "unknown",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"),
+        "placement": placement,
+        "server_cpu": scpu,
+        "load_cpu": lcpu,
+    }
+
+
+def matrix(full):
+    """(kind, proto, conns, size, inflight) for each backend."""
+    if full:
+        pts = [("pingpong", "tcp", c, s, 1) for c in [1, 16, 64, 256, 1024]
+               for s in [64, 512, 4096, 65536]]
+        pts += [("pipelined", "tcp", c, s, 16) for c in [1, 64, 256]
+                for s in [64, 4096]]
+        pts += [("pingpong", "unix", c, s, 1) for c in [1, 64]
+                for s in [64, 4096]]
+    else:
+        pts = [("pingpong", "tcp", c, 64, 1) for c in [1, 64, 256]]
+        pts += [("pingpong", "tcp", 64, 4096, 1),
+                ("pipelined", "tcp", 64, 64, 16),
+                ("pingpong", "unix", 64, 64, 1)]
+    return [(b,) + p for p in pts for b in BACKENDS]
+
+
+def case_id(b, kind, proto, conns, size, inflight):
+    return f"{proto}-{kind}-{conns}c-{size}b-{inflight}i-{b}"
+
+
+class Server:
+    def __init__(self, bindir, backend, proto, mode, cpu, tmp):
+        self.stats_path = os.path.join(tmp, "server.json")
+        listen = "127.0.0.1:0" if proto == "tcp" else \
+            "unix:" + os.path.join(tmp, "bench.sock")
+        cmd = [os.path.join(bindir, "ursa-echo-server"), "--backend", backend,
+               "--proto", proto, "--listen", listen, "--mode", mode,
+               "--stats-json", self.stats_path]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline()
+        m = re.search(r"listening on (\S+)$", line.strip())
+        if not m:
+            self.p.kill()
+            raise Failure(f"{backend} server did not start: {line!r} "
+                          f"{self.p.stderr.read()[:500]!r}")
+        self.addr = m.group(1)
+
+    def rss_kb(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise Failure("server did not stop within 30 s")
+        if self.p.returncode != 0:
+            raise Failure(f"server exit {self.p.returncode}: {err[:500]}")
+        with open(self.stats_path) as f:
+            return json.load(f)
+
+
+def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout):
+    out = os.path.join(tmp, "load.json")
+    cmd = [os.path.join(bindir, "ursa-load"), addr, "--json", out,
+           "--server-pid", str(server_pid), *args]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    res = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+        os.unlink(out)
+    return r, res
+
+
+def one_run(a, b, kind, proto, conns, size, inflight, tmp):
+    mode = "sink" if kind == "bulk" else "echo"
+    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp)
+    load_args = ["--connections", str(conns), "--size", str(size),
+                 "--inflight", str(inflight), "--duration", str(a.duration),
+                 "--warmup", str(a.warmup)]
+    if proto != "tcp":
+        load_args += ["--proto", proto]
+    if kind == "bulk":
+        load_args.append("--bulk")
+    try:
+        r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu, srv.p.pid,
+                          tmp, timeout=60 + a.duration * 3)
+    finally:
+        stats = srv.stop()
+    errors = res.get("errors", 1)
+    if r.returncode != 0:
+        errors = max(errors, 1)
+        print(f"    ursa-load exit {r.returncode}: {r.stderr.strip()[:300]}",
+              flush=True)
+    rts = max(res.get("round_trips", 0), 1)
+    total = max(res.get("round_trips_total", 0), 1)
+    sys_rt = None if stats.get("syscalls", -1) < 0 else stats["syscalls"] / total
+    return {
+        "rt_per_s": res.get("rt_per_s", 0.0),
+        "mb_per_s": res.get("mb_per_s", 0.0),
+        "server_cpu_us_per_rt": max(res.get("server_cpu_s", 0), 0) * 1e6 / rts,
+        "p50_us": res.get("p50_us"), "p99_us": res.get("p99_us"),
+        "p999_us": res.get("p999_us"),
+        "syscalls_per_rt": sys_rt,
+        "enters_per_rt": stats["enters"] / total if b == "uring" else None,
+        "errors": errors,
+    }
+
+
+def summarise(runs):
+    out = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if r[k] is not None]
+        if k == "errors":
+            out[k] = sum(vals)
+        elif vals:
+            out[k] = statistics.median(vals)
+            if k in ("rt_per_s", "server_cpu_us_per_rt"):
+                out[k + "_min"], out[k + "_max"] = min(vals), max(vals)
+        else:
+            out[k] = None
+    return out
+
+
+def iperf3(a, tmp):
+    """Loopback limit: iperf3, one stream of 64 KiB writes, same CPUs."""
+    if not shutil.which("iperf3"):
+        return None
+    runs = []
+    for _ in range(a.repeats):
+        port = 5201 + os.getpid() % 1000
+        srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port), "-A",
+                                str(a.scpu)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        r = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port),
+                            "-t", str(max(1, round(a.duration + a.warmup))),
+                            "-O", str(a.warmup), "-l", "64K", "-A",
+                            str(a.lcpu), "-J"], capture_output=True, text=True,
+                           timeout=60)
+        srv.wait(timeout=10)
+        try:
+            d = json.loads(r.stdout)
+            runs.append(d["end"]["sum_received"]["bits_per_second"] / 8e6)
+        except (ValueError, KeyError):
+            pass
+    if not runs:
+        return None
+    return {"mb_per_s": statistics.median(runs), "mb_per_s_min": min(runs),
+            "mb_per_s_max": max(runs)}
+
+
+def memory(a, b, tmp):
+    """Server RSS per connection while IDLE_CONNS connections sit idle."""
+    srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp)
+    time.sleep(0.2)
+    base = srv.rss_kb()
+    hold = 3.0
+    load = subprocess.Popen(
+        [os.path.join(a.bindir, "ursa-load"), srv.addr, "--idle",
+         "--connections", str(a.idle_conns), "--duration", str(hold),
+         "--warmup", "0", "--json", os.path.join(tmp, "idle.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = base
+    t0 = time.time()
+    while load.poll() is None and time.time() - t0 < hold + 30:
+        try:
+            peak = max(peak, srv.rss_kb())
+        except OSError:
+            break
+        time.sleep(0.1)
+    load.wait(timeout=60)
+    stats = srv.stop()
+    held = stats["connections"]  # refused ones are not counted there
+    per = (peak - base) * 1024 / held if held else None
+    note = ""
+    if stats.get("refused"):
+        note = f"refused {stats['refused']} (descriptor limit)"
+    return {"backend": b, "conns": a.idle_conns, "held": held,
+            "rss_base_kb": base, "rss_peak_kb": peak,
+            "bytes_per_conn": per, "note": note}
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def graphs(out, env, cases, bulk, iperf):
+    """Writes the data files and one gnuplot script; returns graph names."""
+    gdir = os.path.join(out, "graphs")
+    os.makedirs(gdir, exist_ok=True)
+    caption = (f"{env['cpu_model']}, {env['cpus']} CPUs, Linux "
+               f"{env['kernel']}, commit {env['commit']}, {env['date']}, "
+               f"server CPU {env['server_cpu']} / load CPU {env['load_cpu']}")
+    caption = caption.replace('"', "'")
+    made = []
+    script = []
+
+    def head(name, title, xlabel, ylabel, logx=False):
+        made.append(name)
+        s = [f'set title "{title}"', f'set xlabel "{xlabel}"',
+             f'set ylabel "{ylabel}"', "set grid", "set key outside right",
+             f'set label 99 "{caption}" at screen 0.01,0.015 font ",8"',
+             "set bmargin 5", "set yrange [0:*]"]
+        s.append("set logscale x 2" if logx else "unset logscale x")
+        return s
+
+    def lines(name, title, xlabel, ylabel, sel, xkey, ykey, logx=True):
+        s = head(name, title, xlabel, ylabel, logx)
+        plots = []
+        for b in BACKENDS:
+            pts = sorted((c[xkey], c[ykey], c.get(ykey + "_min", c[ykey]),
+                          c.get(ykey + "_max", c[ykey]))
+                         for c in cases if c["backend"] == b and sel(c)
+                         and c[ykey] is not None)
+            if not pts:
+                continue
+            path = os.path.join(gdir, f"{name}-{b}.dat")
+            with open(path, "w") as f:
+                for p in pts:
+                    f.write("%s %s %s %s\n" % p)
+            plots.append(f"'{path}' using 1:2:3:4 with yerrorlines lw 2 "
+                         f"lc rgb '{COLOURS[b]}' title '{b}'")
+        if plots:
+            script.append((name, s + ["plot " + ", ".join(plots)]))
+        else:
+            made.remove(name)
+
+    pingpong64 = lambda c: (c["kind"] == "pingpong" and c["proto"] == "tcp"
+                            and c["size"] == 64)
+    lines("rt_vs_conns", "Round trips per second, TCP 64 B ping-pong",
+          "connections", "round trips / s", pingpong64, "conns", "rt_per_s")
+    lines("cpu_vs_conns", "Server CPU time per round trip, TCP 64 B ping-pong",
+          "connections", "server CPU us / round trip", pingpong64, "conns",
+          "server_cpu_us_per_rt")
+    lines("mb_vs_size", "Echo throughput by message size, TCP ping-pong, "
+          "64 connections", "message size (bytes)", "MB/s each way",
+          lambda c: c["kind"] == "pingpong" and c["proto"] == "tcp"
+          and c["conns"] == 64, "size", "mb_per_s")
+
+    # Latency p50/p99 by backend, one pair of bars each.
+    lat = [c for c in cases if pingpong64(c) and c["conns"] == 64]
+    if lat:
+        s = head("latency", "Latency, TCP 64 B ping-pong, 64 connections "
+                 "(solid p50, light p99)", "backend", "microseconds")
+        path = os.path.join(gdir, "latency.dat")
+        s.append("set xtics (" + ", ".join(
+            f'"{b}" {i}' for i, b in enumerate(BACKENDS)) + ")")
+        with open(path, "w") as f:
+            for i, b in enumerate(BACKENDS):
+                c = next((c for c in lat if c["backend"] == b), None)
+                if c:
+                    f.write(f"{i} {b} {c['p50_us']} {c['p99_us']} "
+                            f"{int(COLOURS[b][1:], 16)}\n")
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.35",
+              "set xrange [-0.6:%d]" % len(BACKENDS), "unset key",
+              f"plot '{path}' using ($1-0.19):3:5 with boxes "
+              "lc rgb variable, "
+              f"'{path}' using ($1+0.19):4:5 with boxes fs transparent "
+              "solid 0.35 lc rgb variable"]
+        script.append(("latency", s))
+
+    # Bulk stream against iperf3.
+    if bulk:
+        s = head("bulk", "Bulk stream, one connection, 64 KiB writes, "
+                 "against iperf3", "", "MB/s")
+        path = os.path.join(gdir, "bulk.dat")
+        rows = [(c["backend"], c["mb_per_s"]) for c in bulk]
+        if iperf:
+            rows.append(("iperf3", iperf["mb_per_s"]))
+        with open(path, "w") as f:
+            for i, (b, v) in enumerate(rows):
+                f.write(f"{i} {b} {v} {int(COLOURS[b][1:], 16)}\n")
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
+              "set xrange [-0.6:%d]" % len(rows), "unset key",
+              f"plot '{path}' using 1:3:4:xtic(2) with boxes lc rgb variable"]
+        script.append(("bulk", s))
+
+    gp = []
+    for name, body in script:
+        for term, ext in (("svg size 1000,560 dynamic", "svg"),
+                          ("pngcairo size 1000,560", "png")):
+            gp += [f"set terminal {term}",
+                   f"set output '{os.path.join(gdir, name)}.{ext}'"]
+            gp += body
+            gp += ["unset label", "reset"]
+    with open(os.path.join(gdir, "graphs.gp"), "w") as f:
+        f.write("\n".join(gp) + "\n")
+    r = subprocess.run(["gnuplot", os.path.join(gdir, "graphs.gp")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print("bench: gnuplot failed: " + r.stderr[:2000], file=sys.stderr)
+        return []
+    return made
+
+
+def report(out, env, cases, bulk, iperf, mem, made, previous):
+    L = ["# ursa bench report", ""]
+    L += ["| machine | |", "|---|---|"]
+    for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
+              "date", "placement", "server_cpu", "load_cpu"]:
+        L.append(f"| {k} | {env[k]} |")
+    L.append(f"| io_uring features used | {', '.join(env['ring_features_used'])} |")
+    L += ["", "Each figure is the median of the repeats, with [min-max] where "
+          "it matters; ratios are to epoll in the same run (below 1 is better "
+          "for CPU, above 1 better for round trips).  Server CPU is the "
+          "server process's own CPU time (utime+stime from /proc, all "
+          "threads) over the measured window, divided by the round trips in "
+          "it.  System calls per round trip count every call the server made "
+          "over its whole life against every round trip including warm-up; "
+          "libuv's are not counted.", ""]
+    for name in made:
+        L.append(f"![{name}](graphs/{name}.svg)")
+    L.append("")
+    prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
+    groups = {}
+    for c in cases:
+        groups.setdefault(c["id"].rsplit("-", 1)[0], []).append(c)
+    for g, cs in groups.items():
+        c0 = cs[0]
+        L += [f"## {c0['proto'].upper()} {c0['kind']}, {c0['conns']} "
+              f"connections, {c0['size']} B, {c0['inflight']} in flight", ""]
+        hdr = ("| backend | round trips/s | vs epoll | server CPU us/rt | "
+               "vs epoll | p50 us | p99 us | p99.9 us | syscalls/rt | "
+               "enters/rt | errors |")
+        if prev:
+            hdr += " rt/s change |"
+        L += [hdr, "|---" * (hdr.count("|") - 1) + "|"]
+        ep = next((c for c in cs if c["backend"] == "epoll"), None)
+        for c in cs:
+            r1 = (c["rt_per_s"] / ep["rt_per_s"]) if ep and ep["rt_per_s"] else None
+            r2 = (c["server_cpu_us_per_rt"] / ep["server_cpu_us_per_rt"]
+                  if ep and ep["server_cpu_us_per_rt"] else None)
+            row = (f"| {c['backend']} | {fmt(c['rt_per_s'])} "
+                   f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
+                   f"{fmt(r1, 2)} | {fmt(c['server_cpu_us_per_rt'], 2)} "
+                   f"[{fmt(c['server_cpu_us_per_rt_min'], 2)}-"
+                   f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | {fmt(r2, 2)} | "
+                   f"{fmt(c['p50_us'])} | {fmt(c['p99_us'])} | "
+                   f"{fmt(c['p999_us'])} | {fmt(c['syscalls_per_rt'], 2)} | "
+                   f"{fmt(c['enters_per_rt'], 3)} | {c['errors']} |")
+            if prev:
+                p = prev.get(c["id"])
+                row += (f" {100 * (c['rt_per_s'] / p['rt_per_s'] - 1):+.1f}% |"
+                        if p and p.get("rt_per_s") else " new |")
+            L.append(row)
+        L.append("")
+    if bulk:
+        L += ["## Bulk stream: one connection, 64 KiB writes, one way", "",
+              "| backend | MB/s | of iperf3 | server CPU us per 64 KiB | errors |",
+              "|---|---|---|---|---|"]
+        for c in bulk:
+            share = (f"{100 * c['mb_per_s'] / iperf['mb_per_s']:.0f}%"
+                     if iperf else "n/a")
+            L.append(f"| {c['backend']} | {fmt(c['mb_per_s'])} | {share} | "
+                     f"{fmt(c['server_cpu_us_per_rt'], 2)} | {c['errors']} |")
+        if iperf:
+            L.append(f"| iperf3 | {fmt(iperf['mb_per_s'])} "
+                     f"[{fmt(iperf['mb_per_s_min'])}-"
+                     f"{fmt(iperf['mb_per_s_max'])}] | 100% | | |")
+        else:
+            L.append("| iperf3 | not run (not installed) | | | |")
+        L.append("")
+    if mem:
+        L += [f"## Memory: {mem[0]['conns']} idle connections", "",
+              "| backend | held | RSS before | RSS with them | bytes per "
+              "connection | note |", "|---|---|---|---|---|---|"]
+        for m in mem:
+            L.append(f"| {m['backend']} | {m['held']} | {m['rss_base_kb']} KiB "
+                     f"| {m['rss_peak_kb']} KiB | {fmt(m['bytes_per_conn'], 0)} "
+                     f"| {m['note']} |")
+        L.append("")
+    L += ["## Not measured yet", "",
+          "- UDP: ursa-load drives stream sockets only so far.", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="a subset that covers every backend (the default)")
+    ap.add_argument("--full", action="store_true", help="the whole matrix")
+    ap.add_argument("--filter", help="only cases whose id matches this regex")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, help="seconds measured per run")
+    ap.add_argument("--warmup", type=float, default=0.3)
+    ap.add_argument("--placement", choices=["apart", "same"], default="apart",
+                    help="server and load on different CPUs, or the same one")
+    ap.add_argument("--out", default="bench/out/latest")
+    ap.add_argument("--compare", help="a previous results.json to compare with")
+    ap.add_argument("--bindir", required=True)
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-bulk", action="store_true")
+    ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
+    a = ap.parse_args()
+    if a.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    if a.duration is None:
+        a.duration = 3.0 if a.full else 1.0
+    if a.duration <= 0:
+        ap.error("--duration must be above 0")
+    ncpu = os.cpu_count() or 1
+    a.scpu = 0
+    a.lcpu = 1 if a.placement == "apart" and ncpu > 1 else 0
+    # Room for 10,000 idle connections on each side.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except ValueError:
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < a.idle_conns + 200:
+        print(f"bench: RLIMIT_NOFILE is {soft}; the memory case uses "
+              f"{soft - 200} connections instead of {a.idle_conns}")
+        a.idle_conns = max(soft - 200, 100)
+    previous = None
+    if a.compare:
+        with open(a.compare) as f:
+            previous = json.load(f)
+
+    os.makedirs(a.out, exist_ok=True)
+    env = environment(a.bindir, a.placement, a.scpu, a.lcpu)
+    todo = [c for c in matrix(a.full)
+            if not a.filter or re.search(a.filter, case_id(*c))]
+    bulk_todo = [] if a.no_bulk else [b for b in BACKENDS if not a.filter or
+                                      re.search(a.filter, f"tcp-bulk-{b}")]
+    mem_todo = [] if a.no_memory else [b for b in BACKENDS if not a.filter or
+                                       re.search(a.filter, f"tcp-idle-{b}")]
+    n = len(todo) + len(bulk_todo) + len(mem_todo)
+    per_run = a.duration + a.warmup + 0.4
+    t0 = time.time()
+    k = 0
+    tmp = tempfile.mkdtemp(prefix="ursa-bench-")
+    cases, bulk, mem, failures = [], [], [], []
+
+    def progress(label, what):
+        el = time.time() - t0
+        left = el / k * (n - k) if k else per_run * a.repeats * n
+        print(f"[{k}/{n}] {label}: {what}  (elapsed {el:.0f}s, ~{left:.0f}s "
+              "left)", flush=True)
+
+    for (b, kind, proto, conns, size, inflight) in todo:
+        cid = case_id(b, kind, proto, conns, size, inflight)
+        runs = []
+        for _ in range(a.repeats):
+            try:
+                runs.append(one_run(a, b, kind, proto, conns, size, inflight,
+                                    tmp))
+            except (Failure, OSError, ValueError, KeyError,
+                    subprocess.SubprocessError) as e:
+                failures.append(f"{cid}: {e}")
+                print(f"    {cid}: {e}", flush=True)
+        k += 1
+        if not runs:
+            continue
+        s = summarise(runs)
+        s.update({"id": cid, "kind": kind, "backend": b, "proto": proto,
+                  "conns": conns, "size": size, "inflight": inflight,
+                  "repeats": len(runs)})
+        cases.append(s)
+        if s["errors"]:
+            failures.append(f"{cid}: {s['errors']} echo errors")
+        progress(cid, f"{s['rt_per_s']:.0f} rt/s, server "
+                 f"{s['server_cpu_us_per_rt']:.2f} us/rt, p99 "
+                 f"{s['p99_us']:.0f} us, errors {s['errors']}")
+    for b in bulk_todo:
+        cid = f"tcp-bulk-1c-65536b-4i-{b}"
+        runs = []
+        for _ in range(a.repeats):
+            try:
+                runs.append(one_run(a, b, "bulk", "tcp", 1, 65536, 4, tmp))
+            except (Failure, OSError, ValueError, KeyError,
+                    subprocess.SubprocessError) as e:
+                failures.append(f"{cid}: {e}")
+        k += 1
+        if runs:
+            s = summarise(runs)
+            s.update({"id": cid, "kind": "bulk", "backend": b, "proto": "tcp",
+                      "conns": 1, "size": 65536, "inflight": 4,
+                      "repeats": len(runs)})
+            bulk.append(s)
+            if s["errors"]:
+                failures.append(f"{cid}: {s['errors']} errors")
+            progress(cid, f"{s['mb_per_s']:.0f} MB/s")
+    iperf = iperf3(a, tmp) if bulk_todo else None
+    if bulk_todo:
+        print("    iperf3: " + (f"{iperf['mb_per_s']:.0f} MB/s" if iperf
+                                 else "not run"), flush=True)
+    for b in mem_todo:
+        try:
+            m = memory(a, b, tmp)
+            mem.append(m)
+            k += 1
+            progress(f"tcp-idle-{b}", f"{fmt(m['bytes_per_conn'], 0)} bytes "
+                     f"per idle connection ({m['held']} held) {m['note']}")
+        except (Failure, OSError, ValueError, KeyError,
+                subprocess.SubprocessError) as e:
+            k += 1
+            failures.append(f"tcp-idle-{b}: {e}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = cases + bulk
+    if iperf:
+        rows.append({"id": "tcp-bulk-1c-65536b-iperf3", "kind": "bulk",
+                     "backend": "iperf3", "proto": "tcp", "conns": 1,
+                     "size": 65536, "inflight": None,
+                     "mb_per_s": iperf["mb_per_s"], "errors": 0,
+                     "repeats": a.repeats})
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"env": env, "cases": rows, "memory": mem,
+                   "failures": failures}, f, indent=1)
+    with open(os.path.join(a.out, "results.csv"), "w") as f:
+        f.write(",".join(KEYS) + "\n")
+        for r in rows:
+            f.write(",".join("" if r.get(key) is None else str(r[key])
+                             for key in KEYS) + "\n")
+    made = graphs(a.out, env, cases, bulk, iperf)
+    report(a.out, env, cases, bulk, iperf, mem, made, previous)
+    print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
+          f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
+          f"results.csv, report.md, graphs/)")
+    if failures:
+        print("bench: correctness failures:\n  " + "\n  ".join(failures),
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
