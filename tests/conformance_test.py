@@ -199,6 +199,10 @@ def test_backend(b, tmp):
     for listen in ["127.0.0.1:0", "[::1]:0"]:
         srv = Server(b, "--proto", "udp", listen=listen)
         echo_dgram(srv.addr, [0, 1, 1400, 65507])
+        r, res = load(srv.addr, 8, "--proto", "udp", "--size", "1400")
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("round_trips", 0) > 0,
+              f"{b}: ursa-load over udp {listen}: {r.returncode} {r.stderr}")
         srv.stop()
     path = f"{tmp}/{b}.sock"
     srv = Server(b, "--proto", "unix", listen="unix:" + path)

@@ -20,6 +20,7 @@ typedef struct conn conn;
  * completed and the whole echo has come back. */
 typedef struct slot {
   ursa_write_req w;
+  ursa_send_req dw; /* the same, for a datagram */
   conn *c;
   uint64_t seq;
   uint64_t sent_ns;
@@ -31,6 +32,7 @@ typedef struct slot {
 
 struct conn {
   ursa_stream s;
+  ursa_dgram d; /* --proto udp: one socket per "connection" */
   int id;
   int connected;
   int closing;
@@ -49,6 +51,7 @@ static struct {
   double warmup_s, duration_s;
   int bulk;            /* one way: write only, the server sinks */
   int idle;            /* connect, hold, close: no traffic */
+  int udp;             /* datagrams: each message one, matched by number */
   long server_pid;
   double server_cpu0, server_cpu_s;
   uint64_t bytes_written;
@@ -114,10 +117,19 @@ static void on_closed(ursa_stream *s) {
   L.closed++;
 }
 
+static void on_dclosed(ursa_dgram *d) {
+  conn *c = d->data;
+  c->closed = 1;
+  L.closed++;
+}
+
 static void close_conn(conn *c) {
   if (c->closing || !c->connected) return;
   c->closing = 1;
-  ursa_stream_close(&c->s, on_closed);
+  if (L.udp)
+    ursa_dgram_close(&c->d, on_dclosed);
+  else
+    ursa_stream_close(&c->s, on_closed);
 }
 
 static void send_slot(slot *sl);
@@ -138,15 +150,14 @@ static void maybe_next(slot *sl) {
   }
 }
 
-static void on_written(ursa_write_req *w, int status) {
-  slot *sl = w->data;
+static void sent(slot *sl, int status, size_t done) {
   sl->writing = 0;
   if (L.bulk && status == 0) {
     sl->waiting = 0; /* nothing comes back in bulk mode */
     if (L.measuring) {
       L.rts++;
-      L.bytes += w->done;
-      L.bytes_written += w->done;
+      L.bytes += done;
+      L.bytes_written += done;
     }
     L.rts_total++;
   }
@@ -159,6 +170,14 @@ static void on_written(ursa_write_req *w, int status) {
   maybe_next(sl);
 }
 
+static void on_written(ursa_write_req *w, int status) {
+  sent(w->data, status, w->done);
+}
+
+static void on_dsent(ursa_send_req *q, int status) {
+  sent(q->data, status, (size_t)L.size);
+}
+
 static void send_slot(slot *sl) {
   conn *c = sl->c;
   sl->seq = c->next_seq++;
@@ -166,13 +185,34 @@ static void send_slot(slot *sl) {
   sl->filled = 1;
   sl->writing = sl->waiting = 1;
   sl->sent_ns = ns();
-  sl->w = (ursa_write_req){0};
-  sl->w.data = sl;
-  if (ursa_write(&sl->w, &c->s, sl->buf, (size_t)L.size, 0, on_written) < 0) {
+  int r;
+  if (L.udp) {
+    memcpy(sl->buf, &sl->seq, sizeof(sl->seq)); /* replies are matched by it */
+    sl->dw = (ursa_send_req){0};
+    sl->dw.data = sl;
+    r = ursa_send(&sl->dw, &c->d, sl->buf, (size_t)L.size, NULL, 0, on_dsent);
+  } else {
+    sl->w = (ursa_write_req){0};
+    sl->w.data = sl;
+    r = ursa_write(&sl->w, &c->s, sl->buf, (size_t)L.size, 0, on_written);
+  }
+  if (r < 0) {
     sl->writing = sl->waiting = 0;
     L.io_errors++;
     close_conn(c);
   }
+}
+
+/* Message sl came back whole: time it, and send the next in its place. */
+static void echoed(slot *sl) {
+  if (L.measuring) {
+    hist_add(&L.h, ns() - sl->sent_ns);
+    L.rts++;
+    L.bytes += (uint64_t)L.size;
+  }
+  L.rts_total++;
+  sl->waiting = 0;
+  maybe_next(sl);
 }
 
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
@@ -204,19 +244,67 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
     n -= (ssize_t)take;
     c->recv_off += take;
     if (c->recv_off < (size_t)L.size) break;
-    /* A whole message is back. */
-    uint64_t now = ns();
-    if (L.measuring) {
-      hist_add(&L.h, now - sl->sent_ns);
-      L.rts++;
-      L.bytes += (uint64_t)L.size;
-    }
-    L.rts_total++;
     c->recv_off = 0;
     c->recv_seq++;
-    sl->waiting = 0;
-    maybe_next(sl);
+    echoed(sl); /* a whole message is back */
   }
+}
+
+static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
+                        const struct sockaddr *from, socklen_t fromlen,
+                        unsigned flags) {
+  conn *c = d->data;
+  (void)from;
+  (void)fromlen;
+  if (n < 0) {
+    if (!c->closing) L.io_errors++;
+    close_conn(c);
+    return;
+  }
+  uint64_t seq;
+  if (n != L.size || (flags & URSA_DGRAM_TRUNC)) {
+    L.mismatches++;
+    fprintf(stderr, "ursa-load: socket %d: a %zd-byte reply to %ld-byte "
+                    "datagrams\n", c->id, n, L.size);
+    return;
+  }
+  memcpy(&seq, buf, sizeof(seq));
+  slot *sl = &c->slots[seq % (uint64_t)L.inflight];
+  if (!sl->waiting || sl->seq != seq) {
+    L.mismatches++; /* a reply nobody waits for: duplicated or made up */
+    return;
+  }
+  if (memcmp(buf, sl->buf, (size_t)n) != 0) {
+    L.mismatches++;
+    fprintf(stderr, "ursa-load: socket %d datagram %llu: echoed bytes differ "
+                    "from those sent\n", c->id, (unsigned long long)seq);
+    close_conn(c);
+    return;
+  }
+  echoed(sl);
+}
+
+/* A UDP "connection": a socket bound on the server's loopback, connected
+ * to the server so that only its datagrams arrive. */
+static int open_udp(conn *c) {
+  ursa_addr local = {0};
+  const char *any = L.to.ss.ss_family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0";
+  int r = ursa_addr_parse(any, &local);
+  c->d.data = c;
+  if (!r) r = ursa_dgram_bind(L.loop, &c->d, (struct sockaddr *)&local.ss,
+                              local.len, 0);
+  if (r) return r;
+  c->connected = 1;
+  if ((r = ursa_dgram_connect(&c->d, (struct sockaddr *)&L.to.ss, L.to.len)) ||
+      (r = ursa_recv_start(&c->d, on_datagram))) {
+    fprintf(stderr, "ursa-load: udp socket: %s\n", ursa_strerror(r));
+    L.conn_errors++;
+    close_conn(c); /* counted as closed when it is */
+    return 0;
+  }
+  L.open++;
+  for (long k = 0; k < L.inflight; k++) maybe_next(&c->slots[k]);
+  return 0;
 }
 
 static void on_connect(ursa_stream *s, int status) {
@@ -281,7 +369,7 @@ static void usage(FILE *f) {
   fprintf(f,
       "usage: ursa-load ADDR [options]\n"
       "  ADDR                127.0.0.1:7000, [::1]:7000, unix:/path, ...\n"
-      "  --proto P           tcp (default), unix or seqpacket\n"
+      "  --proto P           tcp (default), udp, unix or seqpacket\n"
       "  --connections N     connections (default 1)\n"
       "  --size B            bytes per message (default 64)\n"
       "  --inflight K        messages in flight per connection (default 1: "
@@ -383,12 +471,19 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!strcmp(proto, "seqpacket")) L.flags = URSA_SEQPACKET;
-  else if (strcmp(proto, "tcp") && strcmp(proto, "unix")) {
-    fprintf(stderr, "ursa-load: unknown --proto '%s' (want tcp, unix or "
+  L.udp = !strcmp(proto, "udp");
+  if (strcmp(proto, "tcp") && strcmp(proto, "unix") && !L.udp && !L.flags) {
+    fprintf(stderr, "ursa-load: unknown --proto '%s' (want tcp, udp, unix or "
                     "seqpacket)\n", proto);
     return 2;
   }
-  if ((strcmp(proto, "tcp") != 0) != (L.to.ss.ss_family == AF_UNIX)) {
+  if (L.udp && (L.bulk || L.idle || L.size < 8 || L.size > 65507)) {
+    fprintf(stderr, "ursa-load: --proto udp takes echo runs of 8 to 65507 "
+                    "bytes per datagram\n");
+    return 2;
+  }
+  int ip = !strcmp(proto, "tcp") || L.udp;
+  if (ip == (L.to.ss.ss_family == AF_UNIX)) {
     fprintf(stderr, "ursa-load: --proto %s does not fit address '%s'\n", proto,
             addr);
     return 2;
@@ -403,7 +498,9 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  int r = ursa_loop_new(&L.loop, NULL);
+  ursa_loop_options lo = {0};
+  if (L.udp) lo.buf_size = (unsigned)L.size + 1024; /* header and address */
+  int r = ursa_loop_new(&L.loop, &lo);
   if (r < 0) {
     char why[512];
     ursa_explain_setup_error(r, why, sizeof(why));
@@ -435,8 +532,11 @@ int main(int argc, char **argv) {
       c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
     }
     c->s.data = c;
-    r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
-                     L.flags, 5000, on_connect);
+    if (L.udp)
+      r = open_udp(c);
+    else
+      r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
+                       L.flags, 5000, on_connect);
     if (r < 0) {
       fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(r));
       L.conn_errors++;

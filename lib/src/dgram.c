@@ -333,10 +333,7 @@ int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
 }
 
 void ursa__dclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_dgram *d = DGRAM_OF(op, close_op);
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_close(sqe, d->fd);
-  io_uring_sqe_set_data(sqe, op);
+  ursa__prep_close(loop, op, DGRAM_OF(op, close_op)->fd);
 }
 
 void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,

@@ -108,6 +108,8 @@ unsigned ursa__run_pending(ursa_loop *loop) URSA__HIDDEN;
 struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) URSA__HIDDEN;
 /* Ensures n free SQEs, submitting if needed; false if the SQ stays full. */
 bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
+/* Fills one SQE closing fd, completing op: every handle's close. */
+void ursa__prep_close(ursa_loop *loop, ursa_op *op, int fd) URSA__HIDDEN;
 /* Fills a kernel timespec from milliseconds. */
 void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) URSA__HIDDEN;
 uint64_t ursa__clock_ms(void) URSA__HIDDEN;

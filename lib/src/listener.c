@@ -226,10 +226,7 @@ int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
 }
 
 void ursa__lclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_listener *l = LISTENER_OF(op, close_op);
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_close(sqe, l->fd);
-  io_uring_sqe_set_data(sqe, op);
+  ursa__prep_close(loop, op, LISTENER_OF(op, close_op)->fd);
 }
 
 void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,

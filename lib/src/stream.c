@@ -556,10 +556,7 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
 }
 
 void ursa__sclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_stream *s = STREAM_OF(op, close_op);
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_close(sqe, s->fd);
-  io_uring_sqe_set_data(sqe, op);
+  ursa__prep_close(loop, op, STREAM_OF(op, close_op)->fd);
 }
 
 void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
