@@ -616,3 +616,62 @@ TEST(Ipv6, DualStackAndV6OnlyListeners) {
 }
 
 }  // namespace
+
+namespace {
+
+// Writes queued behind a send in flight leave together: with write_batch 8,
+// 64 queued writes take far fewer than 64 sends; with 1, exactly 64.
+TEST(WriteBatch, QueuedWritesShareSends) {
+  for (unsigned batch : {8u, 1u}) {
+    ursa_loop_options o{};
+    o.write_batch = batch;
+    t::Loop lp(&o);
+    ASSERT_EQ(0, lp.status());
+    int sv[2];
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    ursa_stream s{};
+    ASSERT_EQ(0, ursa_stream_open(lp.get(), &s, sv[0]));
+    const int kWrites = 64;
+    std::vector<std::vector<char>> msgs;
+    std::vector<ursa_write_req> ws(kWrites);
+    static int done;
+    done = 0;
+    ursa_stats before;
+    ursa_loop_stats(lp.get(), &before);
+    for (int i = 0; i < kWrites; i++) {
+      msgs.push_back(t::RandomBytes(100 + i, 300 + i));
+      ASSERT_EQ(0, ursa_write(&ws[i], &s, msgs[i].data(), msgs[i].size(), 0,
+                              [](ursa_write_req *, int st) {
+                                EXPECT_EQ(0, st);
+                                done++;
+                              }));
+    }
+    ASSERT_TRUE(lp.RunUntil([&] { return done == kWrites; }));
+    ursa_stats after;
+    ursa_loop_stats(lp.get(), &after);
+    // Less the two SQEs of RunUntil's guard timer (its start and its stop).
+    uint64_t sends = after.sqes - before.sqes - 2;
+    if (batch == 1)
+      EXPECT_EQ((uint64_t)kWrites, sends);
+    else
+      EXPECT_LE(sends, (uint64_t)(1 + kWrites / batch + 1)) << "not batched";
+    std::vector<char> want, got;
+    for (auto &m : msgs) want.insert(want.end(), m.begin(), m.end());
+    got.resize(want.size());
+    ASSERT_TRUE(t::ReadExactly(sv[1], got.data(), got.size()));
+    EXPECT_TRUE(t::SameBytes(want, got));
+    static bool closed;
+    closed = false;
+    ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+    ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+    close(sv[1]);
+    lp.Finish();
+  }
+  ursa_loop_options bad{};
+  bad.write_batch = URSA_WRITE_BATCH + 1;
+  ursa_loop *l = nullptr;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&l, &bad));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "write_batch"));
+}
+
+}  // namespace

@@ -215,6 +215,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   S.dgram = o->proto == PROTO_UDP || o->proto == PROTO_UNIXGRAM;
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
+  lo.write_batch = o->write_batch;
   /* Room for the largest UDP datagram with its header. */
   if (S.dgram) lo.buf_size = 65536 + 1024;
   int r = ursa_loop_new(&S.loop, &lo);

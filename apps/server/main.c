@@ -70,7 +70,8 @@ static void usage(FILE *f) {
       "  --stats-json F   write the summary as JSON to F\n"
       "  --uring-disable LIST  io_uring features to leave off, comma "
       "separated\n"
-      "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n");
+      "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
+      "  --write-batch N  uring: queued writes one send may carry (1-8)\n");
 }
 
 static int bad(const char *fmt, const char *a, const char *b) {
@@ -225,6 +226,10 @@ int main(int argc, char **argv) {
       if (parse_long(a, v, 1, 10000000, &max_conns) < 0) return 2;
     } else if (!strcmp(a, "--stats-json")) {
       json = v;
+    } else if (!strcmp(a, "--write-batch")) {
+      long wb;
+      if (parse_long(a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;
+      o.write_batch = (unsigned)wb;
     } else if (!strcmp(a, "--uring-disable")) {
       if (parse_disable(v, &o.uring_disable) < 0) return 2;
     } else {

@@ -24,6 +24,7 @@ typedef struct server_opts {
   uint64_t deadline_ms;/* CLOCK_MONOTONIC ms to stop at; 0: none */
   int max_conns;       /* 0: no cap */
   uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
+  unsigned write_batch;   /* uring: writes per send, 0: the default */
 } server_opts;
 
 typedef struct server_stats {

@@ -22,7 +22,8 @@ enum {
   URSA__OP_ACCEPT,
   URSA__OP_CONNECT,
   URSA__OP_RECV,
-  URSA__OP_SEND,
+  URSA__OP_SEND,   /* a stream's send_op */
+  URSA__OP_WRITE,  /* a write request: only its deferred result */
   URSA__OP_SHUTDOWN,
   URSA__OP_CLOSE_STREAM,
   URSA__OP_CLOSE_LISTENER,
@@ -46,6 +47,8 @@ enum {
 #define URSA__F_TIMEOUT 0x02   /* armed with a linked timeout */
 #define URSA__F_MULTISHOT 0x04 /* armed as multishot */
 #define URSA__F_CANCELQ 0x08   /* on the cancel list */
+#define URSA__F_BATCHED 0x10   /* a write the stream's send in flight carries */
+#define URSA__F_STARTED 0x20   /* a write whose timeout clock runs */
 
 typedef struct ursa__op_type {
   const char *name;
@@ -67,6 +70,7 @@ struct ursa_loop {
   bool stop;
   uint64_t now_ms;
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
+  unsigned write_batch;
 
   ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
@@ -154,6 +158,7 @@ void ursa__recv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__recv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__send_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__write_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__shutdown_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__shutdown_complete(ursa_loop *, ursa_op *, int, uint32_t)
     URSA__HIDDEN;

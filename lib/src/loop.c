@@ -32,6 +32,10 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->disable & ~((1u << URSA_FEAT_COUNT) - 1))
     return ursa__invalid("ursa_loop_new: disable 0x%x has unknown bits",
                          o->disable);
+  if (!o->write_batch) o->write_batch = URSA_WRITE_BATCH;
+  if (o->write_batch > URSA_WRITE_BATCH)
+    return ursa__invalid("ursa_loop_new: write_batch %u is over %d",
+                         o->write_batch, URSA_WRITE_BATCH);
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
@@ -51,6 +55,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   r = ursa__bufring_init(loop, o.buf_count, o.buf_size);
   if (r < 0) goto err_ring;
   loop->now_ms = ursa__clock_ms();
+  loop->write_batch = o.write_batch;
   *out = loop;
   return 0;
 err_ring:

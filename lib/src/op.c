@@ -14,6 +14,7 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
                           ursa__connect_complete},
     [URSA__OP_RECV] = {"recv", ursa__recv_prep, ursa__recv_complete},
     [URSA__OP_SEND] = {"send", ursa__send_prep, ursa__send_complete},
+    [URSA__OP_WRITE] = {"write", NULL, ursa__write_complete},
     [URSA__OP_SHUTDOWN] = {"shutdown", ursa__shutdown_prep,
                            ursa__shutdown_complete},
     [URSA__OP_CLOSE_STREAM] = {"close", ursa__sclose_prep,
@@ -186,7 +187,7 @@ int ursa__op_cancel(ursa_loop *loop, ursa_op *op) {
 
 int ursa_cancel(ursa_loop *loop, ursa_op *op) {
   if (!loop || !op) return ursa__invalid("ursa_cancel: NULL %s", op ? "loop" : "op");
-  if (op->kind == URSA__OP_SEND) return ursa__write_cancel(loop, op);
+  if (op->kind == URSA__OP_WRITE) return ursa__write_cancel(loop, op);
   return ursa__op_cancel(loop, op);
 }
 

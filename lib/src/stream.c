@@ -40,6 +40,7 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->shutdown_op.nsqe = 1;
   s->close_op.kind = URSA__OP_CLOSE_STREAM;
   s->close_op.nsqe = 1;
+  s->send_op.kind = URSA__OP_SEND;
 }
 
 /* Starts one of the stream's own ops, counting it against close. */
@@ -342,23 +343,68 @@ ended:
   maybe_finish_close(s);
 }
 
-/* ---- send ---- */
+/* ---- send ----
+ *
+ * Writes wait in a FIFO (their op QUEUED).  One send_op per stream is in
+ * flight at a time and carries the head write, or up to write_batch writes
+ * as one sendmsg; those are marked BATCHED, since the kernel reads their
+ * buffers until send_op completes.  Only then are they called back. */
 
-static void fail_queued(ursa_stream *s, ursa_write_req *from) {
-  /* Unlinked first: their callbacks run later, from the pending list. */
-  for (ursa_write_req *w = from; w;) {
+static void maybe_shutdown(ursa_stream *s);
+
+/* Unlinks w (which follows prev, NULL for the head) from the queue. */
+static void unlink_write(ursa_stream *s, ursa_write_req *prev,
+                         ursa_write_req *w) {
+  if (prev)
+    prev->wnext = w->wnext;
+  else
+    s->wq_head = w->wnext;
+  if (s->wq_tail == w) s->wq_tail = prev;
+  w->wnext = NULL;
+  s->wq_bytes -= w->len - w->done;
+}
+
+/* Fails every queued write the kernel is not reading, from the pending
+ * list (these run from API calls, so their callbacks must wait). */
+static void fail_unbatched(ursa_stream *s) {
+  ursa_write_req *prev = NULL;
+  for (ursa_write_req *w = s->wq_head; w;) {
     ursa_write_req *next = w->wnext;
-    w->wnext = NULL;
-    s->wq_bytes -= w->len - w->done;
-    ursa__op_defer(s->loop, &w->op, -ECANCELED);
+    if (w->op.flags & URSA__F_BATCHED) {
+      prev = w;
+    } else {
+      unlink_write(s, prev, w);
+      ursa__op_defer(s->loop, &w->op, -ECANCELED);
+    }
     w = next;
   }
 }
 
-static void start_head(ursa_stream *s) {
+static void start_send(ursa_stream *s) {
   ursa_write_req *w = s->wq_head;
-  if (w->op.nsqe == 2) w->deadline_ms = s->loop->now_ms + w->deadline_ms;
-  ursa__op_resubmit(s->loop, &w->op);
+  if (!w || s->send_op.state != URSA__IDLE || (s->flags & S_CLOSING) ||
+      s->write_error)
+    return;
+  unsigned n = 0;
+  if (w->op.nsqe == 2) {
+    /* A write with a timeout goes alone, its clock started now. */
+    if (!(w->op.flags & URSA__F_STARTED)) {
+      w->op.flags |= URSA__F_STARTED;
+      w->deadline_ms += s->loop->now_ms;
+    }
+    s->iov[n].iov_base = (void *)(w->buf + w->done);
+    s->iov[n++].iov_len = w->len - w->done;
+    w->op.flags |= URSA__F_BATCHED;
+  } else {
+    for (; w && n < s->loop->write_batch && w->op.nsqe == 1; w = w->wnext) {
+      s->iov[n].iov_base = (void *)(w->buf + w->done);
+      s->iov[n++].iov_len = w->len - w->done;
+      w->op.flags |= URSA__F_BATCHED;
+    }
+  }
+  s->batch = n;
+  s->send_op.nsqe = s->wq_head->op.nsqe;
+  stream_submit(s, &s->send_op);
 }
 
 int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
@@ -373,9 +419,10 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   if (s->flags & S_CLOSING) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
-  w->op.kind = URSA__OP_SEND;
-  w->op.nsqe = timeout_ms ? 2 : 1;
+  w->op.kind = URSA__OP_WRITE;
+  w->op.nsqe = timeout_ms ? 2 : 1; /* 2: sent alone, with a linked timeout */
   w->op.flags = 0;
+  w->op.state = URSA__QUEUED;
   w->stream = s;
   w->wnext = NULL;
   w->buf = buf;
@@ -383,17 +430,15 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   w->done = 0;
   w->cb = cb;
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
-  w->op.state = URSA__QUEUED;
   s->loop->active++;
   s->nops++;
   s->wq_bytes += len;
-  if (s->wq_tail) {
+  if (s->wq_tail)
     s->wq_tail->wnext = w;
-    s->wq_tail = w;
-  } else {
-    s->wq_head = s->wq_tail = w;
-    start_head(s);
-  }
+  else
+    s->wq_head = w;
+  s->wq_tail = w;
+  start_send(s);
   return 0;
 }
 
@@ -403,32 +448,42 @@ size_t ursa_write_queue_size(const ursa_stream *s) {
 
 int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
   ursa_write_req *w = (ursa_write_req *)op;
-  if (op->state != URSA__QUEUED || w == w->stream->wq_head)
-    return ursa__op_cancel(loop, op);
-  /* Not started: take it out of the queue; the stream stays whole. */
+  if (op->state == URSA__IDLE) return -ENOENT;
+  if (op->state == URSA__PENDING) return -EALREADY;
   ursa_stream *s = w->stream;
-  ursa_write_req *prev = s->wq_head;
-  while (prev && prev->wnext != w) prev = prev->wnext;
-  if (!prev) return -ENOENT;
-  prev->wnext = w->wnext;
-  if (s->wq_tail == w) s->wq_tail = prev;
-  w->wnext = NULL;
-  s->wq_bytes -= w->len;
-  ursa__op_defer(loop, op, -ECANCELED);
+  if (op->flags & URSA__F_BATCHED) {
+    /* The kernel holds its bytes: stop the send that carries them. */
+    op->flags |= URSA__F_CANCEL;
+    int r = ursa__op_cancel(loop, &s->send_op);
+    return r == -ENOENT || r == -EALREADY ? 0 : r;
+  }
+  ursa_write_req *prev = NULL;
+  for (ursa_write_req *it = s->wq_head; it && it != w; it = it->wnext)
+    prev = it;
+  unlink_write(s, prev, w);
+  ursa__op_defer(loop, op, -ECANCELED); /* the stream stays whole */
   return 0;
 }
 
 void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_write_req *w = (ursa_write_req *)op;
+  ursa_stream *s = STREAM_OF(op, send_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_send(sqe, w->stream->fd, w->buf + w->done, w->len - w->done,
-                     MSG_NOSIGNAL);
+  if (s->batch == 1) {
+    io_uring_prep_send(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                       MSG_NOSIGNAL);
+  } else {
+    memset(&s->msg, 0, sizeof(s->msg));
+    s->msg.msg_iov = s->iov;
+    s->msg.msg_iovlen = s->batch;
+    io_uring_prep_sendmsg(sqe, s->fd, &s->msg, MSG_NOSIGNAL);
+  }
   io_uring_sqe_set_data(sqe, op);
   if (op->nsqe == 2) {
+    ursa_write_req *w = s->wq_head;
     uint64_t left = w->deadline_ms > loop->now_ms
                         ? w->deadline_ms - loop->now_ms
                         : 0;
-    ursa__ms_to_ts(left ? left : 0, &w->ts_sec, &w->ts_nsec);
+    ursa__ms_to_ts(left, &w->ts_sec, &w->ts_nsec);
     if (!left) w->ts_nsec = 1; /* past due: expire at once */
     op->flags |= URSA__F_TIMEOUT;
     sqe->flags |= IOSQE_IO_LINK;
@@ -438,57 +493,107 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
   }
 }
 
+/* Calls back a write taken off the queue (it may free w). */
+static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
+  ursa__op_done(s->loop, &w->op);
+  s->nops--;
+  w->cb(w, status);
+}
+
+void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
+                         uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, send_op);
+  (void)flags;
+  unsigned n = s->batch;
+  bool stopped = (op->flags & URSA__F_CANCEL) || (s->flags & S_CLOSING);
+  int err = timeout_status(op, res);
+  s->batch = 0;
+  op_end(s, op);
+
+  /* Bytes out go to the writes in order; the whole ones are done. */
+  ursa_write_req *done = NULL, **done_tail = &done;
+  unsigned k = 0;
+  if (res > 0) {
+    loop->stats.bytes_out += (uint64_t)res;
+    size_t left = (size_t)res;
+    while (left && k < n) {
+      ursa_write_req *w = s->wq_head;
+      size_t take = w->len - w->done;
+      if (take > left) take = left;
+      w->done += take;
+      s->wq_bytes -= take;
+      left -= take;
+      if (w->done < w->len) break;
+      unlink_write(s, NULL, w);
+      *done_tail = w;
+      done_tail = &w->wnext;
+      k++;
+    }
+  }
+  /* The rest of the batch: go on (short send), or fail. */
+  ursa_write_req *failed = NULL, **failed_tail = &failed;
+  int fail_status = 0;
+  if (k < n && (res <= 0 || stopped)) {
+    ursa_write_req *head = s->wq_head;
+    fail_status = res < 0 ? err : -ECANCELED;
+    bool torn = head->done > 0 || fail_status != -ECANCELED;
+    if (torn && !s->write_error) s->write_error = fail_status;
+    ursa_write_req *prev = NULL;
+    for (ursa_write_req *w = s->wq_head; w;) {
+      ursa_write_req *next = w->wnext;
+      bool batched = w->op.flags & URSA__F_BATCHED;
+      /* Torn: nothing after can go.  Whole: only what was cancelled (or
+       * everything, when closing) fails; the rest is sent again. */
+      if (torn || (s->flags & S_CLOSING) ||
+          (batched && (w->op.flags & URSA__F_CANCEL))) {
+        unlink_write(s, prev, w);
+        *failed_tail = w;
+        failed_tail = &w->wnext;
+      } else {
+        prev = w;
+      }
+      w->op.flags &= (uint8_t)~URSA__F_BATCHED;
+      w = next;
+    }
+  }
+  for (ursa_write_req *w = s->wq_head; w; w = w->wnext)
+    w->op.flags &= (uint8_t)~URSA__F_BATCHED;
+
+  start_send(s); /* what is left, before callbacks queue more behind it */
+  for (ursa_write_req *w = done; w;) {
+    ursa_write_req *next = w->wnext;
+    finish_write(s, w, 0);
+    w = next;
+  }
+  for (ursa_write_req *w = failed; w;) {
+    ursa_write_req *next = w->wnext;
+    /* The first gets the error; those behind it were never tried. */
+    finish_write(s, w, w == failed ? fail_status : -ECANCELED);
+    w = next;
+  }
+  maybe_shutdown(s);
+  maybe_finish_close(s);
+}
+
+/* A write's result that came from ursa, not the kernel (cancelled while
+ * queued, or failed by close). */
+void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  ursa_stream *s = w->stream;
+  (void)loop;
+  (void)flags;
+  finish_write(s, w, res);
+  start_send(s);
+  maybe_shutdown(s);
+  maybe_finish_close(s);
+}
+
 static void maybe_shutdown(ursa_stream *s) {
   if ((s->flags & S_SHUT_WAITING) && !s->wq_head) {
     s->flags &= ~S_SHUT_WAITING;
     ursa__op_submit(s->loop, &s->shutdown_op);
   }
-}
-
-void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
-                         uint32_t flags) {
-  ursa_write_req *w = (ursa_write_req *)op;
-  ursa_stream *s = w->stream;
-  (void)flags;
-  bool head = w == s->wq_head;
-  if (res > 0) {
-    w->done += (size_t)res;
-    s->wq_bytes -= (size_t)res;
-    loop->stats.bytes_out += (uint64_t)res;
-    if (w->done < w->len && !(op->flags & URSA__F_CANCEL) &&
-        !(s->flags & S_CLOSING)) {
-      ursa__op_resubmit(loop, op); /* short send: go on from where it was */
-      return;
-    }
-  }
-  int status;
-  if (w->done == w->len)
-    status = 0;
-  else if (res <= 0)
-    status = timeout_status(op, res ? res : -EPIPE);
-  else
-    status = -ECANCELED;
-  if (head) {
-    s->wq_head = w->wnext;
-    if (!s->wq_head) s->wq_tail = NULL;
-    s->wq_bytes -= w->len - w->done;
-    /* A write that put some bytes out and not all leaves the byte stream
-     * torn; one that put none out (a cancel in time) does not. */
-    if (status != 0 && (w->done > 0 || status != -ECANCELED)) {
-      if (!s->write_error) s->write_error = status;
-      ursa_write_req *rest = s->wq_head;
-      s->wq_head = s->wq_tail = NULL;
-      fail_queued(s, rest);
-    }
-  }
-  w->wnext = NULL;
-  op_end(s, op);
-  w->cb(w, status); /* may free w */
-  if (head && s->wq_head && !(s->flags & S_CLOSING) &&
-      s->wq_head->op.state == URSA__QUEUED)
-    start_head(s);
-  maybe_shutdown(s);
-  maybe_finish_close(s);
 }
 
 /* ---- shutdown ---- */
@@ -543,14 +648,9 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   } else {
     ursa__op_cancel(loop, &s->shutdown_op);
   }
-  if (s->wq_head) {
-    ursa_write_req *head = s->wq_head;
-    ursa_write_req *rest = head->wnext;
-    head->wnext = NULL;
-    s->wq_tail = head;
-    fail_queued(s, rest);
-    ursa__op_cancel(loop, &head->op);
-  }
+  /* Writes the kernel reads are failed when the cancelled send returns. */
+  ursa__op_cancel(loop, &s->send_op);
+  fail_unbatched(s);
   maybe_finish_close(s);
   return 0;
 }

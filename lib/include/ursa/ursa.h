@@ -110,6 +110,8 @@ typedef struct ursa_loop_options {
   unsigned buf_size;   /* bytes per receive buffer; 0: 16384 */
   uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
                           runs and to exercise the fallback paths */
+  unsigned write_batch;/* queued writes one send may carry, 1 to
+                          URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
 } ursa_loop_options;
 
 /* Creates a loop with its ring and receive buffers (all memory the loop
@@ -303,6 +305,8 @@ typedef void (*ursa_connection_cb)(ursa_listener *listener, int status);
 typedef void (*ursa_listener_close_cb)(ursa_listener *listener);
 
 #define URSA_ACCEPT_BACKOFF_MS 20
+/* Queued writes a stream hands to the kernel in one sendmsg. */
+#define URSA_WRITE_BATCH 8
 
 struct ursa_write_req {
   ursa_op op;
@@ -325,6 +329,10 @@ struct ursa_stream {
   /* private */
   uint32_t flags;
   ursa_loop *loop;
+  ursa_op send_op; /* one send in flight, carrying up to batch writes */
+  unsigned batch;
+  struct msghdr msg;
+  struct iovec iov[URSA_WRITE_BATCH];
   ursa_op recv_op;
   ursa_op connect_op;
   ursa_op shutdown_op;
@@ -434,6 +442,8 @@ URSA_EXPORT int ursa_read_timeout(ursa_stream *s, uint32_t ms);
 
 /* Queues len bytes of buf for sending.  Writes on one stream go out in the
  * order queued, each whole: short sends continue where they stopped.
+ * Writes that queue up behind a send in flight leave together in one
+ * sendmsg (up to the loop's write_batch).
  * timeout_ms > 0 bounds this write from when it reaches the socket (-ETIMEDOUT).
  * After a write fails, every later queued write fails with -ECANCELED and
  * new writes return the first error.  Returns 0, -EINVAL (len 0, NULL), -EPIPE
