@@ -26,7 +26,7 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
         "rt_per_s", "rt_per_s_min", "rt_per_s_max", "mb_per_s",
         "server_cpu_us_per_rt", "server_cpu_us_per_rt_min",
         "server_cpu_us_per_rt_max", "p50_us", "p99_us", "p999_us",
-        "syscalls_per_rt", "enters_per_rt", "errors", "repeats"]
+        "syscalls_per_rt", "enters_per_rt", "errors", "refused", "repeats"]
 IDLE_CONNS = 10000
 
 
@@ -182,6 +182,9 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp):
         "syscalls_per_rt": sys_rt,
         "enters_per_rt": stats["enters"] / total if b == "uring" else None,
         "errors": errors,
+        # Connections a server refused by design (select past FD_SETSIZE)
+        # fail on the load side; they are counted, not hidden.
+        "refused": stats.get("refused", 0),
     }
 
 
@@ -189,7 +192,7 @@ def summarise(runs):
     out = {}
     for k in runs[0]:
         vals = [r[k] for r in runs if r[k] is not None]
-        if k == "errors":
+        if k in ("errors", "refused"):
             out[k] = sum(vals)
         elif vals:
             out[k] = statistics.median(vals)
@@ -390,7 +393,10 @@ def report(out, env, cases, bulk, iperf, mem, made, previous):
           "threads) over the measured window, divided by the round trips in "
           "it.  System calls per round trip count every call the server made "
           "over its whole life against every round trip including warm-up; "
-          "libuv's are not counted.", ""]
+          "libuv's are not counted.  Errors in brackets are connections "
+          "the server refused by design (select cannot watch descriptors at "
+          "or above FD_SETSIZE, 1024); only errors beyond those fail the "
+          "run.", ""]
     for name in made:
         L.append(f"![{name}](graphs/{name}.svg)")
     L.append("")
@@ -404,7 +410,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous):
               f"connections, {c0['size']} B, {c0['inflight']} in flight", ""]
         hdr = ("| backend | round trips/s | vs epoll | server CPU us/rt | "
                "vs epoll | p50 us | p99 us | p99.9 us | syscalls/rt | "
-               "enters/rt | errors |")
+               "enters/rt | errors (refused) |")
         if prev:
             hdr += " rt/s change |"
         L += [hdr, "|---" * (hdr.count("|") - 1) + "|"]
@@ -420,7 +426,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous):
                    f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | {fmt(r2, 2)} | "
                    f"{fmt(c['p50_us'])} | {fmt(c['p99_us'])} | "
                    f"{fmt(c['p999_us'])} | {fmt(c['syscalls_per_rt'], 2)} | "
-                   f"{fmt(c['enters_per_rt'], 3)} | {c['errors']} |")
+                   f"{fmt(c['enters_per_rt'], 3)} | {c['errors']}"
+                   + (f" ({c['refused']})" if c.get("refused") else "") + " |")
             if prev:
                 p = prev.get(c["id"])
                 row += (f" {100 * (c['rt_per_s'] / p['rt_per_s'] - 1):+.1f}% |"
@@ -542,7 +549,7 @@ def main():
                   "conns": conns, "size": size, "inflight": inflight,
                   "repeats": len(runs)})
         cases.append(s)
-        if s["errors"]:
+        if s["errors"] > s["refused"]:
             failures.append(f"{cid}: {s['errors']} echo errors")
         progress(cid, f"{s['rt_per_s']:.0f} rt/s, server "
                  f"{s['server_cpu_us_per_rt']:.2f} us/rt, p99 "

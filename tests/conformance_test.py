@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 
-SERVER, LOAD, CLIENT = sys.argv[1:4]
+SERVER, LOAD, CLIENT, NO_URING = sys.argv[1:5]
 BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
 checks = 0
 failures = []
@@ -268,10 +268,42 @@ def test_uring_only(tmp):
                        text=True, timeout=20)
     check(r.returncode == 2 and "uring backend only" in r.stderr,
           f"seqpacket on epoll: {r.returncode} {r.stderr!r}")
+    # auto picks uring where io_uring works (it does here).
+    srv = Server("auto")
+    d = random.randbytes(1000)
+    check(echo_stream(srv.addr, d) == d, "auto: echo")
+    srv.backend = "auto"
+    out = srv.stop()
+    check(out.get("backend") == "uring", f"auto did not pick uring: {out}")
     r = subprocess.run([SERVER, "--backend", "kqueue"], capture_output=True,
                        text=True, timeout=20)
     check(r.returncode == 2 and "unknown --backend 'kqueue'" in r.stderr,
           f"unknown backend: {r.stderr!r}")
+
+
+def test_without_io_uring():
+    """io_uring blocked by a seccomp filter, as in a container."""
+    r = subprocess.run([NO_URING, SERVER, "--backend", "uring", "--listen",
+                        "127.0.0.1:0"], capture_output=True, text=True,
+                       timeout=20)
+    check(r.returncode == 2 and "seccomp" in r.stderr and
+          "epoll backend" in r.stderr,
+          f"uring without io_uring: {r.returncode} {r.stderr!r}")
+    p = subprocess.Popen([NO_URING, SERVER, "--backend", "auto", "--listen",
+                          "127.0.0.1:0", "--duration", "3"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    line = p.stdout.readline()
+    m = re.search(r"server: (\S+) tcp listening on (\S+)$", line.strip())
+    check(m is not None and m.group(1) == "epoll",
+          f"auto without io_uring: {line!r}")
+    if m:
+        d = random.randbytes(5000)
+        check(echo_stream(m.group(2), d) == d, "auto fallback echoes")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=20)
+    check(p.returncode == 0 and "using epoll" in err,
+          f"auto fallback said nothing: {p.returncode} {err!r}")
 
 
 def test_load_notices_corruption():
@@ -316,6 +348,7 @@ def main():
         test_backend(b, tmp)
     test_select_limit()
     test_uring_only(tmp)
+    test_without_io_uring()
     test_load_notices_corruption()
     print(f"{checks - len(failures)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)

@@ -243,3 +243,31 @@ TEST(Loop, ExplainsEachSetupError) {
 }
 
 }  // namespace
+
+namespace {
+
+// After fork the child must not drive the parent's ring: run refuses.
+TEST(Loop, ForkedChildCannotRunTheParentsLoop) {
+  t::Loop lp;
+  ASSERT_EQ(0, lp.status());
+  ursa_timer tm{};
+  ASSERT_EQ(0, ursa_timer_start(lp.get(), &tm, 1, 0, [](ursa_timer *, int) {}));
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int r = ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    bool named = strstr(ursa_error_detail(), "after fork") != nullptr;
+    // A loop of its own works.
+    ursa_loop *mine = nullptr;
+    int r2 = ursa_loop_new(&mine, nullptr);
+    if (r2 == 0) r2 = ursa_loop_close(mine);
+    _exit(r == -EPERM && named && r2 == 0 ? 0 : 1);
+  }
+  int st = 0;
+  ASSERT_EQ(pid, waitpid(pid, &st, 0));
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_EQ(0, ursa_loop_run(lp.get(), URSA_RUN_DEFAULT));  // the parent's
+  lp.Finish();
+}
+
+}  // namespace

@@ -18,6 +18,8 @@
 
 #include "apps/server/server.h"
 
+/* "auto" is not in the table: it means uring, or epoll where io_uring
+ * cannot be set up (resolved in main). */
 static const backend backends[] = {
     {"uring", serve_uring},
     {"epoll", serve_epoll},
@@ -54,7 +56,8 @@ int should_stop(const server_opts *o, server_stats *st) {
 static void usage(FILE *f) {
   fprintf(f,
       "usage: ursa-echo-server [options]\n"
-      "  --backend B      uring (default), epoll, select, blocking or libuv\n"
+      "  --backend B      uring (default), epoll, select, blocking, libuv, or\n"
+      "                   auto (uring, else epoll when io_uring is blocked)\n"
       "  --listen ADDR    127.0.0.1:7000 (default), [::1]:7000, "
       "localhost:7000,\n"
       "                   :7000 (any), unix:/path or unix:@name; port 0 "
@@ -239,12 +242,27 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (!strcmp(o.backend, "auto")) {
+    /* A throwaway loop answers whether io_uring can be set up here. */
+    ursa_loop *probe;
+    int pr = ursa_loop_new(&probe, NULL);
+    if (pr == 0) {
+      ursa_loop_close(probe);
+      o.backend = "uring";
+    } else {
+      char why[512];
+      ursa_explain_setup_error(pr, why, sizeof(why));
+      fprintf(stderr, "ursa-echo-server: --backend auto: io_uring is not "
+                      "available (%s); using epoll\n", why);
+      o.backend = "epoll";
+    }
+  }
   const backend *be = NULL;
   for (unsigned i = 0; i < NBACKENDS; i++)
     if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
   if (!be)
-    return bad("unknown --backend '%s' (want uring, epoll, select, blocking "
-               "or libuv)%s", o.backend, "");
+    return bad("unknown --backend '%s' (want uring, epoll, select, blocking, "
+               "libuv or auto)%s", o.backend, "");
   o.proto = -1;
   for (int i = 0; i < 5; i++)
     if (!strcmp(proto, proto_names[i])) o.proto = i;

@@ -68,6 +68,7 @@ struct ursa_loop {
   unsigned ring_flags;
   bool running;
   bool stop;
+  int owner_pid; /* the process that made the ring: a forked child may not */
   uint64_t now_ms;
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned write_batch;

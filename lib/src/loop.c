@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REAP_BATCH 64
 #define MAX_ENTRIES 32768u
@@ -56,6 +57,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (r < 0) goto err_ring;
   loop->now_ms = ursa__clock_ms();
   loop->write_batch = o.write_batch;
+  loop->owner_pid = (int)getpid();
   *out = loop;
   return 0;
 err_ring:
@@ -132,6 +134,10 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
       mode != URSA_RUN_NOWAIT)
     return ursa__invalid("ursa_loop_run: unknown mode %d", (int)mode);
   if (loop->running) return -EBUSY;
+  if ((int)getpid() != loop->owner_pid)
+    return ursa__refuse(-EPERM, "ursa_loop_run: this loop belongs to process "
+                        "%d; after fork a child makes a loop of its own",
+                        loop->owner_pid);
   loop->running = true;
   loop->stop = false;
   int err = 0;

@@ -140,7 +140,8 @@ typedef enum ursa_run_mode {
 /* Submits everything queued, waits (one io_uring_enter: submit-and-wait) and
  * dispatches completions.  Returns 1 when operations are still active, 0 when
  * none are, or a negative errno when the ring failed.  Not reentrant: a
- * callback that calls it gets -EBUSY. */
+ * callback that calls it gets -EBUSY.  In a child after fork() it returns
+ * -EPERM: the ring and everything on it belong to the parent. */
 URSA_EXPORT int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode);
 
 /* How many operations are active (started and not yet called back): the
