@@ -49,7 +49,8 @@ void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len) {
 int should_stop(const server_opts *o, server_stats *st) {
   if (o->deadline_ms && now_ms() >= o->deadline_ms) return 1;
   struct pollfd p = {o->stop_fd, POLLIN, 0};
-  st->syscalls++;
+  /* Atomic: the blocking backend's threads count into the same field. */
+  __atomic_fetch_add(&st->syscalls, 1, __ATOMIC_RELAXED);
   return poll(&p, 1, 0) > 0;
 }
 
