@@ -14,6 +14,8 @@ packages=(
   iperf3            # the bench suite's loopback limit
   python3           # test and bench drivers
   valgrind
+  clang             # fuzz targets (libFuzzer)
+  libclang-rt-14-dev
 )
 
 missing=()
