@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 SERVER, LOAD, CLIENT, NO_URING = sys.argv[1:5]
 BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
@@ -187,6 +188,11 @@ def test_backend(b, tmp):
            (b == "libuv" and stats.get("syscalls") == -1)),
           f"{b}: cpu and syscalls in {stats}")
 
+    # A peer that sends and never reads cannot grow the server.
+    srv = Server(b)
+    test_slow_reader(srv)
+    srv.stop()
+
     # Greet mode.
     srv = Server(b, "--mode", "greet")
     r = subprocess.run([CLIENT, srv.addr], capture_output=True, text=True,
@@ -229,6 +235,35 @@ def test_backend(b, tmp):
         check(r.returncode == 2 and says in r.stderr,
               f"{b} {args}: exit {r.returncode}, stderr {r.stderr!r}")
     busy.stop()
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_reader(srv):
+    fam, sa = sockaddr(srv.addr)
+    base = rss_kb(srv.p.pid)
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.connect(sa)
+        s.setblocking(False)
+        chunk = random.randbytes(1 << 16)
+        pushed = 0
+        end = time.time() + 1.0
+        while time.time() < end:
+            try:
+                pushed += s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+        grown = rss_kb(srv.p.pid) - base
+        check(pushed > 4 << 20, f"{srv.backend}: only {pushed} bytes pushed")
+        check(grown < 12 << 10, f"{srv.backend}: server grew {grown} KiB "
+                                f"for a peer that does not read ({pushed} "
+                                "bytes pushed)")
 
 
 def test_select_limit():

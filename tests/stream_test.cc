@@ -675,3 +675,86 @@ TEST(WriteBatch, QueuedWritesShareSends) {
 }
 
 }  // namespace
+
+namespace {
+
+struct Bounded {
+  ursa_stream s{};
+  size_t max_queued = 0;
+  uint64_t echoed = 0;
+  bool closed = false;
+};
+
+void EchoBounded(ursa_stream *s, ssize_t n, const void *buf) {
+  auto *b = static_cast<Bounded *>(s->data);
+  if (n <= 0) return;
+  struct W {
+    ursa_write_req req{};
+    std::vector<char> data;
+  };
+  auto *w = new W;
+  w->data.assign((const char *)buf, (const char *)buf + n);
+  w->req.data = w;
+  ASSERT_EQ(0, ursa_write(&w->req, s, w->data.data(), w->data.size(), 0,
+                          [](ursa_write_req *r, int) {
+                            delete static_cast<W *>(r->data);
+                          }));
+  b->echoed += (uint64_t)n;
+  b->max_queued = std::max(b->max_queued, ursa_write_queue_size(s));
+}
+
+// A peer that sends and does not read cannot make the stream hold more
+// than the high watermark plus what the kernel had already received into
+// ring buffers when the pause took effect (here 8 x 16 KiB); once it reads,
+// every byte arrives.
+TEST(Watermarks, PeerThatDoesNotReadIsBounded) {
+  ursa_loop_options o{};
+  o.buf_count = 8;
+  o.buf_size = 16384;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  Bounded b;
+  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
+  b.s.data = &b;
+  EXPECT_EQ(-EINVAL, ursa_stream_watermarks(&b.s, 1000, 1000));
+  const size_t high = 256 << 10, low = 64 << 10;
+  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, high, low));
+  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+  std::vector<char> msg = t::RandomBytes(16 << 20, 77);
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  size_t off = 0;
+  // Push for a while without reading anything back.
+  uint64_t until = ursa_loop_now(lp.get()) + 500;
+  while (ursa_loop_now(lp.get()) < until && off < msg.size()) {
+    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+    if (w > 0) off += (size_t)w;
+    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+  }
+  EXPECT_LE(b.max_queued, high + 8 * 16384 + 16384)
+      << "queue grew past the mark and the ring";
+  EXPECT_GE(b.max_queued, high) << "the mark was never reached";
+  EXPECT_LT(off, msg.size()) << "the peer was never held back";
+  // Now read everything: the rest flows and arrives whole.
+  std::vector<char> got;
+  char buf[65536];
+  while (got.size() < msg.size()) {
+    ssize_t w = off < msg.size()
+                    ? send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL)
+                    : 0;
+    if (w > 0) off += (size_t)w;
+    ssize_t r = recv(sv[1], buf, sizeof(buf), 0);
+    if (r > 0) got.insert(got.end(), buf, buf + r);
+    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+  }
+  EXPECT_TRUE(t::SameBytes(msg, got));
+  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
+              static_cast<Bounded *>(s->data)->closed = true;
+            }));
+  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
+  close(sv[1]);
+  lp.Finish();
+}
+
+}  // namespace

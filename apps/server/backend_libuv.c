@@ -86,7 +86,7 @@ static void on_written(uv_write_t *req, int status) {
     close_conn(c);
     return;
   }
-  if (!c->closing && uv_stream_get_write_queue_size(&c->h.stream) < HIGH_WATER / 2)
+  if (!c->closing && uv_stream_get_write_queue_size(&c->h.stream) < U.o->high_water / 2)
     uv_read_start(&c->h.stream, on_alloc, on_read);
 }
 
@@ -121,7 +121,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     close_conn(c);
     return;
   }
-  if (uv_stream_get_write_queue_size(s) >= HIGH_WATER) uv_read_stop(s);
+  if (uv_stream_get_write_queue_size(s) >= U.o->high_water) uv_read_stop(s);
 }
 
 static void on_greeted(uv_write_t *req, int status) {

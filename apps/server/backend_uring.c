@@ -66,12 +66,7 @@ static void on_written(ursa_write_req *w, int status) {
   conn *c = r->c;
   if (status == 0) S.st->bytes_out += w->done;
   free(r);
-  if (status < 0) {
-    close_conn(c);
-    return;
-  }
-  if (!c->closing && ursa_write_queue_size(&c->s) < HIGH_WATER / 2)
-    ursa_read_start(&c->s, on_read); /* -EALREADY while still reading */
+  if (status < 0) close_conn(c);
 }
 
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
@@ -96,9 +91,7 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   if (ursa_write(&r->req, s, r->buf, (size_t)n, 0, on_written) < 0) {
     free(r);
     close_conn(c);
-    return;
   }
-  if (ursa_write_queue_size(s) >= HIGH_WATER) ursa_read_stop(s);
 }
 
 /* Greeted and shut down: read and drop until the peer closes, since
@@ -148,6 +141,8 @@ static void on_connection(ursa_listener *l, int status) {
     ursa_stream_nodelay(&c->s, 1);
     S.st->syscalls++;
   }
+  /* The runtime pauses reading for a peer that does not take its echo. */
+  ursa_stream_watermarks(&c->s, S.o->high_water, S.o->high_water / 2);
   if (S.o->mode == MODE_GREET) {
     reply *r = calloc(1, sizeof(*r) + sizeof(greeting));
     if (!r) {

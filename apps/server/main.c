@@ -75,7 +75,10 @@ static void usage(FILE *f) {
       "  --uring-disable LIST  io_uring features to leave off, comma "
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
-      "  --write-batch N  uring: queued writes one send may carry (1-8)\n");
+      "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
+      "  --high-water B   bytes queued for a peer before reading pauses\n"
+      "                   (default 1 MiB; uring and libuv; epoll and select\n"
+      "                   hold one receive at most, blocking blocks)\n");
 }
 
 static int bad(const char *fmt, const char *a, const char *b) {
@@ -195,6 +198,7 @@ static double cpu_seconds(void) {
 int main(int argc, char **argv) {
   server_opts o = {0};
   o.backend = "uring";
+  o.high_water = HIGH_WATER;
   const char *listen_at = "127.0.0.1:7000", *json = NULL, *proto = "tcp";
   long cpu = -1, duration = 0, max_conns = 0;
   for (int i = 1; i < argc; i++) {
@@ -230,6 +234,10 @@ int main(int argc, char **argv) {
       if (parse_long(a, v, 1, 10000000, &max_conns) < 0) return 2;
     } else if (!strcmp(a, "--stats-json")) {
       json = v;
+    } else if (!strcmp(a, "--high-water")) {
+      long hw;
+      if (parse_long(a, v, 4096, 1L << 30, &hw) < 0) return 2;
+      o.high_water = (size_t)hw;
     } else if (!strcmp(a, "--write-batch")) {
       long wb;
       if (parse_long(a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;

@@ -12,7 +12,8 @@ enum { PROTO_TCP, PROTO_UDP, PROTO_UNIX, PROTO_SEQPACKET, PROTO_UNIXGRAM };
 enum { MODE_ECHO, MODE_GREET, MODE_SINK };
 
 #define GREETING "Thank you for connecting"
-/* Reading pauses while this many bytes wait to be sent to one peer. */
+/* Reading pauses while this many bytes wait to be sent to one peer
+ * (--high-water); it resumes at half. */
 #define HIGH_WATER (1u << 20)
 
 typedef struct server_opts {
@@ -25,6 +26,9 @@ typedef struct server_opts {
   int max_conns;       /* 0: no cap */
   uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
   unsigned write_batch;   /* uring: writes per send, 0: the default */
+  size_t high_water;      /* uring, libuv: bytes queued per peer before
+                             reading pauses (epoll, select: one receive's
+                             worth by design; blocking: none, it blocks) */
 } server_opts;
 
 typedef struct server_stats {

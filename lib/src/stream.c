@@ -20,6 +20,7 @@
 #define S_READ_TIMEDOUT 0x80
 #define S_SEQPACKET 0x100 /* message boundaries: receives ask for MSG_TRUNC */
 #define S_MSGSIZE 0x200   /* a message did not fit: reading ends with it */
+#define S_PAUSED 0x400    /* reading held back by the high watermark */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
@@ -224,7 +225,8 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
   s->read_cb = cb;
   s->last_read_ms = s->loop->now_ms;
   /* If a stop is still on its way the recv ends later and is re-armed. */
-  if (s->recv_op.state == URSA__IDLE) stream_submit(s, &s->recv_op);
+  if (s->recv_op.state == URSA__IDLE && !(s->flags & S_PAUSED))
+    stream_submit(s, &s->recv_op);
   if (s->read_timeout_ms && s->read_timer.op.state == URSA__IDLE)
     start_read_timer(s, s->read_timeout_ms);
   return 0;
@@ -324,7 +326,7 @@ ended:
   } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
     status = res;
   }
-  if (status == 0 && (s->flags & S_READING)) {
+  if (status == 0 && (s->flags & S_READING) && !(s->flags & S_PAUSED)) {
     /* The recv ended with reading still wanted (single-shot, ENOBUFS, a
      * stop undone by a start): arm it again.  Only one recv is ever in
      * flight per stream, so bytes stay in order. */
@@ -341,6 +343,34 @@ ended:
     s->read_cb(s, status, NULL);
   }
   maybe_finish_close(s);
+}
+
+/* ---- watermarks ---- */
+
+int ursa_stream_watermarks(ursa_stream *s, size_t high, size_t low) {
+  int r = check_stream(s, "ursa_stream_watermarks");
+  if (r) return r;
+  if (high && low >= high)
+    return ursa__invalid("ursa_stream_watermarks: low %zu is not below high "
+                         "%zu", low, high);
+  s->high_water = high;
+  s->low_water = low;
+  return 0;
+}
+
+/* Pauses the receive when too much waits to be sent, resumes it when the
+ * queue has drained; the application's wish to read (S_READING) stands. */
+static void check_watermarks(ursa_stream *s) {
+  if (!s->high_water || (s->flags & S_CLOSING)) return;
+  if (!(s->flags & S_PAUSED) && s->wq_bytes >= s->high_water &&
+      (s->flags & S_READING)) {
+    s->flags |= S_PAUSED;
+    ursa__op_cancel(s->loop, &s->recv_op);
+  } else if ((s->flags & S_PAUSED) && s->wq_bytes <= s->low_water) {
+    s->flags &= ~S_PAUSED;
+    if ((s->flags & S_READING) && s->recv_op.state == URSA__IDLE)
+      stream_submit(s, &s->recv_op);
+  }
 }
 
 /* ---- send ----
@@ -439,6 +469,7 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
     s->wq_head = w;
   s->wq_tail = w;
   start_send(s);
+  check_watermarks(s);
   return 0;
 }
 
@@ -560,6 +591,7 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
     w->op.flags &= (uint8_t)~URSA__F_BATCHED;
 
   start_send(s); /* what is left, before callbacks queue more behind it */
+  check_watermarks(s);
   for (ursa_write_req *w = done; w;) {
     ursa_write_req *next = w->wnext;
     finish_write(s, w, 0);
@@ -585,6 +617,7 @@ void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   finish_write(s, w, res);
   start_send(s);
+  check_watermarks(s);
   maybe_shutdown(s);
   maybe_finish_close(s);
 }

@@ -350,6 +350,8 @@ struct ursa_stream {
   ursa_write_req *wq_head;
   ursa_write_req *wq_tail;
   size_t wq_bytes;
+  size_t high_water; /* reading pauses at this many queued bytes (0: off) */
+  size_t low_water;  /* and resumes at this many */
   struct sockaddr_storage peer; /* connect address until submitted */
   socklen_t peer_len;
   int64_t ts_sec;
@@ -454,6 +456,17 @@ URSA_EXPORT int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf,
 
 /* Bytes queued and not yet sent on the stream. */
 URSA_EXPORT size_t ursa_write_queue_size(const ursa_stream *s);
+
+/* Bounds what a peer that does not read can make the stream hold: while
+ * reading, once high bytes wait to be sent, receiving pauses (the kernel's
+ * buffers then fill and TCP flow control stops the peer); when the queue
+ * drains to low, receiving resumes.  The read callback is not told.  Data
+ * the kernel had already put in ring buffers when the pause took effect is
+ * still delivered, so the queue can pass high by at most the ring's size
+ * (buf_count x buf_size).  high 0 turns it off (the default); low must be
+ * below high. */
+URSA_EXPORT int ursa_stream_watermarks(ursa_stream *s, size_t high,
+                                       size_t low);
 
 /* Shuts down the sending side once every queued write is out. */
 URSA_EXPORT int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb);
