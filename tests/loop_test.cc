@@ -1,15 +1,12 @@
 // loop_test.cc - loop creation and options, run modes, stop, the feature
 // probe, error names, and a ring under pressure.
 #include <errno.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/block_uring.h"
 #include "tests/testutil.h"
 
 namespace {
@@ -192,25 +189,11 @@ TEST(Loop, ErrorNamesAndMessages) {
   EXPECT_EQ((unsigned)URSA_VERSION_HEX, ursa_version());
 }
 
-// Installs a seccomp filter that fails io_uring_setup with EPERM, as a
-// container's default profile does.
-bool BlockIoUring() {
-  struct sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = {sizeof(filter) / sizeof(filter[0]), filter};
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
-  return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
-}
-
 TEST(Loop, BlockedIoUringGivesAClearError) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    if (!BlockIoUring()) _exit(10);
+    if (t_block_io_uring() != 0) _exit(10);
     ursa_loop *loop = nullptr;
     int r = ursa_loop_new(&loop, nullptr);
     if (r != -EPERM || loop) _exit(11);

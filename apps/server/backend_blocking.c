@@ -49,29 +49,23 @@ static int send_all(int fd, const char *p, size_t n) {
 static void *serve_conn(void *arg) {
   worker *w = arg;
   char *buf = malloc(BUF);
-  if (buf && B.o->mode != MODE_GREET) {
-    for (;;) {
-      ssize_t n = recv(w->fd, buf, BUF, 0);
-      COUNT(syscalls, 1);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      COUNT(bytes_in, (uint64_t)n);
-      COUNT(reads, 1);
-      if (B.o->mode == MODE_ECHO && send_all(w->fd, buf, (size_t)n) < 0) break;
-    }
-  } else if (buf) {
+  int greet = B.o->mode == MODE_GREET;
+  if (buf && greet) {
     /* Greet, shut our side, and read until the peer closes: closing with
      * its bytes unread would reset the connection under the greeting. */
     send_all(w->fd, GREETING, sizeof(GREETING) - 1);
     shutdown(w->fd, SHUT_WR);
     COUNT(syscalls, 1);
-    for (;;) {
-      ssize_t n = recv(w->fd, buf, BUF, 0);
-      COUNT(syscalls, 1);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      COUNT(bytes_in, (uint64_t)n);
-    }
+  }
+  while (buf) {
+    ssize_t n = recv(w->fd, buf, BUF, 0);
+    COUNT(syscalls, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    COUNT(bytes_in, (uint64_t)n);
+    if (greet) continue; /* drained, not counted as reads */
+    COUNT(reads, 1);
+    if (B.o->mode == MODE_ECHO && send_all(w->fd, buf, (size_t)n) < 0) break;
   }
   free(buf);
   pthread_mutex_lock(&B.mu);
