@@ -49,7 +49,7 @@ static inline void hist_merge(hist *into, const hist *from) {
 static inline uint64_t hist_quantile(const hist *h, double q) {
   if (!h->n) return 0;
   uint64_t rank = (uint64_t)(q * (double)h->n);
-  if (rank >= h->n) rank = h->n - 1;
+  if (rank >= h->n - 1) return h->max; /* the top is known exactly */
   uint64_t seen = 0;
   for (unsigned i = 0; i < HIST_BUCKETS; i++) {
     seen += h->counts[i];

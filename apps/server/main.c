@@ -173,6 +173,7 @@ static void write_json(const char *path, const server_opts *o,
           "{\"backend\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\","
           "\"listen\":\"%s\",\"connections\":%llu,\"refused\":%llu,"
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
+          "\"round_trips\":%llu,"
           "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
@@ -182,6 +183,7 @@ static void write_json(const char *path, const server_opts *o,
           (unsigned long long)s->connections, (unsigned long long)s->refused,
           (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
           (unsigned long long)s->reads,
+          (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
           (unsigned long long)s->enters, (unsigned long long)s->sqes, cpu_s,
           wall_s);
@@ -330,8 +332,9 @@ int main(int argc, char **argv) {
   double cpu_s = cpu_seconds() - cpu0;
   double wall_s = (double)(now_ms() - t0) / 1000.0;
   if (rc == 0) {
+    /* In echo mode each receive is echoed at once: one round trip. */
     printf("server: %s: %llu connections (%llu refused), %llu bytes in, "
-           "%llu bytes out, %llu reads, ",
+           "%llu bytes out, %llu round trips (receives), ",
            o.backend, (unsigned long long)st.connections,
            (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
            (unsigned long long)st.bytes_out, (unsigned long long)st.reads);
