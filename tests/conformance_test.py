@@ -260,10 +260,14 @@ def test_slow_reader(srv):
             except BlockingIOError:
                 time.sleep(0.01)
         grown = rss_kb(srv.p.pid) - base
-        check(pushed > 4 << 20, f"{srv.backend}: only {pushed} bytes pushed")
-        check(grown < 12 << 10, f"{srv.backend}: server grew {grown} KiB "
-                                f"for a peer that does not read ({pushed} "
-                                "bytes pushed)")
+        # Bounded, the server stops reading and TCP stops the peer after a
+        # few MiB; unbounded, it takes hundreds of MiB a second.  (RSS
+        # alone would not do: ASan's quarantine inflates it.)
+        check(1 << 20 < pushed < 64 << 20,
+              f"{srv.backend}: {pushed} bytes pushed in a second by a peer "
+              "that does not read")
+        check(grown < 64 << 10, f"{srv.backend}: server grew {grown} KiB "
+                                f"for a peer that does not read")
 
 
 def test_select_limit():
