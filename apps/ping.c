@@ -13,7 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apps/common/cli.h"
 #include "ursa/ursa.h"
+
+#define PROG "ursa-ping"
 
 #define MAX_COUNT 100000
 
@@ -200,20 +203,6 @@ static void usage(FILE *f) {
           MAX_COUNT);
 }
 
-static int number(const char *flag, const char *v, long lo, long hi,
-                  long *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi) {
-    fprintf(stderr, "ursa-ping: %s wants a whole number from %ld to %ld, not "
-                    "'%s'\n", flag, lo, hi, v);
-    return -1;
-  }
-  *out = x;
-  return 0;
-}
-
 int main(int argc, char **argv) {
   static pinger p;
   p.count = 4;
@@ -236,7 +225,7 @@ int main(int argc, char **argv) {
       }
       long lo = dst == &p.count ? 1 : dst == &p.interval_ms ? 10 : 0;
       long hi = dst == &p.count ? MAX_COUNT : dst == &p.size ? 65000 : 3600000;
-      if (number(a, argv[++i], lo, hi, dst) < 0) return 2;
+      if (cli_long(PROG, a, argv[++i], lo, hi, dst) < 0) return 2;
     } else if (a[0] == '-') {
       fprintf(stderr, "ursa-ping: unknown option '%s'\n", a);
       usage(stderr);

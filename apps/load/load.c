@@ -11,8 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apps/common/cli.h"
 #include "apps/load/hist.h"
 #include "ursa/ursa.h"
+
+#define PROG "ursa-load"
 
 typedef struct conn conn;
 
@@ -386,33 +389,6 @@ static void usage(FILE *f) {
       "  --json FILE         write the results as JSON\n");
 }
 
-static int dnum(const char *flag, const char *v, double lo, double hi,
-                double *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  if (errno || *end || end == v || !(x >= lo && x <= hi)) {
-    fprintf(stderr, "ursa-load: %s wants a number of seconds from %g to %g, "
-                    "not '%s'\n", flag, lo, hi, v);
-    return -1;
-  }
-  *out = x;
-  return 0;
-}
-
-static int num(const char *flag, const char *v, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi) {
-    fprintf(stderr, "ursa-load: %s wants a whole number from %ld to %ld, not "
-                    "'%s'\n", flag, lo, hi, v);
-    return -1;
-  }
-  *out = x;
-  return 0;
-}
-
 int main(int argc, char **argv) {
   const char *addr = NULL, *json = NULL, *proto = "tcp";
   long cpu = -1;
@@ -445,14 +421,14 @@ int main(int argc, char **argv) {
     }
     i++;
     int r = 0;
-    if (!strcmp(a, "--connections")) r = num(a, v, 1, 100000, &L.conns);
-    else if (!strcmp(a, "--size")) r = num(a, v, 1, 64 << 20, &L.size);
-    else if (!strcmp(a, "--inflight")) r = num(a, v, 1, 1024, &L.inflight);
-    else if (!strcmp(a, "--duration")) r = dnum(a, v, 0.01, 86400, &L.duration_s);
-    else if (!strcmp(a, "--count")) r = num(a, v, 1, 1000000000, &L.count);
-    else if (!strcmp(a, "--warmup")) r = dnum(a, v, 0, 3600, &L.warmup_s);
-    else if (!strcmp(a, "--server-pid")) r = num(a, v, 1, 1 << 30, &L.server_pid);
-    else if (!strcmp(a, "--cpu")) r = num(a, v, 0, CPU_SETSIZE - 1, &cpu);
+    if (!strcmp(a, "--connections")) r = cli_long(PROG, a, v, 1, 100000, &L.conns);
+    else if (!strcmp(a, "--size")) r = cli_long(PROG, a, v, 1, 64 << 20, &L.size);
+    else if (!strcmp(a, "--inflight")) r = cli_long(PROG, a, v, 1, 1024, &L.inflight);
+    else if (!strcmp(a, "--duration")) r = cli_seconds(PROG, a, v, 0.01, 86400, &L.duration_s);
+    else if (!strcmp(a, "--count")) r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
+    else if (!strcmp(a, "--warmup")) r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--server-pid")) r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
+    else if (!strcmp(a, "--cpu")) r = cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu);
     else if (!strcmp(a, "--json")) json = v;
     else if (!strcmp(a, "--proto")) proto = v;
     else {
@@ -489,15 +465,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (L.count) L.duration_s = 86400;
-  if (cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET((int)cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-      fprintf(stderr, "ursa-load: --cpu %ld: %s\n", cpu, strerror(errno));
-      return 2;
-    }
-  }
+  if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
   ursa_loop_options lo = {0};
   if (L.udp) lo.buf_size = (unsigned)L.size + 1024; /* header and address */
   int r = ursa_loop_new(&L.loop, &lo);

@@ -16,7 +16,10 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "apps/common/cli.h"
 #include "apps/server/server.h"
+
+#define PROG "ursa-echo-server"
 
 /* "auto" is not in the table: it means uring, or epoll where io_uring
  * cannot be set up (resolved in main). */
@@ -86,20 +89,6 @@ static int bad(const char *fmt, const char *a, const char *b) {
   fprintf(stderr, fmt, a, b);
   fprintf(stderr, "\n");
   return 2;
-}
-
-static int parse_long(const char *flag, const char *v, long lo, long hi,
-                      long *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi) {
-    fprintf(stderr, "ursa-echo-server: %s wants a whole number from %ld to "
-                    "%ld, not '%s'\n", flag, lo, hi, v);
-    return -1;
-  }
-  *out = x;
-  return 0;
 }
 
 static int parse_disable(const char *list, uint32_t *out) {
@@ -229,20 +218,20 @@ int main(int argc, char **argv) {
       else return bad("unknown --mode '%s' (want echo, greet or sink)%s", v,
                       "");
     } else if (!strcmp(a, "--cpu")) {
-      if (parse_long(a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
+      if (cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
     } else if (!strcmp(a, "--duration")) {
-      if (parse_long(a, v, 1, 86400 * 365, &duration) < 0) return 2;
+      if (cli_long(PROG, a, v, 1, 86400 * 365, &duration) < 0) return 2;
     } else if (!strcmp(a, "--max-conns")) {
-      if (parse_long(a, v, 1, 10000000, &max_conns) < 0) return 2;
+      if (cli_long(PROG, a, v, 1, 10000000, &max_conns) < 0) return 2;
     } else if (!strcmp(a, "--stats-json")) {
       json = v;
     } else if (!strcmp(a, "--high-water")) {
       long hw;
-      if (parse_long(a, v, 4096, 1L << 30, &hw) < 0) return 2;
+      if (cli_long(PROG, a, v, 4096, 1L << 30, &hw) < 0) return 2;
       o.high_water = (size_t)hw;
     } else if (!strcmp(a, "--write-batch")) {
       long wb;
-      if (parse_long(a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;
+      if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;
       o.write_batch = (unsigned)wb;
     } else if (!strcmp(a, "--uring-disable")) {
       if (parse_disable(v, &o.uring_disable) < 0) return 2;
@@ -290,16 +279,7 @@ int main(int argc, char **argv) {
     return bad("--proto %s needs %s address", proto,
                want_unix ? "a unix:" : "an IP");
   o.max_conns = (int)max_conns;
-  if (cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET((int)cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-      fprintf(stderr, "ursa-echo-server: --cpu %ld: %s\n", cpu,
-              strerror(errno));
-      return 2;
-    }
-  }
+  if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
   /* SIGINT and SIGTERM arrive on a descriptor every backend can watch. */
   sigset_t mask;
   sigemptyset(&mask);

@@ -415,25 +415,21 @@ static void start_send(ursa_stream *s) {
   if (!w || s->send_op.state != URSA__IDLE || (s->flags & S_CLOSING) ||
       s->write_error)
     return;
-  unsigned n = 0;
-  if (w->op.nsqe == 2) {
-    /* A write with a timeout goes alone, its clock started now. */
-    if (!(w->op.flags & URSA__F_STARTED)) {
-      w->op.flags |= URSA__F_STARTED;
-      w->deadline_ms += s->loop->now_ms;
-    }
+  ursa_write_req *head = w;
+  if (head->op.nsqe == 2 && !(head->op.flags & URSA__F_STARTED)) {
+    head->op.flags |= URSA__F_STARTED; /* its timeout clock starts now */
+    head->deadline_ms += s->loop->now_ms;
+  }
+  /* A write with a timeout goes alone; others go up to write_batch at a
+   * time, as far as the next write with a timeout. */
+  unsigned n = 0, max = head->op.nsqe == 2 ? 1 : s->loop->write_batch;
+  for (; w && n < max && (w == head || w->op.nsqe == 1); w = w->wnext) {
     s->iov[n].iov_base = (void *)(w->buf + w->done);
     s->iov[n++].iov_len = w->len - w->done;
     w->op.flags |= URSA__F_BATCHED;
-  } else {
-    for (; w && n < s->loop->write_batch && w->op.nsqe == 1; w = w->wnext) {
-      s->iov[n].iov_base = (void *)(w->buf + w->done);
-      s->iov[n++].iov_len = w->len - w->done;
-      w->op.flags |= URSA__F_BATCHED;
-    }
   }
   s->batch = n;
-  s->send_op.nsqe = s->wq_head->op.nsqe;
+  s->send_op.nsqe = head->op.nsqe;
   stream_submit(s, &s->send_op);
 }
 
@@ -583,10 +579,10 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
       } else {
         prev = w;
       }
-      w->op.flags &= (uint8_t)~URSA__F_BATCHED;
       w = next;
     }
   }
+  /* Failed writes lose the mark when they finish; the rest lose it here. */
   for (ursa_write_req *w = s->wq_head; w; w = w->wnext)
     w->op.flags &= (uint8_t)~URSA__F_BATCHED;
 

@@ -1,0 +1,18 @@
+/* cli.h - command-line pieces the programs in apps/ share, so that they
+ * read numbers and report bad ones the same way. */
+#ifndef URSA_APPS_CLI_H
+#define URSA_APPS_CLI_H
+
+/* Reads a whole number from lo to hi into *out; otherwise prints
+ * "PROG: FLAG wants a whole number from LO to HI, not 'V'" and returns -1. */
+int cli_long(const char *prog, const char *flag, const char *v, long lo,
+             long hi, long *out);
+
+/* The same for a number of seconds, fractions allowed. */
+int cli_seconds(const char *prog, const char *flag, const char *v, double lo,
+                double hi, double *out);
+
+/* Pins the whole process to one CPU; prints why not and returns -1. */
+int cli_pin(const char *prog, long cpu);
+
+#endif /* URSA_APPS_CLI_H */
