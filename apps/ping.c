@@ -57,7 +57,8 @@ static void finish(pinger *p);
 
 static void on_sent(ursa_send_req *req, int status) {
   (void)req;
-  if (status < 0) fprintf(stderr, "ursa-ping: send: %s\n", ursa_strerror(status));
+  if (status < 0)
+    fprintf(stderr, "ursa-ping: send: %s\n", ursa_strerror(status));
 }
 
 /* Sends request number p->sent: an 8-byte ICMP header, then the send time
@@ -216,8 +217,11 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
-    long *dst = !strcmp(a, "-c") ? &p.count : !strcmp(a, "-i") ? &p.interval_ms
-              : !strcmp(a, "-W") ? &p.wait_ms : !strcmp(a, "-s") ? &p.size : NULL;
+    long *dst = !strcmp(a, "-c")   ? &p.count
+                : !strcmp(a, "-i") ? &p.interval_ms
+                : !strcmp(a, "-W") ? &p.wait_ms
+                : !strcmp(a, "-s") ? &p.size
+                                   : NULL;
     if (dst) {
       if (i + 1 >= argc) {
         fprintf(stderr, "ursa-ping: %s needs a value\n", a);
@@ -244,7 +248,8 @@ int main(int argc, char **argv) {
   char text[300];
   snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:0" : "%s:0", host);
   if (ursa_addr_parse(text, &p.to) < 0) {
-    fprintf(stderr, "ursa-ping: bad host '%s': %s\n", host, ursa_error_detail());
+    fprintf(stderr, "ursa-ping: bad host '%s': %s\n", host,
+            ursa_error_detail());
     return 2;
   }
   p.v6 = p.to.ss.ss_family == AF_INET6;
@@ -294,8 +299,8 @@ int main(int argc, char **argv) {
   if (p.received && p.size >= 8) {
     double avg = p.sum / (double)p.received;
     double var = p.sum2 / (double)p.received - avg * avg;
-    printf("rtt min/avg/max/mdev = %.3f/%.3f/%.3f/%.3f ms\n", p.min, avg,
-           p.max, sqrt(var > 0 ? var : 0));
+    printf("rtt min/avg/max/mdev = %.3f/%.3f/%.3f/%.3f ms\n", p.min, avg, p.max,
+           sqrt(var > 0 ? var : 0));
   }
   ursa_loop_close(p.loop);
   if (r < 0) return 2;

@@ -40,9 +40,9 @@ struct conn {
   int connected;
   int closing;
   int closed;
-  uint64_t next_seq;   /* of the next message to send */
-  uint64_t recv_seq;   /* of the message being received */
-  size_t recv_off;     /* bytes of it received */
+  uint64_t next_seq; /* of the next message to send */
+  uint64_t recv_seq; /* of the message being received */
+  size_t recv_off;   /* bytes of it received */
   slot *slots;
 };
 
@@ -52,14 +52,14 @@ static struct {
   unsigned flags;
   long conns, size, inflight, count;
   double warmup_s, duration_s;
-  int bulk;            /* one way: write only, the server sinks */
-  int idle;            /* connect, hold, close: no traffic */
-  int udp;             /* datagrams: each message one, matched by number */
+  int bulk; /* one way: write only, the server sinks */
+  int idle; /* connect, hold, close: no traffic */
+  int udp;  /* datagrams: each message one, matched by number */
   long server_pid;
   double server_cpu0, server_cpu_s;
   uint64_t bytes_written;
   conn *cs;
-  int sending;         /* 0 once the run is over */
+  int sending; /* 0 once the run is over */
   int measuring;
   uint64_t t_start_ns, t_measure_ns, t_end_ns;
   uint64_t rts, rts_total, bytes;
@@ -146,7 +146,8 @@ static int all_idle(conn *c) {
 static void maybe_next(slot *sl) {
   if (sl->writing || sl->waiting) return;
   conn *c = sl->c;
-  if (L.sending && !c->closing && (!L.count || c->next_seq < (uint64_t)L.count)) {
+  if (L.sending && !c->closing &&
+      (!L.count || c->next_seq < (uint64_t)L.count)) {
     send_slot(sl);
   } else if (!L.sending && all_idle(c)) {
     close_conn(c);
@@ -237,9 +238,10 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
     if ((size_t)n < take) take = (size_t)n;
     if (memcmp(p, sl->buf + c->recv_off, take) != 0) {
       L.mismatches++;
-      fprintf(stderr, "ursa-load: connection %d message %llu: echoed bytes "
-                      "differ from those sent\n", c->id,
-              (unsigned long long)sl->seq);
+      fprintf(stderr,
+              "ursa-load: connection %d message %llu: echoed bytes "
+              "differ from those sent\n",
+              c->id, (unsigned long long)sl->seq);
       close_conn(c);
       return;
     }
@@ -267,8 +269,10 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   uint64_t seq;
   if (n != L.size || (flags & URSA_DGRAM_TRUNC)) {
     L.mismatches++;
-    fprintf(stderr, "ursa-load: socket %d: a %zd-byte reply to %ld-byte "
-                    "datagrams\n", c->id, n, L.size);
+    fprintf(stderr,
+            "ursa-load: socket %d: a %zd-byte reply to %ld-byte "
+            "datagrams\n",
+            c->id, n, L.size);
     return;
   }
   memcpy(&seq, buf, sizeof(seq));
@@ -279,8 +283,10 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   }
   if (memcmp(buf, sl->buf, (size_t)n) != 0) {
     L.mismatches++;
-    fprintf(stderr, "ursa-load: socket %d datagram %llu: echoed bytes differ "
-                    "from those sent\n", c->id, (unsigned long long)seq);
+    fprintf(stderr,
+            "ursa-load: socket %d datagram %llu: echoed bytes differ "
+            "from those sent\n",
+            c->id, (unsigned long long)seq);
     close_conn(c);
     return;
   }
@@ -294,8 +300,9 @@ static int open_udp(conn *c) {
   const char *any = L.to.ss.ss_family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0";
   int r = ursa_addr_parse(any, &local);
   c->d.data = c;
-  if (!r) r = ursa_dgram_bind(L.loop, &c->d, (struct sockaddr *)&local.ss,
-                              local.len, 0);
+  if (!r)
+    r = ursa_dgram_bind(L.loop, &c->d, (struct sockaddr *)&local.ss, local.len,
+                        0);
   if (r) return r;
   c->connected = 1;
   if ((r = ursa_dgram_connect(&c->d, (struct sockaddr *)&L.to.ss, L.to.len)) ||
@@ -353,8 +360,8 @@ static void on_tick(ursa_timer *t, int status) {
     if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
   int count_done = L.count && L.rts_total >= (uint64_t)(L.count * L.conns);
-  if (L.sending && (count_done ||
-                    el >= (uint64_t)((L.warmup_s + L.duration_s) * 1e9)))
+  if (L.sending &&
+      (count_done || el >= (uint64_t)((L.warmup_s + L.duration_s) * 1e9)))
     stop_sending();
   if (!L.sending && now > L.t_end_ns && now - L.t_end_ns > 2000000000ull) {
     /* Two seconds after the end, what has not come back is lost. */
@@ -369,7 +376,8 @@ static void on_tick(ursa_timer *t, int status) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
+  fprintf(
+      f,
       "usage: ursa-load ADDR [options]\n"
       "  ADDR                127.0.0.1:7000, [::1]:7000, unix:/path, ...\n"
       "  --proto P           tcp (default), udp, unix or seqpacket\n"
@@ -409,7 +417,8 @@ int main(int argc, char **argv) {
     }
     if (strncmp(a, "--", 2)) {
       if (addr) {
-        fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr, a);
+        fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr,
+                a);
         return 2;
       }
       addr = a;
@@ -421,16 +430,26 @@ int main(int argc, char **argv) {
     }
     i++;
     int r = 0;
-    if (!strcmp(a, "--connections")) r = cli_long(PROG, a, v, 1, 100000, &L.conns);
-    else if (!strcmp(a, "--size")) r = cli_long(PROG, a, v, 1, 64 << 20, &L.size);
-    else if (!strcmp(a, "--inflight")) r = cli_long(PROG, a, v, 1, 1024, &L.inflight);
-    else if (!strcmp(a, "--duration")) r = cli_seconds(PROG, a, v, 0.01, 86400, &L.duration_s);
-    else if (!strcmp(a, "--count")) r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
-    else if (!strcmp(a, "--warmup")) r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
-    else if (!strcmp(a, "--server-pid")) r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
-    else if (!strcmp(a, "--cpu")) r = cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu);
-    else if (!strcmp(a, "--json")) json = v;
-    else if (!strcmp(a, "--proto")) proto = v;
+    if (!strcmp(a, "--connections"))
+      r = cli_long(PROG, a, v, 1, 100000, &L.conns);
+    else if (!strcmp(a, "--size"))
+      r = cli_long(PROG, a, v, 1, 64 << 20, &L.size);
+    else if (!strcmp(a, "--inflight"))
+      r = cli_long(PROG, a, v, 1, 1024, &L.inflight);
+    else if (!strcmp(a, "--duration"))
+      r = cli_seconds(PROG, a, v, 0.01, 86400, &L.duration_s);
+    else if (!strcmp(a, "--count"))
+      r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
+    else if (!strcmp(a, "--warmup"))
+      r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--server-pid"))
+      r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
+    else if (!strcmp(a, "--cpu"))
+      r = cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu);
+    else if (!strcmp(a, "--json"))
+      json = v;
+    else if (!strcmp(a, "--proto"))
+      proto = v;
     else {
       fprintf(stderr, "ursa-load: unknown or incomplete option '%s'\n", a);
       usage(stderr);
@@ -449,13 +468,16 @@ int main(int argc, char **argv) {
   if (!strcmp(proto, "seqpacket")) L.flags = URSA_SEQPACKET;
   L.udp = !strcmp(proto, "udp");
   if (strcmp(proto, "tcp") && strcmp(proto, "unix") && !L.udp && !L.flags) {
-    fprintf(stderr, "ursa-load: unknown --proto '%s' (want tcp, udp, unix or "
-                    "seqpacket)\n", proto);
+    fprintf(stderr,
+            "ursa-load: unknown --proto '%s' (want tcp, udp, unix or "
+            "seqpacket)\n",
+            proto);
     return 2;
   }
   if (L.udp && (L.bulk || L.idle || L.size < 8 || L.size > 65507)) {
-    fprintf(stderr, "ursa-load: --proto udp takes echo runs of 8 to 65507 "
-                    "bytes per datagram\n");
+    fprintf(stderr,
+            "ursa-load: --proto udp takes echo runs of 8 to 65507 "
+            "bytes per datagram\n");
     return 2;
   }
   int ip = !strcmp(proto, "tcp") || L.udp;
@@ -522,26 +544,32 @@ int main(int argc, char **argv) {
   if (L.idle && L.open < L.conns) errors += (uint64_t)(L.conns - L.open);
   double rps = (double)L.rts / secs;
   double mbps = (double)L.bytes / secs / 1e6;
-  double p50 = hist_quantile(&L.h, 0.50) / 1e3, p90 = hist_quantile(&L.h, 0.90) / 1e3,
-         p99 = hist_quantile(&L.h, 0.99) / 1e3, p999 = hist_quantile(&L.h, 0.999) / 1e3,
-         mx = (double)L.h.max / 1e3;
-  printf("ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
-         "%ld-byte messages, %.2f s measured\n",
-         L.bulk ? "bulk" : L.idle ? "idle" : "echo", L.conns, L.open,
-         L.inflight, L.size, secs);
+  double p50 = hist_quantile(&L.h, 0.50) / 1e3,
+         p90 = hist_quantile(&L.h, 0.90) / 1e3,
+         p99 = hist_quantile(&L.h, 0.99) / 1e3,
+         p999 = hist_quantile(&L.h, 0.999) / 1e3, mx = (double)L.h.max / 1e3;
+  printf(
+      "ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
+      "%ld-byte messages, %.2f s measured\n",
+      L.bulk   ? "bulk"
+      : L.idle ? "idle"
+               : "echo",
+      L.conns, L.open, L.inflight, L.size, secs);
   printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
          (unsigned long long)L.rts, rps, mbps);
   printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
          p50, p90, p99, p999, mx);
-  printf("  errors: %llu (mismatched %llu, lost %llu, connect %llu, i/o %llu); "
-         "client CPU %.3f s\n", (unsigned long long)errors,
-         (unsigned long long)L.mismatches, (unsigned long long)L.lost,
-         (unsigned long long)L.conn_errors, (unsigned long long)L.io_errors,
-         cpu_s);
+  printf(
+      "  errors: %llu (mismatched %llu, lost %llu, connect %llu, i/o %llu); "
+      "client CPU %.3f s\n",
+      (unsigned long long)errors, (unsigned long long)L.mismatches,
+      (unsigned long long)L.lost, (unsigned long long)L.conn_errors,
+      (unsigned long long)L.io_errors, cpu_s);
   if (json) {
     FILE *f = fopen(json, "w");
     if (!f) {
-      fprintf(stderr, "ursa-load: cannot write %s: %s\n", json, strerror(errno));
+      fprintf(stderr, "ursa-load: cannot write %s: %s\n", json,
+              strerror(errno));
     } else {
       fprintf(f,
               "{\"conns\":%ld,\"inflight\":%ld,\"size\":%ld,\"seconds\":%.4f,"
@@ -552,14 +580,16 @@ int main(int argc, char **argv) {
               "\"io_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"round_trips_total\":%llu,\"server_cpu_s\":%.4f,"
               "\"connected\":%ld,\"mode\":\"%s\"}\n",
-              L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts,
-              rps, mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
+              L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts, rps,
+              mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
               (unsigned long long)L.mismatches, (unsigned long long)L.lost,
               (unsigned long long)L.conn_errors,
               (unsigned long long)L.io_errors, cpu_s,
               (unsigned long long)L.rts_total,
               L.server_pid ? L.server_cpu_s : -1.0, L.open,
-              L.bulk ? "bulk" : L.idle ? "idle" : "echo");
+              L.bulk   ? "bulk"
+              : L.idle ? "idle"
+                       : "echo");
       fclose(f);
     }
   }

@@ -3,6 +3,7 @@
  * each spent (CPU time, system calls) for the bench suite to compare. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,7 +14,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include "apps/common/cli.h"
@@ -24,10 +24,8 @@
 /* "auto" is not in the table: it means uring, or epoll where io_uring
  * cannot be set up (resolved in main). */
 static const backend backends[] = {
-    {"uring", serve_uring},
-    {"epoll", serve_epoll},
-    {"select", serve_select},
-    {"blocking", serve_blocking},
+    {"uring", serve_uring},   {"epoll", serve_epoll},
+    {"select", serve_select}, {"blocking", serve_blocking},
     {"libuv", serve_libuv},
 };
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
@@ -58,7 +56,8 @@ int should_stop(const server_opts *o, server_stats *st) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
+  fprintf(
+      f,
       "usage: ursa-echo-server [options]\n"
       "  --backend B      uring (default), epoll, select, blocking, libuv, or\n"
       "                   auto (uring, else epoll when io_uring is blocked)\n"
@@ -68,7 +67,8 @@ static void usage(FILE *f) {
       "picks one\n"
       "  --proto P        tcp (default), udp, unix; uring also seqpacket "
       "and unixgram\n"
-      "  --mode M         echo (default), greet (\"" GREETING "\", then "
+      "  --mode M         echo (default), greet (\"" GREETING
+      "\", then "
       "close)\n"
       "                   or sink (read and discard: the bulk-stream case)\n"
       "  --cpu N          pin the server to CPU N\n"
@@ -99,8 +99,10 @@ static int parse_disable(const char *list, uint32_t *out) {
     for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
       if (!strcmp(tok, ursa_feature_name(1u << i))) bit = 1u << i;
     if (!bit) {
-      fprintf(stderr, "ursa-echo-server: --uring-disable: unknown feature "
-                      "'%s'\n", tok);
+      fprintf(stderr,
+              "ursa-echo-server: --uring-disable: unknown feature "
+              "'%s'\n",
+              tok);
       return -1;
     }
     *out |= bit;
@@ -166,12 +168,12 @@ static void write_json(const char *path, const server_opts *o,
           "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
-          o->mode == MODE_GREET ? "greet" : o->mode == MODE_SINK ? "sink"
-                                                                 : "echo",
-          addr,
-          (unsigned long long)s->connections, (unsigned long long)s->refused,
-          (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-          (unsigned long long)s->reads,
+          o->mode == MODE_GREET  ? "greet"
+          : o->mode == MODE_SINK ? "sink"
+                                 : "echo",
+          addr, (unsigned long long)s->connections,
+          (unsigned long long)s->refused, (unsigned long long)s->bytes_in,
+          (unsigned long long)s->bytes_out, (unsigned long long)s->reads,
           (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
           (unsigned long long)s->enters, (unsigned long long)s->sqes, cpu_s,
@@ -212,11 +214,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--proto")) {
       proto = v;
     } else if (!strcmp(a, "--mode")) {
-      if (!strcmp(v, "echo")) o.mode = MODE_ECHO;
-      else if (!strcmp(v, "greet")) o.mode = MODE_GREET;
-      else if (!strcmp(v, "sink")) o.mode = MODE_SINK;
-      else return bad("unknown --mode '%s' (want echo, greet or sink)%s", v,
-                      "");
+      if (!strcmp(v, "echo"))
+        o.mode = MODE_ECHO;
+      else if (!strcmp(v, "greet"))
+        o.mode = MODE_GREET;
+      else if (!strcmp(v, "sink"))
+        o.mode = MODE_SINK;
+      else
+        return bad("unknown --mode '%s' (want echo, greet or sink)%s", v, "");
     } else if (!strcmp(a, "--cpu")) {
       if (cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
     } else if (!strcmp(a, "--duration")) {
@@ -252,8 +257,10 @@ int main(int argc, char **argv) {
     } else {
       char why[512];
       ursa_explain_setup_error(pr, why, sizeof(why));
-      fprintf(stderr, "ursa-echo-server: --backend auto: io_uring is not "
-                      "available (%s); using epoll\n", why);
+      fprintf(stderr,
+              "ursa-echo-server: --backend auto: io_uring is not "
+              "available (%s); using epoll\n",
+              why);
       o.backend = "epoll";
     }
   }
@@ -261,17 +268,21 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < NBACKENDS; i++)
     if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
   if (!be)
-    return bad("unknown --backend '%s' (want uring, epoll, select, blocking, "
-               "libuv or auto)%s", o.backend, "");
+    return bad(
+        "unknown --backend '%s' (want uring, epoll, select, blocking, "
+        "libuv or auto)%s",
+        o.backend, "");
   o.proto = -1;
   for (int i = 0; i < 5; i++)
     if (!strcmp(proto, proto_names[i])) o.proto = i;
   if (o.proto < 0)
-    return bad("unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
-               "unixgram)%s", proto, "");
+    return bad(
+        "unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
+        "unixgram)%s",
+        proto, "");
   if (o.proto >= PROTO_SEQPACKET && strcmp(o.backend, "uring"))
-    return bad("--proto %s is served by the uring backend only, not %s",
-               proto, o.backend);
+    return bad("--proto %s is served by the uring backend only, not %s", proto,
+               o.backend);
   if (ursa_addr_parse(listen_at, &o.listen) < 0)
     return bad("bad --listen: %s%s", ursa_error_detail(), "");
   int want_unix = o.proto >= PROTO_UNIX;
@@ -298,8 +309,7 @@ int main(int argc, char **argv) {
   if (strcmp(o.backend, "uring") && strcmp(o.backend, "libuv")) {
     char err[256];
     lfd = open_listener(&o, err, sizeof(err));
-    if (lfd < 0)
-      return bad("cannot listen on %s: %s", listen_at, err);
+    if (lfd < 0) return bad("cannot listen on %s: %s", listen_at, err);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(lfd, (struct sockaddr *)&ss, &sl);
@@ -313,25 +323,27 @@ int main(int argc, char **argv) {
   double wall_s = (double)(now_ms() - t0) / 1000.0;
   if (rc == 0) {
     /* In echo mode each receive is echoed at once: one round trip. */
-    printf("server: %s: %llu connections (%llu refused), %llu bytes in, "
-           "%llu bytes out, %llu round trips (receives), ",
-           o.backend, (unsigned long long)st.connections,
-           (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
-           (unsigned long long)st.bytes_out, (unsigned long long)st.reads);
+    printf(
+        "server: %s: %llu connections (%llu refused), %llu bytes in, "
+        "%llu bytes out, %llu round trips (receives), ",
+        o.backend, (unsigned long long)st.connections,
+        (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
+        (unsigned long long)st.bytes_out, (unsigned long long)st.reads);
     if (st.syscalls == UINT64_MAX)
       printf("syscalls not counted");
     else
       printf("%llu syscalls", (unsigned long long)st.syscalls);
     if (!strcmp(o.backend, "uring"))
-      printf(" (%llu io_uring_enter, %llu SQEs)",
-             (unsigned long long)st.enters, (unsigned long long)st.sqes);
+      printf(" (%llu io_uring_enter, %llu SQEs)", (unsigned long long)st.enters,
+             (unsigned long long)st.sqes);
     printf(", %.3f s CPU in %.3f s\n", cpu_s, wall_s);
     if (json) write_json(json, &o, &st, cpu_s, wall_s, listen_at);
   }
   if (lfd >= 0) {
     close(lfd);
     const struct sockaddr_un *un = (const struct sockaddr_un *)&o.listen.ss;
-    if (o.listen.ss.ss_family == AF_UNIX && un->sun_path[0]) unlink(un->sun_path);
+    if (o.listen.ss.ss_family == AF_UNIX && un->sun_path[0])
+      unlink(un->sun_path);
   }
   return rc;
 }
