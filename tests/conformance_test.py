@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -389,6 +390,7 @@ def main():
     test_uring_only(tmp)
     test_without_io_uring()
     test_load_notices_corruption()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"{checks - len(failures)} passed, {len(failures)} failed")
     sys.exit(1 if failures else 0)
 

@@ -88,9 +88,7 @@ void Closed(ursa_dgram *d) { *static_cast<bool *>(d->data) = true; }
 class Dgram : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/ursa-dgram-XXXXXX";
-    ASSERT_NE(nullptr, mkdtemp(tmpl));
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     opts_.disable = std::get<0>(GetParam()).disable;
     opts_.buf_size = 65536 + 1024;
     opts_.buf_count = 64;
@@ -102,8 +100,6 @@ class Dgram : public ::testing::TestWithParam<Param> {
   }
   void TearDown() override {
     if (lp_) lp_->Finish();
-    std::string cmd = "rm -rf " + dir_;
-    (void)!system(cmd.c_str());
   }
   Kind kind() const { return std::get<1>(GetParam()); }
   ursa_loop *loop() { return lp_->get(); }
@@ -137,9 +133,15 @@ class Dgram : public ::testing::TestWithParam<Param> {
         << ursa_error_detail();
     ASSERT_EQ(0, ursa_dgram_addr(d, &bound->ss, &bound->len));
   }
+  // A receiving server socket and a client socket, both bound.
+  void ReceivingPair(Sender *rx, Sender *tx, ursa_addr *ra, ursa_addr *ta) {
+    rx->d.data = rx;
+    tx->d.data = tx;
+    Bind(&rx->d, ServerAddr(), ra);
+    Bind(&tx->d, ClientAddr(), ta);
+    ASSERT_EQ(0, ursa_recv_start(&rx->d, Sender::OnRecv));
+  }
   void CloseAll(std::initializer_list<ursa_dgram *> ds) {
-    std::vector<bool> done(ds.size());
-    std::vector<bool *> flags;
     int i = 0;
     static bool flag[8];
     for (ursa_dgram *d : ds) {
@@ -155,6 +157,7 @@ class Dgram : public ::testing::TestWithParam<Param> {
       return true;
     }));
   }
+  t::TempDir tmp_{"ursa-dgram"};
   std::string dir_;
   ursa_loop_options opts_{};
   std::unique_ptr<t::Loop> lp_;
@@ -201,12 +204,8 @@ TEST_P(Dgram, TruncatedDatagramIsReportedNotPassedAsWhole) {
   opts_.buf_size = 1024;
   Make();
   Sender rx, tx;
-  rx.d.data = &rx;
-  tx.d.data = &tx;
   ursa_addr ra, ta;
-  Bind(&rx.d, ServerAddr(), &ra);
-  Bind(&tx.d, ClientAddr(), &ta);
-  ASSERT_EQ(0, ursa_recv_start(&rx.d, Sender::OnRecv));
+  ReceivingPair(&rx, &tx, &ra, &ta);
   std::vector<char> big = t::RandomBytes(3000, 8), small = t::RandomBytes(50, 9);
   ursa_send_req q1{}, q2{};
   q1.data = q2.data = &tx;
@@ -231,12 +230,8 @@ TEST_P(Dgram, EmptyBufferRingRecoversWithoutLoss) {
   opts_.buf_count = 2;
   Make();
   Sender rx, tx;
-  rx.d.data = &rx;
-  tx.d.data = &tx;
   ursa_addr ra, ta;
-  Bind(&rx.d, ServerAddr(), &ra);
-  Bind(&tx.d, ClientAddr(), &ta);
-  ASSERT_EQ(0, ursa_recv_start(&rx.d, Sender::OnRecv));
+  ReceivingPair(&rx, &tx, &ra, &ta);
   const int kCount = 100;
   std::vector<std::vector<char>> ps;
   std::vector<ursa_send_req> qs(kCount);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -45,6 +46,19 @@ uint16_t PortOf(const sockaddr_storage &ss) {
   if (ss.ss_family == AF_INET6)
     return ntohs(reinterpret_cast<const sockaddr_in6 &>(ss).sin6_port);
   return ntohs(reinterpret_cast<const sockaddr_in &>(ss).sin_port);
+}
+
+TempDir::TempDir(const char *prefix) {
+  std::string tmpl = std::string("/tmp/") + prefix + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  EXPECT_NE(nullptr, mkdtemp(buf.data())) << strerror(errno);
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::string cmd = "rm -rf '" + path_ + "'";
+  (void)!system(cmd.c_str());
 }
 
 uint64_t Checksum(const void *p, size_t n) {

@@ -31,6 +31,18 @@ std::string VariantName(const ::testing::TestParamInfo<Variant> &info);
 socklen_t LoopbackAddr(int family, sockaddr_storage *ss, uint16_t port = 0);
 uint16_t PortOf(const sockaddr_storage &ss);
 
+// A fresh directory under /tmp (short enough for sun_path), removed with
+// everything in it when the object goes.
+class TempDir {
+ public:
+  explicit TempDir(const char *prefix);
+  ~TempDir();
+  const std::string &path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // FNV-1a, for reporting what differed.
 uint64_t Checksum(const void *p, size_t n);
 std::vector<char> RandomBytes(size_t n, uint32_t seed);

@@ -19,17 +19,13 @@ namespace {
 class Unix : public ::testing::TestWithParam<t::Variant> {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/ursa-unix-XXXXXX";
-    ASSERT_NE(nullptr, mkdtemp(tmpl));
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     opts_.disable = GetParam().disable;
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }
   void TearDown() override {
     if (lp_) lp_->Finish();
-    std::string cmd = "rm -rf " + dir_;
-    (void)!system(cmd.c_str());
   }
   ursa_addr Addr(const std::string &name) {
     ursa_addr a;
@@ -60,6 +56,7 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
     srv.Close();
     ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
   }
+  t::TempDir tmp_{"ursa-unix"};
   std::string dir_;
   ursa_loop_options opts_{};
   std::unique_ptr<t::Loop> lp_;
