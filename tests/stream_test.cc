@@ -725,9 +725,13 @@ TEST(Watermarks, PeerThatDoesNotReadIsBounded) {
   std::vector<char> msg = t::RandomBytes(16 << 20, 77);
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
   size_t off = 0;
-  // Push for a while without reading anything back.
-  uint64_t until = ursa_loop_now(lp.get()) + 500;
+  // Push without reading anything back until the mark is reached, then
+  // 300 ms more to see the queue stop growing (10 s at most: sanitizers are
+  // slow).
+  uint64_t cap = ursa_loop_now(lp.get()) + 10000, until = cap;
   while (ursa_loop_now(lp.get()) < until && off < msg.size()) {
+    if (b.max_queued >= high && until == cap)
+      until = ursa_loop_now(lp.get()) + 300;
     ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
     if (w > 0) off += (size_t)w;
     ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
