@@ -682,11 +682,13 @@ struct Bounded {
   ursa_stream s{};
   size_t max_queued = 0;
   uint64_t echoed = 0;
+  ssize_t ended = 0; /* the read's final status */
   bool closed = false;
 };
 
 void EchoBounded(ursa_stream *s, ssize_t n, const void *buf) {
   auto *b = static_cast<Bounded *>(s->data);
+  if (n < 0) b->ended = n;
   if (n <= 0) return;
   struct W {
     ursa_write_req req{};
@@ -757,6 +759,107 @@ TEST(Watermarks, PeerThatDoesNotReadIsBounded) {
               static_cast<Bounded *>(s->data)->closed = true;
             }));
   ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
+  close(sv[1]);
+  lp.Finish();
+}
+
+// A peer that fills the high watermark and then neither sends nor reads
+// is the stall the read timeout is for: the read ends with -ETIMEDOUT
+// although no recv is in flight while reading is paused.
+TEST(Watermarks, ReadTimeoutEndsAPausedStall) {
+  ursa_loop_options o{};
+  o.buf_count = 8;
+  o.buf_size = 16384;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  Bounded b;
+  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
+  b.s.data = &b;
+  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, 64 << 10, 16 << 10));
+  ASSERT_EQ(0, ursa_read_timeout(&b.s, 200));
+  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+  std::vector<char> msg = t::RandomBytes(16 << 20, 78);
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  size_t off = 0;
+  // Push until the kernel's buffers are full too and reading stays paused
+  // (queue above the low mark, 100 ms of sends refused), 10 s at most.
+  uint64_t cap = ursa_loop_now(lp.get()) + 10000, last_sent = 0;
+  while (ursa_loop_now(lp.get()) < cap) {
+    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+    if (w > 0) {
+      off += (size_t)w;
+      last_sent = ursa_loop_now(lp.get());
+    } else if (b.max_queued >= (64u << 10) &&
+               ursa_write_queue_size(&b.s) > (16u << 10) &&
+               ursa_loop_now(lp.get()) - last_sent >= 100) {
+      break;
+    }
+    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+  }
+  ASSERT_GT(ursa_write_queue_size(&b.s), 16u << 10)
+      << "reading never stayed paused";
+  uint64_t t0 = ursa_loop_now(lp.get());
+  ASSERT_TRUE(lp.RunUntil([&] { return b.ended != 0; }, 5000))
+      << "a paused stall never timed out";
+  uint64_t waited = ursa_loop_now(lp.get()) - t0;
+  EXPECT_EQ(-ETIMEDOUT, b.ended) << ursa_err_name((int)b.ended);
+  EXPECT_GE(waited, 100u);
+  EXPECT_LT(waited, 3000u);
+  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
+              static_cast<Bounded *>(s->data)->closed = true;
+            }));
+  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
+  close(sv[1]);
+  lp.Finish();
+}
+
+// The same stall, but the peer drains its replies slowly: each send that
+// gets through is progress, so the read timeout does not fire.
+TEST(Watermarks, DrainingPeerIsNotTimedOut) {
+  ursa_loop_options o{};
+  o.buf_count = 8;
+  o.buf_size = 16384;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  Bounded b;
+  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
+  b.s.data = &b;
+  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, 64 << 10, 16 << 10));
+  ASSERT_EQ(0, ursa_read_timeout(&b.s, 300));
+  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+  std::vector<char> msg = t::RandomBytes(4 << 20, 79);
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  size_t off = 0;
+  std::vector<char> got;
+  static char buf[65536];
+  uint64_t end = ursa_loop_now(lp.get()) + 1500;
+  // Send freely, read 64 KiB every 50 ms: slower than the sender, but one
+  // send (at most a batch of 8 x 16 KiB) still completes well inside the
+  // 300 ms the timeout allows.
+  uint64_t next_read = 0;
+  while (ursa_loop_now(lp.get()) < end) {
+    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+    if (w > 0) off += (size_t)w;
+    if (ursa_loop_now(lp.get()) >= next_read) {
+      ssize_t r = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+      if (r > 0) got.insert(got.end(), buf, buf + r);
+      next_read = ursa_loop_now(lp.get()) + 50;
+    }
+    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    usleep(1000);
+  }
+  EXPECT_EQ(0, b.ended) << ursa_err_name((int)b.ended);
+  EXPECT_GE(b.max_queued, 64u << 10) << "reading was never paused";
+  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
+              static_cast<Bounded *>(s->data)->closed = true;
+            }));
+  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin()))
+      << "replies arrived out of order or changed";
   close(sv[1]);
   lp.Finish();
 }

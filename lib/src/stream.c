@@ -200,7 +200,12 @@ static void read_timer_cb(ursa_timer *t, int status) {
   if (status == 0 && (s->flags & S_READING) && !(s->flags & S_CLOSING) &&
       s->read_timeout_ms) {
     uint64_t idle = s->loop->now_ms - s->last_read_ms;
-    if (idle >= s->read_timeout_ms) {
+    if (idle >= s->read_timeout_ms && s->recv_op.state == URSA__IDLE) {
+      /* Paused by the high watermark and the peer took nothing either:
+       * no recv is there to end, so the read ends here. */
+      s->flags &= ~(S_READING | S_READ_TIMEDOUT);
+      s->read_cb(s, -ETIMEDOUT, NULL);
+    } else if (idle >= s->read_timeout_ms) {
       s->flags |= S_READ_TIMEDOUT;
       ursa__op_cancel(s->loop, &s->recv_op);
     } else {
@@ -542,6 +547,9 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   unsigned k = 0;
   if (res > 0) {
     loop->stats.bytes_out += (uint64_t)res;
+    /* While reading is paused on our queue, the peer taking bytes is the
+     * progress the read timeout watches. */
+    if (s->flags & S_PAUSED) s->last_read_ms = loop->now_ms;
     size_t left = (size_t)res;
     while (left && k < n) {
       ursa_write_req *w = s->wq_head;

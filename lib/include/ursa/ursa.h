@@ -439,8 +439,13 @@ URSA_EXPORT int ursa_read_start(ursa_stream *s, ursa_read_cb cb);
 URSA_EXPORT int ursa_read_stop(ursa_stream *s);
 
 /* While reading, ends the read with -ETIMEDOUT when no byte has arrived for
- * ms milliseconds (0 turns it off).  Checked on the loop's clock, so it may
- * fire up to one timer round late. */
+ * ms milliseconds (0 turns it off).  While reading is paused by the high
+ * watermark, a send that completes counts as activity too, so a peer that
+ * neither sends nor takes its replies times out as well (one send carries
+ * up to write_batch writes, so a peer must take that much per timeout).  Checked on
+ * the loop's clock, so it may fire up to one timer round late.  It bounds
+ * silence, not rate: a peer that sends a byte now and then stays; see
+ * docs/limits.md for a rate check built on ursa_timer. */
 URSA_EXPORT int ursa_read_timeout(ursa_stream *s, uint32_t ms);
 
 /* Queues len bytes of buf for sending.  Writes on one stream go out in the
