@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "apps/server/server.h"
@@ -33,11 +34,18 @@ static struct {
 
 #define COUNT(field, n) __atomic_fetch_add(&B.st->field, (n), __ATOMIC_RELAXED)
 
+static int timed_out(void) {
+  if (errno != EAGAIN && errno != EWOULDBLOCK) return 0;
+  COUNT(timed_out, 1); /* SO_RCVTIMEO/SO_SNDTIMEO: --idle-timeout */
+  return 1;
+}
+
 static int send_all(int fd, const char *p, size_t n) {
   while (n) {
     ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
     COUNT(syscalls, 1);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0) timed_out();
     if (w <= 0) return -1;
     COUNT(bytes_out, (uint64_t)w);
     p += w;
@@ -50,6 +58,16 @@ static void *serve_conn(void *arg) {
   worker *w = arg;
   char *buf = malloc(BUF);
   int greet = B.o->mode == MODE_GREET;
+  conn_clock clock;
+  clock_start(&clock, now_ms());
+  if (B.o->idle_ms) {
+    /* The kernel times each blocking call out: silence, either way. */
+    struct timeval tv = {(time_t)(B.o->idle_ms / 1000),
+                         (suseconds_t)(B.o->idle_ms % 1000) * 1000};
+    setsockopt(w->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(w->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    COUNT(syscalls, 2);
+  }
   if (buf && greet) {
     /* Greet, shut our side, and read until the peer closes: closing with
      * its bytes unread would reset the connection under the greeting. */
@@ -61,11 +79,21 @@ static void *serve_conn(void *arg) {
     ssize_t n = recv(w->fd, buf, BUF, 0);
     COUNT(syscalls, 1);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0) timed_out();
     if (n <= 0) break;
     COUNT(bytes_in, (uint64_t)n);
-    if (greet) continue; /* drained, not counted as reads */
-    COUNT(reads, 1);
-    if (B.o->mode == MODE_ECHO && send_all(w->fd, buf, (size_t)n) < 0) break;
+    if (!greet) {
+      COUNT(reads, 1);
+      if (B.o->mode == MODE_ECHO && send_all(w->fd, buf, (size_t)n) < 0) break;
+    } /* greeted: drained, not counted as reads */
+    if (B.o->min_rate) {
+      uint64_t now = now_ms();
+      clock_rx(&clock, now, (uint64_t)n);
+      if (clock_expired(B.o, &clock, now)) {
+        COUNT(timed_out, 1);
+        break;
+      }
+    }
   }
   free(buf);
   pthread_mutex_lock(&B.mu);

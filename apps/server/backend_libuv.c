@@ -18,6 +18,7 @@ typedef struct conn {
   uv_shutdown_t shut;
   struct conn *prev, *next;
   int closing;
+  conn_clock clock;
 } conn;
 
 typedef struct wreq {
@@ -45,6 +46,7 @@ static struct {
   } server;
   uv_poll_t stop;
   uv_timer_t deadline;
+  uv_timer_t sweep; /* --idle-timeout, --min-rate */
   conn *conns;
   long open;
   char rbuf[64 * 1024]; /* every read lands here; replies take a copy */
@@ -86,6 +88,7 @@ static void on_written(uv_write_t *req, int status) {
     close_conn(c);
     return;
   }
+  c->clock.last_ms = uv_now(&U.loop); /* the peer took some: not idle */
   if (!c->closing && uv_stream_get_write_queue_size(&c->h.stream) < U.o->high_water / 2)
     uv_read_start(&c->h.stream, on_alloc, on_read);
 }
@@ -116,6 +119,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   U.st->bytes_in += (uint64_t)n;
   U.st->reads++;
+  clock_rx(&c->clock, uv_now(&U.loop), (uint64_t)n);
   if (U.o->mode != MODE_ECHO) return; /* sink, or a greeted peer's bytes */
   if (write_copy(c, buf->base, (size_t)n, on_written) < 0) {
     close_conn(c);
@@ -160,6 +164,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   U.st->connections++;
+  clock_start(&c->clock, uv_now(&U.loop));
   if (U.o->proto == PROTO_TCP) uv_tcp_nodelay(&c->h.tcp, 1);
   if (U.o->mode == MODE_GREET) {
     if (write_copy(c, GREETING, sizeof(GREETING) - 1, on_greeted) < 0)
@@ -191,10 +196,21 @@ static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
   if (uv_udp_send(&r->req, h, &r->buf, 1, from, on_udp_sent) < 0) free(r);
 }
 
+static void on_sweep(uv_timer_t *t) {
+  (void)t;
+  uint64_t now = uv_now(&U.loop);
+  for (conn *c = U.conns; c; c = c->next)
+    if (!c->closing && clock_expired(U.o, &c->clock, now)) {
+      U.st->timed_out++;
+      close_conn(c);
+    }
+}
+
 static void stop_all(void) {
   if (!uv_is_closing((uv_handle_t *)&U.stop)) {
     uv_close((uv_handle_t *)&U.stop, NULL);
     uv_close((uv_handle_t *)&U.deadline, NULL);
+    uv_close((uv_handle_t *)&U.sweep, NULL);
     uv_close((uv_handle_t *)&U.server, NULL);
     for (conn *c = U.conns; c; c = c->next) close_conn(c);
   }
@@ -260,6 +276,9 @@ int serve_libuv(const server_opts *o, int listen_fd, server_stats *st) {
   uv_poll_start(&U.stop, UV_READABLE, on_stop_signal);
   uv_timer_init(&U.loop, &U.deadline);
   uv_timer_start(&U.deadline, on_deadline, 50, 50);
+  uv_timer_init(&U.loop, &U.sweep);
+  if (o->idle_ms)
+    uv_timer_start(&U.sweep, on_sweep, clock_sweep_ms(o), clock_sweep_ms(o));
   uv_run(&U.loop, UV_RUN_DEFAULT);
   if (o->proto == PROTO_UNIX) unlink(((const struct sockaddr_un *)sa)->sun_path);
   return uv_loop_close(&U.loop) == 0 ? 0 : 1;

@@ -22,6 +22,7 @@ typedef struct conn {
   char *pending; /* what the peer has not taken yet */
   size_t plen, poff;
   int discard; /* greeted: read and drop until the peer closes */
+  conn_clock clock;
 } conn;
 
 typedef struct loop {
@@ -32,6 +33,8 @@ typedef struct loop {
   conn **conns; /* by descriptor */
   int nconns_max;
   long open;
+  uint64_t accept_resume; /* EMFILE: listener unwatched until then (ms) */
+  int max_fd; /* highest descriptor with a connection, for the sweep */
   int warned;
   char buf[BUF];
 } loop;
@@ -55,6 +58,7 @@ static int flush(loop *l, int fd, conn *c) {
                      MSG_NOSIGNAL);
     l->st->syscalls++;
     if (n < 0) return errno == EAGAIN ? 0 : -1;
+    c->clock.last_ms = now_ms(); /* the peer took some: not idle */
     c->poff += (size_t)n;
     l->st->bytes_out += (uint64_t)n;
   }
@@ -77,6 +81,7 @@ static void on_readable(loop *l, int fd, conn *c) {
   }
   l->st->bytes_in += (uint64_t)n;
   l->st->reads++;
+  if (l->o->idle_ms) clock_rx(&c->clock, now_ms(), (uint64_t)n);
   if (c->discard) return;
   ssize_t w = send(fd, l->buf, (size_t)n, MSG_NOSIGNAL);
   l->st->syscalls++;
@@ -124,7 +129,16 @@ static void on_accept(loop *l, int lfd) {
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     l->st->syscalls++;
-    if (fd < 0) return; /* EAGAIN, or EMFILE: the backlog keeps it */
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        /* The backlog keeps the connection; level-triggered readiness
+         * would report it again at once, so stop watching for a while. */
+        l->ops->del(l->p, lfd);
+        l->st->syscalls++;
+        l->accept_resume = now_ms() + 20;
+      }
+      return;
+    }
     if (fd >= l->ops->fd_limit || fd >= l->nconns_max) {
       char why[160];
       snprintf(why, sizeof(why), "%s: refusing connections: descriptor %d "
@@ -159,7 +173,9 @@ static void on_accept(loop *l, int lfd) {
     }
     l->st->syscalls++;
     c->discard = greet || l->o->mode == MODE_SINK;
+    clock_start(&c->clock, now_ms());
     l->conns[fd] = c;
+    if (fd > l->max_fd) l->max_fd = fd;
     l->open++;
   }
 }
@@ -179,6 +195,18 @@ static void on_datagrams(loop *l, int fd) {
   ssize_t w = sendto(fd, out, len, MSG_NOSIGNAL, (struct sockaddr *)&from, fl);
   l->st->syscalls++;
   if (w > 0) l->st->bytes_out += (uint64_t)w;
+}
+
+/* Closes the connections --idle-timeout or --min-rate give up on. */
+static void sweep(loop *l, uint64_t now) {
+  for (int fd = 0; fd <= l->max_fd; fd++) {
+    conn *c = l->conns[fd];
+    if (c && clock_expired(l->o, &c->clock, now)) {
+      l->st->timed_out++;
+      drop(l, fd);
+    }
+  }
+  while (l->max_fd > 0 && !l->conns[l->max_fd]) l->max_fd--;
 }
 
 static int serve(const poller_ops *ops, const server_opts *o, int lfd,
@@ -205,12 +233,29 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
   }
   poll_ev evs[EVENTS];
   int stop = 0;
+  uint64_t next_sweep = now_ms() + clock_sweep_ms(o);
   while (!stop) {
     int timeout = 1000;
+    uint64_t now = now_ms();
     if (o->deadline_ms) {
-      uint64_t now = now_ms();
       if (now >= o->deadline_ms) break;
       if (o->deadline_ms - now < 1000) timeout = (int)(o->deadline_ms - now);
+    }
+    if (l.accept_resume) {
+      if (now >= l.accept_resume) {
+        l.accept_resume = 0;
+        ops->add(l.p, lfd, P_IN);
+        st->syscalls++;
+      } else if ((int)(l.accept_resume - now) < timeout) {
+        timeout = (int)(l.accept_resume - now);
+      }
+    }
+    if (o->idle_ms) {
+      if (now >= next_sweep) {
+        sweep(&l, now);
+        next_sweep = now + clock_sweep_ms(o);
+      }
+      if ((int)(next_sweep - now) < timeout) timeout = (int)(next_sweep - now);
     }
     int n = ops->wait(l.p, timeout, evs, EVENTS);
     st->syscalls++;

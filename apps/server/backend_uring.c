@@ -12,6 +12,7 @@ typedef struct conn {
   ursa_stream s;
   struct conn *prev, *next;
   int closing;
+  conn_clock clock; /* --min-rate; ursa_read_timeout does --idle-timeout */
 } conn;
 
 typedef struct reply {
@@ -32,6 +33,7 @@ static struct {
   ursa_listener listener;
   ursa_dgram dsock;
   ursa_timer tick;
+  uint64_t next_sweep;
   conn *conns;
   long open;
   int stopping;
@@ -72,11 +74,13 @@ static void on_written(ursa_write_req *w, int status) {
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   conn *c = s->data;
   if (n < 0) {
+    if (n == -ETIMEDOUT) S.st->timed_out++;
     if (n != URSA_EOF || ursa_shutdown(s, on_shutdown) < 0) close_conn(c);
     return;
   }
   S.st->bytes_in += (uint64_t)n;
   S.st->reads++;
+  if (S.o->min_rate) clock_rx(&c->clock, ursa_loop_now(S.loop), (uint64_t)n);
   if (S.o->mode == MODE_SINK) return;
   /* The read buffer is borrowed: the reply needs its own copy. */
   reply *r = malloc(sizeof(*r) + (size_t)n);
@@ -98,6 +102,7 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
  * closing with its bytes unread would reset the connection. */
 static void on_discard(ursa_stream *s, ssize_t n, const void *buf) {
   (void)buf;
+  if (n == -ETIMEDOUT) S.st->timed_out++;
   if (n < 0) close_conn(s->data);
   else S.st->bytes_in += (uint64_t)n;
 }
@@ -141,8 +146,11 @@ static void on_connection(ursa_listener *l, int status) {
     ursa_stream_nodelay(&c->s, 1);
     S.st->syscalls++;
   }
-  /* The runtime pauses reading for a peer that does not take its echo. */
+  /* The runtime pauses reading for a peer that does not take its echo,
+   * and times out one that goes silent. */
   ursa_stream_watermarks(&c->s, S.o->high_water, S.o->high_water / 2);
+  if (S.o->idle_ms) ursa_read_timeout(&c->s, (uint32_t)S.o->idle_ms);
+  clock_start(&c->clock, ursa_loop_now(S.loop));
   if (S.o->mode == MODE_GREET) {
     reply *r = calloc(1, sizeof(*r) + sizeof(greeting));
     if (!r) {
@@ -191,7 +199,17 @@ static void on_listener_closed(ursa_listener *l) { (void)l; }
 static void on_dgram_closed(ursa_dgram *d) { (void)d; }
 
 static void on_tick(ursa_timer *t, int status) {
-  if (status < 0 || S.stopping || !should_stop(S.o, S.st)) return;
+  if (status < 0 || S.stopping) return;
+  uint64_t now = ursa_loop_now(S.loop);
+  if (S.o->min_rate && now >= S.next_sweep) {
+    S.next_sweep = now + clock_sweep_ms(S.o);
+    for (conn *c = S.conns; c; c = c->next)
+      if (!c->closing && clock_slow(S.o, &c->clock, now)) {
+        S.st->timed_out++;
+        close_conn(c);
+      }
+  }
+  if (!should_stop(S.o, S.st)) return;
   S.stopping = 1;
   ursa_timer_stop(t);
   if (S.dgram) {

@@ -55,6 +55,25 @@ int should_stop(const server_opts *o, server_stats *st) {
   return poll(&p, 1, 0) > 0;
 }
 
+int clock_slow(const server_opts *o, conn_clock *k, uint64_t now) {
+  if (!o->min_rate || now - k->win_ms < o->idle_ms) return 0;
+  /* Bytes owed over the window that just ended, at min_rate per s. */
+  if (k->win_bytes * 1000 < o->min_rate * (now - k->win_ms)) return 1;
+  k->win_ms = now;
+  k->win_bytes = 0;
+  return 0;
+}
+
+int clock_expired(const server_opts *o, conn_clock *k, uint64_t now) {
+  if (o->idle_ms && now - k->last_ms >= o->idle_ms) return 1;
+  return clock_slow(o, k, now);
+}
+
+uint64_t clock_sweep_ms(const server_opts *o) {
+  uint64_t p = o->idle_ms / 4;
+  return p < 10 ? 10 : p > 250 ? 250 : p;
+}
+
 static void usage(FILE *f) {
   fprintf(
       f,
@@ -74,6 +93,14 @@ static void usage(FILE *f) {
       "  --cpu N          pin the server to CPU N\n"
       "  --duration S     stop after S seconds (default: at SIGINT/SIGTERM)\n"
       "  --max-conns N    close connections beyond N at once\n"
+      "  --idle-timeout S close a connection that sends nothing for S "
+      "seconds\n"
+      "                   (nor takes its replies while reading waits on "
+      "it)\n"
+      "  --min-rate B     with --idle-timeout: close a connection that sends "
+      "fewer\n"
+      "                   than B bytes/s over a window of that length "
+      "(slowloris)\n"
       "  --stats-json F   write the summary as JSON to F\n"
       "  --uring-disable LIST  io_uring features to leave off, comma "
       "separated\n"
@@ -163,6 +190,7 @@ static void write_json(const char *path, const server_opts *o,
   fprintf(f,
           "{\"backend\":\"%s\",\"proto\":\"%s\",\"mode\":\"%s\","
           "\"listen\":\"%s\",\"connections\":%llu,\"refused\":%llu,"
+          "\"timed_out\":%llu,"
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
           "\"round_trips\":%llu,"
           "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
@@ -172,7 +200,8 @@ static void write_json(const char *path, const server_opts *o,
           : o->mode == MODE_SINK ? "sink"
                                  : "echo",
           addr, (unsigned long long)s->connections,
-          (unsigned long long)s->refused, (unsigned long long)s->bytes_in,
+          (unsigned long long)s->refused, (unsigned long long)s->timed_out,
+          (unsigned long long)s->bytes_in,
           (unsigned long long)s->bytes_out, (unsigned long long)s->reads,
           (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
@@ -228,6 +257,14 @@ int main(int argc, char **argv) {
       if (cli_long(PROG, a, v, 1, 86400 * 365, &duration) < 0) return 2;
     } else if (!strcmp(a, "--max-conns")) {
       if (cli_long(PROG, a, v, 1, 10000000, &max_conns) < 0) return 2;
+    } else if (!strcmp(a, "--idle-timeout")) {
+      double sec;
+      if (cli_seconds(PROG, a, v, 0.01, 86400, &sec) < 0) return 2;
+      o.idle_ms = (uint64_t)(sec * 1000 + 0.5);
+    } else if (!strcmp(a, "--min-rate")) {
+      long rate;
+      if (cli_long(PROG, a, v, 1, 1L << 30, &rate) < 0) return 2;
+      o.min_rate = (uint64_t)rate;
     } else if (!strcmp(a, "--stats-json")) {
       json = v;
     } else if (!strcmp(a, "--high-water")) {
@@ -247,6 +284,8 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (o.min_rate && !o.idle_ms)
+    return bad("--min-rate needs --idle-timeout: its window%s%s", "", "");
   if (!strcmp(o.backend, "auto")) {
     /* A throwaway loop answers whether io_uring can be set up here. */
     ursa_loop *probe;
@@ -324,10 +363,11 @@ int main(int argc, char **argv) {
   if (rc == 0) {
     /* In echo mode each receive is echoed at once: one round trip. */
     printf(
-        "server: %s: %llu connections (%llu refused), %llu bytes in, "
-        "%llu bytes out, %llu round trips (receives), ",
+        "server: %s: %llu connections (%llu refused, %llu timed out), "
+        "%llu bytes in, %llu bytes out, %llu round trips (receives), ",
         o.backend, (unsigned long long)st.connections,
-        (unsigned long long)st.refused, (unsigned long long)st.bytes_in,
+        (unsigned long long)st.refused, (unsigned long long)st.timed_out,
+        (unsigned long long)st.bytes_in,
         (unsigned long long)st.bytes_out, (unsigned long long)st.reads);
     if (st.syscalls == UINT64_MAX)
       printf("syscalls not counted");

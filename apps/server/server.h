@@ -29,11 +29,43 @@ typedef struct server_opts {
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's
                              worth by design; blocking: none, it blocks) */
+  uint64_t idle_ms;       /* close a connection silent this long; 0: never */
+  uint64_t min_rate;      /* bytes/s a connection must send, judged over
+                             windows of idle_ms; 0: no rate check */
 } server_opts;
+
+/* What --idle-timeout and --min-rate watch on one connection.  "Silent"
+ * means no byte arrived and, while reading waits on the peer taking its
+ * replies, no byte left either. */
+typedef struct conn_clock {
+  uint64_t last_ms;   /* last progress */
+  uint64_t win_ms;    /* start of the current rate window */
+  uint64_t win_bytes; /* received in that window */
+} conn_clock;
+
+static inline void clock_start(conn_clock *k, uint64_t now) {
+  k->last_ms = k->win_ms = now;
+  k->win_bytes = 0;
+}
+
+static inline void clock_rx(conn_clock *k, uint64_t now, uint64_t n) {
+  k->last_ms = now;
+  k->win_bytes += n;
+}
+
+/* 0: the connection may stay; otherwise it is to be closed (idle or too
+ * slow).  Moves the rate window on when one has passed. */
+int clock_expired(const server_opts *o, conn_clock *k, uint64_t now);
+/* The rate half alone, for a backend whose runtime times silence itself. */
+int clock_slow(const server_opts *o, conn_clock *k, uint64_t now);
+
+/* How often a backend that sweeps its connections should look. */
+uint64_t clock_sweep_ms(const server_opts *o);
 
 typedef struct server_stats {
   uint64_t connections;
   uint64_t refused;     /* connections closed at once (limits) */
+  uint64_t timed_out;   /* closed by --idle-timeout or --min-rate */
   uint64_t bytes_in;
   uint64_t bytes_out;
   uint64_t reads;       /* receives that returned data: one echo each */
