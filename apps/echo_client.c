@@ -2,6 +2,7 @@
  * a message, and prints what comes back (until the server closes, or for a
  * datagram, one reply). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,23 +11,53 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "apps/common/cli.h"
 #include "ursa/ursa.h"
 
 static void usage(FILE *f) {
   fprintf(f,
       "usage: ursa-echo-client ADDR [--proto tcp|udp|unix] [--message TEXT]\n"
+      "                        [--connect-timeout S] [--timeout S]\n"
       "  ADDR  127.0.0.1:7000, [::1]:7000, localhost:7000, unix:/path, "
-      "unix:@name\n");
+      "unix:@name\n"
+      "  --connect-timeout S   give up on connecting after S seconds "
+      "(default 5)\n"
+      "  --timeout S           give up when no reply comes for S seconds "
+      "(default 5)\n");
 }
 
-/* Waits for fd to be readable for up to 5 s. */
-static int readable(int fd) {
-  struct pollfd p = {fd, POLLIN, 0};
-  return poll(&p, 1, 5000) > 0;
+/* Waits up to ms for fd to be ready for events. */
+static int ready(int fd, short events, int ms) {
+  struct pollfd p = {fd, events, 0};
+  return poll(&p, 1, ms) > 0;
+}
+
+/* connect(2) bounded by ms: non-blocking, then a poll for writability.
+ * Returns 0, or -1 with errno set (ETIMEDOUT when the time ran out). */
+static int connect_within(int fd, const ursa_addr *to, int ms) {
+  int fl = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  if (connect(fd, (const struct sockaddr *)&to->ss, to->len) < 0) {
+    if (errno != EINPROGRESS) return -1;
+    if (!ready(fd, POLLOUT, ms)) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    int err = 0;
+    socklen_t el = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err) {
+      errno = err;
+      return -1;
+    }
+  }
+  fcntl(fd, F_SETFL, fl);
+  return 0;
 }
 
 int main(int argc, char **argv) {
   const char *addr = NULL, *msg = "Hello, ursa", *proto = "tcp";
+  double connect_s = 5, reply_s = 5;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       usage(stdout);
@@ -35,6 +66,16 @@ int main(int argc, char **argv) {
       msg = argv[++i];
     } else if (!strcmp(argv[i], "--proto") && i + 1 < argc) {
       proto = argv[++i];
+    } else if (!strcmp(argv[i], "--connect-timeout") && i + 1 < argc) {
+      if (cli_seconds("ursa-echo-client", argv[i], argv[i + 1], 0.001, 3600,
+                      &connect_s) < 0)
+        return 2;
+      i++;
+    } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+      if (cli_seconds("ursa-echo-client", argv[i], argv[i + 1], 0.001, 3600,
+                      &reply_s) < 0)
+        return 2;
+      i++;
     } else if (argv[i][0] != '-' && !addr) {
       addr = argv[i];
     } else {
@@ -61,9 +102,11 @@ int main(int argc, char **argv) {
   }
   int fd = socket(to.ss.ss_family, (dgram ? SOCK_DGRAM : SOCK_STREAM) |
                   SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&to.ss, to.len) < 0) {
+  if (fd < 0 || connect_within(fd, &to, (int)(connect_s * 1000 + 0.5)) < 0) {
     fprintf(stderr, "ursa-echo-client: cannot connect to %s: %s\n", addr,
-            strerror(errno));
+            errno == ETIMEDOUT ? "no answer within --connect-timeout"
+                               : strerror(errno));
+    if (fd >= 0) close(fd);
     return 1;
   }
   size_t len = strlen(msg);
@@ -75,8 +118,9 @@ int main(int argc, char **argv) {
   char buf[65536];
   size_t total = 0;
   for (;;) {
-    if (!readable(fd)) {
-      fprintf(stderr, "ursa-echo-client: no reply within 5 s\n");
+    if (!ready(fd, POLLIN, (int)(reply_s * 1000 + 0.5))) {
+      fprintf(stderr, "ursa-echo-client: no reply within %g s\n", reply_s);
+      close(fd);
       return 1;
     }
     ssize_t n = recv(fd, buf, sizeof(buf), 0);

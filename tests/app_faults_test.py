@@ -5,7 +5,8 @@ closed (--idle-timeout, --min-rate) while a steady one keeps its echo byte
 for byte; a peer that never reads is timed out; --max-conns closes the
 surplus at once; descriptor exhaustion (a lowered RLIMIT_NOFILE) neither
 spins the CPU nor stops the listener, and serving resumes; bad values of the
-new flags are refused by name.  Every wait is bounded."""
+new flags are refused by name.  The clients give up on a connect that hangs
+(--connect-timeout).  Every wait is bounded."""
 import hashlib
 import os
 import random
@@ -15,7 +16,8 @@ import subprocess
 import threading
 import time
 
-from apptest import BACKENDS, SERVER, Server, check, cpu_seconds, finish, sockaddr
+from apptest import (BACKENDS, CLIENT, LOAD, SERVER, Server, check,
+                     cpu_seconds, finish, sockaddr)
 
 
 def closed_within(s, limit, poke=None):
@@ -253,6 +255,43 @@ def test_bad_flags(b):
               f"{b} {args}: exit {r.returncode}, stderr {r.stderr!r}")
 
 
+def test_connect_timeout():
+    """A listener whose backlog is full drops SYNs, so a connect hangs: the
+    clients give up after --connect-timeout, say so, and exit non-zero."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(0)
+        port = lst.getsockname()[1]
+        fill = []
+        for _ in range(4):  # more than the queue takes: the rest hang
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fill.append(s)
+        time.sleep(0.2)
+        addr = f"127.0.0.1:{port}"
+        for cmd, says in [
+            ([LOAD, addr, "--connect-timeout", "0.3", "--duration", "0.5",
+              "--warmup", "0"], "timed out"),
+            ([CLIENT, addr, "--connect-timeout", "0.3"],
+             "no answer within --connect-timeout"),
+        ]:
+            t0 = time.time()
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            took = time.time() - t0
+            check(r.returncode != 0 and says in r.stderr and took < 3,
+                  f"{os.path.basename(cmd[0])}: connect to a full backlog: "
+                  f"exit {r.returncode} after {took:.2f} s, {r.stderr!r}")
+        for s in fill:
+            s.close()
+    for cmd in [[LOAD, "127.0.0.1:1", "--connect-timeout", "x"],
+                [CLIENT, "127.0.0.1:1", "--connect-timeout", "0"],
+                [CLIENT, "127.0.0.1:1", "--timeout", "-2"]]:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and "wants" in r.stderr,
+              f"{cmd[1:]}: exit {r.returncode}, {r.stderr!r}")
+
+
 def main():
     random.seed(8)
     only = os.environ.get("BACKENDS")
@@ -263,6 +302,7 @@ def main():
         test_never_reads(b)
         test_max_conns(b)
         test_emfile(b)
+    test_connect_timeout()
     finish()
 
 

@@ -52,6 +52,7 @@ static struct {
   unsigned flags;
   long conns, size, inflight, count;
   double warmup_s, duration_s;
+  double connect_timeout_s; /* each connect's bound */
   int bulk; /* one way: write only, the server sinks */
   int idle; /* connect, hold, close: no traffic */
   int udp;  /* datagrams: each message one, matched by number */
@@ -392,6 +393,8 @@ static void usage(FILE *f) {
       "  --bulk              one way: only write (to a --mode sink server)\n"
       "  --idle              connect, hold for --duration, close: no "
       "traffic\n"
+      "  --connect-timeout S give up on a connect after S seconds "
+      "(default 5)\n"
       "  --server-pid PID    also measure that process's CPU time\n"
       "  --cpu N             pin to CPU N\n"
       "  --json FILE         write the results as JSON\n");
@@ -405,6 +408,7 @@ int main(int argc, char **argv) {
   L.inflight = 1;
   L.duration_s = 5;
   L.warmup_s = 1;
+  L.connect_timeout_s = 5;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -442,6 +446,8 @@ int main(int argc, char **argv) {
       r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
     else if (!strcmp(a, "--warmup"))
       r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
+    else if (!strcmp(a, "--connect-timeout"))
+      r = cli_seconds(PROG, a, v, 0.001, 3600, &L.connect_timeout_s);
     else if (!strcmp(a, "--server-pid"))
       r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
     else if (!strcmp(a, "--cpu"))
@@ -526,7 +532,9 @@ int main(int argc, char **argv) {
       r = open_udp(c);
     else
       r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
-                       L.flags, 5000, on_connect);
+                       L.flags,
+                       (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
+                       on_connect);
     if (r < 0) {
       fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(r));
       L.conn_errors++;
