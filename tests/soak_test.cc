@@ -2,7 +2,8 @@
 // server on one loop with a tiny buffer ring: whole echoes, resets in the
 // middle, closes without reading, reconnects.  Bounded in time (2 s, or
 // URSA_SOAK_SECONDS); at the end every completed echo matched byte for byte,
-// descriptors are back to where they started and the loop closes clean.
+// every receive buffer is back in the ring, descriptors are back to where
+// they started and the loop closes clean.
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -184,6 +185,7 @@ TEST(Soak, RandomResetsHalfClosesAndReconnectsLoseNothing) {
     EXPECT_EQ(0, errors);
     EXPECT_GT(whole, 10) << "too little work to mean anything";
     EXPECT_GT(st.enobufs, 0u) << "the tiny ring never ran dry";
+    EXPECT_EQ(0u, st.bufs_out) << "buffers missing from the ring";
     lp.Finish();
   }
   struct itimerval off = {};

@@ -148,6 +148,9 @@ void Loop::Finish(int ms) {
   // RunUntil's own guard timer is the one op left once everything ended.
   RunUntil([&] { return ursa_loop_alive(loop_) <= 1; }, ms);
   ASSERT_EQ(0, ursa_loop_alive(loop_)) << "operations still active";
+  ursa_stats st;
+  ursa_loop_stats(loop_, &st);
+  EXPECT_EQ(0u, st.bufs_out) << "receive buffers never went back to the ring";
   ASSERT_EQ(0, ursa_loop_close(loop_)) << "handles left open";
   loop_ = nullptr;
 }

@@ -146,6 +146,7 @@ static inline void ursa__buf_recycle(ursa_loop *loop, unsigned bid) {
   io_uring_buf_ring_add(loop->br, ursa__buf_addr(loop, bid), loop->buf_size,
                         (unsigned short)bid, loop->buf_mask, 0);
   io_uring_buf_ring_advance(loop->br, 1);
+  loop->stats.bufs_out--;
 }
 
 /* ---- stream.c / listener.c ---- */

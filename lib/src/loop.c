@@ -117,6 +117,7 @@ static unsigned reap(ursa_loop *loop) {
       got[i].ud = cqes[i]->user_data;
       got[i].res = cqes[i]->res;
       got[i].flags = cqes[i]->flags;
+      loop->stats.bufs_out += (cqes[i]->flags & IORING_CQE_F_BUFFER) != 0;
     }
     io_uring_cq_advance(&loop->ring, n);
     for (unsigned i = 0; i < n; i++)

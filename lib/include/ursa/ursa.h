@@ -172,6 +172,8 @@ typedef struct ursa_stats {
   uint64_t sq_full;      /* times an SQE was not at hand and had to wait */
   uint64_t bytes_in;     /* bytes received on streams */
   uint64_t bytes_out;    /* bytes sent on streams */
+  uint64_t bufs_out;     /* receive buffers the kernel filled that are not
+                            back in the ring yet: 0 outside callbacks */
 } ursa_stats;
 
 URSA_EXPORT void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out);
