@@ -138,6 +138,45 @@ TEST_P(Unix, SeqpacketKeepsMessageBoundaries) {
   ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
 }
 
+// Writes queued together on a seqpacket stream leave as one message each,
+// never joined into one sendmsg.
+TEST_P(Unix, QueuedSeqpacketWritesStayMessages) {
+  ursa_addr at = Addr("w.sock");
+  Msgs m;
+  ursa_listener l{};
+  l.data = &m;
+  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
+                           URSA_SEQPACKET, TakeOne));
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
+  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  std::vector<std::vector<char>> sent;
+  std::vector<ursa_write_req> ws(40);
+  int done = 0;
+  for (size_t i = 0; i < ws.size(); i++) {
+    sent.push_back(t::RandomBytes(100 + i, 700 + (uint32_t)i));
+    ws[i].data = &done;
+    ASSERT_EQ(0, ursa_write(&ws[i], &m.s, sent[i].data(), sent[i].size(), 0,
+                            [](ursa_write_req *w, int st) {
+                              EXPECT_EQ(0, st);
+                              ++*static_cast<int *>(w->data);
+                            }));
+  }
+  ASSERT_TRUE(RunUntil([&] { return done == (int)ws.size(); }));
+  char buf[4096];
+  for (size_t i = 0; i < sent.size(); i++) {
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    ASSERT_EQ((ssize_t)sent[i].size(), n) << "message " << i;
+    EXPECT_EQ(0, memcmp(buf, sent[i].data(), sent[i].size()));
+  }
+  close(fd);
+  bool lclosed = false;
+  l.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
+  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+}
+
 TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
   lp_->Finish();
   opts_.buf_size = 1024;

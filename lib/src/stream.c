@@ -426,8 +426,11 @@ static void start_send(ursa_stream *s) {
     head->deadline_ms += s->loop->now_ms;
   }
   /* A write with a timeout goes alone; others go up to write_batch at a
-   * time, as far as the next write with a timeout. */
-  unsigned n = 0, max = head->op.nsqe == 2 ? 1 : s->loop->write_batch;
+   * time, as far as the next write with a timeout.  On seqpacket every
+   * write is one message, so there writes never share a sendmsg. */
+  unsigned n = 0, max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
+                            ? 1
+                            : s->loop->write_batch;
   for (; w && n < max && (w == head || w->op.nsqe == 1); w = w->wnext) {
     s->iov[n].iov_base = (void *)(w->buf + w->done);
     s->iov[n++].iov_len = w->len - w->done;
