@@ -90,6 +90,7 @@ class Dgram : public ::testing::TestWithParam<Param> {
   void SetUp() override {
     dir_ = tmp_.path();
     opts_.disable = std::get<0>(GetParam()).disable;
+    opts_.direct_files = std::get<0>(GetParam()).direct_files;
     opts_.buf_size = 65536 + 1024;
     opts_.buf_count = 64;
     Make();

@@ -1,5 +1,6 @@
 // fault_test.cc - the runtime under resource exhaustion: out of descriptors
-// while accepting, and rings too small for the load.
+// (or direct-descriptor slots) while accepting, and rings too small for the
+// load.
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,63 @@ TEST(Fault, EmfileDuringAcceptBacksOffAndRecovers) {
   ASSERT_TRUE(WIFEXITED(st));
   if (WEXITSTATUS(st) == 10) GTEST_SKIP() << "valgrind does not lower the kernel's RLIMIT_NOFILE";
   EXPECT_EQ(0, WEXITSTATUS(st)) << "child failed at step " << WEXITSTATUS(st);
+}
+
+// A direct-descriptor table of 3 slots and 10 clients: while every slot is
+// taken the listener reports -ENFILE and backs off instead of spinning, no
+// connection is reset for want of a slot (the kernel would reset one that
+// met a full table), and every client is accepted once slots are freed.
+// None of it uses the process's descriptor table.
+TEST(Fault, DirectTableFullBacksOffAndRecovers) {
+  ursa_loop_options o{};
+  o.direct_files = 3;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa_features f;
+  ursa_loop_features(lp.get(), &f);
+  if (!(f.used & URSA_FEAT_DIRECT_FILES))
+    GTEST_SKIP() << "the kernel refused a direct-descriptor table";
+  EmfileServer srv;
+  srv.l.data = &srv;
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+  ASSERT_EQ(0, ursa_listen(lp.get(), &srv.l, (sockaddr *)&ss, len, 64, 0,
+                           OnEmfileConnection));
+  socklen_t al;
+  ASSERT_EQ(0, ursa_listener_addr(&srv.l, &ss, &al));
+  std::vector<int> fds;
+  for (int i = 0; i < 10; i++) {
+    int fd = t::BlockingConnect(ss, al);
+    ASSERT_GE(fd, 0) << ursa_strerror(fd);
+    fds.push_back(fd);
+  }
+  int open0 = CountOpenFds();
+  uint64_t t0 = ursa_loop_now(lp.get());
+  ASSERT_TRUE(lp.RunUntil([&] { return srv.accepted == 10; }, 10000))
+      << "accepted " << srv.accepted << " with " << srv.emfile << " ENFILE";
+  uint64_t ms = ursa_loop_now(lp.get()) - t0;
+  EXPECT_GT(srv.emfile, 0) << "the 3-slot table never filled";
+  EXPECT_LE((uint64_t)srv.emfile, ms / URSA_ACCEPT_BACKOFF_MS + 5)
+      << "ENFILE " << srv.emfile << " times in " << ms << " ms: spinning";
+  EXPECT_EQ(open0, CountOpenFds()) << "accepted streams took descriptors";
+  // Every client still has a live connection: none was reset.
+  for (int fd : fds) {
+    char c = 'x';
+    EXPECT_EQ(1, send(fd, &c, 1, MSG_NOSIGNAL));
+  }
+  for (int i = 0; i < srv.accepted; i++) {
+    EXPECT_EQ(-1, srv.streams[i].fd);
+    if (srv.open[i]) {
+      srv.open[i] = false;
+      ursa_stream_close(&srv.streams[i], CloseStreamCb);
+    }
+  }
+  static bool lclosed;
+  lclosed = false;
+  ursa_listener_close(&srv.l, [](ursa_listener *) { lclosed = true; });
+  ASSERT_TRUE(lp.RunUntil([&] { return lclosed && srv.closed == 10; }));
+  for (int fd : fds) close(fd);
+  lp.Finish();
 }
 
 // Rings far too small for the load: the SQ fills (ops wait their turn) and

@@ -21,6 +21,7 @@ class Stream : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     opts_.disable = std::get<0>(GetParam()).disable;
+    opts_.direct_files = std::get<0>(GetParam()).direct_files;
     Make();
   }
   void Make() {
@@ -161,11 +162,13 @@ void MarkListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true
 
 class Peer {
  public:
-  Peer(Stream *, ursa_loop *loop, int family, Accepted *a) : loop_(loop) {
+  Peer(Stream *, ursa_loop *loop, int family, Accepted *a, unsigned flags = 0)
+      : loop_(loop) {
     sockaddr_storage ss;
     socklen_t len = t::LoopbackAddr(family, &ss);
     l_.data = a;
-    EXPECT_EQ(0, ursa_listen(loop, &l_, (sockaddr *)&ss, len, 0, 0, AcceptOne));
+    EXPECT_EQ(0, ursa_listen(loop, &l_, (sockaddr *)&ss, len, 0, flags,
+                             AcceptOne));
     socklen_t al;
     EXPECT_EQ(0, ursa_listener_addr(&l_, &addr_, &al));
     fd_ = t::BlockingConnect(addr_, al);
@@ -187,6 +190,74 @@ class Peer {
   ursa_listener l_{};
   sockaddr_storage addr_{};
 };
+
+// With direct_files the accepted stream has no descriptor (fd -1, nothing
+// added to the process's table), TCP_NODELAY comes from the listener, and
+// receive, send, shutdown and close all work on the slot.
+TEST_P(Stream, AcceptedStreamUsesDirectDescriptorWhenAsked) {
+  bool direct = std::get<0>(GetParam()).direct_files > 0;
+  ursa_features f;
+  ursa_loop_features(loop(), &f);
+  if (direct && !(f.used & URSA_FEAT_DIRECT_FILES))
+    GTEST_SKIP() << "the kernel refused a direct-descriptor table";
+  EXPECT_EQ(direct, (f.used & URSA_FEAT_DIRECT_FILES) != 0);
+  Accepted a;
+  Peer p(this, loop(), family(), &a, URSA_LISTEN_NODELAY);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  int nodelay = 0;
+  socklen_t nl = sizeof(nodelay);
+  ASSERT_EQ(0, getsockopt(p.fd_, IPPROTO_TCP, TCP_NODELAY, &nodelay, &nl));
+  if (direct) {
+    EXPECT_EQ(-1, a.s.fd);
+    EXPECT_EQ(-EOPNOTSUPP, ursa_stream_nodelay(&a.s, 1));
+    EXPECT_NE(nullptr, strstr(ursa_error_detail(), "URSA_LISTEN_NODELAY"));
+  } else {
+    ASSERT_GE(a.s.fd, 0);
+    int on = 0;
+    nl = sizeof(on);
+    ASSERT_EQ(0, getsockopt(a.s.fd, IPPROTO_TCP, TCP_NODELAY, &on, &nl));
+    EXPECT_EQ(1, on) << "TCP_NODELAY not inherited from the listener";
+  }
+  // Bytes both ways, then our half-close and close reach the peer.
+  std::vector<char> msg = t::RandomBytes(300000, 41);
+  std::thread writer([&] { t::WriteAll(p.fd_, msg.data(), msg.size()); });
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_TRUE(RunUntil([&] { return a.got.size() >= msg.size(); }));
+  writer.join();
+  EXPECT_TRUE(t::SameBytes(msg, a.got));
+  ursa_write_req w{};
+  int wst = 1;
+  w.data = &wst;
+  ASSERT_EQ(0, ursa_write(&w, &a.s, msg.data(), msg.size(), 0,
+                          [](ursa_write_req *r, int st) {
+                            *static_cast<int *>(r->data) = st;
+                          }));
+  std::vector<char> back;
+  std::thread reader([&] {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = recv(p.fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      back.insert(back.end(), buf, buf + n);
+    }
+  });
+  ASSERT_EQ(0, ursa_shutdown(&a.s, [](ursa_stream *s, int st) {
+              static_cast<Accepted *>(s->data)->shutdown_status = st;
+            }));
+  ASSERT_TRUE(RunUntil([&] { return wst != 1 && a.shutdown_status != 1; }));
+  EXPECT_EQ(0, wst);
+  EXPECT_EQ(0, a.shutdown_status);
+  reader.join();  // ends at our FIN
+  EXPECT_TRUE(t::SameBytes(msg, back));
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+  // Closed for real: the peer's next write meets a reset, not a live socket.
+  char c = 'x';
+  send(p.fd_, &c, 1, MSG_NOSIGNAL);
+  usleep(20000);
+  EXPECT_LT(send(p.fd_, &c, 1, MSG_NOSIGNAL), 0);
+}
 
 TEST_P(Stream, PeerResetIsReported) {
   Accepted a;

@@ -19,6 +19,10 @@ const Variant kVariants[] = {
                         URSA_FEAT_REG_RING_FD},
     // The fallback paths: one accept and one recv per SQE.
     {"single_shot", URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV},
+    // Accepted streams in direct descriptors, multishot and single-shot.
+    {"direct", 0, 1024},
+    {"direct_single_shot",
+     URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV, 1024},
 };
 const size_t kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 

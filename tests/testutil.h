@@ -22,6 +22,7 @@ namespace t {
 struct Variant {
   const char *name;
   uint32_t disable;
+  unsigned direct_files; /* accepted streams on direct descriptors */
 };
 extern const Variant kVariants[];
 extern const size_t kNumVariants;

@@ -25,6 +25,7 @@ class Timer : public ::testing::TestWithParam<t::Variant> {
  protected:
   void SetUp() override {
     opts_.disable = GetParam().disable;
+    opts_.direct_files = GetParam().direct_files;
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }

@@ -21,6 +21,7 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
   void SetUp() override {
     dir_ = tmp_.path();
     opts_.disable = GetParam().disable;
+    opts_.direct_files = GetParam().direct_files;
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }

@@ -142,10 +142,6 @@ static void on_connection(ursa_listener *l, int status) {
   S.conns = c;
   S.open++;
   S.st->connections++;
-  if (S.o->proto == PROTO_TCP) {
-    ursa_stream_nodelay(&c->s, 1);
-    S.st->syscalls++;
-  }
   /* The runtime pauses reading for a peer that does not take its echo,
    * and times out one that goes silent. */
   ursa_stream_watermarks(&c->s, S.o->high_water, S.o->high_water / 2);
@@ -229,6 +225,9 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
   lo.write_batch = o->write_batch;
+  /* Accepted connections live in direct descriptors (off with
+   * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE. */
+  lo.direct_files = 65536;
   /* Room for the largest UDP datagram with its header. */
   if (S.dgram) lo.buf_size = 65536 + 1024;
   int r = ursa_loop_new(&S.loop, &lo);
@@ -247,8 +246,12 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
     if (!r) r = ursa_recv_start(&S.dsock, on_datagram);
     if (!r) r = ursa_dgram_addr(&S.dsock, &bound, &bl);
   } else {
+    /* TCP_NODELAY is set once, on the listener: accepted sockets inherit
+     * it (and a direct descriptor has no fd to set it on). */
     r = ursa_listen(S.loop, &S.listener, sa, o->listen.len, 0,
-                    o->proto == PROTO_SEQPACKET ? URSA_SEQPACKET : 0,
+                    o->proto == PROTO_SEQPACKET ? URSA_SEQPACKET
+                    : o->proto == PROTO_TCP     ? URSA_LISTEN_NODELAY
+                                                : 0,
                     on_connection);
     if (!r) r = ursa_listener_addr(&S.listener, &bound, &bl);
   }

@@ -72,6 +72,9 @@ struct ursa_loop {
   uint64_t now_ms;
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned write_batch;
+  unsigned direct_files; /* slots in the registered file table, or 0 */
+  unsigned direct_used;  /* slots held by direct streams or reserved by an
+                            accept in flight: never above direct_files */
 
   ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
@@ -188,7 +191,10 @@ void ursa__dsend_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__dclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 /* Prepares a stream for an open fd (accept, connect, open). */
+/* Empties a direct-descriptor slot at once (a connection nobody took). */
+void ursa__direct_release(ursa_loop *loop, int slot) URSA__HIDDEN;
+/* fd is a direct-descriptor slot when direct is set. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
-                       bool seqpacket) URSA__HIDDEN;
+                       bool seqpacket, bool direct) URSA__HIDDEN;
 
 #endif /* URSA_INTERNAL_H */

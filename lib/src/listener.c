@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,6 +12,17 @@
 #define L_CLOSE_SUBMITTED 0x04
 #define L_IN_CALLBACK 0x08
 #define L_SEQPACKET 0x10
+#define L_DIRECT 0x20 /* accepts go into direct descriptors */
+
+/* Direct accepts are single-shot, each holding a reserved slot: when the
+ * kernel finds the table full it has already taken the connection off the
+ * backlog and resets it, so ursa never lets an accept meet a full table. */
+static bool reserve_slot(ursa_listener *l) {
+  if (!(l->flags & L_DIRECT)) return true;
+  if (l->loop->direct_used >= l->loop->direct_files) return false;
+  l->loop->direct_used++;
+  return true;
+}
 
 #define LISTENER_OF(op, member) URSA__CONTAINER(op, ursa_listener, member)
 
@@ -35,7 +47,8 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
                          !loop ? "loop" : !l ? "listener" : "callback");
   int r = ursa__check_sockaddr(addr, addrlen, "ursa_listen");
   if (r) return r;
-  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY | URSA_SEQPACKET))
+  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY | URSA_SEQPACKET |
+                URSA_LISTEN_NODELAY))
     return ursa__invalid("ursa_listen: unknown flags 0x%x", flags);
   if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
     return ursa__invalid("ursa_listen: seqpacket needs a unix: address");
@@ -51,6 +64,8 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
     if (!r && addr->sa_family == AF_INET6)
       r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY,
                   (flags & URSA_LISTEN_V6ONLY) ? 1 : 0);
+    if (!r && (flags & URSA_LISTEN_NODELAY))
+      r = set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
     if (r) goto err;
   }
   if (bind(fd, addr, addrlen) < 0 ||
@@ -72,9 +87,14 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->close_op.nsqe = 1;
   l->nops = 1;
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
+  if (loop->used & URSA_FEAT_DIRECT_FILES) l->flags |= L_DIRECT;
   ursa__unix_remember(addr, addrlen, l->path, sizeof(l->path), &l->path_dev,
                       &l->path_ino);
-  ursa__op_submit(loop, &l->accept_op);
+  if (reserve_slot(l))
+    ursa__op_submit(loop, &l->accept_op);
+  else /* every slot is taken: look again after the back-off */
+    ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
+                     backoff_cb);
   return 0;
 err:
   close(fd);
@@ -100,7 +120,8 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
         "ursa_accept: no connection waiting (call it from the connection "
         "callback with status 0)");
   ursa__stream_init(l->loop, client, l->pending_fd,
-                    (l->flags & L_SEQPACKET) != 0);
+                    (l->flags & L_SEQPACKET) != 0,
+                    (l->flags & L_DIRECT) != 0);
   l->pending_fd = -1;
   return 0;
 }
@@ -108,13 +129,54 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
 void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  if (loop->used & URSA_FEAT_MULTISHOT_ACCEPT) {
+  bool multi = (loop->used & URSA_FEAT_MULTISHOT_ACCEPT) &&
+               !(l->flags & L_DIRECT);
+  if (l->flags & L_DIRECT) {
+    /* The kernel picks a free slot (one is reserved for this accept);
+     * close-on-exec means nothing there. */
+    io_uring_prep_accept_direct(sqe, l->fd, NULL, NULL, 0,
+                                IORING_FILE_INDEX_ALLOC - 1);
+  } else if (multi) {
     io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-    op->flags |= URSA__F_MULTISHOT;
   } else {
     io_uring_prep_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
   }
+  if (multi) op->flags |= URSA__F_MULTISHOT;
   io_uring_sqe_set_data(sqe, op);
+}
+
+/* Out of descriptors (or direct slots): tell the application, which may
+ * free some, then try again after a pause instead of spinning.  The
+ * accept op ends here; the back-off timer stands in for it. */
+static void back_off(ursa_loop *loop, ursa_listener *l, ursa_op *op,
+                     int err) {
+  l->cb(l, err);
+  ursa__op_done(loop, op);
+  if (!(l->flags & L_CLOSING)) {
+    ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
+                     backoff_cb);
+  } else {
+    l->nops--;
+    maybe_finish_close(l);
+  }
+}
+
+/* Arms the accept again from its completion, if a slot can be had. */
+static void rearm(ursa_loop *loop, ursa_listener *l, ursa_op *op) {
+  if (!reserve_slot(l)) {
+    back_off(loop, l, op, -ENFILE);
+    return;
+  }
+  loop->stats.rearms++;
+  ursa__op_resubmit(loop, op);
+}
+
+/* Closes a connection nobody took: a descriptor, or a direct slot. */
+static void drop_accepted(ursa_listener *l, int fd) {
+  if (l->flags & L_DIRECT)
+    ursa__direct_release(l->loop, fd);
+  else
+    close(fd);
 }
 
 /* Errors after which accepting again makes sense. */
@@ -143,24 +205,26 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_listener *l = LISTENER_OF(op, accept_op);
   bool more = flags & IORING_CQE_F_MORE;
   bool closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
+  /* A direct accept is single-shot: its reserved slot is now the new
+   * connection's, or free again. */
+  if ((l->flags & L_DIRECT) && res < 0) loop->direct_used--;
   if (res >= 0) {
     if (closing) {
-      close(res);
+      drop_accepted(l, res);
     } else {
       l->pending_fd = res;
       l->flags |= L_IN_CALLBACK;
       l->cb(l, 0);
       l->flags &= ~L_IN_CALLBACK;
       if (l->pending_fd >= 0) { /* not taken: refuse it */
-        close(l->pending_fd);
+        drop_accepted(l, l->pending_fd);
         l->pending_fd = -1;
       }
     }
     if (more) return;
     closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
     if (!closing) {
-      loop->stats.rearms++;
-      ursa__op_resubmit(loop, op);
+      rearm(loop, l, op);
       return;
     }
   } else if (!closing) {
@@ -169,28 +233,17 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
       ursa__op_resubmit(loop, op);
       return;
     }
-    if (res == -EMFILE || res == -ENFILE) {
-      /* Out of descriptors: the connection stays in the backlog.  Tell the
-       * application (it may free some), then try again after a pause
-       * instead of spinning on the same error. */
-      l->cb(l, res);
-      if (more) return;
-      ursa__op_done(loop, op);
-      if (!(l->flags & L_CLOSING)) {
-        ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
-                         backoff_cb);
-      } else {
-        l->nops--;
-        maybe_finish_close(l);
-      }
+    if ((res == -EMFILE || res == -ENFILE) && !more) {
+      /* The connection stays in the backlog (a direct accept never meets
+       * a full table, so this is the process's descriptor limit). */
+      back_off(loop, l, op, res);
       return;
     }
     l->cb(l, res);
     if (more) return;
     closing = l->flags & L_CLOSING;
     if (transient(res) && !closing) {
-      loop->stats.rearms++;
-      ursa__op_resubmit(loop, op);
+      rearm(loop, l, op);
       return;
     }
   }
@@ -206,6 +259,18 @@ static void backoff_cb(ursa_timer *t, int status) {
   if (l->flags & L_CLOSING) {
     l->nops--;
     maybe_finish_close(l);
+    return;
+  }
+  if (!reserve_slot(l)) {
+    /* Still no slot: say so (the application may close some) and wait. */
+    l->cb(l, -ENFILE);
+    if (l->flags & L_CLOSING) {
+      l->nops--;
+      maybe_finish_close(l);
+    } else {
+      ursa_timer_start(l->loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
+                       backoff_cb);
+    }
     return;
   }
   ursa__op_submit(l->loop, &l->accept_op);

@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define REAP_BATCH 64
 #define MAX_ENTRIES 32768u
+#define MAX_DIRECT (1u << 20) /* the kernel's limit on fixed files */
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   memset(o, 0, sizeof(*o));
@@ -43,6 +45,27 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   return 0;
 }
 
+/* A sparse table of direct descriptors for accepted streams.  The kernel
+ * caps its size at RLIMIT_NOFILE; one that refuses the table leaves accepts
+ * on ordinary descriptors (the feature report says so). */
+static void direct_init(ursa_loop *loop, unsigned want, uint32_t disable) {
+  if (!want || (disable & URSA_FEAT_DIRECT_FILES)) return;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+    want = (unsigned)rl.rlim_cur;
+  if (want > MAX_DIRECT) want = MAX_DIRECT;
+  if (want && io_uring_register_files_sparse(&loop->ring, want) == 0) {
+    loop->direct_files = want;
+    loop->used |= URSA_FEAT_DIRECT_FILES;
+  }
+}
+
+void ursa__direct_release(ursa_loop *loop, int slot) {
+  int gone = -1; /* an empty slot: the socket's last reference goes */
+  io_uring_register_files_update(&loop->ring, (unsigned)slot, &gone, 1);
+  loop->direct_used--;
+}
+
 int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (!out) return ursa__invalid("ursa_loop_new: NULL loop pointer");
   *out = NULL;
@@ -55,6 +78,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (r < 0) goto err_free;
   r = ursa__bufring_init(loop, o.buf_count, o.buf_size);
   if (r < 0) goto err_ring;
+  direct_init(loop, o.direct_files, o.disable);
   loop->now_ms = ursa__clock_ms();
   loop->write_batch = o.write_batch;
   loop->owner_pid = (int)getpid();

@@ -10,12 +10,12 @@ static const char *const feature_names[URSA_FEAT_COUNT] = {
     "submit_all",      "coop_taskrun",     "single_issuer", "defer_taskrun",
     "reg_ring_fd",     "buf_ring",         "multishot_accept",
     "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
-    "cqe_skip",
+    "cqe_skip",        "direct_files",
 };
 
 static const char *const feature_kernel[URSA_FEAT_COUNT] = {
     "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
-    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17",
+    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19",
 };
 
 const char *ursa_feature_name(uint32_t bit) {
@@ -89,7 +89,7 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
   for (unsigned i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
     if (!io_uring_opcode_supported(p, needed[i])) *missing = needed[i];
   if (io_uring_opcode_supported(p, IORING_OP_SOCKET))
-    f |= URSA_FEAT_MULTISHOT_ACCEPT;
+    f |= URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_DIRECT_FILES;
   if (io_uring_opcode_supported(p, IORING_OP_SEND_ZC))
     f |= URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_SEND_ZC;
   io_uring_free_probe(p);
@@ -116,7 +116,9 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
     io_uring_queue_exit(&loop->ring);
     return -EOPNOTSUPP;
   }
-  loop->used |= ops & ~o->disable & ~URSA_FEAT_SEND_ZC;
+  /* Direct descriptors are used once their table is registered. */
+  loop->used |= ops & ~o->disable & ~(URSA_FEAT_SEND_ZC |
+                                      URSA_FEAT_DIRECT_FILES);
 
   if (!(o->disable & URSA_FEAT_REG_RING_FD) &&
       io_uring_register_ring_fd(&loop->ring) == 1)
@@ -245,6 +247,8 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
   if (!(f->kernel & bit)) return "kernel lacks it";
   if (bit == URSA_FEAT_SEND_ZC || bit == URSA_FEAT_CQE_SKIP)
     return "not used by ursa yet";
+  if (bit == URSA_FEAT_DIRECT_FILES && f->used)
+    return "not asked for (direct_files 0)";
   return f->used ? "not used" : "no loop";
 }
 

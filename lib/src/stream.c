@@ -21,19 +21,21 @@
 #define S_SEQPACKET 0x100 /* message boundaries: receives ask for MSG_TRUNC */
 #define S_MSGSIZE 0x200   /* a message did not fit: reading ends with it */
 #define S_PAUSED 0x400    /* reading held back by the high watermark */
+#define S_DIRECT 0x800    /* the socket is direct descriptor s->slot */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
 static void read_timer_cb(ursa_timer *t, int status);
 
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
-                       bool seqpacket) {
+                       bool seqpacket, bool direct) {
   void *data = s->data;
   memset(s, 0, sizeof(*s));
   s->data = data;
-  s->fd = fd;
+  s->fd = direct ? -1 : fd;
+  s->slot = direct ? fd : -1;
   s->loop = loop;
-  s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0);
+  s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0) | (direct ? S_DIRECT : 0);
   s->recv_op.kind = URSA__OP_RECV;
   s->recv_op.nsqe = 1;
   s->connect_op.kind = URSA__OP_CONNECT;
@@ -42,6 +44,14 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->close_op.kind = URSA__OP_CLOSE_STREAM;
   s->close_op.nsqe = 1;
   s->send_op.kind = URSA__OP_SEND;
+}
+
+/* Points sqe at the stream's socket: its descriptor, or its direct slot. */
+static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {
+  if (s->flags & S_DIRECT) {
+    sqe->fd = s->slot;
+    sqe->flags |= IOSQE_FIXED_FILE;
+  }
 }
 
 /* Starts one of the stream's own ops, counting it against close. */
@@ -109,7 +119,7 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
   if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
     return ursa__invalid("ursa_stream_open: fd %d is not a stream socket", fd);
-  ursa__stream_init(loop, s, fd, type == SOCK_SEQPACKET);
+  ursa__stream_init(loop, s, fd, type == SOCK_SEQPACKET, false);
   return 0;
 }
 
@@ -117,6 +127,10 @@ int ursa_stream_nodelay(ursa_stream *s, int on) {
   int r = check_stream(s, "ursa_stream_nodelay");
   if (r) return r;
   on = !!on;
+  if (s->flags & S_DIRECT)
+    return ursa__refuse(-EOPNOTSUPP, "ursa_stream_nodelay: the stream is a "
+                        "direct descriptor; listen with URSA_LISTEN_NODELAY "
+                        "instead (accepted sockets inherit it)");
   if (setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) < 0) {
     if (errno == EOPNOTSUPP || errno == ENOPROTOOPT) return 0; /* Unix */
     return -errno;
@@ -142,7 +156,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   int fd = socket(addr->sa_family,
                   (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  ursa__stream_init(loop, s, fd, seq);
+  ursa__stream_init(loop, s, fd, seq, false);
   memcpy(&s->peer, addr, addrlen);
   s->peer_len = addrlen;
   s->connect_cb = cb;
@@ -269,6 +283,7 @@ void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
   } else {
     io_uring_prep_recv(sqe, s->fd, NULL, loop->buf_size, rflags);
   }
+  set_socket(s, sqe);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = loop->bgid;
   io_uring_sqe_set_data(sqe, op);
@@ -512,6 +527,7 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
     s->msg.msg_iovlen = s->batch;
     io_uring_prep_sendmsg(sqe, s->fd, &s->msg, MSG_NOSIGNAL);
   }
+  set_socket(s, sqe);
   io_uring_sqe_set_data(sqe, op);
   if (op->nsqe == 2) {
     ursa_write_req *w = s->wq_head;
@@ -655,6 +671,7 @@ void ursa__shutdown_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, shutdown_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+  set_socket(s, sqe);
   io_uring_sqe_set_data(sqe, op);
 }
 
@@ -696,7 +713,14 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
 }
 
 void ursa__sclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa__prep_close(loop, op, STREAM_OF(op, close_op)->fd);
+  ursa_stream *s = STREAM_OF(op, close_op);
+  if (s->flags & S_DIRECT) {
+    struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+    io_uring_prep_close_direct(sqe, (unsigned)s->slot);
+    io_uring_sqe_set_data(sqe, op);
+  } else {
+    ursa__prep_close(loop, op, s->fd);
+  }
 }
 
 void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
@@ -705,7 +729,9 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   (void)res; /* the descriptor is gone whatever close said */
   ursa__op_done(loop, op);
+  if (s->flags & S_DIRECT) loop->direct_used--; /* the slot is free again */
   s->fd = -1;
+  s->slot = -1;
   s->flags = 0;
   s->close_cb(s); /* the last touch: it may free s */
 }

@@ -99,8 +99,11 @@ enum ursa_feature {
   URSA_FEAT_FAST_POLL = 1u << 9,        /* internal poll for sockets [5.7] */
   URSA_FEAT_NODROP = 1u << 10,          /* CQ overflow keeps completions [5.5] */
   URSA_FEAT_CQE_SKIP = 1u << 11,        /* IOSQE_CQE_SKIP_SUCCESS [5.17] */
+  URSA_FEAT_DIRECT_FILES = 1u << 12,    /* accept into direct descriptors,
+                                           slots allocated by the kernel
+                                           [5.19]; only with direct_files */
 };
-#define URSA_FEAT_COUNT 12
+#define URSA_FEAT_COUNT 13
 
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
@@ -112,6 +115,21 @@ typedef struct ursa_loop_options {
                           runs and to exercise the fallback paths */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
+  unsigned direct_files;/* slots in a table of direct descriptors (io_uring's
+                          fixed files) that accepted streams go into: their
+                          operations skip the per-call descriptor lookup and
+                          they use no entry of the process's descriptor
+                          table.  Such a stream has fd -1, so nothing can be
+                          done to it outside ursa (set TCP_NODELAY on the
+                          listener with URSA_LISTEN_NODELAY: accepted sockets
+                          inherit it).  Accepts are then single-shot, each
+                          with a slot reserved: the kernel resets a
+                          connection that meets a full table, so ursa never
+                          lets one.  While every slot is taken the listener
+                          reports -ENFILE and backs off as for EMFILE; the
+                          connections wait in the backlog.  Capped at
+                          RLIMIT_NOFILE.  0 (the default): ordinary
+                          descriptors. */
 } ursa_loop_options;
 
 /* Creates a loop with its ring and receive buffers (all memory the loop
@@ -328,9 +346,11 @@ struct ursa_write_req {
 
 struct ursa_stream {
   void *data; /* public */
-  int fd;     /* read-only: the socket */
+  int fd;     /* read-only: the socket; -1 when it is a direct descriptor
+                 (accepted on a loop with direct_files) */
   /* private */
   uint32_t flags;
+  int32_t slot; /* the direct descriptor's slot */
   ursa_loop *loop;
   ursa_op send_op; /* one send in flight, carrying up to batch writes */
   unsigned batch;
@@ -365,6 +385,8 @@ struct ursa_stream {
 #define URSA_LISTEN_V6ONLY 2u    /* IPv6 only (default: dual-stack) */
 #define URSA_SEQPACKET 4u        /* AF_UNIX SOCK_SEQPACKET: every read is one
                                     whole message, every write one message */
+#define URSA_LISTEN_NODELAY 8u   /* TCP_NODELAY on the listener, which
+                                    accepted sockets inherit */
 
 struct ursa_listener {
   void *data; /* public */
@@ -375,7 +397,7 @@ struct ursa_listener {
   ursa_op accept_op;
   ursa_op close_op;
   ursa_timer backoff;
-  int pending_fd;
+  int pending_fd; /* or the direct slot, when accepts are direct */
   int nops;
   ursa_connection_cb cb;
   ursa_listener_close_cb close_cb;
@@ -390,8 +412,11 @@ struct ursa_listener {
  * <= 0 means SOMAXCONN.  A Unix path that holds a socket nobody listens on
  * (left by a crash) is replaced; one that holds a live socket gives
  * -EADDRINUSE, and one that holds anything else -EEXIST (never removed).
- * Closing the listener removes the socket file it made.  Returns 0, -EINVAL
- * (NULL, bad address, bad flags), or the error of socket/bind/listen. */
+ * Closing the listener removes the socket file it made.  flags:
+ * URSA_LISTEN_REUSEPORT, URSA_LISTEN_V6ONLY, URSA_LISTEN_NODELAY,
+ * URSA_SEQPACKET.  On a loop with direct_files, connections are accepted
+ * into direct descriptors.  Returns 0, -EINVAL (NULL, bad address, bad
+ * flags), or the error of socket/bind/listen. */
 URSA_EXPORT int ursa_listen(ursa_loop *loop, ursa_listener *l,
                             const struct sockaddr *addr, socklen_t addrlen,
                             int backlog, unsigned flags,
@@ -427,7 +452,8 @@ URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
                              unsigned flags, uint32_t timeout_ms,
                              ursa_connect_cb cb);
 
-/* Sets TCP_NODELAY (ignored on Unix sockets). */
+/* Sets TCP_NODELAY (ignored on Unix sockets).  -EOPNOTSUPP on a direct
+ * descriptor (see direct_files): use URSA_LISTEN_NODELAY there. */
 URSA_EXPORT int ursa_stream_nodelay(ursa_stream *s, int on);
 
 /* Starts receiving: multishot recv into the loop's buffer ring.  cb runs for
