@@ -99,7 +99,8 @@ def case_id(b, kind, proto, conns, size, inflight):
 # itself with everything on, interleaved run by run so that drift on a
 # shared machine falls on every variant alike.  (label, case, server flags)
 AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
-            "pipelined": ("pipelined", "tcp", 64, 64, 16)}
+            "pipelined": ("pipelined", "tcp", 64, 64, 16),
+            "4k": ("pingpong", "tcp", 64, 4096, 1)}
 AB_VARIANTS = [
     ("all on", "pingpong", []),
     ("no multishot recv", "pingpong", ["--uring-disable", "multishot_recv"]),
@@ -113,6 +114,8 @@ AB_VARIANTS = [
     ("all on", "pipelined", []),
     ("write batch 1 (one send per write)", "pipelined",
      ["--write-batch", "1"]),
+    ("all on", "4k", []),
+    ("echo from a copy (no ursa_buf_keep)", "4k", ["--echo-copy"]),
 ]
 # Switches the issue names that ursa does not have yet; the report lists
 # them so that their absence is visible, not silent.
@@ -517,7 +520,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None):
               "The uring server with one feature switched off "
               "(`--uring-disable`, `--write-batch`), against itself with "
               "everything on; the variants' runs are interleaved.  TCP, 64 "
-              "connections, 64 B; pipelined is 16 in flight.  Ratios are to "
+              "connections, 64 B (4k: 4 KiB); pipelined is 16 in flight.  "
+              "Ratios are to "
               "\"all on\" of the same case: above 1 means the feature "
               "helps by that factor.", "",
               "| case | variant | flags | round trips/s | all-on gain "

@@ -463,6 +463,112 @@ TEST_P(Stream, ReadTimeoutFiresOnSilentPeer) {
   ASSERT_TRUE(RunUntil([&] { return a.closed; }));
 }
 
+// Echo without a copy: each read's buffer is kept and written back as it
+// is, then released when the write is done.  Beyond buf_keep_max keeping
+// fails with -ENOBUFS and the bytes are copied instead; every byte comes
+// back in order either way and every buffer returns to the ring.
+struct Keeper {
+  ursa_stream *s = nullptr;
+  int kept = 0, copied = 0, refused = 0;
+  int outstanding = 0;
+  size_t echoed = 0;
+  bool closed = false;
+};
+struct KeptWrite {
+  ursa_write_req req{};
+  Keeper *k;
+  const void *kept;  // ring buffer to release, or null for a copy
+  std::vector<char> copy;
+};
+
+void EchoKept(ursa_stream *s, ssize_t n, const void *buf) {
+  auto *k = static_cast<Keeper *>(s->data);
+  if (n <= 0) return;
+  auto *w = new KeptWrite;
+  w->k = k;
+  w->req.data = w;
+  int r = ursa_buf_keep(s->loop, buf);
+  EXPECT_EQ(-EALREADY, r == 0 ? ursa_buf_keep(s->loop, buf) : -EALREADY);
+  const void *out = buf;
+  if (r == 0) {
+    w->kept = buf;
+    k->kept++;
+  } else {
+    EXPECT_EQ(-ENOBUFS, r) << ursa_err_name(r);
+    k->refused++;
+    w->kept = nullptr;
+    w->copy.assign((const char *)buf, (const char *)buf + n);
+    out = w->copy.data();
+    k->copied++;
+  }
+  k->outstanding++;
+  k->echoed += (size_t)n;
+  ASSERT_EQ(0, ursa_write(&w->req, s, out, (size_t)n, 0,
+                          [](ursa_write_req *req, int st) {
+                            auto *kw = static_cast<KeptWrite *>(req->data);
+                            EXPECT_EQ(0, st);
+                            if (kw->kept) {
+                              EXPECT_EQ(0, ursa_buf_release(kw->k->s->loop,
+                                                            kw->kept));
+                            }
+                            kw->k->outstanding--;
+                            delete kw;
+                          }));
+}
+
+TEST_P(Stream, KeptBuffersEchoWithoutACopy) {
+  loop_->Finish();
+  opts_.buf_count = 16;
+  opts_.buf_size = 4096;
+  opts_.buf_keep_max = 4;
+  Make();
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  // Outside a callback, and for memory that is not a ring buffer.
+  char stack[8];
+  EXPECT_EQ(-EINVAL, ursa_buf_keep(loop(), stack));
+  EXPECT_EQ(-EINVAL, ursa_buf_release(loop(), stack));
+  Keeper k;
+  k.s = &a.s;
+  a.s.data = &k;
+  ASSERT_EQ(0, ursa_read_start(&a.s, EchoKept));
+  std::vector<char> msg = t::RandomBytes(2 << 20, 51);
+  std::vector<char> back;
+  std::thread peer([&] {
+    std::thread w([&] { t::WriteAll(p.fd_, msg.data(), msg.size()); });
+    char buf[65536];
+    while (back.size() < msg.size()) {
+      ssize_t n = recv(p.fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      back.insert(back.end(), buf, buf + n);
+    }
+    w.join();
+  });
+  // Until every byte was echoed and every write is done (the peer's side
+  // is checked after it joins).
+  bool ok = RunUntil([&] {
+    return k.echoed >= msg.size() && k.outstanding == 0;
+  });
+  if (!ok) shutdown(p.fd_, SHUT_RDWR);  // unblock the peer thread
+  peer.join();
+  ASSERT_TRUE(ok) << "kept " << k.kept << " copied " << k.copied
+                  << " outstanding " << k.outstanding << " back "
+                  << back.size();
+  EXPECT_TRUE(t::SameBytes(msg, back));
+  EXPECT_GT(k.kept, 0);
+  ursa_stats st;
+  ursa_loop_stats(loop(), &st);
+  EXPECT_EQ(0u, st.bufs_out) << "a kept buffer never went back";
+  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_stream *s) {
+              static_cast<Keeper *>(s->data)->closed = true;
+            }));
+  ASSERT_TRUE(RunUntil([&] { return k.closed; }));
+  printf("kept %d, copied %d (keep limit reached %d times)\n", k.kept,
+         k.copied, k.refused);
+}
+
 TEST_P(Stream, ReadStopAndStartLoseNothing) {
   Accepted a;
   Peer p(this, loop(), family(), &a);

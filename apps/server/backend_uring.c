@@ -15,10 +15,13 @@ typedef struct conn {
   conn_clock clock; /* --min-rate; ursa_read_timeout does --idle-timeout */
 } conn;
 
+#define KEEP_MIN 1024 /* bytes: smaller echoes are copied */
+
 typedef struct reply {
   ursa_write_req req;
   conn *c;
-  char buf[];
+  const void *kept; /* the ring buffer written from, released when done */
+  char buf[];       /* or a copy */
 } reply;
 
 typedef struct dreply {
@@ -67,6 +70,7 @@ static void on_written(ursa_write_req *w, int status) {
   reply *r = w->data;
   conn *c = r->c;
   if (status == 0) S.st->bytes_out += w->done;
+  if (r->kept) ursa_buf_release(S.loop, r->kept);
   free(r);
   if (status < 0) close_conn(c);
 }
@@ -82,17 +86,25 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   S.st->reads++;
   if (S.o->min_rate) clock_rx(&c->clock, ursa_loop_now(S.loop), (uint64_t)n);
   if (S.o->mode == MODE_SINK) return;
-  /* The read buffer is borrowed: the reply needs its own copy. */
-  reply *r = malloc(sizeof(*r) + (size_t)n);
+  /* A large echo goes out of the ring buffer itself when it can be kept
+   * (up to the loop's keep limit); a small one is cheaper to copy than to
+   * hold a whole ring buffer for. */
+  int keep = !S.o->echo_copy && n >= KEEP_MIN &&
+             ursa_buf_keep(S.loop, buf) == 0;
+  reply *r = malloc(sizeof(*r) + (keep ? 0 : (size_t)n));
   if (!r) {
+    if (keep) ursa_buf_release(S.loop, buf);
     close_conn(c);
     return;
   }
-  memcpy(r->buf, buf, (size_t)n);
+  r->kept = keep ? buf : NULL;
+  if (!keep) memcpy(r->buf, buf, (size_t)n);
   r->c = c;
   r->req = (ursa_write_req){0};
   r->req.data = r;
-  if (ursa_write(&r->req, s, r->buf, (size_t)n, 0, on_written) < 0) {
+  if (ursa_write(&r->req, s, keep ? buf : r->buf, (size_t)n, 0,
+                 on_written) < 0) {
+    if (keep) ursa_buf_release(S.loop, buf);
     free(r);
     close_conn(c);
   }

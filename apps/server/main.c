@@ -106,6 +106,9 @@ static void usage(FILE *f) {
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
+      "  --echo-copy      uring: copy each echo instead of sending it from "
+      "the\n"
+      "                   receive buffer (for A/B runs)\n"
       "  --high-water B   bytes queued for a peer before reading pauses\n"
       "                   (default 1 MiB; uring and libuv; epoll and select\n"
       "                   hold one receive at most, blocking blocks)\n");
@@ -228,6 +231,10 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;
+    }
+    if (!strcmp(a, "--echo-copy")) {
+      o.echo_copy = 1;
+      continue;
     }
     if (!v || strncmp(a, "--", 2)) {
       fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",

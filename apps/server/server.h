@@ -29,6 +29,7 @@ typedef struct server_opts {
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's
                              worth by design; blocking: none, it blocks) */
+  int echo_copy;          /* uring: copy every echo (no ursa_buf_keep) */
   uint64_t idle_ms;       /* close a connection silent this long; 0: never */
   uint64_t min_rate;      /* bytes/s a connection must send, judged over
                              windows of idle_ms; 0: no rate check */

@@ -214,10 +214,11 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   bool multishot = op->flags & URSA__F_MULTISHOT;
   if (flags & IORING_CQE_F_BUFFER) {
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    ursa__buf_lend(loop, bid);
     if (res >= 0 && !(d->flags & D_CLOSING) &&
         !deliver(loop, d, res, ursa__buf_addr(loop, bid), multishot))
       res = -EFAULT;
-    ursa__buf_recycle(loop, bid);
+    ursa__buf_return(loop, bid);
     if (res >= 0 && (flags & IORING_CQE_F_MORE)) return;
   } else if (res == 0 && !multishot) {
     /* An empty datagram: the kernel gives its buffer straight back. */

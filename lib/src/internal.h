@@ -88,6 +88,11 @@ struct ursa_loop {
   unsigned buf_size;
   int buf_mask;
   uint16_t bgid;
+  int lent_bid;        /* the buffer a read callback holds now, or -1 */
+  bool lent_kept;      /* ...and that callback kept it (ursa_buf_keep) */
+  unsigned kept;       /* buffers the application keeps */
+  unsigned keep_max;
+  uint8_t *kept_map;   /* per buffer: kept by the application */
 
   ursa_stats stats;
   char kernel_release[64];
@@ -150,6 +155,19 @@ static inline void ursa__buf_recycle(ursa_loop *loop, unsigned bid) {
                         (unsigned short)bid, loop->buf_mask, 0);
   io_uring_buf_ring_advance(loop->br, 1);
   loop->stats.bufs_out--;
+}
+
+/* Lends buffer bid to a read callback; ursa__buf_return() afterwards puts
+ * it back in the ring unless the callback kept it. */
+static inline void ursa__buf_lend(ursa_loop *loop, unsigned bid) {
+  loop->lent_bid = (int)bid;
+}
+static inline void ursa__buf_return(ursa_loop *loop, unsigned bid) {
+  loop->lent_bid = -1;
+  if (loop->lent_kept)
+    loop->lent_kept = false;
+  else
+    ursa__buf_recycle(loop, bid);
 }
 
 /* ---- stream.c / listener.c ---- */

@@ -39,6 +39,10 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->write_batch > URSA_WRITE_BATCH)
     return ursa__invalid("ursa_loop_new: write_batch %u is over %d",
                          o->write_batch, URSA_WRITE_BATCH);
+  if (!o->buf_keep_max) o->buf_keep_max = o->buf_count / 2;
+  if (o->buf_keep_max > o->buf_count)
+    return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
+                         "%u", o->buf_keep_max, o->buf_count);
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
@@ -79,6 +83,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   r = ursa__bufring_init(loop, o.buf_count, o.buf_size);
   if (r < 0) goto err_ring;
   direct_init(loop, o.direct_files, o.disable);
+  loop->keep_max = o.buf_keep_max;
   loop->now_ms = ursa__clock_ms();
   loop->write_batch = o.write_batch;
   loop->owner_pid = (int)getpid();

@@ -317,9 +317,13 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
       loop->stats.bytes_in += (uint64_t)res;
       s->last_read_ms = loop->now_ms;
       /* Delivered even after ursa_read_stop(): the bytes left the socket. */
-      if (!(s->flags & S_CLOSING))
+      if (!(s->flags & S_CLOSING)) {
+        ursa__buf_lend(loop, bid);
         s->read_cb(s, res, ursa__buf_addr(loop, bid));
-      ursa__buf_recycle(loop, bid);
+        ursa__buf_return(loop, bid);
+      } else {
+        ursa__buf_recycle(loop, bid);
+      }
       if (flags & IORING_CQE_F_MORE) return;
     }
   } else if (flags & IORING_CQE_F_BUFFER) {

@@ -115,6 +115,8 @@ typedef struct ursa_loop_options {
                           runs and to exercise the fallback paths */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
+  unsigned buf_keep_max;/* receive buffers the application may keep at once
+                          with ursa_buf_keep(); 0: half of buf_count */
   unsigned direct_files;/* slots in a table of direct descriptors (io_uring's
                           fixed files) that accepted streams go into: their
                           operations skip the per-call descriptor lookup and
@@ -460,6 +462,20 @@ URSA_EXPORT int ursa_stream_nodelay(ursa_stream *s, int on);
  * every chunk, in order, until URSA_EOF, an error, ursa_read_stop() or
  * close.  -EALREADY if reading, -EINVAL if closing or after EOF. */
 URSA_EXPORT int ursa_read_start(ursa_stream *s, ursa_read_cb cb);
+
+/* Keeps the buffer a read (or datagram receive) callback was given out of
+ * the ring after the callback returns, so that it can be written without a
+ * copy; buf is the pointer the callback got.  Only inside that callback.
+ * The bytes are the application's until ursa_buf_release(), which must come
+ * before the loop is closed.  Returns 0, -EALREADY if already kept,
+ * -ENOBUFS when the loop's buf_keep_max buffers are kept already (copy the
+ * bytes instead: that cap keeps the ring from running dry), or -EINVAL
+ * outside a callback or for another pointer. */
+URSA_EXPORT int ursa_buf_keep(ursa_loop *loop, const void *buf);
+
+/* Gives a kept buffer back to the ring (any pointer into it will do).
+ * Returns 0, or -EINVAL for a pointer that is not a kept buffer. */
+URSA_EXPORT int ursa_buf_release(ursa_loop *loop, const void *buf);
 
 /* Stops receiving.  Data the kernel had already placed in buffers before the
  * stop took effect is still delivered to cb (ursa never drops received
