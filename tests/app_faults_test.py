@@ -260,6 +260,8 @@ def test_bad_flags(b):
         (["--min-rate", "0", "--idle-timeout", "1"], "--min-rate wants"),
         (["--min-rate", "100"], "--min-rate needs --idle-timeout"),
         (["--max-conns", "0"], "--max-conns wants"),
+        (["--buf-count", "3"], "--buf-count 3 is not a power of two"),
+        (["--buf-size", "1"], "--buf-size wants"),
     ]:
         r = subprocess.run([SERVER, "--backend", b, "--listen", "127.0.0.1:0",
                             *args], capture_output=True, text=True, timeout=20)

@@ -242,6 +242,8 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   lo.direct_files = 65536;
   /* Room for the largest UDP datagram with its header. */
   if (S.dgram) lo.buf_size = 65536 + 1024;
+  if (o->buf_size) lo.buf_size = o->buf_size;
+  lo.buf_count = o->buf_count;
   int r = ursa_loop_new(&S.loop, &lo);
   if (r < 0) {
     char why[512];
@@ -283,6 +285,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   ursa_loop_stats(S.loop, &us);
   st->enters = us.enters;
   st->sqes = us.sqes;
+  st->enobufs = us.enobufs;
   st->syscalls += us.enters;
   if (r < 0) fprintf(stderr, "server: loop failed: %s\n", ursa_strerror(r));
   if (ursa_loop_close(S.loop) < 0) r = -EBUSY;

@@ -106,6 +106,9 @@ static void usage(FILE *f) {
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
+      "  --buf-count N    uring: receive buffers in the ring (power of two, "
+      "default 256)\n"
+      "  --buf-size B     uring: bytes per receive buffer (default 16384)\n"
       "  --echo-copy      uring: copy each echo instead of sending it from "
       "the\n"
       "                   receive buffer (for A/B runs)\n"
@@ -197,6 +200,7 @@ static void write_json(const char *path, const server_opts *o,
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
           "\"round_trips\":%llu,"
           "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
+          "\"enobufs\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
           o->mode == MODE_GREET  ? "greet"
@@ -208,7 +212,8 @@ static void write_json(const char *path, const server_opts *o,
           (unsigned long long)s->bytes_out, (unsigned long long)s->reads,
           (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
-          (unsigned long long)s->enters, (unsigned long long)s->sqes, cpu_s,
+          (unsigned long long)s->enters, (unsigned long long)s->sqes,
+          (unsigned long long)s->enobufs, cpu_s,
           wall_s);
   fclose(f);
 }
@@ -278,6 +283,15 @@ int main(int argc, char **argv) {
       long hw;
       if (cli_long(PROG, a, v, 4096, 1L << 30, &hw) < 0) return 2;
       o.high_water = (size_t)hw;
+    } else if (!strcmp(a, "--buf-count")) {
+      long n;
+      if (cli_long(PROG, a, v, 1, 32768, &n) < 0) return 2;
+      if (n & (n - 1)) return bad("--buf-count %s is not a power of two%s", v, "");
+      o.buf_count = (unsigned)n;
+    } else if (!strcmp(a, "--buf-size")) {
+      long n;
+      if (cli_long(PROG, a, v, 256, 1L << 24, &n) < 0) return 2;
+      o.buf_size = (unsigned)n;
     } else if (!strcmp(a, "--write-batch")) {
       long wb;
       if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;

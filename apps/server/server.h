@@ -29,6 +29,8 @@ typedef struct server_opts {
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's
                              worth by design; blocking: none, it blocks) */
+  unsigned buf_count;      /* uring: receive ring size, 0: ursa's default */
+  unsigned buf_size;       /* uring: bytes per receive buffer, 0: default */
   int echo_copy;          /* uring: copy every echo (no ursa_buf_keep) */
   uint64_t idle_ms;       /* close a connection silent this long; 0: never */
   uint64_t min_rate;      /* bytes/s a connection must send, judged over
@@ -74,6 +76,7 @@ typedef struct server_stats {
                            backend cannot count them (libuv) */
   uint64_t enters;      /* io_uring_enter calls (uring only) */
   uint64_t sqes;        /* SQEs submitted (uring only) */
+  uint64_t enobufs;     /* receives that found the ring empty (uring) */
 } server_stats;
 
 /* The listening socket is already bound (fd >= 0) for the poll-based and
