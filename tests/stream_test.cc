@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <memory>
@@ -22,6 +23,7 @@ class Stream : public ::testing::TestWithParam<Param> {
   void SetUp() override {
     opts_.disable = std::get<0>(GetParam()).disable;
     opts_.direct_files = std::get<0>(GetParam()).direct_files;
+    opts_.zc_threshold = std::get<0>(GetParam()).zc_threshold;
     Make();
   }
   void Make() {
@@ -567,6 +569,49 @@ TEST_P(Stream, KeptBuffersEchoWithoutACopy) {
   ASSERT_TRUE(RunUntil([&] { return k.closed; }));
   printf("kept %d, copied %d (keep limit reached %d times)\n", k.kept,
          k.copied, k.refused);
+}
+
+// Under the zero_copy variant big writes go out with SEND_ZC; the echo
+// stays byte-exact and the counter shows the path was taken.
+TEST_P(Stream, ZeroCopySendsWhenAsked) {
+  unsigned zc = std::get<0>(GetParam()).zc_threshold;
+  ursa_features f;
+  ursa_loop_features(loop(), &f);
+  if (zc && !(f.kernel & URSA_FEAT_SEND_ZC))
+    GTEST_SKIP() << "the kernel has no SEND_ZC";
+  EXPECT_EQ(zc != 0, (f.used & URSA_FEAT_SEND_ZC) != 0);
+  t::EchoServer srv(loop(), family());
+  t::EchoClient c(loop(), srv.addr(), srv.addrlen(),
+                  t::RandomBytes(1 << 20, 61), 64 << 10);
+  ASSERT_TRUE(RunUntil([&] { return c.done(); }));
+  EXPECT_TRUE(t::SameBytes(c.payload, c.got));
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+  ursa_stats st;
+  ursa_loop_stats(loop(), &st);
+  if (zc)
+    EXPECT_GT(st.zc_sends, 0u);
+  else
+    EXPECT_EQ(0u, st.zc_sends);
+  if (!zc) return;
+  // With RLIMIT_MEMLOCK at 256 KiB a 4 MiB zero-copy send cannot pin its
+  // pages: it goes again as a copy, and every byte still arrives.
+  struct rlimit old_rl, low;
+  ASSERT_EQ(0, getrlimit(RLIMIT_MEMLOCK, &old_rl));
+  low = old_rl;
+  low.rlim_cur = 256 << 10;
+  ASSERT_EQ(0, setrlimit(RLIMIT_MEMLOCK, &low));
+  t::EchoServer srv2(loop(), family());
+  t::EchoClient big(loop(), srv2.addr(), srv2.addrlen(),
+                    t::RandomBytes(4 << 20, 62));
+  bool ok = RunUntil([&] { return big.done(); });
+  setrlimit(RLIMIT_MEMLOCK, &old_rl);
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(t::SameBytes(big.payload, big.got));
+  srv2.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv2.closed(); }));
+  ursa_loop_stats(loop(), &st);
+  EXPECT_GT(st.zc_refused, 0u) << "the 4 MiB send was pinned after all";
 }
 
 TEST_P(Stream, ReadStopAndStartLoseNothing) {

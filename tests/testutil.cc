@@ -23,6 +23,8 @@ const Variant kVariants[] = {
     {"direct", 0, 1024},
     {"direct_single_shot",
      URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV, 1024},
+    // Writes of 1 KiB and more sent with SEND_ZC.
+    {"zero_copy", 0, 0, 1024},
 };
 const size_t kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 

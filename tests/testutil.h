@@ -23,6 +23,7 @@ struct Variant {
   const char *name;
   uint32_t disable;
   unsigned direct_files; /* accepted streams on direct descriptors */
+  unsigned zc_threshold; /* writes this large go zero-copy */
 };
 extern const Variant kVariants[];
 extern const size_t kNumVariants;

@@ -244,6 +244,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   if (S.dgram) lo.buf_size = 65536 + 1024;
   if (o->buf_size) lo.buf_size = o->buf_size;
   lo.buf_count = o->buf_count;
+  lo.zc_threshold = o->zc_threshold;
   int r = ursa_loop_new(&S.loop, &lo);
   if (r < 0) {
     char why[512];

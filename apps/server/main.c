@@ -109,6 +109,9 @@ static void usage(FILE *f) {
       "  --buf-count N    uring: receive buffers in the ring (power of two, "
       "default 256)\n"
       "  --buf-size B     uring: bytes per receive buffer (default 16384)\n"
+      "  --zc-threshold B uring: send writes of B bytes and more with "
+      "SEND_ZC\n"
+      "                   (default: never; echoes are at most --buf-size)\n"
       "  --echo-copy      uring: copy each echo instead of sending it from "
       "the\n"
       "                   receive buffer (for A/B runs)\n"
@@ -288,6 +291,10 @@ int main(int argc, char **argv) {
       if (cli_long(PROG, a, v, 1, 32768, &n) < 0) return 2;
       if (n & (n - 1)) return bad("--buf-count %s is not a power of two%s", v, "");
       o.buf_count = (unsigned)n;
+    } else if (!strcmp(a, "--zc-threshold")) {
+      long n;
+      if (cli_long(PROG, a, v, 1, 1L << 30, &n) < 0) return 2;
+      o.zc_threshold = (unsigned)n;
     } else if (!strcmp(a, "--buf-size")) {
       long n;
       if (cli_long(PROG, a, v, 256, 1L << 24, &n) < 0) return 2;

@@ -49,6 +49,7 @@ enum {
 #define URSA__F_CANCELQ 0x08   /* on the cancel list */
 #define URSA__F_BATCHED 0x10   /* a write the stream's send in flight carries */
 #define URSA__F_STARTED 0x20   /* a write whose timeout clock runs */
+#define URSA__F_ZC 0x40        /* a zero-copy send: a notification follows */
 
 typedef struct ursa__op_type {
   const char *name;
@@ -73,6 +74,7 @@ struct ursa_loop {
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned write_batch;
   unsigned direct_files; /* slots in the registered file table, or 0 */
+  unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
   unsigned direct_used;  /* slots held by direct streams or reserved by an
                             accept in flight: never above direct_files */
 

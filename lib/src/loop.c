@@ -84,6 +84,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (r < 0) goto err_ring;
   direct_init(loop, o.direct_files, o.disable);
   loop->keep_max = o.buf_keep_max;
+  loop->zc_threshold = o.zc_threshold;
   loop->now_ms = ursa__clock_ms();
   loop->write_batch = o.write_batch;
   loop->owner_pid = (int)getpid();

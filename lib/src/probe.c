@@ -119,6 +119,9 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   /* Direct descriptors are used once their table is registered. */
   loop->used |= ops & ~o->disable & ~(URSA_FEAT_SEND_ZC |
                                       URSA_FEAT_DIRECT_FILES);
+  /* Zero-copy sends only when a threshold asks for them. */
+  if (o->zc_threshold && !(o->disable & URSA_FEAT_SEND_ZC))
+    loop->used |= ops & URSA_FEAT_SEND_ZC;
 
   if (!(o->disable & URSA_FEAT_REG_RING_FD) &&
       io_uring_register_ring_fd(&loop->ring) == 1)
@@ -245,8 +248,9 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
   if (f->used & bit) return "";
   if (f->disabled & bit) return "disabled by option";
   if (!(f->kernel & bit)) return "kernel lacks it";
-  if (bit == URSA_FEAT_SEND_ZC || bit == URSA_FEAT_CQE_SKIP)
-    return "not used by ursa yet";
+  if (bit == URSA_FEAT_CQE_SKIP) return "not used by ursa yet";
+  if (bit == URSA_FEAT_SEND_ZC && f->used)
+    return "not asked for (zc_threshold 0)";
   if (bit == URSA_FEAT_DIRECT_FILES && f->used)
     return "not asked for (direct_files 0)";
   return f->used ? "not used" : "no loop";

@@ -22,6 +22,7 @@
 #define S_MSGSIZE 0x200   /* a message did not fit: reading ends with it */
 #define S_PAUSED 0x400    /* reading held back by the high watermark */
 #define S_DIRECT 0x800    /* the socket is direct descriptor s->slot */
+#define S_NO_ZC 0x1000    /* a zero-copy send was refused: plain sends */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
@@ -522,7 +523,14 @@ int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
 void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, send_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  if (s->batch == 1) {
+  if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
+      !(s->flags & S_NO_ZC) &&
+      (loop->used & URSA_FEAT_SEND_ZC) &&
+      s->iov[0].iov_len >= loop->zc_threshold) {
+    io_uring_prep_send_zc(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                          MSG_NOSIGNAL, 0);
+    op->flags |= URSA__F_ZC;
+  } else if (s->batch == 1) {
     io_uring_prep_send(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
                        MSG_NOSIGNAL);
   } else {
@@ -558,7 +566,28 @@ static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
 void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, send_op);
-  (void)flags;
+  if (op->flags & URSA__F_ZC) {
+    /* The result comes first (MORE: a notification follows); the pages
+     * are the application's again only at the notification. */
+    if (flags & IORING_CQE_F_NOTIF) {
+      res = s->zc_res;
+    } else if (flags & IORING_CQE_F_MORE) {
+      s->zc_res = res;
+      loop->stats.zc_sends++;
+      return;
+    }
+    op->flags &= (uint8_t)~URSA__F_ZC;
+    if ((res == -ENOMEM || res == -EOPNOTSUPP) &&
+        !(op->flags & URSA__F_CANCEL) && !(s->flags & S_CLOSING)) {
+      /* Pinning the pages went over RLIMIT_MEMLOCK, or the socket has no
+       * zero-copy path (Unix): send the same bytes the ordinary way, and
+       * on this stream from now on. */
+      s->flags |= S_NO_ZC;
+      loop->stats.zc_refused++;
+      ursa__op_resubmit(loop, op);
+      return;
+    }
+  }
   unsigned n = s->batch;
   bool stopped = (op->flags & URSA__F_CANCEL) || (s->flags & S_CLOSING);
   int err = timeout_status(op, res);

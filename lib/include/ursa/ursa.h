@@ -115,6 +115,17 @@ typedef struct ursa_loop_options {
                           runs and to exercise the fallback paths */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
+  unsigned zc_threshold;/* a write of at least this many bytes that goes out
+                          alone is sent with SEND_ZC (zero copy; its
+                          callback waits for the kernel's notification that
+                          the pages are free).  0 (the default): never.  On
+                          loopback the kernel copies anyway and the wait
+                          for the notification costs, so this pays only on
+                          a real NIC, for large writes: see the bench
+                          report's A/B table for the measured effect.  A
+                          send the kernel refuses to pin (RLIMIT_MEMLOCK)
+                          goes again as a copy, and that stream stays on
+                          copies (stats.zc_refused). */
   unsigned buf_keep_max;/* receive buffers the application may keep at once
                           with ursa_buf_keep(); 0: half of buf_count */
   unsigned direct_files;/* slots in a table of direct descriptors (io_uring's
@@ -192,6 +203,10 @@ typedef struct ursa_stats {
   uint64_t sq_full;      /* times an SQE was not at hand and had to wait */
   uint64_t bytes_in;     /* bytes received on streams */
   uint64_t bytes_out;    /* bytes sent on streams */
+  uint64_t zc_sends;     /* sends that went zero-copy (SEND_ZC) */
+  uint64_t zc_refused;   /* zero-copy sends refused (pinned pages over
+                            RLIMIT_MEMLOCK, or a Unix socket) and sent
+                            again as copies */
   uint64_t bufs_out;     /* receive buffers the kernel filled that are not
                             back in the ring yet: 0 outside callbacks */
 } ursa_stats;
@@ -380,6 +395,7 @@ struct ursa_stream {
   socklen_t peer_len;
   int64_t ts_sec;
   int64_t ts_nsec;
+  int32_t zc_res; /* a zero-copy send's result, kept until its notice */
 };
 
 /* Flags for ursa_listen() and ursa_connect(). */
