@@ -16,6 +16,7 @@ packages=(
   valgrind
   clang             # fuzz targets (libFuzzer)
   libclang-rt-14-dev
+  linux-perf        # the bench report's profile of the servers
 )
 
 missing=()
