@@ -1,5 +1,5 @@
 """apptest.py - what the app-level suites share: the programs under test
-(from argv), a check() that counts, a server started on a free port and
+(from argv), the check() tally, a server started on a free port and
 stopped with its JSON summary, and small socket helpers."""
 import json
 import os
@@ -12,19 +12,10 @@ import sys
 import tempfile
 import threading
 
+from checks import check, finish  # noqa: F401 (the suites import them here)
+
 SERVER, LOAD, CLIENT, NO_URING = sys.argv[1:5]
 BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
-checks = 0
-failures = []
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 class Server:
@@ -140,9 +131,3 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def finish():
-    """Prints the tally and exits non-zero on any failed check."""
-    print(f"{checks - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)

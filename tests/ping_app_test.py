@@ -9,17 +9,9 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, finish
+
 PING = sys.argv[1]
-checks = 0
-failures = []
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, flush=True)
 
 
 def run(args, user=None):
@@ -72,5 +64,4 @@ else:
     print("skipped: the unprivileged case needs root, setpriv and a "
           "ping_group_range without nobody's group")
 
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()
