@@ -927,163 +927,149 @@ void EchoBounded(ursa_stream *s, ssize_t n, const void *buf) {
   b->max_queued = std::max(b->max_queued, ursa_write_queue_size(s));
 }
 
+// A stream over a socketpair on a loop with a small ring (8 x 16 KiB),
+// echoing through EchoBounded; the test plays the peer on peer_
+// (non-blocking).  The stream is closed and the loop finished at the end.
+class Watermarks : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ursa_loop_options o{};
+    o.buf_count = 8;
+    o.buf_size = 16384;
+    lp_.reset(new t::Loop(&o));
+    ASSERT_EQ(0, lp_->status());
+    int sv[2];
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    peer_ = sv[1];
+    fcntl(peer_, F_SETFL, O_NONBLOCK);
+    ASSERT_EQ(0, ursa_stream_open(lp_->get(), &b_.s, sv[0]));
+    b_.s.data = &b_;
+  }
+  // Sets the marks (and a read timeout unless 0) and starts echoing.
+  void Start(size_t high, size_t low, uint32_t timeout_ms = 0) {
+    ASSERT_EQ(0, ursa_stream_watermarks(&b_.s, high, low));
+    if (timeout_ms) {
+      ASSERT_EQ(0, ursa_read_timeout(&b_.s, timeout_ms));
+    }
+    ASSERT_EQ(0, ursa_read_start(&b_.s, EchoBounded));
+  }
+  void TearDown() override {
+    if (b_.s.loop) {
+      ASSERT_EQ(0, ursa_stream_close(&b_.s, [](ursa_stream *s) {
+                  static_cast<Bounded *>(s->data)->closed = true;
+                }));
+      ASSERT_TRUE(lp_->RunUntil([&] { return b_.closed; }));
+    }
+    if (peer_ >= 0) close(peer_);
+    if (lp_ && lp_->get()) lp_->Finish();
+  }
+  ursa_loop *loop() { return lp_->get(); }
+  uint64_t Now() { return ursa_loop_now(loop()); }
+  std::unique_ptr<t::Loop> lp_;
+  Bounded b_;
+  int peer_ = -1;
+};
+
 // A peer that sends and does not read cannot make the stream hold more
 // than the high watermark plus what the kernel had already received into
 // ring buffers when the pause took effect (here 8 x 16 KiB); once it reads,
 // every byte arrives.
-TEST(Watermarks, PeerThatDoesNotReadIsBounded) {
-  ursa_loop_options o{};
-  o.buf_count = 8;
-  o.buf_size = 16384;
-  t::Loop lp(&o);
-  ASSERT_EQ(0, lp.status());
-  int sv[2];
-  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-  Bounded b;
-  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
-  b.s.data = &b;
-  EXPECT_EQ(-EINVAL, ursa_stream_watermarks(&b.s, 1000, 1000));
+TEST_F(Watermarks, PeerThatDoesNotReadIsBounded) {
+  EXPECT_EQ(-EINVAL, ursa_stream_watermarks(&b_.s, 1000, 1000));
   const size_t high = 256 << 10, low = 64 << 10;
-  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, high, low));
-  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+  Start(high, low);
   std::vector<char> msg = t::RandomBytes(16 << 20, 77);
-  fcntl(sv[1], F_SETFL, O_NONBLOCK);
   size_t off = 0;
   // Push without reading anything back until the mark is reached, then
   // 300 ms more to see the queue stop growing (10 s at most: sanitizers are
   // slow).
-  uint64_t cap = ursa_loop_now(lp.get()) + 10000, until = cap;
-  while (ursa_loop_now(lp.get()) < until && off < msg.size()) {
-    if (b.max_queued >= high && until == cap)
-      until = ursa_loop_now(lp.get()) + 300;
-    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+  uint64_t cap = Now() + 10000, until = cap;
+  while (Now() < until && off < msg.size()) {
+    if (b_.max_queued >= high && until == cap) until = Now() + 300;
+    ssize_t w = send(peer_, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
     if (w > 0) off += (size_t)w;
-    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    ursa_loop_run(loop(), URSA_RUN_NOWAIT);
   }
-  EXPECT_LE(b.max_queued, high + 8 * 16384 + 16384)
+  EXPECT_LE(b_.max_queued, high + 8 * 16384 + 16384)
       << "queue grew past the mark and the ring";
-  EXPECT_GE(b.max_queued, high) << "the mark was never reached";
+  EXPECT_GE(b_.max_queued, high) << "the mark was never reached";
   EXPECT_LT(off, msg.size()) << "the peer was never held back";
   // Now read everything: the rest flows and arrives whole.
   std::vector<char> got;
   char buf[65536];
   while (got.size() < msg.size()) {
-    ssize_t w = off < msg.size()
-                    ? send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL)
-                    : 0;
+    ssize_t w = off < msg.size() ? send(peer_, msg.data() + off,
+                                        msg.size() - off, MSG_NOSIGNAL)
+                                 : 0;
     if (w > 0) off += (size_t)w;
-    ssize_t r = recv(sv[1], buf, sizeof(buf), 0);
+    ssize_t r = recv(peer_, buf, sizeof(buf), 0);
     if (r > 0) got.insert(got.end(), buf, buf + r);
-    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    ursa_loop_run(loop(), URSA_RUN_NOWAIT);
   }
   EXPECT_TRUE(t::SameBytes(msg, got));
-  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
-              static_cast<Bounded *>(s->data)->closed = true;
-            }));
-  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
-  close(sv[1]);
-  lp.Finish();
 }
 
 // A peer that fills the high watermark and then neither sends nor reads
 // is the stall the read timeout is for: the read ends with -ETIMEDOUT
 // although no recv is in flight while reading is paused.
-TEST(Watermarks, ReadTimeoutEndsAPausedStall) {
-  ursa_loop_options o{};
-  o.buf_count = 8;
-  o.buf_size = 16384;
-  t::Loop lp(&o);
-  ASSERT_EQ(0, lp.status());
-  int sv[2];
-  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-  Bounded b;
-  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
-  b.s.data = &b;
-  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, 64 << 10, 16 << 10));
-  ASSERT_EQ(0, ursa_read_timeout(&b.s, 200));
-  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+TEST_F(Watermarks, ReadTimeoutEndsAPausedStall) {
+  Start(64 << 10, 16 << 10, 200);
   std::vector<char> msg = t::RandomBytes(16 << 20, 78);
-  fcntl(sv[1], F_SETFL, O_NONBLOCK);
   size_t off = 0;
   // Push until the kernel's buffers are full too and reading stays paused
   // (queue above the low mark, 100 ms of sends refused), 10 s at most.
-  uint64_t cap = ursa_loop_now(lp.get()) + 10000, last_sent = 0;
-  while (ursa_loop_now(lp.get()) < cap) {
-    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+  uint64_t cap = Now() + 10000, last_sent = 0;
+  while (Now() < cap) {
+    ssize_t w = send(peer_, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
     if (w > 0) {
       off += (size_t)w;
-      last_sent = ursa_loop_now(lp.get());
-    } else if (b.max_queued >= (64u << 10) &&
-               ursa_write_queue_size(&b.s) > (16u << 10) &&
-               ursa_loop_now(lp.get()) - last_sent >= 100) {
+      last_sent = Now();
+    } else if (b_.max_queued >= (64u << 10) &&
+               ursa_write_queue_size(&b_.s) > (16u << 10) &&
+               Now() - last_sent >= 100) {
       break;
     }
-    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    ursa_loop_run(loop(), URSA_RUN_NOWAIT);
   }
-  ASSERT_GT(ursa_write_queue_size(&b.s), 16u << 10)
+  ASSERT_GT(ursa_write_queue_size(&b_.s), 16u << 10)
       << "reading never stayed paused";
-  uint64_t t0 = ursa_loop_now(lp.get());
-  ASSERT_TRUE(lp.RunUntil([&] { return b.ended != 0; }, 5000))
+  uint64_t t0 = Now();
+  ASSERT_TRUE(lp_->RunUntil([&] { return b_.ended != 0; }, 5000))
       << "a paused stall never timed out";
-  uint64_t waited = ursa_loop_now(lp.get()) - t0;
-  EXPECT_EQ(-ETIMEDOUT, b.ended) << ursa_err_name((int)b.ended);
+  uint64_t waited = Now() - t0;
+  EXPECT_EQ(-ETIMEDOUT, b_.ended) << ursa_err_name((int)b_.ended);
   EXPECT_GE(waited, 100u);
   EXPECT_LT(waited, 3000u);
-  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
-              static_cast<Bounded *>(s->data)->closed = true;
-            }));
-  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
-  close(sv[1]);
-  lp.Finish();
 }
 
 // The same stall, but the peer drains its replies slowly: each send that
 // gets through is progress, so the read timeout does not fire.
-TEST(Watermarks, DrainingPeerIsNotTimedOut) {
-  ursa_loop_options o{};
-  o.buf_count = 8;
-  o.buf_size = 16384;
-  t::Loop lp(&o);
-  ASSERT_EQ(0, lp.status());
-  int sv[2];
-  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-  Bounded b;
-  ASSERT_EQ(0, ursa_stream_open(lp.get(), &b.s, sv[0]));
-  b.s.data = &b;
-  ASSERT_EQ(0, ursa_stream_watermarks(&b.s, 64 << 10, 16 << 10));
-  ASSERT_EQ(0, ursa_read_timeout(&b.s, 300));
-  ASSERT_EQ(0, ursa_read_start(&b.s, EchoBounded));
+TEST_F(Watermarks, DrainingPeerIsNotTimedOut) {
+  Start(64 << 10, 16 << 10, 300);
   std::vector<char> msg = t::RandomBytes(4 << 20, 79);
-  fcntl(sv[1], F_SETFL, O_NONBLOCK);
   size_t off = 0;
   std::vector<char> got;
   static char buf[65536];
-  uint64_t end = ursa_loop_now(lp.get()) + 1500;
+  uint64_t end = Now() + 1500;
   // Send freely, read 64 KiB every 50 ms: slower than the sender, but one
   // send (at most a batch of 8 x 16 KiB) still completes well inside the
   // 300 ms the timeout allows.
   uint64_t next_read = 0;
-  while (ursa_loop_now(lp.get()) < end) {
-    ssize_t w = send(sv[1], msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+  while (Now() < end) {
+    ssize_t w = send(peer_, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
     if (w > 0) off += (size_t)w;
-    if (ursa_loop_now(lp.get()) >= next_read) {
-      ssize_t r = recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT);
+    if (Now() >= next_read) {
+      ssize_t r = recv(peer_, buf, sizeof(buf), MSG_DONTWAIT);
       if (r > 0) got.insert(got.end(), buf, buf + r);
-      next_read = ursa_loop_now(lp.get()) + 50;
+      next_read = Now() + 50;
     }
-    ursa_loop_run(lp.get(), URSA_RUN_NOWAIT);
+    ursa_loop_run(loop(), URSA_RUN_NOWAIT);
     usleep(1000);
   }
-  EXPECT_EQ(0, b.ended) << ursa_err_name((int)b.ended);
-  EXPECT_GE(b.max_queued, 64u << 10) << "reading was never paused";
-  ASSERT_EQ(0, ursa_stream_close(&b.s, [](ursa_stream *s) {
-              static_cast<Bounded *>(s->data)->closed = true;
-            }));
-  ASSERT_TRUE(lp.RunUntil([&] { return b.closed; }));
+  EXPECT_EQ(0, b_.ended) << ursa_err_name((int)b_.ended);
+  EXPECT_GE(b_.max_queued, 64u << 10) << "reading was never paused";
   EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin()))
       << "replies arrived out of order or changed";
-  close(sv[1]);
-  lp.Finish();
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 
 namespace {
 
+struct Msgs;
+
 class Unix : public ::testing::TestWithParam<t::Variant> {
  protected:
   void SetUp() override {
@@ -37,6 +39,12 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
     return a;
   }
   std::string Path(const std::string &name) { return dir_ + "/" + name; }
+  // A seqpacket listener at name, a plain socket connected to it (*fd),
+  // and that connection accepted into m->s.
+  void SeqpacketPair(const std::string &name, ursa_listener *l, Msgs *m,
+                     int *fd);
+  // Closes the listener and the accepted stream (the test closes *fd).
+  void CloseSeqpacketPair(ursa_listener *l, Msgs *m);
   ursa_loop *loop() { return lp_->get(); }
   bool RunUntil(const std::function<bool()> &f) { return lp_->RunUntil(f); }
   void Echo(const ursa_addr &at, unsigned flags, size_t bytes, size_t chunk) {
@@ -104,16 +112,31 @@ void ReadMsg(ursa_stream *s, ssize_t n, const void *buf) {
 void MsgsClosed(ursa_stream *s) { static_cast<Msgs *>(s->data)->closed = true; }
 void ListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true; }
 
+void Unix::SeqpacketPair(const std::string &name, ursa_listener *l, Msgs *m,
+                         int *fd) {
+  ursa_addr at = Addr(name);
+  l->data = m;
+  ASSERT_EQ(0, ursa_listen(loop(), l, (sockaddr *)&at.ss, at.len, 0,
+                           URSA_SEQPACKET, TakeOne));
+  *fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(*fd, (sockaddr *)&at.ss, at.len));
+  ASSERT_TRUE(RunUntil([&] { return m->have; }));
+}
+
+void Unix::CloseSeqpacketPair(ursa_listener *l, Msgs *m) {
+  bool lclosed = false;
+  l->data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(l, ListenerClosed));
+  ASSERT_EQ(0, ursa_stream_close(&m->s, MsgsClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed && m->closed; }));
+}
+
 TEST_P(Unix, SeqpacketKeepsMessageBoundaries) {
-  ursa_addr at = Addr("b.sock");
   Msgs m;
   ursa_listener l{};
-  l.data = &m;
-  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
-                           URSA_SEQPACKET, TakeOne));
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
-  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  int fd = -1;
+  SeqpacketPair("b.sock", &l, &m, &fd);
+  if (HasFatalFailure()) return;
   ASSERT_EQ(0, ursa_read_start(&m.s, ReadMsg));
   std::vector<std::vector<char>> sent;
   fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -133,25 +156,17 @@ TEST_P(Unix, SeqpacketKeepsMessageBoundaries) {
   close(fd);
   ASSERT_TRUE(RunUntil([&] { return m.status != 0; }));
   EXPECT_EQ(URSA_EOF, m.status);
-  bool lclosed = false;
-  l.data = &lclosed;
-  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
-  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
-  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+  CloseSeqpacketPair(&l, &m);
 }
 
 // Writes queued together on a seqpacket stream leave as one message each,
 // never joined into one sendmsg.
 TEST_P(Unix, QueuedSeqpacketWritesStayMessages) {
-  ursa_addr at = Addr("w.sock");
   Msgs m;
   ursa_listener l{};
-  l.data = &m;
-  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
-                           URSA_SEQPACKET, TakeOne));
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
-  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  int fd = -1;
+  SeqpacketPair("w.sock", &l, &m, &fd);
+  if (HasFatalFailure()) return;
   std::vector<std::vector<char>> sent;
   std::vector<ursa_write_req> ws(40);
   int done = 0;
@@ -172,11 +187,7 @@ TEST_P(Unix, QueuedSeqpacketWritesStayMessages) {
     EXPECT_EQ(0, memcmp(buf, sent[i].data(), sent[i].size()));
   }
   close(fd);
-  bool lclosed = false;
-  l.data = &lclosed;
-  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
-  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
-  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+  CloseSeqpacketPair(&l, &m);
 }
 
 TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
@@ -184,15 +195,11 @@ TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
   opts_.buf_size = 1024;
   lp_.reset(new t::Loop(&opts_));
   ASSERT_EQ(0, lp_->status());
-  ursa_addr at = Addr("big.sock");
   Msgs m;
   ursa_listener l{};
-  l.data = &m;
-  ASSERT_EQ(0, ursa_listen(loop(), &l, (sockaddr *)&at.ss, at.len, 0,
-                           URSA_SEQPACKET, TakeOne));
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(0, connect(fd, (sockaddr *)&at.ss, at.len));
-  ASSERT_TRUE(RunUntil([&] { return m.have; }));
+  int fd = -1;
+  SeqpacketPair("big.sock", &l, &m, &fd);
+  if (HasFatalFailure()) return;
   ASSERT_EQ(0, ursa_read_start(&m.s, ReadMsg));
   std::vector<char> fits = t::RandomBytes(1024, 1), big = t::RandomBytes(1025, 2);
   ASSERT_EQ(1024, send(fd, fits.data(), fits.size(), 0));
@@ -202,11 +209,7 @@ TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
   ASSERT_EQ(1u, m.got.size()) << "the cut message was passed on";
   EXPECT_TRUE(t::SameBytes(fits, m.got[0]));
   close(fd);
-  bool lclosed = false;
-  l.data = &lclosed;
-  ASSERT_EQ(0, ursa_listener_close(&l, ListenerClosed));
-  ASSERT_EQ(0, ursa_stream_close(&m.s, MsgsClosed));
-  ASSERT_TRUE(RunUntil([&] { return lclosed && m.closed; }));
+  CloseSeqpacketPair(&l, &m);
 }
 
 TEST_P(Unix, StaleSocketFileIsReplacedLiveOneIsNot) {
