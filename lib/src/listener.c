@@ -27,6 +27,7 @@ static bool reserve_slot(ursa_listener *l) {
 #define LISTENER_OF(op, member) URSA__CONTAINER(op, ursa_listener, member)
 
 static void backoff_cb(ursa_timer *t, int status);
+static void pause_accepting(ursa_listener *l);
 
 static void maybe_finish_close(ursa_listener *l) {
   if ((l->flags & (L_CLOSING | L_CLOSE_SUBMITTED)) != L_CLOSING || l->nops)
@@ -93,8 +94,7 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   if (reserve_slot(l))
     ursa__op_submit(loop, &l->accept_op);
   else /* every slot is taken: look again after the back-off */
-    ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
-                     backoff_cb);
+    pause_accepting(l);
   return 0;
 err:
   close(fd);
@@ -145,6 +145,18 @@ void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
   io_uring_sqe_set_data(sqe, op);
 }
 
+/* With no accept in flight: wait out a back-off before the next, or, if
+ * the listener is closing, give up the accept's share of the close. */
+static void pause_accepting(ursa_listener *l) {
+  if (l->flags & L_CLOSING) {
+    l->nops--;
+    maybe_finish_close(l);
+  } else {
+    ursa_timer_start(l->loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
+                     backoff_cb);
+  }
+}
+
 /* Out of descriptors (or direct slots): tell the application, which may
  * free some, then try again after a pause instead of spinning.  The
  * accept op ends here; the back-off timer stands in for it. */
@@ -152,13 +164,7 @@ static void back_off(ursa_loop *loop, ursa_listener *l, ursa_op *op,
                      int err) {
   l->cb(l, err);
   ursa__op_done(loop, op);
-  if (!(l->flags & L_CLOSING)) {
-    ursa_timer_start(loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
-                     backoff_cb);
-  } else {
-    l->nops--;
-    maybe_finish_close(l);
-  }
+  pause_accepting(l);
 }
 
 /* Arms the accept again from its completion, if a slot can be had. */
@@ -256,24 +262,15 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
 static void backoff_cb(ursa_timer *t, int status) {
   ursa_listener *l = URSA__CONTAINER(t, ursa_listener, backoff);
   (void)status;
-  if (l->flags & L_CLOSING) {
-    l->nops--;
-    maybe_finish_close(l);
-    return;
-  }
-  if (!reserve_slot(l)) {
+  if (!(l->flags & L_CLOSING)) {
+    if (reserve_slot(l)) {
+      ursa__op_submit(l->loop, &l->accept_op);
+      return;
+    }
     /* Still no slot: say so (the application may close some) and wait. */
     l->cb(l, -ENFILE);
-    if (l->flags & L_CLOSING) {
-      l->nops--;
-      maybe_finish_close(l);
-    } else {
-      ursa_timer_start(l->loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
-                       backoff_cb);
-    }
-    return;
   }
-  ursa__op_submit(l->loop, &l->accept_op);
+  pause_accepting(l);
 }
 
 int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
