@@ -58,7 +58,7 @@ static int flush(loop *l, int fd, conn *c) {
                      MSG_NOSIGNAL);
     l->st->syscalls++;
     if (n < 0) return errno == EAGAIN ? 0 : -1;
-    c->clock.last_ms = now_ms(); /* the peer took some: not idle */
+    if (l->o->idle_ms) c->clock.last_ms = now_ms(); /* took some: not idle */
     c->poff += (size_t)n;
     l->st->bytes_out += (uint64_t)n;
   }
@@ -173,7 +173,7 @@ static void on_accept(loop *l, int lfd) {
     }
     l->st->syscalls++;
     c->discard = greet || l->o->mode == MODE_SINK;
-    clock_start(&c->clock, now_ms());
+    if (l->o->idle_ms) clock_start(&c->clock, now_ms());
     l->conns[fd] = c;
     if (fd > l->max_fd) l->max_fd = fd;
     l->open++;
@@ -236,7 +236,9 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
   uint64_t next_sweep = now_ms() + clock_sweep_ms(o);
   while (!stop) {
     int timeout = 1000;
-    uint64_t now = now_ms();
+    /* The clock is read only when something is timed. */
+    uint64_t now =
+        o->deadline_ms || o->idle_ms || l.accept_resume ? now_ms() : 0;
     if (o->deadline_ms) {
       if (now >= o->deadline_ms) break;
       if (o->deadline_ms - now < 1000) timeout = (int)(o->deadline_ms - now);
