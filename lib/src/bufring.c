@@ -1,4 +1,5 @@
-/* bufring.c - the provided buffer ring that multishot receives fill. */
+/* bufring.c - the provided buffer rings that receives fill, and the
+ * slices a completion's bytes are handed out in. */
 #include "internal.h"
 
 #include <errno.h>
@@ -6,7 +7,17 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size) {
+static void ring_free(ursa_loop *loop, ursa__bufring *r) {
+  if (!r->br) return;
+  io_uring_unregister_buf_ring(&loop->ring, r->bgid);
+  munmap(r->br, r->map_bytes);
+  free(r->kept);
+  free(r->out);
+  r->br = NULL;
+}
+
+static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
+                     unsigned count, unsigned size, bool inc) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t ring_bytes = (count * sizeof(struct io_uring_buf) + page - 1) &
                       ~(page - 1);
@@ -16,57 +27,165 @@ int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size) {
   char *mem = mmap(NULL, ring_bytes + data_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return -errno;
-  loop->kept_map = calloc(count, 1);
-  if (!loop->kept_map) {
+  r->kept = calloc(count, sizeof(*r->kept));
+  r->out = calloc(count, 1);
+  if (!r->kept || !r->out) {
+    free(r->kept);
+    free(r->out);
     munmap(mem, ring_bytes + data_bytes);
     return -ENOMEM;
   }
-
   struct io_uring_buf_reg reg = {0};
   reg.ring_addr = (uint64_t)(uintptr_t)mem;
   reg.ring_entries = count;
-  reg.bgid = 0;
-  int r = io_uring_register_buf_ring(&loop->ring, &reg, 0);
-  if (r < 0) {
+  reg.bgid = bgid;
+  reg.pad = inc ? URSA__PBUF_RING_INC : 0;
+  int ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+  if (ret < 0) {
+    free(r->kept);
+    free(r->out);
     munmap(mem, ring_bytes + data_bytes);
-    free(loop->kept_map);
-    loop->kept_map = NULL;
-    /* Kernels before 5.19 do not know the registration opcode. */
-    return r == -EINVAL ? -EOPNOTSUPP : r;
+    /* Kernels before 5.19 do not know the registration opcode, nor those
+     * before 6.12 the incremental flag. */
+    return ret == -EINVAL ? -EOPNOTSUPP : ret;
   }
-  loop->br = (struct io_uring_buf_ring *)mem;
-  loop->br_bytes = ring_bytes + data_bytes;
-  loop->bufs = mem + ring_bytes;
-  loop->buf_count = count;
-  loop->buf_size = size;
-  loop->buf_mask = io_uring_buf_ring_mask(count);
-  loop->bgid = 0;
-  loop->lent_bid = -1;
-  io_uring_buf_ring_init(loop->br);
+  r->br = (struct io_uring_buf_ring *)mem;
+  r->map_bytes = ring_bytes + data_bytes;
+  r->bufs = mem + ring_bytes;
+  r->count = count;
+  r->size = size;
+  r->mask = io_uring_buf_ring_mask(count);
+  r->bgid = bgid;
+  r->inc = inc;
+  r->head = 0;
+  r->off = 0;
+  io_uring_buf_ring_init(r->br);
   for (unsigned i = 0; i < count; i++)
-    io_uring_buf_ring_add(loop->br, ursa__buf_addr(loop, i), size,
-                          (unsigned short)i, loop->buf_mask, (int)i);
-  io_uring_buf_ring_advance(loop->br, (int)count);
+    io_uring_buf_ring_add(r->br, ursa__buf_addr(r, i), size,
+                          (unsigned short)i, r->mask, (int)i);
+  io_uring_buf_ring_advance(r->br, (int)count);
+  return 0;
+}
+
+int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
+                       uint32_t disable) {
+  loop->lent_bid = -1;
+  loop->buf_size = size;
+  int r = ring_init(loop, &loop->rings[0], 0, count, size, false);
+  if (r < 0) return r;
   loop->used |= URSA_FEAT_BUF_RING;
+  loop->sring = &loop->rings[0];
+  /* Streams get a ring of their own that the kernel fills by parts: small
+   * reads then share a buffer instead of taking one each.  Messages stay
+   * on the plain ring, where a message always finds a whole buffer. */
+  if (!(disable & URSA_FEAT_BUF_INC) &&
+      ring_init(loop, &loop->rings[1], 1, count, size, true) == 0) {
+    loop->sring = &loop->rings[1];
+    loop->used |= URSA_FEAT_BUF_INC;
+  }
   return 0;
 }
 
 void ursa__bufring_free(ursa_loop *loop) {
-  if (!loop->br) return;
-  io_uring_unregister_buf_ring(&loop->ring, loop->bgid);
-  munmap(loop->br, loop->br_bytes);
-  loop->br = NULL;
-  free(loop->kept_map);
-  loop->kept_map = NULL;
+  ring_free(loop, &loop->rings[1]);
+  ring_free(loop, &loop->rings[0]);
 }
 
-/* The buffer that holds p, or -1 when p is not in the ring's memory. */
-static int bid_of(const ursa_loop *loop, const void *p) {
+void ursa__buf_recycle(ursa_loop *loop, ursa__bufring *r, unsigned bid) {
+  r->out[bid] = 0;
+  io_uring_buf_ring_add(r->br, ursa__buf_addr(r, bid), r->size,
+                        (unsigned short)bid, r->mask, 0);
+  io_uring_buf_ring_advance(r->br, 1);
+  loop->stats.bufs_out--;
+}
+
+/* ---- slices ---- */
+
+/* The buffer behind ring entry i. */
+static unsigned entry_bid(const ursa__bufring *r, unsigned i) {
+  return r->br->bufs[i & (unsigned)r->mask].bid;
+}
+
+/* The kernel is done with buffer bid: it comes back once nobody holds it. */
+static void buf_out(ursa_loop *loop, ursa__bufring *r, unsigned bid) {
+  r->out[bid] = 1;
+  r->head++;
+  loop->stats.bufs_out++;
+}
+
+bool ursa__slices_begin(ursa_loop *loop, ursa__bufring *r, ursa__slices *it,
+                        int res, uint32_t cflags, bool bundle) {
+  unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
+  it->r = r;
+  it->bid = bid;
+  it->first = true;
+  it->more = (cflags & IORING_CQE_F_BUF_MORE) != 0;
+  it->left = res > 0 ? (unsigned)res : 0;
+  if (URSA__UNLIKELY(bid >= r->count || entry_bid(r, r->head) != bid))
+    return false;
+  if (!bundle && !r->inc) {
+    /* One buffer, taken whole whatever the result: a datagram cut short
+     * reports its full length, and an empty result still used it. */
+    if (it->left > r->size) it->left = r->size;
+    if (!it->left) {
+      buf_out(loop, r, bid);
+      ursa__buf_recycle(loop, r, bid);
+    }
+  }
+  /* A bundle or an incremental ring that moved no bytes took no buffer. */
+  return true;
+}
+
+bool ursa__slices_next(ursa_loop *loop, ursa__slices *it) {
+  if (!it->left) return false;
+  ursa__bufring *r = it->r;
+  unsigned bid = it->first ? it->bid : entry_bid(r, r->head);
+  unsigned off = r->inc ? r->off : 0;
+  unsigned len = r->size - off;
+  if (len > it->left) len = it->left;
+  it->first = false;
+  it->left -= len;
+  it->bid = bid;
+  it->data = ursa__buf_addr(r, bid) + off;
+  it->len = len;
+  if (!r->inc) {
+    buf_out(loop, r, bid);
+  } else if (off + len == r->size) {
+    r->off = 0;
+    buf_out(loop, r, bid);
+  } else {
+    r->off = off + len;
+  }
+  loop->lent_ring = r;
+  loop->lent_bid = (int)bid;
+  return true;
+}
+
+void ursa__slice_done(ursa_loop *loop, ursa__slices *it) {
+  ursa__bufring *r = it->r;
+  loop->lent_bid = -1;
+  loop->lent_ring = NULL;
+  loop->lent_kept = false;
+  if (r->out[it->bid] && !r->kept[it->bid]) ursa__buf_recycle(loop, r, it->bid);
+}
+
+void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) {
+  while (ursa__slices_next(loop, it)) ursa__slice_done(loop, it);
+}
+
+/* ---- keeping buffers ---- */
+
+/* The ring and buffer that hold p, or NULL when p is in neither ring. */
+static ursa__bufring *ring_of(ursa_loop *loop, const void *p, unsigned *bid) {
   const char *c = p;
-  if (!loop->br || c < loop->bufs ||
-      c >= loop->bufs + (size_t)loop->buf_count * loop->buf_size)
-    return -1;
-  return (int)((size_t)(c - loop->bufs) / loop->buf_size);
+  for (int i = 0; i < 2; i++) {
+    ursa__bufring *r = &loop->rings[i];
+    if (r->br && c >= r->bufs && c < r->bufs + (size_t)r->count * r->size) {
+      *bid = (unsigned)((size_t)(c - r->bufs) / r->size);
+      return r;
+    }
+  }
+  return NULL;
 }
 
 int ursa_buf_keep(ursa_loop *loop, const void *buf) {
@@ -75,12 +194,14 @@ int ursa_buf_keep(ursa_loop *loop, const void *buf) {
   if (loop->lent_bid < 0)
     return ursa__invalid("ursa_buf_keep: only inside a read or receive "
                          "callback, for the buffer it was given");
-  if (bid_of(loop, buf) != loop->lent_bid)
+  unsigned bid;
+  ursa__bufring *r = ring_of(loop, buf, &bid);
+  if (r != loop->lent_ring || (int)bid != loop->lent_bid)
     return ursa__invalid("ursa_buf_keep: not the buffer this callback was "
                          "given");
   if (loop->lent_kept) return -EALREADY;
   if (loop->kept >= loop->keep_max) return -ENOBUFS;
-  loop->kept_map[loop->lent_bid] = 1;
+  r->kept[bid]++;
   loop->kept++;
   loop->lent_kept = true;
   return 0;
@@ -90,14 +211,15 @@ int ursa_buf_release(ursa_loop *loop, const void *buf) {
   if (!loop || !buf)
     return ursa__invalid("ursa_buf_release: NULL %s",
                          loop ? "buffer" : "loop");
-  int bid = bid_of(loop, buf);
-  if (bid < 0 || !loop->kept_map[bid])
+  unsigned bid;
+  ursa__bufring *r = ring_of(loop, buf, &bid);
+  if (!r || !r->kept[bid])
     return ursa__invalid("ursa_buf_release: %p is not a kept buffer", buf);
-  loop->kept_map[bid] = 0;
+  r->kept[bid]--;
   loop->kept--;
-  if (bid == loop->lent_bid)
+  if (r == loop->lent_ring && (int)bid == loop->lent_bid)
     loop->lent_kept = false; /* released in its own callback */
-  else
-    ursa__buf_recycle(loop, (unsigned)bid);
+  else if (r->out[bid] && !r->kept[bid])
+    ursa__buf_recycle(loop, r, bid);
   return 0;
 }

@@ -20,5 +20,16 @@
 #ifndef IORING_FEAT_CQE_SKIP
 #define IORING_FEAT_CQE_SKIP (1U << 11) /* 5.17 */
 #endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14) /* 6.10 */
+#endif
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4) /* sqe->ioprio, 6.10 */
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4) /* 6.12 */
+#endif
+/* io_uring_buf_reg.flags, which liburing 2.3 still calls pad. */
+#define URSA__PBUF_RING_INC 2 /* IOU_PBUF_RING_INC, 6.12 */
 
 #endif /* URSA_COMPAT_H */

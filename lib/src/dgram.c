@@ -159,7 +159,7 @@ void ursa__drecv_prep(ursa_loop *loop, ursa_op *op) {
     io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_TRUNC);
   }
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = loop->bgid;
+  sqe->buf_group = loop->rings[0].bgid;
   io_uring_sqe_set_data(sqe, op);
 }
 
@@ -213,13 +213,29 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_dgram *d = DGRAM_OF(op, recv_op);
   bool multishot = op->flags & URSA__F_MULTISHOT;
   if (flags & IORING_CQE_F_BUFFER) {
-    unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    ursa__buf_lend(loop, bid);
-    if (res >= 0 && !(d->flags & D_CLOSING) &&
-        !deliver(loop, d, res, ursa__buf_addr(loop, bid), multishot))
-      res = -EFAULT;
-    ursa__buf_return(loop, bid);
-    if (res >= 0 && (flags & IORING_CQE_F_MORE)) return;
+    /* One datagram, one buffer: the slice is the whole of it. */
+    ursa__slices it;
+    if (!ursa__slices_begin(loop, &loop->rings[0], &it, res, flags, false)) {
+      ursa__invalid("ursa: receive buffers came back out of ring order");
+      res = -EIO;
+    } else if (ursa__slices_next(loop, &it)) {
+      if (res >= 0 && !(d->flags & D_CLOSING) &&
+          !deliver(loop, d, res, it.data, multishot))
+        res = -EFAULT;
+      ursa__slice_done(loop, &it);
+    } else if (res == 0 && !multishot && !(d->flags & D_CLOSING)) {
+      deliver(loop, d, 0, NULL, false); /* an empty datagram */
+    }
+    if (flags & IORING_CQE_F_MORE) {
+      if (res < 0 && (d->flags & D_RECEIVING) && !(d->flags & D_CLOSING)) {
+        /* Receiving ends on this error; the recv's last completion only
+         * finishes the operation. */
+        d->flags &= ~D_RECEIVING;
+        ursa__op_cancel(loop, op);
+        d->recv_cb(d, res, NULL, NULL, 0, 0);
+      }
+      return;
+    }
   } else if (res == 0 && !multishot) {
     /* An empty datagram: the kernel gives its buffer straight back. */
     if (!(d->flags & D_CLOSING)) deliver(loop, d, 0, NULL, false);

@@ -50,6 +50,7 @@ enum {
 #define URSA__F_BATCHED 0x10   /* a write the stream's send in flight carries */
 #define URSA__F_STARTED 0x20   /* a write whose timeout clock runs */
 #define URSA__F_ZC 0x40        /* a zero-copy send: a notification follows */
+#define URSA__F_BUNDLE 0x80    /* a recv armed as a bundle */
 
 typedef struct ursa__op_type {
   const char *name;
@@ -60,6 +61,25 @@ typedef struct ursa__op_type {
 } ursa__op_type;
 
 extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
+
+/* One provided buffer ring.  Buffers go back in any order, so the ring's
+ * entries no longer say which buffer follows which; head follows the kernel
+ * (it takes entries in ring order, and completions come in that order) so
+ * that a bundle's later buffers and a partly filled buffer can be found. */
+typedef struct ursa__bufring {
+  struct io_uring_buf_ring *br; /* NULL: not set up */
+  size_t map_bytes;
+  char *bufs;
+  unsigned count;
+  unsigned size;
+  int mask;
+  uint16_t bgid;
+  bool inc;        /* incremental consumption: buffers are filled by parts */
+  uint16_t head;   /* ring index of the entry the kernel takes next */
+  unsigned off;    /* inc: bytes of the head entry's buffer already filled */
+  uint16_t *kept;  /* per buffer: slices of it the application keeps */
+  uint8_t *out;    /* per buffer: the kernel is done with it, not back yet */
+} ursa__bufring;
 
 struct ursa_loop {
   struct io_uring ring;
@@ -82,19 +102,17 @@ struct ursa_loop {
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
   ursa_op *pend_head, *pend_tail;     /* results to call back */
 
-  /* Provided buffer ring for receives. */
-  struct io_uring_buf_ring *br;
-  size_t br_bytes;
-  char *bufs;
-  unsigned buf_count;
-  unsigned buf_size;
-  int buf_mask;
-  uint16_t bgid;
-  int lent_bid;        /* the buffer a read callback holds now, or -1 */
-  bool lent_kept;      /* ...and that callback kept it (ursa_buf_keep) */
-  unsigned kept;       /* buffers the application keeps */
+  /* Provided buffer rings: rings[0] for messages (datagrams, seqpacket),
+   * sring for byte streams: rings[1] when the kernel fills buffers by parts
+   * (incremental consumption), else rings[0] too. */
+  ursa__bufring rings[2];
+  ursa__bufring *sring;
+  unsigned buf_size;   /* of every buffer in either ring */
+  ursa__bufring *lent_ring; /* the slice a read callback holds now: */
+  int lent_bid;             /* ...its buffer, or -1 */
+  bool lent_kept;           /* ...and that callback kept it */
+  unsigned kept;       /* slices the application keeps */
   unsigned keep_max;
-  uint8_t *kept_map;   /* per buffer: kept by the application */
 
   ursa_stats stats;
   char kernel_release[64];
@@ -145,32 +163,42 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
     __attribute__((format(printf, 2, 3)));
 
 /* ---- bufring.c ---- */
-int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size)
-    URSA__HIDDEN;
+/* Registers rings[0] (and rings[1] when incremental consumption is used). */
+int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
+                       uint32_t disable) URSA__HIDDEN;
 void ursa__bufring_free(ursa_loop *loop) URSA__HIDDEN;
-static inline char *ursa__buf_addr(ursa_loop *loop, unsigned bid) {
-  return loop->bufs + (size_t)bid * loop->buf_size;
+static inline char *ursa__buf_addr(const ursa__bufring *r, unsigned bid) {
+  return r->bufs + (size_t)bid * r->size;
 }
 /* Gives buffer bid back to the kernel. */
-static inline void ursa__buf_recycle(ursa_loop *loop, unsigned bid) {
-  io_uring_buf_ring_add(loop->br, ursa__buf_addr(loop, bid), loop->buf_size,
-                        (unsigned short)bid, loop->buf_mask, 0);
-  io_uring_buf_ring_advance(loop->br, 1);
-  loop->stats.bufs_out--;
-}
+void ursa__buf_recycle(ursa_loop *loop, ursa__bufring *r, unsigned bid)
+    URSA__HIDDEN;
 
-/* Lends buffer bid to a read callback; ursa__buf_return() afterwards puts
- * it back in the ring unless the callback kept it. */
-static inline void ursa__buf_lend(ursa_loop *loop, unsigned bid) {
-  loop->lent_bid = (int)bid;
-}
-static inline void ursa__buf_return(ursa_loop *loop, unsigned bid) {
-  loop->lent_bid = -1;
-  if (loop->lent_kept)
-    loop->lent_kept = false;
-  else
-    ursa__buf_recycle(loop, bid);
-}
+/* The bytes of one completion that carried buffers, handed out as slices
+ * that never cross a buffer's end:
+ *   ursa__slices_begin(); while (ursa__slices_next()) { use; ursa__slice_done(); }
+ * Each slice is lent (ursa_buf_keep() may keep it) until ursa__slice_done().
+ * A plain completion is one slice of one buffer; a bundle spans several
+ * buffers; on an incremental ring a slice may be part of a buffer. */
+typedef struct ursa__slices {
+  ursa__bufring *r;
+  unsigned left;    /* bytes not handed out yet */
+  unsigned bid;     /* the current slice: its buffer, */
+  char *data;       /* ...where it starts */
+  unsigned len;     /* ...and its length */
+  bool first;
+  bool more;        /* IORING_CQE_F_BUF_MORE: the last buffer stays filling */
+} ursa__slices;
+/* Starts on a completion with IORING_CQE_F_BUFFER; res is its result and
+ * bundle says how its operation was armed.  Returns false when the kernel
+ * and ursa disagree on which buffer came next (never seen; the stream fails
+ * with -EIO rather than hand out wrong bytes). */
+bool ursa__slices_begin(ursa_loop *loop, ursa__bufring *r, ursa__slices *it,
+                        int res, uint32_t cflags, bool bundle) URSA__HIDDEN;
+bool ursa__slices_next(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
+void ursa__slice_done(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
+/* Hands back every slice left without using it. */
+void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
 
 /* ---- stream.c / listener.c ---- */
 void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;

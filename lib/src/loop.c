@@ -80,7 +80,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (!loop) return -ENOMEM;
   r = ursa__ring_setup(loop, &o);
   if (r < 0) goto err_free;
-  r = ursa__bufring_init(loop, o.buf_count, o.buf_size);
+  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.disable);
   if (r < 0) goto err_ring;
   direct_init(loop, o.direct_files, o.disable);
   loop->keep_max = o.buf_keep_max;
@@ -147,7 +147,6 @@ static unsigned reap(ursa_loop *loop) {
       got[i].ud = cqes[i]->user_data;
       got[i].res = cqes[i]->res;
       got[i].flags = cqes[i]->flags;
-      loop->stats.bufs_out += (cqes[i]->flags & IORING_CQE_F_BUFFER) != 0;
     }
     io_uring_cq_advance(&loop->ring, n);
     for (unsigned i = 0; i < n; i++)

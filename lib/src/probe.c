@@ -10,12 +10,12 @@ static const char *const feature_names[URSA_FEAT_COUNT] = {
     "submit_all",      "coop_taskrun",     "single_issuer", "defer_taskrun",
     "reg_ring_fd",     "buf_ring",         "multishot_accept",
     "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
-    "cqe_skip",        "direct_files",
+    "cqe_skip",        "direct_files",     "recv_bundle",   "buf_inc",
 };
 
 static const char *const feature_kernel[URSA_FEAT_COUNT] = {
     "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
-    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19",
+    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19", "6.10", "6.12",
 };
 
 const char *ursa_feature_name(uint32_t bit) {
@@ -62,6 +62,8 @@ static int setup_ring(struct io_uring *ring, unsigned sq, unsigned cq,
       if (p.features & IORING_FEAT_FAST_POLL) *kfeat |= URSA_FEAT_FAST_POLL;
       if (p.features & IORING_FEAT_NODROP) *kfeat |= URSA_FEAT_NODROP;
       if (p.features & IORING_FEAT_CQE_SKIP) *kfeat |= URSA_FEAT_CQE_SKIP;
+      if (p.features & IORING_FEAT_RECVSEND_BUNDLE)
+        *kfeat |= URSA_FEAT_RECV_BUNDLE;
       return 0;
     }
     if (r != -EINVAL || drop >= NSETUP) return r;
@@ -108,7 +110,8 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   loop->disabled = o->disable;
   /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
    * SQE and ursa does not ask for it. */
-  loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP));
+  loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
+               (kfeat & URSA_FEAT_RECV_BUNDLE & ~o->disable);
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -157,6 +160,11 @@ int ursa_probe(ursa_features *out) {
   if (io_uring_register_buf_ring(&ring, &reg, 0) == 0) {
     out->kernel |= URSA_FEAT_BUF_RING;
     io_uring_unregister_buf_ring(&ring, 0);
+    reg.pad = URSA__PBUF_RING_INC; /* refused before 6.12 */
+    if (io_uring_register_buf_ring(&ring, &reg, 0) == 0) {
+      out->kernel |= URSA_FEAT_BUF_INC;
+      io_uring_unregister_buf_ring(&ring, 0);
+    }
   }
   io_uring_queue_exit(&ring);
   return 0;

@@ -23,6 +23,7 @@
 #define S_PAUSED 0x400    /* reading held back by the high watermark */
 #define S_DIRECT 0x800    /* the socket is direct descriptor s->slot */
 #define S_NO_ZC 0x1000    /* a zero-copy send was refused: plain sends */
+#define S_DESYNC 0x2000   /* buffers came out of order: reading ends, -EIO */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
@@ -272,65 +273,82 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
   return 0;
 }
 
+static ursa__bufring *recv_ring(ursa_loop *loop, const ursa_stream *s) {
+  return (s->flags & S_SEQPACKET) ? &loop->rings[0] : loop->sring;
+}
+
 void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   /* MSG_TRUNC on a seqpacket socket returns a message's whole length, so a
    * message larger than the buffer shows as res > buf_size. */
-  int rflags = (s->flags & S_SEQPACKET) ? MSG_TRUNC : 0;
+  bool msg = s->flags & S_SEQPACKET;
+  int rflags = msg ? MSG_TRUNC : 0;
+  /* A bundle fills as many buffers as the socket has bytes for; messages
+   * keep one buffer each. */
+  bool bundle = !msg && (loop->used & URSA_FEAT_RECV_BUNDLE);
+  op->flags &= (uint8_t)~URSA__F_BUNDLE;
   if (loop->used & URSA_FEAT_MULTISHOT_RECV) {
     io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, rflags);
     op->flags |= URSA__F_MULTISHOT;
   } else {
-    io_uring_prep_recv(sqe, s->fd, NULL, loop->buf_size, rflags);
+    io_uring_prep_recv(sqe, s->fd, NULL, bundle ? 0 : loop->buf_size,
+                       rflags);
+  }
+  if (bundle) {
+    sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+    op->flags |= URSA__F_BUNDLE;
   }
   set_socket(s, sqe);
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = loop->bgid;
+  sqe->buf_group = recv_ring(loop, s)->bgid;
   io_uring_sqe_set_data(sqe, op);
 }
 
 void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, recv_op);
-  if (res > 0) {
-    /* Without a buffer the kernel broke its contract; treat as an error. */
-    if (URSA__UNLIKELY(!(flags & IORING_CQE_F_BUFFER))) {
-      res = -EFAULT;
-    } else if ((unsigned)res > loop->buf_size) {
+  if (flags & IORING_CQE_F_BUFFER) {
+    ursa__slices it;
+    if (URSA__UNLIKELY(!ursa__slices_begin(loop, recv_ring(loop, s), &it,
+                                           res, flags,
+                                           op->flags & URSA__F_BUNDLE))) {
+      /* Which buffers hold these bytes is unknown: fail loudly rather
+       * than pass on wrong ones.  The buffers are lost to the ring. */
+      ursa__invalid("ursa: receive buffers came back out of ring order");
+      res = -EIO;
+      s->flags |= S_DESYNC;
+    } else if (res > 0 && (unsigned)res > loop->buf_size &&
+               (s->flags & S_SEQPACKET)) {
       /* A seqpacket message cut to the buffer: an error, never data. */
-      ursa__buf_recycle(loop, flags >> IORING_CQE_BUFFER_SHIFT);
+      ursa__slices_drop(loop, &it);
       res = -EMSGSIZE;
-      if (flags & IORING_CQE_F_MORE) {
-        ursa__op_cancel(loop, op);
-        s->flags |= S_MSGSIZE;
-        return;
-      }
-    } else {
-      unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-      if (URSA__UNLIKELY(s->flags & S_MSGSIZE)) {
-        /* Reading is ending on an oversized message: nothing after it. */
-        ursa__buf_recycle(loop, bid);
-        if (flags & IORING_CQE_F_MORE) return;
-        res = -EMSGSIZE;
-        goto ended;
-      }
+      s->flags |= S_MSGSIZE;
+    } else if (URSA__UNLIKELY(s->flags & (S_MSGSIZE | S_DESYNC))) {
+      /* Reading is ending on an error: nothing after it. */
+      ursa__slices_drop(loop, &it);
+    } else if (res > 0) {
       loop->stats.bytes_in += (uint64_t)res;
       s->last_read_ms = loop->now_ms;
-      /* Delivered even after ursa_read_stop(): the bytes left the socket. */
-      if (!(s->flags & S_CLOSING)) {
-        ursa__buf_lend(loop, bid);
-        s->read_cb(s, res, ursa__buf_addr(loop, bid));
-        ursa__buf_return(loop, bid);
-      } else {
-        ursa__buf_recycle(loop, bid);
+      while (ursa__slices_next(loop, &it)) {
+        /* Delivered even after ursa_read_stop(): the bytes left the
+         * socket.  A callback that closes the stream drops the rest. */
+        if (!(s->flags & S_CLOSING))
+          s->read_cb(s, (ssize_t)it.len, it.data);
+        ursa__slice_done(loop, &it);
       }
-      if (flags & IORING_CQE_F_MORE) return;
     }
-  } else if (flags & IORING_CQE_F_BUFFER) {
-    ursa__buf_recycle(loop, flags >> IORING_CQE_BUFFER_SHIFT);
+    if ((flags & IORING_CQE_F_MORE) && (res > 0 || res == -EMSGSIZE ||
+                                        res == -EIO)) {
+      /* A multishot recv that must stop handing out bytes: what still
+       * arrives is dropped until its last completion reports the error. */
+      if (res < 0) ursa__op_cancel(loop, op);
+      return;
+    }
+  } else if (URSA__UNLIKELY(res > 0)) {
+    /* Bytes without a buffer break the kernel's contract. */
+    res = -EFAULT;
   }
-ended:
   if (res == -ENOBUFS) loop->stats.enobufs++;
   if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
     /* A kernel that takes the opcode but not multishot: fall back. */
@@ -348,6 +366,8 @@ ended:
     status = -ETIMEDOUT;
   } else if (s->flags & S_MSGSIZE) {
     status = -EMSGSIZE;
+  } else if (s->flags & S_DESYNC) {
+    status = -EIO;
   } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
     status = res;
   }
@@ -362,7 +382,7 @@ ended:
   }
   op_end(s, op);
   if (status < 0) {
-    s->flags &= ~(S_READING | S_READ_TIMEDOUT | S_MSGSIZE);
+    s->flags &= ~(S_READING | S_READ_TIMEDOUT | S_MSGSIZE | S_DESYNC);
     if (s->read_timer.op.state != URSA__IDLE)
       ursa__op_cancel(loop, &s->read_timer.op);
     s->read_cb(s, status, NULL);

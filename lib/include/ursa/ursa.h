@@ -102,8 +102,12 @@ enum ursa_feature {
   URSA_FEAT_DIRECT_FILES = 1u << 12,    /* accept into direct descriptors,
                                            slots allocated by the kernel
                                            [5.19]; only with direct_files */
+  URSA_FEAT_RECV_BUNDLE = 1u << 13,     /* a stream recv fills several
+                                           buffers at once [6.10] */
+  URSA_FEAT_BUF_INC = 1u << 14,         /* stream buffers filled by parts
+                                           (incremental consumption) [6.12] */
 };
-#define URSA_FEAT_COUNT 13
+#define URSA_FEAT_COUNT 15
 
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
