@@ -175,6 +175,28 @@ def test_select_limit():
 
 
 def test_uring_only(tmp):
+    # The opt-in receive paths carry the same bytes, streams and messages.
+    opt = ["--uring-enable", "recv_bundle,buf_inc", "--buf-size", "4096"]
+    srv = Server("uring", *opt)
+    d = random.randbytes(3000000)
+    check(echo_stream(srv.addr, d) == d, "uring with bundles: tcp echo")
+    r, res = load(srv.addr, 32)
+    check(r.returncode == 0 and res.get("errors") == 0,
+          f"uring with bundles: ursa-load: {r.returncode} {r.stderr}")
+    srv.stop()
+    srv = Server("uring", "--proto", "seqpacket", *opt,
+                 listen=f"unix:{tmp}/qb.sock")
+    for n in [1, 500, 4000]:
+        d = random.randbytes(n)
+        check(echo_stream(srv.addr, d, socket.SOCK_SEQPACKET) == d,
+              f"uring with bundles: seqpacket {n}")
+    srv.stop()
+    for v, says in [("direct_files", "only recv_bundle and buf_inc"),
+                    ("nope", "--uring-enable: unknown feature 'nope'")]:
+        r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"--uring-enable {v}: exit {r.returncode}, {r.stderr!r}")
     srv = Server("uring", "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")
     for n in [1, 500, 9000]:
         d = random.randbytes(n)

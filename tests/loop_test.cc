@@ -41,9 +41,36 @@ TEST(Loop, RefusesBadOptionsNamingThem) {
   o.disable = 1u << 30;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "disable"));
+  o = ursa_loop_options{};
+  o.enable = URSA_FEAT_SEND_ZC; // has its own option: not opt-in here
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "enable 0x100"));
   EXPECT_EQ(-EINVAL, ursa_loop_new(nullptr, nullptr));
   EXPECT_EQ(-EINVAL, ursa_loop_run(nullptr, URSA_RUN_DEFAULT));
   EXPECT_EQ(-EINVAL, ursa_loop_close(nullptr));
+}
+
+// The opt-in features are used only when asked for, and disable wins.
+TEST(Loop, OptInFeaturesFollowTheEnableOption) {
+  ursa_features f;
+  ASSERT_EQ(0, ursa_probe(&f));
+  const uint32_t both = URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC;
+  struct {
+    uint32_t enable, disable;
+  } cases[] = {{0, 0}, {both, 0}, {URSA_FEAT_BUF_INC, 0},
+               {both, URSA_FEAT_RECV_BUNDLE}};
+  for (auto &c : cases) {
+    ursa_loop_options o{};
+    o.enable = c.enable;
+    o.disable = c.disable;
+    ursa_loop *loop;
+    ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+    ursa_features lf;
+    ursa_loop_features(loop, &lf);
+    EXPECT_EQ(c.enable & ~c.disable & f.kernel, lf.used & both)
+        << "enable " << c.enable << " disable " << c.disable;
+    EXPECT_EQ(0, ursa_loop_close(loop));
+  }
 }
 
 TEST(Loop, ProbeReportsKernelFeaturesAsTextAndJson) {

@@ -24,6 +24,7 @@ class Stream : public ::testing::TestWithParam<Param> {
     opts_.disable = std::get<0>(GetParam()).disable;
     opts_.direct_files = std::get<0>(GetParam()).direct_files;
     opts_.zc_threshold = std::get<0>(GetParam()).zc_threshold;
+    opts_.enable = std::get<0>(GetParam()).enable;
     Make();
   }
   void Make() {
@@ -612,7 +613,7 @@ TEST_P(Stream, SmallReadsShareABufferFilledByParts) {
   opts_.buf_size = 1024;
   Make();
   bool by_parts = Uses(loop(), URSA_FEAT_BUF_INC);
-  EXPECT_EQ(!(std::get<0>(GetParam()).disable & URSA_FEAT_BUF_INC),
+  EXPECT_EQ((std::get<0>(GetParam()).enable & URSA_FEAT_BUF_INC) != 0,
             by_parts) << "the kernel here (6.12 and later) offers buf_inc";
   Accepted a;
   Peer p(this, loop(), family(), &a);
@@ -668,7 +669,7 @@ TEST_P(Stream, BundleFillsSeveralBuffersAtOnce) {
   opts_.buf_size = 1024;
   Make();
   bool bundles = Uses(loop(), URSA_FEAT_RECV_BUNDLE);
-  EXPECT_EQ(!(std::get<0>(GetParam()).disable & URSA_FEAT_RECV_BUNDLE),
+  EXPECT_EQ((std::get<0>(GetParam()).enable & URSA_FEAT_RECV_BUNDLE) != 0,
             bundles) << "the kernel here (6.10 and later) offers bundles";
   Accepted a;
   Peer p(this, loop(), family(), &a);

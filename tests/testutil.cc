@@ -25,12 +25,11 @@ const Variant kVariants[] = {
      URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV, 1024},
     // Writes of 1 KiB and more sent with SEND_ZC.
     {"zero_copy", 0, 0, 1024},
-    // Receive buffers: one whole buffer per recv completion (the paths
-    // for kernels before 6.10), bundles on the shared ring, and buffers
-    // filled by parts without bundles.
-    {"plain_buffers", URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC},
-    {"bundles_only", URSA_FEAT_BUF_INC},
-    {"by_parts_only", URSA_FEAT_RECV_BUNDLE},
+    // The opt-in receive paths: bundles and buffers filled by parts, each
+    // alone and together.
+    {"bundles_and_parts", 0, 0, 0, URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC},
+    {"bundles_only", 0, 0, 0, URSA_FEAT_RECV_BUNDLE},
+    {"by_parts_only", 0, 0, 0, URSA_FEAT_BUF_INC},
 };
 const size_t kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 

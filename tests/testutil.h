@@ -24,6 +24,7 @@ struct Variant {
   uint32_t disable;
   unsigned direct_files; /* accepted streams on direct descriptors */
   unsigned zc_threshold; /* writes this large go zero-copy */
+  uint32_t enable;       /* opt-in features */
 };
 extern const Variant kVariants[];
 extern const size_t kNumVariants;

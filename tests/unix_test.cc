@@ -25,6 +25,7 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
     opts_.disable = GetParam().disable;
     opts_.direct_files = GetParam().direct_files;
     opts_.zc_threshold = GetParam().zc_threshold;
+    opts_.enable = GetParam().enable;
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }

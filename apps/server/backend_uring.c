@@ -236,6 +236,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   S.dgram = o->proto == PROTO_UDP || o->proto == PROTO_UNIXGRAM;
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
+  lo.enable = o->uring_enable;
   lo.write_batch = o->write_batch;
   /* Accepted connections live in direct descriptors (off with
    * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE. */

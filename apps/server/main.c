@@ -105,6 +105,8 @@ static void usage(FILE *f) {
       "  --uring-disable LIST  io_uring features to leave off, comma "
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
+      "  --uring-enable LIST  opt-in io_uring features to use: recv_bundle,"
+      "buf_inc\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
       "  --buf-count N    uring: receive buffers in the ring (power of two, "
       "default 256)\n"
@@ -127,7 +129,8 @@ static int bad(const char *fmt, const char *a, const char *b) {
   return 2;
 }
 
-static int parse_disable(const char *list, uint32_t *out) {
+static int parse_features(const char *flag, const char *list,
+                          uint32_t *out) {
   char buf[256];
   snprintf(buf, sizeof(buf), "%s", list);
   for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
@@ -136,9 +139,7 @@ static int parse_disable(const char *list, uint32_t *out) {
       if (!strcmp(tok, ursa_feature_name(1u << i))) bit = 1u << i;
     if (!bit) {
       fprintf(stderr,
-              "ursa-echo-server: --uring-disable: unknown feature "
-              "'%s'\n",
-              tok);
+              "ursa-echo-server: %s: unknown feature '%s'\n", flag, tok);
       return -1;
     }
     *out |= bit;
@@ -304,7 +305,13 @@ int main(int argc, char **argv) {
       if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;
       o.write_batch = (unsigned)wb;
     } else if (!strcmp(a, "--uring-disable")) {
-      if (parse_disable(v, &o.uring_disable) < 0) return 2;
+      if (parse_features(a, v, &o.uring_disable) < 0) return 2;
+    } else if (!strcmp(a, "--uring-enable")) {
+      if (parse_features(a, v, &o.uring_enable) < 0) return 2;
+      if (o.uring_enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE |
+                                       URSA_FEAT_BUF_INC))
+        return bad("--uring-enable: only recv_bundle and buf_inc are "
+                   "opt-in, not '%s'%s", v, "");
     } else {
       fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",
               a);

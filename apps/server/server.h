@@ -25,6 +25,7 @@ typedef struct server_opts {
   uint64_t deadline_ms;/* CLOCK_MONOTONIC ms to stop at; 0: none */
   int max_conns;       /* 0: no cap */
   uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
+  uint32_t uring_enable;  /* opt-in URSA_FEAT_* on */
   unsigned write_batch;   /* uring: writes per send, 0: the default */
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's

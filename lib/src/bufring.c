@@ -68,7 +68,7 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
 }
 
 int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
-                       uint32_t disable) {
+                       uint32_t enable) {
   loop->lent_bid = -1;
   loop->buf_size = size;
   int r = ring_init(loop, &loop->rings[0], 0, count, size, false);
@@ -78,7 +78,7 @@ int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
   /* Streams get a ring of their own that the kernel fills by parts: small
    * reads then share a buffer instead of taking one each.  Messages stay
    * on the plain ring, where a message always finds a whole buffer. */
-  if (!(disable & URSA_FEAT_BUF_INC) &&
+  if ((enable & URSA_FEAT_BUF_INC) &&
       ring_init(loop, &loop->rings[1], 1, count, size, true) == 0) {
     loop->sring = &loop->rings[1];
     loop->used |= URSA_FEAT_BUF_INC;

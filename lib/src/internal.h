@@ -165,7 +165,7 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
 /* ---- bufring.c ---- */
 /* Registers rings[0] (and rings[1] when incremental consumption is used). */
 int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
-                       uint32_t disable) URSA__HIDDEN;
+                       uint32_t enable) URSA__HIDDEN;
 void ursa__bufring_free(ursa_loop *loop) URSA__HIDDEN;
 static inline char *ursa__buf_addr(const ursa__bufring *r, unsigned bid) {
   return r->bufs + (size_t)bid * r->size;

@@ -43,6 +43,11 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->buf_keep_max > o->buf_count)
     return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
                          "%u", o->buf_keep_max, o->buf_count);
+  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
+    return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
+                         "are not opt-in (only recv_bundle and buf_inc are)",
+                         o->enable);
+  o->enable &= ~o->disable;
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
@@ -80,7 +85,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (!loop) return -ENOMEM;
   r = ursa__ring_setup(loop, &o);
   if (r < 0) goto err_free;
-  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.disable);
+  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.enable);
   if (r < 0) goto err_ring;
   direct_init(loop, o.direct_files, o.disable);
   loop->keep_max = o.buf_keep_max;

@@ -111,7 +111,7 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
    * SQE and ursa does not ask for it. */
   loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
-               (kfeat & URSA_FEAT_RECV_BUNDLE & ~o->disable);
+               (kfeat & URSA_FEAT_RECV_BUNDLE & o->enable & ~o->disable);
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -261,6 +261,8 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
     return "not asked for (zc_threshold 0)";
   if (bit == URSA_FEAT_DIRECT_FILES && f->used)
     return "not asked for (direct_files 0)";
+  if ((bit == URSA_FEAT_RECV_BUNDLE || bit == URSA_FEAT_BUF_INC) && f->used)
+    return "not asked for (enable option)";
   return f->used ? "not used" : "no loop";
 }
 

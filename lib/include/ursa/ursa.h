@@ -103,9 +103,11 @@ enum ursa_feature {
                                            slots allocated by the kernel
                                            [5.19]; only with direct_files */
   URSA_FEAT_RECV_BUNDLE = 1u << 13,     /* a stream recv fills several
-                                           buffers at once [6.10] */
+                                           buffers at once [6.10]; only with
+                                           the enable option */
   URSA_FEAT_BUF_INC = 1u << 14,         /* stream buffers filled by parts
-                                           (incremental consumption) [6.12] */
+                                           (incremental consumption) [6.12];
+                                           only with the enable option */
 };
 #define URSA_FEAT_COUNT 15
 
@@ -117,6 +119,12 @@ typedef struct ursa_loop_options {
   unsigned buf_size;   /* bytes per receive buffer; 0: 16384 */
   uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
                           runs and to exercise the fallback paths */
+  uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
+                          offers them: URSA_FEAT_RECV_BUNDLE and
+                          URSA_FEAT_BUF_INC (any other bit is refused).
+                          Off by default because the bench suite measured
+                          no gain from them on loopback, and a loss for
+                          bundles on a bulk stream: see docs/DESIGN.md. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
   unsigned zc_threshold;/* a write of at least this many bytes that goes out
