@@ -347,6 +347,43 @@ PROFILE_BUCKETS = [
 ]
 
 
+# Frames that only pass time on to whoever called them: a sample in one is
+# charged to the first caller that belongs to a bucket (interrupts enabled
+# again after a wake-up count as the wake-up; at system-call entry, as the
+# system call).
+PROFILE_PASS_ON = ("pvm_", "__raw_callee_save", "native_", "__pv_", "asm_",
+                   "sysvec_", "__sysvec", "irq_", "__irq", "_raw_spin_unlock",
+                   "paravirt", "xen_")
+# A sample in one of these user-space functions is the system call's trap.
+SYSCALL_WRAPPERS = ("__send", "__libc_send", "__libc_recv", "__recv",
+                    "epoll_wait", "__GI_epoll_wait", "__epoll_wait", "select",
+                    "__select", "poll", "__poll", "__libc_read",
+                    "__libc_write", "read", "write", "accept4", "syscall",
+                    "__sys_io_uring_enter", "io_uring_enter",
+                    "io_uring_submit", "__io_uring_submit", "recv", "send")
+PROFILE_LOCKS = "locks, RCU, interrupts"
+
+
+def attribute(frames):
+    """The bucket of one sample's call chain, leaf first: the first frame
+    that belongs to a bucket other than locks; a lock's time goes to the
+    code that took the lock."""
+    lock = False
+    for sym, kernel in frames:
+        if not kernel:
+            return ("syscall entry and exit" if sym in SYSCALL_WRAPPERS
+                    else "user space")
+        if sym.startswith(PROFILE_PASS_ON):
+            continue
+        for name, prefixes in PROFILE_BUCKETS:
+            if sym.startswith(prefixes):
+                if name != PROFILE_LOCKS:
+                    return name
+                lock = True
+                break
+    return PROFILE_LOCKS if lock else "other kernel"
+
+
 def profile(a, b, tmp):
     """perf record on the server at 64 connections x 64 B ping-pong;
     returns the share of its samples per bucket, or a reason."""
@@ -362,7 +399,8 @@ def profile(a, b, tmp):
                             stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.8)
-        r = subprocess.run(["perf", "record", "-q", "-p", str(srv.p.pid),
+        r = subprocess.run(["perf", "record", "-q", "-g", "-p",
+                            str(srv.p.pid),
                             "-o", data, "--", "sleep", "1.5"],
                            capture_output=True, text=True, timeout=60)
     finally:
@@ -371,31 +409,28 @@ def profile(a, b, tmp):
     if r.returncode != 0 or not os.path.exists(data):
         return {"backend": b, "error": "perf record failed: "
                 + (r.stderr.strip().splitlines() or ["?"])[-1][:200]}
-    rep = subprocess.run(["perf", "report", "-i", data, "--stdio",
-                          "--no-children", "--sort", "sym", "-g", "none",
-                          "--percent-limit", "0"],
-                         capture_output=True, text=True, timeout=120)
-    shares = {name: 0.0 for name, _ in PROFILE_BUCKETS}
-    shares.update({"other kernel": 0.0, "user space": 0.0})
-    kernel = 0.0
-    for line in rep.stdout.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(\S+)", line)
-        if not m:
+    rep = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"],
+                         capture_output=True, text=True, timeout=300)
+    counts = {name: 0 for name, _ in PROFILE_BUCKETS}
+    counts.update({"other kernel": 0, "user space": 0})
+    n = nk = 0
+    for sample in re.split(r"\n\s*\n", rep.stdout):
+        frames = []
+        for line in sample.splitlines():
+            m = re.match(r"\s*[0-9a-f]+\s+(\S+)\s+\((.*)\)\s*$", line)
+            if m:
+                frames.append((m.group(1).split("+")[0],
+                               m.group(2) == "[kernel.kallsyms]"))
+        if not frames:
             continue
-        pct, where, sym = float(m.group(1)), m.group(2), m.group(3)
-        if where != "k":
-            shares["user space"] += pct
-            continue
-        kernel += pct
-        for name, prefixes in PROFILE_BUCKETS:
-            if sym.startswith(prefixes):
-                shares[name] += pct
-                break
-        else:
-            shares["other kernel"] += pct
-    if kernel + shares["user space"] < 50:
-        return {"backend": b, "error": "perf report gave too few samples"}
-    return {"backend": b, "kernel": kernel, "shares": shares}
+        n += 1
+        nk += frames[0][1]
+        counts[attribute(frames)] += 1
+    if n < 50:
+        return {"backend": b, "error": f"perf gave {n} samples"}
+    shares = {k: 100.0 * v / n for k, v in counts.items()}
+    kernel = 100.0 * nk / n
+    return {"backend": b, "kernel": kernel, "shares": shares, "samples": n}
 
 
 def fmt(v, nd=1):
@@ -660,22 +695,39 @@ def targets(cases, bulk, iperf, mem, prof):
             stack_e = (sh_e["network stack"] + sh_e["copies"]) / 100 * ce
             over_e = (sh_e["readiness (epoll, select, poll)"] +
                       sh_e["syscall entry and exit"]) / 100 * ce
-            notes.append(
+            sel = pp("select", 64)
+            cs = sel["server_cpu_us_per_rt"] if sel else None
+            floor_e = stack_u / ce
+            floor_s = stack_u / cs if cs else None
+            rest = sorted(((k, v / 100 * cu) for k, v in sh_u.items()
+                           if k not in ("network stack", "copies") and
+                           v >= 1.0), key=lambda kv: -kv[1])
+            text = (
                 f"**Server CPU per round trip.**  This run's profile of the "
-                f"two servers at 64 connections (perf, table below) puts "
-                f"{stack_u:.2f} us of uring's {cu:.2f} us per round trip in "
-                f"the TCP stack and its copies (epoll: {stack_e:.2f} of "
-                f"{ce:.2f} us).  That is work a server must do whatever its "
-                f"event loop, so even if everything else cost nothing, uring "
-                f"would need {stack_u / ce:.2f}x epoll's CPU: above the 0.4x "
-                f"target, and select ({fmt(pp('select', 64)['server_cpu_us_per_rt'], 2)} us) "
-                f"pays the same stack.  What io_uring removes is epoll's "
-                f"readiness checks and system-call entry, {over_e:.2f} us "
-                f"per round trip here, while its own code costs "
-                f"{sh_u['io_uring'] / 100 * cu:.2f} us.  So the target "
-                f"cannot be met on loopback TCP, where the network stack is "
-                f"the round trip's cost; nothing was loosened to approach "
-                f"it.")
+                f"two servers at 64 connections (perf with call chains, "
+                f"each sample charged to the first caller in a bucket; "
+                f"table below) puts {stack_u:.2f} us of uring's {cu:.2f} us "
+                f"per round trip in the TCP stack and its copies (epoll: "
+                f"{stack_e:.2f} of {ce:.2f} us).  A server must do that work "
+                f"whatever its event loop, so even if nothing else cost "
+                f"anything uring would need {floor_e:.2f}x epoll's CPU"
+                + (f" and {floor_s:.2f}x select's" if floor_s else "") + ".  ")
+            above = ([f"0.4x epoll ({floor_e:.2f}x)"] if floor_e > 0.4
+                     else []) + ([f"0.2x select ({floor_s:.2f}x)"]
+                                 if floor_s and floor_s > 0.2 else [])
+            if above:
+                text += ("That floor alone is above " + " and ".join(above)
+                         + ", which therefore cannot be met on loopback "
+                         "TCP, where the network stack is most of a round "
+                         "trip's cost.  ")
+            text += ("Beyond the stack, uring's time went to " + ", ".join(
+                f"{k} {v:.2f} us" for k, v in rest) + ".  ")
+            text += (f"What io_uring removes is epoll's readiness checks and "
+                     f"system-call entry and exit, {over_e:.2f} us per round "
+                     f"trip here, while io_uring's own kernel code costs "
+                     f"{sh_u['io_uring'] / 100 * cu:.2f} us.  Nothing was "
+                     f"loosened to approach the target.")
+            notes.append(text)
         else:
             notes.append("**Server CPU per round trip.**  Not met; no "
                          "profile in this run (see the profile section) to "
