@@ -897,7 +897,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                      f"| {fmt(v['rt_per_s'])} [{fmt(v['rt_per_s_min'])}-"
                      f"{fmt(v['rt_per_s_max'])}] | {fmt(g1, 2)} | "
                      f"{fmt(v['server_cpu_us_per_rt'], 2)} | {fmt(g2, 2)} | "
-                     f"{fmt(v['enters_per_rt'], 3)} | {fmt(v['p50_us'])} |")
+                     f"{fmt(v['enters_per_rt'], 3)} | "
+                     f"{'-' if v['case'] == 'bulk' else fmt(v['p50_us'])} |")
         L += ["", "Not measured, because ursa leaves it out (docs/DESIGN.md "
               "says why): " + "; ".join(AB_MISSING) + ".", ""]
     L += ["UDP cases: each of ursa-load's \"connections\" is a socket of its "
