@@ -213,8 +213,11 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=()):
     errors = res.get("errors", 1)
     if r.returncode != 0:
         errors = max(errors, 1)
-        print(f"    ursa-load exit {r.returncode}: {r.stderr.strip()[:300]}",
-              flush=True)
+        why = r.stderr.strip()[:300]
+        if stats.get("refused"):
+            why += (f" [server refused {stats['refused']} connections by "
+                    "design]")
+        print(f"    ursa-load exit {r.returncode}: {why}", flush=True)
     rts = max(res.get("round_trips", 0), 1)
     total = max(res.get("round_trips_total", 0), 1)
     sys_rt = None if stats.get("syscalls", -1) < 0 else stats["syscalls"] / total

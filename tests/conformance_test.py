@@ -4,7 +4,8 @@ wire behaviour: echo of many sizes and connections byte for byte,
 half-close, greet mode, 500 simultaneous connections, select's refusal past
 FD_SETSIZE, UDP and Unix echo, ursa-load at 1, 64 and 1000 connections, a
 clean stop with its summary, and bad input.  Also: ursa-load notices a
-server that corrupts one byte."""
+server that corrupts one byte, and says why it fails when a server hangs up
+or a port refuses."""
 import json
 import os
 import random
@@ -276,6 +277,31 @@ def test_load_notices_corruption():
     check(res.get("mismatched", 0) >= 1, f"ursa-load did not count it: {res}")
     check("differ" in r.stderr, f"ursa-load said nothing: {r.stderr!r}")
     ls.close()
+    # A server that hangs up at once: ursa-load must fail and say why on
+    # stderr, since the bench keeps only stderr.
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+
+    def hang_up():
+        for _ in range(3):
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            c.close()
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    r, res = load(f"127.0.0.1:{port}", 3)
+    check(r.returncode == 1 and res.get("io_errors", 0) >= 1 and
+          re.search(r"ursa-load: \d+ errors .*i/o [1-9]", r.stderr),
+          f"ursa-load on hang-ups: {r.returncode} {res} {r.stderr!r}")
+    ls.close()
+    r, res = load("127.0.0.1:1", 2)
+    check(r.returncode == 1 and res.get("connect_errors") == 2 and
+          "connect 2" in r.stderr,
+          f"ursa-load on a refused port: {r.returncode} {res} {r.stderr!r}")
     r = subprocess.run([LOAD, "127.0.0.1:1", "--size", "0"],
                        capture_output=True, text=True, timeout=20)
     check(r.returncode == 2 and "--size wants" in r.stderr,

@@ -605,6 +605,25 @@ int main(int argc, char **argv) {
   free(bufs);
   free(slots);
   free(L.cs);
-  if (r < 0 || cr < 0) return 1;
-  return errors || (L.rts_total == 0 && !L.idle) ? 1 : 0;
+  if (r < 0 || cr < 0) {
+    fprintf(stderr, "ursa-load: event loop failed: %s\n",
+            ursa_strerror(r < 0 ? r : cr));
+    return 1;
+  }
+  /* A non-zero exit always says why on stderr: callers that keep only
+   * stderr (the bench) must not be left with a bare status. */
+  if (errors) {
+    fprintf(stderr,
+            "ursa-load: %llu errors (mismatched %llu, lost %llu, connect "
+            "%llu, i/o %llu)\n",
+            (unsigned long long)errors, (unsigned long long)L.mismatches,
+            (unsigned long long)L.lost, (unsigned long long)L.conn_errors,
+            (unsigned long long)L.io_errors);
+    return 1;
+  }
+  if (L.rts_total == 0 && !L.idle) {
+    fprintf(stderr, "ursa-load: no message completed a round trip\n");
+    return 1;
+  }
+  return 0;
 }
