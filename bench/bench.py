@@ -26,7 +26,8 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
         "rt_per_s", "rt_per_s_min", "rt_per_s_max", "mb_per_s",
         "server_cpu_us_per_rt", "server_cpu_us_per_rt_min",
         "server_cpu_us_per_rt_max", "p50_us", "p99_us", "p999_us",
-        "syscalls_per_rt", "enters_per_rt", "errors", "refused", "repeats"]
+        "syscalls_per_rt", "enters_per_rt", "enobufs_per_rt", "errors",
+        "refused", "repeats"]
 IDLE_CONNS = 10000
 
 
@@ -229,6 +230,10 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=()):
         "p999_us": res.get("p999_us"),
         "syscalls_per_rt": sys_rt,
         "enters_per_rt": stats["enters"] / total if b == "uring" else None,
+        # Times the receive ring was empty when data came: what a case
+        # behind epoll at many connections and large messages points at.
+        "enobufs_per_rt": (stats.get("enobufs", 0) / total
+                           if b == "uring" else None),
         "errors": errors,
         # Connections a server refused by design (select past FD_SETSIZE)
         # fail on the load side; they are counted, not hidden.
@@ -679,8 +684,14 @@ def targets(cases, bulk, iperf, mem, prof):
                    if c["repeats"] < 2 else
                    "the ranges overlap, so this run cannot tell the two "
                    "apart" if overlap else "no overlap: a gap beyond this "
-                   "run's noise"))
-    row("other quick cases vs epoll (rt/s >= 0.95x, CPU <= 1.05x)",
+                   "run's noise")
+                + (f"; uring's receive ring ran dry "
+                   f"{fmt(c['enobufs_per_rt'], 2)} times per round trip "
+                   "(ENOBUFS: each ends a multishot recv, which is armed "
+                   "again), so its ring is smaller than the bytes in "
+                   "flight; a larger --buf-count or --buf-size removes that"
+                   if (c.get("enobufs_per_rt") or 0) >= 0.01 else ""))
+    row("other cases in this run vs epoll (rt/s >= 0.95x, CPU <= 1.05x)",
         "; ".join(behind) if behind else "none behind", "none behind",
         not behind)
 
