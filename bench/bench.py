@@ -26,7 +26,8 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
         "rt_per_s", "rt_per_s_min", "rt_per_s_max", "mb_per_s",
         "server_cpu_us_per_rt", "server_cpu_us_per_rt_min",
         "server_cpu_us_per_rt_max", "p50_us", "p99_us", "p999_us",
-        "syscalls_per_rt", "enters_per_rt", "enobufs_per_rt", "errors",
+        "syscalls_per_rt", "enters_per_rt", "enobufs_per_rt", "reads_per_rt",
+        "errors",
         "refused", "repeats"]
 IDLE_CONNS = 10000
 
@@ -104,9 +105,12 @@ AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
             "pipelined": ("pipelined", "tcp", 64, 64, 16),
             "4k": ("pingpong", "tcp", 64, 4096, 1),
             "64k": ("pingpong", "tcp", 16, 65536, 1),
-            "bulk": ("bulk", "tcp", 1, 65536, 1)}
+            "bulk": ("bulk", "tcp", 1, 65536, 1),
+            "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
+            "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8)}
 BUNDLE = ["--uring-enable", "recv_bundle"]
 BY_PARTS = ["--uring-enable", "buf_inc"]
+BIG_BUFS = ["--buf-size", "65536"]
 AB_VARIANTS = [
     ("default", "pingpong", []),
     ("no multishot recv", "pingpong", ["--uring-disable", "multishot_recv"]),
@@ -124,15 +128,22 @@ AB_VARIANTS = [
      ["--write-batch", "1"]),
     ("default", "4k", []),
     ("echo from a copy (no ursa_buf_keep)", "4k", ["--echo-copy"]),
-    # 64 KiB receive buffers, so that each echo is one 64 KiB write.
-    ("default", "64k", ["--buf-size", "65536"]),
-    ("+ SEND_ZC for writes of 64 KiB", "64k",
-     ["--buf-size", "65536", "--zc-threshold", "65536"]),
+    # A 64 KiB message takes four reads of the default 16 KiB buffers, and
+    # is echoed as four writes; in 64 KiB buffers, one of each.
+    ("default", "64k", []),
+    ("+ 64 KiB receive buffers", "64k", BIG_BUFS),
+    ("default", "64k, 64 KiB buffers", BIG_BUFS),
+    ("+ SEND_ZC for writes of 64 KiB", "64k, 64 KiB buffers",
+     BIG_BUFS + ["--zc-threshold", "65536"]),
+    # 8 messages of 64 KiB in flight per connection.
+    ("default", "pipelined 64k", []),
+    ("+ 64 KiB receive buffers", "pipelined 64k", BIG_BUFS),
     # A one-way stream of 64 KiB writes into 16 KiB buffers: where a recv
     # finds several buffers' worth queued.
     ("default", "bulk", []),
     ("+ recv bundles", "bulk", BUNDLE),
     ("+ buffers filled by parts", "bulk", BY_PARTS),
+    ("+ 64 KiB receive buffers", "bulk", BIG_BUFS),
 ]
 AB_REPEATS = 5
 # Techniques the issue names that ursa does not have; the report lists
@@ -234,6 +245,8 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=()):
         # behind epoll at many connections and large messages points at.
         "enobufs_per_rt": (stats.get("enobufs", 0) / total
                            if b == "uring" else None),
+        # Receives that returned data: how many reads a message took.
+        "reads_per_rt": stats.get("reads", 0) / total,
         "errors": errors,
         # Connections a server refused by design (select past FD_SETSIZE)
         # fail on the load side; they are counted, not hidden.
@@ -685,11 +698,19 @@ def targets(cases, bulk, iperf, mem, prof):
                    "the ranges overlap, so this run cannot tell the two "
                    "apart" if overlap else "no overlap: a gap beyond this "
                    "run's noise")
+                + (f"; uring read each message in "
+                   f"{fmt(c['reads_per_rt'], 1)} receives against epoll's "
+                   f"{fmt(e['reads_per_rt'], 1)}, because a read fills one "
+                   "receive buffer (16 KiB by default) where epoll reads 64 "
+                   "KiB at once: each extra read is a receive completion "
+                   "and an echo write more (the A/B rows with 64 KiB "
+                   "receive buffers measure that)"
+                   if (c.get("reads_per_rt") or 0) >
+                   1.5 * (e.get("reads_per_rt") or 1e9) else "")
                 + (f"; uring's receive ring ran dry "
                    f"{fmt(c['enobufs_per_rt'], 2)} times per round trip "
                    "(ENOBUFS: each ends a multishot recv, which is armed "
-                   "again), so its ring is smaller than the bytes in "
-                   "flight; a larger --buf-count or --buf-size removes that"
+                   "again; a larger --buf-count or --buf-size removes it)"
                    if (c.get("enobufs_per_rt") or 0) >= 0.01 else ""))
     row("other cases in this run vs epoll (rt/s >= 0.95x, CPU <= 1.05x)",
         "; ".join(behind) if behind else "none behind", "none behind",
@@ -888,14 +909,17 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "an order that rotates each round (at least 5 rounds).  TCP, "
               "64 connections, 64 B (4k: 4 KiB; 64k: 16 connections, 64 "
               "KiB; bulk: 1 connection sending 64 KiB writes one way, a "
-              "round trip being one write); pipelined is 16 in flight.  "
+              "round trip being one write); pipelined is 16 in flight "
+              "(pipelined 64k: 64 connections, 8 messages of 64 KiB in "
+              "flight on each).  "
               "The feature's effect is the ratio of the run with it to the "
               "run without it, for either kind of row: above 1 means the "
               "feature helps by that factor (more round trips/s, or less "
               "CPU per round trip).", "",
               "| case | variant | flags | round trips/s | feature's effect "
               "(rt/s) | server CPU us/rt | feature's effect (CPU) | "
-              "enters/rt | p50 us |", "|---|---|---|---|---|---|---|---|---|"]
+              "enters/rt | ENOBUFS/rt | p50 us |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         base = {v["case"]: v for v in ab if v["label"] == "default"}
         for v in ab:
             b0 = base.get(v["case"])
@@ -912,6 +936,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                      f"{fmt(v['rt_per_s_max'])}] | {fmt(g1, 2)} | "
                      f"{fmt(v['server_cpu_us_per_rt'], 2)} | {fmt(g2, 2)} | "
                      f"{fmt(v['enters_per_rt'], 3)} | "
+                     f"{fmt(v.get('enobufs_per_rt'), 3)} | "
                      f"{'-' if v['case'] == 'bulk' else fmt(v['p50_us'])} |")
         L += ["", "Not measured, because ursa leaves it out (docs/DESIGN.md "
               "says why): " + "; ".join(AB_MISSING) + ".", ""]
