@@ -767,6 +767,34 @@ def targets(cases, bulk, iperf, mem, prof):
             notes.append("**Server CPU per round trip.**  Not met; no "
                          "profile in this run (see the profile section) to "
                          "show what bounds it.")
+    for n in (64, 256):
+        u, e = pp("uring", n), pp("epoll", n)
+        if not (u and e) or not u.get("server_cpu_us_per_rt_min"):
+            continue
+        lo, hi = u["server_cpu_us_per_rt_min"], u["server_cpu_us_per_rt_max"]
+        ce = e["server_cpu_us_per_rt"]
+        u64 = pp("uring", 64)
+        if hi / lo < 1.5 or u["server_cpu_us_per_rt"] / ce <= 0.4:
+            continue
+        # Repeats far apart: the median hides that the server settled in
+        # one of two states, and which one it was in decides the target.
+        notes.append(
+            f"**Two states at {n} connections.**  uring's repeats ranged "
+            f"{lo:.2f}-{hi:.2f} us of CPU per round trip "
+            f"({fmt(u['rt_per_s_min'])}-{fmt(u['rt_per_s_max'])} round "
+            f"trips/s): its best repeat was {lo / ce:.2f}x epoll's median, "
+            f"its median {u['server_cpu_us_per_rt'] / ce:.2f}x.  "
+            + (f"The fastest repeat ran near the 64-connection case's rate "
+               f"({fmt(u64['rt_per_s'])} round trips/s, "
+               f"{fmt(u64['enters_per_rt'], 3)} enters per round trip); "
+               if u64 and n != 64 else "")
+            + f"the median repeat made {fmt(u['enters_per_rt'], 3)} enters "
+            f"per round trip, so it woke for fewer completions each time, "
+            f"and each wake-up costs CPU.  A repeat stays in the state it "
+            f"falls into, so which state the repeats land in decides this "
+            f"target; waiting for more completions per enter would hold "
+            f"the fast state at the price of latency at low load "
+            f"(docs/DESIGN.md, min-wait).")
     for n, u in enters_missed:
         notes.append(
             f"**Enters at {n} connections.**  {fmt(u['enters_per_rt'], 3)} "
