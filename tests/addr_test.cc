@@ -42,6 +42,7 @@ TEST(Addr, ParsesIpv6WithBrackets) {
   EXPECT_EQ("[2001:db8::5]:80", RoundTrip("[2001:db8:0::5]:80"));
   EXPECT_EQ("[fe80::1%1]:9", RoundTrip("[fe80::1%1]:9"));
   EXPECT_EQ("[fe80::1%1]:9", RoundTrip("[fe80::1%lo]:9"));
+  EXPECT_EQ("[fe80::1%4294967295]:9", RoundTrip("[fe80::1%4294967295]:9"));
 }
 
 TEST(Addr, AnyAddressIsDualStackOrIpv4) {
@@ -98,6 +99,10 @@ TEST(Addr, RefusesBadInputNamingTheFault) {
       {"unix:", "empty Unix socket path"},
       {"unix:@", "empty abstract name"},
       {"[fe80::1%nosuchif0]:1", "unknown interface"},
+      {"[::1%4294967296]:1", "scope id 4294967296 is out of range"},
+      {"[::1%99999999999999999999]:1", "out of range"},
+      {"[::1%-1]:1", "unknown interface"},
+      {"[::1%]:1", "unknown interface"},
   };
   for (const Bad &b : bad) {
     ursa_addr a;

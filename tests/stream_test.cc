@@ -6,9 +6,11 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <thread>
 
@@ -462,6 +464,32 @@ TEST_P(Stream, ReadTimeoutFiresOnSilentPeer) {
   EXPECT_EQ(2u, a.got.size());
   EXPECT_GE(waited, 100u);
   EXPECT_LT(waited, 3000u);
+  ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+}
+
+// A stop and a start in the same turn leave the first timer's cancel in
+// flight; the timeout must still end the read of a silent peer.
+TEST_P(Stream, ReadTimeoutSurvivesStopAndStart) {
+  Accepted a;
+  Peer p(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  p.CloseListener(loop_.get());
+  ASSERT_EQ(0, ursa_read_timeout(&a.s, 100));
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT) < 0);
+  ASSERT_EQ(0, ursa_read_stop(&a.s));
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }, 5000));
+  EXPECT_EQ(-ETIMEDOUT, a.read_status) << ursa_err_name(a.read_status);
+  // Again with the timer's cancelled callback run in between.
+  a.read_status = 0;
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_EQ(0, ursa_read_stop(&a.s));
+  ASSERT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT) < 0);
+  ASSERT_EQ(0, ursa_read_start(&a.s, ReadInto));
+  ASSERT_TRUE(RunUntil([&] { return a.read_status != 0; }, 5000));
+  EXPECT_EQ(-ETIMEDOUT, a.read_status) << ursa_err_name(a.read_status);
   ASSERT_EQ(0, ursa_stream_close(&a.s, MarkClosed));
   ASSERT_TRUE(RunUntil([&] { return a.closed; }));
 }
@@ -997,8 +1025,8 @@ TEST(WriteBatch, QueuedWritesShareSends) {
     ASSERT_TRUE(lp.RunUntil([&] { return done == kWrites; }));
     ursa_stats after;
     ursa_loop_stats(lp.get(), &after);
-    // Less the two SQEs of RunUntil's guard timer (its start and its stop).
-    uint64_t sends = after.sqes - before.sqes - 2;
+    // Timers (RunUntil's guard) take no SQE: every one counted is a send.
+    uint64_t sends = after.sqes - before.sqes;
     if (batch == 1)
       EXPECT_EQ((uint64_t)kWrites, sends);
     else
@@ -1199,6 +1227,221 @@ TEST_F(Watermarks, DrainingPeerIsNotTimedOut) {
   EXPECT_GE(b_.max_queued, 64u << 10) << "reading was never paused";
   EXPECT_TRUE(std::equal(got.begin(), got.end(), msg.begin()))
       << "replies arrived out of order or changed";
+}
+
+}  // namespace
+
+namespace {
+
+// Joins a reader thread on every way out of a test, failed asserts too:
+// shutting the socket down ends a read that still waits.
+struct JoinReader {
+  std::thread &t;
+  int fd;
+  ~JoinReader() {
+    if (!t.joinable()) return;
+    shutdown(fd, SHUT_RDWR);
+    t.join();
+  }
+};
+
+// Writes of 4 GiB and more: a send carries at most what the kernel's
+// 32-bit lengths hold, so each goes out in pieces and arrives whole.  The
+// first goes alone (4 GiB + 4 KiB); the second (exactly 4 GiB) starts
+// alone, and a small write queued behind it later shares its sends.  The
+// big buffer is mostly the zero page (untouched private memory), with
+// patterns at its start and across the 4 GiB mark; the reader compares
+// every byte with what was written.
+TEST(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
+  const size_t kBig = (4ull << 30) + 4096, k4G = 4ull << 30;
+  char *big = static_cast<char *>(mmap(nullptr, kBig, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS |
+                                           MAP_NORESERVE,
+                                       -1, 0));
+  ASSERT_NE(MAP_FAILED, big) << strerror(errno);
+  std::vector<char> head = t::RandomBytes(1 << 20, 71);
+  std::vector<char> mark = t::RandomBytes(1 << 20, 72);
+  memcpy(big, head.data(), head.size());
+  memcpy(big + kBig - mark.size(), mark.data(), mark.size()); /* across 4 GiB */
+  const char tail[8] = {'t', 'a', 'i', 'l', '-', 'e', 'n', 'd'};
+  // The stream the reader must see: big[0, kBig), big[0, k4G), tail.
+  auto expected = [&](size_t off, size_t *run) -> const char * {
+    if (off < kBig) {
+      *run = kBig - off;
+      return big + off;
+    }
+    off -= kBig;
+    if (off < k4G) {
+      *run = k4G - off;
+      return big + off;
+    }
+    off -= k4G;
+    *run = off < sizeof(tail) ? sizeof(tail) - off : 0;
+    return tail + off;
+  };
+  const size_t kTotal = kBig + k4G + sizeof(tail);
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  size_t got = 0, bad_at = SIZE_MAX;
+  std::thread reader([&] {
+    std::vector<char> b(1 << 20);
+    for (;;) {
+      ssize_t n = read(sv[1], b.data(), b.size());
+      if (n <= 0) break;
+      for (size_t i = 0; i < (size_t)n;) {
+        size_t run = 0;
+        const char *want = expected(got + i, &run);
+        run = std::min(run, (size_t)n - i);
+        if (!run || memcmp(b.data() + i, want, run)) {
+          if (bad_at == SIZE_MAX) bad_at = got + i;
+          break;
+        }
+        i += run;
+      }
+      got += (size_t)n;
+    }
+  });
+  JoinReader join{reader, sv[1]};
+  {
+    t::Loop lp;
+    ASSERT_EQ(0, lp.status());
+    struct W {
+      ursa_write_req w{};
+      int status = 1;
+    } w1, w2, w3;
+    ursa_stream s{};
+    ASSERT_EQ(0, ursa_stream_open(lp.get(), &s, sv[0]));
+    auto done = [](ursa_write_req *w, int st) {
+      static_cast<W *>(w->data)->status = st;
+    };
+    w1.w.data = &w1;
+    w2.w.data = &w2;
+    w3.w.data = &w3;
+    ASSERT_EQ(0, ursa_write(&w1.w, &s, big, kBig, 0, done));
+    EXPECT_TRUE(lp.RunUntil([&] { return w1.status != 1; }, 60000));
+    EXPECT_EQ(0, w1.status) << ursa_err_name(w1.status);
+    EXPECT_EQ(kBig, w1.w.done);
+    ASSERT_EQ(0, ursa_write(&w2.w, &s, big, k4G, 0, done));
+    ASSERT_GE(ursa_loop_run(lp.get(), URSA_RUN_NOWAIT), 0);
+    ASSERT_EQ(0, ursa_write(&w3.w, &s, tail, sizeof(tail), 0, done));
+    EXPECT_TRUE(lp.RunUntil([&] { return w2.status != 1 && w3.status != 1; },
+                            60000));
+    EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
+    EXPECT_EQ(k4G, w2.w.done);
+    EXPECT_EQ(0, w3.status) << ursa_err_name(w3.status);
+    static bool closed;
+    closed = false;
+    ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+    ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+    lp.Finish();
+  }
+  reader.join();
+  close(sv[1]);
+  EXPECT_EQ(kTotal, got);
+  EXPECT_EQ(SIZE_MAX, bad_at) << "first wrong byte at " << bad_at;
+  munmap(big, kBig);
+}
+
+// A connected pair of plain sockets: AF_UNIX from socketpair, or TCP over
+// 127.0.0.1.
+bool ConnectedPair(int family, int sv[2]) {
+  if (family == AF_UNIX)
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0;
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(family, &ss);
+  int l = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (l < 0 || bind(l, (sockaddr *)&ss, len) || listen(l, 1) ||
+      getsockname(l, (sockaddr *)&ss, &len))
+    return false;
+  sv[1] = t::BlockingConnect(ss, len);
+  sv[0] = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  close(l);
+  return sv[0] >= 0 && sv[1] >= 0;
+}
+
+struct Zw {
+  ursa_write_req w{};
+  int status = 1;
+};
+void ZwDone(ursa_write_req *w, int st) { static_cast<Zw *>(w->data)->status = st; }
+
+// A zero-copy send the kernel refuses (a Unix socket has no zero-copy
+// path; a TCP send over RLIMIT_MEMLOCK cannot pin its pages) while a
+// cancel or a close is pending ends as cancelled, never as the refusal:
+// the stream stays whole and later writes go out.
+void ZeroCopyRefusalUnderCancel(int family, size_t size, bool low_memlock) {
+  ursa_loop_options o{};
+  o.zc_threshold = 1024;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa_features f;
+  ursa_loop_features(lp.get(), &f);
+  if (!(f.used & URSA_FEAT_SEND_ZC)) GTEST_SKIP() << "needs SEND_ZC (6.0)";
+  // 4 MiB cannot be pinned under a 256 KiB RLIMIT_MEMLOCK.
+  struct rlimit old_rl, low;
+  ASSERT_EQ(0, getrlimit(RLIMIT_MEMLOCK, &old_rl));
+  low = old_rl;
+  low.rlim_cur = 256 << 10;
+  if (low_memlock) {
+    ASSERT_EQ(0, setrlimit(RLIMIT_MEMLOCK, &low));
+  }
+  struct Restore {
+    rlimit rl;
+    ~Restore() { setrlimit(RLIMIT_MEMLOCK, &rl); }
+  } restore{old_rl};
+  int sv[2];
+  ASSERT_TRUE(ConnectedPair(family, sv));
+  std::vector<char> first = t::RandomBytes(size, 81),
+                    second = t::RandomBytes(size, 82);
+  std::vector<char> got;
+  std::thread reader([&] {
+    std::vector<char> b(1 << 16);
+    ssize_t n;
+    while ((n = read(sv[1], b.data(), b.size())) > 0)
+      got.insert(got.end(), b.data(), b.data() + n);
+  });
+  JoinReader join{reader, sv[1]};
+  ursa_stream s{};
+  ASSERT_EQ(0, ursa_stream_open(lp.get(), &s, sv[0]));
+  Zw w1, w2, w3;
+  w1.w.data = &w1;
+  w2.w.data = &w2;
+  w3.w.data = &w3;
+  ASSERT_EQ(0, ursa_write(&w1.w, &s, first.data(), first.size(), 0, ZwDone));
+  ASSERT_EQ(0, ursa_cancel(lp.get(), &w1.w.op));
+  ASSERT_TRUE(lp.RunUntil([&] { return w1.status != 1; }));
+  EXPECT_TRUE(w1.status == 0 || w1.status == -ECANCELED)
+      << ursa_err_name(w1.status);
+  ASSERT_EQ(0, ursa_write(&w2.w, &s, second.data(), second.size(), 0, ZwDone))
+      << "the stream was torn by a cancelled write";
+  ASSERT_TRUE(lp.RunUntil([&] { return w2.status != 1; }));
+  EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
+  // Closed with a write in flight: cancelled (or sent), not refused.
+  ASSERT_EQ(0, ursa_write(&w3.w, &s, second.data(), second.size(), 0, ZwDone));
+  static bool closed;
+  closed = false;
+  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+  ASSERT_TRUE(lp.RunUntil([&] { return closed && w3.status != 1; }));
+  EXPECT_TRUE(w3.status == 0 || w3.status == -ECANCELED)
+      << ursa_err_name(w3.status);
+  lp.Finish();
+  reader.join();
+  close(sv[1]);
+  // What each write reports as sent is what arrived, in order (a close
+  // may cut the last one short).
+  std::vector<char> want(first.begin(), first.begin() + w1.w.done);
+  EXPECT_EQ(second.size(), w2.w.done);
+  want.insert(want.end(), second.begin(), second.begin() + w2.w.done);
+  want.insert(want.end(), second.begin(), second.begin() + w3.w.done);
+  EXPECT_TRUE(t::SameBytes(want, got));
+}
+
+TEST(ZeroCopy, RefusedSendUnderCancelKeepsAUnixStreamWhole) {
+  ZeroCopyRefusalUnderCancel(AF_UNIX, 64 << 10, false);
+}
+
+TEST(ZeroCopy, RefusedSendUnderCancelKeepsATcpStreamWhole) {
+  ZeroCopyRefusalUnderCancel(AF_INET, 4 << 20, true);
 }
 
 }  // namespace

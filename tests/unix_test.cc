@@ -9,8 +9,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "tests/testutil.h"
 
@@ -280,6 +284,113 @@ TEST_P(Unix, SeqpacketFlagNeedsAUnixAddress) {
   EXPECT_EQ(-EINVAL, ursa_listen(loop(), &l, (sockaddr *)&ss, len, 0,
                                  URSA_SEQPACKET, TakeOne));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "seqpacket"));
+}
+
+// A live listener whose backlog is full still counts as live: the probe
+// that tells a stale socket file from a live one must not wait for room in
+// that backlog.
+TEST(UnixPath, ListenerWithAFullBacklogIsLiveAndListenDoesNotBlock) {
+  t::TempDir dir("ursa-full");
+  ursa_addr at;
+  std::string text = "unix:" + dir.path() + "/full.sock";
+  ASSERT_EQ(0, ursa_addr_parse(text.c_str(), &at));
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, bind(lfd, (sockaddr *)&at.ss, at.len));
+  ASSERT_EQ(0, listen(lfd, 0));
+  std::vector<int> clients;
+  for (int i = 0; i < 64; i++) {
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int r = connect(c, (sockaddr *)&at.ss, at.len);
+    clients.push_back(c);
+    if (r < 0 && errno == EAGAIN) break;
+  }
+  ASSERT_LT(clients.size(), 64u) << "the backlog never filled";
+  std::atomic<int> result{1};
+  std::thread th([&] {
+    ursa_loop *loop = nullptr;
+    if (ursa_loop_new(&loop, nullptr)) return;
+    ursa_listener l{};
+    result = ursa_listen(loop, &l, (sockaddr *)&at.ss, at.len, 0, 0, TakeOne);
+    ursa_loop_close(loop);
+  });
+  for (int i = 0; i < 300 && result == 1; i++) usleep(10000);
+  bool blocked = result == 1;
+  EXPECT_FALSE(blocked) << "ursa_listen blocked on a full backlog";
+  // Unblock a blocked probe (room in the backlog lets its connect finish).
+  while (result == 1) {
+    int c = accept(lfd, nullptr, nullptr);
+    if (c >= 0) close(c);
+    usleep(10000);
+  }
+  th.join();
+  EXPECT_EQ(-EADDRINUSE, result.load()) << ursa_err_name(result);
+  for (int c : clients) close(c);
+  close(lfd);
+  struct stat st;
+  EXPECT_EQ(0, lstat((dir.path() + "/full.sock").c_str(), &st))
+      << "the live listener's file was removed";
+}
+
+// Two processes' worth of listeners (a loop each, on its own thread) race
+// for one stale socket file: exactly one wins, the other hears
+// -EADDRINUSE, and the file on the path is the winner's, reachable.
+TEST(UnixPath, ListenersRacingForAStaleFileNeverBothWin) {
+  t::TempDir dir("ursa-race");
+  ursa_addr at;
+  std::string path = dir.path() + "/race.sock";
+  ASSERT_EQ(0, ursa_addr_parse(("unix:" + path).c_str(), &at));
+  const int kRounds = 300;
+  int both = 0, neither = 0, unreachable = 0;
+  for (int round = 0; round < kRounds; round++) {
+    int stale = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(0, bind(stale, (sockaddr *)&at.ss, at.len));
+    close(stale);
+    pthread_barrier_t go, checked;
+    pthread_barrier_init(&go, nullptr, 2);
+    pthread_barrier_init(&checked, nullptr, 3);
+    std::atomic<int> rs[2];
+    rs[0] = rs[1] = 1;
+    auto contender = [&](int k) {
+      ursa_loop *loop = nullptr;
+      int made = ursa_loop_new(&loop, nullptr);
+      ursa_listener l{};
+      pthread_barrier_wait(&go);
+      rs[k] = made ? made
+                   : ursa_listen(loop, &l, (sockaddr *)&at.ss, at.len, 0, 0,
+                                 TakeOne);
+      pthread_barrier_wait(&checked);
+      if (made) return;
+      if (rs[k] == 0) {
+        bool closed = false;
+        l.data = &closed;
+        ursa_listener_close(&l, ListenerClosed);
+        while (!closed) ursa_loop_run(loop, URSA_RUN_ONCE);
+      }
+      ursa_loop_close(loop);
+    };
+    std::thread a(contender, 0), b(contender, 1);
+    // The path is checked while both listeners are still open.
+    while (rs[0] == 1 || rs[1] == 1) usleep(100);
+    int wins = (rs[0] == 0) + (rs[1] == 0);
+    if (wins == 2) both++;
+    if (wins == 0) neither++;
+    if (wins == 1) {
+      int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (connect(c, (sockaddr *)&at.ss, at.len) != 0) unreachable++;
+      close(c);
+      EXPECT_EQ(-EADDRINUSE, rs[0] == 0 ? rs[1].load() : rs[0].load());
+    }
+    pthread_barrier_wait(&checked);
+    a.join();
+    b.join();
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&checked);
+    unlink(path.c_str());
+  }
+  EXPECT_EQ(0, both) << "both listeners said they listen, in " << both
+                     << " of " << kRounds << " rounds";
+  EXPECT_EQ(0, neither);
+  EXPECT_EQ(0, unreachable);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rings, Unix,

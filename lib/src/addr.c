@@ -100,10 +100,15 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
       a->sin6_scope_id = if_nametoindex(pct + 1);
       if (!a->sin6_scope_id) {
         char *end;
+        errno = 0;
         unsigned long v = strtoul(pct + 1, &end, 10);
-        if (*end || end == pct + 1)
+        /* strtoul takes a sign and wraps it: only digits are a number. */
+        if (*end || end == pct + 1 || pct[1] < '0' || pct[1] > '9')
           return ursa__invalid("address '%.80s': unknown interface '%s'", text,
                                pct + 1);
+        if (errno == ERANGE || v > UINT32_MAX)
+          return ursa__invalid("address '%.80s': scope id %s is out of range "
+                               "0-4294967295", text, pct + 1);
         a->sin6_scope_id = (uint32_t)v;
       }
     }

@@ -30,6 +30,7 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   d->recv_op.nsqe = 1;
   d->close_op.kind = URSA__OP_CLOSE_DGRAM;
   d->close_op.nsqe = 1;
+  loop->handles++;
 }
 
 static int check_open(const ursa_dgram *d, const char *fn) {
@@ -53,8 +54,6 @@ int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
     return ursa__invalid("ursa_dgram_bind: unknown flags 0x%x", flags);
   int r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_bind");
   if (r) return r;
-  r = ursa__unix_prepare(addr, addrlen, SOCK_DGRAM);
-  if (r) return r;
   int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int one = 1, v6only = (flags & URSA_LISTEN_V6ONLY) ? 1 : 0;
@@ -64,13 +63,15 @@ int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
   if (addr->sa_family == AF_INET6 &&
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
     goto err;
-  if (bind(fd, addr, addrlen) < 0) goto err;
+  ursa_sockfile file;
+  r = ursa_socket_bind(fd, addr, addrlen, -1, &file);
+  if (r) goto fail;
   init(loop, d, fd);
-  ursa__unix_remember(addr, addrlen, d->path, sizeof(d->path), &d->path_dev,
-                      &d->path_ino);
+  d->file = file;
   return 0;
 err:
   r = -errno;
+fail:
   close(fd);
   return r;
 }
@@ -359,7 +360,8 @@ void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res;
   (void)flags;
   ursa__op_done(loop, op);
-  ursa__unix_forget(d->path, d->path_dev, d->path_ino);
+  ursa_sockfile_remove(&d->file);
+  loop->handles--;
   d->fd = -1;
   d->flags = 0;
   d->close_cb(d);

@@ -40,6 +40,7 @@ enum {
   URSA__INFLIGHT,  /* submitted: the kernel holds its user_data */
   URSA__PENDING,   /* result known, callback queued on the pending list */
   URSA__QUEUED,    /* a write behind another in its stream's queue */
+  URSA__ARMED,     /* a timer in the loop's heap (timer.c) */
 };
 
 /* Operation flags. */
@@ -91,7 +92,12 @@ struct ursa_loop {
   bool stop;
   int owner_pid; /* the process that made the ring: a forked child may not */
   uint64_t now_ms;
+  uint64_t now_ns;       /* the same instant, for timer deadlines */
+  ursa_timer *timers;    /* the heap's root: the nearest deadline */
+  uint64_t timer_seq;    /* start order, breaking ties between deadlines */
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
+  unsigned handles; /* streams, listeners and datagram sockets not yet
+                       called back from their close: close waits for 0 */
   unsigned write_batch;
   unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
@@ -145,10 +151,18 @@ bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
 void ursa__prep_close(ursa_loop *loop, ursa_op *op, int fd) URSA__HIDDEN;
 /* Fills a kernel timespec from milliseconds. */
 void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) URSA__HIDDEN;
-uint64_t ursa__clock_ms(void) URSA__HIDDEN;
 
-/* Timer kind (timer.c). */
-void ursa__timer_prep(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* ---- timer.c ---- */
+uint64_t ursa__clock_ns(void) URSA__HIDDEN;
+/* Takes an armed timer out of the heap (its cancel). */
+void ursa__timer_unarm(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+/* Nanoseconds until the nearest timer is due (0: due now), or -1 when no
+ * timer is armed. */
+int64_t ursa__timer_wait_ns(const ursa_loop *loop, uint64_t now_ns)
+    URSA__HIDDEN;
+/* Calls back every timer due at loop->now_ns; returns how many. */
+unsigned ursa__run_timers(ursa_loop *loop) URSA__HIDDEN;
+/* A stopped timer's deferred result. */
 void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) URSA__HIDDEN;
 
@@ -219,17 +233,6 @@ void ursa__sclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__sclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                          const char *fn) URSA__HIDDEN;
-/* unixpath.c: before bind, replaces a stale socket file (nobody behind
- * it); refuses a live one (-EADDRINUSE) or a file that is not a socket
- * (-EEXIST).  0 for addresses that are not Unix paths. */
-int ursa__unix_prepare(const struct sockaddr *addr, socklen_t len, int type)
-    URSA__HIDDEN;
-/* After bind: notes the file made, so that close removes only it. */
-void ursa__unix_remember(const struct sockaddr *addr, socklen_t len,
-                         char *path, size_t size, uint64_t *dev,
-                         uint64_t *ino) URSA__HIDDEN;
-void ursa__unix_forget(const char *path, uint64_t dev, uint64_t ino)
-    URSA__HIDDEN;
 /* Cancels a write (the SEND kind of ursa_cancel). */
 int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
 void ursa__drecv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
@@ -243,6 +246,6 @@ void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__direct_release(ursa_loop *loop, int slot) URSA__HIDDEN;
 /* fd is a direct-descriptor slot when direct is set. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
-                       bool seqpacket, bool direct) URSA__HIDDEN;
+                       bool seqpacket, bool direct, bool local) URSA__HIDDEN;
 
 #endif /* URSA_INTERNAL_H */

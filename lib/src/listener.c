@@ -13,6 +13,7 @@
 #define L_IN_CALLBACK 0x08
 #define L_SEQPACKET 0x10
 #define L_DIRECT 0x20 /* accepts go into direct descriptors */
+#define L_UNIX 0x40   /* AF_UNIX: accepted streams never go zero-copy */
 
 /* Direct accepts are single-shot, each holding a reserved slot: when the
  * kernel finds the table full it has already taken the connection off the
@@ -54,8 +55,6 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
     return ursa__invalid("ursa_listen: seqpacket needs a unix: address");
   int type = (flags & URSA_SEQPACKET) ? SOCK_SEQPACKET : SOCK_STREAM;
-  r = ursa__unix_prepare(addr, addrlen, type);
-  if (r) return r;
   int fd = socket(addr->sa_family, type | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   if (addr->sa_family != AF_UNIX) {
@@ -69,14 +68,14 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
       r = set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
     if (r) goto err;
   }
-  if (bind(fd, addr, addrlen) < 0 ||
-      listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
-    r = -errno;
-    goto err;
-  }
+  ursa_sockfile file;
+  r = ursa_socket_bind(fd, addr, addrlen, backlog > 0 ? backlog : 0, &file);
+  if (r) goto err;
   void *data = l->data;
   memset(l, 0, sizeof(*l));
   l->data = data;
+  l->file = file;
+  loop->handles++;
   l->fd = fd;
   l->loop = loop;
   l->cb = cb;
@@ -88,9 +87,8 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->close_op.nsqe = 1;
   l->nops = 1;
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
+  if (addr->sa_family == AF_UNIX) l->flags |= L_UNIX;
   if (loop->used & URSA_FEAT_DIRECT_FILES) l->flags |= L_DIRECT;
-  ursa__unix_remember(addr, addrlen, l->path, sizeof(l->path), &l->path_dev,
-                      &l->path_ino);
   if (reserve_slot(l))
     ursa__op_submit(loop, &l->accept_op);
   else /* every slot is taken: look again after the back-off */
@@ -121,7 +119,7 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
         "callback with status 0)");
   ursa__stream_init(l->loop, client, l->pending_fd,
                     (l->flags & L_SEQPACKET) != 0,
-                    (l->flags & L_DIRECT) != 0);
+                    (l->flags & L_DIRECT) != 0, (l->flags & L_UNIX) != 0);
   l->pending_fd = -1;
   return 0;
 }
@@ -297,7 +295,8 @@ void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res;
   (void)flags;
   ursa__op_done(loop, op);
-  ursa__unix_forget(l->path, l->path_dev, l->path_ino);
+  ursa_sockfile_remove(&l->file);
+  loop->handles--;
   l->fd = -1;
   l->flags = 0;
   l->close_cb(l);

@@ -11,6 +11,11 @@
 #define MAX_ENTRIES 32768u
 #define MAX_DIRECT (1u << 20) /* the kernel's limit on fixed files */
 
+static void set_clock(ursa_loop *loop) {
+  loop->now_ns = ursa__clock_ns();
+  loop->now_ms = loop->now_ns / 1000000u;
+}
+
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   memset(o, 0, sizeof(*o));
   if (in) *o = *in;
@@ -90,7 +95,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   direct_init(loop, o.direct_files, o.disable);
   loop->keep_max = o.buf_keep_max;
   loop->zc_threshold = o.zc_threshold;
-  loop->now_ms = ursa__clock_ms();
+  set_clock(loop);
   loop->write_batch = o.write_batch;
   loop->owner_pid = (int)getpid();
   *out = loop;
@@ -104,7 +109,13 @@ err_free:
 
 int ursa_loop_close(ursa_loop *loop) {
   if (!loop) return ursa__invalid("ursa_loop_close: NULL loop");
-  if (loop->running || loop->active || loop->pend_head) return -EBUSY;
+  if (loop->running || loop->active || loop->pend_head)
+    return ursa__refuse(-EBUSY, "ursa_loop_close: %llu operations active",
+                        (unsigned long long)loop->active);
+  if (loop->handles)
+    return ursa__refuse(-EBUSY, "ursa_loop_close: %u handles (streams, "
+                        "listeners, datagram sockets) still open; close "
+                        "them and run the loop first", loop->handles);
   ursa__bufring_free(loop);
   io_uring_queue_exit(&loop->ring);
   free(loop);
@@ -127,7 +138,7 @@ void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out) {
 static void dispatch(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
   /* user_data 0 marks linked timeouts and cancel requests: the op they
    * belong to learns their outcome from its own completion. */
-  if (!ud) return;
+  if (!ud || ud == LIBURING_UDATA_TIMEOUT) return;
   ursa_op *op = (ursa_op *)(uintptr_t)ud;
   ursa__op_table[op->kind].complete(loop, op, res, flags);
 }
@@ -163,6 +174,25 @@ static unsigned reap(ursa_loop *loop) {
   return total;
 }
 
+/* Submits what is queued and waits for a completion, no longer than until
+ * the nearest timer is due (one enter either way: the bound travels in
+ * the enter's own argument, IORING_FEAT_EXT_ARG [5.11]). */
+static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
+  /* RUN_ONCE that already called back (a deferred result, a timer) has
+   * had its completion: it only collects what else is ready. */
+  if (mode == URSA_RUN_NOWAIT || loop->pend_head ||
+      (ran && mode == URSA_RUN_ONCE))
+    return io_uring_submit_and_get_events(&loop->ring);
+  if (!loop->timers) return io_uring_submit_and_wait(&loop->ring, 1);
+  /* Callbacks may have run long since the clock was read. */
+  int64_t left = ursa__timer_wait_ns(loop, ursa__clock_ns());
+  if (left == 0) return io_uring_submit_and_get_events(&loop->ring);
+  struct __kernel_timespec ts = {.tv_sec = left / 1000000000,
+                                 .tv_nsec = left % 1000000000};
+  struct io_uring_cqe *cqe;
+  return io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
+}
+
 int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
   if (!loop) return ursa__invalid("ursa_loop_run: NULL loop");
   if (mode != URSA_RUN_DEFAULT && mode != URSA_RUN_ONCE &&
@@ -177,23 +207,23 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
   loop->stop = false;
   int err = 0;
   for (;;) {
-    loop->now_ms = ursa__clock_ms();
-    ursa__run_pending(loop);
+    set_clock(loop);
+    unsigned ran = ursa__run_pending(loop);
     ursa__flush_waiting(loop);
     if (loop->stop || !loop->active) break;
-    int r;
-    if (mode == URSA_RUN_NOWAIT || loop->pend_head)
-      r = io_uring_submit_and_get_events(&loop->ring);
-    else
-      r = io_uring_submit_and_wait(&loop->ring, 1);
+    int r = wait(loop, mode, ran > 0);
     loop->stats.enters++;
-    /* EINTR: a signal; EBUSY/EAGAIN: completions must be reaped first. */
+    /* EINTR: a signal; EBUSY/EAGAIN: completions must be reaped first;
+     * ETIME: the nearest timer is due. */
     if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME) {
       err = r;
       break;
     }
-    loop->now_ms = ursa__clock_ms();
+    set_clock(loop);
     reap(loop);
+    /* Due timers run after what the kernel had ready: a read timeout
+     * whose bytes have arrived is no timeout. */
+    ursa__run_timers(loop);
     if (mode != URSA_RUN_DEFAULT) {
       ursa__run_pending(loop);
       ursa__flush_waiting(loop);

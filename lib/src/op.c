@@ -1,5 +1,5 @@
-/* op.c - the operation table, getting ops into the SQ, cancel, deferred
- * results, and timers. */
+/* op.c - the operation table, getting ops into the SQ, cancel, and
+ * deferred results. */
 #include "internal.h"
 
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <time.h>
 
 const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
-    [URSA__OP_TIMER] = {"timer", ursa__timer_prep, ursa__timer_complete},
+    [URSA__OP_TIMER] = {"timer", NULL, ursa__timer_complete},
     [URSA__OP_ACCEPT] = {"accept", ursa__accept_prep, ursa__accept_complete},
     [URSA__OP_CONNECT] = {"connect", ursa__connect_prep,
                           ursa__connect_complete},
@@ -45,12 +45,6 @@ int ursa__refuse(int err, const char *fmt, ...) {
   vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
   va_end(ap);
   return err;
-}
-
-uint64_t ursa__clock_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) {
@@ -163,10 +157,17 @@ int ursa__op_cancel(ursa_loop *loop, ursa_op *op) {
     case URSA__IDLE:
       return -ENOENT;
     case URSA__PENDING:
-      return -EALREADY;
+      /* A cancel already asked for counts as asked again. */
+      return (op->flags & URSA__F_CANCEL) ? 0 : -EALREADY;
     case URSA__WAITING:
       /* Never reached the kernel: the result is ursa's to give. */
       list_remove(&loop->wait_head, &loop->wait_tail, op);
+      op->flags |= URSA__F_CANCEL;
+      ursa__op_defer(loop, op, -ECANCELED);
+      return 0;
+    case URSA__ARMED:
+      /* A timer in the loop's heap: the kernel knows nothing of it. */
+      ursa__timer_unarm(loop, op);
       op->flags |= URSA__F_CANCEL;
       ursa__op_defer(loop, op, -ECANCELED);
       return 0;
@@ -219,53 +220,4 @@ unsigned ursa__run_pending(ursa_loop *loop) {
     if (last) break;
   }
   return n;
-}
-
-/* ---- timers ---- */
-
-void ursa__timer_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_timer *t = (ursa_timer *)op;
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  /* ts_sec/ts_nsec have the layout of struct __kernel_timespec; the
-   * kernel copies it when the SQE is submitted. */
-  io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&t->ts_sec, 0, 0);
-  io_uring_sqe_set_data(sqe, op);
-}
-
-void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
-                          uint32_t flags) {
-  ursa_timer *t = (ursa_timer *)op;
-  (void)flags;
-  int status = res == -ETIME ? 0 : res;
-  if (status == 0 && t->repeat_ms && !(op->flags & URSA__F_CANCEL)) {
-    /* Armed again before the callback, which may stop it. */
-    ursa__ms_to_ts(t->repeat_ms, &t->ts_sec, &t->ts_nsec);
-    ursa__op_resubmit(loop, op);
-    t->cb(t, 0);
-    return;
-  }
-  ursa__op_done(loop, op);
-  t->cb(t, status);
-}
-
-int ursa_timer_start(ursa_loop *loop, ursa_timer *t, uint64_t timeout_ms,
-                     uint64_t repeat_ms, ursa_timer_cb cb) {
-  if (!loop || !t || !cb)
-    return ursa__invalid("ursa_timer_start: NULL %s",
-                         !loop ? "loop" : !t ? "timer" : "callback");
-  if (t->op.state != URSA__IDLE) return -EBUSY;
-  t->loop = loop;
-  t->cb = cb;
-  t->repeat_ms = repeat_ms;
-  ursa__ms_to_ts(timeout_ms, &t->ts_sec, &t->ts_nsec);
-  t->op.kind = URSA__OP_TIMER;
-  t->op.nsqe = 1;
-  ursa__op_submit(loop, &t->op);
-  return 0;
-}
-
-int ursa_timer_stop(ursa_timer *t) {
-  if (!t) return ursa__invalid("ursa_timer_stop: NULL timer");
-  if (t->op.state == URSA__IDLE) return -ENOENT;
-  return ursa__op_cancel(t->loop, &t->op);
 }

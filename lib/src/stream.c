@@ -30,14 +30,16 @@
 static void read_timer_cb(ursa_timer *t, int status);
 
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
-                       bool seqpacket, bool direct) {
+                       bool seqpacket, bool direct, bool local) {
   void *data = s->data;
   memset(s, 0, sizeof(*s));
   s->data = data;
   s->fd = direct ? -1 : fd;
   s->slot = direct ? fd : -1;
   s->loop = loop;
-  s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0) | (direct ? S_DIRECT : 0);
+  /* A Unix socket has no zero-copy path: the kernel would refuse each. */
+  s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0) | (direct ? S_DIRECT : 0) |
+             (local ? S_NO_ZC : 0);
   s->recv_op.kind = URSA__OP_RECV;
   s->recv_op.nsqe = 1;
   s->connect_op.kind = URSA__OP_CONNECT;
@@ -46,6 +48,7 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->close_op.kind = URSA__OP_CLOSE_STREAM;
   s->close_op.nsqe = 1;
   s->send_op.kind = URSA__OP_SEND;
+  loop->handles++;
 }
 
 /* Points sqe at the stream's socket: its descriptor, or its direct slot. */
@@ -121,7 +124,11 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
   if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
     return ursa__invalid("ursa_stream_open: fd %d is not a stream socket", fd);
-  ursa__stream_init(loop, s, fd, type == SOCK_SEQPACKET, false);
+  int domain = 0;
+  tl = sizeof(domain);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &tl) < 0) return -errno;
+  ursa__stream_init(loop, s, fd, type == SOCK_SEQPACKET, false,
+                    domain == AF_UNIX);
   return 0;
 }
 
@@ -158,7 +165,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   int fd = socket(addr->sa_family,
                   (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  ursa__stream_init(loop, s, fd, seq, false);
+  ursa__stream_init(loop, s, fd, seq, false, addr->sa_family == AF_UNIX);
   memcpy(&s->peer, addr, addrlen);
   s->peer_len = addrlen;
   s->connect_cb = cb;
@@ -213,8 +220,11 @@ static void start_read_timer(ursa_stream *s, uint64_t ms) {
 static void read_timer_cb(ursa_timer *t, int status) {
   ursa_stream *s = URSA__CONTAINER(t, ursa_stream, read_timer);
   s->nops--;
-  if (status == 0 && (s->flags & S_READING) && !(s->flags & S_CLOSING) &&
-      s->read_timeout_ms) {
+  /* Cancelled by ursa_read_stop() but reading again by now: a start that
+   * came while this cancel was on its way left the timing to this
+   * callback, which goes on as if the timer had fired. */
+  if ((status == 0 || status == -ECANCELED) && (s->flags & S_READING) &&
+      !(s->flags & S_CLOSING) && s->read_timeout_ms) {
     uint64_t idle = s->loop->now_ms - s->last_read_ms;
     if (idle >= s->read_timeout_ms && s->recv_op.state == URSA__IDLE) {
       /* Paused by the high watermark and the peer took nothing either:
@@ -427,6 +437,11 @@ static void check_watermarks(ursa_stream *s) {
 
 static void maybe_shutdown(ursa_stream *s);
 
+/* Bytes one send carries at most: an SQE's length and a CQE's result are
+ * 32 bits, so a larger write goes out in pieces (each continues where the
+ * last stopped, as a short send does). */
+#define SEND_MAX ((size_t)1 << 30)
+
 /* Unlinks w (which follows prev, NULL for the head) from the queue. */
 static void unlink_write(ursa_stream *s, ursa_write_req *prev,
                          ursa_write_req *w) {
@@ -471,9 +486,14 @@ static void start_send(ursa_stream *s) {
   unsigned n = 0, max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
                             ? 1
                             : s->loop->write_batch;
-  for (; w && n < max && (w == head || w->op.nsqe == 1); w = w->wnext) {
+  size_t total = 0;
+  for (; w && n < max && total < SEND_MAX && (w == head || w->op.nsqe == 1);
+       w = w->wnext) {
+    size_t left = w->len - w->done;
+    if (left > SEND_MAX - total) left = SEND_MAX - total;
     s->iov[n].iov_base = (void *)(w->buf + w->done);
-    s->iov[n++].iov_len = w->len - w->done;
+    s->iov[n++].iov_len = left;
+    total += left;
     w->op.flags |= URSA__F_BATCHED;
   }
   s->batch = n;
@@ -597,15 +617,18 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
       return;
     }
     op->flags &= (uint8_t)~URSA__F_ZC;
-    if ((res == -ENOMEM || res == -EOPNOTSUPP) &&
-        !(op->flags & URSA__F_CANCEL) && !(s->flags & S_CLOSING)) {
+    if (res == -ENOMEM || res == -EOPNOTSUPP) {
       /* Pinning the pages went over RLIMIT_MEMLOCK, or the socket has no
-       * zero-copy path (Unix): send the same bytes the ordinary way, and
-       * on this stream from now on. */
+       * zero-copy path: nothing was sent.  Send the same bytes the
+       * ordinary way, and on this stream from now on; with a cancel or a
+       * close pending they are cancelled instead, the stream whole. */
       s->flags |= S_NO_ZC;
       loop->stats.zc_refused++;
-      ursa__op_resubmit(loop, op);
-      return;
+      if (!(op->flags & URSA__F_CANCEL) && !(s->flags & S_CLOSING)) {
+        ursa__op_resubmit(loop, op);
+        return;
+      }
+      res = -ECANCELED;
     }
   }
   unsigned n = s->batch;
@@ -783,6 +806,7 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res; /* the descriptor is gone whatever close said */
   ursa__op_done(loop, op);
   if (s->flags & S_DIRECT) loop->direct_used--; /* the slot is free again */
+  loop->handles--;
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;

@@ -176,7 +176,9 @@ URSA_EXPORT int ursa_explain_setup_error(int err, char *buf, size_t len);
 
 typedef enum ursa_run_mode {
   URSA_RUN_DEFAULT = 0, /* until no operation is active, or ursa_loop_stop() */
-  URSA_RUN_ONCE,        /* wait for at least one completion, dispatch, return */
+  URSA_RUN_ONCE,        /* wait for at least one completion (a timer's
+                           expiry or a cancelled operation's callback
+                           counts), dispatch, return */
   URSA_RUN_NOWAIT,      /* dispatch what is ready without blocking, return */
 } ursa_run_mode;
 
@@ -195,8 +197,10 @@ URSA_EXPORT unsigned ursa_loop_alive(const ursa_loop *loop);
  * callbacks. */
 URSA_EXPORT void ursa_loop_stop(ursa_loop *loop);
 
-/* Frees the loop.  Returns -EBUSY (and frees nothing) while any handle or
- * operation is active: close them and run the loop first. */
+/* Frees the loop.  Returns -EBUSY (and frees nothing) while any operation is
+ * active or any handle is open (a stream, listener or datagram socket whose
+ * close callback has not run yet, with or without operations in flight):
+ * close them and run the loop first. */
 URSA_EXPORT int ursa_loop_close(ursa_loop *loop);
 
 /* The loop's clock in milliseconds (CLOCK_MONOTONIC), read once per round. */
@@ -278,6 +282,37 @@ URSA_EXPORT int ursa_addr_parse(const char *text, ursa_addr *out);
 URSA_EXPORT int ursa_addr_format(const struct sockaddr *addr, socklen_t len,
                                  char *buf, size_t size);
 
+/* ---- socket files ------------------------------------------------------ */
+
+/* The socket file that a bind to a Unix path made, so that it alone is
+ * removed later (another process may have put its own on the path since). */
+typedef struct ursa_sockfile {
+  char path[109]; /* read-only: "" when no file was made (IP, abstract);
+                     sun_path may fill all 108 bytes, then the NUL */
+  /* private */
+  uint64_t dev;
+  uint64_t ino;
+} ursa_sockfile;
+
+/* Binds fd, a socket the caller made, to addr and, with backlog >= 0,
+ * listens (0: SOMAXCONN; < 0: bind only, for datagram sockets).  On a Unix
+ * path: a socket file that nobody listens on (left by a crash) is replaced,
+ * one with a live socket behind it gives -EADDRINUSE (a full backlog counts
+ * as live; the probe never blocks), anything else -EEXIST (never removed).
+ * Probe, replacement, bind and listen happen under an flock(2) of the
+ * path's directory, so two ursa programs started together on one stale
+ * path never both succeed; a program that binds without that lock can
+ * still race.  file (may be NULL) gets the file made.  Returns 0 or a
+ * negative errno; ursa_error_detail() names the path for -EADDRINUSE and
+ * -EEXIST. */
+URSA_EXPORT int ursa_socket_bind(int fd, const struct sockaddr *addr,
+                                 socklen_t addrlen, int backlog,
+                                 ursa_sockfile *file);
+
+/* Removes the file ursa_socket_bind() made, if the path still holds that
+ * same file, and clears file->path.  Safe on a file that holds nothing. */
+URSA_EXPORT void ursa_sockfile_remove(ursa_sockfile *file);
+
 /* ---- operations -------------------------------------------------------- */
 
 /* The part every operation shares.  Private; embedded first in timers and
@@ -307,23 +342,29 @@ typedef void (*ursa_timer_cb)(ursa_timer *timer, int status);
 struct ursa_timer {
   ursa_op op;
   void *data; /* public */
-  /* private */
-  ursa_loop *loop;
+  ursa_loop *loop; /* read-only */
+  /* private: the loop keeps its timers in a heap of its own, one kernel
+   * timeout (the nearest) at a time */
   ursa_timer_cb cb;
   uint64_t repeat_ms;
-  int64_t ts_sec;
-  int64_t ts_nsec;
+  uint64_t due_ns;  /* on the loop's clock */
+  uint64_t seq;     /* start order: equal deadlines fire in it */
+  struct ursa_timer *child, *sibling, *prev;
 };
 
 /* Starts a timer that fires after timeout_ms and then, if repeat_ms > 0,
  * every repeat_ms until stopped (the callback runs once per expiry; the
- * timer stays active between).  -EBUSY if the timer is already active. */
+ * timer stays active between).  Never early: timeout_ms counts from this
+ * call.  Many timers are cheap: starting and stopping one costs O(log n)
+ * in user space and no system call.  -EBUSY if the timer is already
+ * active. */
 URSA_EXPORT int ursa_timer_start(ursa_loop *loop, ursa_timer *timer,
                                  uint64_t timeout_ms, uint64_t repeat_ms,
                                  ursa_timer_cb cb);
 
-/* Stops a timer: its callback runs once more with -ECANCELED, after which
- * the timer is inactive and its memory free.  Same returns as ursa_cancel(). */
+/* Stops a timer: its callback runs once more with -ECANCELED (a stop before
+ * the expiry's callback always wins), after which the timer is inactive and
+ * its memory free.  Same returns as ursa_cancel(). */
 URSA_EXPORT int ursa_timer_stop(ursa_timer *timer);
 
 /* ---- streams: TCP and Unix stream sockets ------------------------------ */
@@ -431,9 +472,7 @@ struct ursa_listener {
   int nops;
   ursa_connection_cb cb;
   ursa_listener_close_cb close_cb;
-  uint64_t path_dev; /* the socket file this listener made, removed at close */
-  uint64_t path_ino;
-  char path[108];
+  ursa_sockfile file; /* the socket file it made, removed at close */
 };
 
 /* Binds and listens on addr (TCP, or AF_UNIX stream, or with URSA_SEQPACKET
@@ -602,9 +641,7 @@ struct ursa_dgram {
   struct msghdr msg; /* what receives are asked for */
   struct iovec iov;
   struct sockaddr_storage from;
-  uint64_t path_dev;
-  uint64_t path_ino;
-  char path[108];
+  ursa_sockfile file;
 };
 
 /* Opens a datagram socket of addr's family and binds it: UDP for IPv4 and
