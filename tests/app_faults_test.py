@@ -13,6 +13,7 @@ import random
 import resource
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -306,6 +307,89 @@ def test_connect_timeout():
               f"{cmd[1:]}: exit {r.returncode}, {r.stderr!r}")
 
 
+def test_unix_paths(b, tmp):
+    """A live listener with a full backlog is live: the server refuses its
+    path at once (exit 2, naming it) instead of blocking in the probe.  A
+    socket file another process put on the path while the server ran is
+    left alone at exit."""
+    path = os.path.join(tmp, f"{b}-full.sock")
+    with socket.socket(socket.AF_UNIX) as lst:
+        lst.bind(path)
+        lst.listen(0)
+        fill = []
+        for _ in range(64):
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            fill.append(c)
+            if c.connect_ex(path) != 0:
+                break
+        t0 = time.time()
+        try:
+            r = subprocess.run([SERVER, "--backend", b, "--proto", "unix",
+                                "--listen", "unix:" + path],
+                               capture_output=True, text=True, timeout=10)
+            took, code, err = time.time() - t0, r.returncode, r.stderr
+        except subprocess.TimeoutExpired:
+            took, code, err = None, None, "blocked for 10 s"
+        check(code == 2 and path in err and took is not None and took < 5,
+              f"{b}: listen on a live path with a full backlog: exit {code} "
+              f"after {took} s, {err!r}")
+        for c in fill:
+            c.close()
+        check(os.path.exists(path), f"{b}: removed a live listener's file")
+    if os.path.exists(path):
+        os.unlink(path)
+
+    path = os.path.join(tmp, f"{b}-moved.sock")
+    srv = Server(b, "--proto", "unix", listen="unix:" + path)
+    os.unlink(path)
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(path)
+        ino = os.lstat(path).st_ino
+        srv.stop()
+        check(os.path.exists(path) and os.lstat(path).st_ino == ino,
+              f"{b}: removed a socket file another process made")
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def test_load_ends():
+    """ursa-load --count stops, with an error that says why, when the server
+    closes a connection early; a product of flags too large for memory is
+    refused by name; a run that ends in its warm-up says it measured
+    nothing instead of printing the machine's uptime."""
+    srv = Server("uring", "--max-conns", "1")
+    t0 = time.time()
+    try:
+        r = subprocess.run([LOAD, srv.addr, "--connections", "2", "--count",
+                            "200", "--warmup", "0"],
+                           capture_output=True, text=True, timeout=20)
+        took, code, err = time.time() - t0, r.returncode, r.stderr
+    except subprocess.TimeoutExpired:
+        took, code, err = None, None, "still running after 20 s"
+    check(code == 1 and took is not None and took < 10 and
+          "closed by the server" in err,
+          f"load --count with a connection closed early: exit {code} after "
+          f"{took} s, {err!r}")
+    srv.stop()
+
+    r = subprocess.run([LOAD, "127.0.0.1:1", "--connections", "100000",
+                        "--inflight", "1024", "--size", str(64 << 20)],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--connections x --inflight x --size" in
+          r.stderr, f"load with a huge product: exit {r.returncode}, "
+          f"{r.stderr[-300:]!r}")
+
+    srv = Server("uring")
+    r = subprocess.run([LOAD, srv.addr, "--count", "5", "--warmup", "5"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 0 and " 0.00 s measured" in r.stdout and
+          "warm-up" in r.stdout,
+          f"load that ends in its warm-up: exit {r.returncode}, "
+          f"{r.stdout!r} {r.stderr!r}")
+    srv.stop()
+
+
 def main():
     random.seed(8)
     only = os.environ.get("BACKENDS")
@@ -316,7 +400,10 @@ def main():
         test_never_reads(b)
         test_max_conns(b)
         test_emfile(b)
+        with tempfile.TemporaryDirectory(prefix="ursa-paths-") as tmp:
+            test_unix_paths(b, tmp)
     test_connect_timeout()
+    test_load_ends()
     finish()
 
 

@@ -42,6 +42,7 @@ struct conn {
   int closed;
   uint64_t next_seq; /* of the next message to send */
   uint64_t recv_seq; /* of the message being received */
+  uint64_t done;     /* round trips completed */
   size_t recv_off;   /* bytes of it received */
   slot *slots;
 };
@@ -165,6 +166,7 @@ static void sent(slot *sl, int status, size_t done) {
       L.bytes_written += done;
     }
     L.rts_total++;
+    sl->c->done++;
   }
   if (status < 0) {
     if (!sl->c->closing) L.io_errors++;
@@ -216,14 +218,39 @@ static void echoed(slot *sl) {
     L.bytes += (uint64_t)L.size;
   }
   L.rts_total++;
+  sl->c->done++;
   sl->waiting = 0;
   maybe_next(sl);
+}
+
+/* A connection the server ended while the run still wanted it: an error
+ * that says so (the first few are named). */
+static void ended_early(conn *c, ssize_t why) {
+  if (c->closing) return;
+  int unfinished = !all_idle(c) ||
+                   (L.sending && (!L.count || c->done < (uint64_t)L.count));
+  if (!unfinished) return;
+  if (L.io_errors++ < 3) {
+    char left[64] = "";
+    if (L.count)
+      snprintf(left, sizeof(left), " after %llu of %ld round trips",
+               (unsigned long long)c->done, L.count);
+    char what[96];
+    if (why == URSA_EOF)
+      snprintf(what, sizeof(what), "was closed by the server");
+    else if (why == -ECONNRESET || why == -EPIPE)
+      snprintf(what, sizeof(what), "was closed by the server (%s)",
+               ursa_strerror((int)why));
+    else
+      snprintf(what, sizeof(what), "failed: %s", ursa_strerror((int)why));
+    fprintf(stderr, "ursa-load: connection %d %s%s\n", c->id, what, left);
+  }
 }
 
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   conn *c = s->data;
   if (n < 0) {
-    if (!c->closing && !all_idle(c)) L.io_errors++;
+    ended_early(c, n);
     close_conn(c);
     return;
   }
@@ -360,7 +387,15 @@ static void on_tick(ursa_timer *t, int status) {
     L.cpu0 = cpu_seconds();
     if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
-  int count_done = L.count && L.rts_total >= (uint64_t)(L.count * L.conns);
+  /* With --count: over once every connection has its count or is gone. */
+  int count_done = 0;
+  if (L.count) {
+    count_done = 1;
+    for (long i = 0; i < L.conns && count_done; i++)
+      if (!L.cs[i].closing && !L.cs[i].closed &&
+          L.cs[i].done < (uint64_t)L.count)
+        count_done = 0;
+  }
   if (L.sending &&
       (count_done || el >= (uint64_t)((L.warmup_s + L.duration_s) * 1e9)))
     stop_sending();
@@ -503,8 +538,22 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ursa-load: %s\n", why);
     return 2;
   }
+  /* The buffers take connections x in flight x size bytes: refuse a
+   * product over the machine's memory before asking for it. */
+  size_t per = 0, total = 0;
+  uint64_t phys = (uint64_t)sysconf(_SC_PHYS_PAGES) *
+                  (uint64_t)sysconf(_SC_PAGESIZE);
+  if (__builtin_mul_overflow((size_t)L.conns, (size_t)L.inflight, &per) ||
+      __builtin_mul_overflow(per, (size_t)L.size, &total) || total > phys) {
+    fprintf(stderr,
+            "ursa-load: --connections x --inflight x --size = %ld x %ld x "
+            "%ld bytes is more than this machine's memory (%llu MiB)\n",
+            L.conns, L.inflight, L.size, (unsigned long long)(phys >> 20));
+    ursa_loop_close(L.loop);
+    return 2;
+  }
   L.cs = calloc((size_t)L.conns, sizeof(conn));
-  char *bufs = malloc((size_t)L.conns * (size_t)L.inflight * (size_t)L.size);
+  char *bufs = malloc(total);
   slot *slots = calloc((size_t)L.conns * (size_t)L.inflight, sizeof(slot));
   if (!L.cs || !bufs || !slots) {
     fprintf(stderr, "ursa-load: not enough memory for %ld x %ld x %ld bytes\n",
@@ -546,23 +595,26 @@ int main(int argc, char **argv) {
   r = ursa_loop_run(L.loop, URSA_RUN_DEFAULT);
   double cpu_s = cpu_seconds() - L.cpu0;
   if (!L.t_end_ns) L.t_end_ns = ns();
-  double secs = (double)(L.t_end_ns - L.t_measure_ns) / 1e9;
-  if (secs <= 0) secs = 1e-9;
+  /* A run that ended in its warm-up measured nothing. */
+  int measured = L.t_measure_ns != 0;
+  double secs = measured ? (double)(L.t_end_ns - L.t_measure_ns) / 1e9 : 0;
+  double div = secs > 0 ? secs : 1e-9;
   uint64_t errors = L.mismatches + L.lost + L.conn_errors + L.io_errors;
   if (L.idle && L.open < L.conns) errors += (uint64_t)(L.conns - L.open);
-  double rps = (double)L.rts / secs;
-  double mbps = (double)L.bytes / secs / 1e6;
+  double rps = (double)L.rts / div;
+  double mbps = (double)L.bytes / div / 1e6;
   double p50 = hist_quantile(&L.h, 0.50) / 1e3,
          p90 = hist_quantile(&L.h, 0.90) / 1e3,
          p99 = hist_quantile(&L.h, 0.99) / 1e3,
          p999 = hist_quantile(&L.h, 0.999) / 1e3, mx = (double)L.h.max / 1e3;
   printf(
       "ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
-      "%ld-byte messages, %.2f s measured\n",
+      "%ld-byte messages, %.2f s measured%s\n",
       L.bulk   ? "bulk"
       : L.idle ? "idle"
                : "echo",
-      L.conns, L.open, L.inflight, L.size, secs);
+      L.conns, L.open, L.inflight, L.size, secs,
+      measured ? "" : " (the run ended in its warm-up: nothing measured)");
   printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
          (unsigned long long)L.rts, rps, mbps);
   printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",

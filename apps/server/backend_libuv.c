@@ -1,5 +1,6 @@
 /* backend_libuv.c - the comparison server on libuv: what a user might pick
  * instead of ursa, written as its documentation recommends. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,8 @@ int serve_libuv(const server_opts *o, int listen_fd, server_stats *st) {
   st->syscalls = UINT64_MAX; /* libuv does not tell */
   uv_loop_init(&U.loop);
   const struct sockaddr *sa = (const struct sockaddr *)&o->listen.ss;
+  ursa_sockfile file = {0};
+  const char *why = NULL;
   int r;
   if (o->proto == PROTO_UDP) {
     uv_udp_init(&U.loop, &U.server.udp);
@@ -246,16 +249,27 @@ int serve_libuv(const server_opts *o, int listen_fd, server_stats *st) {
     r = uv_tcp_bind(&U.server.tcp, sa, 0);
     if (!r) r = uv_listen(&U.server.stream, SOMAXCONN, on_connection);
   } else {
+    /* Bound by the library, for its socket-file rules (a stale file is
+     * replaced, a live one refused), then handed to libuv. */
     uv_pipe_init(&U.loop, &U.server.pipe, 0);
-    const char *path = ((const struct sockaddr_un *)sa)->sun_path;
-    r = path[0] ? uv_pipe_bind(&U.server.pipe, path) : UV_EINVAL;
-    if (!r) r = uv_listen(&U.server.stream, SOMAXCONN, on_connection);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    r = fd < 0 ? -errno : ursa_socket_bind(fd, sa, o->listen.len, 0, &file);
+    if (r < 0) {
+      why = r == -EADDRINUSE || r == -EEXIST ? ursa_error_detail()
+                                             : ursa_strerror(r);
+      if (fd >= 0) close(fd);
+    } else {
+      r = uv_pipe_open(&U.server.pipe, fd);
+      if (r < 0) close(fd);
+      if (!r) r = uv_listen(&U.server.stream, SOMAXCONN, on_connection);
+    }
   }
   if (r < 0) {
     char name[160];
     ursa_addr_format(sa, o->listen.len, name, sizeof(name));
     fprintf(stderr, "ursa-echo-server: cannot listen on %s: %s\n", name,
-            uv_strerror(r));
+            why ? why : uv_strerror(r));
+    ursa_sockfile_remove(&file);
     uv_close((uv_handle_t *)&U.server, NULL);
     uv_run(&U.loop, UV_RUN_DEFAULT);
     uv_loop_close(&U.loop);
@@ -280,6 +294,6 @@ int serve_libuv(const server_opts *o, int listen_fd, server_stats *st) {
   if (o->idle_ms)
     uv_timer_start(&U.sweep, on_sweep, clock_sweep_ms(o), clock_sweep_ms(o));
   uv_run(&U.loop, UV_RUN_DEFAULT);
-  if (o->proto == PROTO_UNIX) unlink(((const struct sockaddr_un *)sa)->sun_path);
+  ursa_sockfile_remove(&file); /* only if the path still holds it */
   return uv_loop_close(&U.loop) == 0 ? 0 : 1;
 }

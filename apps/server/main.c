@@ -147,45 +147,34 @@ static int parse_features(const char *flag, const char *list,
   return 0;
 }
 
-/* A socket file left by a dead server is removed; a live one is not. */
-static void clear_stale_unix(const ursa_addr *a, int type) {
-  const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
-  struct stat st;
-  if (un->sun_path[0] == '\0' || lstat(un->sun_path, &st) < 0 ||
-      !S_ISSOCK(st.st_mode))
-    return;
-  int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) return;
-  if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 &&
-      errno == ECONNREFUSED)
-    unlink(un->sun_path);
-  close(fd);
-}
-
 /* The listening (or datagram) socket for the backends that use plain
  * sockets. */
-static int open_listener(const server_opts *o, char *err, size_t errlen) {
+static int open_listener(const server_opts *o, ursa_sockfile *file,
+                         char *err, size_t errlen) {
   int dgram = o->proto == PROTO_UDP;
   int type = dgram ? SOCK_DGRAM : SOCK_STREAM;
-  if (o->listen.ss.ss_family == AF_UNIX) clear_stale_unix(&o->listen, type);
   int fd = socket(o->listen.ss.ss_family, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) goto fail;
+  if (fd < 0) {
+    snprintf(err, errlen, "%s", strerror(errno));
+    return -1;
+  }
   int one = 1, zero = 0;
   if (o->listen.ss.ss_family != AF_UNIX)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (o->listen.ss.ss_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-  if (bind(fd, (const struct sockaddr *)&o->listen.ss, o->listen.len) < 0 ||
-      (!dgram && listen(fd, SOMAXCONN) < 0)) {
-    int e = errno;
+  /* The library's rules for socket files: a stale one is replaced, a live
+   * one (even with a full backlog) refused, at once. */
+  int r = ursa_socket_bind(fd, (const struct sockaddr *)&o->listen.ss,
+                           o->listen.len, dgram ? -1 : 0, file);
+  if (r < 0) {
+    snprintf(err, errlen, "%s%s%s", ursa_strerror(r),
+             r == -EADDRINUSE || r == -EEXIST ? ": " : "",
+             r == -EADDRINUSE || r == -EEXIST ? ursa_error_detail() : "");
     close(fd);
-    errno = e;
-    goto fail;
+    return -1;
   }
   return fd;
-fail:
-  snprintf(err, errlen, "%s", strerror(errno));
-  return -1;
 }
 
 static void write_json(const char *path, const server_opts *o,
@@ -380,9 +369,10 @@ int main(int argc, char **argv) {
   if (duration) o.deadline_ms = now_ms() + (uint64_t)duration * 1000u;
 
   int lfd = -1;
+  ursa_sockfile file = {0};
   if (strcmp(o.backend, "uring") && strcmp(o.backend, "libuv")) {
-    char err[256];
-    lfd = open_listener(&o, err, sizeof(err));
+    char err[512];
+    lfd = open_listener(&o, &file, err, sizeof(err));
     if (lfd < 0) return bad("cannot listen on %s: %s", listen_at, err);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -416,9 +406,7 @@ int main(int argc, char **argv) {
   }
   if (lfd >= 0) {
     close(lfd);
-    const struct sockaddr_un *un = (const struct sockaddr_un *)&o.listen.ss;
-    if (o.listen.ss.ss_family == AF_UNIX && un->sun_path[0])
-      unlink(un->sun_path);
+    ursa_sockfile_remove(&file); /* only if it is still ours */
   }
   return rc;
 }
