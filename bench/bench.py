@@ -816,7 +816,7 @@ def targets(cases, bulk, iperf, mem, prof):
             f"above blocking's and its round trips/s ranged "
             f"{100 * spread:.0f}% across its own repeats in this run"
             + (", more than the 5% the target asks to resolve"
-               if spread > 0.05 else "") + ".  uring makes {fmt(u1['enters_per_rt'], 1)} enters per "
+               if spread > 0.05 else "") + f".  uring makes {fmt(u1['enters_per_rt'], 1)} enters per "
             f"round trip against epoll's {fmt(e1['syscalls_per_rt'], 1)} "
             f"system calls; the second enter runs while the server would "
             f"otherwise sleep, so it costs CPU, not latency.")

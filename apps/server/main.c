@@ -1,5 +1,5 @@
-/* main.c - ursa-echo-server: one command line, four I/O models (uring,
- * epoll, select, blocking), the same wire behaviour, and a summary of what
+/* main.c - ursa-echo-server: one command line, five I/O models (uring,
+ * epoll, select, blocking, libuv), the same wire behaviour, and a summary of what
  * each spent (CPU time, system calls) for the bench suite to compare. */
 #include <errno.h>
 #include <netinet/in.h>

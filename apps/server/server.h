@@ -32,8 +32,8 @@ typedef struct server_opts {
                              worth by design; blocking: none, it blocks) */
   unsigned buf_count;      /* uring: receive ring size, 0: ursa's default */
   unsigned buf_size;       /* uring: bytes per receive buffer, 0: default */
-  int echo_copy;
-  unsigned zc_threshold;   /* uring: writes this large go zero-copy */          /* uring: copy every echo (no ursa_buf_keep) */
+  int echo_copy;           /* uring: copy every echo (no ursa_buf_keep) */
+  unsigned zc_threshold;   /* uring: writes this large go zero-copy */
   uint64_t idle_ms;       /* close a connection silent this long; 0: never */
   uint64_t min_rate;      /* bytes/s a connection must send, judged over
                              windows of idle_ms; 0: no rate check */

@@ -85,9 +85,7 @@ typedef struct ursa__bufring {
 struct ursa_loop {
   struct io_uring ring;
   uint32_t used;      /* URSA_FEAT_* in use */
-  uint32_t kernel;    /* URSA_FEAT_* offered */
   uint32_t disabled;  /* URSA_FEAT_* switched off by options */
-  unsigned ring_flags;
   bool running;
   bool stop;
   int owner_pid; /* the process that made the ring: a forked child may not */
@@ -121,7 +119,6 @@ struct ursa_loop {
   unsigned keep_max;
 
   ursa_stats stats;
-  char kernel_release[64];
 };
 
 /* ---- op.c ---- */
@@ -150,7 +147,14 @@ bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
 /* Fills one SQE closing fd, completing op: every handle's close. */
 void ursa__prep_close(ursa_loop *loop, ursa_op *op, int fd) URSA__HIDDEN;
 /* Fills a kernel timespec from milliseconds. */
-void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) URSA__HIDDEN;
+void ursa__ms_to_ts(uint64_t ms, ursa_timespec *ts) URSA__HIDDEN;
+_Static_assert(sizeof(ursa_timespec) == sizeof(struct __kernel_timespec) &&
+                   offsetof(ursa_timespec, tv_nsec) ==
+                       offsetof(struct __kernel_timespec, tv_nsec),
+               "ursa_timespec has the kernel's layout");
+static inline struct __kernel_timespec *ursa__kts(ursa_timespec *ts) {
+  return (struct __kernel_timespec *)(void *)ts;
+}
 
 /* ---- timer.c ---- */
 uint64_t ursa__clock_ns(void) URSA__HIDDEN;
@@ -166,15 +170,16 @@ unsigned ursa__run_timers(ursa_loop *loop) URSA__HIDDEN;
 void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) URSA__HIDDEN;
 
-/* ---- probe.c ---- */
-/* Sets up loop->ring per opts, dropping refused flags; fills used/kernel. */
-int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
-    URSA__HIDDEN;
 /* Sets ursa_error_detail() and returns -EINVAL (or err). */
 int ursa__invalid(const char *fmt, ...) URSA__HIDDEN
     __attribute__((format(printf, 1, 2)));
 int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
     __attribute__((format(printf, 2, 3)));
+
+/* ---- probe.c ---- */
+/* Sets up loop->ring per opts, dropping refused flags; fills used. */
+int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
+    URSA__HIDDEN;
 
 /* ---- bufring.c ---- */
 /* Registers rings[0] (and rings[1] when incremental consumption is used). */

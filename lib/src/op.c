@@ -47,9 +47,9 @@ int ursa__refuse(int err, const char *fmt, ...) {
   return err;
 }
 
-void ursa__ms_to_ts(uint64_t ms, int64_t *sec, int64_t *nsec) {
-  *sec = (int64_t)(ms / 1000u);
-  *nsec = (int64_t)(ms % 1000u) * 1000000;
+void ursa__ms_to_ts(uint64_t ms, ursa_timespec *ts) {
+  ts->tv_sec = (int64_t)(ms / 1000u);
+  ts->tv_nsec = (long long)(ms % 1000u) * 1000000;
 }
 
 /* ---- intrusive FIFO lists through op->next ---- */

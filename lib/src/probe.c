@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -106,7 +107,6 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   int r = setup_ring(&loop->ring, o->sq_entries, o->cq_entries, want, &got,
                      &kfeat);
   if (r < 0) return r;
-  loop->ring_flags = to_ring_flags(got);
   loop->disabled = o->disable;
   /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
    * SQE and ursa does not ask for it. */
@@ -170,8 +170,15 @@ int ursa_probe(ursa_features *out) {
   return 0;
 }
 
+/* What the kernel offers does not change while a process runs: probed
+ * once, on the first call. */
+static ursa_features probed;
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static void probe_kernel(void) { ursa_probe(&probed); }
+
 void ursa_loop_features(const ursa_loop *loop, ursa_features *out) {
-  ursa_probe(out);
+  pthread_once(&probe_once, probe_kernel);
+  *out = probed;
   out->used = loop->used;
   out->disabled = loop->disabled;
 }

@@ -170,7 +170,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   s->peer_len = addrlen;
   s->connect_cb = cb;
   s->connect_op.nsqe = timeout_ms ? 2 : 1;
-  ursa__ms_to_ts(timeout_ms, &s->ts_sec, &s->ts_nsec);
+  ursa__ms_to_ts(timeout_ms, &s->ts);
   stream_submit(s, &s->connect_op);
   return 0;
 }
@@ -184,7 +184,7 @@ void ursa__connect_prep(ursa_loop *loop, ursa_op *op) {
     op->flags |= URSA__F_TIMEOUT;
     sqe->flags |= IOSQE_IO_LINK;
     sqe = ursa__get_sqe(loop);
-    io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)&s->ts_sec, 0);
+    io_uring_prep_link_timeout(sqe, ursa__kts(&s->ts), 0);
     sqe->user_data = 0;
   }
 }
@@ -586,12 +586,12 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
     uint64_t left = w->deadline_ms > loop->now_ms
                         ? w->deadline_ms - loop->now_ms
                         : 0;
-    ursa__ms_to_ts(left, &w->ts_sec, &w->ts_nsec);
-    if (!left) w->ts_nsec = 1; /* past due: expire at once */
+    ursa__ms_to_ts(left, &w->ts);
+    if (!left) w->ts.tv_nsec = 1; /* past due: expire at once */
     op->flags |= URSA__F_TIMEOUT;
     sqe->flags |= IOSQE_IO_LINK;
     sqe = ursa__get_sqe(loop);
-    io_uring_prep_link_timeout(sqe, (struct __kernel_timespec *)&w->ts_sec, 0);
+    io_uring_prep_link_timeout(sqe, ursa__kts(&w->ts), 0);
     sqe->user_data = 0;
   }
 }

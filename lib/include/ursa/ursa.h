@@ -122,22 +122,17 @@ typedef struct ursa_loop_options {
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
                           offers them: URSA_FEAT_RECV_BUNDLE and
                           URSA_FEAT_BUF_INC (any other bit is refused).
-                          Off by default because the bench suite measured
-                          no gain from them on loopback, and a loss for
-                          bundles on a bulk stream: see docs/DESIGN.md. */
+                          Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH; 0: URSA_WRITE_BATCH */
   unsigned zc_threshold;/* a write of at least this many bytes that goes out
                           alone is sent with SEND_ZC (zero copy; its
                           callback waits for the kernel's notification that
-                          the pages are free).  0 (the default): never.  On
-                          loopback the kernel copies anyway and the wait
-                          for the notification costs, so this pays only on
-                          a real NIC, for large writes: see the bench
-                          report's A/B table for the measured effect.  A
-                          send the kernel refuses to pin (RLIMIT_MEMLOCK)
+                          the pages are free).  0 (the default): never.
+                          A send the kernel refuses to pin (RLIMIT_MEMLOCK)
                           goes again as a copy, and that stream stays on
-                          copies (stats.zc_refused). */
+                          copies (stats.zc_refused); Unix streams never
+                          use it.  docs/DESIGN.md says when it pays. */
   unsigned buf_keep_max;/* receive buffers the application may keep at once
                           with ursa_buf_keep(); 0: half of buf_count */
   unsigned direct_files;/* slots in a table of direct descriptors (io_uring's
@@ -315,6 +310,13 @@ URSA_EXPORT void ursa_sockfile_remove(ursa_sockfile *file);
 
 /* ---- operations -------------------------------------------------------- */
 
+/* A kernel timespec (struct __kernel_timespec's layout, checked at build
+ * time), private to the requests that carry a linked timeout. */
+typedef struct ursa_timespec {
+  int64_t tv_sec;
+  long long tv_nsec;
+} ursa_timespec;
+
 /* The part every operation shares.  Private; embedded first in timers and
  * requests, and inside handles for their own operations. */
 typedef struct ursa_op {
@@ -410,8 +412,7 @@ struct ursa_write_req {
   size_t len;
   ursa_write_cb cb;
   uint64_t deadline_ms;
-  int64_t ts_sec;
-  int64_t ts_nsec;
+  ursa_timespec ts; /* a linked timeout's time */
 };
 
 struct ursa_stream {
@@ -446,8 +447,7 @@ struct ursa_stream {
   size_t low_water;  /* and resumes at this many */
   struct sockaddr_storage peer; /* connect address until submitted */
   socklen_t peer_len;
-  int64_t ts_sec;
-  int64_t ts_nsec;
+  ursa_timespec ts; /* a linked timeout's time */
   int32_t zc_res; /* a zero-copy send's result, kept until its notice */
 };
 
