@@ -64,7 +64,8 @@ static void on_sent(ursa_send_req *req, int status) {
 /* Sends request number p->sent: an 8-byte ICMP header, then the send time
  * and a pattern, so a reply can be checked and timed. */
 static void send_one(pinger *p) {
-  if (p->req.op.state) return; /* the previous request is still going out */
+  if (ursa_dgram_send_active(&p->req))
+    return; /* the previous request is still going out */
   unsigned char *b = p->packet;
   size_t len = 8 + (size_t)p->size;
   memset(b, 0, len);
@@ -83,8 +84,8 @@ static void send_one(pinger *p) {
   p->sent++;
   p->last_send_ms = ursa_loop_now(p->loop);
   p->req.data = p;
-  int r = ursa_send(&p->req, &p->sock, b, len, (struct sockaddr *)&p->to.ss,
-                    p->to.len, on_sent);
+  int r = ursa_dgram_send(&p->req, &p->sock, b, len,
+                          (struct sockaddr *)&p->to.ss, p->to.len, on_sent);
   if (r < 0) fprintf(stderr, "ursa-ping: send: %s\n", ursa_strerror(r));
 }
 
@@ -270,7 +271,7 @@ int main(int argc, char **argv) {
   p.id = (uint16_t)getpid();
   p.sock.data = &p;
   if ((r = ursa_dgram_open(p.loop, &p.sock, fd)) < 0 ||
-      (r = ursa_recv_start(&p.sock, on_recv)) < 0) {
+      (r = ursa_dgram_recv_start(&p.sock, on_recv)) < 0) {
     fprintf(stderr, "ursa-ping: %s\n", ursa_strerror(r));
     return 2;
   }

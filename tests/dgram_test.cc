@@ -52,11 +52,11 @@ struct Echo {
     auto *r = new Reply;
     r->buf.assign((const char *)buf, (const char *)buf + n);
     r->req.data = r;
-    int rc = ursa_send(&r->req, d, r->buf.data(), r->buf.size(), from,
-                       fromlen, [](ursa_send_req *q, int st) {
-                         EXPECT_EQ(0, st) << ursa_err_name(st);
-                         delete static_cast<Reply *>(q->data);
-                       });
+    int rc = ursa_dgram_send(&r->req, d, r->buf.data(), r->buf.size(), from,
+                             fromlen, [](ursa_send_req *q, int st) {
+                               EXPECT_EQ(0, st) << ursa_err_name(st);
+                               delete static_cast<Reply *>(q->data);
+                             });
     EXPECT_EQ(0, rc) << ursa_error_detail();
     if (rc) delete r;
   }
@@ -142,7 +142,7 @@ class Dgram : public ::testing::TestWithParam<Param> {
     tx->d.data = tx;
     Bind(&rx->d, ServerAddr(), ra);
     Bind(&tx->d, ClientAddr(), ta);
-    ASSERT_EQ(0, ursa_recv_start(&rx->d, Sender::OnRecv));
+    ASSERT_EQ(0, ursa_dgram_recv_start(&rx->d, Sender::OnRecv));
   }
   void CloseAll(std::initializer_list<ursa_dgram *> ds) {
     int i = 0;
@@ -174,8 +174,8 @@ TEST_P(Dgram, EchoesEverySizeByteForByteWithSenderAddress) {
   ursa_addr sa, ca;
   Bind(&srv.d, ServerAddr(), &sa);
   Bind(&cli.d, ClientAddr(), &ca);
-  ASSERT_EQ(0, ursa_recv_start(&srv.d, Echo::OnRecv));
-  ASSERT_EQ(0, ursa_recv_start(&cli.d, Sender::OnRecv));
+  ASSERT_EQ(0, ursa_dgram_recv_start(&srv.d, Echo::OnRecv));
+  ASSERT_EQ(0, ursa_dgram_recv_start(&cli.d, Sender::OnRecv));
   const size_t sizes[] = {0, 1, 2, 100, 1400, 1473, 9000, 32768, 65507};
   const size_t n = sizeof(sizes) / sizeof(sizes[0]);
   std::vector<std::vector<char>> payloads;
@@ -184,7 +184,8 @@ TEST_P(Dgram, EchoesEverySizeByteForByteWithSenderAddress) {
     payloads.push_back(t::RandomBytes(sizes[i], 40 + (uint32_t)i));
     reqs[i].data = &cli;
     // One at a time: datagrams sent at once may be reordered.
-    ASSERT_EQ(0, ursa_send(&reqs[i], &cli.d, payloads[i].data(), sizes[i],
+    ASSERT_EQ(
+        0, ursa_dgram_send(&reqs[i], &cli.d, payloads[i].data(), sizes[i],
                            (const sockaddr *)&sa.ss, sa.len, Sender::OnSent));
     ASSERT_TRUE(lp_->RunUntil([&] { return cli.replies.size() == i + 1; }));
     EXPECT_TRUE(t::SameBytes(payloads[i], cli.replies[i])) << sizes[i];
@@ -212,11 +213,13 @@ TEST_P(Dgram, TruncatedDatagramIsReportedNotPassedAsWhole) {
   std::vector<char> big = t::RandomBytes(3000, 8), small = t::RandomBytes(50, 9);
   ursa_send_req q1{}, q2{};
   q1.data = q2.data = &tx;
-  ASSERT_EQ(0, ursa_send(&q1, &tx.d, big.data(), big.size(),
-                         (const sockaddr *)&ra.ss, ra.len, Sender::OnSent));
+  ASSERT_EQ(0,
+            ursa_dgram_send(&q1, &tx.d, big.data(), big.size(),
+                            (const sockaddr *)&ra.ss, ra.len, Sender::OnSent));
   ASSERT_TRUE(lp_->RunUntil([&] { return rx.replies.size() == 1; }));
-  ASSERT_EQ(0, ursa_send(&q2, &tx.d, small.data(), small.size(),
-                         (const sockaddr *)&ra.ss, ra.len, Sender::OnSent));
+  ASSERT_EQ(0,
+            ursa_dgram_send(&q2, &tx.d, small.data(), small.size(),
+                            (const sockaddr *)&ra.ss, ra.len, Sender::OnSent));
   ASSERT_TRUE(lp_->RunUntil([&] { return rx.replies.size() == 2; }));
   EXPECT_EQ(URSA_DGRAM_TRUNC, rx.flags[0]);
   ASSERT_LT(rx.replies[0].size(), big.size());
@@ -270,17 +273,19 @@ TEST_P(Dgram, ConnectedSocketSendsWithoutAnAddress) {
   Bind(&srv.d, ServerAddr(), &sa);
   Bind(&cli.d, ClientAddr(), &ca);
   ASSERT_EQ(0, ursa_dgram_connect(&cli.d, (const sockaddr *)&sa.ss, sa.len));
-  ASSERT_EQ(0, ursa_recv_start(&srv.d, Echo::OnRecv));
-  ASSERT_EQ(0, ursa_recv_start(&cli.d, Sender::OnRecv));
+  ASSERT_EQ(0, ursa_dgram_recv_start(&srv.d, Echo::OnRecv));
+  ASSERT_EQ(0, ursa_dgram_recv_start(&cli.d, Sender::OnRecv));
   std::vector<char> p = t::RandomBytes(777, 5);
   ursa_send_req q{};
   q.data = &cli;
-  ASSERT_EQ(0, ursa_send(&q, &cli.d, p.data(), p.size(), nullptr, 0,
-                         Sender::OnSent));
-  EXPECT_EQ(-EBUSY, ursa_send(&q, &cli.d, p.data(), p.size(), nullptr, 0,
-                              Sender::OnSent));
+  ASSERT_EQ(0, ursa_dgram_send(&q, &cli.d, p.data(), p.size(), nullptr, 0,
+                               Sender::OnSent));
+  EXPECT_EQ(-EBUSY, ursa_dgram_send(&q, &cli.d, p.data(), p.size(), nullptr, 0,
+                                    Sender::OnSent));
+  EXPECT_EQ(1, ursa_dgram_send_active(&q));
   ASSERT_TRUE(lp_->RunUntil([&] { return cli.replies.size() == 1; }));
   EXPECT_TRUE(t::SameBytes(p, cli.replies[0]));
+  EXPECT_EQ(0, ursa_dgram_send_active(&q)) << "its callback has run";
   CloseAll({&srv.d, &cli.d});
 }
 
@@ -289,8 +294,8 @@ TEST_P(Dgram, CloseWhileReceivingCallsBackOnce) {
   rx.d.data = &rx;
   ursa_addr ra;
   Bind(&rx.d, ServerAddr(), &ra);
-  ASSERT_EQ(0, ursa_recv_start(&rx.d, Sender::OnRecv));
-  EXPECT_EQ(-EALREADY, ursa_recv_start(&rx.d, Sender::OnRecv));
+  ASSERT_EQ(0, ursa_dgram_recv_start(&rx.d, Sender::OnRecv));
+  EXPECT_EQ(-EALREADY, ursa_dgram_recv_start(&rx.d, Sender::OnRecv));
   ursa_loop_run(loop(), URSA_RUN_NOWAIT);
   static int closes;
   closes = 0;
@@ -300,7 +305,7 @@ TEST_P(Dgram, CloseWhileReceivingCallsBackOnce) {
   EXPECT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT));
   EXPECT_EQ(1, closes);
   EXPECT_TRUE(rx.replies.empty());
-  EXPECT_EQ(-EINVAL, ursa_recv_start(&rx.d, Sender::OnRecv));
+  EXPECT_EQ(-EINVAL, ursa_dgram_recv_start(&rx.d, Sender::OnRecv));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -321,15 +326,23 @@ TEST(DgramArgs, BadArgumentsAreRefused) {
   ASSERT_EQ(0, ursa_addr_parse("127.0.0.1:0", &a));
   EXPECT_EQ(-EINVAL, ursa_dgram_bind(lp.get(), &d, (sockaddr *)&a.ss, a.len,
                                      0x40));
-  ASSERT_EQ(0, ursa_dgram_bind(lp.get(), &d, (sockaddr *)&a.ss, a.len, 0));
-  EXPECT_EQ(-EINVAL, ursa_recv_start(&d, Sender::OnRecv));
+  // Listener flags are not datagram flags.
+  EXPECT_EQ(-EINVAL, ursa_dgram_bind(lp.get(), &d, (sockaddr *)&a.ss, a.len,
+                                     URSA_LISTEN_NODELAY));
+  ASSERT_EQ(0, ursa_dgram_bind(lp.get(), &d, (sockaddr *)&a.ss, a.len,
+                               URSA_DGRAM_REUSEPORT));
+  EXPECT_EQ(-EINVAL, ursa_dgram_recv_start(&d, Sender::OnRecv));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "buf_size 100"));
   ursa_send_req q{};
-  EXPECT_EQ(-EINVAL, ursa_send(&q, &d, nullptr, 5, nullptr, 0, Sender::OnSent));
+  EXPECT_EQ(0, ursa_dgram_send_active(&q));
+  EXPECT_EQ(-ENOENT, ursa_dgram_send_cancel(&q)) << "never started";
+  EXPECT_EQ(-EINVAL,
+            ursa_dgram_send(&q, &d, nullptr, 5, nullptr, 0, Sender::OnSent));
+  EXPECT_EQ(0, ursa_dgram_send_active(&q)) << "a refused send is not active";
   sockaddr_storage bad{};
   bad.ss_family = AF_APPLETALK;
-  EXPECT_EQ(-EINVAL, ursa_send(&q, &d, "x", 1, (sockaddr *)&bad, sizeof(bad),
-                               Sender::OnSent));
+  EXPECT_EQ(-EINVAL, ursa_dgram_send(&q, &d, "x", 1, (sockaddr *)&bad,
+                                     sizeof(bad), Sender::OnSent));
   int pfd[2];
   ASSERT_EQ(0, pipe(pfd));
   ursa_dgram p{};

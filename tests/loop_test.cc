@@ -236,23 +236,27 @@ TEST(Loop, TinySubmissionQueueDropsNothing) {
   seen.assign(kSends, 0);
   static int bad;
   bad = 0;
-  ASSERT_EQ(0, ursa_recv_start(&rx, [](ursa_dgram *, ssize_t n, const void *buf,
+  ASSERT_EQ(
+      0, ursa_dgram_recv_start(&rx, [](ursa_dgram *, ssize_t n, const void *buf,
                                        const sockaddr *, socklen_t, unsigned) {
-              uint16_t v;
-              if (n != (ssize_t)sizeof(v)) {
-                bad++;
-                return;
-              }
-              memcpy(&v, buf, sizeof(v));
-              if (v < seen.size()) seen[v]++; else bad++;
-            }));
+        uint16_t v;
+        if (n != (ssize_t)sizeof(v)) {
+          bad++;
+          return;
+        }
+        memcpy(&v, buf, sizeof(v));
+        if (v < seen.size())
+          seen[v]++;
+        else
+          bad++;
+      }));
   std::vector<ursa_send_req> reqs(kSends);
   std::vector<uint16_t> payload(kSends);
   static int sent;
   sent = 0;
   for (int i = 0; i < kSends; i++) {
     payload[i] = (uint16_t)i;
-    ASSERT_EQ(0, ursa_send(&reqs[i], &tx, &payload[i], sizeof(uint16_t),
+    ASSERT_EQ(0, ursa_dgram_send(&reqs[i], &tx, &payload[i], sizeof(uint16_t),
                                  nullptr, 0, [](ursa_send_req *, int st) {
                                    if (st == 0) sent++;
                                  }));

@@ -406,15 +406,20 @@ TEST_P(Stream, CancelOfQueuedWriteKeepsTheStreamWhole) {
   ASSERT_EQ(0, ursa_write(&w1, &a.s, m1.data(), m1.size(), 0, CountWrite));
   ASSERT_EQ(0, ursa_write(&w2, &a.s, m2.data(), m2.size(), 0, CountWrite));
   ASSERT_EQ(0, ursa_write(&w3, &a.s, m3.data(), m3.size(), 0, CountWrite));
-  EXPECT_EQ(0, ursa_cancel(loop(), &w2.op));
-  EXPECT_EQ(-EALREADY, ursa_cancel(loop(), &w2.op));
+  EXPECT_EQ(1, ursa_write_active(&w2));
+  EXPECT_EQ(0, ursa_write_cancel(&w2));
+  EXPECT_EQ(-EALREADY, ursa_write_cancel(&w2));
+  EXPECT_EQ(1, ursa_write_active(&w2)) << "active until its callback";
   ASSERT_TRUE(RunUntil([&] { return c1.calls && c2.calls && c3.calls; }));
   EXPECT_EQ(0, c1.last);
   EXPECT_EQ(-ECANCELED, c2.last);
   EXPECT_EQ(0, c3.last);
-  // Cancelling finished operations is refused, not crashed on.
+  EXPECT_EQ(0, ursa_write_active(&w1));
+  EXPECT_EQ(0, ursa_write_active(&w2));
+  // Cancelling finished operations is refused, not crashed on, through
+  // either call.
   EXPECT_EQ(-ENOENT, ursa_cancel(loop(), &w1.op));
-  EXPECT_EQ(-ENOENT, ursa_cancel(loop(), &w2.op));
+  EXPECT_EQ(-ENOENT, ursa_write_cancel(&w2));
   std::vector<char> want = m1;
   want.insert(want.end(), m3.begin(), m3.end());
   std::vector<char> got(want.size());

@@ -68,12 +68,16 @@ TEST_P(Timer, RepeatsUntilStopped) {
 TEST_P(Timer, StopGivesOneCancelledCallback) {
   Fired f;
   f.t.data = &f;
+  EXPECT_EQ(0, ursa_timer_active(&f.t));
   ASSERT_EQ(0, ursa_timer_start(loop(), &f.t, 60000, 0, OnFire));
+  EXPECT_EQ(1, ursa_timer_active(&f.t));
   ASSERT_EQ(0, ursa_timer_stop(&f.t));
+  EXPECT_EQ(1, ursa_timer_active(&f.t)) << "active until its callback";
   EXPECT_EQ(0, ursa_timer_stop(&f.t)) << "a second stop while pending";
   EXPECT_EQ(0, ursa_loop_run(loop(), URSA_RUN_DEFAULT));
   EXPECT_EQ(1, f.calls);
   EXPECT_EQ(-ECANCELED, f.last);
+  EXPECT_EQ(0, ursa_timer_active(&f.t));
 }
 
 TEST_P(Timer, ManyTimersFireInDeadlineOrder) {

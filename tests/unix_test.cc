@@ -331,8 +331,8 @@ TEST(UnixPath, ListenerWithAFullBacklogIsLiveAndListenDoesNotBlock) {
       << "the live listener's file was removed";
 }
 
-// Two processes' worth of listeners (a loop each, on its own thread) race
-// for one stale socket file: exactly one wins, the other hears
+// Two listeners, each on a loop of its own on its own thread, race for one
+// stale socket file, round after round: exactly one wins, the other hears
 // -EADDRINUSE, and the file on the path is the winner's, reachable.
 TEST(UnixPath, ListenersRacingForAStaleFileNeverBothWin) {
   t::TempDir dir("ursa-race");
@@ -340,40 +340,47 @@ TEST(UnixPath, ListenersRacingForAStaleFileNeverBothWin) {
   std::string path = dir.path() + "/race.sock";
   ASSERT_EQ(0, ursa_addr_parse(("unix:" + path).c_str(), &at));
   const int kRounds = 300;
-  int both = 0, neither = 0, unreachable = 0;
-  for (int round = 0; round < kRounds; round++) {
-    int stale = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_EQ(0, bind(stale, (sockaddr *)&at.ss, at.len));
-    close(stale);
-    pthread_barrier_t go, checked;
-    pthread_barrier_init(&go, nullptr, 2);
-    pthread_barrier_init(&checked, nullptr, 3);
-    std::atomic<int> rs[2];
-    rs[0] = rs[1] = 1;
-    auto contender = [&](int k) {
-      ursa_loop *loop = nullptr;
-      int made = ursa_loop_new(&loop, nullptr);
+  // Each round: go (the stale file is there), listened, checked, cleaned.
+  pthread_barrier_t go, listened, checked, cleaned;
+  for (auto *b : {&go, &listened, &checked, &cleaned})
+    pthread_barrier_init(b, nullptr, 3);
+  std::atomic<int> rs[2];
+  std::atomic<int> made[2];
+  auto contender = [&](int k) {
+    ursa_loop *loop = nullptr;
+    made[k] = ursa_loop_new(&loop, nullptr);
+    for (int round = 0; round < kRounds; round++) {
       ursa_listener l{};
       pthread_barrier_wait(&go);
-      rs[k] = made ? made
-                   : ursa_listen(loop, &l, (sockaddr *)&at.ss, at.len, 0, 0,
-                                 TakeOne);
+      rs[k] = made[k] ? made[k].load()
+                      : ursa_listen(loop, &l, (sockaddr *)&at.ss, at.len, 0,
+                                    0, TakeOne);
+      pthread_barrier_wait(&listened);
       pthread_barrier_wait(&checked);
-      if (made) return;
       if (rs[k] == 0) {
         bool closed = false;
         l.data = &closed;
         ursa_listener_close(&l, ListenerClosed);
         while (!closed) ursa_loop_run(loop, URSA_RUN_ONCE);
       }
-      ursa_loop_close(loop);
-    };
-    std::thread a(contender, 0), b(contender, 1);
+      pthread_barrier_wait(&cleaned);
+    }
+    if (!made[k]) ursa_loop_close(loop);
+  };
+  std::thread a(contender, 0), b(contender, 1);
+  int both = 0, neither = 0, unreachable = 0;
+  for (int round = 0; round < kRounds; round++) {
+    int stale = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(0, bind(stale, (sockaddr *)&at.ss, at.len)) << strerror(errno);
+    close(stale);
+    pthread_barrier_wait(&go);
+    pthread_barrier_wait(&listened);
     // The path is checked while both listeners are still open.
-    while (rs[0] == 1 || rs[1] == 1) usleep(100);
     int wins = (rs[0] == 0) + (rs[1] == 0);
     if (wins == 2) both++;
-    if (wins == 0) neither++;
+    if (wins == 0 && neither++ == 0)
+      ADD_FAILURE() << "neither listened: " << ursa_err_name(rs[0]) << " and "
+                    << ursa_err_name(rs[1]);
     if (wins == 1) {
       int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (connect(c, (sockaddr *)&at.ss, at.len) != 0) unreachable++;
@@ -381,12 +388,15 @@ TEST(UnixPath, ListenersRacingForAStaleFileNeverBothWin) {
       EXPECT_EQ(-EADDRINUSE, rs[0] == 0 ? rs[1].load() : rs[0].load());
     }
     pthread_barrier_wait(&checked);
-    a.join();
-    b.join();
-    pthread_barrier_destroy(&go);
-    pthread_barrier_destroy(&checked);
+    pthread_barrier_wait(&cleaned);
     unlink(path.c_str());
   }
+  a.join();
+  b.join();
+  for (auto *bar : {&go, &listened, &checked, &cleaned})
+    pthread_barrier_destroy(bar);
+  EXPECT_EQ(0, made[0].load());
+  EXPECT_EQ(0, made[1].load());
   EXPECT_EQ(0, both) << "both listeners said they listen, in " << both
                      << " of " << kRounds << " rounds";
   EXPECT_EQ(0, neither);

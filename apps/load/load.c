@@ -197,7 +197,8 @@ static void send_slot(slot *sl) {
     memcpy(sl->buf, &sl->seq, sizeof(sl->seq)); /* replies are matched by it */
     sl->dw = (ursa_send_req){0};
     sl->dw.data = sl;
-    r = ursa_send(&sl->dw, &c->d, sl->buf, (size_t)L.size, NULL, 0, on_dsent);
+    r = ursa_dgram_send(&sl->dw, &c->d, sl->buf, (size_t)L.size, NULL, 0,
+                        on_dsent);
   } else {
     sl->w = (ursa_write_req){0};
     sl->w.data = sl;
@@ -334,7 +335,7 @@ static int open_udp(conn *c) {
   if (r) return r;
   c->connected = 1;
   if ((r = ursa_dgram_connect(&c->d, (struct sockaddr *)&L.to.ss, L.to.len)) ||
-      (r = ursa_recv_start(&c->d, on_datagram))) {
+      (r = ursa_dgram_recv_start(&c->d, on_datagram))) {
     fprintf(stderr, "ursa-load: udp socket: %s\n", ursa_strerror(r));
     L.conn_errors++;
     close_conn(c); /* counted as closed when it is */

@@ -200,7 +200,8 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   memcpy(r->buf, out, len);
   r->req = (ursa_send_req){0};
   r->req.data = r;
-  if (ursa_send(&r->req, d, r->buf, len, from, fromlen, on_dsent) < 0) free(r);
+  if (ursa_dgram_send(&r->req, d, r->buf, len, from, fromlen, on_dsent) < 0)
+    free(r);
 }
 
 static void on_listener_closed(ursa_listener *l) { (void)l; }
@@ -259,7 +260,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   socklen_t bl = 0;
   if (S.dgram) {
     r = ursa_dgram_bind(S.loop, &S.dsock, sa, o->listen.len, 0);
-    if (!r) r = ursa_recv_start(&S.dsock, on_datagram);
+    if (!r) r = ursa_dgram_recv_start(&S.dsock, on_datagram);
     if (!r) r = ursa_dgram_addr(&S.dsock, &bound, &bl);
   } else {
     /* TCP_NODELAY is set once, on the listener: accepted sockets inherit

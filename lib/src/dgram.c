@@ -50,14 +50,14 @@ int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
                     socklen_t addrlen, unsigned flags) {
   if (!loop || !d)
     return ursa__invalid("ursa_dgram_bind: NULL %s", loop ? "socket" : "loop");
-  if (flags & ~(URSA_LISTEN_REUSEPORT | URSA_LISTEN_V6ONLY))
+  if (flags & ~(URSA_DGRAM_REUSEPORT | URSA_DGRAM_V6ONLY))
     return ursa__invalid("ursa_dgram_bind: unknown flags 0x%x", flags);
   int r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_bind");
   if (r) return r;
   int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  int one = 1, v6only = (flags & URSA_LISTEN_V6ONLY) ? 1 : 0;
-  if ((flags & URSA_LISTEN_REUSEPORT) &&
+  int one = 1, v6only = (flags & URSA_DGRAM_V6ONLY) ? 1 : 0;
+  if ((flags & URSA_DGRAM_REUSEPORT) &&
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
     goto err;
   if (addr->sa_family == AF_INET6 &&
@@ -111,17 +111,18 @@ int ursa_dgram_addr(const ursa_dgram *d, struct sockaddr_storage *addr,
 
 /* ---- receive ---- */
 
-int ursa_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
-  int r = check_open(d, "ursa_recv_start");
+int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
+  int r = check_open(d, "ursa_dgram_recv_start");
   if (r) return r;
-  if (!cb) return ursa__invalid("ursa_recv_start: NULL callback");
+  if (!cb) return ursa__invalid("ursa_dgram_recv_start: NULL callback");
   if (d->flags & D_CLOSING)
-    return ursa__invalid("ursa_recv_start: socket is closing");
+    return ursa__invalid("ursa_dgram_recv_start: socket is closing");
   if (d->flags & D_RECEIVING) return -EALREADY;
   if (d->loop->buf_size <= RECV_HEADER)
-    return ursa__invalid("ursa_recv_start: buf_size %u leaves no room for "
-                         "datagrams (needs over %zu)", d->loop->buf_size,
-                         RECV_HEADER);
+    return ursa__invalid(
+        "ursa_dgram_recv_start: buf_size %u leaves no room for "
+        "datagrams (needs over %zu)",
+        d->loop->buf_size, RECV_HEADER);
   d->flags |= D_RECEIVING;
   d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
@@ -131,8 +132,8 @@ int ursa_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   return 0;
 }
 
-int ursa_recv_stop(ursa_dgram *d) {
-  int r = check_open(d, "ursa_recv_stop");
+int ursa_dgram_recv_stop(ursa_dgram *d) {
+  int r = check_open(d, "ursa_dgram_recv_stop");
   if (r) return r;
   d->flags &= ~D_RECEIVING;
   ursa__op_cancel(d->loop, &d->recv_op);
@@ -266,15 +267,17 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
 
 /* ---- send ---- */
 
-int ursa_send(ursa_send_req *req, ursa_dgram *d, const void *buf, size_t len,
-              const struct sockaddr *to, socklen_t tolen, ursa_send_cb cb) {
-  int r = check_open(d, "ursa_send");
+int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
+                    size_t len, const struct sockaddr *to, socklen_t tolen,
+                    ursa_send_cb cb) {
+  int r = check_open(d, "ursa_dgram_send");
   if (r) return r;
   if (!req || !cb || (!buf && len))
-    return ursa__invalid("ursa_send: NULL %s",
-                         !req ? "request" : !cb ? "callback" : "buffer");
+    return ursa__invalid("ursa_dgram_send: NULL %s", !req  ? "request"
+                                                     : !cb ? "callback"
+                                                           : "buffer");
   if (to) {
-    r = ursa__check_sockaddr(to, tolen, "ursa_send");
+    r = ursa__check_sockaddr(to, tolen, "ursa_dgram_send");
     if (r) return r;
   }
   if (req->op.state != URSA__IDLE) return -EBUSY;
@@ -301,6 +304,16 @@ int ursa_send(ursa_send_req *req, ursa_dgram *d, const void *buf, size_t len,
   d->nops++;
   ursa__op_submit(d->loop, &req->op);
   return 0;
+}
+
+int ursa_dgram_send_cancel(ursa_send_req *req) {
+  if (!req) return ursa__invalid("ursa_dgram_send_cancel: NULL request");
+  if (req->op.state == URSA__IDLE) return -ENOENT;
+  return ursa__op_cancel(req->dgram->loop, &req->op);
+}
+
+int ursa_dgram_send_active(const ursa_send_req *req) {
+  return req && req->op.state != URSA__IDLE;
 }
 
 void ursa__dsend_prep(ursa_loop *loop, ursa_op *op) {

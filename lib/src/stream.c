@@ -537,6 +537,16 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   return 0;
 }
 
+int ursa_write_cancel(ursa_write_req *w) {
+  if (!w) return ursa__invalid("ursa_write_cancel: NULL request");
+  if (w->op.state == URSA__IDLE) return -ENOENT;
+  return ursa__write_cancel(w->stream->loop, &w->op);
+}
+
+int ursa_write_active(const ursa_write_req *w) {
+  return w && w->op.state != URSA__IDLE;
+}
+
 size_t ursa_write_queue_size(const ursa_stream *s) {
   return s ? s->wq_bytes : 0;
 }

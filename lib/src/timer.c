@@ -153,3 +153,7 @@ int ursa_timer_stop(ursa_timer *t) {
   if (t->op.state == URSA__IDLE) return -ENOENT;
   return ursa__op_cancel(t->loop, &t->op);
 }
+
+int ursa_timer_active(const ursa_timer *t) {
+  return t && t->op.state != URSA__IDLE;
+}

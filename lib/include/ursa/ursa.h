@@ -328,11 +328,13 @@ typedef struct ursa_op {
   int32_t res;
 } ursa_op;
 
-/* Cancels an operation that was started: a timer (&t->op) or a write
- * (&w->op).  Its callback then runs with -ECANCELED, or with its own result
- * if the operation finished first.  Returns 0, -ENOENT when the operation is
- * not active (never started, or its callback already ran), or -EALREADY when
- * its result is in and only the callback is still to come. */
+/* Cancels an operation that was started: a timer (&t->op), a write
+ * (&w->op) or a datagram send (&req->op); ursa_timer_stop(),
+ * ursa_write_cancel() and ursa_dgram_send_cancel() say the same without
+ * naming the op.  Its callback then runs with -ECANCELED, or with its own
+ * result if the operation finished first.  Returns 0, -ENOENT when the
+ * operation is not active (never started, or its callback already ran), or
+ * -EALREADY when its result is in and only the callback is still to come. */
 URSA_EXPORT int ursa_cancel(ursa_loop *loop, ursa_op *op);
 
 /* ---- timers ------------------------------------------------------------ */
@@ -363,6 +365,10 @@ struct ursa_timer {
 URSA_EXPORT int ursa_timer_start(ursa_loop *loop, ursa_timer *timer,
                                  uint64_t timeout_ms, uint64_t repeat_ms,
                                  ursa_timer_cb cb);
+
+/* 1 from ursa_timer_start() until the callback that ends it (a one-shot
+ * expiry, or -ECANCELED) has run, else 0. */
+URSA_EXPORT int ursa_timer_active(const ursa_timer *timer);
 
 /* Stops a timer: its callback runs once more with -ECANCELED (a stop before
  * the expiry's callback always wins), after which the timer is inactive and
@@ -419,10 +425,10 @@ struct ursa_stream {
   void *data; /* public */
   int fd;     /* read-only: the socket; -1 when it is a direct descriptor
                  (accepted on a loop with direct_files) */
+  ursa_loop *loop; /* read-only */
   /* private */
   uint32_t flags;
-  int32_t slot; /* the direct descriptor's slot */
-  ursa_loop *loop;
+  int32_t slot;    /* the direct descriptor's slot */
   ursa_op send_op; /* one send in flight, carrying up to batch writes */
   unsigned batch;
   struct msghdr msg;
@@ -462,9 +468,9 @@ struct ursa_stream {
 struct ursa_listener {
   void *data; /* public */
   int fd;     /* read-only */
+  ursa_loop *loop; /* read-only */
   /* private */
   uint32_t flags;
-  ursa_loop *loop;
   ursa_op accept_op;
   ursa_op close_op;
   ursa_timer backoff;
@@ -570,6 +576,15 @@ URSA_EXPORT int ursa_read_timeout(ursa_stream *s, uint32_t ms);
 URSA_EXPORT int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf,
                            size_t len, uint32_t timeout_ms, ursa_write_cb cb);
 
+/* Cancels a queued or sending write, as ursa_cancel(): its callback runs
+ * with -ECANCELED (or its own result if it finished first); a write the
+ * kernel had started on that put bytes out tears the stream.  Returns 0,
+ * -ENOENT (not active) or -EALREADY (result in, callback to come). */
+URSA_EXPORT int ursa_write_cancel(ursa_write_req *w);
+
+/* 1 from ursa_write() until the write's callback has run, else 0. */
+URSA_EXPORT int ursa_write_active(const ursa_write_req *w);
+
 /* Bytes queued and not yet sent on the stream. */
 URSA_EXPORT size_t ursa_write_queue_size(const ursa_stream *s);
 
@@ -629,9 +644,9 @@ struct ursa_send_req {
 struct ursa_dgram {
   void *data; /* public */
   int fd;     /* read-only */
+  ursa_loop *loop; /* read-only */
   /* private */
   uint32_t flags;
-  ursa_loop *loop;
   ursa_op recv_op;
   ursa_op close_op;
   int nops;
@@ -644,11 +659,15 @@ struct ursa_dgram {
   ursa_sockfile file;
 };
 
+/* Flags for ursa_dgram_bind(). */
+#define URSA_DGRAM_REUSEPORT 1u /* SO_REUSEPORT: one socket per thread */
+#define URSA_DGRAM_V6ONLY 2u    /* IPv6 only (default: dual-stack) */
+
 /* Opens a datagram socket of addr's family and binds it: UDP for IPv4 and
  * IPv6 (port 0 picks one), SOCK_DGRAM for AF_UNIX (a path, with the same
  * stale-file rules as ursa_listen(), an abstract name, or just the family
- * for an automatic abstract name).  flags: URSA_LISTEN_REUSEPORT,
- * URSA_LISTEN_V6ONLY.  Returns 0, -EINVAL, or the error of socket/bind. */
+ * for an automatic abstract name).  flags: URSA_DGRAM_REUSEPORT,
+ * URSA_DGRAM_V6ONLY.  Returns 0, -EINVAL, or the error of socket/bind. */
 URSA_EXPORT int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d,
                                 const struct sockaddr *addr,
                                 socklen_t addrlen, unsigned flags);
@@ -668,19 +687,26 @@ URSA_EXPORT int ursa_dgram_addr(const ursa_dgram *d,
                                 socklen_t *addrlen);
 
 /* Starts receiving: multishot recvmsg into the loop's buffer ring; cb runs
- * once per datagram until an error, ursa_recv_stop() or close. */
-URSA_EXPORT int ursa_recv_start(ursa_dgram *d, ursa_recv_cb cb);
+ * once per datagram until an error, ursa_dgram_recv_stop() or close. */
+URSA_EXPORT int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb);
 
 /* Stops receiving; datagrams already in buffers are still delivered. */
-URSA_EXPORT int ursa_recv_stop(ursa_dgram *d);
+URSA_EXPORT int ursa_dgram_recv_stop(ursa_dgram *d);
 
 /* Sends one datagram of len bytes (0 is allowed) to `to`, or to the
  * connected peer when to is NULL.  The address is copied; buf must stay
  * valid until cb.  Datagrams sent at once may leave in any order.  Returns
  * 0, -EINVAL, -EBUSY (req active) or -EBADF when closing. */
-URSA_EXPORT int ursa_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
-                          size_t len, const struct sockaddr *to,
-                          socklen_t tolen, ursa_send_cb cb);
+URSA_EXPORT int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d,
+                                const void *buf, size_t len,
+                                const struct sockaddr *to, socklen_t tolen,
+                                ursa_send_cb cb);
+
+/* Cancels a send, as ursa_cancel(); the same returns. */
+URSA_EXPORT int ursa_dgram_send_cancel(ursa_send_req *req);
+
+/* 1 from ursa_dgram_send() until its callback has run, else 0. */
+URSA_EXPORT int ursa_dgram_send_active(const ursa_send_req *req);
 
 /* Closes: cancels the receive and every send (their callbacks get
  * -ECANCELED; the receive callback is not called again), closes the
