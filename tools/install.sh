@@ -35,7 +35,7 @@ if [ "$uninstall" = 1 ]; then
 fi
 
 bash tools/setup.sh
-bazel build //lib:ursa //lib:libursa.so.0
+bazel build //lib:ursa //lib:libursa.so.0 //lib:libursa_a
 major=$(sed -n 's/^#define URSA_VERSION_MAJOR \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
 minor=$(sed -n 's/^#define URSA_VERSION_MINOR \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
 patch=$(sed -n 's/^#define URSA_VERSION_PATCH \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
@@ -50,8 +50,9 @@ put() { # src dst mode
   files+=("$2")
 }
 put lib/include/ursa/ursa.h "$prefix/include/ursa/ursa.h" 644
-# The PIC archive, so that the static library links into PIE programs.
-put "$bin/lib/libursa.pic.lo" "$libdir/libursa.a" 644
+# Every layer's PIC objects in one archive, so that it links into PIE
+# programs.
+put "$bin/lib/libursa.a" "$libdir/libursa.a" 644
 put "$bin/lib/libursa.so.0" "$libdir/libursa.so.$version" 755
 ln -sf "libursa.so.$version" "$libdir/libursa.so.$major"
 ln -sf "libursa.so.$major" "$libdir/libursa.so"

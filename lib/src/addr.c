@@ -1,5 +1,5 @@
 /* addr.c - parsing and formatting the addresses users type. */
-#include "internal.h"
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -226,5 +226,30 @@ int ursa_addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
     default:
       return ursa__invalid("ursa_addr_format: unknown family %d",
                            sa->sa_family);
+  }
+}
+
+int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
+                         const char *fn) {
+  if (!addr) return ursa__invalid("%s: NULL address", fn);
+  if (len < sizeof(sa_family_t) || len > sizeof(struct sockaddr_storage))
+    return ursa__invalid("%s: address length %u is out of range", fn,
+                         (unsigned)len);
+  switch (addr->sa_family) {
+    case AF_INET:
+      if (len < sizeof(struct sockaddr_in))
+        return ursa__invalid("%s: address length %u is short for IPv4", fn,
+                             (unsigned)len);
+      return 0;
+    case AF_INET6:
+      if (len < sizeof(struct sockaddr_in6))
+        return ursa__invalid("%s: address length %u is short for IPv6", fn,
+                             (unsigned)len);
+      return 0;
+    case AF_UNIX:
+      return 0;
+    default:
+      return ursa__invalid("%s: address family %d is not IPv4, IPv6 or Unix",
+                           fn, addr->sa_family);
   }
 }

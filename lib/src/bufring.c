@@ -1,6 +1,6 @@
 /* bufring.c - the provided buffer rings that receives fill, and the
  * slices a completion's bytes are handed out in. */
-#include "internal.h"
+#include "bufring.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -68,27 +68,37 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
 }
 
 int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
-                       uint32_t enable) {
-  loop->lent_bid = -1;
-  loop->buf_size = size;
-  int r = ring_init(loop, &loop->rings[0], 0, count, size, false);
-  if (r < 0) return r;
+                       uint32_t enable, unsigned keep_max) {
+  loop->bufs = calloc(1, sizeof(*loop->bufs));
+  if (!loop->bufs) return -ENOMEM;
+  loop->bufs->lent_bid = -1;
+  loop->bufs->buf_size = size;
+  loop->bufs->keep_max = keep_max;
+  int r = ring_init(loop, &loop->bufs->rings[0], 0, count, size, false);
+  if (r < 0) {
+    free(loop->bufs);
+    loop->bufs = NULL;
+    return r;
+  }
   loop->used |= URSA_FEAT_BUF_RING;
-  loop->sring = &loop->rings[0];
+  loop->bufs->sring = &loop->bufs->rings[0];
   /* Streams get a ring of their own that the kernel fills by parts: small
    * reads then share a buffer instead of taking one each.  Messages stay
    * on the plain ring, where a message always finds a whole buffer. */
   if ((enable & URSA_FEAT_BUF_INC) &&
-      ring_init(loop, &loop->rings[1], 1, count, size, true) == 0) {
-    loop->sring = &loop->rings[1];
+      ring_init(loop, &loop->bufs->rings[1], 1, count, size, true) == 0) {
+    loop->bufs->sring = &loop->bufs->rings[1];
     loop->used |= URSA_FEAT_BUF_INC;
   }
   return 0;
 }
 
 void ursa__bufring_free(ursa_loop *loop) {
-  ring_free(loop, &loop->rings[1]);
-  ring_free(loop, &loop->rings[0]);
+  if (!loop->bufs) return;
+  ring_free(loop, &loop->bufs->rings[1]);
+  ring_free(loop, &loop->bufs->rings[0]);
+  free(loop->bufs);
+  loop->bufs = NULL;
 }
 
 void ursa__buf_recycle(ursa_loop *loop, ursa__bufring *r, unsigned bid) {
@@ -156,16 +166,16 @@ bool ursa__slices_next(ursa_loop *loop, ursa__slices *it) {
   } else {
     r->off = off + len;
   }
-  loop->lent_ring = r;
-  loop->lent_bid = (int)bid;
+  loop->bufs->lent_ring = r;
+  loop->bufs->lent_bid = (int)bid;
   return true;
 }
 
 void ursa__slice_done(ursa_loop *loop, ursa__slices *it) {
   ursa__bufring *r = it->r;
-  loop->lent_bid = -1;
-  loop->lent_ring = NULL;
-  loop->lent_kept = false;
+  loop->bufs->lent_bid = -1;
+  loop->bufs->lent_ring = NULL;
+  loop->bufs->lent_kept = false;
   if (r->out[it->bid] && !r->kept[it->bid]) ursa__buf_recycle(loop, r, it->bid);
 }
 
@@ -179,7 +189,7 @@ void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) {
 static ursa__bufring *ring_of(ursa_loop *loop, const void *p, unsigned *bid) {
   const char *c = p;
   for (int i = 0; i < 2; i++) {
-    ursa__bufring *r = &loop->rings[i];
+    ursa__bufring *r = &loop->bufs->rings[i];
     if (r->br && c >= r->bufs && c < r->bufs + (size_t)r->count * r->size) {
       *bid = (unsigned)((size_t)(c - r->bufs) / r->size);
       return r;
@@ -191,19 +201,19 @@ static ursa__bufring *ring_of(ursa_loop *loop, const void *p, unsigned *bid) {
 int ursa_buf_keep(ursa_loop *loop, const void *buf) {
   if (!loop || !buf)
     return ursa__invalid("ursa_buf_keep: NULL %s", loop ? "buffer" : "loop");
-  if (loop->lent_bid < 0)
+  if (loop->bufs->lent_bid < 0)
     return ursa__invalid("ursa_buf_keep: only inside a read or receive "
                          "callback, for the buffer it was given");
   unsigned bid;
   ursa__bufring *r = ring_of(loop, buf, &bid);
-  if (r != loop->lent_ring || (int)bid != loop->lent_bid)
+  if (r != loop->bufs->lent_ring || (int)bid != loop->bufs->lent_bid)
     return ursa__invalid("ursa_buf_keep: not the buffer this callback was "
                          "given");
-  if (loop->lent_kept) return -EALREADY;
-  if (loop->kept >= loop->keep_max) return -ENOBUFS;
+  if (loop->bufs->lent_kept) return -EALREADY;
+  if (loop->bufs->kept >= loop->bufs->keep_max) return -ENOBUFS;
   r->kept[bid]++;
-  loop->kept++;
-  loop->lent_kept = true;
+  loop->bufs->kept++;
+  loop->bufs->lent_kept = true;
   return 0;
 }
 
@@ -216,9 +226,9 @@ int ursa_buf_release(ursa_loop *loop, const void *buf) {
   if (!r || !r->kept[bid])
     return ursa__invalid("ursa_buf_release: %p is not a kept buffer", buf);
   r->kept[bid]--;
-  loop->kept--;
-  if (r == loop->lent_ring && (int)bid == loop->lent_bid)
-    loop->lent_kept = false; /* released in its own callback */
+  loop->bufs->kept--;
+  if (r == loop->bufs->lent_ring && (int)bid == loop->bufs->lent_bid)
+    loop->bufs->lent_kept = false; /* released in its own callback */
   else if (r->out[bid] && !r->kept[bid])
     ursa__buf_recycle(loop, r, bid);
   return 0;

@@ -1,6 +1,6 @@
 /* dgram.c - datagram sockets: UDP, Unix datagram, and raw or ICMP sockets
  * the caller opens; multishot recvmsg in, one sendmsg per datagram out. */
-#include "internal.h"
+#include "sock.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -118,11 +118,11 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   if (d->flags & D_CLOSING)
     return ursa__invalid("ursa_dgram_recv_start: socket is closing");
   if (d->flags & D_RECEIVING) return -EALREADY;
-  if (d->loop->buf_size <= RECV_HEADER)
+  if (d->loop->bufs->buf_size <= RECV_HEADER)
     return ursa__invalid(
         "ursa_dgram_recv_start: buf_size %u leaves no room for "
         "datagrams (needs over %zu)",
-        d->loop->buf_size, RECV_HEADER);
+        d->loop->bufs->buf_size, RECV_HEADER);
   d->flags |= D_RECEIVING;
   d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
@@ -155,13 +155,13 @@ void ursa__drecv_prep(ursa_loop *loop, ursa_op *op) {
     d->msg.msg_name = &d->from;
     d->msg.msg_namelen = sizeof(d->from);
     d->iov.iov_base = NULL;
-    d->iov.iov_len = loop->buf_size;
+    d->iov.iov_len = loop->bufs->buf_size;
     d->msg.msg_iov = &d->iov;
     d->msg.msg_iovlen = 1;
     io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_TRUNC);
   }
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = loop->rings[0].bgid;
+  sqe->buf_group = loop->bufs->rings[0].bgid;
   io_uring_sqe_set_data(sqe, op);
 }
 
@@ -197,8 +197,8 @@ static bool deliver(ursa_loop *loop, ursa_dgram *d, int res, char *buf,
   } else {
     payload = buf ? buf : "";
     n = (size_t)res;
-    if (n > loop->buf_size) {
-      n = loop->buf_size;
+    if (n > loop->bufs->buf_size) {
+      n = loop->bufs->buf_size;
       flags |= URSA_DGRAM_TRUNC;
     }
     from = (const struct sockaddr *)&d->from;
@@ -217,7 +217,7 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   if (flags & IORING_CQE_F_BUFFER) {
     /* One datagram, one buffer: the slice is the whole of it. */
     ursa__slices it;
-    if (!ursa__slices_begin(loop, &loop->rings[0], &it, res, flags, false)) {
+    if (!ursa__slices_begin(loop, &loop->bufs->rings[0], &it, res, flags, false)) {
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
     } else if (ursa__slices_next(loop, &it)) {

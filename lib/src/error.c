@@ -1,5 +1,5 @@
 /* error.c - names and messages for the error codes ursa returns. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 

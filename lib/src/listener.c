@@ -1,5 +1,5 @@
 /* listener.c - listening stream sockets with multishot accept. */
-#include "internal.h"
+#include "sock.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,10 +19,7 @@
  * kernel finds the table full it has already taken the connection off the
  * backlog and resets it, so ursa never lets an accept meet a full table. */
 static bool reserve_slot(ursa_listener *l) {
-  if (!(l->flags & L_DIRECT)) return true;
-  if (l->loop->direct_used >= l->loop->direct_files) return false;
-  l->loop->direct_used++;
-  return true;
+  return !(l->flags & L_DIRECT) || ursa__direct_reserve(l->loop);
 }
 
 #define LISTENER_OF(op, member) URSA__CONTAINER(op, ursa_listener, member)
@@ -211,7 +208,7 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
   bool closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
   /* A direct accept is single-shot: its reserved slot is now the new
    * connection's, or free again. */
-  if ((l->flags & L_DIRECT) && res < 0) loop->direct_used--;
+  if ((l->flags & L_DIRECT) && res < 0) ursa__direct_unreserve(loop);
   if (res >= 0) {
     if (closing) {
       drop_accepted(l, res);

@@ -1,125 +1,15 @@
-/* loop.c - a loop owns one ring: creation, the run loop, dispatch, stats. */
-#include "internal.h"
+/* loop.c - a loop owns one ring: the run loop, dispatch, stats. */
+#include "core.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define REAP_BATCH 64
-#define MAX_ENTRIES 32768u
-#define MAX_DIRECT (1u << 20) /* the kernel's limit on fixed files */
 
-static void set_clock(ursa_loop *loop) {
+void ursa__set_clock(ursa_loop *loop) {
   loop->now_ns = ursa__clock_ns();
   loop->now_ms = loop->now_ns / 1000000u;
-}
-
-static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
-  memset(o, 0, sizeof(*o));
-  if (in) *o = *in;
-  if (!o->sq_entries) o->sq_entries = 256;
-  if (!o->cq_entries) o->cq_entries = 4 * o->sq_entries;
-  if (!o->buf_count) o->buf_count = 256;
-  if (!o->buf_size) o->buf_size = 16384;
-  if (o->sq_entries > MAX_ENTRIES)
-    return ursa__invalid("ursa_loop_new: sq_entries %u is over %u",
-                         o->sq_entries, MAX_ENTRIES);
-  if (o->cq_entries < o->sq_entries || o->cq_entries > 4 * MAX_ENTRIES)
-    return ursa__invalid(
-        "ursa_loop_new: cq_entries %u must be from sq_entries (%u) to %u",
-        o->cq_entries, o->sq_entries, 4 * MAX_ENTRIES);
-  if (o->buf_count > MAX_ENTRIES || (o->buf_count & (o->buf_count - 1)))
-    return ursa__invalid(
-        "ursa_loop_new: buf_count %u is not a power of two up to %u",
-        o->buf_count, MAX_ENTRIES);
-  if (o->buf_size > (1u << 24))
-    return ursa__invalid("ursa_loop_new: buf_size %u is over 16 MiB",
-                         o->buf_size);
-  if (o->disable & ~((1u << URSA_FEAT_COUNT) - 1))
-    return ursa__invalid("ursa_loop_new: disable 0x%x has unknown bits",
-                         o->disable);
-  if (!o->write_batch) o->write_batch = URSA_WRITE_BATCH;
-  if (o->write_batch > URSA_WRITE_BATCH)
-    return ursa__invalid("ursa_loop_new: write_batch %u is over %d",
-                         o->write_batch, URSA_WRITE_BATCH);
-  if (!o->buf_keep_max) o->buf_keep_max = o->buf_count / 2;
-  if (o->buf_keep_max > o->buf_count)
-    return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
-                         "%u", o->buf_keep_max, o->buf_count);
-  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
-    return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
-                         "are not opt-in (only recv_bundle and buf_inc are)",
-                         o->enable);
-  o->enable &= ~o->disable;
-  if (o->disable & URSA_FEAT_BUF_RING)
-    return ursa__invalid(
-        "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
-  return 0;
-}
-
-/* A sparse table of direct descriptors for accepted streams.  The kernel
- * caps its size at RLIMIT_NOFILE; one that refuses the table leaves accepts
- * on ordinary descriptors (the feature report says so). */
-static void direct_init(ursa_loop *loop, unsigned want, uint32_t disable) {
-  if (!want || (disable & URSA_FEAT_DIRECT_FILES)) return;
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
-    want = (unsigned)rl.rlim_cur;
-  if (want > MAX_DIRECT) want = MAX_DIRECT;
-  if (want && io_uring_register_files_sparse(&loop->ring, want) == 0) {
-    loop->direct_files = want;
-    loop->used |= URSA_FEAT_DIRECT_FILES;
-  }
-}
-
-void ursa__direct_release(ursa_loop *loop, int slot) {
-  int gone = -1; /* an empty slot: the socket's last reference goes */
-  io_uring_register_files_update(&loop->ring, (unsigned)slot, &gone, 1);
-  loop->direct_used--;
-}
-
-int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
-  if (!out) return ursa__invalid("ursa_loop_new: NULL loop pointer");
-  *out = NULL;
-  ursa_loop_options o;
-  int r = check_options(opts, &o);
-  if (r < 0) return r;
-  ursa_loop *loop = calloc(1, sizeof(*loop));
-  if (!loop) return -ENOMEM;
-  r = ursa__ring_setup(loop, &o);
-  if (r < 0) goto err_free;
-  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.enable);
-  if (r < 0) goto err_ring;
-  direct_init(loop, o.direct_files, o.disable);
-  loop->keep_max = o.buf_keep_max;
-  loop->zc_threshold = o.zc_threshold;
-  set_clock(loop);
-  loop->write_batch = o.write_batch;
-  loop->owner_pid = (int)getpid();
-  *out = loop;
-  return 0;
-err_ring:
-  io_uring_queue_exit(&loop->ring);
-err_free:
-  free(loop);
-  return r;
-}
-
-int ursa_loop_close(ursa_loop *loop) {
-  if (!loop) return ursa__invalid("ursa_loop_close: NULL loop");
-  if (loop->running || loop->active || loop->pend_head)
-    return ursa__refuse(-EBUSY, "ursa_loop_close: %llu operations active",
-                        (unsigned long long)loop->active);
-  if (loop->handles)
-    return ursa__refuse(-EBUSY, "ursa_loop_close: %u handles (streams, "
-                        "listeners, datagram sockets) still open; close "
-                        "them and run the loop first", loop->handles);
-  ursa__bufring_free(loop);
-  io_uring_queue_exit(&loop->ring);
-  free(loop);
-  return 0;
 }
 
 void ursa_loop_stop(ursa_loop *loop) { loop->stop = true; }
@@ -207,7 +97,7 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
   loop->stop = false;
   int err = 0;
   for (;;) {
-    set_clock(loop);
+    ursa__set_clock(loop);
     unsigned ran = ursa__run_pending(loop);
     ursa__flush_waiting(loop);
     if (loop->stop || !loop->active) break;
@@ -219,7 +109,7 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
       err = r;
       break;
     }
-    set_clock(loop);
+    ursa__set_clock(loop);
     reap(loop);
     /* Due timers run after what the kernel had ready: a read timeout
      * whose bytes have arrived is no timeout. */

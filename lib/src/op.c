@@ -1,31 +1,12 @@
 /* op.c - the operation table, getting ops into the SQ, cancel, and
  * deferred results. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
 
-const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
-    [URSA__OP_TIMER] = {"timer", NULL, ursa__timer_complete},
-    [URSA__OP_ACCEPT] = {"accept", ursa__accept_prep, ursa__accept_complete},
-    [URSA__OP_CONNECT] = {"connect", ursa__connect_prep,
-                          ursa__connect_complete},
-    [URSA__OP_RECV] = {"recv", ursa__recv_prep, ursa__recv_complete},
-    [URSA__OP_SEND] = {"send", ursa__send_prep, ursa__send_complete},
-    [URSA__OP_WRITE] = {"write", NULL, ursa__write_complete},
-    [URSA__OP_SHUTDOWN] = {"shutdown", ursa__shutdown_prep,
-                           ursa__shutdown_complete},
-    [URSA__OP_CLOSE_STREAM] = {"close", ursa__sclose_prep,
-                               ursa__sclose_complete},
-    [URSA__OP_CLOSE_LISTENER] = {"close", ursa__lclose_prep,
-                                 ursa__lclose_complete},
-    [URSA__OP_DRECV] = {"recvmsg", ursa__drecv_prep, ursa__drecv_complete},
-    [URSA__OP_DSEND] = {"sendmsg", ursa__dsend_prep, ursa__dsend_complete},
-    [URSA__OP_CLOSE_DGRAM] = {"close", ursa__dclose_prep,
-                              ursa__dclose_complete},
-};
 
 static __thread char error_detail[512];
 
@@ -188,8 +169,10 @@ int ursa__op_cancel(ursa_loop *loop, ursa_op *op) {
 
 int ursa_cancel(ursa_loop *loop, ursa_op *op) {
   if (!loop || !op) return ursa__invalid("ursa_cancel: NULL %s", op ? "loop" : "op");
-  if (op->kind == URSA__OP_WRITE) return ursa__write_cancel(loop, op);
-  return ursa__op_cancel(loop, op);
+  if (op->kind >= URSA__OP_KINDS)
+    return ursa__invalid("ursa_cancel: op kind %u is unknown", op->kind);
+  const ursa__op_type *t = &ursa__op_table[op->kind];
+  return t->cancel ? t->cancel(loop, op) : ursa__op_cancel(loop, op);
 }
 
 void ursa__op_defer(ursa_loop *loop, ursa_op *op, int res) {

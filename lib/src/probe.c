@@ -1,5 +1,5 @@
 /* probe.c - ring set-up with fallbacks, and the feature report. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -1,6 +1,6 @@
 /* stream.c - TCP and Unix stream sockets: connect, multishot receive, the
  * write queue, shutdown and close. */
-#include "internal.h"
+#include "sock.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -85,36 +85,6 @@ static int check_stream(const ursa_stream *s, const char *fn) {
   return 0;
 }
 
-static int check_sockaddr(const struct sockaddr *addr, socklen_t len,
-                          const char *fn) {
-  if (!addr) return ursa__invalid("%s: NULL address", fn);
-  if (len < sizeof(sa_family_t) || len > sizeof(struct sockaddr_storage))
-    return ursa__invalid("%s: address length %u is out of range", fn,
-                         (unsigned)len);
-  switch (addr->sa_family) {
-    case AF_INET:
-      if (len < sizeof(struct sockaddr_in))
-        return ursa__invalid("%s: address length %u is short for IPv4", fn,
-                             (unsigned)len);
-      return 0;
-    case AF_INET6:
-      if (len < sizeof(struct sockaddr_in6))
-        return ursa__invalid("%s: address length %u is short for IPv6", fn,
-                             (unsigned)len);
-      return 0;
-    case AF_UNIX:
-      return 0;
-    default:
-      return ursa__invalid("%s: address family %d is not IPv4, IPv6 or Unix",
-                           fn, addr->sa_family);
-  }
-}
-
-int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
-                         const char *fn) {
-  return check_sockaddr(addr, len, fn);
-}
-
 int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   if (!loop || !s)
     return ursa__invalid("ursa_stream_open: NULL %s", loop ? "stream" : "loop");
@@ -155,7 +125,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   if (!loop || !s || !cb)
     return ursa__invalid("ursa_connect: NULL %s",
                          !loop ? "loop" : !s ? "stream" : "callback");
-  int r = check_sockaddr(addr, addrlen, "ursa_connect");
+  int r = ursa__check_sockaddr(addr, addrlen, "ursa_connect");
   if (r) return r;
   if (flags & ~URSA_SEQPACKET)
     return ursa__invalid("ursa_connect: unknown flags 0x%x", flags);
@@ -284,7 +254,7 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
 }
 
 static ursa__bufring *recv_ring(ursa_loop *loop, const ursa_stream *s) {
-  return (s->flags & S_SEQPACKET) ? &loop->rings[0] : loop->sring;
+  return (s->flags & S_SEQPACKET) ? &loop->bufs->rings[0] : loop->bufs->sring;
 }
 
 void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
@@ -302,7 +272,7 @@ void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
     io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, rflags);
     op->flags |= URSA__F_MULTISHOT;
   } else {
-    io_uring_prep_recv(sqe, s->fd, NULL, bundle ? 0 : loop->buf_size,
+    io_uring_prep_recv(sqe, s->fd, NULL, bundle ? 0 : loop->bufs->buf_size,
                        rflags);
   }
   if (bundle) {
@@ -328,7 +298,7 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
       s->flags |= S_DESYNC;
-    } else if (res > 0 && (unsigned)res > loop->buf_size &&
+    } else if (res > 0 && (unsigned)res > loop->bufs->buf_size &&
                (s->flags & S_SEQPACKET)) {
       /* A seqpacket message cut to the buffer: an error, never data. */
       ursa__slices_drop(loop, &it);
@@ -815,7 +785,7 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   (void)res; /* the descriptor is gone whatever close said */
   ursa__op_done(loop, op);
-  if (s->flags & S_DIRECT) loop->direct_used--; /* the slot is free again */
+  if (s->flags & S_DIRECT) ursa__direct_unreserve(loop); /* slot free */
   loop->handles--;
   s->fd = -1;
   s->slot = -1;

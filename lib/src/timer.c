@@ -8,7 +8,7 @@
  * stops left expiries hundreds of milliseconds late.  Here start and stop
  * are O(log n) (amortised) with no system call, and a stop before the
  * expiry's callback always wins. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <time.h>

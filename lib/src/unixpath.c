@@ -1,6 +1,6 @@
 /* unixpath.c - binding to addresses, and socket files on Unix paths:
  * replacing stale ones safely and removing only the ones ursa made. */
-#include "internal.h"
+#include "addr.h"
 
 #include <errno.h>
 #include <fcntl.h>

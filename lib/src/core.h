@@ -1,6 +1,8 @@
-/* internal.h - what ursa's layers share and callers never see. */
-#ifndef URSA_INTERNAL_H
-#define URSA_INTERNAL_H
+/* core.h - the core layer (errors, the ring and its loop, operations,
+ * timers): what every layer above it builds on.  It includes nothing of
+ * ursa's but the public header and the compat constants. */
+#ifndef URSA_CORE_H
+#define URSA_CORE_H
 
 #include "compat.h"
 #include "ursa/ursa.h"
@@ -15,7 +17,8 @@
 #define URSA__CONTAINER(ptr, type, member) \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Operation kinds: the index into ursa__op_table. */
+/* Operation kinds: the index into ursa__op_table.  Numbered here, below
+ * every layer that starts ops of a kind; wired to their code in ursa.c. */
 enum {
   URSA__OP_NONE = 0,
   URSA__OP_TIMER,
@@ -59,28 +62,15 @@ typedef struct ursa__op_type {
   void (*prep)(ursa_loop *loop, ursa_op *op);
   /* Handles one completion (or a deferred result, with flags 0). */
   void (*complete)(ursa_loop *loop, ursa_op *op, int res, uint32_t flags);
+  /* ursa_cancel() of this kind, when it is not ursa__op_cancel(). */
+  int (*cancel)(ursa_loop *loop, ursa_op *op);
 } ursa__op_type;
 
+/* Defined by the top of the library (ursa.c), the one file that sees
+ * every layer's ops; the core only indexes it. */
 extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
 
-/* One provided buffer ring.  Buffers go back in any order, so the ring's
- * entries no longer say which buffer follows which; head follows the kernel
- * (it takes entries in ring order, and completions come in that order) so
- * that a bundle's later buffers and a partly filled buffer can be found. */
-typedef struct ursa__bufring {
-  struct io_uring_buf_ring *br; /* NULL: not set up */
-  size_t map_bytes;
-  char *bufs;
-  unsigned count;
-  unsigned size;
-  int mask;
-  uint16_t bgid;
-  bool inc;        /* incremental consumption: buffers are filled by parts */
-  uint16_t head;   /* ring index of the entry the kernel takes next */
-  unsigned off;    /* inc: bytes of the head entry's buffer already filled */
-  uint16_t *kept;  /* per buffer: slices of it the application keeps */
-  uint8_t *out;    /* per buffer: the kernel is done with it, not back yet */
-} ursa__bufring;
+struct ursa__bufs;
 
 struct ursa_loop {
   struct io_uring ring;
@@ -96,9 +86,10 @@ struct ursa_loop {
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned handles; /* streams, listeners and datagram sockets not yet
                        called back from their close: close waits for 0 */
+  /* Settings and counts the socket layer keeps on the loop. */
   unsigned write_batch;
-  unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
+  unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned direct_used;  /* slots held by direct streams or reserved by an
                             accept in flight: never above direct_files */
 
@@ -106,17 +97,7 @@ struct ursa_loop {
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
   ursa_op *pend_head, *pend_tail;     /* results to call back */
 
-  /* Provided buffer rings: rings[0] for messages (datagrams, seqpacket),
-   * sring for byte streams: rings[1] when the kernel fills buffers by parts
-   * (incremental consumption), else rings[0] too. */
-  ursa__bufring rings[2];
-  ursa__bufring *sring;
-  unsigned buf_size;   /* of every buffer in either ring */
-  ursa__bufring *lent_ring; /* the slice a read callback holds now: */
-  int lent_bid;             /* ...its buffer, or -1 */
-  bool lent_kept;           /* ...and that callback kept it */
-  unsigned kept;       /* slices the application keeps */
-  unsigned keep_max;
+  struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
 
   ursa_stats stats;
 };
@@ -156,6 +137,10 @@ static inline struct __kernel_timespec *ursa__kts(ursa_timespec *ts) {
   return (struct __kernel_timespec *)(void *)ts;
 }
 
+/* ---- loop.c ---- */
+/* Reads the clock into now_ns and now_ms. */
+void ursa__set_clock(ursa_loop *loop) URSA__HIDDEN;
+
 /* ---- timer.c ---- */
 uint64_t ursa__clock_ns(void) URSA__HIDDEN;
 /* Takes an armed timer out of the heap (its cancel). */
@@ -181,76 +166,4 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
 int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
     URSA__HIDDEN;
 
-/* ---- bufring.c ---- */
-/* Registers rings[0] (and rings[1] when incremental consumption is used). */
-int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
-                       uint32_t enable) URSA__HIDDEN;
-void ursa__bufring_free(ursa_loop *loop) URSA__HIDDEN;
-static inline char *ursa__buf_addr(const ursa__bufring *r, unsigned bid) {
-  return r->bufs + (size_t)bid * r->size;
-}
-/* Gives buffer bid back to the kernel. */
-void ursa__buf_recycle(ursa_loop *loop, ursa__bufring *r, unsigned bid)
-    URSA__HIDDEN;
-
-/* The bytes of one completion that carried buffers, handed out as slices
- * that never cross a buffer's end:
- *   ursa__slices_begin(); while (ursa__slices_next()) { use; ursa__slice_done(); }
- * Each slice is lent (ursa_buf_keep() may keep it) until ursa__slice_done().
- * A plain completion is one slice of one buffer; a bundle spans several
- * buffers; on an incremental ring a slice may be part of a buffer. */
-typedef struct ursa__slices {
-  ursa__bufring *r;
-  unsigned left;    /* bytes not handed out yet */
-  unsigned bid;     /* the current slice: its buffer, */
-  char *data;       /* ...where it starts */
-  unsigned len;     /* ...and its length */
-  bool first;
-  bool more;        /* IORING_CQE_F_BUF_MORE: the last buffer stays filling */
-} ursa__slices;
-/* Starts on a completion with IORING_CQE_F_BUFFER; res is its result and
- * bundle says how its operation was armed.  Returns false when the kernel
- * and ursa disagree on which buffer came next (never seen; the stream fails
- * with -EIO rather than hand out wrong bytes). */
-bool ursa__slices_begin(ursa_loop *loop, ursa__bufring *r, ursa__slices *it,
-                        int res, uint32_t cflags, bool bundle) URSA__HIDDEN;
-bool ursa__slices_next(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
-void ursa__slice_done(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
-/* Hands back every slice left without using it. */
-void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
-
-/* ---- stream.c / listener.c ---- */
-void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__accept_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__lclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__lclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__connect_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__connect_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__recv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__recv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__send_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__write_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__shutdown_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__shutdown_complete(ursa_loop *, ursa_op *, int, uint32_t)
-    URSA__HIDDEN;
-void ursa__sclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__sclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
-                         const char *fn) URSA__HIDDEN;
-/* Cancels a write (the SEND kind of ursa_cancel). */
-int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
-void ursa__drecv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__drecv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__dsend_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__dsend_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__dclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-/* Prepares a stream for an open fd (accept, connect, open). */
-/* Empties a direct-descriptor slot at once (a connection nobody took). */
-void ursa__direct_release(ursa_loop *loop, int slot) URSA__HIDDEN;
-/* fd is a direct-descriptor slot when direct is set. */
-void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
-                       bool seqpacket, bool direct, bool local) URSA__HIDDEN;
-
-#endif /* URSA_INTERNAL_H */
+#endif /* URSA_CORE_H */

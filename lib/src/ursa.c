@@ -1,0 +1,119 @@
+/* ursa.c - the top of the library, the one file that sees every layer:
+ * the op table (each kind's prep, complete and cancel, as the kernel's
+ * opdef.c lists its ops), and making and freeing a loop, which sets up
+ * every layer's part of it. */
+#include "sock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ENTRIES 32768u
+
+const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
+    [URSA__OP_TIMER] = {"timer", NULL, ursa__timer_complete},
+    [URSA__OP_ACCEPT] = {"accept", ursa__accept_prep, ursa__accept_complete},
+    [URSA__OP_CONNECT] = {"connect", ursa__connect_prep,
+                          ursa__connect_complete},
+    [URSA__OP_RECV] = {"recv", ursa__recv_prep, ursa__recv_complete},
+    [URSA__OP_SEND] = {"send", ursa__send_prep, ursa__send_complete},
+    [URSA__OP_WRITE] = {"write", NULL, ursa__write_complete,
+                        ursa__write_cancel},
+    [URSA__OP_SHUTDOWN] = {"shutdown", ursa__shutdown_prep,
+                           ursa__shutdown_complete},
+    [URSA__OP_CLOSE_STREAM] = {"close", ursa__sclose_prep,
+                               ursa__sclose_complete},
+    [URSA__OP_CLOSE_LISTENER] = {"close", ursa__lclose_prep,
+                                 ursa__lclose_complete},
+    [URSA__OP_DRECV] = {"recvmsg", ursa__drecv_prep, ursa__drecv_complete},
+    [URSA__OP_DSEND] = {"sendmsg", ursa__dsend_prep, ursa__dsend_complete},
+    [URSA__OP_CLOSE_DGRAM] = {"close", ursa__dclose_prep,
+                              ursa__dclose_complete},
+};
+
+static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
+  memset(o, 0, sizeof(*o));
+  if (in) *o = *in;
+  if (!o->sq_entries) o->sq_entries = 256;
+  if (!o->cq_entries) o->cq_entries = 4 * o->sq_entries;
+  if (!o->buf_count) o->buf_count = 256;
+  if (!o->buf_size) o->buf_size = 16384;
+  if (o->sq_entries > MAX_ENTRIES)
+    return ursa__invalid("ursa_loop_new: sq_entries %u is over %u",
+                         o->sq_entries, MAX_ENTRIES);
+  if (o->cq_entries < o->sq_entries || o->cq_entries > 4 * MAX_ENTRIES)
+    return ursa__invalid(
+        "ursa_loop_new: cq_entries %u must be from sq_entries (%u) to %u",
+        o->cq_entries, o->sq_entries, 4 * MAX_ENTRIES);
+  if (o->buf_count > MAX_ENTRIES || (o->buf_count & (o->buf_count - 1)))
+    return ursa__invalid(
+        "ursa_loop_new: buf_count %u is not a power of two up to %u",
+        o->buf_count, MAX_ENTRIES);
+  if (o->buf_size > (1u << 24))
+    return ursa__invalid("ursa_loop_new: buf_size %u is over 16 MiB",
+                         o->buf_size);
+  if (o->disable & ~((1u << URSA_FEAT_COUNT) - 1))
+    return ursa__invalid("ursa_loop_new: disable 0x%x has unknown bits",
+                         o->disable);
+  if (!o->write_batch) o->write_batch = URSA_WRITE_BATCH;
+  if (o->write_batch > URSA_WRITE_BATCH)
+    return ursa__invalid("ursa_loop_new: write_batch %u is over %d",
+                         o->write_batch, URSA_WRITE_BATCH);
+  if (!o->buf_keep_max) o->buf_keep_max = o->buf_count / 2;
+  if (o->buf_keep_max > o->buf_count)
+    return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
+                         "%u", o->buf_keep_max, o->buf_count);
+  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
+    return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
+                         "are not opt-in (only recv_bundle and buf_inc are)",
+                         o->enable);
+  o->enable &= ~o->disable;
+  if (o->disable & URSA_FEAT_BUF_RING)
+    return ursa__invalid(
+        "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
+  return 0;
+}
+
+int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
+  if (!out) return ursa__invalid("ursa_loop_new: NULL loop pointer");
+  *out = NULL;
+  ursa_loop_options o;
+  int r = check_options(opts, &o);
+  if (r < 0) return r;
+  ursa_loop *loop = calloc(1, sizeof(*loop));
+  if (!loop) return -ENOMEM;
+  r = ursa__ring_setup(loop, &o);
+  if (r < 0) goto err_free;
+  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.enable,
+                         o.buf_keep_max);
+  if (r < 0) goto err_ring;
+  ursa__direct_init(loop, o.direct_files, o.disable);
+  loop->zc_threshold = o.zc_threshold;
+  ursa__set_clock(loop);
+  loop->write_batch = o.write_batch;
+  loop->owner_pid = (int)getpid();
+  *out = loop;
+  return 0;
+err_ring:
+  io_uring_queue_exit(&loop->ring);
+err_free:
+  free(loop);
+  return r;
+}
+
+int ursa_loop_close(ursa_loop *loop) {
+  if (!loop) return ursa__invalid("ursa_loop_close: NULL loop");
+  if (loop->running || loop->active || loop->pend_head)
+    return ursa__refuse(-EBUSY, "ursa_loop_close: %llu operations active",
+                        (unsigned long long)loop->active);
+  if (loop->handles)
+    return ursa__refuse(-EBUSY, "ursa_loop_close: %u handles (streams, "
+                        "listeners, datagram sockets) still open; close "
+                        "them and run the loop first", loop->handles);
+  ursa__bufring_free(loop);
+  io_uring_queue_exit(&loop->ring);
+  free(loop);
+  return 0;
+}
+
