@@ -1,0 +1,78 @@
+/* stream.h - what the stream files (stream.c: open, connect, shutdown,
+ * close; stream_read.c: receive, read timeout, watermarks; stream_write.c:
+ * the write queue and its sends) share.  Private to the socket layer. */
+#ifndef URSA_STREAM_H
+#define URSA_STREAM_H
+
+#include "sock.h"
+
+/* Stream flags. */
+#define S_OPEN 0x01
+#define S_READING 0x02
+#define S_CLOSING 0x04
+#define S_CLOSE_SUBMITTED 0x08
+#define S_EOF 0x10
+#define S_SHUT 0x20         /* ursa_shutdown() called */
+#define S_SHUT_WAITING 0x40 /* shutdown waits for the write queue */
+#define S_READ_TIMEDOUT 0x80
+#define S_SEQPACKET 0x100 /* message boundaries: receives ask for MSG_TRUNC */
+#define S_MSGSIZE 0x200   /* a message did not fit: reading ends with it */
+#define S_PAUSED 0x400    /* reading held back by the high watermark */
+#define S_DIRECT 0x800    /* the socket is direct descriptor s->slot */
+#define S_NO_ZC 0x1000    /* a zero-copy send was refused: plain sends */
+#define S_DESYNC 0x2000   /* buffers came out of order: reading ends, -EIO */
+
+#define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
+
+/* Points sqe at the stream's socket: its descriptor, or its direct slot. */
+static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {
+  if (s->flags & S_DIRECT) {
+    sqe->fd = s->slot;
+    sqe->flags |= IOSQE_FIXED_FILE;
+  }
+}
+
+/* Starts one of the stream's own ops, counting it against close. */
+static inline void stream_submit(ursa_stream *s, ursa_op *op) {
+  s->nops++;
+  ursa__op_submit(s->loop, op);
+}
+
+/* Called after each op of the stream ends: the close waits for the last. */
+static inline void maybe_finish_close(ursa_stream *s) {
+  if ((s->flags & (S_CLOSING | S_CLOSE_SUBMITTED)) != S_CLOSING || s->nops)
+    return;
+  s->flags |= S_CLOSE_SUBMITTED;
+  ursa__op_submit(s->loop, &s->close_op);
+}
+
+static inline void op_end(ursa_stream *s, ursa_op *op) {
+  ursa__op_done(s->loop, op);
+  s->nops--;
+}
+
+static inline int check_stream(const ursa_stream *s, const char *fn) {
+  if (!s) return ursa__invalid("%s: NULL stream", fn);
+  if (!(s->flags & S_OPEN) || !s->loop)
+    return ursa__invalid("%s: stream is not open", fn);
+  return 0;
+}
+
+/* A linked timeout shows as -ECANCELED on the op it guards. */
+static inline int timeout_status(const ursa_op *op, int res) {
+  if (res == -ECANCELED && (op->flags & URSA__F_TIMEOUT) &&
+      !(op->flags & URSA__F_CANCEL))
+    return -ETIMEDOUT;
+  return res;
+}
+
+/* stream_read.c: pauses or resumes receiving as the write queue crosses
+ * the watermarks. */
+void ursa__stream_check_watermarks(ursa_stream *s) URSA__HIDDEN;
+/* stream_write.c: submits the shutdown once the queue is empty. */
+void ursa__stream_maybe_shutdown(ursa_stream *s) URSA__HIDDEN;
+/* stream_write.c: fails (from the pending list) every queued write the
+ * kernel is not reading; for close. */
+void ursa__stream_fail_unbatched(ursa_stream *s) URSA__HIDDEN;
+
+#endif /* URSA_STREAM_H */

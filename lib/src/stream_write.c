@@ -1,0 +1,341 @@
+/* stream_write.c - a stream's write queue: ordered, whole writes, sent
+ * one send at a time, batched, in pieces of at most SEND_MAX, zero-copy
+ * above a threshold. */
+#include "stream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ---- send ----
+ *
+ * Writes wait in a FIFO (their op QUEUED).  One send_op per stream is in
+ * flight at a time and carries the head write, or up to write_batch writes
+ * as one sendmsg; those are marked BATCHED, since the kernel reads their
+ * buffers until send_op completes.  Only then are they called back. */
+
+
+/* Bytes one send carries at most: an SQE's length and a CQE's result are
+ * 32 bits, so a larger write goes out in pieces (each continues where the
+ * last stopped, as a short send does). */
+#define SEND_MAX ((size_t)1 << 30)
+
+/* Unlinks w (which follows prev, NULL for the head) from the queue. */
+static void unlink_write(ursa_stream *s, ursa_write_req *prev,
+                         ursa_write_req *w) {
+  if (prev)
+    prev->wnext = w->wnext;
+  else
+    s->wq_head = w->wnext;
+  if (s->wq_tail == w) s->wq_tail = prev;
+  w->wnext = NULL;
+  s->wq_bytes -= w->len - w->done;
+}
+
+/* Fails every queued write the kernel is not reading, from the pending
+ * list (these run from API calls, so their callbacks must wait). */
+void ursa__stream_fail_unbatched(ursa_stream *s) {
+  ursa_write_req *prev = NULL;
+  for (ursa_write_req *w = s->wq_head; w;) {
+    ursa_write_req *next = w->wnext;
+    if (w->op.flags & URSA__F_BATCHED) {
+      prev = w;
+    } else {
+      unlink_write(s, prev, w);
+      ursa__op_defer(s->loop, &w->op, -ECANCELED);
+    }
+    w = next;
+  }
+}
+
+static void start_send(ursa_stream *s) {
+  ursa_write_req *w = s->wq_head;
+  if (!w || s->send_op.state != URSA__IDLE || (s->flags & S_CLOSING) ||
+      s->write_error)
+    return;
+  ursa_write_req *head = w;
+  if (head->op.nsqe == 2 && !(head->op.flags & URSA__F_STARTED)) {
+    head->op.flags |= URSA__F_STARTED; /* its timeout clock starts now */
+    head->deadline_ms += s->loop->now_ms;
+  }
+  /* A write with a timeout goes alone; others go up to write_batch at a
+   * time, as far as the next write with a timeout.  On seqpacket every
+   * write is one message, so there writes never share a sendmsg. */
+  unsigned n = 0, max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
+                            ? 1
+                            : s->loop->write_batch;
+  size_t total = 0;
+  for (; w && n < max && total < SEND_MAX && (w == head || w->op.nsqe == 1);
+       w = w->wnext) {
+    size_t left = w->len - w->done;
+    if (left > SEND_MAX - total) left = SEND_MAX - total;
+    s->iov[n].iov_base = (void *)(w->buf + w->done);
+    s->iov[n++].iov_len = left;
+    total += left;
+    w->op.flags |= URSA__F_BATCHED;
+  }
+  s->batch = n;
+  s->send_op.nsqe = head->op.nsqe;
+  stream_submit(s, &s->send_op);
+}
+
+int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
+               uint32_t timeout_ms, ursa_write_cb cb) {
+  int r = check_stream(s, "ursa_write");
+  if (r) return r;
+  if (!w || !buf || !cb)
+    return ursa__invalid("ursa_write: NULL %s",
+                         !w ? "request" : !buf ? "buffer" : "callback");
+  if (!len) return ursa__invalid("ursa_write: length is 0");
+  if (w->op.state != URSA__IDLE) return -EBUSY;
+  if (s->flags & S_CLOSING) return -EBADF;
+  if (s->flags & S_SHUT) return -EPIPE;
+  if (s->write_error) return s->write_error;
+  w->op.kind = URSA__OP_WRITE;
+  w->op.nsqe = timeout_ms ? 2 : 1; /* 2: sent alone, with a linked timeout */
+  w->op.flags = 0;
+  w->op.state = URSA__QUEUED;
+  w->stream = s;
+  w->wnext = NULL;
+  w->buf = buf;
+  w->len = len;
+  w->done = 0;
+  w->cb = cb;
+  w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
+  s->loop->active++;
+  s->nops++;
+  s->wq_bytes += len;
+  if (s->wq_tail)
+    s->wq_tail->wnext = w;
+  else
+    s->wq_head = w;
+  s->wq_tail = w;
+  start_send(s);
+  ursa__stream_check_watermarks(s);
+  return 0;
+}
+
+int ursa_write_cancel(ursa_write_req *w) {
+  if (!w) return ursa__invalid("ursa_write_cancel: NULL request");
+  if (w->op.state == URSA__IDLE) return -ENOENT;
+  return ursa__write_cancel(w->stream->loop, &w->op);
+}
+
+int ursa_write_active(const ursa_write_req *w) {
+  return w && w->op.state != URSA__IDLE;
+}
+
+size_t ursa_write_queue_size(const ursa_stream *s) {
+  return s ? s->wq_bytes : 0;
+}
+
+int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  if (op->state == URSA__IDLE) return -ENOENT;
+  if (op->state == URSA__PENDING) return -EALREADY;
+  ursa_stream *s = w->stream;
+  if (op->flags & URSA__F_BATCHED) {
+    /* The kernel holds its bytes: stop the send that carries them. */
+    op->flags |= URSA__F_CANCEL;
+    int r = ursa__op_cancel(loop, &s->send_op);
+    return r == -ENOENT || r == -EALREADY ? 0 : r;
+  }
+  ursa_write_req *prev = NULL;
+  for (ursa_write_req *it = s->wq_head; it && it != w; it = it->wnext)
+    prev = it;
+  unlink_write(s, prev, w);
+  ursa__op_defer(loop, op, -ECANCELED); /* the stream stays whole */
+  return 0;
+}
+
+void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_stream *s = STREAM_OF(op, send_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
+      !(s->flags & S_NO_ZC) &&
+      (loop->used & URSA_FEAT_SEND_ZC) &&
+      s->iov[0].iov_len >= loop->zc_threshold) {
+    io_uring_prep_send_zc(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                          MSG_NOSIGNAL, 0);
+    op->flags |= URSA__F_ZC;
+  } else if (s->batch == 1) {
+    io_uring_prep_send(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                       MSG_NOSIGNAL);
+  } else {
+    memset(&s->msg, 0, sizeof(s->msg));
+    s->msg.msg_iov = s->iov;
+    s->msg.msg_iovlen = s->batch;
+    io_uring_prep_sendmsg(sqe, s->fd, &s->msg, MSG_NOSIGNAL);
+  }
+  set_socket(s, sqe);
+  io_uring_sqe_set_data(sqe, op);
+  if (op->nsqe == 2) {
+    ursa_write_req *w = s->wq_head;
+    uint64_t left = w->deadline_ms > loop->now_ms
+                        ? w->deadline_ms - loop->now_ms
+                        : 0;
+    ursa__ms_to_ts(left, &w->ts);
+    if (!left) w->ts.tv_nsec = 1; /* past due: expire at once */
+    op->flags |= URSA__F_TIMEOUT;
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = ursa__get_sqe(loop);
+    io_uring_prep_link_timeout(sqe, ursa__kts(&w->ts), 0);
+    sqe->user_data = 0;
+  }
+}
+
+/* Calls back a write taken off the queue (it may free w). */
+static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
+  ursa__op_done(s->loop, &w->op);
+  s->nops--;
+  w->cb(w, status);
+}
+
+/* Step 1, zero copy: the result comes first (MORE: a notification
+ * follows) and the pages are the application's again only at the
+ * notification.  Returns false while the send is not over yet (waiting
+ * for its notification, or sent again as a copy); else true with *res the
+ * send's result. */
+static bool zc_result(ursa_loop *loop, ursa_stream *s, ursa_op *op,
+                      int *res, uint32_t flags) {
+  if (flags & IORING_CQE_F_NOTIF) {
+    *res = s->zc_res;
+  } else if (flags & IORING_CQE_F_MORE) {
+    s->zc_res = *res;
+    loop->stats.zc_sends++;
+    return false;
+  }
+  op->flags &= (uint8_t)~URSA__F_ZC;
+  if (*res == -ENOMEM || *res == -EOPNOTSUPP) {
+    /* Pinning the pages went over RLIMIT_MEMLOCK, or the socket has no
+     * zero-copy path: nothing was sent.  Send the same bytes the ordinary
+     * way, and on this stream from now on; with a cancel or a close
+     * pending they are cancelled instead, the stream whole. */
+    s->flags |= S_NO_ZC;
+    loop->stats.zc_refused++;
+    if (!(op->flags & URSA__F_CANCEL) && !(s->flags & S_CLOSING)) {
+      ursa__op_resubmit(loop, op);
+      return false;
+    }
+    *res = -ECANCELED;
+  }
+  return true;
+}
+
+/* Step 2: the bytes sent go to the send's n writes in order; the whole
+ * ones leave the queue for *done.  Returns how many are whole. */
+static unsigned take_sent(ursa_loop *loop, ursa_stream *s, size_t sent,
+                          unsigned n, ursa_write_req **done) {
+  ursa_write_req **tail = done;
+  unsigned k = 0;
+  loop->stats.bytes_out += sent;
+  /* While reading is paused on our queue, the peer taking bytes is the
+   * progress the read timeout watches. */
+  if (s->flags & S_PAUSED) s->last_read_ms = loop->now_ms;
+  while (sent && k < n) {
+    ursa_write_req *w = s->wq_head;
+    size_t take = w->len - w->done;
+    if (take > sent) take = sent;
+    w->done += take;
+    s->wq_bytes -= take;
+    sent -= take;
+    if (w->done < w->len) break;
+    unlink_write(s, NULL, w);
+    *tail = w;
+    tail = &w->wnext;
+    k++;
+  }
+  return k;
+}
+
+/* Step 3, a send that failed or was stopped before its writes were whole:
+ * moves the writes that fail onto *failed and returns their status.  A
+ * send that put bytes out, or failed for any reason but a cancel, tears
+ * the stream (nothing after can go); a clean cancel fails only what was
+ * cancelled (or everything, when closing), and the rest is sent again. */
+static int take_failed(ursa_stream *s, int status, ursa_write_req **failed) {
+  ursa_write_req **tail = failed;
+  bool torn = s->wq_head->done > 0 || status != -ECANCELED;
+  if (torn && !s->write_error) s->write_error = status;
+  ursa_write_req *prev = NULL;
+  for (ursa_write_req *w = s->wq_head; w;) {
+    ursa_write_req *next = w->wnext;
+    bool batched = w->op.flags & URSA__F_BATCHED;
+    if (torn || (s->flags & S_CLOSING) ||
+        (batched && (w->op.flags & URSA__F_CANCEL))) {
+      unlink_write(s, prev, w);
+      *tail = w;
+      tail = &w->wnext;
+    } else {
+      prev = w;
+    }
+    w = next;
+  }
+  return status;
+}
+
+void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
+                         uint32_t flags) {
+  ursa_stream *s = STREAM_OF(op, send_op);
+  if ((op->flags & URSA__F_ZC) && !zc_result(loop, s, op, &res, flags))
+    return;
+  unsigned n = s->batch;
+  bool stopped = (op->flags & URSA__F_CANCEL) || (s->flags & S_CLOSING);
+  int err = timeout_status(op, res);
+  s->batch = 0;
+  op_end(s, op);
+
+  ursa_write_req *done = NULL, *failed = NULL;
+  unsigned k = res > 0 ? take_sent(loop, s, (size_t)res, n, &done) : 0;
+  /* The rest of the batch: go on (a short send), or fail. */
+  int fail_status = 0;
+  if (k < n && (res <= 0 || stopped))
+    fail_status = take_failed(s, res < 0 ? err : -ECANCELED, &failed);
+  /* Failed writes lose the mark when they finish; the rest lose it here. */
+  for (ursa_write_req *w = s->wq_head; w; w = w->wnext)
+    w->op.flags &= (uint8_t)~URSA__F_BATCHED;
+
+  /* Step 4: what is left goes on before callbacks queue more behind it;
+   * then the callbacks, done writes first. */
+  start_send(s);
+  ursa__stream_check_watermarks(s);
+  for (ursa_write_req *w = done; w;) {
+    ursa_write_req *next = w->wnext;
+    finish_write(s, w, 0);
+    w = next;
+  }
+  for (ursa_write_req *w = failed; w;) {
+    ursa_write_req *next = w->wnext;
+    /* The first gets the error; those behind it were never tried. */
+    finish_write(s, w, w == failed ? fail_status : -ECANCELED);
+    w = next;
+  }
+  ursa__stream_maybe_shutdown(s);
+  maybe_finish_close(s);
+}
+
+/* A write's result that came from ursa, not the kernel (cancelled while
+ * queued, or failed by close). */
+void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
+                          uint32_t flags) {
+  ursa_write_req *w = (ursa_write_req *)op;
+  ursa_stream *s = w->stream;
+  (void)loop;
+  (void)flags;
+  finish_write(s, w, res);
+  start_send(s);
+  ursa__stream_check_watermarks(s);
+  ursa__stream_maybe_shutdown(s);
+  maybe_finish_close(s);
+}
+
+void ursa__stream_maybe_shutdown(ursa_stream *s) {
+  if ((s->flags & S_SHUT_WAITING) && !s->wq_head) {
+    s->flags &= ~S_SHUT_WAITING;
+    ursa__op_submit(s->loop, &s->shutdown_op);
+  }
+}
+
