@@ -14,16 +14,21 @@
 #include "apps/common/cli.h"
 #include "ursa/ursa.h"
 
+#define PROG "ursa-echo-client"
+
 static void usage(FILE *f) {
   fprintf(f,
-      "usage: ursa-echo-client ADDR [--proto tcp|udp|unix] [--message TEXT]\n"
-      "                        [--connect-timeout S] [--timeout S]\n"
-      "  ADDR  127.0.0.1:7000, [::1]:7000, localhost:7000, unix:/path, "
-      "unix:@name\n"
+      "usage: ursa-echo-client ADDR [options]\n"
+      "  ADDR                  127.0.0.1:7000, [::1]:7000, localhost:7000, "
+      "unix:/path,\n"
+      "                        unix:@name\n"
+      "  --proto P             tcp (default), udp or unix\n"
+      "  --message TEXT        what to send (default \"Hello, ursa\")\n"
       "  --connect-timeout S   give up on connecting after S seconds "
       "(default 5)\n"
       "  --timeout S           give up when no reply comes for S seconds "
-      "(default 5)\n");
+      "(default 5)\n"
+      "  -h, --help            this text\n");
 }
 
 /* Waits up to ms for fd to be ready for events. */
@@ -58,32 +63,44 @@ static int connect_within(int fd, const ursa_addr *to, int ms) {
 int main(int argc, char **argv) {
   const char *addr = NULL, *msg = "Hello, ursa", *proto = "tcp";
   double connect_s = 5, reply_s = 5;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(argv[i], "--message") && i + 1 < argc) {
-      msg = argv[++i];
-    } else if (!strcmp(argv[i], "--proto") && i + 1 < argc) {
-      proto = argv[++i];
-    } else if (!strcmp(argv[i], "--connect-timeout") && i + 1 < argc) {
-      if (cli_seconds("ursa-echo-client", argv[i], argv[i + 1], 0.001, 3600,
-                      &connect_s) < 0)
-        return 2;
-      i++;
-    } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
-      if (cli_seconds("ursa-echo-client", argv[i], argv[i + 1], 0.001, 3600,
-                      &reply_s) < 0)
-        return 2;
-      i++;
-    } else if (argv[i][0] != '-' && !addr) {
-      addr = argv[i];
-    } else {
-      fprintf(stderr, "ursa-echo-client: unknown or incomplete option '%s'\n",
-              argv[i]);
-      usage(stderr);
-      return 2;
+  static const struct option longs[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"message", required_argument, NULL, 'm'},
+      {"proto", required_argument, NULL, 'p'},
+      {"connect-timeout", required_argument, NULL, 'C'},
+      {"timeout", required_argument, NULL, 'T'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *flag, *v;
+  int c;
+  while ((c = cli_next(PROG, argc, argv, "h", longs, &flag, &v)) > 0) {
+    switch (c) {
+      case 'h':
+        usage(stdout);
+        return 0;
+      case 'm':
+        msg = v;
+        break;
+      case 'p':
+        proto = v;
+        break;
+      case 'C':
+        if (cli_seconds(PROG, flag, v, 0.001, 3600, &connect_s) < 0) return 2;
+        break;
+      case 'T':
+        if (cli_seconds(PROG, flag, v, 0.001, 3600, &reply_s) < 0) return 2;
+        break;
     }
+  }
+  if (c < 0) {
+    usage(stderr);
+    return 2;
+  }
+  if (optind < argc) addr = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "%s: one address only ('%s' and '%s')\n", PROG, addr,
+            argv[optind]);
+    return 2;
   }
   if (!addr) {
     usage(stderr);

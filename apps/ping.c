@@ -196,12 +196,13 @@ static int open_socket(pinger *p, const char **why) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ursa-ping [-c COUNT] [-i MS] [-W MS] [-s SIZE] HOST\n"
-          "  HOST     an IPv4 or IPv6 address or a host name\n"
-          "  -c COUNT requests to send, 1-%d (default 4)\n"
-          "  -i MS    milliseconds between requests (default 1000, at least "
-          "10)\n"
-          "  -W MS    how long to wait for the last reply (default 1000)\n"
-          "  -s SIZE  payload bytes, 0-65000 (default 56)\n",
+          "  HOST       an IPv4 or IPv6 address or a host name\n"
+          "  -c COUNT   requests to send, 1-%d (default 4)\n"
+          "  -i MS      milliseconds between requests (default 1000, at "
+          "least 10)\n"
+          "  -W MS      how long to wait for the last reply (default 1000)\n"
+          "  -s SIZE    payload bytes, 0-65000 (default 56)\n"
+          "  -h, --help this text\n",
           MAX_COUNT);
 }
 
@@ -212,35 +213,36 @@ int main(int argc, char **argv) {
   p.wait_ms = 1000;
   p.size = 56;
   const char *host = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+  static const struct option longs[] = {
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *flag, *v;
+  int c;
+  while ((c = cli_next(PROG, argc, argv, "hc:i:W:s:", longs, &flag, &v)) >
+         0) {
+    long *dst = c == 'c'   ? &p.count
+                : c == 'i' ? &p.interval_ms
+                : c == 'W' ? &p.wait_ms
+                : c == 's' ? &p.size
+                           : NULL;
+    if (!dst) {
       usage(stdout);
       return 0;
     }
-    long *dst = !strcmp(a, "-c")   ? &p.count
-                : !strcmp(a, "-i") ? &p.interval_ms
-                : !strcmp(a, "-W") ? &p.wait_ms
-                : !strcmp(a, "-s") ? &p.size
-                                   : NULL;
-    if (dst) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "ursa-ping: %s needs a value\n", a);
-        return 2;
-      }
-      long lo = dst == &p.count ? 1 : dst == &p.interval_ms ? 10 : 0;
-      long hi = dst == &p.count ? MAX_COUNT : dst == &p.size ? 65000 : 3600000;
-      if (cli_long(PROG, a, argv[++i], lo, hi, dst) < 0) return 2;
-    } else if (a[0] == '-') {
-      fprintf(stderr, "ursa-ping: unknown option '%s'\n", a);
-      usage(stderr);
-      return 2;
-    } else if (host) {
-      fprintf(stderr, "ursa-ping: one host only ('%s' and '%s')\n", host, a);
-      return 2;
-    } else {
-      host = a;
-    }
+    long lo = dst == &p.count ? 1 : dst == &p.interval_ms ? 10 : 0;
+    long hi = dst == &p.count ? MAX_COUNT : dst == &p.size ? 65000 : 3600000;
+    if (cli_long(PROG, flag, v, lo, hi, dst) < 0) return 2;
+  }
+  if (c < 0) {
+    usage(stderr);
+    return 2;
+  }
+  if (optind < argc) host = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "ursa-ping: one host only ('%s' and '%s')\n", host,
+            argv[optind]);
+    return 2;
   }
   if (!host) {
     usage(stderr);

@@ -114,7 +114,10 @@ def test_backend(b, tmp):
     # Bad input and a busy port.
     busy = Server(b)
     for args, says in [
-        (["--bogus", "1"], "unknown or incomplete option '--bogus'"),
+        (["--bogus", "1"], "unknown option '--bogus'"),
+        (["--cpu"], "option '--cpu' needs a value"),
+        (["--cpu=x"], "--cpu wants a whole number"),
+        (["stray"], "unexpected argument 'stray'"),
         (["--listen", busy.addr], "in use"),
         (["--listen", "127.0.0.1:70000"], "out of range"),
         (["--proto", "unix", "--listen", "127.0.0.1:0"], "needs a unix:"),

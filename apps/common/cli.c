@@ -45,3 +45,49 @@ int cli_pin(const char *prog, long cpu) {
   }
   return 0;
 }
+
+int cli_next(const char *prog, int argc, char **argv, const char *shorts,
+             const struct option *longs, const char **flag,
+             const char **value) {
+  static char name[64];
+  char spec[64];
+  /* A leading ':' makes a missing value ':' rather than '?'. */
+  snprintf(spec, sizeof(spec), ":%s", shorts);
+  opterr = 0;
+  int idx = -1;
+  int c = getopt_long(argc, argv, spec, longs, &idx);
+  if (c == -1) return 0;
+  const char *typed = argv[optind - 1];
+  if (c == '?' || c == ':') {
+    if (optopt && optopt < 256 && typed[1] != '-')
+      snprintf(name, sizeof(name), "-%c", optopt);
+    else
+      snprintf(name, sizeof(name), "%.*s", (int)strcspn(typed, "="), typed);
+    if (c == ':') {
+      fprintf(stderr, "%s: option '%s' needs a value\n", prog, name);
+      return -1;
+    }
+    if (typed[1] == '-' && optopt) {
+      /* A known long option given a value it does not take. */
+      fprintf(stderr, "%s: option '%s' takes no value\n", prog, name);
+      return -1;
+    }
+    int matches = 0;
+    size_t n = strlen(name + 2);
+    for (const struct option *o = longs; typed[1] == '-' && o->name; o++)
+      if (!strncmp(o->name, name + 2, n)) matches++;
+    if (matches > 1)
+      fprintf(stderr, "%s: option '%s' is ambiguous (the start of %d "
+              "options)\n", prog, name, matches);
+    else
+      fprintf(stderr, "%s: unknown option '%s'\n", prog, name);
+    return -1;
+  }
+  if (idx >= 0)
+    snprintf(name, sizeof(name), "--%s", longs[idx].name);
+  else
+    snprintf(name, sizeof(name), "-%c", c);
+  *flag = name;
+  *value = optarg;
+  return c;
+}

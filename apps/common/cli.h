@@ -3,6 +3,8 @@
 #ifndef URSA_APPS_CLI_H
 #define URSA_APPS_CLI_H
 
+#include <getopt.h>
+
 /* Reads a whole number from lo to hi into *out; otherwise prints
  * "PROG: FLAG wants a whole number from LO to HI, not 'V'" and returns -1. */
 int cli_long(const char *prog, const char *flag, const char *v, long lo,
@@ -11,6 +13,16 @@ int cli_long(const char *prog, const char *flag, const char *v, long lo,
 /* The same for a number of seconds, fractions allowed. */
 int cli_seconds(const char *prog, const char *flag, const char *v, double lo,
                 double hi, double *out);
+
+/* The next option, by getopt_long (GNU conventions: --flag=value, "--"
+ * ends options, unambiguous abbreviations, options and operands in any
+ * order; operands are argv[optind..] afterwards).  Returns the option's
+ * val with *flag its name as typed ("--size", "-c") and *value its
+ * argument (NULL when it takes none); 0 when none are left; -1 after
+ * printing "PROG: unknown option 'X'" or "PROG: option 'X' needs a value". */
+int cli_next(const char *prog, int argc, char **argv, const char *shorts,
+             const struct option *longs, const char **flag,
+             const char **value);
 
 /* Pins the whole process to one CPU; prints why not and returns -1. */
 int cli_pin(const char *prog, long cpu);

@@ -433,7 +433,8 @@ static void usage(FILE *f) {
       "(default 5)\n"
       "  --server-pid PID    also measure that process's CPU time\n"
       "  --cpu N             pin to CPU N\n"
-      "  --json FILE         write the results as JSON\n");
+      "  --json FILE         write the results as JSON\n"
+      "  -h, --help          this text\n");
 }
 
 int main(int argc, char **argv) {
@@ -445,59 +446,86 @@ int main(int argc, char **argv) {
   L.duration_s = 5;
   L.warmup_s = 1;
   L.connect_timeout_s = 5;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    }
-    if (!strcmp(a, "--bulk") || !strcmp(a, "--idle")) {
-      *(!strcmp(a, "--bulk") ? &L.bulk : &L.idle) = 1;
-      continue;
-    }
-    if (strncmp(a, "--", 2)) {
-      if (addr) {
-        fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr,
-                a);
-        return 2;
-      }
-      addr = a;
-      continue;
-    }
-    if (!v) {
-      fprintf(stderr, "ursa-load: unknown or incomplete option '%s'\n", a);
-      return 2;
-    }
-    i++;
+  enum {
+    O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
+    O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO
+  };
+  static const struct option longs[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"proto", required_argument, NULL, O_PROTO},
+      {"connections", required_argument, NULL, O_CONNS},
+      {"size", required_argument, NULL, O_SIZE},
+      {"inflight", required_argument, NULL, O_INFLIGHT},
+      {"duration", required_argument, NULL, O_DURATION},
+      {"count", required_argument, NULL, O_COUNT},
+      {"warmup", required_argument, NULL, O_WARMUP},
+      {"bulk", no_argument, NULL, O_BULK},
+      {"idle", no_argument, NULL, O_IDLE},
+      {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
+      {"server-pid", required_argument, NULL, O_SPID},
+      {"cpu", required_argument, NULL, O_CPU},
+      {"json", required_argument, NULL, O_JSON},
+      {NULL, 0, NULL, 0},
+  };
+  const char *a, *v;
+  int c;
+  while ((c = cli_next(PROG, argc, argv, "h", longs, &a, &v)) > 0) {
     int r = 0;
-    if (!strcmp(a, "--connections"))
-      r = cli_long(PROG, a, v, 1, 100000, &L.conns);
-    else if (!strcmp(a, "--size"))
-      r = cli_long(PROG, a, v, 1, 64 << 20, &L.size);
-    else if (!strcmp(a, "--inflight"))
-      r = cli_long(PROG, a, v, 1, 1024, &L.inflight);
-    else if (!strcmp(a, "--duration"))
-      r = cli_seconds(PROG, a, v, 0.01, 86400, &L.duration_s);
-    else if (!strcmp(a, "--count"))
-      r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
-    else if (!strcmp(a, "--warmup"))
-      r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
-    else if (!strcmp(a, "--connect-timeout"))
-      r = cli_seconds(PROG, a, v, 0.001, 3600, &L.connect_timeout_s);
-    else if (!strcmp(a, "--server-pid"))
-      r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
-    else if (!strcmp(a, "--cpu"))
-      r = cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu);
-    else if (!strcmp(a, "--json"))
-      json = v;
-    else if (!strcmp(a, "--proto"))
-      proto = v;
-    else {
-      fprintf(stderr, "ursa-load: unknown or incomplete option '%s'\n", a);
-      usage(stderr);
-      return 2;
+    switch (c) {
+      case 'h':
+        usage(stdout);
+        return 0;
+      case O_BULK:
+        L.bulk = 1;
+        break;
+      case O_IDLE:
+        L.idle = 1;
+        break;
+      case O_CONNS:
+        r = cli_long(PROG, a, v, 1, 100000, &L.conns);
+        break;
+      case O_SIZE:
+        r = cli_long(PROG, a, v, 1, 64 << 20, &L.size);
+        break;
+      case O_INFLIGHT:
+        r = cli_long(PROG, a, v, 1, 1024, &L.inflight);
+        break;
+      case O_DURATION:
+        r = cli_seconds(PROG, a, v, 0.01, 86400, &L.duration_s);
+        break;
+      case O_COUNT:
+        r = cli_long(PROG, a, v, 1, 1000000000, &L.count);
+        break;
+      case O_WARMUP:
+        r = cli_seconds(PROG, a, v, 0, 3600, &L.warmup_s);
+        break;
+      case O_CTIMEOUT:
+        r = cli_seconds(PROG, a, v, 0.001, 3600, &L.connect_timeout_s);
+        break;
+      case O_SPID:
+        r = cli_long(PROG, a, v, 1, 1 << 30, &L.server_pid);
+        break;
+      case O_CPU:
+        r = cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu);
+        break;
+      case O_JSON:
+        json = v;
+        break;
+      case O_PROTO:
+        proto = v;
+        break;
     }
     if (r < 0) return 2;
+  }
+  if (c < 0) {
+    usage(stderr);
+    return 2;
+  }
+  if (optind < argc) addr = argv[optind++];
+  if (optind < argc) {
+    fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr,
+            argv[optind]);
+    return 2;
   }
   if (!addr) {
     usage(stderr);

@@ -119,7 +119,8 @@ static void usage(FILE *f) {
       "                   receive buffer (for A/B runs)\n"
       "  --high-water B   bytes queued for a peer before reading pauses\n"
       "                   (default 1 MiB; uring and libuv; epoll and select\n"
-      "                   hold one receive at most, blocking blocks)\n");
+      "                   hold one receive at most, blocking blocks)\n"
+      "  -h, --help       this text\n");
 }
 
 static int bad(const char *fmt, const char *a, const char *b) {
@@ -224,89 +225,128 @@ int main(int argc, char **argv) {
   o.high_water = HIGH_WATER;
   const char *listen_at = "127.0.0.1:7000", *json = NULL, *proto = "tcp";
   long cpu = -1, duration = 0, max_conns = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
+  enum {
+    O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
+    O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
+    O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY
+  };
+  static const struct option longs[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"backend", required_argument, NULL, O_BACKEND},
+      {"listen", required_argument, NULL, O_LISTEN},
+      {"proto", required_argument, NULL, O_PROTO},
+      {"mode", required_argument, NULL, O_MODE},
+      {"cpu", required_argument, NULL, O_CPU},
+      {"duration", required_argument, NULL, O_DURATION},
+      {"max-conns", required_argument, NULL, O_MAXCONNS},
+      {"idle-timeout", required_argument, NULL, O_IDLE},
+      {"min-rate", required_argument, NULL, O_MINRATE},
+      {"stats-json", required_argument, NULL, O_JSON},
+      {"uring-disable", required_argument, NULL, O_DISABLE},
+      {"uring-enable", required_argument, NULL, O_ENABLE},
+      {"write-batch", required_argument, NULL, O_WBATCH},
+      {"buf-count", required_argument, NULL, O_BUFCOUNT},
+      {"buf-size", required_argument, NULL, O_BUFSIZE},
+      {"zc-threshold", required_argument, NULL, O_ZC},
+      {"echo-copy", no_argument, NULL, O_ECHOCOPY},
+      {"high-water", required_argument, NULL, O_HIGHWATER},
+      {NULL, 0, NULL, 0},
+  };
+  const char *a, *v;
+  int c;
+  while ((c = cli_next(PROG, argc, argv, "h", longs, &a, &v)) > 0) {
+    long n;
+    double sec;
+    switch (c) {
+      case 'h':
+        usage(stdout);
+        return 0;
+      case O_ECHOCOPY:
+        o.echo_copy = 1;
+        break;
+      case O_BACKEND:
+        o.backend = v;
+        break;
+      case O_LISTEN:
+        listen_at = v;
+        break;
+      case O_PROTO:
+        proto = v;
+        break;
+      case O_MODE:
+        if (!strcmp(v, "echo"))
+          o.mode = MODE_ECHO;
+        else if (!strcmp(v, "greet"))
+          o.mode = MODE_GREET;
+        else if (!strcmp(v, "sink"))
+          o.mode = MODE_SINK;
+        else
+          return bad("unknown --mode '%s' (want echo, greet or sink)%s", v,
+                     "");
+        break;
+      case O_CPU:
+        if (cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
+        break;
+      case O_DURATION:
+        if (cli_long(PROG, a, v, 1, 86400 * 365, &duration) < 0) return 2;
+        break;
+      case O_MAXCONNS:
+        if (cli_long(PROG, a, v, 1, 10000000, &max_conns) < 0) return 2;
+        break;
+      case O_IDLE:
+        if (cli_seconds(PROG, a, v, 0.01, 86400, &sec) < 0) return 2;
+        o.idle_ms = (uint64_t)(sec * 1000 + 0.5);
+        break;
+      case O_MINRATE:
+        if (cli_long(PROG, a, v, 1, 1L << 30, &n) < 0) return 2;
+        o.min_rate = (uint64_t)n;
+        break;
+      case O_JSON:
+        json = v;
+        break;
+      case O_HIGHWATER:
+        if (cli_long(PROG, a, v, 4096, 1L << 30, &n) < 0) return 2;
+        o.high_water = (size_t)n;
+        break;
+      case O_BUFCOUNT:
+        if (cli_long(PROG, a, v, 1, 32768, &n) < 0) return 2;
+        if (n & (n - 1))
+          return bad("--buf-count %s is not a power of two%s", v, "");
+        o.buf_count = (unsigned)n;
+        break;
+      case O_ZC:
+        if (cli_long(PROG, a, v, 1, 1L << 30, &n) < 0) return 2;
+        o.zc_threshold = (unsigned)n;
+        break;
+      case O_BUFSIZE:
+        if (cli_long(PROG, a, v, 256, 1L << 24, &n) < 0) return 2;
+        o.buf_size = (unsigned)n;
+        break;
+      case O_WBATCH:
+        if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &n) < 0) return 2;
+        o.write_batch = (unsigned)n;
+        break;
+      case O_DISABLE:
+        if (parse_features(a, v, &o.uring_disable) < 0) return 2;
+        break;
+      case O_ENABLE:
+        if (parse_features(a, v, &o.uring_enable) < 0) return 2;
+        if (o.uring_enable &
+            ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
+          return bad("--uring-enable: only recv_bundle and buf_inc are "
+                     "opt-in, not '%s'%s", v, "");
+        break;
     }
-    if (!strcmp(a, "--echo-copy")) {
-      o.echo_copy = 1;
-      continue;
-    }
-    if (!v || strncmp(a, "--", 2)) {
-      fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",
-              a);
-      usage(stderr);
-      return 2;
-    }
-    i++;
-    if (!strcmp(a, "--backend")) {
-      o.backend = v;
-    } else if (!strcmp(a, "--listen")) {
-      listen_at = v;
-    } else if (!strcmp(a, "--proto")) {
-      proto = v;
-    } else if (!strcmp(a, "--mode")) {
-      if (!strcmp(v, "echo"))
-        o.mode = MODE_ECHO;
-      else if (!strcmp(v, "greet"))
-        o.mode = MODE_GREET;
-      else if (!strcmp(v, "sink"))
-        o.mode = MODE_SINK;
-      else
-        return bad("unknown --mode '%s' (want echo, greet or sink)%s", v, "");
-    } else if (!strcmp(a, "--cpu")) {
-      if (cli_long(PROG, a, v, 0, CPU_SETSIZE - 1, &cpu) < 0) return 2;
-    } else if (!strcmp(a, "--duration")) {
-      if (cli_long(PROG, a, v, 1, 86400 * 365, &duration) < 0) return 2;
-    } else if (!strcmp(a, "--max-conns")) {
-      if (cli_long(PROG, a, v, 1, 10000000, &max_conns) < 0) return 2;
-    } else if (!strcmp(a, "--idle-timeout")) {
-      double sec;
-      if (cli_seconds(PROG, a, v, 0.01, 86400, &sec) < 0) return 2;
-      o.idle_ms = (uint64_t)(sec * 1000 + 0.5);
-    } else if (!strcmp(a, "--min-rate")) {
-      long rate;
-      if (cli_long(PROG, a, v, 1, 1L << 30, &rate) < 0) return 2;
-      o.min_rate = (uint64_t)rate;
-    } else if (!strcmp(a, "--stats-json")) {
-      json = v;
-    } else if (!strcmp(a, "--high-water")) {
-      long hw;
-      if (cli_long(PROG, a, v, 4096, 1L << 30, &hw) < 0) return 2;
-      o.high_water = (size_t)hw;
-    } else if (!strcmp(a, "--buf-count")) {
-      long n;
-      if (cli_long(PROG, a, v, 1, 32768, &n) < 0) return 2;
-      if (n & (n - 1)) return bad("--buf-count %s is not a power of two%s", v, "");
-      o.buf_count = (unsigned)n;
-    } else if (!strcmp(a, "--zc-threshold")) {
-      long n;
-      if (cli_long(PROG, a, v, 1, 1L << 30, &n) < 0) return 2;
-      o.zc_threshold = (unsigned)n;
-    } else if (!strcmp(a, "--buf-size")) {
-      long n;
-      if (cli_long(PROG, a, v, 256, 1L << 24, &n) < 0) return 2;
-      o.buf_size = (unsigned)n;
-    } else if (!strcmp(a, "--write-batch")) {
-      long wb;
-      if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &wb) < 0) return 2;
-      o.write_batch = (unsigned)wb;
-    } else if (!strcmp(a, "--uring-disable")) {
-      if (parse_features(a, v, &o.uring_disable) < 0) return 2;
-    } else if (!strcmp(a, "--uring-enable")) {
-      if (parse_features(a, v, &o.uring_enable) < 0) return 2;
-      if (o.uring_enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE |
-                                       URSA_FEAT_BUF_INC))
-        return bad("--uring-enable: only recv_bundle and buf_inc are "
-                   "opt-in, not '%s'%s", v, "");
-    } else {
-      fprintf(stderr, "ursa-echo-server: unknown or incomplete option '%s'\n",
-              a);
-      usage(stderr);
-      return 2;
-    }
+  }
+  if (c < 0) {
+    usage(stderr);
+    return 2;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "%s: unexpected argument '%s' (options only)\n", PROG,
+            argv[optind]);
+    usage(stderr);
+    return 2;
   }
   if (o.min_rate && !o.idle_ms)
     return bad("--min-rate needs --idle-timeout: its window%s%s", "", "");

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""cli_app_test.py - the programs' command lines: --help lists every flag
+the program takes (its getopt_long table, read from its source) exactly
+once, each listed flag is recognised, and the GNU conventions hold
+(--flag=value, unambiguous abbreviations, "--" ending the options).  Bad
+input is refused with exit 2 and a message naming it."""
+import re
+import subprocess
+import sys
+
+from checks import check, finish
+
+SERVER, LOAD, CLIENT, PING = sys.argv[1:5]
+SOURCES = dict(zip([SERVER, LOAD, CLIENT, PING], sys.argv[5:9]))
+
+
+def run(prog, *args):
+    return subprocess.run([prog, *args], capture_output=True, text=True,
+                          timeout=20)
+
+
+def table_flags(src):
+    """The long options in a source's getopt_long table, and the short
+    ones in its option string."""
+    text = open(src).read()
+    longs = {"--" + m for m in re.findall(
+        r'\{"([a-z-]+)", (?:no|required)_argument', text)}
+    shorts = set()
+    m = re.search(r'cli_next\(PROG, argc, argv, "([^"]*)"', text)
+    if m:
+        shorts = {"-" + ch for ch in m.group(1) if ch != ":"}
+    return longs | shorts
+
+
+def help_flags(text):
+    """The flags --help lists: each entry line starts with its flags."""
+    listed = []
+    for line in text.splitlines():
+        m = re.match(r"\s+((?:-\w, )?(?:--[a-z-]+|-\w))\b", line)
+        if m:
+            listed += [f.strip() for f in m.group(1).split(",")]
+    return listed
+
+
+for prog, src in SOURCES.items():
+    name = prog.rsplit("/", 1)[-1]
+    r = run(prog, "--help")
+    check(r.returncode == 0 and r.stdout.startswith("usage:"),
+          f"{name} --help: exit {r.returncode}")
+    listed = help_flags(r.stdout)
+    dups = sorted({f for f in listed if listed.count(f) > 1})
+    check(not dups, f"{name} --help lists {dups} more than once")
+    want = table_flags(src)
+    check(set(listed) == want,
+          f"{name} --help lists {sorted(set(listed) - want)} that it does "
+          f"not take, and misses {sorted(want - set(listed))}")
+    # Every listed flag is recognised: the unknown one after it is what
+    # fails, and the run stops before doing anything.
+    bare = set(re.findall(r'\{"([a-z-]+)", no_argument', open(src).read()))
+    for flag in sorted(want - {"-h", "--help"}):
+        arg = ([flag] if flag[2:] in bare else [flag + "=1"]) \
+            if flag.startswith("--") else [flag, "1"]
+        r = run(prog, *arg, "--no-such-flag", "127.0.0.1:1")
+        check(r.returncode == 2 and f"unknown option '{flag}'" not in r.stderr,
+              f"{name} {flag}: exit {r.returncode}, {r.stderr.strip()!r}")
+    r = run(prog, "--no-such-flag")
+    check(r.returncode == 2 and "unknown option '--no-such-flag'" in r.stderr,
+          f"{name}: an unknown flag gives {r.returncode} {r.stderr!r}")
+
+# GNU conventions, through ursa-load and ursa-echo-client.
+r = run(LOAD, "127.0.0.1:1", "--inf=0")
+check(r.returncode == 2 and "--inflight wants a whole number" in r.stderr,
+      f"an abbreviation is the whole flag: {r.stderr!r}")
+r = run(LOAD, "127.0.0.1:1", "--conn=1")
+check(r.returncode == 2 and "option '--conn' is ambiguous" in r.stderr,
+      f"an ambiguous abbreviation is refused: {r.stderr!r}")
+r = run(LOAD, "127.0.0.1:1", "--bulk=yes")
+check(r.returncode == 2 and "option '--bulk' takes no value" in r.stderr,
+      f"a value for a flag that takes none: {r.stderr!r}")
+r = run(LOAD, "127.0.0.1:1", "--size")
+check(r.returncode == 2 and "option '--size' needs a value" in r.stderr,
+      f"a flag without its value: {r.stderr!r}")
+r = run(CLIENT, "--", "--not-a-flag")
+check(r.returncode == 2 and "bad address" in r.stderr,
+      f"'--' ends the options: {r.stderr!r}")
+r = run(CLIENT, "127.0.0.1:1", "127.0.0.2:1")
+check(r.returncode == 2 and "one address only" in r.stderr,
+      f"two addresses: {r.stderr!r}")
+finish()
