@@ -10,4 +10,18 @@
 int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                          const char *fn) URSA__HIDDEN;
 
+/* Socket options ursa__socket_open() sets (IP sockets only). */
+#define URSA__SO_REUSEADDR 1u
+#define URSA__SO_REUSEPORT 2u
+#define URSA__SO_V6ONLY 4u /* else an IPv6 socket is made dual-stack */
+#define URSA__SO_NODELAY 8u
+
+/* The one socket set-up every listener and datagram socket goes through:
+ * a socket of addr's family and type (close-on-exec), the options, then
+ * ursa_socket_bind() with backlog and file.  Returns the descriptor, or a
+ * negative errno with nothing left open. */
+int ursa__socket_open(const struct sockaddr *addr, socklen_t len, int type,
+                      unsigned opts, int backlog, ursa_sockfile *file)
+    URSA__HIDDEN;
+
 #endif /* URSA_ADDR_H */

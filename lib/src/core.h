@@ -125,8 +125,6 @@ unsigned ursa__run_pending(ursa_loop *loop) URSA__HIDDEN;
 struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) URSA__HIDDEN;
 /* Ensures n free SQEs, submitting if needed; false if the SQ stays full. */
 bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
-/* Fills one SQE closing fd, completing op: every handle's close. */
-void ursa__prep_close(ursa_loop *loop, ursa_op *op, int fd) URSA__HIDDEN;
 /* Fills a kernel timespec from milliseconds. */
 void ursa__ms_to_ts(uint64_t ms, ursa_timespec *ts) URSA__HIDDEN;
 _Static_assert(sizeof(ursa_timespec) == sizeof(struct __kernel_timespec) &&

@@ -10,8 +10,6 @@
 
 #define D_OPEN 0x01
 #define D_RECEIVING 0x02
-#define D_CLOSING 0x04
-#define D_CLOSE_SUBMITTED 0x08
 
 #define DGRAM_OF(op, member) URSA__CONTAINER(op, ursa_dgram, member)
 
@@ -28,9 +26,7 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   d->flags = D_OPEN;
   d->recv_op.kind = URSA__OP_DRECV;
   d->recv_op.nsqe = 1;
-  d->close_op.kind = URSA__OP_CLOSE_DGRAM;
-  d->close_op.nsqe = 1;
-  loop->handles++;
+  ursa__handle_init(loop, &d->base, URSA__OP_CLOSE_DGRAM);
 }
 
 static int check_open(const ursa_dgram *d, const char *fn) {
@@ -40,10 +36,7 @@ static int check_open(const ursa_dgram *d, const char *fn) {
 }
 
 static void maybe_finish_close(ursa_dgram *d) {
-  if ((d->flags & (D_CLOSING | D_CLOSE_SUBMITTED)) != D_CLOSING || d->nops)
-    return;
-  d->flags |= D_CLOSE_SUBMITTED;
-  ursa__op_submit(d->loop, &d->close_op);
+  ursa__handle_maybe_close(d->loop, &d->base);
 }
 
 int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
@@ -54,26 +47,16 @@ int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
     return ursa__invalid("ursa_dgram_bind: unknown flags 0x%x", flags);
   int r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_bind");
   if (r) return r;
-  int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  int one = 1, v6only = (flags & URSA_DGRAM_V6ONLY) ? 1 : 0;
-  if ((flags & URSA_DGRAM_REUSEPORT) &&
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-    goto err;
-  if (addr->sa_family == AF_INET6 &&
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)
-    goto err;
   ursa_sockfile file;
-  r = ursa_socket_bind(fd, addr, addrlen, -1, &file);
-  if (r) goto fail;
+  int fd = ursa__socket_open(
+      addr, addrlen, SOCK_DGRAM,
+      ((flags & URSA_DGRAM_REUSEPORT) ? URSA__SO_REUSEPORT : 0) |
+          ((flags & URSA_DGRAM_V6ONLY) ? URSA__SO_V6ONLY : 0),
+      -1, &file);
+  if (fd < 0) return fd;
   init(loop, d, fd);
   d->file = file;
   return 0;
-err:
-  r = -errno;
-fail:
-  close(fd);
-  return r;
 }
 
 int ursa_dgram_open(ursa_loop *loop, ursa_dgram *d, int fd) {
@@ -115,7 +98,7 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   int r = check_open(d, "ursa_dgram_recv_start");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_dgram_recv_start: NULL callback");
-  if (d->flags & D_CLOSING)
+  if (d->base.closing)
     return ursa__invalid("ursa_dgram_recv_start: socket is closing");
   if (d->flags & D_RECEIVING) return -EALREADY;
   if (d->loop->bufs->buf_size <= RECV_HEADER)
@@ -126,7 +109,7 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   d->flags |= D_RECEIVING;
   d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
-    d->nops++;
+    d->base.nops++;
     ursa__op_submit(d->loop, &d->recv_op);
   }
   return 0;
@@ -221,15 +204,15 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
     } else if (ursa__slices_next(loop, &it)) {
-      if (res >= 0 && !(d->flags & D_CLOSING) &&
+      if (res >= 0 && !d->base.closing &&
           !deliver(loop, d, res, it.data, multishot))
         res = -EFAULT;
       ursa__slice_done(loop, &it);
-    } else if (res == 0 && !multishot && !(d->flags & D_CLOSING)) {
+    } else if (res == 0 && !multishot && !d->base.closing) {
       deliver(loop, d, 0, NULL, false); /* an empty datagram */
     }
     if (flags & IORING_CQE_F_MORE) {
-      if (res < 0 && (d->flags & D_RECEIVING) && !(d->flags & D_CLOSING)) {
+      if (res < 0 && (d->flags & D_RECEIVING) && !d->base.closing) {
         /* Receiving ends on this error; the recv's last completion only
          * finishes the operation. */
         d->flags &= ~D_RECEIVING;
@@ -240,25 +223,21 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
     }
   } else if (res == 0 && !multishot) {
     /* An empty datagram: the kernel gives its buffer straight back. */
-    if (!(d->flags & D_CLOSING)) deliver(loop, d, 0, NULL, false);
+    if (!d->base.closing) deliver(loop, d, 0, NULL, false);
   } else if (res >= 0) {
     res = -EFAULT; /* a datagram without a buffer breaks the contract */
   }
-  if (res == -ENOBUFS) loop->stats.enobufs++;
-  if (res == -EINVAL && multishot) {
-    loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
-    res = -ENOBUFS;
-  }
+  res = ursa__recv_fallback(loop, op, res);
   bool again = res >= 0 || res == -ENOBUFS || res == -ECANCELED;
-  if (again && (d->flags & D_RECEIVING) && !(d->flags & D_CLOSING)) {
+  if (again && (d->flags & D_RECEIVING) && !d->base.closing) {
     loop->stats.rearms++;
     op->flags &= (uint8_t)~URSA__F_CANCEL;
     ursa__op_resubmit(loop, op);
     return;
   }
   ursa__op_done(loop, op);
-  d->nops--;
-  if (!again && !(d->flags & D_CLOSING)) {
+  d->base.nops--;
+  if (!again && !d->base.closing) {
     d->flags &= ~D_RECEIVING;
     d->recv_cb(d, res, NULL, NULL, 0, 0);
   }
@@ -281,7 +260,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
     if (r) return r;
   }
   if (req->op.state != URSA__IDLE) return -EBUSY;
-  if (d->flags & D_CLOSING) return -EBADF;
+  if (d->base.closing) return -EBADF;
   req->op.kind = URSA__OP_DSEND;
   req->op.nsqe = 1;
   req->op.flags = 0;
@@ -301,7 +280,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
   req->snext = d->sends;
   if (d->sends) d->sends->sprev = req;
   d->sends = req;
-  d->nops++;
+  d->base.nops++;
   ursa__op_submit(d->loop, &req->op);
   return 0;
 }
@@ -341,7 +320,7 @@ void ursa__dsend_complete(ursa_loop *loop, ursa_op *op, int res,
     status = (size_t)res == req->iov.iov_len ? 0 : -EMSGSIZE;
   }
   ursa__op_done(loop, op);
-  d->nops--;
+  d->base.nops--;
   req->cb(req, status); /* may free req */
   maybe_finish_close(d);
 }
@@ -352,8 +331,7 @@ int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
   int r = check_open(d, "ursa_dgram_close");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_dgram_close: NULL callback");
-  if (d->flags & D_CLOSING) return -EALREADY;
-  d->flags |= D_CLOSING;
+  if (ursa__handle_begin_close(&d->base) < 0) return -EALREADY;
   d->flags &= ~D_RECEIVING;
   d->close_cb = cb;
   ursa__op_cancel(d->loop, &d->recv_op);
@@ -364,17 +342,17 @@ int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
 }
 
 void ursa__dclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa__prep_close(loop, op, DGRAM_OF(op, close_op)->fd);
+  ursa_dgram *d = DGRAM_OF(op, base.close_op);
+  ursa__handle_prep_close(loop, &d->base, d->fd, -1);
 }
 
 void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
-  ursa_dgram *d = DGRAM_OF(op, close_op);
+  ursa_dgram *d = DGRAM_OF(op, base.close_op);
   (void)res;
   (void)flags;
-  ursa__op_done(loop, op);
+  ursa__handle_closed(loop, &d->base);
   ursa_sockfile_remove(&d->file);
-  loop->handles--;
   d->fd = -1;
   d->flags = 0;
   d->close_cb(d);

@@ -8,8 +8,6 @@
 #include <unistd.h>
 
 #define L_LISTENING 0x01
-#define L_CLOSING 0x02
-#define L_CLOSE_SUBMITTED 0x04
 #define L_IN_CALLBACK 0x08
 #define L_SEQPACKET 0x10
 #define L_DIRECT 0x20 /* accepts go into direct descriptors */
@@ -28,14 +26,7 @@ static void backoff_cb(ursa_timer *t, int status);
 static void pause_accepting(ursa_listener *l);
 
 static void maybe_finish_close(ursa_listener *l) {
-  if ((l->flags & (L_CLOSING | L_CLOSE_SUBMITTED)) != L_CLOSING || l->nops)
-    return;
-  l->flags |= L_CLOSE_SUBMITTED;
-  ursa__op_submit(l->loop, &l->close_op);
-}
-
-static int set_int(int fd, int level, int name, int v) {
-  return setsockopt(fd, level, name, &v, sizeof(v)) < 0 ? -errno : 0;
+  ursa__handle_maybe_close(l->loop, &l->base);
 }
 
 int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
@@ -52,27 +43,19 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
     return ursa__invalid("ursa_listen: seqpacket needs a unix: address");
   int type = (flags & URSA_SEQPACKET) ? SOCK_SEQPACKET : SOCK_STREAM;
-  int fd = socket(addr->sa_family, type | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  if (addr->sa_family != AF_UNIX) {
-    r = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    if (!r && (flags & URSA_LISTEN_REUSEPORT))
-      r = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
-    if (!r && addr->sa_family == AF_INET6)
-      r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY,
-                  (flags & URSA_LISTEN_V6ONLY) ? 1 : 0);
-    if (!r && (flags & URSA_LISTEN_NODELAY))
-      r = set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-    if (r) goto err;
-  }
   ursa_sockfile file;
-  r = ursa_socket_bind(fd, addr, addrlen, backlog > 0 ? backlog : 0, &file);
-  if (r) goto err;
+  int fd = ursa__socket_open(
+      addr, addrlen, type,
+      URSA__SO_REUSEADDR |
+          ((flags & URSA_LISTEN_REUSEPORT) ? URSA__SO_REUSEPORT : 0) |
+          ((flags & URSA_LISTEN_V6ONLY) ? URSA__SO_V6ONLY : 0) |
+          ((flags & URSA_LISTEN_NODELAY) ? URSA__SO_NODELAY : 0),
+      backlog > 0 ? backlog : 0, &file);
+  if (fd < 0) return fd;
   void *data = l->data;
   memset(l, 0, sizeof(*l));
   l->data = data;
   l->file = file;
-  loop->handles++;
   l->fd = fd;
   l->loop = loop;
   l->cb = cb;
@@ -80,9 +63,8 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->flags = L_LISTENING;
   l->accept_op.kind = URSA__OP_ACCEPT;
   l->accept_op.nsqe = 1;
-  l->close_op.kind = URSA__OP_CLOSE_LISTENER;
-  l->close_op.nsqe = 1;
-  l->nops = 1;
+  ursa__handle_init(loop, &l->base, URSA__OP_CLOSE_LISTENER);
+  l->base.nops = 1; /* the accept, or the back-off standing in for it */
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
   if (addr->sa_family == AF_UNIX) l->flags |= L_UNIX;
   if (loop->used & URSA_FEAT_DIRECT_FILES) l->flags |= L_DIRECT;
@@ -91,9 +73,6 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   else /* every slot is taken: look again after the back-off */
     pause_accepting(l);
   return 0;
-err:
-  close(fd);
-  return r;
 }
 
 int ursa_listener_addr(const ursa_listener *l, struct sockaddr_storage *addr,
@@ -143,8 +122,8 @@ void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
 /* With no accept in flight: wait out a back-off before the next, or, if
  * the listener is closing, give up the accept's share of the close. */
 static void pause_accepting(ursa_listener *l) {
-  if (l->flags & L_CLOSING) {
-    l->nops--;
+  if (l->base.closing) {
+    l->base.nops--;
     maybe_finish_close(l);
   } else {
     ursa_timer_start(l->loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
@@ -205,7 +184,7 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   bool more = flags & IORING_CQE_F_MORE;
-  bool closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
+  bool closing = l->base.closing || (op->flags & URSA__F_CANCEL);
   /* A direct accept is single-shot: its reserved slot is now the new
    * connection's, or free again. */
   if ((l->flags & L_DIRECT) && res < 0) ursa__direct_unreserve(loop);
@@ -223,7 +202,7 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
       }
     }
     if (more) return;
-    closing = (l->flags & L_CLOSING) || (op->flags & URSA__F_CANCEL);
+    closing = l->base.closing || (op->flags & URSA__F_CANCEL);
     if (!closing) {
       rearm(loop, l, op);
       return;
@@ -242,7 +221,7 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
     }
     l->cb(l, res);
     if (more) return;
-    closing = l->flags & L_CLOSING;
+    closing = l->base.closing;
     if (transient(res) && !closing) {
       rearm(loop, l, op);
       return;
@@ -250,14 +229,14 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
   }
   if (more) return;
   ursa__op_done(loop, op);
-  l->nops--;
+  l->base.nops--;
   maybe_finish_close(l);
 }
 
 static void backoff_cb(ursa_timer *t, int status) {
   ursa_listener *l = URSA__CONTAINER(t, ursa_listener, backoff);
   (void)status;
-  if (!(l->flags & L_CLOSING)) {
+  if (!l->base.closing) {
     if (reserve_slot(l)) {
       ursa__op_submit(l->loop, &l->accept_op);
       return;
@@ -273,8 +252,7 @@ int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
   if (!cb) return ursa__invalid("ursa_listener_close: NULL callback");
   if (!(l->flags & L_LISTENING))
     return ursa__invalid("ursa_listener_close: listener is not open");
-  if (l->flags & L_CLOSING) return -EALREADY;
-  l->flags |= L_CLOSING;
+  if (ursa__handle_begin_close(&l->base) < 0) return -EALREADY;
   l->close_cb = cb;
   ursa__op_cancel(l->loop, &l->accept_op);
   ursa__op_cancel(l->loop, &l->backoff.op);
@@ -283,17 +261,17 @@ int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
 }
 
 void ursa__lclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa__prep_close(loop, op, LISTENER_OF(op, close_op)->fd);
+  ursa_listener *l = LISTENER_OF(op, base.close_op);
+  ursa__handle_prep_close(loop, &l->base, l->fd, -1);
 }
 
 void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
-  ursa_listener *l = LISTENER_OF(op, close_op);
+  ursa_listener *l = LISTENER_OF(op, base.close_op);
   (void)res;
   (void)flags;
-  ursa__op_done(loop, op);
+  ursa__handle_closed(loop, &l->base);
   ursa_sockfile_remove(&l->file);
-  loop->handles--;
   l->fd = -1;
   l->flags = 0;
   l->close_cb(l);

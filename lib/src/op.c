@@ -108,12 +108,6 @@ void ursa__op_resubmit(ursa_loop *loop, ursa_op *op) {
   start(loop, op);
 }
 
-void ursa__prep_close(ursa_loop *loop, ursa_op *op, int fd) {
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_close(sqe, fd);
-  io_uring_sqe_set_data(sqe, op);
-}
-
 static void prep_cancel(ursa_loop *loop, ursa_op *op) {
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);

@@ -7,6 +7,8 @@
 #include "bufring.h"
 #include "core.h"
 
+#include <errno.h>
+
 void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__accept_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__lclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
@@ -35,6 +37,45 @@ void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
  * direct-descriptor slot when direct is set, local marks AF_UNIX. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
                        bool seqpacket, bool direct, bool local) URSA__HIDDEN;
+
+/* handle.c: the one close path every handle shares.  A handle counts on
+ * the loop from init to its close op's completion; its close waits until
+ * every op of its own has been called back. */
+void ursa__handle_init(ursa_loop *loop, ursa_handle_base *h,
+                       uint8_t close_kind) URSA__HIDDEN;
+/* Starts op as one of the handle's own (counted against its close). */
+void ursa__handle_submit(ursa_loop *loop, ursa_handle_base *h, ursa_op *op)
+    URSA__HIDDEN;
+/* One of the handle's ops is over: idle again, no longer counted. */
+void ursa__handle_op_end(ursa_loop *loop, ursa_handle_base *h, ursa_op *op)
+    URSA__HIDDEN;
+/* Marks the handle closing; -EALREADY when it already was. */
+int ursa__handle_begin_close(ursa_handle_base *h) URSA__HIDDEN;
+/* After each of the handle's ops ends: once it is closing and none is
+ * left, submits the close op (once). */
+void ursa__handle_maybe_close(ursa_loop *loop, ursa_handle_base *h)
+    URSA__HIDDEN;
+/* Fills the close op's SQE: the descriptor, or the direct slot. */
+void ursa__handle_prep_close(ursa_loop *loop, ursa_handle_base *h, int fd,
+                             int slot) URSA__HIDDEN;
+/* In the close op's completion, before the handle's own clean-up and its
+ * callback: the op is idle and the loop counts one handle less. */
+void ursa__handle_closed(ursa_loop *loop, ursa_handle_base *h) URSA__HIDDEN;
+
+/* The end of a receive (stream or datagram), read the same way for both:
+ * ENOBUFS (the ring ran dry) is counted, and a kernel that takes the
+ * opcode but refuses multishot (EINVAL) drops the loop to single-shot
+ * receives.  Returns the result to act on: -ENOBUFS, for both, means arm
+ * the receive again. */
+static inline int ursa__recv_fallback(ursa_loop *loop, const ursa_op *op,
+                                      int res) {
+  if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
+    loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
+    return -ENOBUFS;
+  }
+  if (res == -ENOBUFS) loop->stats.enobufs++;
+  return res;
+}
 
 /* slots.c: the direct-descriptor table.  Sets it up with up to want slots
  * (capped at RLIMIT_NOFILE; a kernel that refuses leaves accepts on

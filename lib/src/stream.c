@@ -26,10 +26,8 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->connect_op.kind = URSA__OP_CONNECT;
   s->shutdown_op.kind = URSA__OP_SHUTDOWN;
   s->shutdown_op.nsqe = 1;
-  s->close_op.kind = URSA__OP_CLOSE_STREAM;
-  s->close_op.nsqe = 1;
   s->send_op.kind = URSA__OP_SEND;
-  loop->handles++;
+  ursa__handle_init(loop, &s->base, URSA__OP_CLOSE_STREAM);
 }
 
 int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
@@ -112,7 +110,7 @@ void ursa__connect_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   int status = timeout_status(op, res);
   if (status > 0) status = 0;
-  if ((s->flags & S_CLOSING) && status == 0) status = -ECANCELED;
+  if (s->base.closing && status == 0) status = -ECANCELED;
   op_end(s, op);
   s->connect_cb(s, status);
   maybe_finish_close(s);
@@ -124,11 +122,11 @@ int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
   int r = check_stream(s, "ursa_shutdown");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_shutdown: NULL callback");
-  if (s->flags & S_CLOSING) return -EBADF;
+  if (s->base.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EALREADY;
   s->flags |= S_SHUT | S_SHUT_WAITING;
   s->shutdown_cb = cb;
-  s->nops++;
+  s->base.nops++;
   ursa__stream_maybe_shutdown(s);
   return 0;
 }
@@ -157,9 +155,8 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   int r = check_stream(s, "ursa_stream_close");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_stream_close: NULL callback");
-  if (s->flags & S_CLOSING) return -EALREADY;
+  if (ursa__handle_begin_close(&s->base) < 0) return -EALREADY;
   ursa_loop *loop = s->loop;
-  s->flags |= S_CLOSING;
   s->flags &= ~S_READING;
   s->close_cb = cb;
   ursa__op_cancel(loop, &s->recv_op);
@@ -179,24 +176,18 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
 }
 
 void ursa__sclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_stream *s = STREAM_OF(op, close_op);
-  if (s->flags & S_DIRECT) {
-    struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-    io_uring_prep_close_direct(sqe, (unsigned)s->slot);
-    io_uring_sqe_set_data(sqe, op);
-  } else {
-    ursa__prep_close(loop, op, s->fd);
-  }
+  ursa_stream *s = STREAM_OF(op, base.close_op);
+  ursa__handle_prep_close(loop, &s->base, s->fd,
+                          (s->flags & S_DIRECT) ? s->slot : -1);
 }
 
 void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
-  ursa_stream *s = STREAM_OF(op, close_op);
+  ursa_stream *s = STREAM_OF(op, base.close_op);
   (void)flags;
   (void)res; /* the descriptor is gone whatever close said */
-  ursa__op_done(loop, op);
+  ursa__handle_closed(loop, &s->base);
   if (s->flags & S_DIRECT) ursa__direct_unreserve(loop); /* slot free */
-  loop->handles--;
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;

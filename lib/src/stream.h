@@ -9,8 +9,6 @@
 /* Stream flags. */
 #define S_OPEN 0x01
 #define S_READING 0x02
-#define S_CLOSING 0x04
-#define S_CLOSE_SUBMITTED 0x08
 #define S_EOF 0x10
 #define S_SHUT 0x20         /* ursa_shutdown() called */
 #define S_SHUT_WAITING 0x40 /* shutdown waits for the write queue */
@@ -34,21 +32,16 @@ static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {
 
 /* Starts one of the stream's own ops, counting it against close. */
 static inline void stream_submit(ursa_stream *s, ursa_op *op) {
-  s->nops++;
-  ursa__op_submit(s->loop, op);
+  ursa__handle_submit(s->loop, &s->base, op);
 }
 
 /* Called after each op of the stream ends: the close waits for the last. */
 static inline void maybe_finish_close(ursa_stream *s) {
-  if ((s->flags & (S_CLOSING | S_CLOSE_SUBMITTED)) != S_CLOSING || s->nops)
-    return;
-  s->flags |= S_CLOSE_SUBMITTED;
-  ursa__op_submit(s->loop, &s->close_op);
+  ursa__handle_maybe_close(s->loop, &s->base);
 }
 
 static inline void op_end(ursa_stream *s, ursa_op *op) {
-  ursa__op_done(s->loop, op);
-  s->nops--;
+  ursa__handle_op_end(s->loop, &s->base, op);
 }
 
 static inline int check_stream(const ursa_stream *s, const char *fn) {

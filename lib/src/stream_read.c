@@ -15,18 +15,18 @@ static void read_timer_cb(ursa_timer *t, int status);
 
 static void start_read_timer(ursa_stream *s, uint64_t ms) {
   s->read_timer.op.kind = URSA__OP_TIMER;
-  s->nops++;
+  s->base.nops++;
   ursa_timer_start(s->loop, &s->read_timer, ms, 0, read_timer_cb);
 }
 
 static void read_timer_cb(ursa_timer *t, int status) {
   ursa_stream *s = URSA__CONTAINER(t, ursa_stream, read_timer);
-  s->nops--;
+  s->base.nops--;
   /* Cancelled by ursa_read_stop() but reading again by now: a start that
    * came while this cancel was on its way left the timing to this
    * callback, which goes on as if the timer had fired. */
   if ((status == 0 || status == -ECANCELED) && (s->flags & S_READING) &&
-      !(s->flags & S_CLOSING) && s->read_timeout_ms) {
+      !s->base.closing && s->read_timeout_ms) {
     uint64_t idle = s->loop->now_ms - s->last_read_ms;
     if (idle >= s->read_timeout_ms && s->recv_op.state == URSA__IDLE) {
       /* Paused by the high watermark and the peer took nothing either:
@@ -48,7 +48,7 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
   int r = check_stream(s, "ursa_read_start");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_read_start: NULL callback");
-  if (s->flags & S_CLOSING)
+  if (s->base.closing)
     return ursa__invalid("ursa_read_start: stream is closing");
   if (s->flags & S_EOF)
     return ursa__invalid("ursa_read_start: stream is at end of file");
@@ -145,7 +145,7 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
       while (ursa__slices_next(loop, &it)) {
         /* Delivered even after ursa_read_stop(): the bytes left the
          * socket.  A callback that closes the stream drops the rest. */
-        if (!(s->flags & S_CLOSING))
+        if (!s->base.closing)
           s->read_cb(s, (ssize_t)it.len, it.data);
         ursa__slice_done(loop, &it);
       }
@@ -161,15 +161,10 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
     /* Bytes without a buffer break the kernel's contract. */
     res = -EFAULT;
   }
-  if (res == -ENOBUFS) loop->stats.enobufs++;
-  if (res == -EINVAL && (op->flags & URSA__F_MULTISHOT)) {
-    /* A kernel that takes the opcode but not multishot: fall back. */
-    loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
-    res = -ENOBUFS;
-  }
+  res = ursa__recv_fallback(loop, op, res);
 
   int status = 0;
-  if (s->flags & S_CLOSING) {
+  if (s->base.closing) {
     status = 1; /* no callback */
   } else if (res == 0) {
     status = URSA_EOF;
@@ -218,7 +213,7 @@ int ursa_stream_watermarks(ursa_stream *s, size_t high, size_t low) {
 /* Pauses the receive when too much waits to be sent, resumes it when the
  * queue has drained; the application's wish to read (S_READING) stands. */
 void ursa__stream_check_watermarks(ursa_stream *s) {
-  if (!s->high_water || (s->flags & S_CLOSING)) return;
+  if (!s->high_water || s->base.closing) return;
   if (!(s->flags & S_PAUSED) && s->wq_bytes >= s->high_water &&
       (s->flags & S_READING)) {
     s->flags |= S_PAUSED;

@@ -53,7 +53,7 @@ void ursa__stream_fail_unbatched(ursa_stream *s) {
 
 static void start_send(ursa_stream *s) {
   ursa_write_req *w = s->wq_head;
-  if (!w || s->send_op.state != URSA__IDLE || (s->flags & S_CLOSING) ||
+  if (!w || s->send_op.state != URSA__IDLE || s->base.closing ||
       s->write_error)
     return;
   ursa_write_req *head = w;
@@ -91,7 +91,7 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
                          !w ? "request" : !buf ? "buffer" : "callback");
   if (!len) return ursa__invalid("ursa_write: length is 0");
   if (w->op.state != URSA__IDLE) return -EBUSY;
-  if (s->flags & S_CLOSING) return -EBADF;
+  if (s->base.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
   w->op.kind = URSA__OP_WRITE;
@@ -106,7 +106,7 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   w->cb = cb;
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
   s->loop->active++;
-  s->nops++;
+  s->base.nops++;
   s->wq_bytes += len;
   if (s->wq_tail)
     s->wq_tail->wnext = w;
@@ -190,7 +190,7 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
 /* Calls back a write taken off the queue (it may free w). */
 static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
   ursa__op_done(s->loop, &w->op);
-  s->nops--;
+  s->base.nops--;
   w->cb(w, status);
 }
 
@@ -216,7 +216,7 @@ static bool zc_result(ursa_loop *loop, ursa_stream *s, ursa_op *op,
      * pending they are cancelled instead, the stream whole. */
     s->flags |= S_NO_ZC;
     loop->stats.zc_refused++;
-    if (!(op->flags & URSA__F_CANCEL) && !(s->flags & S_CLOSING)) {
+    if (!(op->flags & URSA__F_CANCEL) && !s->base.closing) {
       ursa__op_resubmit(loop, op);
       return false;
     }
@@ -264,7 +264,7 @@ static int take_failed(ursa_stream *s, int status, ursa_write_req **failed) {
   for (ursa_write_req *w = s->wq_head; w;) {
     ursa_write_req *next = w->wnext;
     bool batched = w->op.flags & URSA__F_BATCHED;
-    if (torn || (s->flags & S_CLOSING) ||
+    if (torn || s->base.closing ||
         (batched && (w->op.flags & URSA__F_CANCEL))) {
       unlink_write(s, prev, w);
       *tail = w;
@@ -283,7 +283,7 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   if ((op->flags & URSA__F_ZC) && !zc_result(loop, s, op, &res, flags))
     return;
   unsigned n = s->batch;
-  bool stopped = (op->flags & URSA__F_CANCEL) || (s->flags & S_CLOSING);
+  bool stopped = (op->flags & URSA__F_CANCEL) || s->base.closing;
   int err = timeout_status(op, res);
   s->batch = 0;
   op_end(s, op);

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -132,4 +134,32 @@ void ursa_sockfile_remove(ursa_sockfile *file) {
     unlink(file->path);
   if (lock >= 0) close(lock);
   file->path[0] = '\0';
+}
+
+static int set_int(int fd, int level, int name, int v) {
+  return setsockopt(fd, level, name, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+int ursa__socket_open(const struct sockaddr *addr, socklen_t len, int type,
+                      unsigned opts, int backlog, ursa_sockfile *file) {
+  int fd = socket(addr->sa_family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int r = 0;
+  if (addr->sa_family != AF_UNIX) {
+    if (opts & URSA__SO_REUSEADDR)
+      r = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    if (!r && (opts & URSA__SO_REUSEPORT))
+      r = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+    if (!r && addr->sa_family == AF_INET6)
+      r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY,
+                  (opts & URSA__SO_V6ONLY) ? 1 : 0);
+    if (!r && (opts & URSA__SO_NODELAY))
+      r = set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  }
+  if (!r) r = ursa_socket_bind(fd, addr, len, backlog, file);
+  if (r) {
+    close(fd);
+    return r;
+  }
+  return fd;
 }

@@ -337,6 +337,15 @@ typedef struct ursa_op {
  * -EALREADY when its result is in and only the callback is still to come. */
 URSA_EXPORT int ursa_cancel(ursa_loop *loop, ursa_op *op);
 
+/* The part every handle (stream, listener, datagram socket) shares: its
+ * one close path.  Private. */
+typedef struct ursa_handle_base {
+  ursa_op close_op;
+  int nops;         /* the handle's operations not yet called back */
+  uint8_t closing;  /* close asked for */
+  uint8_t closed;   /* its close op is on its way */
+} ursa_handle_base;
+
 /* ---- timers ------------------------------------------------------------ */
 
 typedef struct ursa_timer ursa_timer;
@@ -436,11 +445,10 @@ struct ursa_stream {
   ursa_op recv_op;
   ursa_op connect_op;
   ursa_op shutdown_op;
-  ursa_op close_op;
+  ursa_handle_base base;
   ursa_timer read_timer;
   uint32_t read_timeout_ms;
   int32_t write_error;
-  int nops; /* this stream's operations not yet called back */
   uint64_t last_read_ms;
   ursa_read_cb read_cb;
   ursa_connect_cb connect_cb;
@@ -472,10 +480,9 @@ struct ursa_listener {
   /* private */
   uint32_t flags;
   ursa_op accept_op;
-  ursa_op close_op;
+  ursa_handle_base base;
   ursa_timer backoff;
   int pending_fd; /* or the direct slot, when accepts are direct */
-  int nops;
   ursa_connection_cb cb;
   ursa_listener_close_cb close_cb;
   ursa_sockfile file; /* the socket file it made, removed at close */
@@ -648,8 +655,7 @@ struct ursa_dgram {
   /* private */
   uint32_t flags;
   ursa_op recv_op;
-  ursa_op close_op;
-  int nops;
+  ursa_handle_base base;
   ursa_recv_cb recv_cb;
   ursa_dgram_close_cb close_cb;
   ursa_send_req *sends;
