@@ -1,0 +1,1 @@
+"""ursabench - ursa's bench suite as a package (see bench/bench.py)."""

@@ -1,0 +1,226 @@
+"""cli.py - the command line: what to run, in what order, and where the
+results go."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from .analysis import fmt
+from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, case_id,
+                     matrix)
+from .plots import graphs
+from .probes import iperf3, memory, profile
+from .report import render, report
+from .runner import (RUN_ERRORS, Failure, ab_block, environment,
+                     interleaved, one_run, summarise)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="ursa's bench suite: every server backend side by side")
+    ap.add_argument("--quick", action="store_true",
+                    help="a subset that covers every backend (the default)")
+    ap.add_argument("--full", action="store_true", help="the whole matrix")
+    ap.add_argument("--filter", help="only cases whose id matches this regex")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, help="seconds measured per run")
+    ap.add_argument("--warmup", type=float, default=0.3)
+    ap.add_argument("--placement", choices=["apart", "same"], default="apart",
+                    help="server and load on different CPUs, or the same one")
+    ap.add_argument("--out", default="bench/out/latest")
+    ap.add_argument("--compare", help="a previous results.json to compare with")
+    ap.add_argument("--bindir", help="where the servers and ursa-load are")
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="write the report (and graphs) of a stored run "
+                    "into --out instead of running anything")
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-bulk", action="store_true")
+    ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
+    ap.add_argument("--no-ab", action="store_true",
+                    help="skip the io_uring feature A/B block")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="skip the perf profile of uring and epoll")
+    a = ap.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            results = json.load(f)
+        previous = None
+        if a.compare:
+            with open(a.compare) as f:
+                previous = json.load(f)
+        print(render(results, a.out, previous,
+                     graphs if shutil.which("gnuplot") else None))
+        return
+    if not a.bindir:
+        ap.error("--bindir is needed to run the suite")
+    if a.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    if a.duration is None:
+        a.duration = 3.0 if a.full else 1.0
+    if a.duration <= 0:
+        ap.error("--duration must be above 0")
+    ncpu = os.cpu_count() or 1
+    a.scpu = 0
+    a.lcpu = 1 if a.placement == "apart" and ncpu > 1 else 0
+    # Room for 10,000 idle connections on each side.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except ValueError:
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < a.idle_conns + 200:
+        print(f"bench: RLIMIT_NOFILE is {soft}; the memory case uses "
+              f"{soft - 200} connections instead of {a.idle_conns}")
+        a.idle_conns = max(soft - 200, 100)
+    previous = None
+    if a.compare:
+        with open(a.compare) as f:
+            previous = json.load(f)
+
+    os.makedirs(a.out, exist_ok=True)
+    env = environment(a.bindir, a.placement, a.scpu, a.lcpu)
+    todo = [c for c in matrix(a.full)
+            if not a.filter or re.search(a.filter, case_id(*c))]
+    bulk_todo = [] if a.no_bulk else [b for b in BACKENDS if not a.filter or
+                                      re.search(a.filter, f"tcp-bulk-{b}")]
+    mem_todo = [] if a.no_memory else [b for b in BACKENDS if not a.filter or
+                                       re.search(a.filter, f"tcp-idle-{b}")]
+    ab_n = 0 if a.no_ab else len(AB_VARIANTS)
+    n = len(todo) + len(bulk_todo) + len(mem_todo) + ab_n
+    per_run = a.duration + a.warmup + 0.4
+    t0 = time.time()
+    k = 0
+    tmp = tempfile.mkdtemp(prefix="ursa-bench-")
+    cases, bulk, mem, failures = [], [], [], []
+
+    def progress(label, what):
+        el = time.time() - t0
+        left = el / k * (n - k) if k else per_run * a.repeats * n
+        print(f"[{k}/{n}] {label}: {what}  (elapsed {el:.0f}s, ~{left:.0f}s "
+              "left)", flush=True)
+
+    # The backends of one case run interleaved, repeat by repeat, in an
+    # order that rotates: targets are ratios between backends, so drift on
+    # a shared machine must fall on all of them alike.  One run before
+    # everything is thrown away: the first run after start-up measured
+    # slower than the rest.
+    if todo:
+        try:
+            one_run(a, todo[0][0], *todo[0][1:], tmp)
+        except RUN_ERRORS:
+            pass
+    points = []
+    for c in todo:
+        if c[1:] not in points:
+            points.append(c[1:])
+    for point in points:
+        backends = [c[0] for c in todo if c[1:] == point]
+        runs = interleaved(backends, a.repeats,
+                           lambda b: one_run(a, b, *point, tmp),
+                           lambda b: case_id(b, *point), failures)
+        for b, got in zip(backends, runs):
+            kind, proto, conns, size, inflight = point
+            cid = case_id(b, *point)
+            k += 1
+            if not got:
+                continue
+            s = summarise(got)
+            s.update({"id": cid, "kind": kind, "backend": b, "proto": proto,
+                      "conns": conns, "size": size, "inflight": inflight,
+                      "repeats": len(got)})
+            cases.append(s)
+            if s["errors"] > s["refused"]:
+                failures.append(f"{cid}: {s['errors']} echo errors")
+            progress(cid, f"{s['rt_per_s']:.0f} rt/s, server "
+                     f"{s['server_cpu_us_per_rt']:.2f} us/rt, p99 "
+                     f"{s['p99_us']:.0f} us, errors {s['errors']}")
+    # The bulk stream, its backends interleaved as the cases are.
+    bulk_point = ("bulk", "tcp", 1, 65536, 4)
+    runs = interleaved(bulk_todo, a.repeats,
+                       lambda b: one_run(a, b, *bulk_point, tmp),
+                       lambda b: f"tcp-bulk-1c-65536b-4i-{b}", failures)
+    for b, got in zip(bulk_todo, runs):
+        cid = f"tcp-bulk-1c-65536b-4i-{b}"
+        k += 1
+        if got:
+            s = summarise(got)
+            s.update({"id": cid, "kind": "bulk", "backend": b, "proto": "tcp",
+                      "conns": 1, "size": 65536, "inflight": 4,
+                      "repeats": len(got)})
+            bulk.append(s)
+            if s["errors"]:
+                failures.append(f"{cid}: {s['errors']} errors")
+            progress(cid, f"{s['mb_per_s']:.0f} MB/s")
+    iperf = iperf3(a, tmp) if bulk_todo else None
+    if bulk_todo:
+        print("    iperf3: " + (f"{iperf['mb_per_s']:.0f} MB/s" if iperf
+                                 else "not run"), flush=True)
+    for b in mem_todo:
+        try:
+            m = memory(a, b, tmp)
+            mem.append(m)
+            k += 1
+            progress(f"tcp-idle-{b}", f"{fmt(m['bytes_per_conn'], 0)} bytes "
+                     f"per idle connection ({m['held']} held) {m['note']}")
+        except (Failure, OSError, ValueError, KeyError,
+                subprocess.SubprocessError) as e:
+            k += 1
+            failures.append(f"tcp-idle-{b}: {e}")
+    prof = []
+    if not a.no_profile:
+        for b in ("uring", "epoll"):
+            try:
+                prof.append(profile(a, b, tmp))
+            except (Failure, OSError, ValueError,
+                    subprocess.SubprocessError) as e:
+                prof.append({"backend": b, "error": str(e)[:200]})
+        print("    profile: " + ", ".join(
+            f"{p['backend']} " + (f"{p['kernel']:.0f}% kernel" if "kernel" in p
+                                  else p["error"]) for p in prof), flush=True)
+    ab = []
+    if not a.no_ab:
+        def ab_progress(label, what):
+            nonlocal k
+            k += 1
+            progress(label, what)
+        ab = ab_block(a, tmp, failures, ab_progress)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = cases + bulk
+    if iperf:
+        rows.append({"id": "tcp-bulk-1c-65536b-iperf3", "kind": "bulk",
+                     "backend": "iperf3", "proto": "tcp", "conns": 1,
+                     "size": 65536, "inflight": None,
+                     "mb_per_s": iperf["mb_per_s"],
+                     "mb_per_s_min": iperf["mb_per_s_min"],
+                     "mb_per_s_max": iperf["mb_per_s_max"], "errors": 0,
+                     "repeats": a.repeats})
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
+                   "profile": prof,
+                   "failures": failures}, f, indent=1)
+    with open(os.path.join(a.out, "results.csv"), "w") as f:
+        f.write(",".join(KEYS) + "\n")
+        for r in rows:
+            f.write(",".join("" if r.get(key) is None else str(r[key])
+                             for key in KEYS) + "\n")
+    made = graphs(a.out, env, cases, bulk, iperf)
+    report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof)
+    print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
+          f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
+          f"results.csv, report.md, graphs/)")
+    if failures:
+        print("bench: correctness failures:\n  " + "\n  ".join(failures),
+              file=sys.stderr)
+        sys.exit(1)

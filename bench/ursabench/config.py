@@ -1,0 +1,170 @@
+"""config.py - the bench as data: the backends, the case matrix, the A/B
+variants, and the profile's buckets."""
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+
+BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
+
+COLOURS = {"uring": "#1f77b4", "epoll": "#ff7f0e", "select": "#2ca02c",
+           "blocking": "#9467bd", "libuv": "#8c564b", "iperf3": "#7f7f7f"}
+
+KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
+        "rt_per_s", "rt_per_s_min", "rt_per_s_max", "mb_per_s",
+        "server_cpu_us_per_rt", "server_cpu_us_per_rt_min",
+        "server_cpu_us_per_rt_max", "p50_us", "p99_us", "p999_us",
+        "syscalls_per_rt", "enters_per_rt", "enobufs_per_rt", "reads_per_rt",
+        "errors", "refused", "repeats"]
+
+IDLE_CONNS = 10000
+
+def matrix(full):
+    """(kind, proto, conns, size, inflight) for each backend."""
+    if full:
+        pts = [("pingpong", "tcp", c, s, 1) for c in [1, 16, 64, 256, 1024]
+               for s in [64, 512, 4096, 65536]]
+        pts += [("pipelined", "tcp", c, s, 16) for c in [1, 64, 256]
+                for s in [64, 4096]]
+        pts += [("pingpong", "unix", c, s, 1) for c in [1, 64]
+                for s in [64, 4096]]
+        pts += [("pingpong", "udp", c, s, 1) for c in [1, 64]
+                for s in [64, 1400]]
+    else:
+        pts = [("pingpong", "tcp", c, 64, 1) for c in [1, 64, 256]]
+        pts += [("pingpong", "tcp", 64, 4096, 1),
+                ("pipelined", "tcp", 64, 64, 16),
+                ("pingpong", "unix", 64, 64, 1),
+                ("pingpong", "udp", 64, 64, 1)]
+    return [(b,) + p for p in pts for b in BACKENDS]
+
+def case_id(b, kind, proto, conns, size, inflight):
+    return f"{proto}-{kind}-{conns}c-{size}b-{inflight}i-{b}"
+
+# The A/B block: the uring server with one default feature switched off,
+# or one opt-in feature switched on, against its default set-up,
+# interleaved run by run so that drift on a shared machine falls on every
+# variant alike.  (label, case, server flags)
+AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
+            "pipelined": ("pipelined", "tcp", 64, 64, 16),
+            "4k": ("pingpong", "tcp", 64, 4096, 1),
+            "64k": ("pingpong", "tcp", 16, 65536, 1),
+            "bulk": ("bulk", "tcp", 1, 65536, 1),
+            "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
+            "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8)}
+
+BUNDLE = ["--uring-enable", "recv_bundle"]
+
+BY_PARTS = ["--uring-enable", "buf_inc"]
+
+BIG_BUFS = ["--buf-size", "65536"]
+
+AB_VARIANTS = [
+    ("default", "pingpong", []),
+    ("no multishot recv", "pingpong", ["--uring-disable", "multishot_recv"]),
+    ("no DEFER_TASKRUN", "pingpong", ["--uring-disable", "defer_taskrun"]),
+    ("no SINGLE_ISSUER, DEFER_TASKRUN", "pingpong",
+     ["--uring-disable", "single_issuer,defer_taskrun"]),
+    ("no COOP_TASKRUN", "pingpong", ["--uring-disable", "coop_taskrun"]),
+    ("no registered ring fd", "pingpong", ["--uring-disable", "reg_ring_fd"]),
+    ("no direct descriptors", "pingpong",
+     ["--uring-disable", "direct_files"]),
+    ("+ recv bundles", "pingpong", BUNDLE),
+    ("+ buffers filled by parts", "pingpong", BY_PARTS),
+    ("default", "pipelined", []),
+    ("write batch 1 (one send per write)", "pipelined",
+     ["--write-batch", "1"]),
+    ("default", "4k", []),
+    ("echo from a copy (no ursa_buf_keep)", "4k", ["--echo-copy"]),
+    # A 64 KiB message takes four reads of the default 16 KiB buffers, and
+    # is echoed as four writes; in 64 KiB buffers, one of each.
+    ("default", "64k", []),
+    ("+ 64 KiB receive buffers", "64k", BIG_BUFS),
+    ("default", "64k, 64 KiB buffers", BIG_BUFS),
+    ("+ SEND_ZC for writes of 64 KiB", "64k, 64 KiB buffers",
+     BIG_BUFS + ["--zc-threshold", "65536"]),
+    # 8 messages of 64 KiB in flight per connection.
+    ("default", "pipelined 64k", []),
+    ("+ 64 KiB receive buffers", "pipelined 64k", BIG_BUFS),
+    # A one-way stream of 64 KiB writes into 16 KiB buffers: where a recv
+    # finds several buffers' worth queued.
+    ("default", "bulk", []),
+    ("+ recv bundles", "bulk", BUNDLE),
+    ("+ buffers filled by parts", "bulk", BY_PARTS),
+    ("+ 64 KiB receive buffers", "bulk", BIG_BUFS),
+]
+
+AB_REPEATS = 5
+
+# Techniques the issue names that ursa does not have; the report lists
+# them so that their absence is visible, not silent.
+AB_MISSING = ["send bundles: queued writes already leave in one sendmsg "
+              "(the write-batch row measures that)"]
+
+# Where a profiled server's samples fell, by the first rule that matches
+# the symbol (kernel symbols; user space is one bucket).
+PROFILE_BUCKETS = [
+    ("copies", ("_copy_to_iter", "_copy_from_iter", "copy_user",
+                "copy_page", "memcpy", "memmove", "__check_object_size",
+                "__virt_addr_valid", "check_heap_object")),
+    ("io_uring", ("io_", "__io_", "io_uring")),
+    ("readiness (epoll, select, poll)", (
+        "ep_", "do_epoll", "__x64_sys_epoll", "do_select", "core_sys_select",
+        "do_sys_poll", "__pollwait", "poll_freewait", "sock_poll",
+        "tcp_poll", "__x64_sys_select", "__x64_sys_pselect")),
+    ("syscall entry and exit", (
+        "entry_SYSCALL", "do_syscall", "syscall_", "__x64_sys_",
+        "exit_to_user_mode", "__do_sys", "__sys_", "fdget", "__fget",
+        "fput", "__fdget")),
+    ("network stack", (
+        "tcp", "__tcp", "ip_", "__ip", "ipv6", "ip6", "skb", "__skb",
+        "kfree_skb", "sock_", "__sock", "sk_", "__sk", "inet", "net_",
+        "__netif", "netif", "__dev", "dev_", "loopback", "process_backlog",
+        "__napi", "napi", "release_sock", "lock_sock", "__kfree_skb",
+        "consume_skb", "unix_", "bpf", "nf_", "__inet", "validate_xmit",
+        "sch_", "__qdisc", "qdisc", "raw_v", "__release_sock",
+        "__local_bh", "do_softirq", "__do_softirq", "handle_softirqs",
+        "irq_exit", "bbr_", "raw_local_deliver", "__alloc_skb",
+        "__build_skb", "ipt_", "nft_", "skb_defer", "page_frag")),
+    ("memory allocation", ("kmem_cache", "__slab", "kfree", "__kmalloc",
+                           "kmalloc", "__alloc", "alloc_pages", "slab_",
+                           "___slab", "memcg", "mod_memcg", "__memcg")),
+    ("locks, RCU, interrupts", ("_raw_spin", "__raw_callee", "native_",
+                                "__rcu", "rcu_", "queued_spin", "__pv_",
+                                "_raw_read", "_raw_write")),
+    ("scheduler and wake-ups", (
+        "schedule", "__schedule", "try_to_wake_up", "finish_task_switch",
+        "pick_next", "enqueue_", "dequeue_", "update_", "ttwu", "psi_",
+        "__switch_to", "__wake_up", "autoremove_wake", "select_task_rq",
+        "native_sched", "sched_", "cpuidle", "default_idle", "set_next",
+        "put_prev", "hrtimer", "__hrtimer", "ktime")),
+]
+
+# Frames that only pass time on to whoever called them: a sample in one is
+# charged to the first caller that belongs to a bucket (interrupts enabled
+# again after a wake-up count as the wake-up; at system-call entry, as the
+# system call).
+PROFILE_PASS_ON = ("pvm_", "__raw_callee_save", "native_", "__pv_", "asm_",
+                   "sysvec_", "__sysvec", "irq_", "__irq", "_raw_spin_unlock",
+                   "paravirt", "xen_")
+
+# A sample in one of these user-space functions is the system call's trap.
+SYSCALL_WRAPPERS = ("__send", "__libc_send", "__libc_recv", "__recv",
+                    "epoll_wait", "__GI_epoll_wait", "__epoll_wait", "select",
+                    "__select", "poll", "__poll", "__libc_read",
+                    "__libc_write", "read", "write", "accept4", "syscall",
+                    "__sys_io_uring_enter", "io_uring_enter",
+                    "io_uring_submit", "__io_uring_submit", "recv", "send")
+
+PROFILE_LOCKS = "locks, RCU, interrupts"

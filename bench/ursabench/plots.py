@@ -1,0 +1,125 @@
+"""plots.py - the graphs (gnuplot, SVG and PNG) drawn from the cases."""
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from .config import BACKENDS, COLOURS
+
+
+def graphs(out, env, cases, bulk, iperf):
+    """Writes the data files and one gnuplot script; returns graph names."""
+    gdir = os.path.join(out, "graphs")
+    os.makedirs(gdir, exist_ok=True)
+    caption = (f"{env['cpu_model']}, {env['cpus']} CPUs, Linux "
+               f"{env['kernel']}, commit {env['commit']}, {env['date']}, "
+               f"server CPU {env['server_cpu']} / load CPU {env['load_cpu']}")
+    caption = caption.replace('"', "'")
+    made = []
+    script = []
+
+    def head(name, title, xlabel, ylabel, logx=False):
+        made.append(name)
+        s = [f'set title "{title}"', f'set xlabel "{xlabel}"',
+             f'set ylabel "{ylabel}"', "set grid", "set key outside right",
+             f'set label 99 "{caption}" at screen 0.01,0.015 font ",8"',
+             "set bmargin 5", "set yrange [0:*]"]
+        s.append("set logscale x 2" if logx else "unset logscale x")
+        return s
+
+    def lines(name, title, xlabel, ylabel, sel, xkey, ykey, logx=True):
+        s = head(name, title, xlabel, ylabel, logx)
+        plots = []
+        for b in BACKENDS:
+            pts = sorted((c[xkey], c[ykey], c.get(ykey + "_min", c[ykey]),
+                          c.get(ykey + "_max", c[ykey]))
+                         for c in cases if c["backend"] == b and sel(c)
+                         and c[ykey] is not None)
+            if not pts:
+                continue
+            path = os.path.join(gdir, f"{name}-{b}.dat")
+            with open(path, "w") as f:
+                for p in pts:
+                    f.write("%s %s %s %s\n" % p)
+            plots.append(f"'{path}' using 1:2:3:4 with yerrorlines lw 2 "
+                         f"lc rgb '{COLOURS[b]}' title '{b}'")
+        if plots:
+            script.append((name, s + ["plot " + ", ".join(plots)]))
+        else:
+            made.remove(name)
+
+    pingpong64 = lambda c: (c["kind"] == "pingpong" and c["proto"] == "tcp"
+                            and c["size"] == 64)
+    lines("rt_vs_conns", "Round trips per second, TCP 64 B ping-pong",
+          "connections", "round trips / s", pingpong64, "conns", "rt_per_s")
+    lines("cpu_vs_conns", "Server CPU time per round trip, TCP 64 B ping-pong",
+          "connections", "server CPU us / round trip", pingpong64, "conns",
+          "server_cpu_us_per_rt")
+    lines("mb_vs_size", "Echo throughput by message size, TCP ping-pong, "
+          "64 connections", "message size (bytes)", "MB/s each way",
+          lambda c: c["kind"] == "pingpong" and c["proto"] == "tcp"
+          and c["conns"] == 64, "size", "mb_per_s")
+
+    # Latency p50/p99 by backend, one pair of bars each.
+    lat = [c for c in cases if pingpong64(c) and c["conns"] == 64]
+    if lat:
+        s = head("latency", "Latency, TCP 64 B ping-pong, 64 connections "
+                 "(solid p50, light p99)", "backend", "microseconds")
+        path = os.path.join(gdir, "latency.dat")
+        s.append("set xtics (" + ", ".join(
+            f'"{b}" {i}' for i, b in enumerate(BACKENDS)) + ")")
+        with open(path, "w") as f:
+            for i, b in enumerate(BACKENDS):
+                c = next((c for c in lat if c["backend"] == b), None)
+                if c:
+                    f.write(f"{i} {b} {c['p50_us']} {c['p99_us']} "
+                            f"{int(COLOURS[b][1:], 16)}\n")
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.35",
+              "set xrange [-0.6:%d]" % len(BACKENDS), "unset key",
+              f"plot '{path}' using ($1-0.19):3:5 with boxes "
+              "lc rgb variable, "
+              f"'{path}' using ($1+0.19):4:5 with boxes fs transparent "
+              "solid 0.35 lc rgb variable"]
+        script.append(("latency", s))
+
+    # Bulk stream against iperf3.
+    if bulk:
+        s = head("bulk", "Bulk stream, one connection, 64 KiB writes, "
+                 "against iperf3", "", "MB/s")
+        path = os.path.join(gdir, "bulk.dat")
+        rows = [(c["backend"], c["mb_per_s"]) for c in bulk]
+        if iperf:
+            rows.append(("iperf3", iperf["mb_per_s"]))
+        with open(path, "w") as f:
+            for i, (b, v) in enumerate(rows):
+                f.write(f"{i} {b} {v} {int(COLOURS[b][1:], 16)}\n")
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
+              "set xrange [-0.6:%d]" % len(rows), "unset key",
+              f"plot '{path}' using 1:3:4:xtic(2) with boxes lc rgb variable"]
+        script.append(("bulk", s))
+
+    gp = []
+    for name, body in script:
+        for term, ext in (("svg size 1000,560 dynamic", "svg"),
+                          ("pngcairo size 1000,560", "png")):
+            gp += [f"set terminal {term}",
+                   f"set output '{os.path.join(gdir, name)}.{ext}'"]
+            gp += body
+            gp += ["unset label", "reset"]
+    with open(os.path.join(gdir, "graphs.gp"), "w") as f:
+        f.write("\n".join(gp) + "\n")
+    r = subprocess.run(["gnuplot", os.path.join(gdir, "graphs.gp")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print("bench: gnuplot failed: " + r.stderr[:2000], file=sys.stderr)
+        return []
+    return made

@@ -1,0 +1,168 @@
+"""report.py - report.md from a run's results, and rendering one again
+from a stored results.json."""
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from .analysis import fmt, targets
+from .config import AB_MISSING
+
+
+def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
+           prof=()):
+    L = ["# ursa bench report", ""]
+    L += ["| machine | |", "|---|---|"]
+    for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
+              "date", "placement", "server_cpu", "load_cpu"]:
+        L.append(f"| {k} | {env[k]} |")
+    L.append(f"| io_uring features used | {', '.join(env['ring_features_used'])} |")
+    L += ["", "The backends of a case run interleaved, one repeat of each in "
+          "turn, in an order that rotates by one each repeat, after one "
+          "warm-up run that is not counted.  "
+          "Each figure is the median of the repeats, with [min-max] where "
+          "it matters; ratios are to epoll in the same run (below 1 is better "
+          "for CPU, above 1 better for round trips).  Server CPU is the "
+          "server process's own CPU time (utime+stime from /proc, all "
+          "threads) over the measured window, divided by the round trips in "
+          "it.  System calls per round trip count every call the server made "
+          "over its whole life against every round trip including warm-up; "
+          "libuv's are not counted.  Errors in brackets are connections "
+          "the server refused by design (select cannot watch descriptors at "
+          "or above FD_SETSIZE, 1024); only errors beyond those fail the "
+          "run.", ""]
+    for name in made:
+        L.append(f"![{name}](graphs/{name}.svg)")
+    L.append("")
+    L += targets(cases, bulk, iperf, mem, list(prof))
+    prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
+    groups = {}
+    for c in cases:
+        groups.setdefault(c["id"].rsplit("-", 1)[0], []).append(c)
+    for g, cs in groups.items():
+        c0 = cs[0]
+        L += [f"## {c0['proto'].upper()} {c0['kind']}, {c0['conns']} "
+              f"connections, {c0['size']} B, {c0['inflight']} in flight", ""]
+        hdr = ("| backend | round trips/s | vs epoll | server CPU us/rt | "
+               "vs epoll | p50 us | p99 us | p99.9 us | syscalls/rt | "
+               "enters/rt | errors (refused) |")
+        if prev:
+            hdr += " rt/s change |"
+        L += [hdr, "|---" * (hdr.count("|") - 1) + "|"]
+        ep = next((c for c in cs if c["backend"] == "epoll"), None)
+        for c in cs:
+            r1 = (c["rt_per_s"] / ep["rt_per_s"]) if ep and ep["rt_per_s"] else None
+            r2 = (c["server_cpu_us_per_rt"] / ep["server_cpu_us_per_rt"]
+                  if ep and ep["server_cpu_us_per_rt"] else None)
+            row = (f"| {c['backend']} | {fmt(c['rt_per_s'])} "
+                   f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
+                   f"{fmt(r1, 2)} | {fmt(c['server_cpu_us_per_rt'], 2)} "
+                   f"[{fmt(c['server_cpu_us_per_rt_min'], 2)}-"
+                   f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | {fmt(r2, 2)} | "
+                   f"{fmt(c['p50_us'])} | {fmt(c['p99_us'])} | "
+                   f"{fmt(c['p999_us'])} | {fmt(c['syscalls_per_rt'], 2)} | "
+                   f"{fmt(c['enters_per_rt'], 3)} | {c['errors']}"
+                   + (f" ({c['refused']})" if c.get("refused") else "") + " |")
+            if prev:
+                p = prev.get(c["id"])
+                row += (f" {100 * (c['rt_per_s'] / p['rt_per_s'] - 1):+.1f}% |"
+                        if p and p.get("rt_per_s") else " new |")
+            L.append(row)
+        L.append("")
+    if bulk:
+        L += ["## Bulk stream: one connection, 64 KiB writes, one way", "",
+              "| backend | MB/s | of iperf3 | server CPU us per 64 KiB | errors |",
+              "|---|---|---|---|---|"]
+        for c in bulk:
+            share = (f"{100 * c['mb_per_s'] / iperf['mb_per_s']:.0f}%"
+                     if iperf else "n/a")
+            L.append(f"| {c['backend']} | {fmt(c['mb_per_s'])} | {share} | "
+                     f"{fmt(c['server_cpu_us_per_rt'], 2)} | {c['errors']} |")
+        if iperf:
+            L.append(f"| iperf3 | {fmt(iperf['mb_per_s'])} "
+                     f"[{fmt(iperf['mb_per_s_min'])}-"
+                     f"{fmt(iperf['mb_per_s_max'])}] | 100% | | |")
+        else:
+            L.append("| iperf3 | not run (not installed) | | | |")
+        L.append("")
+    if mem:
+        L += [f"## Memory: {mem[0]['conns']} idle connections", "",
+              "| backend | held | RSS before | RSS with them | bytes per "
+              "connection | note |", "|---|---|---|---|---|---|"]
+        for m in mem:
+            L.append(f"| {m['backend']} | {m['held']} | {m['rss_base_kb']} KiB "
+                     f"| {m['rss_peak_kb']} KiB | {fmt(m['bytes_per_conn'], 0)} "
+                     f"| {m['note']} |")
+        L.append("")
+    if ab:
+        L += ["## A/B: io_uring features one at a time", "",
+              "The uring server with one default feature switched off "
+              "(`--uring-disable`, `--write-batch`, `--echo-copy`) or one "
+              "opt-in feature switched on (rows starting with +), against "
+              "its default set-up; the variants' runs are interleaved, in "
+              "an order that rotates each round (at least 5 rounds).  TCP, "
+              "64 connections, 64 B (4k: 4 KiB; 64k: 16 connections, 64 "
+              "KiB; bulk: 1 connection sending 64 KiB writes one way, a "
+              "round trip being one write); pipelined is 16 in flight "
+              "(pipelined 64k: 64 connections, 8 messages of 64 KiB in "
+              "flight on each).  "
+              "The feature's effect is the ratio of the run with it to the "
+              "run without it, for either kind of row: above 1 means the "
+              "feature helps by that factor (more round trips/s, or less "
+              "CPU per round trip).", "",
+              "| case | variant | flags | round trips/s | feature's effect "
+              "(rt/s) | server CPU us/rt | feature's effect (CPU) | "
+              "enters/rt | ENOBUFS/rt | p50 us |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        base = {v["case"]: v for v in ab if v["label"] == "default"}
+        for v in ab:
+            b0 = base.get(v["case"])
+            with_, without = (v, b0) if v["label"].startswith("+") else \
+                (b0, v)
+            g1 = (with_["rt_per_s"] / without["rt_per_s"]
+                  if b0 and without["rt_per_s"] and v is not b0 else None)
+            g2 = (without["server_cpu_us_per_rt"] /
+                  with_["server_cpu_us_per_rt"]
+                  if b0 and with_["server_cpu_us_per_rt"] and v is not b0
+                  else None)
+            L.append(f"| {v['case']} | {v['label']} | `{v['flags'] or '-'}` "
+                     f"| {fmt(v['rt_per_s'])} [{fmt(v['rt_per_s_min'])}-"
+                     f"{fmt(v['rt_per_s_max'])}] | {fmt(g1, 2)} | "
+                     f"{fmt(v['server_cpu_us_per_rt'], 2)} | {fmt(g2, 2)} | "
+                     f"{fmt(v['enters_per_rt'], 3)} | "
+                     f"{fmt(v.get('enobufs_per_rt'), 3)} | "
+                     f"{'-' if v['case'] == 'bulk' else fmt(v['p50_us'])} |")
+        L += ["", "Not measured, because ursa leaves it out (docs/DESIGN.md "
+              "says why): " + "; ".join(AB_MISSING) + ".", ""]
+    L += ["UDP cases: each of ursa-load's \"connections\" is a socket of its "
+          "own, connected to the server; a lost datagram counts as an "
+          "error.", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+def render(results, out, previous=None, draw=None):
+    """Writes report.md (and, given draw, the graphs through it) for a
+    stored results.json as the run that made it would have."""
+    rows = results["cases"]
+    cases = [c for c in rows if c["kind"] != "bulk"]
+    bulk = [c for c in rows if c["kind"] == "bulk" and c["backend"] != "iperf3"]
+    ip = [c for c in rows if c["backend"] == "iperf3"]
+    # Runs before the range was stored give the median for both ends.
+    iperf = {k: ip[0].get(k, ip[0]["mb_per_s"])
+             for k in ("mb_per_s", "mb_per_s_min", "mb_per_s_max")} \
+        if ip else None
+    os.makedirs(out, exist_ok=True)
+    made = draw(out, results["env"], cases, bulk, iperf) if draw else []
+    report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
+           made, previous, results.get("ab", []), results.get("profile", []))
+    return os.path.join(out, "report.md")

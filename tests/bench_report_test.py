@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""bench_report_test.py - renders the bench report from a stored
+results.json (tests/data/bench_results.json, a quick run's) through
+`bench.py --render`, and fails on any {...} left unformatted (a string
+that lost its f prefix), on a missing section, on a case or backend of the
+run that the report does not show, and on a module of the package over
+400 lines."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+from checks import check, finish
+
+BENCH, RESULTS = sys.argv[1:3]
+
+with tempfile.TemporaryDirectory(prefix="ursa-report-") as out:
+    r = subprocess.run([sys.executable, BENCH, "--render", RESULTS, "--out",
+                        out], capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, f"render: exit {r.returncode} {r.stderr[-500:]}")
+    path = os.path.join(out, "report.md")
+    text = open(path).read() if os.path.exists(path) else ""
+check(text.startswith("# ursa bench report"), "report.md has its title")
+left = re.findall(r"\{[A-Za-z_][^{}\n]*\}", text)
+check(not left, f"unformatted placeholders in the report: {left[:5]}")
+for section in ["## Targets", "| machine |"]:
+    check(section in text, f"the report has '{section}'")
+results = json.load(open(RESULTS))
+for b in sorted({c["backend"] for c in results["cases"]}):
+    check(b in text, f"the report shows backend {b}")
+for ab in results.get("ab", []):
+    check(ab["label"] in text, f"the report shows A/B row {ab['label']}")
+pkg = os.path.join(os.path.dirname(BENCH), "ursabench")
+for mod in sorted(glob.glob(os.path.join(pkg, "*.py"))):
+    n = sum(1 for _ in open(mod))
+    check(n <= 400, f"{os.path.basename(mod)} is {n} lines (at most 400)")
+finish()
