@@ -5,6 +5,10 @@
 
 #include "core.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* One provided buffer ring.  Buffers go back in any order, so the ring's
  * entries no longer say which buffer follows which; head follows the kernel
  * (it takes entries in ring order, and completions come in that order) so
@@ -75,5 +79,9 @@ bool ursa__slices_next(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
 void ursa__slice_done(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
 /* Hands back every slice left without using it. */
 void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) URSA__HIDDEN;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* URSA_BUFRING_H */

@@ -11,6 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" { /* the layer tests are C++ */
+#define URSA__STATIC_ASSERT static_assert
+#else
+#define URSA__STATIC_ASSERT _Static_assert
+#endif
+
 #define URSA__HIDDEN __attribute__((visibility("hidden")))
 #define URSA__LIKELY(x) __builtin_expect(!!(x), 1)
 #define URSA__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -127,7 +134,8 @@ struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) URSA__HIDDEN;
 bool ursa__sq_reserve(ursa_loop *loop, unsigned n) URSA__HIDDEN;
 /* Fills a kernel timespec from milliseconds. */
 void ursa__ms_to_ts(uint64_t ms, ursa_timespec *ts) URSA__HIDDEN;
-_Static_assert(sizeof(ursa_timespec) == sizeof(struct __kernel_timespec) &&
+URSA__STATIC_ASSERT(sizeof(ursa_timespec) ==
+                            sizeof(struct __kernel_timespec) &&
                    offsetof(ursa_timespec, tv_nsec) ==
                        offsetof(struct __kernel_timespec, tv_nsec),
                "ursa_timespec has the kernel's layout");
@@ -163,5 +171,9 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
 /* Sets up loop->ring per opts, dropping refused flags; fills used. */
 int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
     URSA__HIDDEN;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* URSA_CORE_H */

@@ -1,0 +1,183 @@
+// op_test.cc - the core layer's operations from inside: deferred results,
+// cancel in each state, and the wait list an op joins when the SQ stays
+// full (ops leave it in the order they joined).
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "lib/src/core.h"
+#include "tests/testutil.h"
+
+namespace {
+
+struct Seen {
+  std::vector<int> order;
+  std::vector<int> status;
+};
+
+struct Tm {
+  ursa_timer t{};
+  int id = 0;
+  Seen *seen = nullptr;
+  Tm *then = nullptr;  // deferred from this one's callback
+};
+
+void Record(ursa_timer *t, int status) {
+  auto *m = reinterpret_cast<Tm *>(t);
+  m->seen->order.push_back(m->id);
+  m->seen->status.push_back(status);
+  if (m->then) ursa__op_defer(t->loop, &m->then->t.op, -m->then->id);
+}
+
+// A timer-kind op that was never started, made ready for a deferred result.
+void Prepare(ursa_loop *loop, Tm *m, int id, Seen *seen) {
+  m->id = id;
+  m->seen = seen;
+  m->t.loop = loop;
+  m->t.cb = Record;
+  m->t.op.kind = URSA__OP_TIMER;
+}
+
+TEST(Op, DeferredResultsRunFromTheLoopInOrderOnceEach) {
+  t::Loop lp;
+  ASSERT_EQ(0, lp.status());
+  Seen seen;
+  Tm a, b, c;
+  Prepare(lp.get(), &a, 1, &seen);
+  Prepare(lp.get(), &b, 2, &seen);
+  Prepare(lp.get(), &c, 3, &seen);
+  ursa__op_defer(lp.get(), &a.t.op, -1);
+  ursa__op_defer(lp.get(), &b.t.op, -2);
+  ursa__op_defer(lp.get(), &c.t.op, -3);
+  EXPECT_TRUE(seen.order.empty()) << "a deferred result ran at once";
+  EXPECT_EQ(3u, ursa_loop_alive(lp.get()));
+  EXPECT_EQ(URSA__PENDING, a.t.op.state);
+  EXPECT_EQ(3u, ursa__run_pending(lp.get()));
+  EXPECT_EQ((std::vector<int>{1, 2, 3}), seen.order);
+  EXPECT_EQ((std::vector<int>{-1, -2, -3}), seen.status);
+  EXPECT_EQ(0u, ursa_loop_alive(lp.get()));
+  EXPECT_EQ(0u, ursa__run_pending(lp.get())) << "each runs once";
+  lp.Finish();
+}
+
+TEST(Op, AResultDeferredByACallbackWaitsForTheNextPass) {
+  t::Loop lp;
+  ASSERT_EQ(0, lp.status());
+  Seen seen;
+  Tm a, b;
+  Prepare(lp.get(), &a, 1, &seen);
+  Prepare(lp.get(), &b, 2, &seen);
+  a.then = &b;
+  ursa__op_defer(lp.get(), &a.t.op, -1);
+  EXPECT_EQ(1u, ursa__run_pending(lp.get()));
+  EXPECT_EQ((std::vector<int>{1}), seen.order);
+  EXPECT_EQ(1u, ursa__run_pending(lp.get()));
+  EXPECT_EQ((std::vector<int>{1, 2}), seen.order);
+  lp.Finish();
+}
+
+TEST(Op, CancelFollowsTheOpsState) {
+  t::Loop lp;
+  ASSERT_EQ(0, lp.status());
+  Seen seen;
+  Tm idle, deferred;
+  Prepare(lp.get(), &idle, 1, &seen);
+  EXPECT_EQ(-ENOENT, ursa__op_cancel(lp.get(), &idle.t.op)) << "idle";
+  // A result that is in: the callback is still to come.
+  Prepare(lp.get(), &deferred, 2, &seen);
+  ursa__op_defer(lp.get(), &deferred.t.op, -7);
+  EXPECT_EQ(-EALREADY, ursa__op_cancel(lp.get(), &deferred.t.op));
+  // Armed (a timer in the heap): taken out, -ECANCELED deferred, and a
+  // second cancel is the same request again.
+  Tm armed;
+  Prepare(lp.get(), &armed, 3, &seen);
+  ASSERT_EQ(0, ursa_timer_start(lp.get(), &armed.t, 60000, 0, Record));
+  EXPECT_EQ(URSA__ARMED, armed.t.op.state);
+  EXPECT_EQ(0, ursa__op_cancel(lp.get(), &armed.t.op));
+  EXPECT_EQ(URSA__PENDING, armed.t.op.state);
+  EXPECT_EQ(0, ursa__op_cancel(lp.get(), &armed.t.op));
+  EXPECT_EQ(nullptr, lp.get()->timers) << "still in the heap";
+  EXPECT_EQ(2u, ursa__run_pending(lp.get()));
+  EXPECT_EQ((std::vector<int>{2, 3}), seen.order);
+  EXPECT_EQ((std::vector<int>{-7, -ECANCELED}), seen.status);
+  // An unknown kind is refused by ursa_cancel, not indexed.
+  ursa_op bogus{};
+  bogus.kind = URSA__OP_KINDS;
+  bogus.state = URSA__INFLIGHT;
+  EXPECT_EQ(-EINVAL, ursa_cancel(lp.get(), &bogus));
+  lp.Finish();
+}
+
+struct Sent {
+  ursa_write_req w{};
+  int status = 1;
+};
+
+// Without SUBMIT_ALL the kernel stops a batch at the first SQE it
+// refuses, so an SQ full of refused SQEs frees one slot per submit: a
+// two-SQE op (a write with its linked timeout) cannot get room and joins
+// the wait list, and an op after it waits behind it although one slot is
+// free, so that ops reach the kernel in the order they were started.
+TEST(Op, AFullSqQueuesOpsThatLeaveInOrder) {
+  ursa_loop_options o{};
+  o.sq_entries = 4;
+  o.cq_entries = 64;
+  o.disable = URSA_FEAT_SUBMIT_ALL;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa_loop *loop = lp.get();
+  int a[2], b[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a));
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b));
+  ursa_stream sa{}, sb{};
+  ASSERT_EQ(0, ursa_stream_open(loop, &sa, a[0]));
+  ASSERT_EQ(0, ursa_stream_open(loop, &sb, b[0]));
+  unsigned refused = 0;
+  while (io_uring_sq_space_left(&loop->ring) > 0) {
+    struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+    io_uring_prep_nop(sqe);
+    sqe->opcode = 250; /* no such operation: refused at submit */
+    sqe->user_data = 0;
+    refused++;
+  }
+  ASSERT_EQ(4u, refused);
+  ursa_stats before;
+  ursa_loop_stats(loop, &before);
+  Sent w1, w2;
+  w1.w.data = &w1;
+  w2.w.data = &w2;
+  auto done = [](ursa_write_req *w, int st) {
+    static_cast<Sent *>(w->data)->status = st;
+  };
+  ASSERT_EQ(0, ursa_write(&w1.w, &sa, "first", 5, 5000, done));
+  EXPECT_EQ(URSA__WAITING, sa.send_op.state) << "room was found after all";
+  ASSERT_EQ(0, ursa_write(&w2.w, &sb, "second", 6, 0, done));
+  EXPECT_EQ(URSA__WAITING, sb.send_op.state) << "it jumped the wait list";
+  EXPECT_EQ(&sa.send_op, loop->wait_head);
+  EXPECT_EQ(&sb.send_op, loop->wait_tail);
+  ursa_stats mid;
+  ursa_loop_stats(loop, &mid);
+  EXPECT_GE(mid.sq_full - before.sq_full, 2u);
+  ASSERT_TRUE(lp.RunUntil([&] { return w1.status != 1 && w2.status != 1; }));
+  EXPECT_EQ(0, w1.status) << ursa_err_name(w1.status);
+  EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
+  EXPECT_EQ(nullptr, loop->wait_head);
+  char got[16] = {0};
+  ASSERT_TRUE(t::ReadExactly(a[1], got, 5));
+  EXPECT_EQ(0, memcmp(got, "first", 5));
+  ASSERT_TRUE(t::ReadExactly(b[1], got, 6));
+  EXPECT_EQ(0, memcmp(got, "second", 6));
+  static int closed;
+  closed = 0;
+  ASSERT_EQ(0, ursa_stream_close(&sa, [](ursa_stream *) { closed++; }));
+  ASSERT_EQ(0, ursa_stream_close(&sb, [](ursa_stream *) { closed++; }));
+  ASSERT_TRUE(lp.RunUntil([&] { return closed == 2; }));
+  close(a[1]);
+  close(b[1]);
+  lp.Finish();
+}
+
+}  // namespace
