@@ -68,22 +68,19 @@ for prog, src in SOURCES.items():
           f"{name}: an unknown flag gives {r.returncode} {r.stderr!r}")
 
 # GNU conventions, through ursa-load and ursa-echo-client.
-r = run(LOAD, "127.0.0.1:1", "--inf=0")
-check(r.returncode == 2 and "--inflight wants a whole number" in r.stderr,
-      f"an abbreviation is the whole flag: {r.stderr!r}")
-r = run(LOAD, "127.0.0.1:1", "--conn=1")
-check(r.returncode == 2 and "option '--conn' is ambiguous" in r.stderr,
-      f"an ambiguous abbreviation is refused: {r.stderr!r}")
-r = run(LOAD, "127.0.0.1:1", "--bulk=yes")
-check(r.returncode == 2 and "option '--bulk' takes no value" in r.stderr,
-      f"a value for a flag that takes none: {r.stderr!r}")
-r = run(LOAD, "127.0.0.1:1", "--size")
-check(r.returncode == 2 and "option '--size' needs a value" in r.stderr,
-      f"a flag without its value: {r.stderr!r}")
-r = run(CLIENT, "--", "--not-a-flag")
-check(r.returncode == 2 and "bad address" in r.stderr,
-      f"'--' ends the options: {r.stderr!r}")
-r = run(CLIENT, "127.0.0.1:1", "127.0.0.2:1")
-check(r.returncode == 2 and "one address only" in r.stderr,
-      f"two addresses: {r.stderr!r}")
+for prog, args, says, what in [
+    (LOAD, ["--inf=0"], "--inflight wants a whole number",
+     "an abbreviation is the whole flag"),
+    (LOAD, ["--conn=1"], "option '--conn' is ambiguous",
+     "an ambiguous abbreviation is refused"),
+    (LOAD, ["--bulk=yes"], "option '--bulk' takes no value",
+     "a value for a flag that takes none"),
+    (LOAD, ["--size"], "option '--size' needs a value",
+     "a flag without its value"),
+    (CLIENT, ["--", "--not-a-flag"], "bad address", "'--' ends the options"),
+    (CLIENT, ["127.0.0.2:1"], "one address only", "two addresses"),
+]:
+    r = run(prog, "127.0.0.1:1", *args) if prog is LOAD or args[0] != "--" \
+        else run(prog, *args)
+    check(r.returncode == 2 and says in r.stderr, f"{what}: {r.stderr!r}")
 finish()

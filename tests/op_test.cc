@@ -1,6 +1,6 @@
 // op_test.cc - the core layer's operations from inside: deferred results,
-// cancel in each state, and the wait list an op joins when the SQ stays
-// full (ops leave it in the order they joined).
+// cancel in each state, the wait list an op joins when the SQ stays full
+// (ops leave it in the order they joined), and the cancel list.
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -158,12 +158,27 @@ TEST(Op, AFullSqQueuesOpsThatLeaveInOrder) {
   EXPECT_EQ(URSA__WAITING, sb.send_op.state) << "it jumped the wait list";
   EXPECT_EQ(&sa.send_op, loop->wait_head);
   EXPECT_EQ(&sb.send_op, loop->wait_tail);
+  // A third, cancelled while it waits: it never reaches the kernel, and
+  // the list stays whole around it.
+  int c[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c));
+  ursa_stream sc{};
+  ASSERT_EQ(0, ursa_stream_open(loop, &sc, c[0]));
+  Sent w3;
+  w3.w.data = &w3;
+  ASSERT_EQ(0, ursa_write(&w3.w, &sc, "third", 5, 0, done));
+  EXPECT_EQ(URSA__WAITING, sc.send_op.state);
+  ASSERT_EQ(0, ursa_write_cancel(&w3.w));
+  EXPECT_EQ(&sb.send_op, loop->wait_tail) << "the cancelled op stayed";
   ursa_stats mid;
   ursa_loop_stats(loop, &mid);
   EXPECT_GE(mid.sq_full - before.sq_full, 2u);
-  ASSERT_TRUE(lp.RunUntil([&] { return w1.status != 1 && w2.status != 1; }));
+  ASSERT_TRUE(lp.RunUntil(
+      [&] { return w1.status != 1 && w2.status != 1 && w3.status != 1; }));
   EXPECT_EQ(0, w1.status) << ursa_err_name(w1.status);
   EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
+  EXPECT_EQ(-ECANCELED, w3.status) << ursa_err_name(w3.status);
+  EXPECT_EQ(0u, w3.w.done);
   EXPECT_EQ(nullptr, loop->wait_head);
   char got[16] = {0};
   ASSERT_TRUE(t::ReadExactly(a[1], got, 5));
@@ -174,9 +189,66 @@ TEST(Op, AFullSqQueuesOpsThatLeaveInOrder) {
   closed = 0;
   ASSERT_EQ(0, ursa_stream_close(&sa, [](ursa_stream *) { closed++; }));
   ASSERT_EQ(0, ursa_stream_close(&sb, [](ursa_stream *) { closed++; }));
-  ASSERT_TRUE(lp.RunUntil([&] { return closed == 2; }));
+  ASSERT_EQ(0, ursa_stream_close(&sc, [](ursa_stream *) { closed++; }));
+  ASSERT_TRUE(lp.RunUntil([&] { return closed == 3; }));
+  char rest;
+  EXPECT_EQ(0, read(c[1], &rest, 1)) << "the cancelled write reached the peer";
   close(a[1]);
   close(b[1]);
+  close(c[1]);
+  lp.Finish();
+}
+
+// A cancel that finds no SQE waits on the cancel list and goes out on the
+// next round.  The SQ is made unsubmittable for the moment of the cancel
+// (the ring's descriptor hidden from liburing), so that handing the queue
+// to the kernel frees nothing.
+TEST(Op, ACancelThatFindsNoSqeWaitsOnTheCancelList) {
+  ursa_loop_options o{};
+  o.sq_entries = 4;
+  o.disable = URSA_FEAT_REG_RING_FD;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa_loop *loop = lp.get();
+  int sv[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  ursa_stream s{};
+  ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
+  Sent w;
+  w.w.data = &w;
+  std::vector<char> msg = t::RandomBytes(1000, 5);
+  ASSERT_EQ(0, ursa_write(&w.w, &s, msg.data(), msg.size(), 0,
+                          [](ursa_write_req *r, int st) {
+                            static_cast<Sent *>(r->data)->status = st;
+                          }));
+  EXPECT_EQ(URSA__INFLIGHT, s.send_op.state) << "in the SQ, not submitted";
+  while (io_uring_sq_space_left(&loop->ring) > 0) {
+    struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+    io_uring_prep_nop(sqe);
+    sqe->user_data = 0;
+  }
+  int fd = loop->ring.enter_ring_fd;
+  loop->ring.enter_ring_fd = -1;
+  int r = ursa_write_cancel(&w.w);
+  loop->ring.enter_ring_fd = fd;
+  EXPECT_EQ(0, r);
+  EXPECT_EQ(&s.send_op, loop->cancel_head) << "the cancel found an SQE";
+  EXPECT_TRUE(s.send_op.flags & URSA__F_CANCELQ);
+  ASSERT_TRUE(lp.RunUntil([&] { return w.status != 1; }));
+  EXPECT_EQ(nullptr, loop->cancel_head);
+  // The send went first, so it may have finished before its cancel.
+  EXPECT_TRUE(w.status == 0 || w.status == -ECANCELED)
+      << ursa_err_name(w.status);
+  std::vector<char> got(w.w.done);
+  ASSERT_TRUE(t::ReadExactly(sv[1], got.data(), got.size()));
+  EXPECT_TRUE(t::SameBytes(std::vector<char>(msg.begin(),
+                                             msg.begin() + w.w.done),
+                           got));
+  static bool closed;
+  closed = false;
+  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+  ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+  close(sv[1]);
   lp.Finish();
 }
 
