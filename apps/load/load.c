@@ -583,7 +583,7 @@ int main(int argc, char **argv) {
   }
   L.cs = calloc((size_t)L.conns, sizeof(conn));
   char *bufs = malloc(total);
-  slot *slots = calloc((size_t)L.conns * (size_t)L.inflight, sizeof(slot));
+  slot *slots = calloc(per, sizeof(slot));
   if (!L.cs || !bufs || !slots) {
     fprintf(stderr, "ursa-load: not enough memory for %ld x %ld x %ld bytes\n",
             L.conns, L.inflight, L.size);

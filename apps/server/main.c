@@ -1,6 +1,7 @@
 /* main.c - ursa-echo-server: one command line, five I/O models (uring,
- * epoll, select, blocking, libuv), the same wire behaviour, and a summary of what
- * each spent (CPU time, system calls) for the bench suite to compare. */
+ * epoll, select, blocking, libuv), the same wire behaviour, and a summary
+ * of what each spent (CPU time, system calls) for the bench suite to
+ * compare. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -109,8 +109,7 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   d->flags |= D_RECEIVING;
   d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
-    d->base.nops++;
-    ursa__op_submit(d->loop, &d->recv_op);
+    ursa__handle_submit(d->loop, &d->base, &d->recv_op);
   }
   return 0;
 }
@@ -200,7 +199,8 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   if (flags & IORING_CQE_F_BUFFER) {
     /* One datagram, one buffer: the slice is the whole of it. */
     ursa__slices it;
-    if (!ursa__slices_begin(loop, &loop->bufs->rings[0], &it, res, flags, false)) {
+    if (!ursa__slices_begin(loop, &loop->bufs->rings[0], &it, res, flags,
+                            false)) {
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
     } else if (ursa__slices_next(loop, &it)) {
@@ -235,8 +235,7 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
     ursa__op_resubmit(loop, op);
     return;
   }
-  ursa__op_done(loop, op);
-  d->base.nops--;
+  ursa__handle_op_end(loop, &d->base, op);
   if (!again && !d->base.closing) {
     d->flags &= ~D_RECEIVING;
     d->recv_cb(d, res, NULL, NULL, 0, 0);
@@ -280,8 +279,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
   req->snext = d->sends;
   if (d->sends) d->sends->sprev = req;
   d->sends = req;
-  d->base.nops++;
-  ursa__op_submit(d->loop, &req->op);
+  ursa__handle_submit(d->loop, &d->base, &req->op);
   return 0;
 }
 
@@ -319,8 +317,7 @@ void ursa__dsend_complete(ursa_loop *loop, ursa_op *op, int res,
     /* Datagrams go out whole or not at all. */
     status = (size_t)res == req->iov.iov_len ? 0 : -EMSGSIZE;
   }
-  ursa__op_done(loop, op);
-  d->base.nops--;
+  ursa__handle_op_end(loop, &d->base, op);
   req->cb(req, status); /* may free req */
   maybe_finish_close(d);
 }

@@ -228,8 +228,7 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
     }
   }
   if (more) return;
-  ursa__op_done(loop, op);
-  l->base.nops--;
+  ursa__handle_op_end(loop, &l->base, op);
   maybe_finish_close(l);
 }
 

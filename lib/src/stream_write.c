@@ -189,8 +189,7 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
 
 /* Calls back a write taken off the queue (it may free w). */
 static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
-  ursa__op_done(s->loop, &w->op);
-  s->base.nops--;
+  ursa__handle_op_end(s->loop, &s->base, &w->op);
   w->cb(w, status);
 }
 

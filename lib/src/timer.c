@@ -77,7 +77,6 @@ static void heap_remove(ursa_loop *loop, ursa_timer *t) {
     else
       t->prev->sibling = t->sibling;
     if (t->sibling) t->sibling->prev = t->prev;
-    t->sibling = t->prev = NULL;
     loop->timers = meld(loop->timers, merge_pairs(t->child));
   }
   if (loop->timers) loop->timers->prev = NULL;
