@@ -185,12 +185,7 @@ TEST(Op, AFullSqQueuesOpsThatLeaveInOrder) {
   EXPECT_EQ(0, memcmp(got, "first", 5));
   ASSERT_TRUE(t::ReadExactly(b[1], got, 6));
   EXPECT_EQ(0, memcmp(got, "second", 6));
-  static int closed;
-  closed = 0;
-  ASSERT_EQ(0, ursa_stream_close(&sa, [](ursa_stream *) { closed++; }));
-  ASSERT_EQ(0, ursa_stream_close(&sb, [](ursa_stream *) { closed++; }));
-  ASSERT_EQ(0, ursa_stream_close(&sc, [](ursa_stream *) { closed++; }));
-  ASSERT_TRUE(lp.RunUntil([&] { return closed == 3; }));
+  ASSERT_TRUE(lp.CloseStreams({&sa, &sb, &sc}));
   char rest;
   EXPECT_EQ(0, read(c[1], &rest, 1)) << "the cancelled write reached the peer";
   close(a[1]);
@@ -244,10 +239,7 @@ TEST(Op, ACancelThatFindsNoSqeWaitsOnTheCancelList) {
   EXPECT_TRUE(t::SameBytes(std::vector<char>(msg.begin(),
                                              msg.begin() + w.w.done),
                            got));
-  static bool closed;
-  closed = false;
-  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
-  ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+  ASSERT_TRUE(lp.CloseStreams({&s}));
   close(sv[1]);
   lp.Finish();
 }

@@ -1350,10 +1350,7 @@ TEST(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
     EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
     EXPECT_EQ(k4G, w2.w.done);
     EXPECT_EQ(0, w3.status) << ursa_err_name(w3.status);
-    static bool closed;
-    closed = false;
-    ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
-    ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
+    ASSERT_TRUE(lp.CloseStreams({&s}));
     lp.Finish();
   }
   reader.join();
@@ -1439,10 +1436,8 @@ void ZeroCopyRefusalUnderCancel(int family, size_t size, bool low_memlock) {
   EXPECT_EQ(0, w2.status) << ursa_err_name(w2.status);
   // Closed with a write in flight: cancelled (or sent), not refused.
   ASSERT_EQ(0, ursa_write(&w3.w, &s, second.data(), second.size(), 0, ZwDone));
-  static bool closed;
-  closed = false;
-  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
-  ASSERT_TRUE(lp.RunUntil([&] { return closed && w3.status != 1; }));
+  ASSERT_TRUE(lp.CloseStreams({&s}));
+  EXPECT_NE(1, w3.status) << "the write was not called back before close";
   EXPECT_TRUE(w3.status == 0 || w3.status == -ECANCELED)
       << ursa_err_name(w3.status);
   lp.Finish();

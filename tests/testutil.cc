@@ -166,6 +166,22 @@ void Loop::Finish(int ms) {
   loop_ = nullptr;
 }
 
+namespace {
+thread_local int streams_closed;
+}  // namespace
+
+bool Loop::CloseStreams(std::initializer_list<ursa_stream *> streams, int ms) {
+  streams_closed = 0;
+  int want = 0;
+  for (ursa_stream *s : streams) {
+    int r = ursa_stream_close(s, [](ursa_stream *) { streams_closed++; });
+    EXPECT_EQ(0, r) << "ursa_stream_close: " << ursa_strerror(r);
+    if (r) return false;
+    want++;
+  }
+  return RunUntil([&] { return streams_closed == want; }, ms);
+}
+
 // ---- EchoServer ----
 
 struct EchoServer::Conn {

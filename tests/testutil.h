@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <functional>
+#include <initializer_list>
 #include <set>
 #include <string>
 #include <vector>
@@ -62,6 +63,11 @@ class Loop {
   bool RunUntil(const std::function<bool()> &done, int ms = 20000);
   // Runs until no operation is active, bounded; asserts a clean close.
   void Finish(int ms = 20000);
+  // Closes each stream and runs until every close callback has run (the
+  // streams' operations are called back before); false (and a test
+  // failure) when a close is refused or does not finish within ms.
+  bool CloseStreams(std::initializer_list<ursa_stream *> streams,
+                    int ms = 20000);
 
  private:
   ursa_loop *loop_ = nullptr;
