@@ -1,18 +1,5 @@
 """analysis.py - the targets table and the analysis that bounds each
 target not met, from the run's own counters and profile."""
-import datetime
-import json
-import os
-import platform
-import re
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 
 from .config import PROFILE_BUCKETS
 

@@ -1,15 +1,11 @@
 """cli.py - the command line: what to run, in what order, and where the
 results go."""
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -1,20 +1,5 @@
 """config.py - the bench as data: the backends, the case matrix, the A/B
 variants, and the profile's buckets."""
-import datetime
-import json
-import os
-import platform
-import re
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-
-
 
 BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
 

@@ -1,17 +1,7 @@
 """plots.py - the graphs (gnuplot, SVG and PNG) drawn from the cases."""
-import datetime
-import json
 import os
-import platform
-import re
-import resource
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 
 from .config import BACKENDS, COLOURS
 

@@ -1,22 +1,16 @@
 """probes.py - the outside measurements: iperf3's loopback limit, memory
 per idle connection, and a perf profile of a server charged to buckets."""
-import datetime
 import json
 import os
-import platform
 import re
-import resource
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 
 from .config import (PROFILE_BUCKETS, PROFILE_LOCKS, PROFILE_PASS_ON,
                      SYSCALL_WRAPPERS)
-from .runner import Failure, Server, run_load, sh
+from .runner import Server
 
 
 def iperf3(a, tmp):

@@ -1,18 +1,6 @@
 """report.py - report.md from a run's results, and rendering one again
 from a stored results.json."""
-import datetime
-import json
 import os
-import platform
-import re
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 
 from .analysis import fmt, targets
 from .config import AB_MISSING

@@ -5,14 +5,9 @@ import json
 import os
 import platform
 import re
-import resource
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 
 from .config import AB_CASES, AB_REPEATS, AB_VARIANTS
 
