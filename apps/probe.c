@@ -1,5 +1,6 @@
-/* probe.c - ursa-probe: what io_uring offers on this machine and what a
- * default ursa loop uses, as text or (--json) JSON. */
+/* probe.c - ursa-probe: what io_uring offers on this machine, which
+ * backend a default ursa loop gets and why, and what it uses, as text or
+ * (--json) JSON.  Exit 0 when a loop can be made (on either backend). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,5 +29,5 @@ int main(int argc, char **argv) {
   ursa_features_format(&f, json, buf, (size_t)n + 1);
   printf("%s%s", buf, json ? "\n" : "");
   free(buf);
-  return f.setup_error ? 1 : 0;
+  return r == 0 ? 0 : 1;
 }

@@ -15,7 +15,7 @@ import threading
 from checks import check, finish  # noqa: F401 (the suites import them here)
 
 SERVER, LOAD, CLIENT, NO_URING = sys.argv[1:5]
-BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
+BACKENDS = ["uring", "ursa-epoll", "epoll", "select", "blocking", "libuv"]
 
 
 class Server:

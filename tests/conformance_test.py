@@ -23,9 +23,9 @@ from apptest import (BACKENDS, CLIENT, LOAD, NO_URING, SERVER, Server, check,
                      sockaddr)
 
 
-def load(addr, conns, *extra):
+def load(addr, conns, *extra, wrap=()):
     out = tempfile.mktemp(prefix="ursa-load-", suffix=".json")
-    r = subprocess.run([LOAD, addr, "--connections", str(conns),
+    r = subprocess.run([*wrap, LOAD, addr, "--connections", str(conns),
                         "--duration", "1", "--warmup", "0", "--json", out,
                         *extra], capture_output=True, text=True, timeout=60)
     res = {}
@@ -201,19 +201,21 @@ def test_uring_only(tmp):
                            capture_output=True, text=True, timeout=20)
         check(r.returncode == 2 and says in r.stderr,
               f"--uring-enable {v}: exit {r.returncode}, {r.stderr!r}")
-    srv = Server("uring", "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")
-    for n in [1, 500, 9000]:
-        d = random.randbytes(n)
-        check(echo_stream(srv.addr, d, socket.SOCK_SEQPACKET) == d,
-              f"uring: seqpacket {n}")
-    srv.stop()
-    srv = Server("uring", "--proto", "unixgram", listen=f"unix:{tmp}/g.sock")
-    echo_dgram(srv.addr, [0, 1, 1400, 60000])
-    srv.stop()
+    # Messages on the library, either backend.
+    for b in ["uring", "ursa-epoll"]:
+        srv = Server(b, "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")
+        for n in [1, 500, 9000]:
+            d = random.randbytes(n)
+            check(echo_stream(srv.addr, d, socket.SOCK_SEQPACKET) == d,
+                  f"{b}: seqpacket {n}")
+        srv.stop()
+        srv = Server(b, "--proto", "unixgram", listen=f"unix:{tmp}/g.sock")
+        echo_dgram(srv.addr, [0, 1, 1400, 60000])
+        srv.stop()
     r = subprocess.run([SERVER, "--backend", "epoll", "--proto", "seqpacket",
                         "--listen", f"unix:{tmp}/x.sock"], capture_output=True,
                        text=True, timeout=20)
-    check(r.returncode == 2 and "uring backend only" in r.stderr,
+    check(r.returncode == 2 and "uring and ursa-epoll only" in r.stderr,
           f"seqpacket on epoll: {r.returncode} {r.stderr!r}")
     # auto picks uring where io_uring works (it does here).
     srv = Server("auto")
@@ -237,20 +239,43 @@ def test_without_io_uring():
           "epoll backend" in r.stderr,
           f"uring without io_uring: {r.returncode} {r.stderr!r}")
     p = subprocess.Popen([NO_URING, SERVER, "--backend", "auto", "--listen",
-                          "127.0.0.1:0", "--duration", "3"],
+                          "127.0.0.1:0", "--duration", "20"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     line = p.stdout.readline()
     m = re.search(r"server: (\S+) tcp listening on (\S+)$", line.strip())
-    check(m is not None and m.group(1) == "epoll",
+    check(m is not None and m.group(1) == "ursa-epoll",
           f"auto without io_uring: {line!r}")
     if m:
+        addr = m.group(2)
         d = random.randbytes(5000)
-        check(echo_stream(m.group(2), d) == d, "auto fallback echoes")
+        check(echo_stream(addr, d) == d, "auto fallback echoes")
+        # The clients run unchanged there too, on the library's AUTO.
+        r, res = load(addr, 16, wrap=(NO_URING,))
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("round_trips", 0) > 0,
+              f"ursa-load without io_uring: {r.returncode} {res} "
+              f"{r.stderr!r}")
+        r = subprocess.run([NO_URING, CLIENT, addr, "--message", "no ring"],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 0 and "no ring" in r.stdout,
+              f"ursa-echo-client without io_uring: {r.returncode} "
+              f"{r.stdout!r} {r.stderr!r}")
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=20)
-    check(p.returncode == 0 and "using epoll" in err,
+    check(p.returncode == 0 and "using epoll" in err and "seccomp" in err,
           f"auto fallback said nothing: {p.returncode} {err!r}")
+    # The probe says which backend a loop gets there, and why.
+    probe = os.path.join(os.path.dirname(SERVER), "ursa-probe")
+    r = subprocess.run([NO_URING, probe, "--json"], capture_output=True,
+                       text=True, timeout=20)
+    try:
+        j = json.loads(r.stdout)
+    except ValueError:
+        j = {}
+    check(r.returncode == 0 and j.get("backend") == "epoll" and
+          "EPERM" in j.get("backend_why", ""),
+          f"ursa-probe without io_uring: {r.returncode} {r.stdout!r}")
 
 
 def test_load_notices_corruption():

@@ -89,10 +89,7 @@ class Dgram : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     dir_ = tmp_.path();
-    opts_.disable = std::get<0>(GetParam()).disable;
-    opts_.direct_files = std::get<0>(GetParam()).direct_files;
-    opts_.zc_threshold = std::get<0>(GetParam()).zc_threshold;
-    opts_.enable = std::get<0>(GetParam()).enable;
+    t::ApplyVariant(std::get<0>(GetParam()), &opts_);
     opts_.buf_size = 65536 + 1024;
     opts_.buf_count = 64;
     Make();

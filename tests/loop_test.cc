@@ -291,23 +291,51 @@ TEST(Loop, ErrorNamesAndMessages) {
   EXPECT_EQ((unsigned)URSA_VERSION_HEX, ursa_version());
 }
 
-TEST(Loop, BlockedIoUringGivesAClearError) {
+// One round trip of n bytes through an echo server on loop, byte-exact.
+bool EchoRoundTrip(ursa_loop *loop, size_t n) {
+  t::EchoServer srv(loop, AF_INET);
+  std::vector<char> payload = t::RandomBytes(n, 7);
+  t::EchoClient c(loop, srv.addr(), srv.addrlen(), payload, 4096);
+  for (int i = 0; i < 100000 && !c.done(); i++)
+    if (ursa_loop_run(loop, URSA_RUN_ONCE) < 0) return false;
+  srv.Close();
+  for (int i = 0; i < 100000 && !srv.closed(); i++)
+    if (ursa_loop_run(loop, URSA_RUN_ONCE) < 0) return false;
+  return c.done() && c.got.size() == payload.size() && c.got == payload &&
+         srv.closed();
+}
+
+// Where io_uring_setup is refused, URING fails with the reason and AUTO
+// (the default) runs the same program on epoll, saying why.
+TEST(Loop, BlockedIoUringFallsBackToEpollUnderAuto) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     if (t_block_io_uring() != 0) _exit(10);
     ursa_loop *loop = nullptr;
-    int r = ursa_loop_new(&loop, nullptr);
+    ursa_loop_options o{};
+    o.backend = URSA_BACKEND_URING;
+    int r = ursa_loop_new(&loop, &o);
     if (r != -EPERM || loop) _exit(11);
     char why[512];
     ursa_explain_setup_error(r, why, sizeof(why));
     if (!strstr(why, "seccomp") && !strstr(why, "io_uring_disabled")) _exit(12);
     ursa_features f;
     if (ursa_probe(&f) != -EPERM || f.setup_error != -EPERM) _exit(13);
-    char json[4096];
+    char json[8192];
     ursa_features_format(&f, 1, json, sizeof(json));
     if (!strstr(json, "\"io_uring\":false") || !strstr(json, "EPERM"))
       _exit(14);
+    if (ursa_loop_new(&loop, nullptr) != 0 || !loop) _exit(15);
+    if (strcmp("epoll", ursa_loop_backend(loop))) _exit(16);
+    ursa_loop_features(loop, &f);
+    if (f.backend != URSA_BACKEND_EPOLL || !strstr(f.backend_why, "EPERM") ||
+        !strstr(f.backend_why, "seccomp"))
+      _exit(17);
+    ursa_features_format(&f, 0, json, sizeof(json));
+    if (!strstr(json, "backend: epoll (auto: io_uring set-up failed")) _exit(18);
+    if (!EchoRoundTrip(loop, 1 << 20)) _exit(19);
+    if (ursa_loop_close(loop) != 0) _exit(20);
     _exit(0);
   }
   int st = 0;
@@ -315,6 +343,91 @@ TEST(Loop, BlockedIoUringGivesAClearError) {
   ASSERT_TRUE(WIFEXITED(st));
   if (WEXITSTATUS(st) == 10) GTEST_SKIP() << "needs seccomp filters";
   EXPECT_EQ(0, WEXITSTATUS(st)) << "child step " << WEXITSTATUS(st) << " failed";
+}
+
+// The backend asked for is the one used, and the report says so: on epoll
+// the features only io_uring has are never shown in use, even when their
+// options ask for them.
+TEST(Loop, EpollBackendReportsItselfHonestly) {
+  ursa_loop_options o{};
+  o.backend = URSA_BACKEND_EPOLL;
+  o.direct_files = 64;
+  o.zc_threshold = 1024;
+  o.enable = URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC;
+  ursa_loop *loop = nullptr;
+  ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+  EXPECT_STREQ("epoll", ursa_loop_backend(loop));
+  ursa_features f;
+  ursa_loop_features(loop, &f);
+  EXPECT_EQ(URSA_BACKEND_EPOLL, f.backend);
+  EXPECT_NE(nullptr, strstr(f.backend_why, "asked for")) << f.backend_why;
+  const uint32_t only_uring =
+      URSA_FEAT_SUBMIT_ALL | URSA_FEAT_COOP_TASKRUN | URSA_FEAT_SINGLE_ISSUER |
+      URSA_FEAT_DEFER_TASKRUN | URSA_FEAT_REG_RING_FD | URSA_FEAT_SEND_ZC |
+      URSA_FEAT_DIRECT_FILES | URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
+      URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP;
+  EXPECT_EQ(0u, f.used & only_uring) << std::hex << f.used;
+  EXPECT_EQ((uint32_t)(URSA_FEAT_BUF_RING | URSA_FEAT_MULTISHOT_ACCEPT |
+                       URSA_FEAT_MULTISHOT_RECV),
+            f.used);
+  char text[8192];
+  ursa_features_format(&f, 0, text, sizeof(text));
+  EXPECT_NE(nullptr, strstr(text, "backend: epoll (asked for")) << text;
+  EXPECT_NE(nullptr, strstr(text, "io_uring only; backend is epoll")) << text;
+  ursa_features_format(&f, 1, text, sizeof(text));
+  EXPECT_NE(nullptr, strstr(text, "\"backend\":\"epoll\"")) << text;
+  // A direct-descriptor loop's streams still get ordinary descriptors.
+  ursa_stats st0;
+  ursa_loop_stats(loop, &st0);
+  EXPECT_TRUE(EchoRoundTrip(loop, 256 << 10));
+  ursa_stats st1;
+  ursa_loop_stats(loop, &st1);
+  // enters counts the backend's system calls: at least a recv and a send
+  // per 16 KiB each way.
+  EXPECT_GT(st1.enters - st0.enters, 2u * (256 / 16));
+  EXPECT_EQ(0u, st1.zc_sends);
+  EXPECT_EQ(0u, st1.bufs_out);
+  EXPECT_EQ(0, ursa_loop_close(loop));
+}
+
+// URSA_BACKEND overrides AUTO, and only AUTO; a bad value is refused by
+// name.
+TEST(Loop, BackendEnvironmentVariableOverridesAutoOnly) {
+  struct Env {
+    ~Env() { unsetenv("URSA_BACKEND"); }
+  } restore;
+  ursa_loop *loop = nullptr;
+  ursa_features f;
+  ASSERT_EQ(0, setenv("URSA_BACKEND", "epoll", 1));
+  ASSERT_EQ(0, ursa_loop_new(&loop, nullptr));
+  EXPECT_STREQ("epoll", ursa_loop_backend(loop));
+  ursa_loop_features(loop, &f);
+  EXPECT_NE(nullptr, strstr(f.backend_why, "URSA_BACKEND=epoll"));
+  EXPECT_EQ(0, ursa_loop_close(loop));
+
+  ursa_loop_options o{};
+  o.backend = URSA_BACKEND_URING;
+  ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+  EXPECT_STREQ("io_uring", ursa_loop_backend(loop));
+  EXPECT_EQ(0, ursa_loop_close(loop));
+
+  ASSERT_EQ(0, setenv("URSA_BACKEND", "uring", 1));
+  o.backend = URSA_BACKEND_EPOLL;
+  ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+  EXPECT_STREQ("epoll", ursa_loop_backend(loop));
+  EXPECT_EQ(0, ursa_loop_close(loop));
+  ASSERT_EQ(0, ursa_loop_new(&loop, nullptr));
+  EXPECT_STREQ("io_uring", ursa_loop_backend(loop));
+  EXPECT_EQ(0, ursa_loop_close(loop));
+
+  ASSERT_EQ(0, setenv("URSA_BACKEND", "kqueue", 1));
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, nullptr));
+  EXPECT_EQ(nullptr, loop);
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "URSA_BACKEND=kqueue"))
+      << ursa_error_detail();
+  o.backend = (ursa_backend)7;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "backend 7"));
 }
 
 TEST(Loop, ExplainsEachSetupError) {

@@ -23,10 +23,7 @@ using Param = std::tuple<t::Variant, int>;
 class Stream : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
-    opts_.disable = std::get<0>(GetParam()).disable;
-    opts_.direct_files = std::get<0>(GetParam()).direct_files;
-    opts_.zc_threshold = std::get<0>(GetParam()).zc_threshold;
-    opts_.enable = std::get<0>(GetParam()).enable;
+    t::ApplyVariant(std::get<0>(GetParam()), &opts_);
     Make();
   }
   void Make() {

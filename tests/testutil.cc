@@ -30,11 +30,25 @@ const Variant kVariants[] = {
     {"bundles_and_parts", 0, 0, 0, URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC},
     {"bundles_only", 0, 0, 0, URSA_FEAT_RECV_BUNDLE},
     {"by_parts_only", 0, 0, 0, URSA_FEAT_BUF_INC},
+    // The library's epoll backend, with its multishot behaviour and with
+    // the single-shot paths.
+    {"epoll", 0, 0, 0, 0, URSA_BACKEND_EPOLL},
+    {"epoll_single_shot",
+     URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV, 0, 0, 0,
+     URSA_BACKEND_EPOLL},
 };
 const size_t kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 
 std::string VariantName(const ::testing::TestParamInfo<Variant> &info) {
   return info.param.name;
+}
+
+void ApplyVariant(const Variant &v, ursa_loop_options *o) {
+  o->disable = v.disable;
+  o->direct_files = v.direct_files;
+  o->zc_threshold = v.zc_threshold;
+  o->enable = v.enable;
+  o->backend = v.backend ? v.backend : URSA_BACKEND_URING;
 }
 
 socklen_t LoopbackAddr(int family, sockaddr_storage *ss, uint16_t port) {

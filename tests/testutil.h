@@ -26,10 +26,13 @@ struct Variant {
   unsigned direct_files; /* accepted streams on direct descriptors */
   unsigned zc_threshold; /* writes this large go zero-copy */
   uint32_t enable;       /* opt-in features */
+  ursa_backend backend;  /* 0 (AUTO) for the ring variants */
 };
 extern const Variant kVariants[];
 extern const size_t kNumVariants;
 std::string VariantName(const ::testing::TestParamInfo<Variant> &info);
+// Sets a loop's options as the variant says.
+void ApplyVariant(const Variant &v, ursa_loop_options *o);
 
 // 127.0.0.1:0 or [::1]:0.
 socklen_t LoopbackAddr(int family, sockaddr_storage *ss, uint16_t port = 0);

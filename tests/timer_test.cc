@@ -27,9 +27,7 @@ void OnFire(ursa_timer *tm, int status) {
 class Timer : public ::testing::TestWithParam<t::Variant> {
  protected:
   void SetUp() override {
-    opts_.disable = GetParam().disable;
-    opts_.direct_files = GetParam().direct_files;
-    opts_.zc_threshold = GetParam().zc_threshold;
+    t::ApplyVariant(GetParam(), &opts_);
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }

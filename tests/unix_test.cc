@@ -26,10 +26,7 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
  protected:
   void SetUp() override {
     dir_ = tmp_.path();
-    opts_.disable = GetParam().disable;
-    opts_.direct_files = GetParam().direct_files;
-    opts_.zc_threshold = GetParam().zc_threshold;
-    opts_.enable = GetParam().enable;
+    t::ApplyVariant(GetParam(), &opts_);
     lp_.reset(new t::Loop(&opts_));
     ASSERT_EQ(0, lp_->status());
   }

@@ -247,12 +247,13 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   if (o->buf_size) lo.buf_size = o->buf_size;
   lo.buf_count = o->buf_count;
   lo.zc_threshold = o->zc_threshold;
+  lo.backend = o->lib_backend;
   int r = ursa_loop_new(&S.loop, &lo);
   if (r < 0) {
     char why[512];
     ursa_explain_setup_error(r, why, sizeof(why));
-    fprintf(stderr, "ursa-echo-server: the uring backend cannot start: %s\n",
-            why);
+    fprintf(stderr, "ursa-echo-server: the %s backend cannot start: %s\n",
+            o->backend, why);
     return 2;
   }
   const struct sockaddr *sa = (const struct sockaddr *)&o->listen.ss;

@@ -22,13 +22,18 @@
 
 #define PROG "ursa-echo-server"
 
-/* "auto" is not in the table: it means uring, or epoll where io_uring
- * cannot be set up (resolved in main). */
+/* uring and ursa-epoll are the same server on the library, forced to one
+ * backend; "auto" is the library's choice (resolved in main). */
 static const backend backends[] = {
-    {"uring", serve_uring},   {"epoll", serve_epoll},
-    {"select", serve_select}, {"blocking", serve_blocking},
-    {"libuv", serve_libuv},
+    {"uring", serve_uring},   {"ursa-epoll", serve_uring},
+    {"epoll", serve_epoll},   {"select", serve_select},
+    {"blocking", serve_blocking}, {"libuv", serve_libuv},
 };
+
+/* The servers that run on the library. */
+static int on_ursa(const char *name) {
+  return !strcmp(name, "uring") || !strcmp(name, "ursa-epoll");
+}
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
 
 static const char *const proto_names[] = {"tcp", "udp", "unix", "seqpacket",
@@ -79,8 +84,11 @@ static void usage(FILE *f) {
   fprintf(
       f,
       "usage: ursa-echo-server [options]\n"
-      "  --backend B      uring (default), epoll, select, blocking, libuv, or\n"
-      "                   auto (uring, else epoll when io_uring is blocked)\n"
+      "  --backend B      uring (default), ursa-epoll (the same server on the\n"
+      "                   library's epoll backend), epoll (hand-written),\n"
+      "                   select, blocking, libuv, or auto (the library's\n"
+      "                   choice: uring, else ursa-epoll where io_uring is\n"
+      "                   blocked)\n"
       "  --listen ADDR    127.0.0.1:7000 (default), [::1]:7000, "
       "localhost:7000,\n"
       "                   :7000 (any), unix:/path or unix:@name; port 0 "
@@ -352,29 +360,34 @@ int main(int argc, char **argv) {
   if (o.min_rate && !o.idle_ms)
     return bad("--min-rate needs --idle-timeout: its window%s%s", "", "");
   if (!strcmp(o.backend, "auto")) {
-    /* A throwaway loop answers whether io_uring can be set up here. */
+    /* A throwaway loop answers which backend the library picks here. */
     ursa_loop *probe;
     int pr = ursa_loop_new(&probe, NULL);
-    if (pr == 0) {
-      ursa_loop_close(probe);
-      o.backend = "uring";
-    } else {
+    if (pr < 0) {
       char why[512];
       ursa_explain_setup_error(pr, why, sizeof(why));
-      fprintf(stderr,
-              "ursa-echo-server: --backend auto: io_uring is not "
-              "available (%s); using epoll\n",
-              why);
-      o.backend = "epoll";
+      return bad("--backend auto: no loop can be made: %s%s", why, "");
+    }
+    ursa_features f;
+    ursa_loop_features(probe, &f);
+    ursa_loop_close(probe);
+    if (f.backend == URSA_BACKEND_EPOLL) {
+      fprintf(stderr, "ursa-echo-server: --backend auto: %s; using epoll\n",
+              f.backend_why);
+      o.backend = "ursa-epoll";
+    } else {
+      o.backend = "uring";
     }
   }
+  o.lib_backend = !strcmp(o.backend, "ursa-epoll") ? URSA_BACKEND_EPOLL
+                                                   : URSA_BACKEND_URING;
   const backend *be = NULL;
   for (unsigned i = 0; i < NBACKENDS; i++)
     if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
   if (!be)
     return bad(
-        "unknown --backend '%s' (want uring, epoll, select, blocking, "
-        "libuv or auto)%s",
+        "unknown --backend '%s' (want uring, ursa-epoll, epoll, select, "
+        "blocking, libuv or auto)%s",
         o.backend, "");
   o.proto = -1;
   for (int i = 0; i < 5; i++)
@@ -384,9 +397,9 @@ int main(int argc, char **argv) {
         "unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
         "unixgram)%s",
         proto, "");
-  if (o.proto >= PROTO_SEQPACKET && strcmp(o.backend, "uring"))
-    return bad("--proto %s is served by the uring backend only, not %s", proto,
-               o.backend);
+  if (o.proto >= PROTO_SEQPACKET && !on_ursa(o.backend))
+    return bad("--proto %s is served by uring and ursa-epoll only, not %s",
+               proto, o.backend);
   if (ursa_addr_parse(listen_at, &o.listen) < 0)
     return bad("bad --listen: %s%s", ursa_error_detail(), "");
   int want_unix = o.proto >= PROTO_UNIX;
@@ -411,7 +424,7 @@ int main(int argc, char **argv) {
 
   int lfd = -1;
   ursa_sockfile file = {0};
-  if (strcmp(o.backend, "uring") && strcmp(o.backend, "libuv")) {
+  if (!on_ursa(o.backend) && strcmp(o.backend, "libuv")) {
     char err[512];
     lfd = open_listener(&o, &file, err, sizeof(err));
     if (lfd < 0) return bad("cannot listen on %s: %s", listen_at, err);
@@ -442,6 +455,9 @@ int main(int argc, char **argv) {
     if (!strcmp(o.backend, "uring"))
       printf(" (%llu io_uring_enter, %llu SQEs)", (unsigned long long)st.enters,
              (unsigned long long)st.sqes);
+    else if (!strcmp(o.backend, "ursa-epoll"))
+      printf(" (%llu by the library's backend, %llu operations)",
+             (unsigned long long)st.enters, (unsigned long long)st.sqes);
     printf(", %.3f s CPU in %.3f s\n", cpu_s, wall_s);
     if (json) write_json(json, &o, &st, cpu_s, wall_s, listen_at);
   }

@@ -18,6 +18,8 @@ enum { MODE_ECHO, MODE_GREET, MODE_SINK };
 
 typedef struct server_opts {
   const char *backend;
+  ursa_backend lib_backend; /* the library's backend for uring and
+                               ursa-epoll */
   int proto;
   int mode;
   ursa_addr listen;

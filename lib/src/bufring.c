@@ -9,7 +9,7 @@
 
 static void ring_free(ursa_loop *loop, ursa__bufring *r) {
   if (!r->br) return;
-  io_uring_unregister_buf_ring(&loop->ring, r->bgid);
+  loop->be->buf_ring_unregister(loop, r->bgid);
   munmap(r->br, r->map_bytes);
   free(r->kept);
   free(r->out);
@@ -35,21 +35,16 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
     munmap(mem, ring_bytes + data_bytes);
     return -ENOMEM;
   }
-  struct io_uring_buf_reg reg = {0};
-  reg.ring_addr = (uint64_t)(uintptr_t)mem;
-  reg.ring_entries = count;
-  reg.bgid = bgid;
-  reg.pad = inc ? URSA__PBUF_RING_INC : 0;
-  int ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+  r->br = (struct io_uring_buf_ring *)mem;
+  io_uring_buf_ring_init(r->br);
+  int ret = loop->be->buf_ring_register(loop, r->br, count, bgid, inc);
   if (ret < 0) {
+    r->br = NULL;
     free(r->kept);
     free(r->out);
     munmap(mem, ring_bytes + data_bytes);
-    /* Kernels before 5.19 do not know the registration opcode, nor those
-     * before 6.12 the incremental flag. */
-    return ret == -EINVAL ? -EOPNOTSUPP : ret;
+    return ret;
   }
-  r->br = (struct io_uring_buf_ring *)mem;
   r->map_bytes = ring_bytes + data_bytes;
   r->bufs = mem + ring_bytes;
   r->count = count;
@@ -59,7 +54,6 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
   r->inc = inc;
   r->head = 0;
   r->off = 0;
-  io_uring_buf_ring_init(r->br);
   for (unsigned i = 0; i < count; i++)
     io_uring_buf_ring_add(r->br, ursa__buf_addr(r, i), size,
                           (unsigned short)i, r->mask, (int)i);

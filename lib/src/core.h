@@ -78,9 +78,47 @@ typedef struct ursa__op_type {
 extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
 
 struct ursa__bufs;
+struct ursa__ep;
+
+/* One completion, as the loop dispatches it. */
+typedef struct ursa__cqe {
+  uint64_t ud;
+  int32_t res;
+  uint32_t flags;
+} ursa__cqe;
+
+/* The backend seam: the layers above prepare io_uring SQEs and handle
+ * CQEs; a backend takes the one and gives back the other.  io_uring hands
+ * them to the kernel; epoll runs them itself (epoll.c). */
+typedef struct ursa__backend {
+  const char *name;
+  /* Free SQEs without submitting. */
+  unsigned (*sq_space)(ursa_loop *loop);
+  /* The next SQE; the caller made sure one is free. */
+  struct io_uring_sqe *(*get_sqe)(ursa_loop *loop);
+  /* Hands queued SQEs over without waiting. */
+  void (*submit)(ursa_loop *loop);
+  /* Submits, then waits for a completion up to wait_ns (-1: no bound,
+   * 0: does not wait).  0 or a negative errno (-EINTR, -ETIME: no harm). */
+  int (*enter)(ursa_loop *loop, int64_t wait_ns);
+  /* Moves up to max completions into out; returns how many. */
+  unsigned (*reap)(ursa_loop *loop, ursa__cqe *out, unsigned max);
+  /* Registers a provided buffer ring (the kernel ABI's layout) as group
+   * bgid; inc: filled by parts.  0 or a negative errno. */
+  int (*buf_ring_register)(ursa_loop *loop, struct io_uring_buf_ring *br,
+                           unsigned entries, uint16_t bgid, bool inc);
+  void (*buf_ring_unregister)(ursa_loop *loop, uint16_t bgid);
+  void (*free)(ursa_loop *loop);
+} ursa__backend;
+
+extern const ursa__backend ursa__uring_backend URSA__HIDDEN;
+extern const ursa__backend ursa__epoll_backend URSA__HIDDEN;
 
 struct ursa_loop {
-  struct io_uring ring;
+  const ursa__backend *be;
+  ursa_backend backend; /* URSA_BACKEND_URING or _EPOLL */
+  struct io_uring ring; /* io_uring only */
+  struct ursa__ep *ep;  /* epoll only */
   uint32_t used;      /* URSA_FEAT_* in use */
   uint32_t disabled;  /* URSA_FEAT_* switched off by options */
   bool running;
@@ -107,6 +145,7 @@ struct ursa_loop {
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
 
   ursa_stats stats;
+  char backend_why[320];
 };
 
 /* ---- op.c ---- */
@@ -170,6 +209,11 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
 /* ---- probe.c ---- */
 /* Sets up loop->ring per opts, dropping refused flags; fills used. */
 int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
+    URSA__HIDDEN;
+
+/* ---- epoll.c ---- */
+/* Sets up the epoll backend (loop->ep); fills used. */
+int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *opts)
     URSA__HIDDEN;
 
 #ifdef __cplusplus

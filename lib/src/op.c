@@ -72,17 +72,16 @@ static void list_remove(ursa_op **head, ursa_op **tail, ursa_op *op) {
 /* ---- the SQ ---- */
 
 bool ursa__sq_reserve(ursa_loop *loop, unsigned n) {
-  if (io_uring_sq_space_left(&loop->ring) >= n) return true;
-  /* Full: hand what is queued to the kernel now.  CQEs were copied out
-   * before dispatch, so this is safe from inside callbacks. */
-  io_uring_submit(&loop->ring);
-  loop->stats.enters++;
-  return io_uring_sq_space_left(&loop->ring) >= n;
+  if (loop->be->sq_space(loop) >= n) return true;
+  /* Full: hand what is queued over now.  CQEs were copied out before
+   * dispatch, so this is safe from inside callbacks. */
+  loop->be->submit(loop);
+  return loop->be->sq_space(loop) >= n;
 }
 
 struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) {
   loop->stats.sqes++;
-  return io_uring_get_sqe(&loop->ring);
+  return loop->be->get_sqe(loop);
 }
 
 static void start(ursa_loop *loop, ursa_op *op) {

@@ -181,6 +181,9 @@ void ursa_loop_features(const ursa_loop *loop, ursa_features *out) {
   *out = probed;
   out->used = loop->used;
   out->disabled = loop->disabled;
+  out->backend = loop->backend;
+  snprintf(out->backend_why, sizeof(out->backend_why), "%s",
+           loop->backend_why);
 }
 
 static int read_sysctl(const char *path) {
@@ -200,26 +203,29 @@ int ursa_explain_setup_error(int err, char *buf, size_t len) {
         return snprintf(buf, len,
                         "io_uring is switched off on this machine "
                         "(kernel.io_uring_disabled=2); set it to 0 with "
-                        "'sysctl -w kernel.io_uring_disabled=0', or use the "
-                        "epoll backend");
+                        "'sysctl -w kernel.io_uring_disabled=0', or run on "
+                        "ursa's epoll backend (URSA_BACKEND_AUTO picks it)");
       if (dis == 1)
         return snprintf(buf, len,
                         "io_uring is limited to root and the group in "
                         "kernel.io_uring_group (kernel.io_uring_disabled=1); "
                         "run as a member of that group, set the sysctl to 0, "
-                        "or use the epoll backend");
+                        "or run on ursa's epoll backend (URSA_BACKEND_AUTO "
+                        "picks it)");
       return snprintf(buf, len,
                       "io_uring_setup was refused with EPERM, most likely "
                       "by a seccomp filter (container runtimes' default "
                       "profiles block io_uring); allow io_uring_setup, "
                       "io_uring_enter and io_uring_register in the profile, "
-                      "or use the epoll backend");
+                      "or run on ursa's epoll backend (URSA_BACKEND_AUTO "
+                      "picks it)");
     case -ENOSYS:
       return snprintf(buf, len,
                       "io_uring_setup does not exist here (a kernel built "
                       "without CONFIG_IO_URING, older than 5.1, or a "
                       "seccomp filter answering ENOSYS); use a kernel with "
-                      "io_uring or the epoll backend");
+                      "io_uring or ursa's epoll backend (URSA_BACKEND_AUTO "
+                      "picks it)");
     case -ENOMEM:
       return snprintf(buf, len,
                       "not enough memory for the ring (kernels before 5.12 "
@@ -259,7 +265,16 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   if (w > 0) b->n += (size_t)w;
 }
 
+/* What the epoll backend gives the layers in the same way. */
+#define EPOLL_GIVES \
+  (URSA_FEAT_BUF_RING | URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV)
+
 static const char *why_not(const ursa_features *f, uint32_t bit) {
+  if (f->backend == URSA_BACKEND_EPOLL) {
+    if (f->used & bit) return "given by the epoll backend";
+    if (f->disabled & bit) return "disabled by option";
+    return (bit & EPOLL_GIVES) ? "not used" : "io_uring only; backend is epoll";
+  }
   if (f->used & bit) return "";
   if (f->disabled & bit) return "disabled by option";
   if (!(f->kernel & bit)) return "kernel lacks it";
@@ -273,6 +288,12 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
   return f->used ? "not used" : "no loop";
 }
 
+static const char *backend_name(ursa_backend b) {
+  return b == URSA_BACKEND_EPOLL   ? "epoll"
+         : b == URSA_BACKEND_URING ? "io_uring"
+                                   : "null";
+}
+
 int ursa_features_format(const ursa_features *f, int json, char *buf,
                          size_t len) {
   sbuf b = {buf, len, 0};
@@ -282,6 +303,9 @@ int ursa_features_format(const ursa_features *f, int json, char *buf,
   if (json) {
     sb_printf(&b, "{\"kernel_release\":\"%s\",\"io_uring\":%s,",
               f->kernel_release, f->setup_error ? "false" : "true");
+    sb_printf(&b, "\"backend\":%s%s%s,\"backend_why\":\"%s\",",
+              f->backend ? "\"" : "", backend_name(f->backend),
+              f->backend ? "\"" : "", f->backend_why);
     if (f->setup_error)
       sb_printf(&b, "\"setup_error\":\"%s\",\"explain\":\"%s\",",
                 ursa_err_name(f->setup_error), why);
@@ -302,6 +326,9 @@ int ursa_features_format(const ursa_features *f, int json, char *buf,
     sb_printf(&b, "kernel %s: io_uring %s\n", f->kernel_release,
               f->setup_error ? "unavailable" : "available");
     if (f->setup_error) sb_printf(&b, "  %s\n", why);
+    if (f->backend)
+      sb_printf(&b, "backend: %s (%s)\n", backend_name(f->backend),
+                f->backend_why);
     sb_printf(&b, "  %-17s %-6s %-6s %-4s %s\n", "feature", "since", "kernel",
               "used", "why not");
     for (unsigned i = 0; i < URSA_FEAT_COUNT; i++) {

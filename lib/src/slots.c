@@ -10,7 +10,9 @@
  * caps its size at RLIMIT_NOFILE; one that refuses the table leaves accepts
  * on ordinary descriptors (the feature report says so). */
 void ursa__direct_init(ursa_loop *loop, unsigned want, uint32_t disable) {
-  if (!want || (disable & URSA_FEAT_DIRECT_FILES)) return;
+  if (!want || (disable & URSA_FEAT_DIRECT_FILES) ||
+      loop->backend != URSA_BACKEND_URING)
+    return; /* io_uring's alone */
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
     want = (unsigned)rl.rlim_cur;

@@ -5,6 +5,7 @@
 #include "sock.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,6 +73,41 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
+  if ((unsigned)o->backend > URSA_BACKEND_EPOLL)
+    return ursa__invalid("ursa_loop_new: backend %d is unknown (want "
+                         "URSA_BACKEND_AUTO, _URING or _EPOLL)",
+                         (int)o->backend);
+  if (o->backend == URSA_BACKEND_AUTO) {
+    const char *env = getenv("URSA_BACKEND");
+    if (env && *env && strcmp(env, "auto")) {
+      if (!strcmp(env, "uring") || !strcmp(env, "io_uring"))
+        o->backend = URSA_BACKEND_URING;
+      else if (!strcmp(env, "epoll"))
+        o->backend = URSA_BACKEND_EPOLL;
+      else
+        return ursa__invalid("ursa_loop_new: URSA_BACKEND=%.40s is unknown "
+                             "(want auto, uring or epoll)", env);
+    }
+  }
+  return 0;
+}
+
+/* Sets up one backend and the receive buffers on it. */
+static int open_backend(ursa_loop *loop, const ursa_loop_options *o,
+                        ursa_backend which) {
+  loop->backend = which;
+  loop->be = which == URSA_BACKEND_EPOLL ? &ursa__epoll_backend
+                                         : &ursa__uring_backend;
+  int r = which == URSA_BACKEND_EPOLL ? ursa__epoll_setup(loop, o)
+                                      : ursa__ring_setup(loop, o);
+  if (r < 0) return r;
+  r = ursa__bufring_init(loop, o->buf_count, o->buf_size, o->enable,
+                         o->buf_keep_max);
+  if (r < 0) {
+    loop->be->free(loop);
+    return r;
+  }
+  ursa__direct_init(loop, o->direct_files, o->disable);
   return 0;
 }
 
@@ -83,20 +119,39 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   if (r < 0) return r;
   ursa_loop *loop = calloc(1, sizeof(*loop));
   if (!loop) return -ENOMEM;
-  r = ursa__ring_setup(loop, &o);
+  if (o.backend == URSA_BACKEND_EPOLL) {
+    snprintf(loop->backend_why, sizeof(loop->backend_why), "%s",
+             opts && opts->backend == URSA_BACKEND_EPOLL
+                 ? "asked for (URSA_BACKEND_EPOLL)"
+                 : "URSA_BACKEND=epoll in the environment");
+    r = open_backend(loop, &o, URSA_BACKEND_EPOLL);
+  } else {
+    r = open_backend(loop, &o, URSA_BACKEND_URING);
+    if (r == 0) {
+      snprintf(loop->backend_why, sizeof(loop->backend_why), "%s",
+               o.backend == URSA_BACKEND_AUTO
+                   ? "io_uring set up (auto)"
+                   : opts && opts->backend == URSA_BACKEND_URING
+                         ? "asked for (URSA_BACKEND_URING)"
+                         : "URSA_BACKEND=uring in the environment");
+    } else if (o.backend == URSA_BACKEND_AUTO && r != -EINVAL) {
+      /* Blocked, absent or short of something: the same loop on epoll. */
+      char why[256];
+      ursa_explain_setup_error(r, why, sizeof(why));
+      memset(loop, 0, sizeof(*loop));
+      snprintf(loop->backend_why, sizeof(loop->backend_why),
+               "auto: io_uring set-up failed with %s: %s", ursa_err_name(r),
+               why);
+      r = open_backend(loop, &o, URSA_BACKEND_EPOLL);
+    }
+  }
   if (r < 0) goto err_free;
-  r = ursa__bufring_init(loop, o.buf_count, o.buf_size, o.enable,
-                         o.buf_keep_max);
-  if (r < 0) goto err_ring;
-  ursa__direct_init(loop, o.direct_files, o.disable);
   loop->zc_threshold = o.zc_threshold;
   ursa__set_clock(loop);
   loop->write_batch = o.write_batch;
   loop->owner_pid = (int)getpid();
   *out = loop;
   return 0;
-err_ring:
-  io_uring_queue_exit(&loop->ring);
 err_free:
   free(loop);
   return r;
@@ -112,7 +167,7 @@ int ursa_loop_close(ursa_loop *loop) {
                         "listeners, datagram sockets) still open; close "
                         "them and run the loop first", loop->handles);
   ursa__bufring_free(loop);
-  io_uring_queue_exit(&loop->ring);
+  loop->be->free(loop);
   free(loop);
   return 0;
 }

@@ -82,7 +82,23 @@ URSA_EXPORT const char *ursa_err_name(int err);
 
 /* ---- loop -------------------------------------------------------------- */
 
-typedef struct ursa_loop ursa_loop; /* opaque; one io_uring ring */
+typedef struct ursa_loop ursa_loop; /* opaque; one io_uring ring, or one
+                                       epoll instance (see ursa_backend) */
+
+/* What a loop runs on.  Every function in this header behaves the same on
+ * both; what differs is said where it does (features that exist only on
+ * io_uring are reported as not in use on epoll, never imitated). */
+typedef enum ursa_backend {
+  URSA_BACKEND_AUTO = 0, /* io_uring, else epoll when io_uring cannot be set
+                            up (seccomp, kernel.io_uring_disabled, an old
+                            kernel, the memlock limit); the loop records
+                            why.  The environment variable URSA_BACKEND
+                            (auto, uring or epoll) overrides AUTO, and only
+                            AUTO, without a rebuild. */
+  URSA_BACKEND_URING = 1, /* io_uring or fail (benchmarks use it, so as
+                             never to measure the wrong thing silently) */
+  URSA_BACKEND_EPOLL = 2, /* epoll(7) and non-blocking system calls */
+} ursa_backend;
 
 /* io_uring features the loop can use.  Each is probed at run time; the
  * kernel version in brackets is where it first appeared. */
@@ -149,18 +165,25 @@ typedef struct ursa_loop_options {
                           reports -ENFILE and backs off as for EMFILE; the
                           connections wait in the backlog.  Capped at
                           RLIMIT_NOFILE.  0 (the default): ordinary
-                          descriptors. */
+                          descriptors.  Not used on epoll. */
+  ursa_backend backend;/* URSA_BACKEND_AUTO (0, the default), _URING or
+                          _EPOLL */
 } ursa_loop_options;
 
-/* Creates a loop with its ring and receive buffers (all memory the loop
- * needs is taken here).  opts may be NULL.  Set-up flags the kernel refuses
- * are dropped one by one, newest first.  Returns 0 and sets *loop, or:
- *   -EINVAL   bad options (the reason is in ursa_error_detail());
- *   -EPERM, -ENOSYS  io_uring is blocked (seccomp, kernel.io_uring_disabled)
- *             or absent: ursa_explain_setup_error() says which and the fix;
+/* Creates a loop with its backend and receive buffers (all memory the
+ * loop needs up front is taken here).  opts may be NULL.  On io_uring,
+ * set-up flags the kernel refuses are dropped one by one, newest first; with
+ * URSA_BACKEND_AUTO, a ring that cannot be set up at all (any of the errors
+ * below but -EINVAL) gives an epoll loop instead, and ursa_loop_features()
+ * says why.  Returns 0 and sets *loop, or:
+ *   -EINVAL   bad options, or a bad URSA_BACKEND value (the reason is in
+ *             ursa_error_detail());
+ *   -EPERM, -ENOSYS  (URSA_BACKEND_URING) io_uring is blocked (seccomp,
+ *             kernel.io_uring_disabled) or absent:
+ *             ursa_explain_setup_error() says which and the fix;
  *   -ENOMEM   memory or the locked-memory limit;
- *   -EOPNOTSUPP the kernel lacks an operation ursa cannot do without
- *             (provided buffer rings, Linux 5.19). */
+ *   -EOPNOTSUPP (URSA_BACKEND_URING) the kernel lacks an operation ursa
+ *             cannot do without (provided buffer rings, Linux 5.19). */
 URSA_EXPORT int ursa_loop_new(ursa_loop **loop, const ursa_loop_options *opts);
 
 
@@ -177,8 +200,9 @@ typedef enum ursa_run_mode {
   URSA_RUN_NOWAIT,      /* dispatch what is ready without blocking, return */
 } ursa_run_mode;
 
-/* Submits everything queued, waits (one io_uring_enter: submit-and-wait) and
- * dispatches completions.  Returns 1 when operations are still active, 0 when
+/* Submits everything queued, waits (io_uring: one io_uring_enter,
+ * submit-and-wait; epoll: the operations are tried at once and what would
+ * block waits in one epoll_wait) and dispatches completions.  Returns 1 when operations are still active, 0 when
  * none are, or a negative errno when the ring failed.  Not reentrant: a
  * callback that calls it gets -EBUSY.  In a child after fork() it returns
  * -EPERM: the ring and everything on it belong to the parent. */
@@ -203,14 +227,18 @@ URSA_EXPORT uint64_t ursa_loop_now(const ursa_loop *loop);
 
 /* Counters the loop keeps; cheap enough to be always on. */
 typedef struct ursa_stats {
-  uint64_t enters;       /* io_uring_enter calls */
-  uint64_t sqes;         /* SQEs submitted */
-  uint64_t cqes;         /* CQEs reaped */
+  uint64_t enters;       /* io_uring_enter calls; on epoll, every system
+                            call the backend makes (epoll_wait, epoll_ctl
+                            and each socket call) */
+  uint64_t sqes;         /* SQEs submitted (on epoll: operations started,
+                            which the backend runs from the same SQEs) */
+  uint64_t cqes;         /* CQEs reaped (on epoll: completions) */
   uint64_t rearms;       /* multishot operations armed again after ending */
   uint64_t enobufs;      /* receives that found the buffer ring empty */
   uint64_t cq_overflows; /* rounds that found the CQ full, the kernel
                             holding completions back for later */
-  uint64_t cq_dropped;   /* completions the kernel lost (0 with NODROP) */
+  uint64_t cq_dropped;   /* completions the kernel lost (0 with NODROP;
+                            always 0 on epoll, whose queue grows) */
   uint64_t sq_full;      /* times an SQE was not at hand and had to wait */
   uint64_t bytes_in;     /* bytes received on streams */
   uint64_t bytes_out;    /* bytes sent on streams */
@@ -232,14 +260,26 @@ typedef struct ursa_features {
   uint32_t used;    /* URSA_FEAT_* the loop uses (0 from ursa_probe()) */
   uint32_t disabled;/* URSA_FEAT_* switched off by the loop's options */
   char kernel_release[64]; /* uname -r */
+  ursa_backend backend; /* what the loop runs on (URSA_BACKEND_URING or
+                           _EPOLL); AUTO (0) from ursa_probe() */
+  char backend_why[320]; /* why: "asked for", "URSA_BACKEND=epoll", or the
+                            io_uring set-up error and its explanation */
 } ursa_features;
 
 /* Probes the running kernel with a short-lived ring.  Returns 0, or the
  * set-up error (also stored in out->setup_error). */
 URSA_EXPORT int ursa_probe(ursa_features *out);
 
-/* What this loop's kernel offers and what the loop uses. */
+/* What this loop's kernel offers, what the loop uses, and its backend.
+ * On epoll, multishot accept and receive and the buffer ring show as used:
+ * the backend gives the same behaviour (each readiness event is read into a
+ * buffer of the loop's pool); the features that only io_uring has (set-up
+ * flags, direct descriptors, SEND_ZC, bundles, buffers by parts) show as
+ * not used. */
 URSA_EXPORT void ursa_loop_features(const ursa_loop *loop, ursa_features *out);
+
+/* "io_uring" or "epoll". */
+URSA_EXPORT const char *ursa_loop_backend(const ursa_loop *loop);
 
 /* The name of one URSA_FEAT_* bit ("multishot_recv"), or NULL. */
 URSA_EXPORT const char *ursa_feature_name(uint32_t bit);

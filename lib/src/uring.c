@@ -1,0 +1,73 @@
+/* uring.c - the io_uring backend: the layers' SQEs go to the kernel's
+ * ring as they are, its CQEs come back as they are. */
+#include "core.h"
+
+#include <errno.h>
+
+static unsigned u_sq_space(ursa_loop *loop) {
+  return io_uring_sq_space_left(&loop->ring);
+}
+
+static struct io_uring_sqe *u_get_sqe(ursa_loop *loop) {
+  return io_uring_get_sqe(&loop->ring);
+}
+
+static void u_submit(ursa_loop *loop) {
+  io_uring_submit(&loop->ring);
+  loop->stats.enters++;
+}
+
+/* One enter either way: the wait's bound travels in the enter's own
+ * argument (IORING_FEAT_EXT_ARG [5.11]), so it costs no SQE. */
+static int u_enter(ursa_loop *loop, int64_t wait_ns) {
+  loop->stats.enters++;
+  if (wait_ns == 0) return io_uring_submit_and_get_events(&loop->ring);
+  if (wait_ns < 0) return io_uring_submit_and_wait(&loop->ring, 1);
+  struct __kernel_timespec ts = {.tv_sec = wait_ns / 1000000000,
+                                 .tv_nsec = wait_ns % 1000000000};
+  struct io_uring_cqe *cqe;
+  return io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
+}
+
+static unsigned u_reap(ursa_loop *loop, ursa__cqe *out, unsigned max) {
+  struct io_uring_cqe *cqes[64];
+  if (max > 64) max = 64;
+  /* The kernel keeps what did not fit and hands it over on the next enter;
+   * reaping empties the CQ for it. */
+  if (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+    loop->stats.cq_overflows++;
+  unsigned n = io_uring_peek_batch_cqe(&loop->ring, cqes, max);
+  for (unsigned i = 0; i < n; i++) {
+    out[i].ud = cqes[i]->user_data;
+    out[i].res = cqes[i]->res;
+    out[i].flags = cqes[i]->flags;
+  }
+  io_uring_cq_advance(&loop->ring, n);
+  return n;
+}
+
+static int u_buf_ring_register(ursa_loop *loop, struct io_uring_buf_ring *br,
+                               unsigned entries, uint16_t bgid, bool inc) {
+  struct io_uring_buf_reg reg = {0};
+  reg.ring_addr = (uint64_t)(uintptr_t)br;
+  reg.ring_entries = entries;
+  reg.bgid = bgid;
+  reg.pad = inc ? URSA__PBUF_RING_INC : 0;
+  int ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+  /* Kernels before 5.19 do not know the registration opcode, nor those
+   * before 6.12 the incremental flag. */
+  return ret == -EINVAL ? -EOPNOTSUPP : ret;
+}
+
+static void u_buf_ring_unregister(ursa_loop *loop, uint16_t bgid) {
+  io_uring_unregister_buf_ring(&loop->ring, bgid);
+}
+
+static void u_free(ursa_loop *loop) { io_uring_queue_exit(&loop->ring); }
+
+const ursa__backend ursa__uring_backend = {
+    "io_uring",          u_sq_space, u_get_sqe,
+    u_submit,            u_enter,    u_reap,
+    u_buf_ring_register, u_buf_ring_unregister,
+    u_free,
+};
