@@ -25,10 +25,10 @@ uint64_t BufsOut(ursa_loop *loop) {
   return st.bufs_out;
 }
 
-class Bufring : public ::testing::Test {
+class Bufring : public ::testing::TestWithParam<ursa_backend> {
  protected:
   void SetUp() override {
-    ursa_loop_options o{};
+    ursa_loop_options o = t::OptionsFor(GetParam());
     o.buf_count = 8;
     o.buf_size = 4096;
     o.buf_keep_max = 2;
@@ -41,7 +41,7 @@ class Bufring : public ::testing::Test {
   std::unique_ptr<t::Loop> lp_;
 };
 
-TEST_F(Bufring, APlainCompletionIsOneSliceOfOneBuffer) {
+TEST_P(Bufring, APlainCompletionIsOneSliceOfOneBuffer) {
   uint32_t cf = Fill(ring(), 100, 'a');
   ursa__slices it;
   ASSERT_TRUE(ursa__slices_begin(loop(), ring(), &it, 100, cf, false));
@@ -55,7 +55,7 @@ TEST_F(Bufring, APlainCompletionIsOneSliceOfOneBuffer) {
   EXPECT_FALSE(ursa__slices_next(loop(), &it));
 }
 
-TEST_F(Bufring, AResultLargerThanABufferIsCutToTheBuffer) {
+TEST_P(Bufring, AResultLargerThanABufferIsCutToTheBuffer) {
   // A datagram cut short reports its whole length; the slice is the buffer.
   uint32_t cf = Fill(ring(), 4096, 'b');
   ursa__slices it;
@@ -67,7 +67,7 @@ TEST_F(Bufring, AResultLargerThanABufferIsCutToTheBuffer) {
   EXPECT_EQ(0u, BufsOut(loop()));
 }
 
-TEST_F(Bufring, ABufferOutOfRingOrderIsRefused) {
+TEST_P(Bufring, ABufferOutOfRingOrderIsRefused) {
   unsigned head_bid = ring()->br->bufs[ring()->head & ring()->mask].bid;
   unsigned other = (head_bid + 1) % ring()->count;
   ursa__slices it;
@@ -83,7 +83,7 @@ TEST_F(Bufring, ABufferOutOfRingOrderIsRefused) {
   EXPECT_EQ(0u, BufsOut(loop()));
 }
 
-TEST_F(Bufring, AKeptBufferStaysOutUntilReleased) {
+TEST_P(Bufring, AKeptBufferStaysOutUntilReleased) {
   EXPECT_EQ(-EINVAL, ursa_buf_keep(loop(), ring()->bufs))
       << "keeping outside a callback";
   uint32_t cf = Fill(ring(), 10, 'c');
@@ -105,7 +105,7 @@ TEST_F(Bufring, AKeptBufferStaysOutUntilReleased) {
   EXPECT_EQ(-EINVAL, ursa_buf_release(loop(), &local));
 }
 
-TEST_F(Bufring, KeepingIsCappedAtBufKeepMax) {
+TEST_P(Bufring, KeepingIsCappedAtBufKeepMax) {
   const char *kept[3] = {};
   int results[3];
   for (int i = 0; i < 3; i++) {
@@ -125,5 +125,9 @@ TEST_F(Bufring, KeepingIsCappedAtBufKeepMax) {
   ASSERT_EQ(0, ursa_buf_release(loop(), kept[1]));
   EXPECT_EQ(0u, BufsOut(loop()));
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Bufring,
+                         ::testing::ValuesIn(t::kBackends, t::kBackends + 2),
+                         t::BackendName);
 
 }  // namespace

@@ -41,8 +41,11 @@ void Prepare(ursa_loop *loop, Tm *m, int id, Seen *seen) {
   m->t.op.kind = URSA__OP_TIMER;
 }
 
-TEST(Op, DeferredResultsRunFromTheLoopInOrderOnceEach) {
-  t::Loop lp;
+class OpOnEachBackend : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(OpOnEachBackend, DeferredResultsRunFromTheLoopInOrderOnceEach) {
+  ursa_loop_options o = t::OptionsFor(GetParam());
+  t::Loop lp(&o);
   ASSERT_EQ(0, lp.status());
   Seen seen;
   Tm a, b, c;
@@ -63,8 +66,9 @@ TEST(Op, DeferredResultsRunFromTheLoopInOrderOnceEach) {
   lp.Finish();
 }
 
-TEST(Op, AResultDeferredByACallbackWaitsForTheNextPass) {
-  t::Loop lp;
+TEST_P(OpOnEachBackend, AResultDeferredByACallbackWaitsForTheNextPass) {
+  ursa_loop_options o = t::OptionsFor(GetParam());
+  t::Loop lp(&o);
   ASSERT_EQ(0, lp.status());
   Seen seen;
   Tm a, b;
@@ -79,8 +83,9 @@ TEST(Op, AResultDeferredByACallbackWaitsForTheNextPass) {
   lp.Finish();
 }
 
-TEST(Op, CancelFollowsTheOpsState) {
-  t::Loop lp;
+TEST_P(OpOnEachBackend, CancelFollowsTheOpsState) {
+  ursa_loop_options o = t::OptionsFor(GetParam());
+  t::Loop lp(&o);
   ASSERT_EQ(0, lp.status());
   Seen seen;
   Tm idle, deferred;
@@ -243,5 +248,9 @@ TEST(Op, ACancelThatFindsNoSqeWaitsOnTheCancelList) {
   close(sv[1]);
   lp.Finish();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, OpOnEachBackend,
+                         ::testing::ValuesIn(t::kBackends, t::kBackends + 2),
+                         t::BackendName);
 
 }  // namespace

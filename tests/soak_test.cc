@@ -126,7 +126,9 @@ struct Agent {
 // A signal every millisecond: waits interrupted by EINTR lose nothing.
 void OnAlarm(int) {}
 
-TEST(Soak, RandomResetsHalfClosesAndReconnectsLoseNothing) {
+class Soak : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(Soak, RandomResetsHalfClosesAndReconnectsLoseNothing) {
   double secs = getenv("URSA_SOAK_SECONDS") ? atof(getenv("URSA_SOAK_SECONDS"))
                                             : 2.0;
   int fds0 = OpenFds();
@@ -136,7 +138,7 @@ TEST(Soak, RandomResetsHalfClosesAndReconnectsLoseNothing) {
   struct itimerval it = {{0, 1000}, {0, 1000}};
   setitimer(ITIMER_REAL, &it, nullptr);
   {
-    ursa_loop_options o{};
+    ursa_loop_options o = t::OptionsFor(GetParam());
     o.buf_count = 16;
     o.buf_size = 1024;
     t::Loop lp(&o);
@@ -192,5 +194,9 @@ TEST(Soak, RandomResetsHalfClosesAndReconnectsLoseNothing) {
   setitimer(ITIMER_REAL, &off, nullptr);
   EXPECT_EQ(fds0, OpenFds()) << "descriptors leaked";
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Soak,
+                         ::testing::ValuesIn(t::kBackends, t::kBackends + 2),
+                         t::BackendName);
 
 }  // namespace

@@ -43,6 +43,18 @@ std::string VariantName(const ::testing::TestParamInfo<Variant> &info) {
   return info.param.name;
 }
 
+const ursa_backend kBackends[2] = {URSA_BACKEND_URING, URSA_BACKEND_EPOLL};
+
+std::string BackendName(const ::testing::TestParamInfo<ursa_backend> &info) {
+  return info.param == URSA_BACKEND_EPOLL ? "epoll" : "uring";
+}
+
+ursa_loop_options OptionsFor(ursa_backend b) {
+  ursa_loop_options o{};
+  o.backend = b;
+  return o;
+}
+
 void ApplyVariant(const Variant &v, ursa_loop_options *o) {
   o->disable = v.disable;
   o->direct_files = v.direct_files;

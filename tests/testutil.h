@@ -31,6 +31,12 @@ struct Variant {
 extern const Variant kVariants[];
 extern const size_t kNumVariants;
 std::string VariantName(const ::testing::TestParamInfo<Variant> &info);
+// Both backends, for the suites that do not take the ring variants.
+extern const ursa_backend kBackends[2];
+std::string BackendName(const ::testing::TestParamInfo<ursa_backend> &info);
+// Options for a loop on backend b (everything else the defaults).
+ursa_loop_options OptionsFor(ursa_backend b);
+
 // Sets a loop's options as the variant says.
 void ApplyVariant(const Variant &v, ursa_loop_options *o);
 

@@ -48,6 +48,25 @@ def targets(cases, bulk, iperf, mem, prof):
                   f"{fmt(sl['server_cpu_us_per_rt'], 2)} us = {fmt(r2, 2)}x",
                   "<= 0.2x", r2 is not None and r2 <= 0.2)
         cpu_missed |= not (ok1 and ok2)
+    # The library's epoll backend against the hand-written epoll loop; the
+    # range is the ratio's across repeats (best against worst, both ways).
+    for n in (64, 256):
+        ue, e = pp("ursa-epoll", n), pp("epoll", n)
+        if not (ue and e):
+            continue
+        r = ratio(ue["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
+        lo = ratio(ue.get("server_cpu_us_per_rt_min"),
+                   e.get("server_cpu_us_per_rt_max"))
+        hi = ratio(ue.get("server_cpu_us_per_rt_max"),
+                   e.get("server_cpu_us_per_rt_min"))
+        span = (f" (repeats {fmt(lo, 2)}-{fmt(hi, 2)}x"
+                + ("; spans 1: no difference measured)"
+                   if lo is not None and hi is not None and lo <= 1 <= hi
+                   else ")")) if lo is not None and hi is not None else ""
+        row(f"ursa-epoll server CPU/rt, {n} conns, vs hand-written epoll",
+            f"{fmt(ue['server_cpu_us_per_rt'], 2)} vs "
+            f"{fmt(e['server_cpu_us_per_rt'], 2)} us = {fmt(r, 2)}x" + span,
+            "<= 1.10x", r is not None and r <= 1.10)
     enters_missed = []
     for n in (64, 256):
         u = pp("uring", n)
@@ -77,6 +96,16 @@ def targets(cases, bulk, iperf, mem, prof):
         row(f"RSS per idle connection ({um['held']} held)",
             f"{fmt(um['bytes_per_conn'], 0)} B", "<= 2048 B",
             um["bytes_per_conn"] <= 2048)
+    ml = next((m for m in mem if m["backend"] == "libuv"), None)
+    for b in ("uring", "ursa-epoll"):
+        m = next((m for m in mem if m["backend"] == b), None)
+        if not (m and ml) or m.get("bytes_per_conn") is None or \
+                ml.get("bytes_per_conn") is None:
+            continue
+        row(f"{b} RSS per idle connection vs libuv",
+            f"{fmt(m['bytes_per_conn'], 0)} vs "
+            f"{fmt(ml['bytes_per_conn'], 0)} B",
+            "<= libuv's", m["bytes_per_conn"] <= ml["bytes_per_conn"])
     behind, behind_notes = [], []
     for c in cases:
         if c["backend"] != "uring" or (c["kind"] == "pingpong" and

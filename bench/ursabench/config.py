@@ -1,9 +1,12 @@
 """config.py - the bench as data: the backends, the case matrix, the A/B
 variants, and the profile's buckets."""
 
-BACKENDS = ["uring", "epoll", "select", "blocking", "libuv"]
+# ursa-epoll: the uring server on the library's epoll backend, beside the
+# hand-written epoll server, so that the report shows what the library's
+# epoll backend costs.
+BACKENDS = ["uring", "ursa-epoll", "epoll", "select", "blocking", "libuv"]
 
-COLOURS = {"uring": "#1f77b4", "epoll": "#ff7f0e", "select": "#2ca02c",
+COLOURS = {"uring": "#1f77b4", "ursa-epoll": "#17becf", "epoll": "#ff7f0e", "select": "#2ca02c",
            "blocking": "#9467bd", "libuv": "#8c564b", "iperf3": "#7f7f7f"}
 
 KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",

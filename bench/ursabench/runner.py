@@ -176,6 +176,8 @@ def interleaved(items, repeats, run, label, failures):
     Returns the results per item, in item order; a failed run goes into
     failures as 'label(item): error'."""
     runs = [[] for _ in items]
+    if not items:
+        return runs
     for r in range(repeats):
         order = list(range(len(items)))
         order = order[r % len(order):] + order[:r % len(order)]

@@ -63,12 +63,17 @@ typedef struct ep_req {
   uint8_t bits;
 } ep_req;
 
+/* Per descriptor, indexed by its number: what waits on it, and (in a byte
+ * array beside, to keep the table at 16 bytes a descriptor) its bits. */
 typedef struct ep_fd {
-  ep_req *rq, *wq;     /* operations waiting to read / to write */
-  uint32_t registered; /* EPOLLIN/EPOLLOUT as epoll has them */
-  uint8_t dirty;       /* on the dirty list */
-  uint8_t nonblock;    /* O_NONBLOCK set by us (accept and connect need it) */
+  ep_req *rq, *wq; /* operations waiting to read / to write */
 } ep_fd;
+
+#define FB_IN 0x01    /* epoll has EPOLLIN (and EPOLLRDHUP) */
+#define FB_OUT 0x02   /* epoll has EPOLLOUT */
+#define FB_DIRTY 0x04 /* on the dirty list */
+#define FB_NONBLOCK 0x08 /* O_NONBLOCK set (accept and connect need it) */
+#define FD_STEP 1024     /* the table grows by this many descriptors */
 
 typedef struct ep_slab {
   struct ep_slab *next;
@@ -84,6 +89,7 @@ struct ursa__ep {
   ursa__cqe *cq;
   unsigned cq_head, cq_tail, cq_mask;
   ep_fd *fds;
+  uint8_t *fdbits;
   unsigned nfds;
   int *dirty;
   unsigned ndirty, dirty_cap;
@@ -280,22 +286,26 @@ static void heap_del(struct ursa__ep *ep, ep_req *r) {
 
 /* ---- descriptors ---- */
 
+/* Grows in steps rather than doubling: a server's descriptors are its
+ * connections, and the table's slack is memory every one pays for. */
 static ep_fd *fd_state(struct ursa__ep *ep, int fd) {
   if ((unsigned)fd >= ep->nfds) {
-    unsigned n = ep->nfds ? ep->nfds : 64;
-    while (n <= (unsigned)fd) n *= 2;
+    unsigned n = ((unsigned)fd / FD_STEP + 1) * FD_STEP;
     ep_fd *f = realloc(ep->fds, n * sizeof(*f));
     if (!f) return NULL;
-    memset(f + ep->nfds, 0, (n - ep->nfds) * sizeof(*f));
     ep->fds = f;
+    uint8_t *b = realloc(ep->fdbits, n);
+    if (!b) return NULL;
+    ep->fdbits = b;
+    memset(f + ep->nfds, 0, (n - ep->nfds) * sizeof(*f));
+    memset(b + ep->nfds, 0, n - ep->nfds);
     ep->nfds = n;
   }
   return &ep->fds[fd];
 }
 
 static void mark_dirty(struct ursa__ep *ep, int fd) {
-  ep_fd *f = &ep->fds[fd];
-  if (f->dirty) return;
+  if (ep->fdbits[fd] & FB_DIRTY) return;
   if (ep->ndirty == ep->dirty_cap) {
     unsigned cap = ep->dirty_cap ? 2 * ep->dirty_cap : 64;
     int *d = realloc(ep->dirty, cap * sizeof(*d));
@@ -303,7 +313,7 @@ static void mark_dirty(struct ursa__ep *ep, int fd) {
     ep->dirty = d;
     ep->dirty_cap = cap;
   }
-  f->dirty = 1;
+  ep->fdbits[fd] |= FB_DIRTY;
   ep->dirty[ep->ndirty++] = fd;
 }
 
@@ -313,22 +323,26 @@ static void flush_dirty(ursa_loop *loop) {
   for (unsigned i = 0; i < ep->ndirty; i++) {
     int fd = ep->dirty[i];
     ep_fd *f = &ep->fds[fd];
-    f->dirty = 0;
-    uint32_t want = (f->rq ? EPOLLIN | EPOLLRDHUP : 0) | (f->wq ? EPOLLOUT : 0);
-    if (want == f->registered) continue;
-    struct epoll_event ev = {.events = want, .data.fd = fd};
-    int op = !want ? EPOLL_CTL_DEL
-                   : f->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    uint8_t *bits = &ep->fdbits[fd];
+    *bits &= (uint8_t)~FB_DIRTY;
+    uint8_t want = (f->rq ? FB_IN : 0) | (f->wq ? FB_OUT : 0);
+    uint8_t has = *bits & (FB_IN | FB_OUT);
+    if (want == has) continue;
+    struct epoll_event ev = {
+        .events = ((want & FB_IN) ? EPOLLIN | EPOLLRDHUP : 0) |
+                  ((want & FB_OUT) ? EPOLLOUT : 0),
+        .data.fd = fd};
+    int op = !want ? EPOLL_CTL_DEL : has ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     SYSCALL(loop);
     if (epoll_ctl(ep->epfd, op, fd, &ev) == 0 || errno == ENOENT ||
         errno == EBADF) {
-      f->registered = want;
+      *bits = (uint8_t)((*bits & ~(FB_IN | FB_OUT)) | want);
       continue;
     }
     /* EPERM: a descriptor epoll cannot watch (a regular file); that and
      * anything else fails what waits on it. */
     int err = errno;
-    f->registered = 0;
+    *bits &= (uint8_t)~(FB_IN | FB_OUT);
     ep_req **qs[2] = {&f->rq, &f->wq};
     for (int k = 0; k < 2; k++) {
       while (*qs[k]) {
@@ -345,9 +359,8 @@ static void flush_dirty(ursa_loop *loop) {
 }
 
 static int set_nonblock(ursa_loop *loop, int fd) {
-  ep_fd *f = fd_state(loop->ep, fd);
-  if (!f) return -ENOMEM;
-  if (f->nonblock) return 0;
+  if (!fd_state(loop->ep, fd)) return -ENOMEM;
+  if (loop->ep->fdbits[fd] & FB_NONBLOCK) return 0;
   SYSCALL(loop);
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0) return -errno;
@@ -355,7 +368,7 @@ static int set_nonblock(ursa_loop *loop, int fd) {
     SYSCALL(loop);
     if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
   }
-  f->nonblock = 1;
+  loop->ep->fdbits[fd] |= FB_NONBLOCK;
   return 0;
 }
 
@@ -526,8 +539,7 @@ static int run_accept(ursa_loop *loop, ep_req *r) {
       return R_WAIT;
     return finish(loop, r, -errno);
   }
-  ep_fd *f = fd_state(loop->ep, fd);
-  if (f) f->nonblock = 1;
+  if (fd_state(loop->ep, fd)) loop->ep->fdbits[fd] |= FB_NONBLOCK;
   if (r->bits & R_MULTI) {
     post(loop, r->ud, fd, IORING_CQE_F_MORE);
     return R_MORE;
@@ -654,12 +666,12 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
           post(loop, f->wq->ud, -ECANCELED, 0);
           unwait(ep, f->wq);
         }
-        if (f->registered) {
+        uint8_t *bits = &ep->fdbits[t.fd];
+        if (*bits & (FB_IN | FB_OUT)) {
           SYSCALL(loop);
           epoll_ctl(ep->epfd, EPOLL_CTL_DEL, t.fd, NULL);
         }
-        f->registered = 0;
-        f->nonblock = 0;
+        *bits &= FB_DIRTY; /* the dirty list still holds it */
       }
       SYSCALL(loop);
       post(loop, t.ud, close(t.fd) == 0 ? 0 : -errno, 0);
@@ -880,6 +892,7 @@ static void ep_free(ursa_loop *loop) {
   free(ep->sq);
   free(ep->cq);
   free(ep->fds);
+  free(ep->fdbits);
   free(ep->dirty);
   free(ep->hash);
   free(ep->heap);

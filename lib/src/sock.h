@@ -77,6 +77,12 @@ static inline int ursa__recv_fallback(ursa_loop *loop, const ursa_op *op,
   return res;
 }
 
+/* stream_write.c: the loop's pool of batched-send vectors (each a msghdr
+ * and write_batch iovecs), taken by a stream while a batch is sent; the
+ * pool grows to the most batches ever in flight at once and is freed with
+ * the loop. */
+void ursa__sendv_free_all(ursa_loop *loop) URSA__HIDDEN;
+
 /* slots.c: the direct-descriptor table.  Sets it up with up to want slots
  * (capped at RLIMIT_NOFILE; a kernel that refuses leaves accepts on
  * ordinary descriptors). */

@@ -4,6 +4,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -23,7 +24,6 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
              (local ? S_NO_ZC : 0);
   s->recv_op.kind = URSA__OP_RECV;
   s->recv_op.nsqe = 1;
-  s->connect_op.kind = URSA__OP_CONNECT;
   s->shutdown_op.kind = URSA__OP_SHUTDOWN;
   s->shutdown_op.nsqe = 1;
   s->send_op.kind = URSA__OP_SEND;
@@ -77,42 +77,55 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   if ((flags & URSA_SEQPACKET) && addr->sa_family != AF_UNIX)
     return ursa__invalid("ursa_connect: seqpacket needs a unix: address");
   bool seq = flags & URSA_SEQPACKET;
+  struct ursa__connecting *cx = calloc(1, sizeof(*cx));
+  if (!cx) return -ENOMEM;
   int fd = socket(addr->sa_family,
                   (seq ? SOCK_SEQPACKET : SOCK_STREAM) | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
+  if (fd < 0) {
+    free(cx);
+    return -errno;
+  }
   ursa__stream_init(loop, s, fd, seq, false, addr->sa_family == AF_UNIX);
-  memcpy(&s->peer, addr, addrlen);
-  s->peer_len = addrlen;
-  s->connect_cb = cb;
-  s->connect_op.nsqe = timeout_ms ? 2 : 1;
-  ursa__ms_to_ts(timeout_ms, &s->ts);
-  stream_submit(s, &s->connect_op);
+  memcpy(&cx->peer, addr, addrlen);
+  cx->len = addrlen;
+  cx->s = s;
+  cx->cb = cb;
+  cx->op.kind = URSA__OP_CONNECT;
+  cx->op.nsqe = timeout_ms ? 2 : 1;
+  ursa__ms_to_ts(timeout_ms, &cx->ts);
+  s->connecting = cx;
+  stream_submit(s, &cx->op);
   return 0;
 }
 
 void ursa__connect_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_stream *s = STREAM_OF(op, connect_op);
+  struct ursa__connecting *cx = (struct ursa__connecting *)op;
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_connect(sqe, s->fd, (struct sockaddr *)&s->peer, s->peer_len);
+  io_uring_prep_connect(sqe, cx->s->fd, (struct sockaddr *)&cx->peer,
+                        cx->len);
   io_uring_sqe_set_data(sqe, op);
   if (op->nsqe == 2) {
     op->flags |= URSA__F_TIMEOUT;
     sqe->flags |= IOSQE_IO_LINK;
     sqe = ursa__get_sqe(loop);
-    io_uring_prep_link_timeout(sqe, ursa__kts(&s->ts), 0);
+    io_uring_prep_link_timeout(sqe, ursa__kts(&cx->ts), 0);
     sqe->user_data = 0;
   }
 }
 
 void ursa__connect_complete(ursa_loop *loop, ursa_op *op, int res,
                             uint32_t flags) {
-  ursa_stream *s = STREAM_OF(op, connect_op);
+  struct ursa__connecting *cx = (struct ursa__connecting *)op;
+  ursa_stream *s = cx->s;
+  ursa_connect_cb cb = cx->cb;
   (void)flags;
   int status = timeout_status(op, res);
   if (status > 0) status = 0;
   if (s->base.closing && status == 0) status = -ECANCELED;
   op_end(s, op);
-  s->connect_cb(s, status);
+  s->connecting = NULL;
+  free(cx);
+  cb(s, status);
   maybe_finish_close(s);
 }
 
@@ -160,8 +173,8 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   s->flags &= ~S_READING;
   s->close_cb = cb;
   ursa__op_cancel(loop, &s->recv_op);
-  ursa__op_cancel(loop, &s->connect_op);
-  ursa__op_cancel(loop, &s->read_timer.op);
+  if (s->connecting) ursa__op_cancel(loop, &s->connecting->op);
+  if (s->read_timer) ursa__op_cancel(loop, &s->read_timer->op);
   if (s->flags & S_SHUT_WAITING) {
     s->flags &= ~S_SHUT_WAITING;
     ursa__op_defer(loop, &s->shutdown_op, -ECANCELED);
@@ -188,6 +201,8 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res; /* the descriptor is gone whatever close said */
   ursa__handle_closed(loop, &s->base);
   if (s->flags & S_DIRECT) ursa__direct_unreserve(loop); /* slot free */
+  free(s->read_timer); /* idle: the close waited for its callback */
+  s->read_timer = NULL;
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;

@@ -22,6 +22,23 @@
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
+/* A connect in progress: held from ursa_connect() to its callback, so that
+ * a stream carries no address room once connected. */
+struct ursa__connecting {
+  ursa_op op;
+  ursa_stream *s;
+  ursa_connect_cb cb;
+  ursa_timespec ts; /* a linked timeout's time */
+  socklen_t len;
+  struct sockaddr_storage peer;
+};
+
+struct ursa__sendv {
+  struct ursa__sendv *next; /* the loop's free list */
+  struct msghdr msg;
+  struct iovec iov[]; /* write_batch of them */
+};
+
 /* Points sqe at the stream's socket: its descriptor, or its direct slot. */
 static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {
   if (s->flags & S_DIRECT) {

@@ -3,6 +3,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -14,13 +15,18 @@ static void read_timer_cb(ursa_timer *t, int status);
 /* ---- receive ---- */
 
 static void start_read_timer(ursa_stream *s, uint64_t ms) {
-  s->read_timer.op.kind = URSA__OP_TIMER;
+  s->read_timer->op.kind = URSA__OP_TIMER;
   s->base.nops++;
-  ursa_timer_start(s->loop, &s->read_timer, ms, 0, read_timer_cb);
+  ursa_timer_start(s->loop, s->read_timer, ms, 0, read_timer_cb);
+}
+
+/* The timer exists (ursa_read_timeout() made it) and is not running. */
+static bool read_timer_idle(const ursa_stream *s) {
+  return s->read_timer && s->read_timer->op.state == URSA__IDLE;
 }
 
 static void read_timer_cb(ursa_timer *t, int status) {
-  ursa_stream *s = URSA__CONTAINER(t, ursa_stream, read_timer);
+  ursa_stream *s = t->data;
   s->base.nops--;
   /* Cancelled by ursa_read_stop() but reading again by now: a start that
    * came while this cancel was on its way left the timing to this
@@ -60,7 +66,7 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
   /* If a stop is still on its way the recv ends later and is re-armed. */
   if (s->recv_op.state == URSA__IDLE && !(s->flags & S_PAUSED))
     stream_submit(s, &s->recv_op);
-  if (s->read_timeout_ms && s->read_timer.op.state == URSA__IDLE)
+  if (s->read_timeout_ms && read_timer_idle(s))
     start_read_timer(s, s->read_timeout_ms);
   return 0;
 }
@@ -71,16 +77,22 @@ int ursa_read_stop(ursa_stream *s) {
   if (!(s->flags & S_READING)) return 0;
   s->flags &= ~S_READING;
   ursa__op_cancel(s->loop, &s->recv_op);
-  ursa__op_cancel(s->loop, &s->read_timer.op);
+  if (s->read_timer) ursa__op_cancel(s->loop, &s->read_timer->op);
   return 0;
 }
 
 int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
   int r = check_stream(s, "ursa_read_timeout");
   if (r) return r;
+  if (ms && !s->read_timer) {
+    if (s->base.closing) return -EBADF;
+    s->read_timer = calloc(1, sizeof(*s->read_timer));
+    if (!s->read_timer) return -ENOMEM;
+    s->read_timer->data = s;
+  }
   s->read_timeout_ms = ms;
   s->last_read_ms = s->loop->now_ms;
-  if (ms && (s->flags & S_READING) && s->read_timer.op.state == URSA__IDLE)
+  if (ms && (s->flags & S_READING) && read_timer_idle(s))
     start_read_timer(s, ms);
   return 0;
 }
@@ -190,8 +202,8 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
   op_end(s, op);
   if (status < 0) {
     s->flags &= ~(S_READING | S_READ_TIMEDOUT | S_MSGSIZE | S_DESYNC);
-    if (s->read_timer.op.state != URSA__IDLE)
-      ursa__op_cancel(loop, &s->read_timer.op);
+    if (s->read_timer && s->read_timer->op.state != URSA__IDLE)
+      ursa__op_cancel(loop, &s->read_timer->op);
     s->read_cb(s, status, NULL);
   }
   maybe_finish_close(s);

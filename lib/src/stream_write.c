@@ -4,6 +4,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -51,6 +52,30 @@ void ursa__stream_fail_unbatched(ursa_stream *s) {
   }
 }
 
+static struct ursa__sendv *take_sendv(ursa_loop *loop) {
+  struct ursa__sendv *v = loop->sendv_free;
+  if (v) {
+    loop->sendv_free = v->next;
+    return v;
+  }
+  return malloc(sizeof(*v) + loop->write_batch * sizeof(struct iovec));
+}
+
+static void give_sendv(ursa_stream *s) {
+  if (!s->sendv) return;
+  s->sendv->next = s->loop->sendv_free;
+  s->loop->sendv_free = s->sendv;
+  s->sendv = NULL;
+}
+
+void ursa__sendv_free_all(ursa_loop *loop) {
+  while (loop->sendv_free) {
+    struct ursa__sendv *v = loop->sendv_free;
+    loop->sendv_free = v->next;
+    free(v);
+  }
+}
+
 static void start_send(ursa_stream *s) {
   ursa_write_req *w = s->wq_head;
   if (!w || s->send_op.state != URSA__IDLE || s->base.closing ||
@@ -67,13 +92,23 @@ static void start_send(ursa_stream *s) {
   unsigned n = 0, max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
                             ? 1
                             : s->loop->write_batch;
+  /* One write goes from the stream's own iovec; several take a vector
+   * from the loop's pool for as long as their send is out (none at hand
+   * and no memory for one: they go one at a time). */
+  struct iovec *iov = &s->iov1;
+  if (max > 1 && head->wnext && head->wnext->op.nsqe == 1 &&
+      head->len - head->done < SEND_MAX &&
+      (s->sendv = take_sendv(s->loop)) != NULL)
+    iov = s->sendv->iov;
+  else
+    max = 1;
   size_t total = 0;
   for (; w && n < max && total < SEND_MAX && (w == head || w->op.nsqe == 1);
        w = w->wnext) {
     size_t left = w->len - w->done;
     if (left > SEND_MAX - total) left = SEND_MAX - total;
-    s->iov[n].iov_base = (void *)(w->buf + w->done);
-    s->iov[n++].iov_len = left;
+    iov[n].iov_base = (void *)(w->buf + w->done);
+    iov[n++].iov_len = left;
     total += left;
     w->op.flags |= URSA__F_BATCHED;
   }
@@ -157,18 +192,19 @@ void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
   if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
       !(s->flags & S_NO_ZC) &&
       (loop->used & URSA_FEAT_SEND_ZC) &&
-      s->iov[0].iov_len >= loop->zc_threshold) {
-    io_uring_prep_send_zc(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+      s->iov1.iov_len >= loop->zc_threshold) {
+    io_uring_prep_send_zc(sqe, s->fd, s->iov1.iov_base, s->iov1.iov_len,
                           MSG_NOSIGNAL, 0);
     op->flags |= URSA__F_ZC;
   } else if (s->batch == 1) {
-    io_uring_prep_send(sqe, s->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+    io_uring_prep_send(sqe, s->fd, s->iov1.iov_base, s->iov1.iov_len,
                        MSG_NOSIGNAL);
   } else {
-    memset(&s->msg, 0, sizeof(s->msg));
-    s->msg.msg_iov = s->iov;
-    s->msg.msg_iovlen = s->batch;
-    io_uring_prep_sendmsg(sqe, s->fd, &s->msg, MSG_NOSIGNAL);
+    struct msghdr *m = &s->sendv->msg;
+    memset(m, 0, sizeof(*m));
+    m->msg_iov = s->sendv->iov;
+    m->msg_iovlen = s->batch;
+    io_uring_prep_sendmsg(sqe, s->fd, m, MSG_NOSIGNAL);
   }
   set_socket(s, sqe);
   io_uring_sqe_set_data(sqe, op);
@@ -285,6 +321,7 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   bool stopped = (op->flags & URSA__F_CANCEL) || s->base.closing;
   int err = timeout_status(op, res);
   s->batch = 0;
+  give_sendv(s); /* the kernel is done with the iovecs */
   op_end(s, op);
 
   ursa_write_req *done = NULL, *failed = NULL;

@@ -166,6 +166,7 @@ int ursa_loop_close(ursa_loop *loop) {
     return ursa__refuse(-EBUSY, "ursa_loop_close: %u handles (streams, "
                         "listeners, datagram sockets) still open; close "
                         "them and run the loop first", loop->handles);
+  ursa__sendv_free_all(loop);
   ursa__bufring_free(loop);
   loop->be->free(loop);
   free(loop);

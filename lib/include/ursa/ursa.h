@@ -470,6 +470,12 @@ struct ursa_write_req {
   ursa_timespec ts; /* a linked timeout's time */
 };
 
+struct ursa__sendv;      /* a batched send's msghdr and iovecs */
+struct ursa__connecting; /* a connect's op, address and timeout */
+
+/* What an idle stream holds is kept small (the bench's memory case counts
+ * it): state that only a batched send, a connect or a read timeout needs
+ * is taken from the loop or the heap while it is needed. */
 struct ursa_stream {
   void *data; /* public */
   int fd;     /* read-only: the socket; -1 when it is a direct descriptor
@@ -480,18 +486,18 @@ struct ursa_stream {
   int32_t slot;    /* the direct descriptor's slot */
   ursa_op send_op; /* one send in flight, carrying up to batch writes */
   unsigned batch;
-  struct msghdr msg;
-  struct iovec iov[URSA_WRITE_BATCH];
+  int32_t zc_res;  /* a zero-copy send's result, kept until its notice */
+  struct iovec iov1;          /* a send of one write */
+  struct ursa__sendv *sendv;  /* a send of several, from the loop's pool */
   ursa_op recv_op;
-  ursa_op connect_op;
   ursa_op shutdown_op;
   ursa_handle_base base;
-  ursa_timer read_timer;
+  struct ursa__connecting *connecting; /* from ursa_connect() to its callback */
+  ursa_timer *read_timer; /* made by the first ursa_read_timeout() */
   uint32_t read_timeout_ms;
   int32_t write_error;
   uint64_t last_read_ms;
   ursa_read_cb read_cb;
-  ursa_connect_cb connect_cb;
   ursa_shutdown_cb shutdown_cb;
   ursa_stream_close_cb close_cb;
   ursa_write_req *wq_head;
@@ -499,10 +505,6 @@ struct ursa_stream {
   size_t wq_bytes;
   size_t high_water; /* reading pauses at this many queued bytes (0: off) */
   size_t low_water;  /* and resumes at this many */
-  struct sockaddr_storage peer; /* connect address until submitted */
-  socklen_t peer_len;
-  ursa_timespec ts; /* a linked timeout's time */
-  int32_t zc_res; /* a zero-copy send's result, kept until its notice */
 };
 
 /* Flags for ursa_listen() and ursa_connect(). */
@@ -566,7 +568,8 @@ URSA_EXPORT int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd);
 /* Opens a socket and connects it to addr (flags: 0, or URSA_SEQPACKET for
  * an AF_UNIX seqpacket socket).  timeout_ms > 0 bounds the
  * connect (a linked timeout; the callback then gets -ETIMEDOUT).  The
- * address is copied.  When it returns an error nothing was opened and
+ * address is copied (into a block of about 200 bytes held until the
+ * callback: -ENOMEM when there is none).  When it returns an error nothing was opened and
  * there is nothing to close; after 0 the stream must be closed in the end,
  * whatever the callback's status. */
 URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
@@ -603,7 +606,9 @@ URSA_EXPORT int ursa_buf_release(ursa_loop *loop, const void *buf);
 URSA_EXPORT int ursa_read_stop(ursa_stream *s);
 
 /* While reading, ends the read with -ETIMEDOUT when no byte has arrived for
- * ms milliseconds (0 turns it off).  While reading is paused by the high
+ * ms milliseconds (0 turns it off).  The first call with ms > 0 gives the
+ * stream its timer (about 90 bytes, until close; -ENOMEM when there is
+ * none).  While reading is paused by the high
  * watermark, a send that completes counts as activity too, so a peer that
  * neither sends nor takes its replies times out as well (one send carries
  * up to write_batch writes, so a peer must take that much per timeout).  Checked on
