@@ -897,8 +897,11 @@ INSTANTIATE_TEST_SUITE_P(
     ParamName);
 
 // Bad arguments are refused with EINVAL and a reason, never a crash.
-TEST(StreamArgs, BadArgumentsAreRefused) {
-  t::Loop lp;
+class StreamArgs : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(StreamArgs, BadArgumentsAreRefused) {
+  ursa_loop_options o0 = t::OptionsFor(GetParam());
+  t::Loop lp(&o0);
   ASSERT_EQ(0, lp.status());
   ursa_stream s{};
   EXPECT_EQ(-EINVAL, ursa_read_start(nullptr, ReadInto));
@@ -960,9 +963,12 @@ namespace {
 void NoteConnect(ursa_stream *s, int st) { *static_cast<int *>(s->data) = st; }
 
 // [::] without URSA_LISTEN_V6ONLY takes IPv4 clients too; with it, not.
-TEST(Ipv6, DualStackAndV6OnlyListeners) {
+class Ipv6 : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(Ipv6, DualStackAndV6OnlyListeners) {
   for (unsigned flags : {0u, (unsigned)URSA_LISTEN_V6ONLY}) {
-    t::Loop lp;
+    ursa_loop_options o0 = t::OptionsFor(GetParam());
+    t::Loop lp(&o0);
     ASSERT_EQ(0, lp.status());
     ursa_addr any;
     ASSERT_EQ(0, ursa_addr_parse("[::]:0", &any));
@@ -999,9 +1005,11 @@ namespace {
 
 // Writes queued behind a send in flight leave together: with write_batch 8,
 // 64 queued writes take far fewer than 64 sends; with 1, exactly 64.
-TEST(WriteBatch, QueuedWritesShareSends) {
+class WriteBatch : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(WriteBatch, QueuedWritesShareSends) {
   for (unsigned batch : {8u, 1u}) {
-    ursa_loop_options o{};
+    ursa_loop_options o = t::OptionsFor(GetParam());
     o.write_batch = batch;
     t::Loop lp(&o);
     ASSERT_EQ(0, lp.status());
@@ -1086,10 +1094,10 @@ void EchoBounded(ursa_stream *s, ssize_t n, const void *buf) {
 // A stream over a socketpair on a loop with a small ring (8 x 16 KiB),
 // echoing through EchoBounded; the test plays the peer on peer_
 // (non-blocking).  The stream is closed and the loop finished at the end.
-class Watermarks : public ::testing::Test {
+class Watermarks : public ::testing::TestWithParam<ursa_backend> {
  protected:
   void SetUp() override {
-    ursa_loop_options o{};
+    ursa_loop_options o = t::OptionsFor(GetParam());
     o.buf_count = 8;
     o.buf_size = 16384;
     lp_.reset(new t::Loop(&o));
@@ -1130,7 +1138,7 @@ class Watermarks : public ::testing::Test {
 // than the high watermark plus what the kernel had already received into
 // ring buffers when the pause took effect (here 8 x 16 KiB); once it reads,
 // every byte arrives.
-TEST_F(Watermarks, PeerThatDoesNotReadIsBounded) {
+TEST_P(Watermarks, PeerThatDoesNotReadIsBounded) {
   EXPECT_EQ(-EINVAL, ursa_stream_watermarks(&b_.s, 1000, 1000));
   const size_t high = 256 << 10, low = 64 << 10;
   Start(high, low);
@@ -1168,7 +1176,7 @@ TEST_F(Watermarks, PeerThatDoesNotReadIsBounded) {
 // A peer that fills the high watermark and then neither sends nor reads
 // is the stall the read timeout is for: the read ends with -ETIMEDOUT
 // although no recv is in flight while reading is paused.
-TEST_F(Watermarks, ReadTimeoutEndsAPausedStall) {
+TEST_P(Watermarks, ReadTimeoutEndsAPausedStall) {
   Start(64 << 10, 16 << 10, 200);
   std::vector<char> msg = t::RandomBytes(16 << 20, 78);
   size_t off = 0;
@@ -1203,7 +1211,7 @@ TEST_F(Watermarks, ReadTimeoutEndsAPausedStall) {
 
 // The same stall, but the peer drains its replies slowly: each send that
 // gets through is progress, so the read timeout does not fire.
-TEST_F(Watermarks, DrainingPeerIsNotTimedOut) {
+TEST_P(Watermarks, DrainingPeerIsNotTimedOut) {
   Start(64 << 10, 16 << 10, 300);
   std::vector<char> msg = t::RandomBytes(4 << 20, 79);
   size_t off = 0;
@@ -1270,7 +1278,9 @@ SameMemory(const char *a, const char *b, size_t n) {
 // big buffer is mostly the zero page (untouched private memory), with
 // patterns at its start and across the 4 GiB mark; the reader compares
 // every byte with what was written.
-TEST(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
+class BigWrite : public ::testing::TestWithParam<ursa_backend> {};
+
+TEST_P(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
   const size_t kBig = (4ull << 30) + 4096, k4G = 4ull << 30;
   char *big = static_cast<char *>(mmap(nullptr, kBig, PROT_READ | PROT_WRITE,
                                        MAP_PRIVATE | MAP_ANONYMOUS |
@@ -1321,7 +1331,8 @@ TEST(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
   });
   JoinReader join{reader, sv[1]};
   {
-    t::Loop lp;
+    ursa_loop_options o0 = t::OptionsFor(GetParam());
+    t::Loop lp(&o0);
     ASSERT_EQ(0, lp.status());
     struct W {
       ursa_write_req w{};
@@ -1456,5 +1467,17 @@ TEST(ZeroCopy, RefusedSendUnderCancelKeepsAUnixStreamWhole) {
 TEST(ZeroCopy, RefusedSendUnderCancelKeepsATcpStreamWhole) {
   ZeroCopyRefusalUnderCancel(AF_INET, 4 << 20, true);
 }
+
+// The suites above that take no ring variant run on each backend.
+#define ON_EACH_BACKEND(suite)                                         \
+  INSTANTIATE_TEST_SUITE_P(Backends, suite,                            \
+                           ::testing::ValuesIn(t::kBackends,           \
+                                               t::kBackends + 2),      \
+                           t::BackendName)
+ON_EACH_BACKEND(StreamArgs);
+ON_EACH_BACKEND(Ipv6);
+ON_EACH_BACKEND(WriteBatch);
+ON_EACH_BACKEND(Watermarks);
+ON_EACH_BACKEND(BigWrite);
 
 }  // namespace

@@ -274,6 +274,87 @@ TEST_P(Unix, ReplacedFileIsNotRemovedByTheOldListener) {
   close(fd);
 }
 
+void NoteStatus(ursa_stream *s, int st) { *static_cast<int *>(s->data) = st; }
+
+// A connect to a Unix listener whose backlog is full waits for room (as a
+// blocking connect(2) does: on io_uring in the kernel, on epoll by trying
+// again every few milliseconds), and a timeout bounds the wait.  The one
+// that gets in carries its bytes.
+TEST_P(Unix, ConnectToAFullBacklogWaitsForRoomOrTimesOut) {
+  ursa_addr at = Addr("full.sock");
+  int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  ASSERT_GE(l, 0);
+  ASSERT_EQ(0, bind(l, (sockaddr *)&at.ss, at.len));
+  ASSERT_EQ(0, listen(l, 0));
+  std::vector<int> fillers;
+  for (;;) {
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(c, 0);
+    if (connect(c, (sockaddr *)&at.ss, at.len) == 0) {
+      fillers.push_back(c);
+      continue;
+    }
+    ASSERT_EQ(EAGAIN, errno) << strerror(errno);
+    close(c);
+    break;
+  }
+  ASSERT_FALSE(fillers.empty());
+
+  ursa_stream a{};
+  int sa = 1;
+  a.data = &sa;
+  uint64_t t0 = ursa_loop_now(loop());
+  ASSERT_EQ(0, ursa_connect(loop(), &a, (sockaddr *)&at.ss, at.len, 0, 150,
+                            NoteStatus));
+  ASSERT_TRUE(RunUntil([&] { return sa != 1; }));
+  EXPECT_EQ(-ETIMEDOUT, sa) << ursa_err_name(sa);
+  EXPECT_GE(ursa_loop_now(loop()) - t0, 140u);
+  ASSERT_TRUE(lp_->CloseStreams({&a}));
+
+  ursa_stream b{};
+  int sb = 1;
+  b.data = &sb;
+  ASSERT_EQ(0, ursa_connect(loop(), &b, (sockaddr *)&at.ss, at.len, 0, 0,
+                            NoteStatus));
+  ursa_timer wait{};
+  static bool waited;
+  waited = false;
+  ASSERT_EQ(0, ursa_timer_start(loop(), &wait, 100, 0,
+                                [](ursa_timer *, int) { waited = true; }));
+  // RUN_ONCE waits for a callback: the connect's tries on epoll wake the
+  // loop without one, and it waits on.
+  ASSERT_EQ(1, ursa_loop_run(loop(), URSA_RUN_ONCE));
+  EXPECT_TRUE(waited) << "RUN_ONCE returned with nothing called back";
+  ASSERT_TRUE(RunUntil([&] { return waited; }));
+  EXPECT_EQ(1, sb) << "connected into a full backlog: "
+                   << ursa_err_name(sb);
+  int first = accept(l, nullptr, nullptr); /* room for one */
+  ASSERT_GE(first, 0) << strerror(errno);
+  ASSERT_TRUE(RunUntil([&] { return sb != 1; }));
+  ASSERT_EQ(0, sb) << ursa_err_name(sb);
+  ursa_write_req w{};
+  static int wst;
+  wst = 1;
+  ASSERT_EQ(0, ursa_write(&w, &b, "hello", 5, 0,
+                          [](ursa_write_req *, int st) { wst = st; }));
+  ASSERT_TRUE(RunUntil([&] { return wst != 1; }));
+  EXPECT_EQ(0, wst);
+  // b's connection waits behind the other fillers: exactly one of the
+  // accepted sockets has its bytes.
+  int got = 0;
+  for (int c; (c = accept(l, nullptr, nullptr)) >= 0; close(c)) {
+    char buf[8];
+    if (recv(c, buf, sizeof(buf), MSG_DONTWAIT) == 5 &&
+        memcmp(buf, "hello", 5) == 0)
+      got++;
+  }
+  EXPECT_EQ(1, got);
+  ASSERT_TRUE(lp_->CloseStreams({&b}));
+  close(first);
+  for (int c : fillers) close(c);
+  close(l);
+}
+
 TEST_P(Unix, SeqpacketFlagNeedsAUnixAddress) {
   sockaddr_storage ss;
   socklen_t len = t::LoopbackAddr(AF_INET, &ss);

@@ -804,48 +804,56 @@ static void expire(ursa_loop *loop, uint64_t now) {
   }
 }
 
+/* Submits, then waits as an enter does: until a completion is posted or
+ * wait_ns has passed (a readiness event that completes nothing, as when
+ * another process took the connection, waits on). */
 static int ep_enter(ursa_loop *loop, int64_t wait_ns) {
   struct ursa__ep *ep = loop->ep;
   ep_submit(loop);
   flush_dirty(loop);
-  int timeout_ms = -1;
   if (ep->cq_tail != ep->cq_head) {
     /* Completions at hand: return them, as an enter would, but ask epoll
      * now and then so that ready sockets wait at most a few rounds. */
     if (++ep->starved < STARVE_ROUNDS) return 0;
-    timeout_ms = 0;
-  } else if (wait_ns >= 0) {
-    timeout_ms = (int)((wait_ns + 999999) / 1000000);
-  }
-  uint64_t now = 0;
-  if (timeout_ms != 0 && (ep->nheap || ep->retry)) {
-    now = ursa__clock_ns();
-    int64_t until = ep->retry ? RETRY_NS : -1;
-    if (ep->nheap) {
-      int64_t d = ep->heap[0]->deadline_ns > now
-                      ? (int64_t)(ep->heap[0]->deadline_ns - now)
-                      : 0;
-      if (until < 0 || d < until) until = d;
-    }
-    int ms = (int)((until + 999999) / 1000000);
-    if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
+    wait_ns = 0;
   }
   ep->starved = 0;
-  SYSCALL(loop);
-  int n = epoll_wait(ep->epfd, ep->events, EVENTS, timeout_ms);
-  if (n < 0) return errno == EINTR ? -EINTR : -errno;
-  for (int i = 0; i < n; i++) {
-    int fd = ep->events[i].data.fd;
-    uint32_t ev = ep->events[i].events;
-    if ((unsigned)fd >= ep->nfds) continue;
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-      run_queue(loop, fd, false);
-    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) run_queue(loop, fd, true);
+  uint64_t end = wait_ns > 0 ? ursa__clock_ns() + (uint64_t)wait_ns : 0;
+  for (;;) {
+    int timeout_ms = wait_ns < 0 ? -1 : (int)((wait_ns + 999999) / 1000000);
+    if (timeout_ms != 0 && (ep->nheap || ep->retry)) {
+      uint64_t now = ursa__clock_ns();
+      int64_t until = ep->retry ? RETRY_NS : -1;
+      if (ep->nheap) {
+        int64_t d = ep->heap[0]->deadline_ns > now
+                        ? (int64_t)(ep->heap[0]->deadline_ns - now)
+                        : 0;
+        if (until < 0 || d < until) until = d;
+      }
+      int ms = (int)((until + 999999) / 1000000);
+      if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
+    }
+    SYSCALL(loop);
+    int n = epoll_wait(ep->epfd, ep->events, EVENTS, timeout_ms);
+    if (n < 0) return errno == EINTR ? -EINTR : -errno;
+    for (int i = 0; i < n; i++) {
+      int fd = ep->events[i].data.fd;
+      uint32_t ev = ep->events[i].events;
+      if ((unsigned)fd >= ep->nfds) continue;
+      if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        run_queue(loop, fd, false);
+      if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) run_queue(loop, fd, true);
+    }
+    if (ep->retry) run_retries(loop);
+    if (ep->nheap) expire(loop, ursa__clock_ns());
+    flush_dirty(loop);
+    if (ep->cq_tail != ep->cq_head || wait_ns == 0) return 0;
+    if (wait_ns > 0) {
+      uint64_t now = ursa__clock_ns();
+      if (now >= end) return -ETIME;
+      wait_ns = (int64_t)(end - now);
+    }
   }
-  if (ep->retry) run_retries(loop);
-  if (ep->nheap) expire(loop, ursa__clock_ns());
-  flush_dirty(loop);
-  return 0;
 }
 
 static unsigned ep_sq_space(ursa_loop *loop) {

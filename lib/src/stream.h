@@ -68,11 +68,14 @@ static inline int check_stream(const ursa_stream *s, const char *fn) {
   return 0;
 }
 
-/* A linked timeout shows as -ECANCELED on the op it guards. */
+/* A linked timeout shows as -ECANCELED on the op it guards, or as -EINTR
+ * when the kernel ran the op in a worker thread that blocked (a connect
+ * to a Unix listener with a full backlog) and interrupted it; a cancel of
+ * such an op shows as -EINTR too. */
 static inline int timeout_status(const ursa_op *op, int res) {
-  if (res == -ECANCELED && (op->flags & URSA__F_TIMEOUT) &&
-      !(op->flags & URSA__F_CANCEL))
-    return -ETIMEDOUT;
+  if (res != -ECANCELED && res != -EINTR) return res;
+  if (op->flags & URSA__F_CANCEL) return -ECANCELED;
+  if (op->flags & URSA__F_TIMEOUT) return -ETIMEDOUT;
   return res;
 }
 
