@@ -14,16 +14,22 @@ from checks import check, finish
 PING = sys.argv[1]
 
 
-def run(args, user=None):
+def run(args, user=None, backend=None):
     cmd = [PING, *args]
     if user:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    env = dict(os.environ)
+    if backend:
+        env["URSA_BACKEND"] = backend  # raw sockets on the epoll backend too
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                          env=env)
 
 
-for host in ["127.0.0.1", "::1", "localhost"]:
-    r = run(["-c", "3", "-i", "20", host])
+for host, backend in [("127.0.0.1", None), ("::1", None), ("localhost", None),
+                      ("127.0.0.1", "epoll"), ("::1", "epoll")]:
+    r = run(["-c", "3", "-i", "20", host], backend=backend)
+    host = f"{host} ({backend or 'default'} backend)"
     check(r.returncode == 0, f"{host}: exit {r.returncode} {r.stderr}")
     replies = re.findall(r"^64 bytes from .*: icmp_seq=(\d+).* time=[0-9.]+ ms$",
                          r.stdout, re.M)

@@ -212,6 +212,10 @@ int ursa__refuse(int err, const char *fmt, ...) URSA__HIDDEN
 int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
     URSA__HIDDEN;
 
+/* Writes a short cause of an io_uring set-up error ("io_uring set-up
+ * failed with EPERM: refused, most likely by a seccomp filter"). */
+int ursa__setup_cause(int err, char *buf, size_t len) URSA__HIDDEN;
+
 /* ---- epoll.c ---- */
 /* Sets up the epoll backend (loop->ep); fills used. */
 int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *opts)

@@ -195,6 +195,33 @@ static int read_sysctl(const char *path) {
   return v;
 }
 
+int ursa__setup_cause(int err, char *buf, size_t len) {
+  int dis = read_sysctl("/proc/sys/kernel/io_uring_disabled");
+  const char *cause;
+  switch (err) {
+    case -EPERM:
+      cause = dis == 2   ? "kernel.io_uring_disabled=2"
+              : dis == 1 ? "kernel.io_uring_disabled=1 and this process is "
+                           "not in kernel.io_uring_group"
+                         : "refused, most likely by a seccomp filter";
+      break;
+    case -ENOSYS:
+      cause = "no io_uring in this kernel, or a seccomp filter answering "
+              "ENOSYS";
+      break;
+    case -ENOMEM:
+      cause = "not enough memory for the ring (RLIMIT_MEMLOCK before 5.12)";
+      break;
+    case -EOPNOTSUPP:
+      cause = "the kernel lacks provided buffer rings (Linux 5.19)";
+      break;
+    default:
+      cause = ursa_strerror(err);
+  }
+  return snprintf(buf, len, "io_uring set-up failed with %s: %s",
+                  ursa_err_name(err), cause);
+}
+
 int ursa_explain_setup_error(int err, char *buf, size_t len) {
   int dis = read_sysctl("/proc/sys/kernel/io_uring_disabled");
   switch (err) {

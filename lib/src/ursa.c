@@ -137,11 +137,9 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
     } else if (o.backend == URSA_BACKEND_AUTO && r != -EINVAL) {
       /* Blocked, absent or short of something: the same loop on epoll. */
       char why[256];
-      ursa_explain_setup_error(r, why, sizeof(why));
+      ursa__setup_cause(r, why, sizeof(why));
       memset(loop, 0, sizeof(*loop));
-      snprintf(loop->backend_why, sizeof(loop->backend_why),
-               "auto: io_uring set-up failed with %s: %s", ursa_err_name(r),
-               why);
+      snprintf(loop->backend_why, sizeof(loop->backend_why), "auto: %s", why);
       r = open_backend(loop, &o, URSA_BACKEND_EPOLL);
     }
   }
