@@ -3,7 +3,8 @@
 results.json (tests/data/bench_results.json, a quick run's) through
 `bench.py --render`, and fails on any {...} left unformatted (a string
 that lost its f prefix), on a missing section, on a case or backend of the
-run that the report does not show, and on a module of the package over
+run that the report does not show, on a backend split from its case's
+table, and on a module of the package over
 400 lines."""
 import glob
 import json
@@ -31,6 +32,20 @@ for section in ["## Targets", "| machine |"]:
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):
     check(b in text, f"the report shows backend {b}")
+# Every backend of a case sits in that case's one table, beside epoll
+# (a backend's name may hold a hyphen: ursa-epoll).
+sections = re.split(r"^## ", text, flags=re.M)
+for c in results["cases"]:
+    if c["kind"] not in ("pingpong", "pipelined"):
+        continue  # the bulk stream has a table of its own
+    key = (f"{c['proto'].upper()} {c['kind']}, {c['conns']} connection")
+    tables = [sec for sec in sections if sec.startswith(key) and
+              f"{c['size']} B, {c['inflight']} in flight" in sec.split("\n")[0]
+              and f"| {c['backend']} |" in sec]
+    check(len(tables) == 1 and "| epoll |" in tables[0],
+          f"case {c['id']} is in {len(tables)} tables, "
+          f"{'with' if tables and '| epoll |' in tables[0] else 'without'} "
+          f"epoll")
 for ab in results.get("ab", []):
     check(ab["label"] in text, f"the report shows A/B row {ab['label']}")
 pkg = os.path.join(os.path.dirname(BENCH), "ursabench")

@@ -1,7 +1,7 @@
 """analysis.py - the targets table and the analysis that bounds each
 target not met, from the run's own counters and profile."""
 
-from .config import PROFILE_BUCKETS
+from .config import PROFILE_BUCKETS, case_of
 
 
 def fmt(v, nd=1):
@@ -119,12 +119,12 @@ def targets(cases, bulk, iperf, mem, prof):
         r1 = ratio(c["rt_per_s"], e["rt_per_s"])
         r2 = ratio(c["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
         if (r1 is not None and r1 < 0.95) or (r2 is not None and r2 > 1.05):
-            behind.append(f"{c['id'].rsplit('-', 1)[0]} (rt/s {fmt(r1, 2)}x, "
+            behind.append(f"{case_of(c)} (rt/s {fmt(r1, 2)}x, "
                           f"CPU {fmt(r2, 2)}x)")
             overlap = (c.get("rt_per_s_max") or 0) >= (e.get("rt_per_s_min")
                                                       or 0)
             behind_notes.append(
-                f"{c['id'].rsplit('-', 1)[0]}: uring "
+                f"{case_of(c)}: uring "
                 f"{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])} rt/s, "
                 f"epoll {fmt(e['rt_per_s_min'])}-{fmt(e['rt_per_s_max'])} "
                 f"over {c['repeats']} repeats: "

@@ -40,6 +40,12 @@ def matrix(full):
 def case_id(b, kind, proto, conns, size, inflight):
     return f"{proto}-{kind}-{conns}c-{size}b-{inflight}i-{b}"
 
+def case_of(c):
+    """A case's id without its backend (which may hold a hyphen itself:
+    ursa-epoll), the key its backends share."""
+    return case_id("", c["kind"], c["proto"], c["conns"], c["size"],
+                   c["inflight"])[:-1]
+
 # The A/B block: the uring server with one default feature switched off,
 # or one opt-in feature switched on, against its default set-up,
 # interleaved run by run so that drift on a shared machine falls on every

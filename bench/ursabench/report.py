@@ -3,7 +3,7 @@ from a stored results.json."""
 import os
 
 from .analysis import fmt, targets
-from .config import AB_MISSING
+from .config import AB_MISSING, case_of
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
@@ -35,7 +35,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
-        groups.setdefault(c["id"].rsplit("-", 1)[0], []).append(c)
+        groups.setdefault(case_of(c), []).append(c)
     for g, cs in groups.items():
         c0 = cs[0]
         L += [f"## {c0['proto'].upper()} {c0['kind']}, {c0['conns']} "
