@@ -27,7 +27,9 @@ with tempfile.TemporaryDirectory(prefix="ursa-report-") as out:
 check(text.startswith("# ursa bench report"), "report.md has its title")
 left = re.findall(r"\{[A-Za-z_][^{}\n]*\}", text)
 check(not left, f"unformatted placeholders in the report: {left[:5]}")
-for section in ["## Targets", "| machine |"]:
+for section in ["## Targets", "| machine |"] + (
+        ["## Write-queue drain", "write-queue drain (uring)"]
+        if json.load(open(RESULTS)).get("drain") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):

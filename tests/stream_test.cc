@@ -1003,14 +1003,17 @@ TEST_P(Ipv6, DualStackAndV6OnlyListeners) {
 
 namespace {
 
-// Writes queued behind a send in flight leave together: with write_batch 8,
-// 64 queued writes take far fewer than 64 sends; with 1, exactly 64.
+// Writes queued behind a send in flight leave together: with the default
+// write_batch (256) or 8, 64 queued writes take far fewer than 64 sends;
+// with 1, exactly 64.  Writes of 8 KiB leave at most 256 KiB to a send
+// (URSA_SEND_BUDGET), so 64 of them take at least 3.
 class WriteBatch : public ::testing::TestWithParam<ursa_backend> {};
 
 TEST_P(WriteBatch, QueuedWritesShareSends) {
-  for (unsigned batch : {8u, 1u}) {
+  for (unsigned batch : {0u, 8u, 1u, 1000u}) {
     ursa_loop_options o = t::OptionsFor(GetParam());
     o.write_batch = batch;
+    size_t base = batch == 1000 ? 8192 : 100;
     t::Loop lp(&o);
     ASSERT_EQ(0, lp.status());
     int sv[2];
@@ -1025,26 +1028,36 @@ TEST_P(WriteBatch, QueuedWritesShareSends) {
     ursa_stats before;
     ursa_loop_stats(lp.get(), &before);
     for (int i = 0; i < kWrites; i++) {
-      msgs.push_back(t::RandomBytes(100 + i, 300 + i));
+      msgs.push_back(t::RandomBytes(base + i, 300 + i));
       ASSERT_EQ(0, ursa_write(&ws[i], &s, msgs[i].data(), msgs[i].size(), 0,
                               [](ursa_write_req *, int st) {
                                 EXPECT_EQ(0, st);
                                 done++;
                               }));
     }
-    ASSERT_TRUE(lp.RunUntil([&] { return done == kWrites; }));
+    // The peer reads as the loop sends: 64 writes of 8 KiB fill a socket
+    // pair.
+    std::vector<char> want, got;
+    for (auto &m : msgs) want.insert(want.end(), m.begin(), m.end());
+    got.resize(want.size());
+    bool read_ok = false;
+    std::thread reader(
+        [&] { read_ok = t::ReadExactly(sv[1], got.data(), got.size()); });
+    bool all = lp.RunUntil([&] { return done == kWrites; });
+    reader.join();
+    ASSERT_TRUE(all);
+    ASSERT_TRUE(read_ok);
     ursa_stats after;
     ursa_loop_stats(lp.get(), &after);
     // Timers (RunUntil's guard) take no SQE: every one counted is a send.
     uint64_t sends = after.sqes - before.sqes;
+    unsigned per = batch ? batch : URSA_WRITE_BATCH;
     if (batch == 1)
       EXPECT_EQ((uint64_t)kWrites, sends);
+    else if (batch == 1000)
+      EXPECT_GE(sends, 3u) << "a send carried more than the byte budget";
     else
-      EXPECT_LE(sends, (uint64_t)(1 + kWrites / batch + 1)) << "not batched";
-    std::vector<char> want, got;
-    for (auto &m : msgs) want.insert(want.end(), m.begin(), m.end());
-    got.resize(want.size());
-    ASSERT_TRUE(t::ReadExactly(sv[1], got.data(), got.size()));
+      EXPECT_LE(sends, (uint64_t)(1 + kWrites / per + 1)) << "not batched";
     EXPECT_TRUE(t::SameBytes(want, got));
     static bool closed;
     closed = false;
@@ -1054,7 +1067,7 @@ TEST_P(WriteBatch, QueuedWritesShareSends) {
     lp.Finish();
   }
   ursa_loop_options bad{};
-  bad.write_batch = URSA_WRITE_BATCH + 1;
+  bad.write_batch = URSA_WRITE_BATCH_MAX + 1;
   ursa_loop *l = nullptr;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&l, &bad));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "write_batch"));

@@ -332,7 +332,7 @@ int main(int argc, char **argv) {
         o.buf_size = (unsigned)n;
         break;
       case O_WBATCH:
-        if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH, &n) < 0) return 2;
+        if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH_MAX, &n) < 0) return 2;
         o.write_batch = (unsigned)n;
         break;
       case O_DISABLE:

@@ -17,7 +17,7 @@ def find(cases, backend, kind, proto, conns, size, inflight):
                  c["conns"] == conns and c["size"] == size and
                  c["inflight"] == inflight), None)
 
-def targets(cases, bulk, iperf, mem, prof):
+def targets(cases, bulk, iperf, mem, prof, drain=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
@@ -96,6 +96,17 @@ def targets(cases, bulk, iperf, mem, prof):
         row(f"RSS per idle connection ({um['held']} held)",
             f"{fmt(um['bytes_per_conn'], 0)} B", "<= 2048 B",
             um["bytes_per_conn"] <= 2048)
+    for b in ("uring", "epoll"):
+        ds = sorted((d for d in drain if d["backend"] == b),
+                    key=lambda d: d["writes"])
+        if len(ds) < 2:
+            continue
+        r = ratio(ds[-1]["ns_per_write"], ds[0]["ns_per_write"])
+        row(f"write-queue drain ({b}): time per write, {ds[-1]['writes']:,}"
+            f" vs {ds[0]['writes']:,} queued",
+            f"{fmt(ds[-1]['ns_per_write'], 0)} vs "
+            f"{fmt(ds[0]['ns_per_write'], 0)} ns = {fmt(r, 2)}x",
+            "<= 1.5x (flat)", r is not None and r <= 1.5)
     ml = next((m for m in mem if m["backend"] == "libuv"), None)
     for b in ("uring", "ursa-epoll"):
         m = next((m for m in mem if m["backend"] == b), None)

@@ -15,7 +15,7 @@ from .analysis import fmt
 from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, case_id,
                      matrix)
 from .plots import graphs
-from .probes import iperf3, memory, profile
+from .probes import drain, iperf3, memory, profile
 from .report import render, report
 from .runner import (RUN_ERRORS, Failure, ab_block, environment,
                      interleaved, one_run, summarise)
@@ -41,6 +41,8 @@ def main():
                     "into --out instead of running anything")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-bulk", action="store_true")
+    ap.add_argument("--no-drain", action="store_true",
+                    help="skip the write-queue drain (ursa-drain)")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
     ap.add_argument("--no-ab", action="store_true",
                     help="skip the io_uring feature A/B block")
@@ -92,8 +94,12 @@ def main():
                                       re.search(a.filter, f"tcp-bulk-{b}")]
     mem_todo = [] if a.no_memory else [b for b in BACKENDS if not a.filter or
                                        re.search(a.filter, f"tcp-idle-{b}")]
+    drain_todo = [] if a.no_drain else [b for b in ("uring", "epoll")
+                                        if not a.filter or
+                                        re.search(a.filter, f"drain-{b}")]
     ab_n = 0 if a.no_ab else len(AB_VARIANTS)
-    n = len(todo) + len(bulk_todo) + len(mem_todo) + ab_n
+    n = (len(todo) + len(bulk_todo) + len(mem_todo) + len(drain_todo) +
+         ab_n)
     per_run = a.duration + a.warmup + 0.4
     t0 = time.time()
     k = 0
@@ -173,6 +179,17 @@ def main():
                 subprocess.SubprocessError) as e:
             k += 1
             failures.append(f"tcp-idle-{b}: {e}")
+    drains = []
+    for b in drain_todo:
+        k += 1
+        try:
+            got = drain(a, b, tmp)
+            drains += got
+            progress(f"drain-{b}", ", ".join(
+                f"{r['writes']} writes {r['ns_per_write']:.0f} ns/write"
+                for r in got))
+        except RUN_ERRORS as e:
+            failures.append(f"drain-{b}: {e}")
     prof = []
     if not a.no_profile:
         for b in ("uring", "epoll"):
@@ -204,7 +221,7 @@ def main():
                      "repeats": a.repeats})
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
-                   "profile": prof,
+                   "profile": prof, "drain": drains,
                    "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
@@ -212,7 +229,8 @@ def main():
             f.write(",".join("" if r.get(key) is None else str(r[key])
                              for key in KEYS) + "\n")
     made = graphs(a.out, env, cases, bulk, iperf)
-    report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof)
+    report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof,
+           drains)
     print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
           f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
           f"results.csv, report.md, graphs/)")

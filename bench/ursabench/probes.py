@@ -10,7 +10,11 @@ import time
 
 from .config import (PROFILE_BUCKETS, PROFILE_LOCKS, PROFILE_PASS_ON,
                      SYSCALL_WRAPPERS)
-from .runner import Server
+from .runner import RUN_ERRORS, Failure, Server
+
+# Queue lengths of the write-queue drain: flat time per write across them
+# is a drain in linear time.
+DRAIN_WRITES = (10000, 40000, 160000)
 
 
 def iperf3(a, tmp):
@@ -39,6 +43,31 @@ def iperf3(a, tmp):
         return None
     return {"mb_per_s": statistics.median(runs), "mb_per_s_min": min(runs),
             "mb_per_s_max": max(runs)}
+
+def drain(a, b, tmp):
+    """ursa-drain on backend b: ns per write with each queue length queued
+    at once, the median of the repeats (a run also checks every byte)."""
+    out = []
+    path = os.path.join(tmp, "drain.json")
+    for n in DRAIN_WRITES:
+        got = []
+        for _ in range(a.repeats):
+            r = subprocess.run([os.path.join(a.bindir, "ursa-drain"),
+                                "--writes", str(n), "--backend", b,
+                                "--json", path], capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode:
+                raise Failure(f"ursa-drain --backend {b} --writes {n}: exit "
+                              f"{r.returncode}: {r.stdout.strip()[-200:]} "
+                              f"{r.stderr.strip()[-200:]}")
+            with open(path) as f:
+                got.append(json.load(f))
+        ns = [g["ns_per_write"] for g in got]
+        out.append({"backend": b, "writes": n,
+                    "ns_per_write": statistics.median(ns),
+                    "ns_per_write_min": min(ns), "ns_per_write_max": max(ns),
+                    "sends": got[0]["sends"], "repeats": len(got)})
+    return out
 
 def memory(a, b, tmp):
     """Server RSS per connection while IDLE_CONNS connections sit idle."""

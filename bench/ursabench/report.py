@@ -7,7 +7,7 @@ from .config import AB_MISSING, case_of
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
-           prof=()):
+           prof=(), drain=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -31,7 +31,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     for name in made:
         L.append(f"![{name}](graphs/{name}.svg)")
     L.append("")
-    L += targets(cases, bulk, iperf, mem, list(prof))
+    L += targets(cases, bulk, iperf, mem, list(prof), list(drain))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -90,6 +90,21 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
             L.append(f"| {m['backend']} | {m['held']} | {m['rss_base_kb']} KiB "
                      f"| {m['rss_peak_kb']} KiB | {fmt(m['bytes_per_conn'], 0)} "
                      f"| {m['note']} |")
+        L.append("")
+    if drain:
+        L += ["## Write-queue drain", "",
+              "`ursa-drain`: N writes of 100 B queued on one TCP stream at "
+              "once, sent by the loop while a thread reads (and checksums) "
+              "the other end; time from the first write to the last "
+              "callback, per write.  Flat across N is a drain in linear "
+              "time.", "",
+              "| backend | writes queued | ns per write | sends |",
+              "|---|---|---|---|"]
+        for d in drain:
+            L.append(f"| {d['backend']} | {d['writes']:,} | "
+                     f"{fmt(d['ns_per_write'], 0)} "
+                     f"[{fmt(d['ns_per_write_min'], 0)}-"
+                     f"{fmt(d['ns_per_write_max'], 0)}] | {d['sends']:,} |")
         L.append("")
     if ab:
         L += ["## A/B: io_uring features one at a time", "",
@@ -152,5 +167,6 @@ def render(results, out, previous=None, draw=None):
     os.makedirs(out, exist_ok=True)
     made = draw(out, results["env"], cases, bulk, iperf) if draw else []
     report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
-           made, previous, results.get("ab", []), results.get("profile", []))
+           made, previous, results.get("ab", []), results.get("profile", []),
+           results.get("drain", []))
     return os.path.join(out, "report.md")

@@ -137,7 +137,8 @@ struct ursa_loop {
   unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned direct_used;  /* slots held by direct streams or reserved by an
                             accept in flight: never above direct_files */
-  struct ursa__sendv *sendv_free; /* batched-send vectors not in use */
+  struct ursa__sendv *sendv_free[2]; /* batched-send vectors not in use:
+                                        small ones, write_batch ones */
 
   ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */

@@ -35,9 +35,15 @@ struct ursa__connecting {
 
 struct ursa__sendv {
   struct ursa__sendv *next; /* the loop's free list */
+  unsigned cap;             /* iovecs: SENDV_SMALL or write_batch */
   struct msghdr msg;
-  struct iovec iov[]; /* write_batch of them */
+  struct iovec iov[];
 };
+
+/* A send of a few writes takes a small vector; one with more queued
+ * behind it a vector of write_batch, so that a stream with a short queue
+ * holds 200 bytes while sending, not 16 KiB. */
+#define SENDV_SMALL 8u
 
 /* Points sqe at the stream's socket: its descriptor, or its direct slot. */
 static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {

@@ -52,28 +52,51 @@ void ursa__stream_fail_unbatched(ursa_stream *s) {
   }
 }
 
-static struct ursa__sendv *take_sendv(ursa_loop *loop) {
-  struct ursa__sendv *v = loop->sendv_free;
+static struct ursa__sendv *take_sendv(ursa_loop *loop, unsigned want) {
+  int big = want > SENDV_SMALL && loop->write_batch > SENDV_SMALL;
+  unsigned cap = big ? loop->write_batch : SENDV_SMALL;
+  struct ursa__sendv *v = loop->sendv_free[big];
   if (v) {
-    loop->sendv_free = v->next;
+    loop->sendv_free[big] = v->next;
     return v;
   }
-  return malloc(sizeof(*v) + loop->write_batch * sizeof(struct iovec));
+  v = malloc(sizeof(*v) + cap * sizeof(struct iovec));
+  if (v) v->cap = cap;
+  return v;
 }
 
 static void give_sendv(ursa_stream *s) {
-  if (!s->sendv) return;
-  s->sendv->next = s->loop->sendv_free;
-  s->loop->sendv_free = s->sendv;
+  struct ursa__sendv *v = s->sendv;
+  if (!v) return;
+  int big = v->cap > SENDV_SMALL;
+  v->next = s->loop->sendv_free[big];
+  s->loop->sendv_free[big] = v;
   s->sendv = NULL;
 }
 
 void ursa__sendv_free_all(ursa_loop *loop) {
-  while (loop->sendv_free) {
-    struct ursa__sendv *v = loop->sendv_free;
-    loop->sendv_free = v->next;
-    free(v);
+  for (int k = 0; k < 2; k++) {
+    while (loop->sendv_free[k]) {
+      struct ursa__sendv *v = loop->sendv_free[k];
+      loop->sendv_free[k] = v->next;
+      free(v);
+    }
   }
+}
+
+/* Writes a send starting at head may carry: up to max, none with a
+ * timeout but the head, and no more once the byte budget is reached. */
+static unsigned batchable(const ursa_write_req *head, unsigned max) {
+  unsigned n = 0;
+  size_t bytes = 0;
+  for (const ursa_write_req *w = head;
+       w && n < max && bytes < URSA_SEND_BUDGET &&
+       (w == head || w->op.nsqe == 1);
+       w = w->wnext) {
+    bytes += w->len - w->done;
+    n++;
+  }
+  return n;
 }
 
 static void start_send(ursa_stream *s) {
@@ -86,25 +109,27 @@ static void start_send(ursa_stream *s) {
     head->op.flags |= URSA__F_STARTED; /* its timeout clock starts now */
     head->deadline_ms += s->loop->now_ms;
   }
-  /* A write with a timeout goes alone; others go up to write_batch at a
-   * time, as far as the next write with a timeout.  On seqpacket every
-   * write is one message, so there writes never share a sendmsg. */
-  unsigned n = 0, max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
-                            ? 1
-                            : s->loop->write_batch;
+  /* A write with a timeout goes alone: its linked timeout bounds this one
+   * send, and a send carrying others would time them out with it.  Others
+   * go up to write_batch at a time (and the byte budget), as far as the
+   * next write with a timeout.  On seqpacket every write is one message,
+   * so there writes never share a sendmsg. */
+  unsigned max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
+                     ? 1
+                     : batchable(head, s->loop->write_batch);
   /* One write goes from the stream's own iovec; several take a vector
    * from the loop's pool for as long as their send is out (none at hand
    * and no memory for one: they go one at a time). */
   struct iovec *iov = &s->iov1;
-  if (max > 1 && head->wnext && head->wnext->op.nsqe == 1 &&
-      head->len - head->done < SEND_MAX &&
-      (s->sendv = take_sendv(s->loop)) != NULL)
+  if (max > 1 && (s->sendv = take_sendv(s->loop, max)) != NULL) {
     iov = s->sendv->iov;
-  else
+    if (max > s->sendv->cap) max = s->sendv->cap;
+  } else {
     max = 1;
+  }
+  unsigned n = 0;
   size_t total = 0;
-  for (; w && n < max && total < SEND_MAX && (w == head || w->op.nsqe == 1);
-       w = w->wnext) {
+  for (; w && n < max && total < SEND_MAX; w = w->wnext) {
     size_t left = w->len - w->done;
     if (left > SEND_MAX - total) left = SEND_MAX - total;
     iov[n].iov_base = (void *)(w->buf + w->done);
@@ -330,8 +355,11 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   int fail_status = 0;
   if (k < n && (res <= 0 || stopped))
     fail_status = take_failed(s, res < 0 ? err : -ECANCELED, &failed);
-  /* Failed writes lose the mark when they finish; the rest lose it here. */
-  for (ursa_write_req *w = s->wq_head; w; w = w->wnext)
+  /* Failed writes lose the mark when they finish; the rest lose it here.
+   * A send's writes are the queue's head, so the walk ends at the first
+   * write it did not carry: the send's own, never the whole queue. */
+  for (ursa_write_req *w = s->wq_head;
+       w && (w->op.flags & URSA__F_BATCHED); w = w->wnext)
     w->op.flags &= (uint8_t)~URSA__F_BATCHED;
 
   /* Step 4: what is left goes on before callbacks queue more behind it;

@@ -58,9 +58,9 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
     return ursa__invalid("ursa_loop_new: disable 0x%x has unknown bits",
                          o->disable);
   if (!o->write_batch) o->write_batch = URSA_WRITE_BATCH;
-  if (o->write_batch > URSA_WRITE_BATCH)
+  if (o->write_batch > URSA_WRITE_BATCH_MAX)
     return ursa__invalid("ursa_loop_new: write_batch %u is over %d",
-                         o->write_batch, URSA_WRITE_BATCH);
+                         o->write_batch, URSA_WRITE_BATCH_MAX);
   if (!o->buf_keep_max) o->buf_keep_max = o->buf_count / 2;
   if (o->buf_keep_max > o->buf_count)
     return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
