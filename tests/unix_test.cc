@@ -192,6 +192,52 @@ TEST_P(Unix, QueuedSeqpacketWritesStayMessages) {
   CloseSeqpacketPair(&l, &m);
 }
 
+// A gather write on a seqpacket stream is one message of all its buffers,
+// and the writes around it stay messages of their own; one of more buffers
+// than the loop's write_batch is refused (it could not be one sendmsg).
+TEST_P(Unix, SeqpacketGatherWriteIsOneMessage) {
+  Msgs m;
+  ursa_listener l{};
+  int fd = -1;
+  SeqpacketPair("g.sock", &l, &m, &fd);
+  if (HasFatalFailure()) return;
+  std::vector<char> a = t::RandomBytes(100, 1), b = t::RandomBytes(2000, 2),
+                    c = t::RandomBytes(37, 3);
+  iovec v[12];
+  std::vector<char> whole;
+  for (int i = 0; i < 12; i++) {
+    const std::vector<char> &src = i % 3 == 0 ? a : i % 3 == 1 ? b : c;
+    v[i] = {(void *)src.data(), src.size()};
+    whole.insert(whole.end(), src.begin(), src.end());
+  }
+  int done = 0;
+  auto cb = [](ursa_write_req *w, int st) {
+    EXPECT_EQ(0, st);
+    ++*static_cast<int *>(w->data);
+  };
+  ursa_write_req w0{}, w1{}, w2{};
+  w0.data = w1.data = w2.data = &done;
+  ASSERT_EQ(0, ursa_write(&w0, &m.s, c.data(), c.size(), 0, cb));
+  ASSERT_EQ(0, ursa_writev(&w1, &m.s, v, 12, 0, cb));
+  ASSERT_EQ(0, ursa_write(&w2, &m.s, a.data(), a.size(), 0, cb));
+  ASSERT_TRUE(RunUntil([&] { return done == 3; }));
+  EXPECT_EQ(whole.size(), w1.done);
+  std::vector<char> buf(65536);
+  const std::vector<char> *want[3] = {&c, &whole, &a};
+  for (int i = 0; i < 3; i++) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    ASSERT_EQ((ssize_t)want[i]->size(), n) << "message " << i;
+    EXPECT_EQ(0, memcmp(buf.data(), want[i]->data(), want[i]->size()));
+  }
+  std::vector<iovec> many(URSA_WRITE_BATCH + 1, iovec{(void *)a.data(), 1});
+  ursa_write_req w3{};
+  EXPECT_EQ(-EINVAL, ursa_writev(&w3, &m.s, many.data(),
+                                 (unsigned)many.size(), 0, cb));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "seqpacket"));
+  close(fd);
+  CloseSeqpacketPair(&l, &m);
+}
+
 TEST_P(Unix, SeqpacketMessageLargerThanABufferIsAnError) {
   lp_->Finish();
   opts_.buf_size = 1024;

@@ -84,19 +84,38 @@ void ursa__sendv_free_all(ursa_loop *loop) {
   }
 }
 
-/* Writes a send starting at head may carry: up to max, none with a
- * timeout but the head, and no more once the byte budget is reached. */
-static unsigned batchable(const ursa_write_req *head, unsigned max) {
+/* Buffers a send starting at head may carry: up to max, none of a write
+ * with a timeout but the head's (alone: the head's only), and no more
+ * once the byte budget is reached. */
+static unsigned batchable(const ursa_write_req *head, unsigned max,
+                          bool alone) {
   unsigned n = 0;
   size_t bytes = 0;
   for (const ursa_write_req *w = head;
        w && n < max && bytes < URSA_SEND_BUDGET &&
-       (w == head || w->op.nsqe == 1);
+       (w == head || (!alone && w->op.nsqe == 1));
        w = w->wnext) {
+    n += w->iovcnt - w->cur;
     bytes += w->len - w->done;
-    n++;
   }
-  return n;
+  return n < max ? n : max;
+}
+
+/* The write's bytes sent so far move its cursor on. */
+static void advance(ursa_write_req *w, size_t n) {
+  w->done += n;
+  while (w->cur < w->iovcnt) {
+    size_t left = w->iov[w->cur].iov_len - w->cur_off;
+    if (n < left || (n == left && !n)) {
+      w->cur_off += n;
+      if (w->iov[w->cur].iov_len != w->cur_off) return;
+      n = 0;
+    } else {
+      n -= left;
+    }
+    w->cur++;
+    w->cur_off = 0;
+  }
 }
 
 static void start_send(ursa_stream *s) {
@@ -111,30 +130,41 @@ static void start_send(ursa_stream *s) {
   }
   /* A write with a timeout goes alone: its linked timeout bounds this one
    * send, and a send carrying others would time them out with it.  Others
-   * go up to write_batch at a time (and the byte budget), as far as the
-   * next write with a timeout.  On seqpacket every write is one message,
-   * so there writes never share a sendmsg. */
-  unsigned max = head->op.nsqe == 2 || (s->flags & S_SEQPACKET)
-                     ? 1
-                     : batchable(head, s->loop->write_batch);
-  /* One write goes from the stream's own iovec; several take a vector
+   * go up to write_batch buffers at a time (and the byte budget), as far
+   * as the next write with a timeout.  On seqpacket every write is one
+   * message, so there writes never share a sendmsg. */
+  bool alone = head->op.nsqe == 2 || (s->flags & S_SEQPACKET);
+  unsigned max = batchable(head, s->loop->write_batch, alone);
+  /* One buffer goes from the stream's own iovec; several take a vector
    * from the loop's pool for as long as their send is out (none at hand
-   * and no memory for one: they go one at a time). */
+   * and no memory for one: one buffer at a time, but never a message
+   * cut, which waits for memory instead). */
   struct iovec *iov = &s->iov1;
   if (max > 1 && (s->sendv = take_sendv(s->loop, max)) != NULL) {
     iov = s->sendv->iov;
     if (max > s->sendv->cap) max = s->sendv->cap;
+  } else if (max > 1 && (s->flags & S_SEQPACKET)) {
+    s->write_error = -ENOMEM;
+    ursa__stream_fail_unbatched(s);
+    return;
   } else {
     max = 1;
   }
   unsigned n = 0;
   size_t total = 0;
-  for (; w && n < max && total < SEND_MAX; w = w->wnext) {
-    size_t left = w->len - w->done;
-    if (left > SEND_MAX - total) left = SEND_MAX - total;
-    iov[n].iov_base = (void *)(w->buf + w->done);
-    iov[n++].iov_len = left;
-    total += left;
+  for (; w && n < max && total < SEND_MAX &&
+         (w == head || (!alone && w->op.nsqe == 1));
+       w = w->wnext) {
+    size_t off = w->cur_off;
+    for (unsigned i = w->cur; i < w->iovcnt && n < max && total < SEND_MAX;
+         i++, off = 0) {
+      size_t left = w->iov[i].iov_len - off;
+      if (!left) continue;
+      if (left > SEND_MAX - total) left = SEND_MAX - total;
+      iov[n].iov_base = (char *)w->iov[i].iov_base + off;
+      iov[n++].iov_len = left;
+      total += left;
+    }
     w->op.flags |= URSA__F_BATCHED;
   }
   s->batch = n;
@@ -142,14 +172,9 @@ static void start_send(ursa_stream *s) {
   stream_submit(s, &s->send_op);
 }
 
-int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
-               uint32_t timeout_ms, ursa_write_cb cb) {
-  int r = check_stream(s, "ursa_write");
-  if (r) return r;
-  if (!w || !buf || !cb)
-    return ursa__invalid("ursa_write: NULL %s",
-                         !w ? "request" : !buf ? "buffer" : "callback");
-  if (!len) return ursa__invalid("ursa_write: length is 0");
+static int queue_write(ursa_write_req *w, ursa_stream *s,
+                       const struct iovec *iov, unsigned iovcnt, size_t len,
+                       uint32_t timeout_ms, ursa_write_cb cb) {
   if (w->op.state != URSA__IDLE) return -EBUSY;
   if (s->base.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
@@ -160,9 +185,13 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   w->op.state = URSA__QUEUED;
   w->stream = s;
   w->wnext = NULL;
-  w->buf = buf;
+  w->iov = iov;
+  w->iovcnt = iovcnt;
+  w->cur = 0;
+  w->cur_off = 0;
   w->len = len;
   w->done = 0;
+  advance(w, 0); /* past leading empty buffers */
   w->cb = cb;
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
   s->loop->active++;
@@ -176,6 +205,46 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   start_send(s);
   ursa__stream_check_watermarks(s);
   return 0;
+}
+
+int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
+               uint32_t timeout_ms, ursa_write_cb cb) {
+  int r = check_stream(s, "ursa_write");
+  if (r) return r;
+  if (!w || !buf || !cb)
+    return ursa__invalid("ursa_write: NULL %s",
+                         !w ? "request" : !buf ? "buffer" : "callback");
+  if (!len) return ursa__invalid("ursa_write: length is 0");
+  if (w->op.state != URSA__IDLE) return -EBUSY;
+  w->one.iov_base = (void *)buf;
+  w->one.iov_len = len;
+  return queue_write(w, s, &w->one, 1, len, timeout_ms, cb);
+}
+
+int ursa_writev(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
+                unsigned iovcnt, uint32_t timeout_ms, ursa_write_cb cb) {
+  int r = check_stream(s, "ursa_writev");
+  if (r) return r;
+  if (!w || !iov || !cb)
+    return ursa__invalid("ursa_writev: NULL %s",
+                         !w ? "request" : !iov ? "iovec array" : "callback");
+  if (!iovcnt || iovcnt > URSA_WRITE_BATCH_MAX)
+    return ursa__invalid("ursa_writev: iovcnt %u is not from 1 to %d",
+                         iovcnt, URSA_WRITE_BATCH_MAX);
+  if ((s->flags & S_SEQPACKET) && iovcnt > s->loop->write_batch)
+    return ursa__invalid("ursa_writev: a seqpacket message of %u buffers "
+                         "is over the loop's write_batch (%u)", iovcnt,
+                         s->loop->write_batch);
+  size_t len = 0;
+  for (unsigned i = 0; i < iovcnt; i++) {
+    if (iov[i].iov_len && !iov[i].iov_base)
+      return ursa__invalid("ursa_writev: buffer %u is NULL", i);
+    if (iov[i].iov_len > SIZE_MAX - len)
+      return ursa__invalid("ursa_writev: the buffers' total overflows");
+    len += iov[i].iov_len;
+  }
+  if (!len) return ursa__invalid("ursa_writev: the buffers hold 0 bytes");
+  return queue_write(w, s, iov, iovcnt, len, timeout_ms, cb);
 }
 
 int ursa_write_cancel(ursa_write_req *w) {
@@ -285,21 +354,22 @@ static bool zc_result(ursa_loop *loop, ursa_stream *s, ursa_op *op,
   return true;
 }
 
-/* Step 2: the bytes sent go to the send's n writes in order; the whole
- * ones leave the queue for *done.  Returns how many are whole. */
+/* Step 2: the bytes sent go to the send's writes (the marked head of the
+ * queue) in order; the whole ones leave the queue for *done.  Returns how
+ * many are whole. */
 static unsigned take_sent(ursa_loop *loop, ursa_stream *s, size_t sent,
-                          unsigned n, ursa_write_req **done) {
+                          ursa_write_req **done) {
   ursa_write_req **tail = done;
   unsigned k = 0;
   loop->stats.bytes_out += sent;
   /* While reading is paused on our queue, the peer taking bytes is the
    * progress the read timeout watches. */
   if (s->flags & S_PAUSED) s->last_read_ms = loop->now_ms;
-  while (sent && k < n) {
+  while (sent && s->wq_head && (s->wq_head->op.flags & URSA__F_BATCHED)) {
     ursa_write_req *w = s->wq_head;
     size_t take = w->len - w->done;
     if (take > sent) take = sent;
-    w->done += take;
+    advance(w, take);
     s->wq_bytes -= take;
     sent -= take;
     if (w->done < w->len) break;
@@ -342,7 +412,6 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_stream *s = STREAM_OF(op, send_op);
   if ((op->flags & URSA__F_ZC) && !zc_result(loop, s, op, &res, flags))
     return;
-  unsigned n = s->batch;
   bool stopped = (op->flags & URSA__F_CANCEL) || s->base.closing;
   int err = timeout_status(op, res);
   s->batch = 0;
@@ -350,10 +419,12 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   op_end(s, op);
 
   ursa_write_req *done = NULL, *failed = NULL;
-  unsigned k = res > 0 ? take_sent(loop, s, (size_t)res, n, &done) : 0;
-  /* The rest of the batch: go on (a short send), or fail. */
+  if (res > 0) take_sent(loop, s, (size_t)res, &done);
+  /* The rest of the batch (still marked at the head): go on (a short
+   * send), or fail. */
+  bool rest = s->wq_head && (s->wq_head->op.flags & URSA__F_BATCHED);
   int fail_status = 0;
-  if (k < n && (res <= 0 || stopped))
+  if (rest && (res <= 0 || stopped))
     fail_status = take_failed(s, res < 0 ? err : -ECANCELED, &failed);
   /* Failed writes lose the mark when they finish; the rest lose it here.
    * A send's writes are the queue's head, so the walk ends at the first

@@ -464,15 +464,19 @@ typedef void (*ursa_listener_close_cb)(ursa_listener *listener);
 struct ursa_write_req {
   ursa_op op;
   void *data;  /* public */
-  size_t done; /* read-only: bytes sent so far */
+  size_t done; /* read-only: bytes sent so far, across all its buffers */
   /* private */
   ursa_stream *stream;
   ursa_write_req *wnext;
-  const char *buf;
-  size_t len;
+  const struct iovec *iov; /* its buffers (&one for ursa_write()) */
+  unsigned iovcnt;
+  unsigned cur;   /* the first buffer not wholly sent */
+  size_t cur_off; /* bytes of that buffer sent */
+  size_t len;     /* bytes in all */
   ursa_write_cb cb;
   uint64_t deadline_ms;
   ursa_timespec ts; /* a linked timeout's time */
+  struct iovec one;
 };
 
 struct ursa__sendv;      /* a batched send's msghdr and iovecs */
@@ -635,6 +639,18 @@ URSA_EXPORT int ursa_read_timeout(ursa_stream *s, uint32_t ms);
  * after ursa_shutdown(), -EBADF when closing, or the earlier write error. */
 URSA_EXPORT int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf,
                            size_t len, uint32_t timeout_ms, ursa_write_cb cb);
+
+/* ursa_write() of several buffers as one write: one request, one callback,
+ * the bytes of iov[0..iovcnt) in order, whole (w->done counts across them).
+ * The array and the buffers must stay valid and unchanged until the
+ * callback.  iovcnt from 1 to URSA_WRITE_BATCH_MAX; empty buffers are
+ * skipped, but the total must be above 0.  On a seqpacket stream the
+ * buffers are one message, and iovcnt may not exceed the loop's
+ * write_batch.  Returns as ursa_write(), and -EINVAL for a NULL array, a
+ * bad count, a NULL buffer of non-zero length or a total that overflows. */
+URSA_EXPORT int ursa_writev(ursa_write_req *w, ursa_stream *s,
+                            const struct iovec *iov, unsigned iovcnt,
+                            uint32_t timeout_ms, ursa_write_cb cb);
 
 /* Cancels a queued or sending write, as ursa_cancel(): its callback runs
  * with -ECANCELED (or its own result if it finished first); a write the
