@@ -142,6 +142,7 @@ struct Accepted {
   int read_status = 0;
   bool closed = false;
   int shutdown_status = 1;
+  void *user = nullptr;
 };
 
 void AcceptOne(ursa_listener *l, int status) {
@@ -277,6 +278,75 @@ TEST_P(Stream, GatherWritesArriveWholeAndInOrder) {
   EXPECT_EQ(-EINVAL, ursa_writev(&bad, &a.s, huge, 2, 0, cb));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "overflows"));
   EXPECT_EQ(0u, ursa_write_queue_size(&a.s));
+  ursa_stream_close(&a.s, MarkClosed);
+  ASSERT_TRUE(RunUntil([&] { return a.closed; }));
+  peer.CloseListener(loop_.get());
+}
+
+// The write mark: writes past high make the stream not writable; once the
+// peer has taken enough that the queue is at low, it is writable again and
+// the callback runs, once per crossing.  Every byte arrives.
+struct Marked {
+  int writable_calls = 0;
+  size_t queue_at_call = SIZE_MAX;
+};
+void OnWritable(ursa_stream *s) {
+  auto *a = static_cast<Accepted *>(s->data);
+  auto *m = static_cast<Marked *>(a->user);
+  m->writable_calls++;
+  m->queue_at_call = ursa_write_queue_size(s);
+  EXPECT_EQ(1, ursa_stream_writable(s));
+}
+
+TEST_P(Stream, WriteMarkTellsWhenASlowPeerHasDrained) {
+  Accepted a;
+  Marked mk;
+  a.user = &mk;
+  Peer peer(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  const size_t kHigh = 256 << 10, kLow = 64 << 10;
+  EXPECT_EQ(-EINVAL, ursa_stream_write_marks(&a.s, kLow, kHigh, OnWritable));
+  EXPECT_EQ(-EINVAL,
+            ursa_stream_write_marks(&a.s, (size_t)1 << 33, kLow, OnWritable));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "4 GiB"));
+  ASSERT_EQ(0, ursa_stream_write_marks(&a.s, kHigh, kLow, OnWritable));
+  EXPECT_EQ(1, ursa_stream_writable(&a.s));
+  std::vector<char> chunk = t::RandomBytes(64 << 10, 4242);
+  std::vector<ursa_write_req> ws(800);
+  static int done;
+  done = 0;
+  size_t queued = 0, written = 0;
+  for (int round = 0; round < 2; round++) {
+    // Feed until not writable (the peer reads nothing meanwhile).
+    while (ursa_stream_writable(&a.s)) {
+      ASSERT_LT(queued, ws.size()) << "never stopped being writable";
+      ASSERT_EQ(0, ursa_write(&ws[queued++], &a.s, chunk.data(), chunk.size(),
+                              0, [](ursa_write_req *, int st) {
+                                EXPECT_EQ(0, st);
+                                done++;
+                              }));
+      ursa_loop_run(loop(), URSA_RUN_NOWAIT);
+    }
+    EXPECT_GE(ursa_write_queue_size(&a.s), kHigh);
+    EXPECT_EQ(round, mk.writable_calls) << "called while still backed up";
+    // The peer takes everything written so far.
+    size_t want = queued * chunk.size() - written;
+    std::vector<char> got(want);
+    bool read_ok = false;
+    std::thread reader(
+        [&] { read_ok = t::ReadExactly(peer.fd_, got.data(), got.size()); });
+    bool drained = RunUntil([&] { return done == (int)queued; });
+    reader.join();
+    ASSERT_TRUE(drained && read_ok);
+    written += want;
+    for (size_t off = 0; off < got.size(); off += chunk.size())
+      ASSERT_EQ(0, memcmp(got.data() + off, chunk.data(), chunk.size()))
+          << "round " << round << " at " << off;
+    EXPECT_EQ(round + 1, mk.writable_calls);
+    EXPECT_LE(mk.queue_at_call, kLow);
+    EXPECT_EQ(1, ursa_stream_writable(&a.s));
+  }
+  ASSERT_EQ(0, ursa_stream_write_marks(&a.s, 0, 0, nullptr));
   ursa_stream_close(&a.s, MarkClosed);
   ASSERT_TRUE(RunUntil([&] { return a.closed; }));
   peer.CloseListener(loop_.get());

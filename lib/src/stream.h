@@ -19,6 +19,7 @@
 #define S_DIRECT 0x800    /* the socket is direct descriptor s->slot */
 #define S_NO_ZC 0x1000    /* a zero-copy send was refused: plain sends */
 #define S_DESYNC 0x2000   /* buffers came out of order: reading ends, -EIO */
+#define S_BACKED 0x4000   /* the write queue passed write_high: not writable */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
@@ -88,6 +89,10 @@ static inline int timeout_status(const ursa_op *op, int res) {
 /* stream_read.c: pauses or resumes receiving as the write queue crosses
  * the watermarks. */
 void ursa__stream_check_watermarks(ursa_stream *s) URSA__HIDDEN;
+/* stream_write.c: after the queue shrank, from the loop: a stream past
+ * its write mark's high that has drained to its low is writable again,
+ * and its callback runs. */
+void ursa__stream_check_writable(ursa_stream *s) URSA__HIDDEN;
 /* stream_write.c: submits the shutdown once the queue is empty. */
 void ursa__stream_maybe_shutdown(ursa_stream *s) URSA__HIDDEN;
 /* stream_write.c: fails (from the pending list) every queued write the

@@ -217,8 +217,11 @@ int ursa_stream_watermarks(ursa_stream *s, size_t high, size_t low) {
   if (high && low >= high)
     return ursa__invalid("ursa_stream_watermarks: low %zu is not below high "
                          "%zu", low, high);
-  s->high_water = high;
-  s->low_water = low;
+  if (high > UINT32_MAX)
+    return ursa__invalid("ursa_stream_watermarks: high %zu is not below "
+                         "4 GiB", high);
+  s->high_water = (uint32_t)high;
+  s->low_water = (uint32_t)low;
   return 0;
 }
 

@@ -202,6 +202,7 @@ static int queue_write(ursa_write_req *w, ursa_stream *s,
   else
     s->wq_head = w;
   s->wq_tail = w;
+  if (s->write_high && s->wq_bytes >= s->write_high) s->flags |= S_BACKED;
   start_send(s);
   ursa__stream_check_watermarks(s);
   return 0;
@@ -245,6 +246,36 @@ int ursa_writev(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
   }
   if (!len) return ursa__invalid("ursa_writev: the buffers hold 0 bytes");
   return queue_write(w, s, iov, iovcnt, len, timeout_ms, cb);
+}
+
+int ursa_stream_write_marks(ursa_stream *s, size_t high, size_t low,
+                            ursa_writable_cb cb) {
+  int r = check_stream(s, "ursa_stream_write_marks");
+  if (r) return r;
+  if (high && low >= high)
+    return ursa__invalid("ursa_stream_write_marks: low %zu is not below "
+                         "high %zu", low, high);
+  if (high > UINT32_MAX)
+    return ursa__invalid("ursa_stream_write_marks: high %zu is not below "
+                         "4 GiB", high);
+  s->write_high = (uint32_t)high;
+  s->write_low = (uint32_t)(high ? low : 0);
+  s->writable_cb = high ? cb : NULL;
+  if (!high) s->flags &= ~S_BACKED;
+  else if (s->wq_bytes >= high) s->flags |= S_BACKED;
+  return 0;
+}
+
+int ursa_stream_writable(const ursa_stream *s) {
+  return !s || !(s->flags & S_BACKED);
+}
+
+void ursa__stream_check_writable(ursa_stream *s) {
+  if (!(s->flags & S_BACKED) || s->wq_bytes > s->write_low ||
+      s->base.closing)
+    return;
+  s->flags &= ~S_BACKED;
+  if (s->writable_cb) s->writable_cb(s);
 }
 
 int ursa_write_cancel(ursa_write_req *w) {
@@ -448,6 +479,7 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
     finish_write(s, w, w == failed ? fail_status : -ECANCELED);
     w = next;
   }
+  ursa__stream_check_writable(s);
   ursa__stream_maybe_shutdown(s);
   maybe_finish_close(s);
 }
@@ -463,6 +495,7 @@ void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
   finish_write(s, w, res);
   start_send(s);
   ursa__stream_check_watermarks(s);
+  ursa__stream_check_writable(s);
   ursa__stream_maybe_shutdown(s);
   maybe_finish_close(s);
 }

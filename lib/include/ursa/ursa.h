@@ -444,6 +444,9 @@ typedef void (*ursa_read_cb)(ursa_stream *stream, ssize_t nread,
 typedef void (*ursa_write_cb)(ursa_write_req *w, int status);
 typedef void (*ursa_shutdown_cb)(ursa_stream *stream, int status);
 typedef void (*ursa_stream_close_cb)(ursa_stream *stream);
+/* The write queue has drained to the write mark's low after reaching its
+ * high (see ursa_stream_write_marks()). */
+typedef void (*ursa_writable_cb)(ursa_stream *stream);
 /* status 0: a connection is ready; accept it with ursa_accept() inside the
  * callback, or it is closed when the callback returns.  status < 0: accept
  * failed (-EMFILE, -ENFILE: out of descriptors; the listener waits
@@ -512,8 +515,11 @@ struct ursa_stream {
   ursa_write_req *wq_head;
   ursa_write_req *wq_tail;
   size_t wq_bytes;
-  size_t high_water; /* reading pauses at this many queued bytes (0: off) */
-  size_t low_water;  /* and resumes at this many */
+  uint32_t high_water; /* reading pauses at this many queued bytes (0: off) */
+  uint32_t low_water;  /* and resumes at this many */
+  uint32_t write_high; /* not writable from this many queued bytes (0: off) */
+  uint32_t write_low;  /* writable again, and writable_cb, at this many */
+  ursa_writable_cb writable_cb;
 };
 
 /* Flags for ursa_listen() and ursa_connect(). */
@@ -671,9 +677,25 @@ URSA_EXPORT size_t ursa_write_queue_size(const ursa_stream *s);
  * the kernel had already put in ring buffers when the pause took effect is
  * still delivered, so the queue can pass high by at most the ring's size
  * (buf_count x buf_size).  high 0 turns it off (the default); low must be
- * below high. */
+ * below high, and high below 4 GiB. */
 URSA_EXPORT int ursa_stream_watermarks(ursa_stream *s, size_t high,
                                        size_t low);
+
+/* A mark on the write side, for a writer that feeds many peers (Netty's
+ * writability): once high bytes or more wait to be sent, the stream is not
+ * writable (ursa_stream_writable() says 0; writes are still taken); when
+ * the queue has drained to low or below it is writable again and cb runs,
+ * from the loop, after the callbacks of the writes that drained it.  A
+ * fan-out server stops feeding a peer that is not writable and resumes in
+ * cb, so one slow reader holds at most about high bytes.  high 0 turns it
+ * off (the default); low must be below high, and high below 4 GiB; cb may
+ * be NULL (then only ursa_stream_writable() tells). */
+URSA_EXPORT int ursa_stream_write_marks(ursa_stream *s, size_t high,
+                                        size_t low, ursa_writable_cb cb);
+
+/* 0 from when the write queue reaches the write mark's high until it has
+ * drained to its low, else 1 (always 1 without a write mark). */
+URSA_EXPORT int ursa_stream_writable(const ursa_stream *s);
 
 /* Shuts down the sending side once every queued write is out. */
 URSA_EXPORT int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb);
