@@ -352,6 +352,93 @@ TEST_P(Stream, WriteMarkTellsWhenASlowPeerHasDrained) {
   peer.CloseListener(loop_.get());
 }
 
+bool SameAddr(const sockaddr_storage &a, socklen_t al,
+              const sockaddr_storage &b, socklen_t bl) {
+  return al == bl && memcmp(&a, &b, al) == 0;
+}
+
+// Both ends' addresses, on an accepted stream (recorded at accept when it
+// is a direct descriptor) and on a connected one, against what the plain
+// socket at the other end says; a direct stream under a wildcard listener
+// says it cannot know its local address.
+TEST_P(Stream, StreamsKnowBothAddresses) {
+  Accepted a;
+  Peer peer(this, loop(), family(), &a);
+  ASSERT_TRUE(RunUntil([&] { return a.have; }));
+  sockaddr_storage cl, sv, got;
+  socklen_t cll = sizeof(cl), svl = sizeof(sv), gl = 0;
+  ASSERT_EQ(0, getsockname(peer.fd_, (sockaddr *)&cl, &cll));
+  ASSERT_EQ(0, getpeername(peer.fd_, (sockaddr *)&sv, &svl));
+  ASSERT_EQ(0, ursa_stream_peer_addr(&a.s, &got, &gl));
+  EXPECT_TRUE(SameAddr(cl, cll, got, gl)) << "accepted stream's peer";
+  ASSERT_EQ(0, ursa_stream_local_addr(&a.s, &got, &gl));
+  EXPECT_TRUE(SameAddr(sv, svl, got, gl)) << "accepted stream's local";
+  EXPECT_EQ(-EINVAL, ursa_stream_peer_addr(&a.s, nullptr, &gl));
+
+  // A connected stream, to a listener of plain sockets.
+  sockaddr_storage ls;
+  socklen_t lsl = t::LoopbackAddr(family(), &ls);
+  int lfd = socket(family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, bind(lfd, (sockaddr *)&ls, lsl));
+  ASSERT_EQ(0, listen(lfd, 4));
+  ASSERT_EQ(0, getsockname(lfd, (sockaddr *)&ls, &lsl));
+  ursa_stream c{};
+  int cs = 1;
+  c.data = &cs;
+  ASSERT_EQ(0, ursa_connect(loop(), &c, (sockaddr *)&ls, lsl, 0, 0,
+                            [](ursa_stream *s, int st) {
+                              *static_cast<int *>(s->data) = st;
+                            }));
+  EXPECT_EQ(-ENOTCONN, ursa_stream_peer_addr(&c, &got, &gl));
+  ASSERT_TRUE(RunUntil([&] { return cs != 1; }));
+  ASSERT_EQ(0, cs);
+  int afd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(afd, 0);
+  sockaddr_storage ap;
+  socklen_t apl = sizeof(ap);
+  ASSERT_EQ(0, getpeername(afd, (sockaddr *)&ap, &apl));
+  ASSERT_EQ(0, ursa_stream_peer_addr(&c, &got, &gl));
+  EXPECT_TRUE(SameAddr(ls, lsl, got, gl)) << "connected stream's peer";
+  ASSERT_EQ(0, ursa_stream_local_addr(&c, &got, &gl));
+  EXPECT_TRUE(SameAddr(ap, apl, got, gl)) << "connected stream's local";
+  ASSERT_TRUE(loop_->CloseStreams({&c, &a.s}));
+  close(afd);
+  close(lfd);
+  peer.CloseListener(loop_.get());
+
+  if (!(std::get<0>(GetParam()).direct_files)) return;
+  // A direct stream accepted on a wildcard listener: the peer is known,
+  // the local address is not.
+  ursa_addr any;
+  ASSERT_EQ(0, ursa_addr_parse(family() == AF_INET6 ? "[::]:0" : "0.0.0.0:0",
+                               &any));
+  ursa_listener wl{};
+  Accepted b;
+  wl.data = &b;
+  ASSERT_EQ(0, ursa_listen(loop(), &wl, (sockaddr *)&any.ss, any.len, 0, 0,
+                           AcceptOne));
+  sockaddr_storage wa;
+  socklen_t wal;
+  ASSERT_EQ(0, ursa_listener_addr(&wl, &wa, &wal));
+  sockaddr_storage to;
+  socklen_t tol = t::LoopbackAddr(family(), &to, t::PortOf(wa));
+  int fd = t::BlockingConnect(to, tol);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(RunUntil([&] { return b.have; }));
+  cll = sizeof(cl);
+  ASSERT_EQ(0, getsockname(fd, (sockaddr *)&cl, &cll));
+  ASSERT_EQ(0, ursa_stream_peer_addr(&b.s, &got, &gl));
+  EXPECT_TRUE(SameAddr(cl, cll, got, gl));
+  EXPECT_EQ(-EOPNOTSUPP, ursa_stream_local_addr(&b.s, &got, &gl));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "any address"));
+  ASSERT_TRUE(loop_->CloseStreams({&b.s}));
+  close(fd);
+  bool lclosed = false;
+  wl.data = &lclosed;
+  ASSERT_EQ(0, ursa_listener_close(&wl, MarkListenerClosed));
+  ASSERT_TRUE(RunUntil([&] { return lclosed; }));
+}
+
 // With direct_files the accepted stream has no descriptor (fd -1, nothing
 // added to the process's table), TCP_NODELAY comes from the listener, and
 // receive, send, shutdown and close all work on the slot.

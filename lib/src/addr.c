@@ -253,3 +253,13 @@ int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                            fn, addr->sa_family);
   }
 }
+
+bool ursa__addr_is_any(const struct sockaddr *addr) {
+  if (addr->sa_family == AF_INET)
+    return ((const struct sockaddr_in *)(const void *)addr)->sin_addr.s_addr ==
+           htonl(INADDR_ANY);
+  if (addr->sa_family == AF_INET6)
+    return IN6_IS_ADDR_UNSPECIFIED(
+        &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr);
+  return false;
+}

@@ -10,6 +10,9 @@
 int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                          const char *fn) URSA__HIDDEN;
 
+/* True for 0.0.0.0 and :: (a listener bound to any address). */
+bool ursa__addr_is_any(const struct sockaddr *addr) URSA__HIDDEN;
+
 /* Socket options ursa__socket_open() sets (IP sockets only). */
 #define URSA__SO_REUSEADDR 1u
 #define URSA__SO_REUSEPORT 2u

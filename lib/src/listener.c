@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -93,9 +94,24 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
     return ursa__invalid(
         "ursa_accept: no connection waiting (call it from the connection "
         "callback with status 0)");
+  struct ursa__peer *peer = NULL;
+  if (l->flags & L_DIRECT) {
+    /* No descriptor to ask later: keep what the accept said, and the
+     * listener's address unless it is a wildcard. */
+    peer = calloc(1, sizeof(*peer));
+    if (!peer) return -ENOMEM;
+    peer->len = l->peer_len < sizeof(peer->ss) ? l->peer_len
+                                               : sizeof(peer->ss);
+    memcpy(&peer->ss, &l->peer, peer->len);
+    socklen_t ll = sizeof(peer->local);
+    if (getsockname(l->fd, (struct sockaddr *)&peer->local, &ll) == 0 &&
+        !ursa__addr_is_any((struct sockaddr *)&peer->local))
+      peer->local_len = ll;
+  }
   ursa__stream_init(l->loop, client, l->pending_fd,
                     (l->flags & L_SEQPACKET) != 0,
                     (l->flags & L_DIRECT) != 0, (l->flags & L_UNIX) != 0);
+  client->direct_peer = peer;
   l->pending_fd = -1;
   return 0;
 }
@@ -108,8 +124,9 @@ void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
   if (l->flags & L_DIRECT) {
     /* The kernel picks a free slot (one is reserved for this accept);
      * close-on-exec means nothing there. */
-    io_uring_prep_accept_direct(sqe, l->fd, NULL, NULL, 0,
-                                IORING_FILE_INDEX_ALLOC - 1);
+    l->peer_len = sizeof(l->peer);
+    io_uring_prep_accept_direct(sqe, l->fd, (struct sockaddr *)&l->peer,
+                                &l->peer_len, 0, IORING_FILE_INDEX_ALLOC - 1);
   } else if (multi) {
     io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
   } else {

@@ -38,6 +38,15 @@ void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
                        bool seqpacket, bool direct, bool local) URSA__HIDDEN;
 
+/* An accepted direct stream's peer address (it has no descriptor to ask
+ * with), and the listener it came from for its local one. */
+struct ursa__peer {
+  socklen_t len;
+  struct sockaddr_storage ss;
+  socklen_t local_len; /* 0: the listener's address is a wildcard */
+  struct sockaddr_storage local;
+};
+
 /* handle.c: the one close path every handle shares.  A handle counts on
  * the loop from init to its close op's completion; its close waits until
  * every op of its own has been called back. */

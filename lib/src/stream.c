@@ -47,6 +47,41 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   return 0;
 }
 
+/* The two addresses, asked of the kernel or, for a direct stream, as its
+ * accept recorded them. */
+static int stream_addr(const ursa_stream *s, struct sockaddr_storage *addr,
+                       socklen_t *addrlen, bool peer, const char *fn) {
+  int r = check_stream(s, fn);
+  if (r) return r;
+  if (!addr || !addrlen) return ursa__invalid("%s: NULL address", fn);
+  if (s->flags & S_DIRECT) {
+    const struct ursa__peer *p = s->direct_peer;
+    socklen_t len = !p ? 0 : peer ? p->len : p->local_len;
+    if (!len)
+      return ursa__refuse(-EOPNOTSUPP, "%s: a direct-descriptor stream "
+                          "accepted on a listener bound to any address "
+                          "does not know its local address", fn);
+    memcpy(addr, peer ? &p->ss : &p->local, len);
+    *addrlen = len;
+    return 0;
+  }
+  if (s->connecting) return -ENOTCONN;
+  *addrlen = sizeof(*addr);
+  int ok = peer ? getpeername(s->fd, (struct sockaddr *)addr, addrlen)
+                : getsockname(s->fd, (struct sockaddr *)addr, addrlen);
+  return ok < 0 ? -errno : 0;
+}
+
+int ursa_stream_peer_addr(const ursa_stream *s, struct sockaddr_storage *addr,
+                          socklen_t *addrlen) {
+  return stream_addr(s, addr, addrlen, true, "ursa_stream_peer_addr");
+}
+
+int ursa_stream_local_addr(const ursa_stream *s,
+                           struct sockaddr_storage *addr, socklen_t *addrlen) {
+  return stream_addr(s, addr, addrlen, false, "ursa_stream_local_addr");
+}
+
 int ursa_stream_nodelay(ursa_stream *s, int on) {
   int r = check_stream(s, "ursa_stream_nodelay");
   if (r) return r;
@@ -203,6 +238,8 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   if (s->flags & S_DIRECT) ursa__direct_unreserve(loop); /* slot free */
   free(s->read_timer); /* idle: the close waited for its callback */
   s->read_timer = NULL;
+  if (s->flags & S_DIRECT) free(s->direct_peer);
+  s->direct_peer = NULL;
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;

@@ -484,6 +484,7 @@ struct ursa_write_req {
 
 struct ursa__sendv;      /* a batched send's msghdr and iovecs */
 struct ursa__connecting; /* a connect's op, address and timeout */
+struct ursa__peer;       /* a direct stream's peer address */
 
 /* What an idle stream holds is kept small (the bench's memory case counts
  * it): state that only a batched send, a connect or a read timeout needs
@@ -504,7 +505,10 @@ struct ursa_stream {
   ursa_op recv_op;
   ursa_op shutdown_op;
   ursa_handle_base base;
-  struct ursa__connecting *connecting; /* from ursa_connect() to its callback */
+  union { /* never both: connected streams are not direct descriptors */
+    struct ursa__connecting *connecting; /* ursa_connect() to its callback */
+    struct ursa__peer *direct_peer;      /* recorded at accept */
+  };
   ursa_timer *read_timer; /* made by the first ursa_read_timeout() */
   uint32_t read_timeout_ms;
   int32_t write_error;
@@ -543,6 +547,8 @@ struct ursa_listener {
   ursa_connection_cb cb;
   ursa_listener_close_cb close_cb;
   ursa_sockfile file; /* the socket file it made, removed at close */
+  struct sockaddr_storage peer; /* a direct accept's peer address */
+  socklen_t peer_len;
 };
 
 /* Binds and listens on addr (TCP, or AF_UNIX stream, or with URSA_SEQPACKET
@@ -568,7 +574,9 @@ URSA_EXPORT int ursa_listener_addr(const ursa_listener *l,
 
 /* Takes the connection announced to the connection callback into client,
  * which becomes an open stream.  Only valid inside that callback with status
- * 0, once; -EINVAL otherwise. */
+ * 0, once; -EINVAL otherwise.  On a loop with direct_files it keeps the
+ * peer's address (about 140 bytes, until close): -ENOMEM when there is no
+ * memory for it, and the connection is refused. */
 URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
 
 /* Stops accepting, cancels what is in flight and closes the socket; cb runs
@@ -591,6 +599,22 @@ URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
                              const struct sockaddr *addr, socklen_t addrlen,
                              unsigned flags, uint32_t timeout_ms,
                              ursa_connect_cb cb);
+
+/* The stream's peer address (the other end) and local address (this end)
+ * into *addr, *addrlen (sizeof(*addr) is enough for every family).  A
+ * stream on an ordinary descriptor asks the kernel (getpeername(2),
+ * getsockname(2)).  A direct-descriptor stream has no descriptor to ask
+ * with: its peer address was recorded by its accept, and its local address
+ * is the listener's, which is -EOPNOTSUPP when the listener is bound to
+ * any address (:7000, 0.0.0.0) and so does not know which one the peer
+ * reached (listen on one address, or use ordinary descriptors).  Returns
+ * 0, -ENOTCONN before a connect has completed, or -EINVAL. */
+URSA_EXPORT int ursa_stream_peer_addr(const ursa_stream *s,
+                                      struct sockaddr_storage *addr,
+                                      socklen_t *addrlen);
+URSA_EXPORT int ursa_stream_local_addr(const ursa_stream *s,
+                                       struct sockaddr_storage *addr,
+                                       socklen_t *addrlen);
 
 /* Sets TCP_NODELAY (ignored on Unix sockets).  -EOPNOTSUPP on a direct
  * descriptor (see direct_files): use URSA_LISTEN_NODELAY there. */
