@@ -12,8 +12,9 @@
  * and the rest of the buffers layer are the same on both backends.
  *
  * Only what the layers ask for is run: accept, connect, recv, recvmsg,
- * send, sendmsg, shutdown, close, cancel by user_data and a linked
- * timeout after an operation.  What exists only on io_uring (direct
+ * send, sendmsg, shutdown, close, poll (multishot, edge-triggered as
+ * io_uring's), nop, cancel by user_data and a linked timeout after an
+ * operation.  What exists only on io_uring (direct
  * descriptors, SEND_ZC, bundles, buffers filled by parts) is refused, and
  * the feature report never shows it in use here.
  *
@@ -45,6 +46,8 @@
 #define R_WRITE 0x04   /* waits for EPOLLOUT (else EPOLLIN) */
 #define R_RETRY 0x08   /* on the retry list, not a descriptor queue */
 #define R_PROGRESS 0x10 /* a connect under way: SO_ERROR tells the end */
+#define R_POLL 0x20     /* a poll: posts the ready mask (msg_flags holds
+                           the events asked for), edge-triggered */
 
 /* An operation that waits. */
 typedef struct ep_req {
@@ -73,6 +76,7 @@ typedef struct ep_fd {
 #define FB_OUT 0x02   /* epoll has EPOLLOUT */
 #define FB_DIRTY 0x04 /* on the dirty list */
 #define FB_NONBLOCK 0x08 /* O_NONBLOCK set (accept and connect need it) */
+#define FB_ET 0x10       /* epoll has EPOLLET (a poll waits on it) */
 #define FD_STEP 1024     /* the table grows by this many descriptors */
 
 typedef struct ep_slab {
@@ -326,23 +330,30 @@ static void flush_dirty(ursa_loop *loop) {
     uint8_t *bits = &ep->fdbits[fd];
     *bits &= (uint8_t)~FB_DIRTY;
     uint8_t want = (f->rq ? FB_IN : 0) | (f->wq ? FB_OUT : 0);
-    uint8_t has = *bits & (FB_IN | FB_OUT);
+    if (f->rq && (f->rq->bits & R_POLL)) {
+      /* A poll is alone on its descriptor: its events, as edges, which is
+       * how io_uring's multishot poll reports them (per wake-up). */
+      want = FB_ET | ((f->rq->msg_flags & EPOLLIN) ? FB_IN : 0) |
+             ((f->rq->msg_flags & EPOLLOUT) ? FB_OUT : 0);
+    }
+    uint8_t has = *bits & (FB_IN | FB_OUT | FB_ET);
     if (want == has) continue;
     struct epoll_event ev = {
         .events = ((want & FB_IN) ? EPOLLIN | EPOLLRDHUP : 0) |
-                  ((want & FB_OUT) ? EPOLLOUT : 0),
+                  ((want & FB_OUT) ? EPOLLOUT : 0) |
+                  ((want & FB_ET) ? EPOLLET : 0),
         .data.fd = fd};
     int op = !want ? EPOLL_CTL_DEL : has ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     SYSCALL(loop);
     if (epoll_ctl(ep->epfd, op, fd, &ev) == 0 || errno == ENOENT ||
         errno == EBADF) {
-      *bits = (uint8_t)((*bits & ~(FB_IN | FB_OUT)) | want);
+      *bits = (uint8_t)((*bits & ~(FB_IN | FB_OUT | FB_ET)) | want);
       continue;
     }
     /* EPERM: a descriptor epoll cannot watch (a regular file); that and
      * anything else fails what waits on it. */
     int err = errno;
-    *bits &= (uint8_t)~(FB_IN | FB_OUT);
+    *bits &= (uint8_t)~(FB_IN | FB_OUT | FB_ET);
     ep_req **qs[2] = {&f->rq, &f->wq};
     for (int k = 0; k < 2; k++) {
       while (*qs[k]) {
@@ -704,6 +715,11 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
     case IORING_OP_SENDMSG:
       t.bits |= R_WRITE;
       break;
+    case IORING_OP_POLL_ADD:
+      if (sqe->len & IORING_POLL_ADD_MULTI) t.bits |= R_MULTI;
+      t.bits |= R_POLL;
+      t.msg_flags = sqe->poll32_events & (EPOLLIN | EPOLLOUT);
+      break;
     default: /* SEND_ZC and the rest: not on this backend */
       post(loop, t.ud, sqe->opcode == IORING_OP_SEND_ZC ? -EOPNOTSUPP
                                                         : -EINVAL, 0);
@@ -719,8 +735,10 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
     return;
   }
   int st = R_WAIT;
-  /* Behind others waiting on the same side, so a side keeps its order. */
-  if (!((t.bits & R_WRITE) ? f->wq : f->rq)) st = run_some(loop, &t);
+  /* Behind others waiting on the same side, so a side keeps its order; a
+   * poll waits for epoll to say (at once, when the descriptor is ready). */
+  if (!(t.bits & R_POLL) && !((t.bits & R_WRITE) ? f->wq : f->rq))
+    st = run_some(loop, &t);
   if (st == R_DONE) return;
   ep_req *r = req_alloc(ep);
   if (!r) {
@@ -840,6 +858,18 @@ static int ep_enter(ursa_loop *loop, int64_t wait_ns) {
       int fd = ep->events[i].data.fd;
       uint32_t ev = ep->events[i].events;
       if ((unsigned)fd >= ep->nfds) continue;
+      ep_req *pr = ep->fds[fd].rq;
+      if (pr && (pr->bits & R_POLL)) {
+        uint32_t rev = ev & (pr->msg_flags | EPOLLERR | EPOLLHUP);
+        if (!rev) continue;
+        if (pr->bits & R_MULTI) {
+          post(loop, pr->ud, (int)rev, IORING_CQE_F_MORE);
+        } else {
+          post(loop, pr->ud, (int)rev, 0);
+          unwait(ep, pr);
+        }
+        continue;
+      }
       if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         run_queue(loop, fd, false);
       if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) run_queue(loop, fd, true);

@@ -33,6 +33,10 @@ void ursa__dsend_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__dsend_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__dclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__poll_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__poll_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+void ursa__pclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__pclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 /* Prepares a stream for an open fd (accept, connect, open); fd is a
  * direct-descriptor slot when direct is set, local marks AF_UNIX. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,

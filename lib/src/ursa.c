@@ -31,6 +31,9 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
     [URSA__OP_DSEND] = {"sendmsg", ursa__dsend_prep, ursa__dsend_complete},
     [URSA__OP_CLOSE_DGRAM] = {"close", ursa__dclose_prep,
                               ursa__dclose_complete},
+    [URSA__OP_POLL] = {"poll", ursa__poll_prep, ursa__poll_complete},
+    [URSA__OP_CLOSE_POLL] = {"close", ursa__pclose_prep,
+                             ursa__pclose_complete},
 };
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {

@@ -834,6 +834,86 @@ URSA_EXPORT int ursa_dgram_send_active(const ursa_send_req *req);
  * socket, removes a socket file it made, then calls cb once. */
 URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb);
 
+/* ---- any descriptor: readiness, and signals ----------------------------- */
+
+typedef struct ursa_poll ursa_poll;
+typedef struct ursa_signal ursa_signal;
+
+#define URSA_READABLE 1u
+#define URSA_WRITABLE 2u
+
+/* status 0: some of the events watched for became ready (an error or a
+ * hang-up on the descriptor shows as every event watched for); status < 0:
+ * watching ended on that error. */
+typedef void (*ursa_poll_cb)(ursa_poll *p, int status, unsigned events);
+typedef void (*ursa_poll_close_cb)(ursa_poll *p);
+/* signum arrived (once per delivery; the kernel merges repeats of a
+ * standard signal that come before the loop reads them). */
+typedef void (*ursa_signal_cb)(ursa_signal *sig, int signum);
+typedef void (*ursa_signal_close_cb)(ursa_signal *sig);
+
+struct ursa_poll {
+  void *data;      /* public */
+  int fd;          /* read-only: the descriptor watched (the caller's) */
+  ursa_loop *loop; /* read-only */
+  /* private */
+  uint32_t flags;
+  unsigned events;
+  ursa_op poll_op;
+  ursa_handle_base base;
+  ursa_poll_cb cb;
+  ursa_poll_close_cb close_cb;
+};
+
+/* Makes a watcher of fd, any descriptor poll(2) takes (an eventfd,
+ * signalfd, timerfd, pipe, or a library's socket).  The descriptor stays
+ * the caller's: ursa never reads, writes or changes it, closing the
+ * watcher does not close it, and it must stay open until the close
+ * callback.  Returns 0 or -EINVAL. */
+URSA_EXPORT int ursa_poll_open(ursa_loop *loop, ursa_poll *p, int fd);
+
+/* Watches for events (URSA_READABLE, URSA_WRITABLE) with a multishot poll:
+ * cb runs each time the descriptor becomes ready (an edge, as EPOLLET:
+ * readiness it already had when watching started counts once), until
+ * ursa_poll_stop() or close.  Consume what is ready (read or write until
+ * EAGAIN): readiness that is left over is not reported again until
+ * something new arrives.  -EALREADY if watching, -EINVAL for no events. */
+URSA_EXPORT int ursa_poll_start(ursa_poll *p, unsigned events,
+                                ursa_poll_cb cb);
+
+/* Stops watching; cb is not called again until ursa_poll_start(). */
+URSA_EXPORT int ursa_poll_stop(ursa_poll *p);
+
+/* Stops and calls cb once, after which p may be freed (fd is not closed).
+ * -EALREADY when already closing. */
+URSA_EXPORT int ursa_poll_close(ursa_poll *p, ursa_poll_close_cb cb);
+
+struct ursa_signal {
+  void *data;      /* public */
+  int signum;      /* read-only */
+  ursa_loop *loop; /* read-only */
+  /* private */
+  ursa_poll poll; /* on a signalfd of its own */
+  ursa_signal_cb cb;
+  ursa_signal_close_cb close_cb;
+  int was_blocked;
+};
+
+/* Delivers signum as callbacks on the loop (SIGINT, SIGTERM, SIGHUP, ...,
+ * without a self-pipe): the signal is blocked in the calling thread with
+ * pthread_sigmask() and read from a signalfd that the loop watches.  Block
+ * it in every thread of the process (before starting others, which inherit
+ * the mask), or another thread may take it the default way.  One watcher
+ * per signal and loop.  Returns 0, -EINVAL (a bad signum, SIGKILL, SIGSTOP,
+ * NULL), or the error of signalfd(2). */
+URSA_EXPORT int ursa_signal_start(ursa_loop *loop, ursa_signal *sig,
+                                  int signum, ursa_signal_cb cb);
+
+/* Stops: closes the signalfd, unblocks the signal if ursa_signal_start()
+ * blocked it (a signal pending then takes its default action, or its
+ * handler), and calls cb once.  -EALREADY when already closing. */
+URSA_EXPORT int ursa_signal_close(ursa_signal *sig, ursa_signal_close_cb cb);
+
 #ifdef __cplusplus
 }
 #endif
