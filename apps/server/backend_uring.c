@@ -36,6 +36,7 @@ static struct {
   ursa_listener listener;
   ursa_dgram dsock;
   ursa_timer tick;
+  ursa_poll stopper; /* the signalfd of SIGINT/SIGTERM */
   uint64_t next_sweep;
   conn *conns;
   long open;
@@ -207,7 +208,23 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
 static void on_listener_closed(ursa_listener *l) { (void)l; }
 static void on_dgram_closed(ursa_dgram *d) { (void)d; }
 
+static void on_poll_closed(ursa_poll *p) { (void)p; }
+
+static void begin_stop(void) {
+  if (S.stopping) return;
+  S.stopping = 1;
+  ursa_timer_stop(&S.tick);
+  ursa_poll_close(&S.stopper, on_poll_closed);
+  if (S.dgram) {
+    ursa_dgram_close(&S.dsock, on_dgram_closed);
+    return;
+  }
+  ursa_listener_close(&S.listener, on_listener_closed);
+  for (conn *c = S.conns; c; c = c->next) close_conn(c);
+}
+
 static void on_tick(ursa_timer *t, int status) {
+  (void)t;
   if (status < 0 || S.stopping) return;
   uint64_t now = ursa_loop_now(S.loop);
   if (S.o->min_rate && now >= S.next_sweep) {
@@ -218,15 +235,16 @@ static void on_tick(ursa_timer *t, int status) {
         close_conn(c);
       }
   }
-  if (!should_stop(S.o, S.st)) return;
-  S.stopping = 1;
-  ursa_timer_stop(t);
-  if (S.dgram) {
-    ursa_dgram_close(&S.dsock, on_dgram_closed);
-    return;
-  }
-  ursa_listener_close(&S.listener, on_listener_closed);
-  for (conn *c = S.conns; c; c = c->next) close_conn(c);
+  if (S.o->deadline_ms && now_ms() >= S.o->deadline_ms) begin_stop();
+}
+
+/* SIGINT/SIGTERM arrive on the signalfd: the loop watches it (no system
+ * call per tick to look). */
+static void on_stop_fd(ursa_poll *p, int status, unsigned events) {
+  (void)p;
+  (void)status;
+  (void)events;
+  begin_stop();
 }
 
 int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
@@ -284,6 +302,8 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   }
   announce(o, (struct sockaddr *)&bound, bl);
   ursa_timer_start(S.loop, &S.tick, 50, 50, on_tick);
+  ursa_poll_open(S.loop, &S.stopper, o->stop_fd);
+  ursa_poll_start(&S.stopper, URSA_READABLE, on_stop_fd);
   r = ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
   ursa_stats us;
   ursa_loop_stats(S.loop, &us);
