@@ -3,9 +3,13 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "tests/block_uring.h"
@@ -21,6 +25,82 @@ TEST(Loop, CreatesAndClosesEmpty) {
   EXPECT_EQ(0, ursa_loop_run(loop, URSA_RUN_ONCE));
   EXPECT_EQ(0, ursa_loop_run(loop, URSA_RUN_NOWAIT));
   EXPECT_EQ(0, ursa_loop_close(loop));
+}
+
+// A walk sees every open handle of every kind, in the order opened, with
+// closing ones marked; close-all closes the rest, calling back once for
+// each, and the loop can then be freed.  On both backends.
+struct Walked {
+  std::vector<std::pair<ursa_handle_type, void *>> seen;
+  std::vector<int> closing;
+  std::vector<std::pair<ursa_handle_type, void *>> closed_all;
+};
+
+TEST(Loop, WalkAndCloseAllCoverEveryKindOfHandle) {
+  for (ursa_backend b : t::kBackends) {
+    ursa_loop_options o = t::OptionsFor(b);
+    ursa_loop *loop = nullptr;
+    ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+    int sv[2];
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    ursa_stream s{};
+    ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
+    sockaddr_storage ss;
+    socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+    ursa_listener l{};
+    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
+                             [](ursa_listener *, int) {}));
+    ursa_dgram d{};
+    ASSERT_EQ(0, ursa_dgram_bind(loop, &d, (sockaddr *)&ss, len, 0));
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ursa_poll p{};
+    ASSERT_EQ(0, ursa_poll_open(loop, &p, efd));
+    ASSERT_EQ(0, ursa_poll_start(&p, URSA_READABLE,
+                                 [](ursa_poll *, int, unsigned) {}));
+    ursa_signal sig{};
+    ASSERT_EQ(0, ursa_signal_start(loop, &sig, SIGUSR2,
+                                   [](ursa_signal *, int) {}));
+    ursa_stream s2{};
+    ASSERT_EQ(0, ursa_stream_open(loop, &s2, sv[1]));
+    static bool s2_closed;
+    s2_closed = false;
+    ASSERT_EQ(0, ursa_stream_close(&s2, [](ursa_stream *) { s2_closed = true; }));
+
+    Walked w;
+    ursa_loop_walk(loop, [](ursa_handle_type t, void *h, void *arg) {
+      auto *k = static_cast<Walked *>(arg);
+      k->seen.emplace_back(t, h);
+      k->closing.push_back(ursa_handle_closing(t, h));
+    }, &w);
+    std::vector<std::pair<ursa_handle_type, void *>> want = {
+        {URSA_HANDLE_STREAM, &s}, {URSA_HANDLE_LISTENER, &l},
+        {URSA_HANDLE_DGRAM, &d},  {URSA_HANDLE_POLL, &p},
+        {URSA_HANDLE_SIGNAL, &sig}, {URSA_HANDLE_STREAM, &s2}};
+    EXPECT_EQ(want, w.seen);
+    EXPECT_EQ((std::vector<int>{0, 0, 0, 0, 0, 1}), w.closing);
+
+    EXPECT_EQ(5u, ursa_loop_close_all(loop, [](ursa_handle_type t, void *h,
+                                                void *arg) {
+      static_cast<Walked *>(arg)->closed_all.emplace_back(t, h);
+    }, &w));
+    EXPECT_EQ(-EBUSY, ursa_loop_close(loop));
+    for (int i = 0; i < 1000 && ursa_loop_run(loop, URSA_RUN_ONCE) > 0; i++) {
+    }
+    EXPECT_TRUE(s2_closed);
+    std::vector<std::pair<ursa_handle_type, void *>> got = w.closed_all;
+    std::sort(got.begin(), got.end());
+    want.pop_back();
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(want, got) << "backend " << (int)b;
+    w.seen.clear();
+    ursa_loop_walk(loop, [](ursa_handle_type t, void *h, void *arg) {
+      static_cast<Walked *>(arg)->seen.emplace_back(t, h);
+    }, &w);
+    EXPECT_TRUE(w.seen.empty());
+    EXPECT_EQ(0, ursa_loop_close(loop)) << ursa_error_detail();
+    EXPECT_GE(fcntl(efd, F_GETFD), 0);
+    close(efd);
+  }
 }
 
 // The loop is freed only once every handle is closed: an open stream, a

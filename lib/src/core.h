@@ -133,6 +133,9 @@ struct ursa_loop {
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned handles; /* streams, listeners and datagram sockets not yet
                        called back from their close: close waits for 0 */
+  ursa_handle_base *handles_head, *handles_tail; /* the same, in order */
+  ursa_walk_cb close_all_cb; /* ursa_loop_close_all()'s, for each */
+  void *close_all_arg;
   /* Settings and counts the socket layer keeps on the loop. */
   unsigned write_batch;
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */

@@ -26,7 +26,7 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   d->flags = D_OPEN;
   d->recv_op.kind = URSA__OP_DRECV;
   d->recv_op.nsqe = 1;
-  ursa__handle_init(loop, &d->base, URSA__OP_CLOSE_DGRAM);
+  ursa__handle_init(loop, &d->base, URSA__OP_CLOSE_DGRAM, URSA_HANDLE_DGRAM);
 }
 
 static int check_open(const ursa_dgram *d, const char *fn) {
@@ -352,5 +352,5 @@ void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_sockfile_remove(&d->file);
   d->fd = -1;
   d->flags = 0;
-  d->close_cb(d);
+  if (!ursa__handle_close_all_note(loop, &d->base)) d->close_cb(d);
 }

@@ -191,7 +191,10 @@ static bool hash_grow(struct ursa__ep *ep) {
 }
 
 static void hash_put(struct ursa__ep *ep, ep_req *r) {
-  if (ep->nwaiting > ep->hash_mask) hash_grow(ep); /* else longer chains */
+  /* Two to a bucket: only cancels look, and the table is memory every
+   * waiting receive pays for.  A table that cannot grow makes longer
+   * chains. */
+  if (ep->nwaiting > 2 * (ep->hash_mask + 1)) hash_grow(ep);
   unsigned b = hash_of(ep, r->ud);
   r->hnext = ep->hash[b];
   ep->hash[b] = r;

@@ -64,7 +64,8 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->flags = L_LISTENING;
   l->accept_op.kind = URSA__OP_ACCEPT;
   l->accept_op.nsqe = 1;
-  ursa__handle_init(loop, &l->base, URSA__OP_CLOSE_LISTENER);
+  ursa__handle_init(loop, &l->base, URSA__OP_CLOSE_LISTENER,
+                    URSA_HANDLE_LISTENER);
   l->base.nops = 1; /* the accept, or the back-off standing in for it */
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
   if (addr->sa_family == AF_UNIX) l->flags |= L_UNIX;
@@ -98,15 +99,19 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
   if (l->flags & L_DIRECT) {
     /* No descriptor to ask later: keep what the accept said, and the
      * listener's address unless it is a wildcard. */
-    peer = calloc(1, sizeof(*peer));
+    socklen_t pl = l->peer_len < sizeof(l->peer) ? l->peer_len
+                                                 : sizeof(l->peer);
+    struct sockaddr_storage local;
+    socklen_t ll = sizeof(local);
+    if (getsockname(l->fd, (struct sockaddr *)&local, &ll) < 0 ||
+        ursa__addr_is_any((struct sockaddr *)&local) || ll > sizeof(local))
+      ll = 0;
+    peer = malloc(sizeof(*peer) + pl + ll);
     if (!peer) return -ENOMEM;
-    peer->len = l->peer_len < sizeof(peer->ss) ? l->peer_len
-                                               : sizeof(peer->ss);
-    memcpy(&peer->ss, &l->peer, peer->len);
-    socklen_t ll = sizeof(peer->local);
-    if (getsockname(l->fd, (struct sockaddr *)&peer->local, &ll) == 0 &&
-        !ursa__addr_is_any((struct sockaddr *)&peer->local))
-      peer->local_len = ll;
+    peer->len = pl;
+    peer->local_len = ll;
+    memcpy(peer->bytes, &l->peer, pl);
+    memcpy(peer->bytes + pl, &local, ll);
   }
   ursa__stream_init(l->loop, client, l->pending_fd,
                     (l->flags & L_SEQPACKET) != 0,
@@ -290,5 +295,5 @@ void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_sockfile_remove(&l->file);
   l->fd = -1;
   l->flags = 0;
-  l->close_cb(l);
+  if (!ursa__handle_close_all_note(loop, &l->base)) l->close_cb(l);
 }

@@ -45,17 +45,22 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
 /* An accepted direct stream's peer address (it has no descriptor to ask
  * with), and the listener it came from for its local one. */
 struct ursa__peer {
-  socklen_t len;
-  struct sockaddr_storage ss;
-  socklen_t local_len; /* 0: the listener's address is a wildcard */
-  struct sockaddr_storage local;
+  socklen_t len;       /* the peer's address: bytes[0, len) */
+  socklen_t local_len; /* the local one, after it; 0: the listener's
+                          address is a wildcard */
+  char bytes[];        /* as long as the two need (24 for IPv4 peers) */
 };
 
 /* handle.c: the one close path every handle shares.  A handle counts on
  * the loop from init to its close op's completion; its close waits until
  * every op of its own has been called back. */
 void ursa__handle_init(ursa_loop *loop, ursa_handle_base *h,
-                       uint8_t close_kind) URSA__HIDDEN;
+                       uint8_t close_kind, ursa_handle_type type) URSA__HIDDEN;
+/* In place of a closed handle's own close callback: true when
+ * ursa_loop_close_all() closed it, after running its callback (the last
+ * touch: the handle may be freed); false when the handle's own is due. */
+bool ursa__handle_close_all_note(ursa_loop *loop, ursa_handle_base *h)
+    URSA__HIDDEN;
 /* Starts op as one of the handle's own (counted against its close). */
 void ursa__handle_submit(ursa_loop *loop, ursa_handle_base *h, ursa_op *op)
     URSA__HIDDEN;

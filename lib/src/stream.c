@@ -27,7 +27,7 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->shutdown_op.kind = URSA__OP_SHUTDOWN;
   s->shutdown_op.nsqe = 1;
   s->send_op.kind = URSA__OP_SEND;
-  ursa__handle_init(loop, &s->base, URSA__OP_CLOSE_STREAM);
+  ursa__handle_init(loop, &s->base, URSA__OP_CLOSE_STREAM, URSA_HANDLE_STREAM);
 }
 
 int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
@@ -61,7 +61,8 @@ static int stream_addr(const ursa_stream *s, struct sockaddr_storage *addr,
       return ursa__refuse(-EOPNOTSUPP, "%s: a direct-descriptor stream "
                           "accepted on a listener bound to any address "
                           "does not know its local address", fn);
-    memcpy(addr, peer ? &p->ss : &p->local, len);
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, p->bytes + (peer ? 0 : p->len), len);
     *addrlen = len;
     return 0;
   }
@@ -209,7 +210,7 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   s->close_cb = cb;
   ursa__op_cancel(loop, &s->recv_op);
   if (s->connecting) ursa__op_cancel(loop, &s->connecting->op);
-  if (s->read_timer) ursa__op_cancel(loop, &s->read_timer->op);
+  if (s->read_timer) ursa__op_cancel(loop, &s->read_timer->t.op);
   if (s->flags & S_SHUT_WAITING) {
     s->flags &= ~S_SHUT_WAITING;
     ursa__op_defer(loop, &s->shutdown_op, -ECANCELED);
@@ -243,5 +244,6 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;
-  s->close_cb(s); /* the last touch: it may free s */
+  if (!ursa__handle_close_all_note(loop, &s->base))
+    s->close_cb(s); /* the last touch: it may free s */
 }

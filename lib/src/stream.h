@@ -34,6 +34,20 @@ struct ursa__connecting {
   struct sockaddr_storage peer;
 };
 
+/* A read timeout's state, made by the first ursa_read_timeout(): most
+ * streams never have one. */
+struct ursa__readtimer {
+  ursa_timer t;
+  uint64_t last_read_ms; /* the last sign of life (a receive, a send taken
+                            while paused) */
+  uint32_t ms;           /* the timeout; 0: off */
+};
+
+/* Notes a sign of life for the read timeout. */
+static inline void note_activity(ursa_stream *s, uint64_t now_ms) {
+  if (s->read_timer) s->read_timer->last_read_ms = now_ms;
+}
+
 struct ursa__sendv {
   struct ursa__sendv *next; /* the loop's free list */
   unsigned cap;             /* iovecs: SENDV_SMALL or write_batch */

@@ -15,36 +15,38 @@ static void read_timer_cb(ursa_timer *t, int status);
 /* ---- receive ---- */
 
 static void start_read_timer(ursa_stream *s, uint64_t ms) {
-  s->read_timer->op.kind = URSA__OP_TIMER;
+  s->read_timer->t.op.kind = URSA__OP_TIMER;
   s->base.nops++;
-  ursa_timer_start(s->loop, s->read_timer, ms, 0, read_timer_cb);
+  ursa_timer_start(s->loop, &s->read_timer->t, ms, 0, read_timer_cb);
 }
 
-/* The timer exists (ursa_read_timeout() made it) and is not running. */
+/* A read timeout is set and its timer is not running. */
 static bool read_timer_idle(const ursa_stream *s) {
-  return s->read_timer && s->read_timer->op.state == URSA__IDLE;
+  return s->read_timer && s->read_timer->ms &&
+         s->read_timer->t.op.state == URSA__IDLE;
 }
 
 static void read_timer_cb(ursa_timer *t, int status) {
   ursa_stream *s = t->data;
+  struct ursa__readtimer *rt = s->read_timer;
   s->base.nops--;
   /* Cancelled by ursa_read_stop() but reading again by now: a start that
    * came while this cancel was on its way left the timing to this
    * callback, which goes on as if the timer had fired. */
   if ((status == 0 || status == -ECANCELED) && (s->flags & S_READING) &&
-      !s->base.closing && s->read_timeout_ms) {
-    uint64_t idle = s->loop->now_ms - s->last_read_ms;
-    if (idle >= s->read_timeout_ms && s->recv_op.state == URSA__IDLE) {
+      !s->base.closing && rt->ms) {
+    uint64_t idle = s->loop->now_ms - rt->last_read_ms;
+    if (idle >= rt->ms && s->recv_op.state == URSA__IDLE) {
       /* Paused by the high watermark and the peer took nothing either:
        * no recv is there to end, so the read ends here. */
       s->flags &= ~(S_READING | S_READ_TIMEDOUT);
       s->read_cb(s, -ETIMEDOUT, NULL);
-    } else if (idle >= s->read_timeout_ms) {
+    } else if (idle >= rt->ms) {
       s->flags |= S_READ_TIMEDOUT;
       ursa__op_cancel(s->loop, &s->recv_op);
     } else {
       /* Data came meanwhile: sleep until the new deadline. */
-      start_read_timer(s, s->read_timeout_ms - idle);
+      start_read_timer(s, rt->ms - idle);
     }
   }
   maybe_finish_close(s);
@@ -62,12 +64,11 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
   s->flags |= S_READING;
   s->flags &= ~S_READ_TIMEDOUT;
   s->read_cb = cb;
-  s->last_read_ms = s->loop->now_ms;
+  note_activity(s, s->loop->now_ms);
   /* If a stop is still on its way the recv ends later and is re-armed. */
   if (s->recv_op.state == URSA__IDLE && !(s->flags & S_PAUSED))
     stream_submit(s, &s->recv_op);
-  if (s->read_timeout_ms && read_timer_idle(s))
-    start_read_timer(s, s->read_timeout_ms);
+  if (read_timer_idle(s)) start_read_timer(s, s->read_timer->ms);
   return 0;
 }
 
@@ -77,7 +78,7 @@ int ursa_read_stop(ursa_stream *s) {
   if (!(s->flags & S_READING)) return 0;
   s->flags &= ~S_READING;
   ursa__op_cancel(s->loop, &s->recv_op);
-  if (s->read_timer) ursa__op_cancel(s->loop, &s->read_timer->op);
+  if (s->read_timer) ursa__op_cancel(s->loop, &s->read_timer->t.op);
   return 0;
 }
 
@@ -88,12 +89,12 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
     if (s->base.closing) return -EBADF;
     s->read_timer = calloc(1, sizeof(*s->read_timer));
     if (!s->read_timer) return -ENOMEM;
-    s->read_timer->data = s;
+    s->read_timer->t.data = s;
   }
-  s->read_timeout_ms = ms;
-  s->last_read_ms = s->loop->now_ms;
-  if (ms && (s->flags & S_READING) && read_timer_idle(s))
-    start_read_timer(s, ms);
+  if (!s->read_timer) return 0; /* off, and never on */
+  s->read_timer->ms = ms;
+  s->read_timer->last_read_ms = s->loop->now_ms;
+  if ((s->flags & S_READING) && read_timer_idle(s)) start_read_timer(s, ms);
   return 0;
 }
 
@@ -153,7 +154,7 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
       ursa__slices_drop(loop, &it);
     } else if (res > 0) {
       loop->stats.bytes_in += (uint64_t)res;
-      s->last_read_ms = loop->now_ms;
+      note_activity(s, loop->now_ms);
       while (ursa__slices_next(loop, &it)) {
         /* Delivered even after ursa_read_stop(): the bytes left the
          * socket.  A callback that closes the stream drops the rest. */
@@ -202,8 +203,8 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
   op_end(s, op);
   if (status < 0) {
     s->flags &= ~(S_READING | S_READ_TIMEDOUT | S_MSGSIZE | S_DESYNC);
-    if (s->read_timer && s->read_timer->op.state != URSA__IDLE)
-      ursa__op_cancel(loop, &s->read_timer->op);
+    if (s->read_timer && s->read_timer->t.op.state != URSA__IDLE)
+      ursa__op_cancel(loop, &s->read_timer->t.op);
     s->read_cb(s, status, NULL);
   }
   maybe_finish_close(s);

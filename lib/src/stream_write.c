@@ -395,7 +395,7 @@ static unsigned take_sent(ursa_loop *loop, ursa_stream *s, size_t sent,
   loop->stats.bytes_out += sent;
   /* While reading is paused on our queue, the peer taking bytes is the
    * progress the read timeout watches. */
-  if (s->flags & S_PAUSED) s->last_read_ms = loop->now_ms;
+  if (s->flags & S_PAUSED) note_activity(s, loop->now_ms);
   while (sent && s->wq_head && (s->wq_head->op.flags & URSA__F_BATCHED)) {
     ursa_write_req *w = s->wq_head;
     size_t take = w->len - w->done;

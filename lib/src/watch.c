@@ -33,7 +33,7 @@ int ursa_poll_open(ursa_loop *loop, ursa_poll *p, int fd) {
   p->flags = P_OPEN;
   p->poll_op.kind = URSA__OP_POLL;
   p->poll_op.nsqe = 1;
-  ursa__handle_init(loop, &p->base, URSA__OP_CLOSE_POLL);
+  ursa__handle_init(loop, &p->base, URSA__OP_CLOSE_POLL, URSA_HANDLE_POLL);
   return 0;
 }
 
@@ -131,7 +131,10 @@ void ursa__pclose_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   ursa__handle_closed(loop, &p->base);
   p->flags = 0;
-  p->close_cb(p); /* the last touch: it may free p */
+  /* A signal's watcher: the signal's own close finishes (and notes). */
+  if (p->base.type == URSA_HANDLE_SIGNAL ||
+      !ursa__handle_close_all_note(loop, &p->base))
+    p->close_cb(p); /* the last touch: it may free p */
 }
 
 /* ---- signals ---- */
@@ -177,6 +180,7 @@ int ursa_signal_start(ursa_loop *loop, ursa_signal *sig, int signum,
   sig->cb = cb;
   sig->was_blocked = sigismember(&old, signum);
   ursa_poll_open(loop, &sig->poll, fd);
+  sig->poll.base.type = URSA_HANDLE_SIGNAL;
   sig->poll.data = sig;
   ursa_poll_start(&sig->poll, URSA_READABLE, on_signalfd);
   return 0;
@@ -191,7 +195,8 @@ static void on_signal_poll_closed(ursa_poll *p) {
     sigaddset(&set, sig->signum);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
   }
-  sig->close_cb(sig); /* the last touch: it may free sig */
+  if (!ursa__handle_close_all_note(sig->loop, &p->base))
+    sig->close_cb(sig); /* the last touch: it may free sig */
 }
 
 int ursa_signal_close(ursa_signal *sig, ursa_signal_close_cb cb) {

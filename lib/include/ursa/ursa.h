@@ -384,7 +384,38 @@ typedef struct ursa_handle_base {
   int nops;         /* the handle's operations not yet called back */
   uint8_t closing;  /* close asked for */
   uint8_t closed;   /* its close op is on its way */
+  uint8_t type;     /* ursa_handle_type */
+  struct ursa_handle_base *hnext, *hprev; /* the loop's open handles */
 } ursa_handle_base;
+
+/* What ursa_loop_walk() hands out. */
+typedef enum ursa_handle_type {
+  URSA_HANDLE_STREAM = 1, /* an ursa_stream */
+  URSA_HANDLE_LISTENER,   /* an ursa_listener */
+  URSA_HANDLE_DGRAM,      /* an ursa_dgram */
+  URSA_HANDLE_POLL,       /* an ursa_poll */
+  URSA_HANDLE_SIGNAL,     /* an ursa_signal */
+} ursa_handle_type;
+
+/* handle is the ursa_stream, ursa_listener, ... of that type. */
+typedef void (*ursa_walk_cb)(ursa_handle_type type, void *handle, void *arg);
+
+/* Calls cb for every open handle of the loop (from its open to its close
+ * callback, so closing ones too: ursa_handle_closing() tells), in the
+ * order they were opened.  cb may close any handle, itself included. */
+URSA_EXPORT void ursa_loop_walk(ursa_loop *loop, ursa_walk_cb cb, void *arg);
+
+/* 1 when the handle's close has been asked for, else 0 (type and handle
+ * as ursa_loop_walk() gives them). */
+URSA_EXPORT int ursa_handle_closing(ursa_handle_type type, const void *handle);
+
+/* Closes every open handle that is not closing yet, for shutdown: each with
+ * its own close (streams' writes and reads are cancelled, listeners stop,
+ * ...), and cb (may be NULL) runs once for each of them when it has
+ * closed, with arg.  Run the loop afterwards until it ends.  Returns how
+ * many it closed. */
+URSA_EXPORT unsigned ursa_loop_close_all(ursa_loop *loop, ursa_walk_cb cb,
+                                         void *arg);
 
 /* ---- timers ------------------------------------------------------------ */
 
@@ -485,6 +516,7 @@ struct ursa_write_req {
 struct ursa__sendv;      /* a batched send's msghdr and iovecs */
 struct ursa__connecting; /* a connect's op, address and timeout */
 struct ursa__peer;       /* a direct stream's peer address */
+struct ursa__readtimer;  /* a read timeout's timer and clock */
 
 /* What an idle stream holds is kept small (the bench's memory case counts
  * it): state that only a batched send, a connect or a read timeout needs
@@ -493,10 +525,11 @@ struct ursa_stream {
   void *data; /* public */
   int fd;     /* read-only: the socket; -1 when it is a direct descriptor
                  (accepted on a loop with direct_files) */
+  uint32_t flags;  /* private (here, it fills what would be padding) */
   ursa_loop *loop; /* read-only */
   /* private */
-  uint32_t flags;
   int32_t slot;    /* the direct descriptor's slot */
+  int32_t write_error;
   ursa_op send_op; /* one send in flight, carrying up to batch writes */
   unsigned batch;
   int32_t zc_res;  /* a zero-copy send's result, kept until its notice */
@@ -509,10 +542,7 @@ struct ursa_stream {
     struct ursa__connecting *connecting; /* ursa_connect() to its callback */
     struct ursa__peer *direct_peer;      /* recorded at accept */
   };
-  ursa_timer *read_timer; /* made by the first ursa_read_timeout() */
-  uint32_t read_timeout_ms;
-  int32_t write_error;
-  uint64_t last_read_ms;
+  struct ursa__readtimer *read_timer; /* made by the first ursa_read_timeout() */
   ursa_read_cb read_cb;
   ursa_shutdown_cb shutdown_cb;
   ursa_stream_close_cb close_cb;
@@ -575,8 +605,8 @@ URSA_EXPORT int ursa_listener_addr(const ursa_listener *l,
 /* Takes the connection announced to the connection callback into client,
  * which becomes an open stream.  Only valid inside that callback with status
  * 0, once; -EINVAL otherwise.  On a loop with direct_files it keeps the
- * peer's address (about 140 bytes, until close): -ENOMEM when there is no
- * memory for it, and the connection is refused. */
+ * two addresses (40 bytes for IPv4, until close): -ENOMEM when there is
+ * no memory for them, and the connection is refused. */
 URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
 
 /* Stops accepting, cancels what is in flight and closes the socket; cb runs
