@@ -40,10 +40,12 @@ def build():
                 "\n".join(body.splitlines()[1:]).strip(), ""]
     count = 0
     last = ""
+    prev_end = -1
     for m in pattern.finditer(src):
         if m.group("sec"):
             section = m.group("sec").strip()
             out += [f"## {section}", ""]
+            prev_end = -1
             continue
         decl = m.group("decl") or m.group("bare")
         decl = re.sub(r"\s+", " ", decl.replace("URSA_EXPORT ", "")).strip()
@@ -51,7 +53,13 @@ def build():
         out += [f"### `{name}`", "", "```c", decl, "```", ""]
         if m.group("comment"):
             last = clean_comment(m.group("comment"))
-        out += [last, ""]  # a bare one shares the comment above it
+        elif prev_end < 0 or src[prev_end:m.start()].strip():
+            # A bare one shares the comment of the declaration right above
+            # it, and only that: anything between means it has none.
+            sys.exit(f"gen_reference.py: {name} has no comment of its own "
+                     "in the header and does not follow a declaration")
+        out += [last, ""]
+        prev_end = m.end()
         count += 1
     out.append(f"{count} functions.")
     return "\n".join(out) + "\n"

@@ -47,6 +47,21 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 if cc -Wall -Werror -o "$work/shared" "$work/echo_once.c" $(pkg-config --cflags --libs ursa); then
   ok "cc \$(pkg-config --cflags --libs ursa)"
   check_echo "shared build" env LD_LIBRARY_PATH="$prefix/lib" "$work/shared"
+  # Outside the loader's path, without help the program cannot start (the
+  # guide says so), and with the rpath the guide shows it needs none.
+  if "$work/shared" > "$work/noload" 2>&1; then
+    bad "shared build started with no way to find libursa.so.0"
+  elif grep -q "libursa.so.0: cannot open shared object file" "$work/noload"; then
+    ok "shared build without rpath or LD_LIBRARY_PATH: the loader's message"
+  else
+    bad "shared build without help: $(head -c 300 "$work/noload")"
+  fi
+  if cc -Wall -Werror -o "$work/rpath" "$work/echo_once.c" $(pkg-config --cflags --libs ursa) \
+       -Wl,-rpath,"$(pkg-config --variable=libdir ursa)"; then
+    check_echo "shared build with rpath" "$work/rpath"
+  else
+    bad "rpath build does not compile"
+  fi
 else
   bad "shared build does not compile"
 fi

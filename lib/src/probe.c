@@ -304,6 +304,9 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
   }
   if (f->used & bit) return "";
   if (f->disabled & bit) return "disabled by option";
+  /* A ring that could not be set up answered nothing about its features. */
+  if (f->setup_error && !(f->kernel & bit))
+    return "not probed: io_uring could not be set up";
   if (!(f->kernel & bit)) return "kernel lacks it";
   if (bit == URSA_FEAT_CQE_SKIP) return "not used by ursa yet";
   if (bit == URSA_FEAT_SEND_ZC && f->used)

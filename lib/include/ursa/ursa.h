@@ -250,6 +250,7 @@ typedef struct ursa_stats {
                             back in the ring yet: 0 outside callbacks */
 } ursa_stats;
 
+/* Copies the loop's counters into *out (cheap: no system call). */
 URSA_EXPORT void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out);
 
 /* ---- feature probe ----------------------------------------------------- */
