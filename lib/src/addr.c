@@ -177,6 +177,10 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
     hints.ai_flags = 0;
     g = getaddrinfo(host, NULL, &hints, &res);
   }
+  if (g == EAI_AGAIN)
+    return ursa__refuse(-EAGAIN, "address '%.80s': temporary failure "
+                        "resolving '%s' (%s): try again", text, host,
+                        gai_strerror(g));
   if (g != 0 || !res)
     return ursa__invalid("address '%.80s': unknown host '%s' (%s)", text, host,
                          gai_strerror(g));

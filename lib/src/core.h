@@ -42,6 +42,8 @@ enum {
   URSA__OP_CLOSE_DGRAM,
   URSA__OP_POLL,
   URSA__OP_CLOSE_POLL,
+  URSA__OP_RESOLVE,      /* a resolve request: only its deferred result */
+  URSA__OP_RESOLVE_WAKE, /* the loop's poll of its resolver's eventfd */
   URSA__OP_KINDS
 };
 
@@ -81,6 +83,7 @@ extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
 
 struct ursa__bufs;
 struct ursa__ep;
+struct ursa__resolver;
 
 /* One completion, as the loop dispatches it. */
 typedef struct ursa__cqe {
@@ -150,6 +153,7 @@ struct ursa_loop {
   ursa_op *pend_head, *pend_tail;     /* results to call back */
 
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
+  struct ursa__resolver *resolver; /* made by the first ursa_resolve() */
 
   ursa_stats stats;
   char backend_why[320];

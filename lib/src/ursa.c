@@ -34,6 +34,10 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
     [URSA__OP_POLL] = {"poll", ursa__poll_prep, ursa__poll_complete},
     [URSA__OP_CLOSE_POLL] = {"close", ursa__pclose_prep,
                              ursa__pclose_complete},
+    [URSA__OP_RESOLVE] = {"resolve", NULL, ursa__resolve_complete,
+                          ursa__resolve_cancel},
+    [URSA__OP_RESOLVE_WAKE] = {"poll", ursa__resolve_wake_prep,
+                               ursa__resolve_wake_complete},
 };
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
@@ -168,6 +172,7 @@ int ursa_loop_close(ursa_loop *loop) {
                         "listeners, datagram sockets) still open; close "
                         "them and run the loop first", loop->handles);
   ursa__sendv_free_all(loop);
+  ursa__resolver_free(loop);
   ursa__bufring_free(loop);
   loop->be->free(loop);
   free(loop);

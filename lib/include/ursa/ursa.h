@@ -301,15 +301,19 @@ typedef struct ursa_addr {
 /* Parses what a user types:
  *   127.0.0.1:7000     IPv4
  *   [::1]:7000         IPv6 (brackets required; [fe80::1%eth0]:7000 too)
- *   localhost:7000     a host name, resolved here, once (getaddrinfo; the
- *                      first answer)
+ *   localhost:7000     a host name, resolved here with getaddrinfo(3),
+ *                      which BLOCKS the calling thread (a slow DNS server
+ *                      stalls it): the first answer.  Inside a running loop
+ *                      use ursa_resolve(), which does not block and gives
+ *                      every answer
  *   :7000              any address: [::]:7000, which ursa_listen() makes
  *                      dual-stack; 0.0.0.0:7000 where IPv6 is off
  *   unix:/run/x.sock   a Unix socket path (relative paths too)
  *   unix:@name         a Linux abstract-namespace name
  * Returns 0, or -EINVAL with ursa_error_detail() naming the fault (missing
  * port, port out of range, path longer than sun_path, unknown host, stray
- * characters). */
+ * characters), or -EAGAIN when the name could not be resolved for now (a
+ * temporary failure: try again). */
 URSA_EXPORT int ursa_addr_parse(const char *text, ursa_addr *out);
 
 /* Writes addr in the form ursa_addr_parse() reads ("127.0.0.1:7000",
@@ -864,6 +868,46 @@ URSA_EXPORT int ursa_dgram_send_active(const ursa_send_req *req);
  * -ECANCELED; the receive callback is not called again), closes the
  * socket, removes a socket file it made, then calls cb once. */
 URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb);
+
+/* ---- name resolution without blocking the loop ------------------------ */
+
+typedef struct ursa_resolve_req ursa_resolve_req;
+struct ursa__job;
+
+/* status 0: n answers (1 or more) at addrs, IPv4 and IPv6 in getaddrinfo's
+ * order, each with the port; valid during the callback.  status < 0:
+ * -ENOENT the name does not exist (or has no address of that family);
+ * -EAGAIN a temporary failure (a DNS server that did not answer: try
+ * again later); -ECANCELED; -ENOMEM; -EIO any other resolver failure
+ * (ursa_error_detail() has getaddrinfo's words). */
+typedef void (*ursa_resolve_cb)(ursa_resolve_req *req, int status,
+                                const ursa_addr *addrs, size_t n);
+
+struct ursa_resolve_req {
+  ursa_op op;
+  void *data; /* public */
+  /* private */
+  ursa_loop *loop;
+  struct ursa__job *job;
+  ursa_resolve_cb cb;
+};
+
+/* Resolves host (a name or a numeric address) and service (a port number,
+ * or a name from /etc/services such as "http"; NULL for port 0), for
+ * streams (SOCK_STREAM) of family AF_UNSPEC (both), AF_INET or AF_INET6.
+ * getaddrinfo(3) runs on a helper thread of the loop's (the system's
+ * resolver: /etc/hosts, nsswitch, DNS), so the loop never waits; cb runs
+ * from the loop.  The request must be zero-filled before first use.
+ * Returns 0, -EINVAL (NULL, an empty or overlong name, a bad family),
+ * -EBUSY (req active) or -ENOMEM / -EAGAIN (no thread could be started). */
+URSA_EXPORT int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req,
+                             const char *host, const char *service,
+                             int family, ursa_resolve_cb cb);
+
+/* Cancels a resolve: its callback runs from the loop with -ECANCELED (the
+ * lookup itself cannot be stopped; its thread finishes it and drops the
+ * answer).  Same returns as ursa_cancel(). */
+URSA_EXPORT int ursa_resolve_cancel(ursa_resolve_req *req);
 
 /* ---- any descriptor: readiness, and signals ----------------------------- */
 

@@ -1,0 +1,162 @@
+// resolve_test.cc - name resolution off the loop: localhost and numeric
+// addresses with ports and service names, a family filter, a name that
+// does not exist, many at once, cancel (the answer that comes later is
+// dropped and the loop still closes), bad arguments; on every variant.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/testutil.h"
+
+namespace {
+
+class Resolve : public ::testing::TestWithParam<t::Variant> {
+ protected:
+  void SetUp() override {
+    t::ApplyVariant(GetParam(), &opts_);
+    lp_.reset(new t::Loop(&opts_));
+    ASSERT_EQ(0, lp_->status());
+  }
+  void TearDown() override {
+    if (lp_) lp_->Finish();
+  }
+  ursa_loop *loop() { return lp_->get(); }
+  ursa_loop_options opts_{};
+  std::unique_ptr<t::Loop> lp_;
+};
+
+struct Answer {
+  ursa_resolve_req req{};
+  int status = 1;
+  int calls = 0;
+  std::vector<std::string> addrs; /* "127.0.0.1:7000" */
+  std::vector<int> families;
+  std::string detail;
+};
+
+void OnResolved(ursa_resolve_req *req, int status, const ursa_addr *addrs,
+                size_t n) {
+  auto *a = reinterpret_cast<Answer *>(req);
+  a->status = status;
+  a->calls++;
+  if (status < 0) a->detail = ursa_error_detail();
+  for (size_t i = 0; i < n; i++) {
+    char buf[128];
+    ursa_addr_format((const sockaddr *)&addrs[i].ss, addrs[i].len, buf,
+                     sizeof(buf));
+    a->addrs.push_back(buf);
+    a->families.push_back(addrs[i].ss.ss_family);
+  }
+}
+
+bool Has(const std::vector<std::string> &v, const std::string &s) {
+  for (auto &x : v)
+    if (x == s) return true;
+  return false;
+}
+
+TEST_P(Resolve, LocalhostAndNumericAddressesWithPorts) {
+  Answer any, v4, num6, svc;
+  ASSERT_EQ(0, ursa_resolve(loop(), &any.req, "localhost", "7000", AF_UNSPEC,
+                            OnResolved));
+  ASSERT_EQ(-EBUSY, ursa_resolve(loop(), &any.req, "localhost", "7000",
+                                 AF_UNSPEC, OnResolved));
+  ASSERT_EQ(0, ursa_resolve(loop(), &v4.req, "localhost", "7001", AF_INET,
+                            OnResolved));
+  ASSERT_EQ(0, ursa_resolve(loop(), &num6.req, "::1", "9", AF_UNSPEC,
+                            OnResolved));
+  bool have_services = access("/etc/services", R_OK) == 0;
+  if (have_services) {
+    ASSERT_EQ(0, ursa_resolve(loop(), &svc.req, "127.0.0.1", "http",
+                              AF_UNSPEC, OnResolved));
+  }
+  ASSERT_TRUE(lp_->RunUntil([&] {
+    return any.calls && v4.calls && num6.calls && (svc.calls || !have_services);
+  }));
+  EXPECT_EQ(0, any.status) << any.detail;
+  EXPECT_TRUE(Has(any.addrs, "127.0.0.1:7000") || Has(any.addrs, "[::1]:7000"))
+      << any.addrs.size() << " answers";
+  EXPECT_EQ(0, v4.status) << v4.detail;
+  EXPECT_TRUE(Has(v4.addrs, "127.0.0.1:7001"));
+  for (int f : v4.families) EXPECT_EQ(AF_INET, f);
+  EXPECT_EQ(0, num6.status) << num6.detail;
+  EXPECT_EQ(std::vector<std::string>{"[::1]:9"}, num6.addrs);
+  if (have_services) {
+    EXPECT_EQ(0, svc.status) << svc.detail;
+    EXPECT_EQ(std::vector<std::string>{"127.0.0.1:80"}, svc.addrs);
+  }
+  for (Answer *a : {&any, &v4, &num6}) EXPECT_EQ(1, a->calls);
+}
+
+// A name in the reserved .invalid domain never exists: -ENOENT, or
+// -EAGAIN where no resolver can be asked at all, each with getaddrinfo's
+// words; an unknown service is -ENOENT too.
+TEST_P(Resolve, NamesThatFailSayHow) {
+  Answer bad, svc;
+  ASSERT_EQ(0, ursa_resolve(loop(), &bad.req, "nosuchhost.invalid", NULL,
+                            AF_UNSPEC, OnResolved));
+  ASSERT_EQ(0, ursa_resolve(loop(), &svc.req, "127.0.0.1", "no-such-service",
+                            AF_UNSPEC, OnResolved));
+  ASSERT_TRUE(lp_->RunUntil([&] { return bad.calls && svc.calls; }));
+  EXPECT_TRUE(bad.status == -ENOENT || bad.status == -EAGAIN)
+      << ursa_err_name(bad.status);
+  EXPECT_NE(std::string::npos, bad.detail.find("nosuchhost.invalid"))
+      << bad.detail;
+  EXPECT_TRUE(bad.addrs.empty());
+  EXPECT_EQ(-ENOENT, svc.status) << ursa_err_name(svc.status);
+}
+
+// Twenty at once all come back; a cancelled one is called back once with
+// -ECANCELED, its late answer dropped, and nothing keeps the loop open.
+TEST_P(Resolve, ManyAtOnceAndCancel) {
+  std::vector<Answer> as(20);
+  for (size_t i = 0; i < as.size(); i++)
+    ASSERT_EQ(0, ursa_resolve(loop(), &as[i].req, "localhost",
+                              std::to_string(1000 + i).c_str(), AF_INET,
+                              OnResolved));
+  Answer c;
+  ASSERT_EQ(0, ursa_resolve(loop(), &c.req, "localhost", "1", AF_INET,
+                            OnResolved));
+  EXPECT_EQ(0, ursa_resolve_cancel(&c.req));
+  EXPECT_EQ(-EALREADY, ursa_resolve_cancel(&c.req));
+  ASSERT_TRUE(lp_->RunUntil([&] {
+    for (auto &a : as)
+      if (!a.calls) return false;
+    return c.calls > 0;
+  }));
+  EXPECT_EQ(-ECANCELED, c.status);
+  EXPECT_EQ(1, c.calls);
+  EXPECT_TRUE(c.addrs.empty());
+  for (size_t i = 0; i < as.size(); i++) {
+    EXPECT_EQ(0, as[i].status) << i << ": " << as[i].detail;
+    EXPECT_TRUE(Has(as[i].addrs, "127.0.0.1:" + std::to_string(1000 + i)));
+  }
+  EXPECT_EQ(-ENOENT, ursa_resolve_cancel(&c.req));
+  EXPECT_EQ(0u, ursa_loop_alive(loop())) << "the resolver holds the loop";
+}
+
+TEST_P(Resolve, BadArgumentsAreRefused) {
+  Answer a;
+  EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, "", NULL, AF_UNSPEC,
+                                  OnResolved));
+  EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, nullptr, NULL, AF_UNSPEC,
+                                  OnResolved));
+  EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, "localhost", NULL, AF_UNIX,
+                                  OnResolved));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "family"));
+  std::string long_name(300, 'a');
+  EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, long_name.c_str(), NULL,
+                                  AF_UNSPEC, OnResolved));
+  EXPECT_EQ(0, a.calls);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, Resolve,
+                         ::testing::ValuesIn(t::kVariants,
+                                             t::kVariants + t::kNumVariants),
+                         t::VariantName);
+
+}  // namespace
