@@ -5,7 +5,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -152,6 +156,56 @@ TEST_P(Resolve, BadArgumentsAreRefused) {
   EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, long_name.c_str(), NULL,
                                   AF_UNSPEC, OnResolved));
   EXPECT_EQ(0, a.calls);
+}
+
+// A temporary failure is told apart: a child in a mount namespace of its
+// own puts an unreachable name server (TEST-NET-1) in /etc/resolv.conf, and
+// both ursa_resolve() and ursa_addr_parse() say -EAGAIN, not "no such
+// name".  Skipped where namespaces are not allowed.
+int TemporaryFailureChild() {
+  if (unshare(CLONE_NEWNS) != 0) return 10;
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return 10;
+  char path[] = "/tmp/ursa-resolv-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 11;
+  const char conf[] = "nameserver 192.0.2.1\noptions timeout:1 attempts:1\n";
+  if (write(fd, conf, sizeof(conf) - 1) != (ssize_t)(sizeof(conf) - 1))
+    return 11;
+  close(fd);
+  int m = mount(path, "/etc/resolv.conf", nullptr, MS_BIND, nullptr);
+  unlink(path);
+  if (m != 0) return 10;
+  ursa_loop *loop = nullptr;
+  if (ursa_loop_new(&loop, nullptr) != 0) return 12;
+  Answer a;
+  if (ursa_resolve(loop, &a.req, "example.com", "80", AF_UNSPEC,
+                   OnResolved) != 0)
+    return 13;
+  for (int i = 0; i < 200 && !a.calls; i++) ursa_loop_run(loop, URSA_RUN_ONCE);
+  if (a.status != -EAGAIN) {
+    fprintf(stderr, "resolve: %s (%s)\n", ursa_err_name(a.status),
+            a.detail.c_str());
+    return 14;
+  }
+  ursa_addr out;
+  int r = ursa_addr_parse("example.com:80", &out);
+  if (r != -EAGAIN || !strstr(ursa_error_detail(), "temporary")) {
+    fprintf(stderr, "parse: %s (%s)\n", ursa_err_name(r), ursa_error_detail());
+    return 15;
+  }
+  return ursa_loop_close(loop) == 0 ? 0 : 16;
+}
+
+TEST(ResolveFailure, ATemporaryFailureIsEAGAIN) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(TemporaryFailureChild());
+  int st = 0;
+  ASSERT_EQ(pid, waitpid(pid, &st, 0));
+  ASSERT_TRUE(WIFEXITED(st));
+  if (WEXITSTATUS(st) == 10) GTEST_SKIP() << "no private mount namespace here";
+  EXPECT_EQ(0, WEXITSTATUS(st)) << "child step " << WEXITSTATUS(st);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rings, Resolve,
