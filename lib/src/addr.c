@@ -165,18 +165,8 @@ int ursa_addr_parse(const char *text, ursa_addr *out) {
           (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_'))
       return ursa__invalid("address '%.80s': stray character '%c' in host '%s'",
                            text, *c, host);
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  int g = getaddrinfo(host, NULL, &hints, &res);
-  if (g == EAI_NONAME || g == EAI_ADDRFAMILY || g == EAI_NODATA) {
-    /* AI_ADDRCONFIG hides loopback-only hosts on a machine without a
-     * routable address; ask again without it. */
-    hints.ai_flags = 0;
-    g = getaddrinfo(host, NULL, &hints, &res);
-  }
+  struct addrinfo *res = NULL;
+  int g = ursa__getaddrinfo(host, NULL, AF_UNSPEC, &res);
   if (g == EAI_AGAIN)
     return ursa__refuse(-EAGAIN, "address '%.80s': temporary failure "
                         "resolving '%s' (%s): try again", text, host,
@@ -256,6 +246,21 @@ int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
       return ursa__invalid("%s: address family %d is not IPv4, IPv6 or Unix",
                            fn, addr->sa_family);
   }
+}
+
+int ursa__getaddrinfo(const char *host, const char *service, int family,
+                      struct addrinfo **res) {
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = family;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  int g = getaddrinfo(host, service, &hints, res);
+  if (g == EAI_NONAME || g == EAI_ADDRFAMILY || g == EAI_NODATA) {
+    hints.ai_flags = 0;
+    g = getaddrinfo(host, service, &hints, res);
+  }
+  return g;
 }
 
 bool ursa__addr_is_any(const struct sockaddr *addr) {

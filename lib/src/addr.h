@@ -10,6 +10,15 @@
 int ursa__check_sockaddr(const struct sockaddr *addr, socklen_t len,
                          const char *fn) URSA__HIDDEN;
 
+struct addrinfo;
+
+/* getaddrinfo(3) for streams of family (AF_UNSPEC for both): asks with
+ * AI_ADDRCONFIG, and again without it when that hides every answer (a
+ * loopback-only host on a machine without a routable address).  Returns
+ * getaddrinfo's code; *res is the caller's to free on 0.  It blocks. */
+int ursa__getaddrinfo(const char *host, const char *service, int family,
+                      struct addrinfo **res) URSA__HIDDEN;
+
 /* True for 0.0.0.0 and :: (a listener bound to any address). */
 bool ursa__addr_is_any(const struct sockaddr *addr) URSA__HIDDEN;
 

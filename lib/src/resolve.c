@@ -80,19 +80,9 @@ static int gai_status(int g, char *detail, size_t len, const char *host) {
 static void *lookup(void *arg) {
   struct ursa__job *j = arg;
   struct ursa__resolver *r = j->r;
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_family = j->family;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
-  const char *svc = j->has_service ? j->service : NULL;
-  int g = getaddrinfo(j->host, svc, &hints, &res);
-  if (g == EAI_NONAME || g == EAI_ADDRFAMILY || g == EAI_NODATA) {
-    /* AI_ADDRCONFIG hides loopback-only hosts on a machine without a
-     * routable address; ask again without it. */
-    hints.ai_flags = 0;
-    g = getaddrinfo(j->host, svc, &hints, &res);
-  }
+  struct addrinfo *res = NULL;
+  int g = ursa__getaddrinfo(j->host, j->has_service ? j->service : NULL,
+                            j->family, &res);
   if (g) {
     j->status = gai_status(g, j->detail, sizeof(j->detail), j->host);
   } else {
