@@ -69,7 +69,16 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->base.nops = 1; /* the accept, or the back-off standing in for it */
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
   if (addr->sa_family == AF_UNIX) l->flags |= L_UNIX;
-  if (loop->used & URSA_FEAT_DIRECT_FILES) l->flags |= L_DIRECT;
+  if (loop->used & URSA_FEAT_DIRECT_FILES) {
+    l->flags |= L_DIRECT;
+    /* Its streams' local address, when one address is bound: asked once
+     * here, not at every accept. */
+    l->local_len = sizeof(l->local);
+    if (getsockname(fd, (struct sockaddr *)&l->local, &l->local_len) < 0 ||
+        ursa__addr_is_any((struct sockaddr *)&l->local) ||
+        l->local_len > sizeof(l->local))
+      l->local_len = 0;
+  }
   if (reserve_slot(l))
     ursa__op_submit(loop, &l->accept_op);
   else /* every slot is taken: look again after the back-off */
@@ -101,17 +110,12 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
      * listener's address unless it is a wildcard. */
     socklen_t pl = l->peer_len < sizeof(l->peer) ? l->peer_len
                                                  : sizeof(l->peer);
-    struct sockaddr_storage local;
-    socklen_t ll = sizeof(local);
-    if (getsockname(l->fd, (struct sockaddr *)&local, &ll) < 0 ||
-        ursa__addr_is_any((struct sockaddr *)&local) || ll > sizeof(local))
-      ll = 0;
-    peer = malloc(sizeof(*peer) + pl + ll);
+    peer = malloc(sizeof(*peer) + pl + l->local_len);
     if (!peer) return -ENOMEM;
     peer->len = pl;
-    peer->local_len = ll;
+    peer->local_len = l->local_len;
     memcpy(peer->bytes, &l->peer, pl);
-    memcpy(peer->bytes + pl, &local, ll);
+    memcpy(peer->bytes + pl, &l->local, l->local_len);
   }
   ursa__stream_init(l->loop, client, l->pending_fd,
                     (l->flags & L_SEQPACKET) != 0,

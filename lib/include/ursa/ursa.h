@@ -584,6 +584,9 @@ struct ursa_listener {
   ursa_sockfile file; /* the socket file it made, removed at close */
   struct sockaddr_storage peer; /* a direct accept's peer address */
   socklen_t peer_len;
+  socklen_t local_len; /* direct: bytes of its own address in local, which
+                          its streams keep; 0 when bound to any address */
+  struct sockaddr_storage local;
 };
 
 /* Binds and listens on addr (TCP, or AF_UNIX stream, or with URSA_SEQPACKET
