@@ -325,6 +325,17 @@ static void mark_dirty(struct ursa__ep *ep, int fd) {
 }
 
 /* Brings epoll's interest in line with what waits on each changed fd. */
+static void unwait(struct ursa__ep *ep, ep_req *r);
+
+/* Ends everything waiting on fd with res. */
+static void fail_waiting(ursa_loop *loop, int fd, int res) {
+  struct ursa__ep *ep = loop->ep;
+  for (ep_req *r; (r = ep->fds[fd].rq) || (r = ep->fds[fd].wq);) {
+    post(loop, r->ud, res, 0);
+    unwait(ep, r);
+  }
+}
+
 static void flush_dirty(ursa_loop *loop) {
   struct ursa__ep *ep = loop->ep;
   for (unsigned i = 0; i < ep->ndirty; i++) {
@@ -354,20 +365,11 @@ static void flush_dirty(ursa_loop *loop) {
       continue;
     }
     /* EPERM: a descriptor epoll cannot watch (a regular file); that and
-     * anything else fails what waits on it. */
+     * anything else fails what waits on it.  (Its queues empty, it comes
+     * round once more on this list, with nothing to change.) */
     int err = errno;
     *bits &= (uint8_t)~(FB_IN | FB_OUT | FB_ET);
-    ep_req **qs[2] = {&f->rq, &f->wq};
-    for (int k = 0; k < 2; k++) {
-      while (*qs[k]) {
-        ep_req *r = *qs[k];
-        q_del(qs[k], r);
-        hash_del(ep, r);
-        if (r->heap >= 0) heap_del(ep, r);
-        post(loop, r->ud, err == EPERM ? -EOPNOTSUPP : -err, 0);
-        req_free(ep, r);
-      }
-    }
+    fail_waiting(loop, fd, err == EPERM ? -EOPNOTSUPP : -err);
   }
   ep->ndirty = 0;
 }
@@ -672,14 +674,7 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
       if (f) {
         /* The layers end every operation before the close; one left would
          * otherwise wait on a descriptor number that is reused. */
-        while (f->rq) {
-          post(loop, f->rq->ud, -ECANCELED, 0);
-          unwait(ep, f->rq);
-        }
-        while (f->wq) {
-          post(loop, f->wq->ud, -ECANCELED, 0);
-          unwait(ep, f->wq);
-        }
+        fail_waiting(loop, t.fd, -ECANCELED);
         uint8_t *bits = &ep->fdbits[t.fd];
         if (*bits & (FB_IN | FB_OUT)) {
           SYSCALL(loop);
