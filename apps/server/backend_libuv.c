@@ -226,7 +226,7 @@ static void on_stop_signal(uv_poll_t *p, int status, int events) {
 
 static void on_deadline(uv_timer_t *t) {
   (void)t;
-  if (U.o->deadline_ms && now_ms() >= U.o->deadline_ms) stop_all();
+  if (past_deadline(U.o)) stop_all();
 }
 
 int serve_libuv(const server_opts *o, int listen_fd, server_stats *st) {

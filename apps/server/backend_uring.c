@@ -235,7 +235,7 @@ static void on_tick(ursa_timer *t, int status) {
         close_conn(c);
       }
   }
-  if (S.o->deadline_ms && now_ms() >= S.o->deadline_ms) begin_stop();
+  if (past_deadline(S.o)) begin_stop();
 }
 
 /* SIGINT/SIGTERM arrive on the signalfd: the loop watches it (no system

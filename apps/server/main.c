@@ -53,8 +53,12 @@ void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len) {
   fflush(stdout);
 }
 
+int past_deadline(const server_opts *o) {
+  return o->deadline_ms && now_ms() >= o->deadline_ms;
+}
+
 int should_stop(const server_opts *o, server_stats *st) {
-  if (o->deadline_ms && now_ms() >= o->deadline_ms) return 1;
+  if (past_deadline(o)) return 1;
   struct pollfd p = {o->stop_fd, POLLIN, 0};
   /* Atomic: the blocking backend's threads count into the same field. */
   __atomic_fetch_add(&st->syscalls, 1, __ATOMIC_RELAXED);

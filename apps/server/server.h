@@ -105,5 +105,7 @@ void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len);
 /* True once SIGINT/SIGTERM arrived or the deadline passed (one syscall:
  * a poll of the signalfd, counted). */
 int should_stop(const server_opts *o, server_stats *st);
+/* True once --duration has run out (no syscall beyond the clock). */
+int past_deadline(const server_opts *o);
 
 #endif /* URSA_APPS_SERVER_H */
