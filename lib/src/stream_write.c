@@ -172,10 +172,10 @@ static void start_send(ursa_stream *s) {
   stream_submit(s, &s->send_op);
 }
 
+/* Queues an idle write request (its caller checked) of len bytes. */
 static int queue_write(ursa_write_req *w, ursa_stream *s,
                        const struct iovec *iov, unsigned iovcnt, size_t len,
                        uint32_t timeout_ms, ursa_write_cb cb) {
-  if (w->op.state != URSA__IDLE) return -EBUSY;
   if (s->base.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
@@ -245,6 +245,7 @@ int ursa_writev(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
     len += iov[i].iov_len;
   }
   if (!len) return ursa__invalid("ursa_writev: the buffers hold 0 bytes");
+  if (w->op.state != URSA__IDLE) return -EBUSY;
   return queue_write(w, s, iov, iovcnt, len, timeout_ms, cb);
 }
 
