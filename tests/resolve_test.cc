@@ -18,20 +18,7 @@
 
 namespace {
 
-class Resolve : public ::testing::TestWithParam<t::Variant> {
- protected:
-  void SetUp() override {
-    t::ApplyVariant(GetParam(), &opts_);
-    lp_.reset(new t::Loop(&opts_));
-    ASSERT_EQ(0, lp_->status());
-  }
-  void TearDown() override {
-    if (lp_) lp_->Finish();
-  }
-  ursa_loop *loop() { return lp_->get(); }
-  ursa_loop_options opts_{};
-  std::unique_ptr<t::Loop> lp_;
-};
+class Resolve : public t::LoopTest {};
 
 struct Answer {
   ursa_resolve_req req{};

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -81,6 +82,24 @@ class Loop {
  private:
   ursa_loop *loop_ = nullptr;
   int status_ = 0;
+};
+
+// A test on each ring variant with a loop of its own: SetUp makes it with
+// the variant's options, TearDown checks that it ends clean.
+class LoopTest : public ::testing::TestWithParam<Variant> {
+ protected:
+  void SetUp() override {
+    ApplyVariant(GetParam(), &opts_);
+    lp_.reset(new Loop(&opts_));
+    ASSERT_EQ(0, lp_->status());
+  }
+  void TearDown() override {
+    if (lp_) lp_->Finish();
+  }
+  ursa_loop *loop() { return lp_->get(); }
+  bool RunUntil(const std::function<bool()> &f) { return lp_->RunUntil(f); }
+  ursa_loop_options opts_{};
+  std::unique_ptr<Loop> lp_;
 };
 
 // An echo server on the runtime: echoes every byte back, shuts down its

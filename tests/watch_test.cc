@@ -16,18 +16,8 @@
 
 namespace {
 
-class Watch : public ::testing::TestWithParam<t::Variant> {
+class Watch : public t::LoopTest {
  protected:
-  void SetUp() override {
-    t::ApplyVariant(GetParam(), &opts_);
-    lp_.reset(new t::Loop(&opts_));
-    ASSERT_EQ(0, lp_->status());
-  }
-  void TearDown() override {
-    if (lp_) lp_->Finish();
-  }
-  ursa_loop *loop() { return lp_->get(); }
-  bool RunUntil(const std::function<bool()> &f) { return lp_->RunUntil(f); }
   // Runs the loop for ms with a timer holding it open.
   void RunFor(int ms) {
     ursa_timer tm{};
@@ -37,8 +27,6 @@ class Watch : public ::testing::TestWithParam<t::Variant> {
                                   [](ursa_timer *, int) { fired = true; }));
     ASSERT_TRUE(RunUntil([&] { return fired; }));
   }
-  ursa_loop_options opts_{};
-  std::unique_ptr<t::Loop> lp_;
 };
 
 struct Seen {
