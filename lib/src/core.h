@@ -44,6 +44,7 @@ enum {
   URSA__OP_CLOSE_POLL,
   URSA__OP_RESOLVE,      /* a resolve request: only its deferred result */
   URSA__OP_RESOLVE_WAKE, /* the loop's poll of its resolver's eventfd */
+  URSA__OP_POST_WAKE,    /* the loop's read (epoll: poll) of its eventfd */
   URSA__OP_KINDS
 };
 
@@ -80,6 +81,12 @@ typedef struct ursa__op_type {
 /* Defined by the top of the library (ursa.c), the one file that sees
  * every layer's ops; the core only indexes it. */
 extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
+
+/* user_data values that are not ops (ops are pointers, never this small):
+ * a wake-up another ring's MSG_RING posted into this one.  A MSG_RING this
+ * loop sent carries the target loop's address with bit 0 set. */
+#define URSA__UD_WAKE 2u
+#define URSA__UD_SENT_WAKE 1u
 
 struct ursa__bufs;
 struct ursa__ep;
@@ -155,6 +162,22 @@ struct ursa_loop {
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
   struct ursa__resolver *resolver; /* made by the first ursa_resolve() */
 
+  /* Posts (post.c).  The first four are shared with other threads. */
+  ursa_post_req *post_head; /* a stack of posts, newest first */
+  int post_closing;         /* ursa_loop_close() has begun */
+  int post_busy;            /* posts between their closing check and wake */
+  int refs;                 /* 1 for the loop, + ursa_loop_retain()s and
+                               MSG_RING wake-ups in flight */
+  int stop_async;           /* ursa_loop_stop_async() asked */
+  uint64_t wakes_sent;      /* wake-ups sent to the loop, by any thread */
+  int post_efd;             /* the eventfd other threads wake the loop by */
+  bool post_self;           /* a post from the loop's own thread waits */
+  bool closed;              /* resources freed; the memory waits for refs */
+  unsigned holds;           /* ursa_loop_hold()s: keep the loop running */
+  unsigned sent_wakes;      /* MSG_RINGs sent whose completion is to come */
+  uint64_t post_val;        /* the eventfd's read lands here */
+  ursa_op post_wake;        /* that read: not counted in active */
+
   ursa_stats stats;
   char backend_why[320];
 };
@@ -225,6 +248,22 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
 /* Writes a short cause of an io_uring set-up error ("io_uring set-up
  * failed with EPERM: refused, most likely by a seccomp filter"). */
 int ursa__setup_cause(int err, char *buf, size_t len) URSA__HIDDEN;
+
+/* ---- post.c ---- */
+/* Makes the eventfd and arms its read; 0 or a negative errno. */
+int ursa__post_init(ursa_loop *loop) URSA__HIDDEN;
+/* Runs the posts waiting; returns how many. */
+unsigned ursa__post_run(ursa_loop *loop) URSA__HIDDEN;
+/* A completion of a wake-up: one that came in, or one this loop sent. */
+void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) URSA__HIDDEN;
+/* Refuses posts from now on, waits for those in progress and calls back the
+ * rest with -ECANCELED; closes the eventfd. */
+void ursa__post_shutdown(ursa_loop *loop) URSA__HIDDEN;
+void ursa__post_wake_prep(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
+void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
+                              uint32_t flags) URSA__HIDDEN;
+/* The loop whose ursa_loop_run() is on this thread's stack, or NULL. */
+extern __thread ursa_loop *ursa__running_loop URSA__HIDDEN;
 
 /* ---- epoll.c ---- */
 /* Sets up the epoll backend (loop->ep); fills used. */

@@ -125,6 +125,51 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
   return 0;
 }
 
+#define H_SEQPACKET 1u
+#define H_UNIX 2u
+
+/* On the target's thread (or in its close, with -ECANCELED). */
+static void handoff_arrived(ursa_post_req *p, int status) {
+  ursa_handoff_req *req = URSA__CONTAINER(p, ursa_handoff_req, post);
+  int fd = req->fd;
+  req->fd = -1;
+  if (status < 0) {
+    close(fd);
+  } else {
+    *req->stream = (ursa_stream){0};
+    ursa__stream_init(req->target, req->stream, fd,
+                      (req->flags & H_SEQPACKET) != 0, false,
+                      (req->flags & H_UNIX) != 0);
+  }
+  req->cb(req, status);
+}
+
+int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
+                        ursa_handoff_req *req, ursa_handoff_cb cb) {
+  if (!l || !target || !req || !req->stream || !cb)
+    return ursa__invalid("ursa_accept_handoff: NULL %s",
+                         !l ? "listener" : !target ? "target loop"
+                         : !req ? "request" : !cb ? "callback"
+                                : "req->stream");
+  if (!(l->flags & L_IN_CALLBACK) || l->pending_fd < 0)
+    return ursa__invalid(
+        "ursa_accept_handoff: no connection waiting (call it from the "
+        "connection callback with status 0)");
+  if (l->flags & L_DIRECT)
+    return ursa__refuse(-EOPNOTSUPP, "ursa_accept_handoff: the listener "
+                        "accepts into direct descriptors, which belong to "
+                        "its ring");
+  req->target = target;
+  req->cb = cb;
+  req->fd = l->pending_fd;
+  req->flags = ((l->flags & L_SEQPACKET) ? H_SEQPACKET : 0) |
+               ((l->flags & L_UNIX) ? H_UNIX : 0);
+  int r = ursa_post(target, &req->post, handoff_arrived);
+  if (r < 0) return r; /* the listener still owns the connection */
+  l->pending_fd = -1;
+  return 0;
+}
+
 void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);

@@ -14,6 +14,12 @@ void ursa__set_clock(ursa_loop *loop) {
 
 void ursa_loop_stop(ursa_loop *loop) { loop->stop = true; }
 
+/* A stop from another thread or a signal handler, taken once. */
+static bool stop_async(ursa_loop *loop) {
+  return __atomic_load_n(&loop->stop_async, __ATOMIC_RELAXED) &&
+         __atomic_exchange_n(&loop->stop_async, 0, __ATOMIC_ACQUIRE);
+}
+
 unsigned ursa_loop_alive(const ursa_loop *loop) {
   return loop->active > 0xffffffffu ? 0xffffffffu : (unsigned)loop->active;
 }
@@ -22,6 +28,7 @@ uint64_t ursa_loop_now(const ursa_loop *loop) { return loop->now_ms; }
 
 void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out) {
   *out = loop->stats;
+  out->wakeups = __atomic_load_n(&loop->wakes_sent, __ATOMIC_RELAXED);
   if (loop->backend == URSA_BACKEND_URING)
     out->cq_dropped = *loop->ring.cq.koverflow;
 }
@@ -41,6 +48,10 @@ static unsigned reap(ursa_loop *loop) {
       /* user_data 0 marks linked timeouts and cancel requests: the op
        * they belong to learns their outcome from its own completion. */
       if (!got[i].ud || got[i].ud == LIBURING_UDATA_TIMEOUT) continue;
+      if (got[i].ud == URSA__UD_WAKE || (got[i].ud & URSA__UD_SENT_WAKE)) {
+        ursa__post_cqe(loop, got[i].ud, got[i].res);
+        continue;
+      }
       ursa_op *op = (ursa_op *)(uintptr_t)got[i].ud;
       ursa__op_table[op->kind].complete(loop, op, got[i].res, got[i].flags);
     }
@@ -56,7 +67,7 @@ static unsigned reap(ursa_loop *loop) {
 static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
   /* RUN_ONCE that already called back (a deferred result, a timer) has
    * had its completion: it only collects what else is ready. */
-  if (mode == URSA_RUN_NOWAIT || loop->pend_head ||
+  if (mode == URSA_RUN_NOWAIT || loop->pend_head || loop->post_self ||
       (ran && mode == URSA_RUN_ONCE))
     return loop->be->enter(loop, 0);
   if (!loop->timers) return loop->be->enter(loop, -1);
@@ -76,12 +87,16 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
                         loop->owner_pid);
   loop->running = true;
   loop->stop = false;
+  ursa_loop *outer = ursa__running_loop; /* another loop's callback */
+  ursa__running_loop = loop;
   int err = 0;
   for (;;) {
     ursa__set_clock(loop);
     unsigned ran = ursa__run_pending(loop);
+    if (loop->post_self) ran += ursa__post_run(loop);
     ursa__flush_waiting(loop);
-    if (loop->stop || !loop->active) break;
+    if (loop->stop || stop_async(loop) || (!loop->active && !loop->holds))
+      break;
     int r = wait(loop, mode, ran > 0);
     /* EINTR: a signal; EBUSY/EAGAIN: completions must be reaped first;
      * ETIME: the nearest timer is due. */
@@ -96,11 +111,13 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
     ursa__run_timers(loop);
     if (mode != URSA_RUN_DEFAULT) {
       ursa__run_pending(loop);
+      if (loop->post_self) ursa__post_run(loop);
       ursa__flush_waiting(loop);
       break;
     }
   }
+  ursa__running_loop = outer;
   loop->running = false;
   if (err) return err;
-  return loop->active > 0;
+  return loop->active > 0 || loop->holds > 0;
 }

@@ -12,11 +12,13 @@ static const char *const feature_names[URSA_FEAT_COUNT] = {
     "reg_ring_fd",     "buf_ring",         "multishot_accept",
     "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
     "cqe_skip",        "direct_files",     "recv_bundle",   "buf_inc",
+    "msg_ring",
 };
 
 static const char *const feature_kernel[URSA_FEAT_COUNT] = {
     "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
     "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19", "6.10", "6.12",
+    "5.18",
 };
 
 const char *ursa_feature_name(uint32_t bit) {
@@ -95,6 +97,8 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
     f |= URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_DIRECT_FILES;
   if (io_uring_opcode_supported(p, IORING_OP_SEND_ZC))
     f |= URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_SEND_ZC;
+  if (io_uring_opcode_supported(p, IORING_OP_MSG_RING))
+    f |= URSA_FEAT_MSG_RING;
   io_uring_free_probe(p);
   return f;
 }

@@ -38,6 +38,8 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
                           ursa__resolve_cancel},
     [URSA__OP_RESOLVE_WAKE] = {"poll", ursa__resolve_wake_prep,
                                ursa__resolve_wake_complete},
+    [URSA__OP_POST_WAKE] = {"read", ursa__post_wake_prep,
+                            ursa__post_wake_complete},
 };
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
@@ -151,6 +153,12 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
     }
   }
   if (r < 0) goto err_free;
+  r = ursa__post_init(loop);
+  if (r < 0) {
+    ursa__bufring_free(loop);
+    loop->be->free(loop);
+    goto err_free;
+  }
   loop->zc_threshold = o.zc_threshold;
   ursa__set_clock(loop);
   loop->write_batch = o.write_batch;
@@ -171,11 +179,22 @@ int ursa_loop_close(ursa_loop *loop) {
     return ursa__refuse(-EBUSY, "ursa_loop_close: %u handles (streams, "
                         "listeners, datagram sockets) still open; close "
                         "them and run the loop first", loop->handles);
+  if (loop->closed)
+    return ursa__refuse(-EBADF, "ursa_loop_close: closed already");
+  ursa__post_shutdown(loop);
   ursa__sendv_free_all(loop);
   ursa__resolver_free(loop);
   ursa__bufring_free(loop);
-  loop->be->free(loop);
-  free(loop);
+  /* A registered ring descriptor lives in the registering thread's table:
+   * the last release may come on another thread, where unregistering it
+   * would unregister that thread's own ring. */
+  if (loop->used & URSA_FEAT_REG_RING_FD)
+    io_uring_unregister_ring_fd(&loop->ring);
+  loop->closed = true;
+  /* The backend (the ring's descriptor) and the memory go with the last
+   * reference: this one, unless a thread or a wake-up in flight holds
+   * another. */
+  ursa_loop_release(loop);
   return 0;
 }
 

@@ -48,7 +48,10 @@ extern "C" {
  *
  * Threads.  A loop and everything on it belong to the thread that created
  * the loop (the ring is set up SINGLE_ISSUER).  Use one loop per thread.
- * After fork() the child must not use the parent's loops.
+ * The exceptions, callable from any thread, are ursa_post(),
+ * ursa_loop_stop_async(), ursa_loop_retain() and ursa_loop_release()
+ * ("threads" below).  After fork() the child must not use the parent's
+ * loops.
  *
  * Fields.  Structs are public so that callers can embed them without
  * allocation; only the fields marked "public" may be read or written by the
@@ -124,8 +127,12 @@ enum ursa_feature {
   URSA_FEAT_BUF_INC = 1u << 14,         /* stream buffers filled by parts
                                            (incremental consumption) [6.12];
                                            only with the enable option */
+  URSA_FEAT_MSG_RING = 1u << 15,        /* one ring posts a completion into
+                                           another [5.18]: ursa_post() from
+                                           a loop's thread wakes an io_uring
+                                           loop without a system call */
 };
-#define URSA_FEAT_COUNT 15
+#define URSA_FEAT_COUNT 16
 
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
@@ -219,7 +226,10 @@ URSA_EXPORT void ursa_loop_stop(ursa_loop *loop);
 /* Frees the loop.  Returns -EBUSY (and frees nothing) while any operation is
  * active or any handle is open (a stream, listener or datagram socket whose
  * close callback has not run yet, with or without operations in flight):
- * close them and run the loop first. */
+ * close them and run the loop first.  From then on ursa_post() gets
+ * -ESHUTDOWN; posts already made that have not run are called back here
+ * with -ECANCELED, and posts in progress on other threads are waited for.
+ * The memory goes with the last ursa_loop_release() (see there). */
 URSA_EXPORT int ursa_loop_close(ursa_loop *loop);
 
 /* The loop's clock in milliseconds (CLOCK_MONOTONIC), read once per round. */
@@ -248,6 +258,11 @@ typedef struct ursa_stats {
                             again as copies */
   uint64_t bufs_out;     /* receive buffers the kernel filled that are not
                             back in the ring yet: 0 outside callbacks */
+  uint64_t posts;        /* ursa_post() callbacks run (status 0) */
+  uint64_t wakeups;      /* wake-ups sent to this loop, from any thread
+                            (eventfd writes and MSG_RINGs; posts coalesce,
+                            so wakeups <= posts + ursa_loop_stop_async()s) */
+  uint64_t msg_ring_sent;/* wake-ups this loop sent another by MSG_RING */
 } ursa_stats;
 
 /* Copies the loop's counters into *out (cheap: no system call). */
@@ -421,6 +436,62 @@ URSA_EXPORT int ursa_handle_closing(ursa_handle_type type, const void *handle);
  * many it closed. */
 URSA_EXPORT unsigned ursa_loop_close_all(ursa_loop *loop, ursa_walk_cb cb,
                                          void *arg);
+
+/* ---- threads: posting to a loop, stopping it, its lifetime ------------- */
+
+typedef struct ursa_post_req ursa_post_req;
+/* status 0: runs on the loop's thread, from ursa_loop_run().  -ECANCELED:
+ * the loop was closed before it ran; the callback then runs inside
+ * ursa_loop_close(), on the thread that called it. */
+typedef void (*ursa_post_cb)(ursa_post_req *req, int status);
+
+struct ursa_post_req {
+  void *data; /* public */
+  /* private */
+  ursa_post_req *next;
+  ursa_post_cb cb;
+  int busy;
+};
+
+/* Hands cb to the loop, from any thread (the loop's own too): it runs
+ * once, on the loop's thread, in the order the posts were made (so in
+ * order per sender).  The request is the caller's memory, zero-filled
+ * before its first use, and must not be posted again or freed until its
+ * callback; no memory is allocated per post.  Posts coalesce: the first
+ * post after the loop last took its posts wakes it, the ones behind it
+ * ride along.  The wake-up is an IORING_OP_MSG_RING when the poster is
+ * running an io_uring loop of its own and the target is on io_uring too
+ * (it leaves with the poster's next submit: no system call of its own),
+ * otherwise a write to the loop's eventfd, whose read the loop keeps
+ * posted.  Posting does not keep a loop alive (ursa_loop_hold() does):
+ * posts to a loop that is not running wait for its next run.
+ * Not safe from a signal handler (ursa_loop_stop_async() is).
+ * Returns 0, -EINVAL (NULL), -EBUSY (req is still posted) or -ESHUTDOWN
+ * (ursa_loop_close() has begun: cb will not be called). */
+URSA_EXPORT int ursa_post(ursa_loop *loop, ursa_post_req *req,
+                          ursa_post_cb cb);
+
+/* ursa_loop_stop() from any thread, and async-signal-safe: makes the
+ * loop's ursa_loop_run() return after its current round, waking it if it
+ * waits.  A stop asked for while the loop is not running ends its next
+ * run at once. */
+URSA_EXPORT void ursa_loop_stop_async(ursa_loop *loop);
+
+/* Keeps the loop running (ursa_loop_run(URSA_RUN_DEFAULT) does not return
+ * for want of operations) until as many ursa_loop_unhold() calls: for a
+ * loop that only waits for posts or handed-off streams.  Loop thread. */
+URSA_EXPORT void ursa_loop_hold(ursa_loop *loop);
+URSA_EXPORT void ursa_loop_unhold(ursa_loop *loop);
+
+/* A reference on the loop's memory, for threads that may post to it while
+ * it closes: ursa_loop_close() frees the loop's resources, but its memory
+ * (and the ring's descriptor, so that a wake-up in flight cannot reach a
+ * descriptor reused by another ring) stays until the last reference is
+ * released, and posts get -ESHUTDOWN meanwhile.  Without a reference,
+ * posting to a loop after its ursa_loop_close() has returned is a use
+ * after free, as with any freed handle.  Any thread. */
+URSA_EXPORT void ursa_loop_retain(ursa_loop *loop);
+URSA_EXPORT void ursa_loop_release(ursa_loop *loop);
 
 /* ---- timers ------------------------------------------------------------ */
 
@@ -616,6 +687,35 @@ URSA_EXPORT int ursa_listener_addr(const ursa_listener *l,
  * two addresses (40 bytes for IPv4, until close): -ENOMEM when there is
  * no memory for them, and the connection is refused. */
 URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
+
+/* Hands the connection announced to the connection callback to another
+ * loop (on another thread) instead of accepting it here: a hand-off.
+ * req->stream must point to a zero-filled ursa_stream, which becomes an
+ * open stream of target; cb then runs on target's thread with status 0,
+ * and may start reading.  If target closes first, cb runs with
+ * -ECANCELED inside its ursa_loop_close() (the connection is closed, the
+ * stream never opened).  The descriptor travels through ursa_post(), so
+ * target may be on either backend.  Only valid inside the connection
+ * callback with status 0, once.  Returns 0, -EINVAL (no connection
+ * waiting, NULL), -EBUSY (req still in flight), -ESHUTDOWN (target is
+ * closing: the connection is refused, as if not taken), or -EOPNOTSUPP on
+ * a listener whose accepts are direct descriptors (they belong to this
+ * ring; make the accepting loop without direct_files). */
+typedef struct ursa_handoff_req ursa_handoff_req;
+typedef void (*ursa_handoff_cb)(ursa_handoff_req *req, int status);
+struct ursa_handoff_req {
+  ursa_post_req post; /* private */
+  void *data;          /* public */
+  ursa_stream *stream; /* public: set before the call */
+  /* private */
+  ursa_loop *target;
+  ursa_handoff_cb cb;
+  int fd;
+  uint32_t flags;
+};
+URSA_EXPORT int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
+                                    ursa_handoff_req *req,
+                                    ursa_handoff_cb cb);
 
 /* Stops accepting, cancels what is in flight and closes the socket; cb runs
  * once at the end (it may free l).  -EALREADY when already closing. */

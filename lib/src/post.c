@@ -1,0 +1,239 @@
+/* post.c - what other threads may do to a loop: post callbacks to it, wake
+ * it, stop it, and keep its memory past its close.
+ *
+ * Posts go on a lock-free stack (a compare-and-swap push, an exchange to
+ * take them all), reversed when taken so that they run in the order they
+ * were made.  Only the post that finds the stack empty wakes the loop: the
+ * loop empties the stack before it runs what it took, so a post that finds
+ * it non-empty rides on a wake-up already on its way.
+ *
+ * A loop's close and posts from other threads meet at two counters: a poster
+ * counts itself in (post_busy) before it looks at post_closing, the close
+ * sets post_closing before it waits for post_busy to drain; with both
+ * sequentially consistent, either the poster sees the close or the close
+ * waits for the poster.  A MSG_RING wake-up outlives that window (it leaves
+ * with the sender's next submit), so it holds a reference instead, and the
+ * ring's descriptor stays open until the last reference goes. */
+#include "core.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+__thread ursa_loop *ursa__running_loop;
+
+#define SEQ __ATOMIC_SEQ_CST
+
+/* The eventfd's read is armed for the loop's whole life, but it is not an
+ * operation anyone waits for: it must not keep the loop running. */
+static void arm(ursa_loop *loop) {
+  ursa__op_submit(loop, &loop->post_wake);
+  loop->active--;
+}
+
+int ursa__post_init(ursa_loop *loop) {
+  loop->refs = 1;
+  /* io_uring reads it as a blocking file (it waits by polling, and a
+   * non-blocking file may come back -EAGAIN on older kernels); epoll reads
+   * it only after it polled ready. */
+  int flags = EFD_CLOEXEC;
+  if (loop->backend == URSA_BACKEND_EPOLL) flags |= EFD_NONBLOCK;
+  loop->post_efd = eventfd(0, flags);
+  if (loop->post_efd < 0) return -errno;
+  loop->post_wake.kind = URSA__OP_POST_WAKE;
+  loop->post_wake.nsqe = 1;
+  arm(loop);
+  return 0;
+}
+
+void ursa__post_wake_prep(ursa_loop *loop, ursa_op *op) {
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  if (loop->backend == URSA_BACKEND_URING)
+    io_uring_prep_read(sqe, loop->post_efd, &loop->post_val,
+                       sizeof(loop->post_val), 0);
+  else
+    io_uring_prep_poll_add(sqe, loop->post_efd, POLLIN);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+/* Writes the eventfd unless the loop is closing (which closes it).  Inside
+ * a post_busy window, or making one. */
+static void wake_eventfd(ursa_loop *t) {
+  __atomic_fetch_add(&t->post_busy, 1, SEQ);
+  if (!__atomic_load_n(&t->post_closing, SEQ)) {
+    uint64_t one = 1;
+    (void)!write(t->post_efd, &one, sizeof(one));
+    __atomic_fetch_add(&t->wakes_sent, 1, __ATOMIC_RELAXED);
+  }
+  __atomic_fetch_sub(&t->post_busy, 1, SEQ);
+}
+
+static void wake(ursa_loop *t) {
+  ursa_loop *self = ursa__running_loop;
+  if (self == t) {
+    t->post_self = true; /* the loop looks before it next waits */
+    return;
+  }
+  if (self && self->backend == URSA_BACKEND_URING &&
+      t->backend == URSA_BACKEND_URING && (self->used & URSA_FEAT_MSG_RING) &&
+      ursa__sq_reserve(self, 1)) {
+    __atomic_fetch_add(&t->refs, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->wakes_sent, 1, __ATOMIC_RELAXED);
+    struct io_uring_sqe *sqe = ursa__get_sqe(self);
+    io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0, URSA__UD_WAKE, 0);
+    sqe->user_data = (uint64_t)(uintptr_t)t | URSA__UD_SENT_WAKE;
+    self->stats.msg_ring_sent++;
+    self->sent_wakes++;
+    return;
+  }
+  wake_eventfd(t);
+}
+
+int ursa_post(ursa_loop *loop, ursa_post_req *req, ursa_post_cb cb) {
+  if (!loop || !req || !cb)
+    return ursa__invalid("ursa_post: NULL %s", !loop  ? "loop"
+                                               : !req ? "request"
+                                                      : "callback");
+  if (__atomic_exchange_n(&req->busy, 1, __ATOMIC_ACQUIRE))
+    return ursa__refuse(-EBUSY, "ursa_post: the request is still posted "
+                        "(its callback has not run)");
+  __atomic_fetch_add(&loop->post_busy, 1, SEQ);
+  if (__atomic_load_n(&loop->post_closing, SEQ)) {
+    __atomic_fetch_sub(&loop->post_busy, 1, SEQ);
+    __atomic_store_n(&req->busy, 0, __ATOMIC_RELEASE);
+    return ursa__refuse(-ESHUTDOWN, "ursa_post: the loop is closing");
+  }
+  req->cb = cb;
+  ursa_post_req *old = __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED);
+  do {
+    req->next = old;
+  } while (!__atomic_compare_exchange_n(&loop->post_head, &old, req, true,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+  if (!old) wake(loop);
+  __atomic_fetch_sub(&loop->post_busy, 1, SEQ);
+  return 0;
+}
+
+/* Takes every post waiting, oldest first. */
+static ursa_post_req *take(ursa_loop *loop) {
+  ursa_post_req *r = __atomic_exchange_n(&loop->post_head, NULL,
+                                         __ATOMIC_ACQUIRE);
+  ursa_post_req *rev = NULL;
+  while (r) {
+    ursa_post_req *n = r->next;
+    r->next = rev;
+    rev = r;
+    r = n;
+  }
+  return rev;
+}
+
+static unsigned call_all(ursa_post_req *r, int status) {
+  unsigned n = 0;
+  while (r) {
+    ursa_post_req *next = r->next;
+    ursa_post_cb cb = r->cb;
+    r->next = NULL;
+    /* Free to be posted again from its own callback. */
+    __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+    cb(r, status);
+    r = next;
+    n++;
+  }
+  return n;
+}
+
+unsigned ursa__post_run(ursa_loop *loop) {
+  loop->post_self = false;
+  unsigned n = call_all(take(loop), 0);
+  loop->stats.posts += n;
+  return n;
+}
+
+void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
+                              uint32_t flags) {
+  (void)flags;
+  op->state = URSA__IDLE;
+  op->flags = 0;
+  if (loop->backend == URSA_BACKEND_EPOLL) {
+    uint64_t v;
+    (void)!read(loop->post_efd, &v, sizeof(v));
+  }
+  (void)res; /* whatever it was, the stack is what tells */
+  ursa__post_run(loop);
+  arm(loop);
+}
+
+static void final_free(ursa_loop *loop) {
+  loop->be->free(loop);
+  free(loop);
+}
+
+void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) {
+  if (ud == URSA__UD_WAKE) {
+    ursa__post_run(loop);
+    return;
+  }
+  /* A MSG_RING this loop sent: the target may have closed (or its thread
+   * ended) meanwhile; its eventfd then tells it, if it still listens. */
+  ursa_loop *t = (ursa_loop *)(uintptr_t)(ud & ~(uint64_t)URSA__UD_SENT_WAKE);
+  if (res < 0) wake_eventfd(t);
+  loop->sent_wakes--;
+  ursa_loop_release(t);
+}
+
+/* At close, the MSG_RINGs this loop sent (maybe not even submitted yet)
+ * still hold their targets: send them and take their completions, which
+ * come at once (a MSG_RING completes inline).  Nothing else is active, so
+ * the other completions left (the eventfd's read) mean nothing now. */
+static void settle_sent(ursa_loop *loop) {
+  for (int tries = 0; loop->sent_wakes && tries < 1000; tries++) {
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+    io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&loop->ring, head, cqe) {
+      n++;
+      if (cqe->user_data & URSA__UD_SENT_WAKE)
+        ursa__post_cqe(loop, cqe->user_data, cqe->res);
+    }
+    io_uring_cq_advance(&loop->ring, n);
+  }
+}
+
+void ursa__post_shutdown(ursa_loop *loop) {
+  __atomic_store_n(&loop->post_closing, 1, SEQ);
+  /* Posters inside their window finish in a few instructions (and one
+   * write); none can enter it now. */
+  while (__atomic_load_n(&loop->post_busy, SEQ)) sched_yield();
+  call_all(take(loop), -ECANCELED);
+  if (loop->backend == URSA_BACKEND_URING) settle_sent(loop);
+  close(loop->post_efd);
+  loop->post_efd = -1;
+}
+
+void ursa_loop_stop_async(ursa_loop *loop) {
+  if (!loop) return;
+  __atomic_store_n(&loop->stop_async, 1, SEQ);
+  wake_eventfd(loop);
+}
+
+void ursa_loop_hold(ursa_loop *loop) {
+  if (loop) loop->holds++;
+}
+
+void ursa_loop_unhold(ursa_loop *loop) {
+  if (loop && loop->holds) loop->holds--;
+}
+
+void ursa_loop_retain(ursa_loop *loop) {
+  if (loop) __atomic_fetch_add(&loop->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ursa_loop_release(ursa_loop *loop) {
+  if (loop && __atomic_sub_fetch(&loop->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    final_free(loop);
+}
