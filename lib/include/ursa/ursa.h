@@ -688,6 +688,18 @@ URSA_EXPORT int ursa_listener_addr(const ursa_listener *l,
  * no memory for them, and the connection is refused. */
 URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
 
+typedef struct ursa_handoff_req ursa_handoff_req;
+typedef void (*ursa_handoff_cb)(ursa_handoff_req *req, int status);
+struct ursa_handoff_req {
+  ursa_post_req post; /* private */
+  void *data;          /* public */
+  ursa_stream *stream; /* public: set before the call */
+  /* private */
+  ursa_loop *target;
+  ursa_handoff_cb cb;
+  int fd;
+  uint32_t flags;
+};
 /* Hands the connection announced to the connection callback to another
  * loop (on another thread) instead of accepting it here: a hand-off.
  * req->stream must point to a zero-filled ursa_stream, which becomes an
@@ -701,18 +713,6 @@ URSA_EXPORT int ursa_accept(ursa_listener *l, ursa_stream *client);
  * closing: the connection is refused, as if not taken), or -EOPNOTSUPP on
  * a listener whose accepts are direct descriptors (they belong to this
  * ring; make the accepting loop without direct_files). */
-typedef struct ursa_handoff_req ursa_handoff_req;
-typedef void (*ursa_handoff_cb)(ursa_handoff_req *req, int status);
-struct ursa_handoff_req {
-  ursa_post_req post; /* private */
-  void *data;          /* public */
-  ursa_stream *stream; /* public: set before the call */
-  /* private */
-  ursa_loop *target;
-  ursa_handoff_cb cb;
-  int fd;
-  uint32_t flags;
-};
 URSA_EXPORT int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
                                     ursa_handoff_req *req,
                                     ursa_handoff_cb cb);
