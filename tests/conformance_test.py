@@ -336,6 +336,47 @@ def test_load_notices_corruption():
           f"ursa-load bad flag: {r.returncode} {r.stderr!r}")
 
 
+def test_threads():
+    print("--- threads", flush=True)
+    # --threads 2: the same bytes back through two loops, however the
+    # connections are shared out, and one signal stops them all.
+    cases = [("uring", "reuseport"), ("uring", "handoff"),
+             ("uring", "fewest"), ("ursa-epoll", "reuseport"),
+             ("ursa-epoll", "handoff"), ("epoll", "reuseport")]
+    for b, d in cases:
+        srv = Server(b, "--threads", "2", "--dispatch", d)
+        payloads = [random.randbytes(random.randint(1, 300000))
+                    for _ in range(24)]
+        got = parallel(lambda x: echo_stream(srv.addr, x), payloads)
+        check(all(g == x for g, x in zip(got, payloads)),
+              f"{b} --threads 2 --dispatch {d}: 24 parallel echoes")
+        r, res = load(srv.addr, 64, "--size", "1000")
+        check(r.returncode == 0 and res.get("round_trips", 0) > 0,
+              f"{b} --threads 2 --dispatch {d}: ursa-load at 64: "
+              f"{r.returncode} {r.stderr[-300:]!r}")
+        stats = srv.stop()
+        check(stats.get("connections") == 24 + 64,
+              f"{b} --threads 2 --dispatch {d}: connections counted over "
+              f"both loops: {stats.get('connections')}")
+        check(stats.get("bytes_in") == stats.get("bytes_out"),
+              f"{b} --threads 2 --dispatch {d}: bytes in == out")
+    for args, says in [
+            (["--backend", "select", "--threads", "2"], "--threads is for"),
+            (["--backend", "uring", "--dispatch", "handoff"],
+             "--dispatch needs --threads"),
+            (["--backend", "uring", "--threads", "0"], "--threads wants"),
+            (["--backend", "epoll", "--threads", "2", "--dispatch",
+              "handoff"], "reuseport only"),
+            (["--backend", "uring", "--threads", "2", "--dispatch", "x"],
+             "unknown --dispatch"),
+            (["--backend", "uring", "--threads", "2", "--dispatch",
+              "handoff", "--proto", "udp"], "not for --proto udp")]:
+        r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", *args],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"{' '.join(args)}: {r.returncode} {r.stderr!r}")
+
+
 def main():
     random.seed(11)
     tmp = tempfile.mkdtemp(prefix="ursa-conf-")
@@ -347,6 +388,7 @@ def main():
     test_uring_only(tmp)
     test_without_io_uring()
     test_load_notices_corruption()
+    test_threads()
     shutil.rmtree(tmp, ignore_errors=True)
     finish()
 

@@ -3,6 +3,7 @@
  * and a per-connection buffer only while a reply could not be sent whole. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -211,23 +212,29 @@ static void sweep(loop *l, uint64_t now) {
 
 static int serve(const poller_ops *ops, const server_opts *o, int lfd,
                  server_stats *st) {
-  static loop l; /* the 64 KiB buffer stays off the stack */
-  memset(&l, 0, sizeof(l));
-  l.ops = ops;
-  l.o = o;
-  l.st = st;
+  /* The 64 KiB buffer stays off the stack; one per thread with --threads. */
+  loop *l = calloc(1, sizeof(*l));
+  if (!l) {
+    fprintf(stderr, "server: %s: out of memory\n", ops->name);
+    return 1;
+  }
+  l->ops = ops;
+  l->o = o;
+  l->st = st;
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
-  l.nconns_max = rl.rlim_cur > 1 << 20 ? 1 << 20 : (int)rl.rlim_cur;
-  l.conns = calloc((size_t)l.nconns_max, sizeof(conn *));
-  l.p = ops->create();
-  if (!l.conns || !l.p) {
+  l->nconns_max = rl.rlim_cur > 1 << 20 ? 1 << 20 : (int)rl.rlim_cur;
+  l->conns = calloc((size_t)l->nconns_max, sizeof(conn *));
+  l->p = ops->create();
+  if (!l->conns || !l->p) {
     fprintf(stderr, "server: %s: out of memory\n", ops->name);
+    free(l->conns);
+    free(l);
     return 1;
   }
   fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
   int dgram = o->proto == PROTO_UDP;
-  if (ops->add(l.p, lfd, P_IN) < 0 || ops->add(l.p, o->stop_fd, P_IN) < 0) {
+  if (ops->add(l->p, lfd, P_IN) < 0 || ops->add(l->p, o->stop_fd, P_IN) < 0) {
     fprintf(stderr, "server: %s: cannot watch the listener\n", ops->name);
     return 1;
   }
@@ -238,28 +245,28 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
     int timeout = 1000;
     /* The clock is read only when something is timed. */
     uint64_t now =
-        o->deadline_ms || o->idle_ms || l.accept_resume ? now_ms() : 0;
+        o->deadline_ms || o->idle_ms || l->accept_resume ? now_ms() : 0;
     if (o->deadline_ms) {
       if (now >= o->deadline_ms) break;
       if (o->deadline_ms - now < 1000) timeout = (int)(o->deadline_ms - now);
     }
-    if (l.accept_resume) {
-      if (now >= l.accept_resume) {
-        l.accept_resume = 0;
-        ops->add(l.p, lfd, P_IN);
+    if (l->accept_resume) {
+      if (now >= l->accept_resume) {
+        l->accept_resume = 0;
+        ops->add(l->p, lfd, P_IN);
         st->syscalls++;
-      } else if ((int)(l.accept_resume - now) < timeout) {
-        timeout = (int)(l.accept_resume - now);
+      } else if ((int)(l->accept_resume - now) < timeout) {
+        timeout = (int)(l->accept_resume - now);
       }
     }
     if (o->idle_ms) {
       if (now >= next_sweep) {
-        sweep(&l, now);
+        sweep(l, now);
         next_sweep = now + clock_sweep_ms(o);
       }
       if ((int)(next_sweep - now) < timeout) timeout = (int)(next_sweep - now);
     }
-    int n = ops->wait(l.p, timeout, evs, EVENTS);
+    int n = ops->wait(l->p, timeout, evs, EVENTS);
     st->syscalls++;
     if (n < 0) {
       fprintf(stderr, "server: %s: %s\n", ops->name, strerror(-n));
@@ -270,22 +277,96 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
       if (fd == o->stop_fd) {
         stop = 1;
       } else if (fd == lfd) {
-        if (dgram) on_datagrams(&l, fd); else on_accept(&l, fd);
-      } else if (l.conns[fd]) {
-        if (evs[i].events & P_OUT) on_writable(&l, fd, l.conns[fd]);
-        else if (evs[i].events & P_IN) on_readable(&l, fd, l.conns[fd]);
+        if (dgram) on_datagrams(l, fd); else on_accept(l, fd);
+      } else if (l->conns[fd]) {
+        if (evs[i].events & P_OUT) on_writable(l, fd, l->conns[fd]);
+        else if (evs[i].events & P_IN) on_readable(l, fd, l->conns[fd]);
       }
     }
   }
-  for (int fd = 0; fd < l.nconns_max; fd++)
-    if (l.conns[fd]) drop(&l, fd);
-  ops->destroy(l.p);
-  free(l.conns);
+  for (int fd = 0; fd < l->nconns_max; fd++)
+    if (l->conns[fd]) drop(l, fd);
+  ops->destroy(l->p);
+  free(l->conns);
+  free(l);
   return 0;
 }
 
+/* --threads N: N loops, each with a listener of its own on the first's
+ * address (SO_REUSEPORT: the kernel spreads the connections), as the
+ * library's server does with --dispatch reuseport.  SIGINT/SIGTERM make
+ * the signalfd readable for every loop at once. */
+typedef struct eworker {
+  const server_opts *o;
+  server_stats st;
+  int lfd, rc;
+  pthread_t th;
+} eworker;
+
+static void *eworker_main(void *arg) {
+  eworker *w = arg;
+  w->rc = serve(&epoll_ops, w->o, w->lfd, &w->st);
+  return NULL;
+}
+
+static int reuseport_twin(int lfd, int dgram) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (getsockname(lfd, (struct sockaddr *)&ss, &len) < 0) return -1;
+  int fd = socket(ss.ss_family, (dgram ? SOCK_DGRAM : SOCK_STREAM) |
+                                    SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1, zero = 0;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (ss.ss_family == AF_INET6)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+      (!dgram && listen(fd, SOMAXCONN) < 0)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 int serve_epoll(const server_opts *o, int lfd, server_stats *st) {
-  return serve(&epoll_ops, o, lfd, st);
+  if (o->threads <= 1) return serve(&epoll_ops, o, lfd, st);
+  eworker w[MAX_THREADS];
+  int n = o->threads, started = 0, rc = 0;
+  memset(w, 0, sizeof(w));
+  for (int i = 0; i < n; i++) {
+    w[i].o = o;
+    w[i].lfd = i == 0 ? lfd : reuseport_twin(lfd, o->proto == PROTO_UDP);
+    if (w[i].lfd < 0) {
+      fprintf(stderr, "server: epoll: listener %d: %s\n", i, strerror(errno));
+      rc = 2;
+      break;
+    }
+  }
+  if (rc) {
+    for (int i = 1; i < n; i++)
+      if (w[i].lfd > 0) close(w[i].lfd);
+    return rc;
+  }
+  for (; started < n; started++)
+    if (pthread_create(&w[started].th, NULL, eworker_main, &w[started])) {
+      fprintf(stderr, "server: epoll: cannot start thread %d\n", started);
+      rc = 1;
+      break;
+    }
+  for (int i = 0; i < started; i++) {
+    pthread_join(w[i].th, NULL);
+    if (w[i].rc > rc) rc = w[i].rc;
+    st->connections += w[i].st.connections;
+    st->refused += w[i].st.refused;
+    st->timed_out += w[i].st.timed_out;
+    st->bytes_in += w[i].st.bytes_in;
+    st->bytes_out += w[i].st.bytes_out;
+    st->reads += w[i].st.reads;
+    st->syscalls += w[i].st.syscalls;
+  }
+  for (int i = 1; i < n; i++) close(w[i].lfd);
+  return rc;
 }
 
 int serve_select(const server_opts *o, int lfd, server_stats *st) {

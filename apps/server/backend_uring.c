@@ -1,5 +1,9 @@
-/* backend_uring.c - the comparison server on the ursa runtime. */
+/* backend_uring.c - the comparison server on the ursa runtime: one loop,
+ * or --threads N loops on threads of their own that share the connections
+ * by SO_REUSEPORT or by one acceptor handing them out (ursa_accept_handoff),
+ * and stop together by ursa_post(). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +14,7 @@
 
 typedef struct conn {
   ursa_stream s;
+  ursa_handoff_req hreq; /* on its way from the acceptor's loop */
   struct conn *prev, *next;
   int closing;
   conn_clock clock; /* --min-rate; ursa_read_timeout does --idle-timeout */
@@ -29,9 +34,12 @@ typedef struct dreply {
   char buf[];
 } dreply;
 
-static struct {
+/* Each loop's thread has its own. */
+static __thread struct {
   const server_opts *o;
   server_stats *st;
+  int index;      /* of the loop in G */
+  int listening;  /* has a listener of its own */
   ursa_loop *loop;
   ursa_listener listener;
   ursa_dgram dsock;
@@ -44,13 +52,34 @@ static struct {
   int dgram;
 } S;
 
+/* What the loops share: written before they start serving, then read,
+ * but for the counters (atomics). */
+static struct {
+  int n;
+  ursa_loop *loops[MAX_THREADS]; /* each retained until every thread ends */
+  long open[MAX_THREADS];        /* open connections per loop */
+  ursa_post_req stop[MAX_THREADS];
+  int stopping;
+  unsigned next; /* round robin; the acceptor's thread only */
+  struct sockaddr_storage bound; /* the first loop's, for the others */
+  socklen_t bound_len;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int phase;  /* 1: the first loop listens; 2: every loop is set up */
+  int joined; /* loops set up (not the first) */
+  int failed;
+} G;
+
 static const char greeting[] = GREETING;
+
+static void begin_stop(void);
 
 static void on_closed(ursa_stream *s) {
   conn *c = s->data;
   if (c->prev) c->prev->next = c->next; else S.conns = c->next;
   if (c->next) c->next->prev = c->prev;
   S.open--;
+  __atomic_fetch_sub(&G.open[S.index], 1, __ATOMIC_RELAXED);
   free(c);
 }
 
@@ -133,28 +162,19 @@ static void on_greeted(ursa_write_req *w, int status) {
     close_conn(c);
 }
 
-static void on_connection(ursa_listener *l, int status) {
-  if (status < 0) {
-    if (status != -EMFILE && status != -ENFILE)
-      fprintf(stderr, "server: accept: %s\n", ursa_strerror(status));
-    return;
-  }
-  if (S.o->max_conns && S.open >= S.o->max_conns) {
-    S.st->refused++; /* not accepted: ursa closes it on return */
-    return;
-  }
-  conn *c = calloc(1, sizeof(*c));
-  if (!c) return;
-  if (ursa_accept(l, &c->s) < 0) {
-    free(c);
-    return;
-  }
+/* A connection this loop serves, accepted here or handed over. */
+static void start_conn(conn *c) {
   c->s.data = c;
   c->next = S.conns;
   if (S.conns) S.conns->prev = c;
   S.conns = c;
   S.open++;
+  __atomic_fetch_add(&G.open[S.index], 1, __ATOMIC_RELAXED);
   S.st->connections++;
+  if (S.stopping) {
+    close_conn(c);
+    return;
+  }
   /* The runtime pauses reading for a peer that does not take its echo,
    * and times out one that goes silent. */
   ursa_stream_watermarks(&c->s, S.o->high_water, S.o->high_water / 2);
@@ -177,6 +197,67 @@ static void on_connection(ursa_listener *l, int status) {
     return;
   }
   if (ursa_read_start(&c->s, on_read) < 0) close_conn(c);
+}
+
+/* On the loop the acceptor chose (or in its close, with -ECANCELED). */
+static void on_handed(ursa_handoff_req *req, int status) {
+  conn *c = req->data;
+  if (status < 0) {
+    free(c);
+    return;
+  }
+  start_conn(c);
+}
+
+static long open_now(void) {
+  if (G.n <= 1) return S.open;
+  long n = 0;
+  for (int i = 0; i < G.n; i++) n += __atomic_load_n(&G.open[i], __ATOMIC_RELAXED);
+  return n;
+}
+
+/* Which loop serves the next connection. */
+static int pick_loop(void) {
+  if (S.o->dispatch == DISPATCH_FEWEST) {
+    int best = 0;
+    long least = -1;
+    for (int i = 0; i < G.n; i++) {
+      long n = __atomic_load_n(&G.open[i], __ATOMIC_RELAXED);
+      if (least < 0 || n < least) least = n, best = i;
+    }
+    return best;
+  }
+  return (int)(G.next++ % (unsigned)G.n);
+}
+
+static void on_connection(ursa_listener *l, int status) {
+  if (status < 0) {
+    if (status != -EMFILE && status != -ENFILE)
+      fprintf(stderr, "server: accept: %s\n", ursa_strerror(status));
+    return;
+  }
+  if (S.o->max_conns && open_now() >= S.o->max_conns) {
+    S.st->refused++; /* not accepted: ursa closes it on return */
+    return;
+  }
+  conn *c = calloc(1, sizeof(*c));
+  if (!c) return;
+  int to = G.n > 1 && S.o->dispatch != DISPATCH_REUSEPORT ? pick_loop()
+                                                          : S.index;
+  if (to != S.index) {
+    c->hreq.data = c;
+    c->hreq.stream = &c->s;
+    if (ursa_accept_handoff(l, G.loops[to], &c->hreq, on_handed) < 0) {
+      S.st->refused++; /* that loop is closing: refused on return */
+      free(c);
+    }
+    return;
+  }
+  if (ursa_accept(l, &c->s) < 0) {
+    free(c);
+    return;
+  }
+  start_conn(c);
 }
 
 static void on_dsent(ursa_send_req *req, int status) {
@@ -210,16 +291,25 @@ static void on_dgram_closed(ursa_dgram *d) { (void)d; }
 
 static void on_poll_closed(ursa_poll *p) { (void)p; }
 
+static void on_stop_post(ursa_post_req *req, int status) {
+  (void)req;
+  if (status == 0) begin_stop();
+}
+
 static void begin_stop(void) {
   if (S.stopping) return;
   S.stopping = 1;
+  /* One stop ends every loop: the first to stop posts it to the others. */
+  if (G.n > 1 && !__atomic_exchange_n(&G.stopping, 1, __ATOMIC_ACQ_REL))
+    for (int i = 0; i < G.n; i++)
+      if (i != S.index) ursa_post(G.loops[i], &G.stop[i], on_stop_post);
   ursa_timer_stop(&S.tick);
-  ursa_poll_close(&S.stopper, on_poll_closed);
+  if (S.index == 0) ursa_poll_close(&S.stopper, on_poll_closed);
   if (S.dgram) {
     ursa_dgram_close(&S.dsock, on_dgram_closed);
     return;
   }
-  ursa_listener_close(&S.listener, on_listener_closed);
+  if (S.listening) ursa_listener_close(&S.listener, on_listener_closed);
   for (conn *c = S.conns; c; c = c->next) close_conn(c);
 }
 
@@ -247,19 +337,42 @@ static void on_stop_fd(ursa_poll *p, int status, unsigned events) {
   begin_stop();
 }
 
-int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
-  (void)listen_fd;
+/* Set-up among the loops: the first listens first (its port may be
+ * picked by the kernel), the others then listen on that address or not at
+ * all, and the first announces once every loop is ready. */
+static int group_wait(int phase) {
+  pthread_mutex_lock(&G.mu);
+  while (G.phase < phase && !G.failed) pthread_cond_wait(&G.cv, &G.mu);
+  int ok = !G.failed;
+  pthread_mutex_unlock(&G.mu);
+  return ok;
+}
+
+static void group_set(int phase, int joined, int failed) {
+  pthread_mutex_lock(&G.mu);
+  if (phase > G.phase) G.phase = phase;
+  G.joined += joined;
+  if (failed) G.failed = 1;
+  pthread_cond_broadcast(&G.cv);
+  pthread_mutex_unlock(&G.mu);
+}
+
+static int serve_one(const server_opts *o, server_stats *st, int index) {
   memset(&S, 0, sizeof(S));
   S.o = o;
   S.st = st;
+  S.index = index;
   S.dgram = o->proto == PROTO_UDP || o->proto == PROTO_UNIXGRAM;
+  int group = G.n > 1, handoff = group && o->dispatch != DISPATCH_REUSEPORT;
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
   lo.enable = o->uring_enable;
   lo.write_batch = o->write_batch;
   /* Accepted connections live in direct descriptors (off with
-   * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE. */
-  lo.direct_files = 65536;
+   * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE.
+   * Not when they are handed to other loops: a direct descriptor is its
+   * ring's. */
+  lo.direct_files = handoff ? 0 : 65536;
   /* Room for the largest UDP datagram with its header. */
   if (S.dgram) lo.buf_size = 65536 + 1024;
   if (o->buf_size) lo.buf_size = o->buf_size;
@@ -272,38 +385,86 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
     ursa_explain_setup_error(r, why, sizeof(why));
     fprintf(stderr, "ursa-echo-server: the %s backend cannot start: %s\n",
             o->backend, why);
+    if (group) group_set(0, 0, 1);
     return 2;
   }
+  if (group) {
+    ursa_loop_retain(S.loop); /* others post to it until they all end */
+    G.loops[index] = S.loop;
+  }
   const struct sockaddr *sa = (const struct sockaddr *)&o->listen.ss;
+  socklen_t salen = o->listen.len;
   struct sockaddr_storage bound;
   socklen_t bl = 0;
-  if (S.dgram) {
-    r = ursa_dgram_bind(S.loop, &S.dsock, sa, o->listen.len, 0);
+  r = 0;
+  if (index > 0 && !group_wait(1)) r = -ECANCELED;
+  if (index > 0) {
+    sa = (const struct sockaddr *)&G.bound;
+    salen = G.bound_len;
+  }
+  S.listening = !S.dgram && (index == 0 || !handoff);
+  if (r < 0) {
+  } else if (S.dgram) {
+    r = ursa_dgram_bind(S.loop, &S.dsock, sa, salen,
+                        group ? URSA_DGRAM_REUSEPORT : 0);
     if (!r) r = ursa_dgram_recv_start(&S.dsock, on_datagram);
     if (!r) r = ursa_dgram_addr(&S.dsock, &bound, &bl);
-  } else {
+  } else if (S.listening) {
     /* TCP_NODELAY is set once, on the listener: accepted sockets inherit
      * it (and a direct descriptor has no fd to set it on). */
-    r = ursa_listen(S.loop, &S.listener, sa, o->listen.len, 0,
-                    o->proto == PROTO_SEQPACKET ? URSA_SEQPACKET
-                    : o->proto == PROTO_TCP     ? URSA_LISTEN_NODELAY
-                                                : 0,
-                    on_connection);
+    unsigned flags = o->proto == PROTO_SEQPACKET ? URSA_SEQPACKET
+                     : o->proto == PROTO_TCP     ? URSA_LISTEN_NODELAY
+                                                 : 0;
+    if (group && !handoff) flags |= URSA_LISTEN_REUSEPORT;
+    r = ursa_listen(S.loop, &S.listener, sa, salen, 0, flags, on_connection);
     if (!r) r = ursa_listener_addr(&S.listener, &bound, &bl);
   }
   if (r < 0) {
-    char name[160];
-    ursa_addr_format(sa, o->listen.len, name, sizeof(name));
-    fprintf(stderr, "ursa-echo-server: cannot listen on %s: %s%s%s\n", name,
-            ursa_strerror(r), *ursa_error_detail() ? ": " : "",
-            r == -EINVAL || r == -EEXIST ? ursa_error_detail() : "");
+    if (r != -ECANCELED) {
+      char name[160];
+      ursa_addr_format(sa, salen, name, sizeof(name));
+      fprintf(stderr, "ursa-echo-server: cannot listen on %s: %s%s%s\n",
+              name, ursa_strerror(r), *ursa_error_detail() ? ": " : "",
+              r == -EINVAL || r == -EEXIST ? ursa_error_detail() : "");
+    }
+    if (group) group_set(0, 0, 1);
+    S.listening = 0;
     ursa_loop_close(S.loop);
     return 2;
   }
-  announce(o, (struct sockaddr *)&bound, bl);
+  if (group && index == 0) {
+    G.bound = bound;
+    G.bound_len = bl;
+    group_set(1, 0, 0);
+    /* Every other loop must be listening before the line scripts wait
+     * for: a client that connects at once may land on any of them. */
+    pthread_mutex_lock(&G.mu);
+    while (G.joined < G.n - 1 && !G.failed) pthread_cond_wait(&G.cv, &G.mu);
+    int ok = !G.failed;
+    if (ok) G.phase = 2;
+    pthread_cond_broadcast(&G.cv);
+    pthread_mutex_unlock(&G.mu);
+    if (!ok) {
+      begin_stop();
+      ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
+      ursa_loop_close(S.loop);
+      return 2;
+    }
+  } else if (group) {
+    group_set(0, 1, 0);
+    if (!group_wait(2)) {
+      begin_stop();
+      ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
+      ursa_loop_close(S.loop);
+      return 2;
+    }
+  }
+  if (index == 0) announce(o, (struct sockaddr *)&bound, bl);
   ursa_timer_start(S.loop, &S.tick, 50, 50, on_tick);
-  ursa_poll_open(S.loop, &S.stopper, o->stop_fd);
-  ursa_poll_start(&S.stopper, URSA_READABLE, on_stop_fd);
+  if (index == 0) {
+    ursa_poll_open(S.loop, &S.stopper, o->stop_fd);
+    ursa_poll_start(&S.stopper, URSA_READABLE, on_stop_fd);
+  }
   r = ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
   ursa_stats us;
   ursa_loop_stats(S.loop, &us);
@@ -314,4 +475,59 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   if (r < 0) fprintf(stderr, "server: loop failed: %s\n", ursa_strerror(r));
   if (ursa_loop_close(S.loop) < 0) r = -EBUSY;
   return r < 0 ? 1 : 0;
+}
+
+typedef struct worker {
+  const server_opts *o;
+  server_stats st;
+  int index, rc;
+  pthread_t th;
+} worker;
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  w->rc = serve_one(w->o, &w->st, w->index);
+  return NULL;
+}
+
+int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
+  (void)listen_fd;
+  memset(&G, 0, sizeof(G));
+  G.n = o->threads > 1 ? o->threads : 1;
+  if (G.n == 1) return serve_one(o, st, 0);
+  pthread_mutex_init(&G.mu, NULL);
+  pthread_cond_init(&G.cv, NULL);
+  worker w[MAX_THREADS];
+  int started = 0, rc = 0;
+  for (int i = 0; i < G.n; i++) {
+    memset(&w[i], 0, sizeof(w[i]));
+    w[i].o = o;
+    w[i].index = i;
+    if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0) {
+      fprintf(stderr, "ursa-echo-server: cannot start thread %d\n", i);
+      group_set(0, 0, 1);
+      rc = 1;
+      break;
+    }
+    started++;
+  }
+  for (int i = 0; i < started; i++) {
+    pthread_join(w[i].th, NULL);
+    if (w[i].rc > rc) rc = w[i].rc;
+    st->connections += w[i].st.connections;
+    st->refused += w[i].st.refused;
+    st->timed_out += w[i].st.timed_out;
+    st->bytes_in += w[i].st.bytes_in;
+    st->bytes_out += w[i].st.bytes_out;
+    st->reads += w[i].st.reads;
+    st->syscalls += w[i].st.syscalls;
+    st->enters += w[i].st.enters;
+    st->sqes += w[i].st.sqes;
+    st->enobufs += w[i].st.enobufs;
+  }
+  for (int i = 0; i < G.n; i++)
+    if (G.loops[i]) ursa_loop_release(G.loops[i]);
+  pthread_mutex_destroy(&G.mu);
+  pthread_cond_destroy(&G.cv);
+  return rc;
 }

@@ -127,6 +127,16 @@ static void usage(FILE *f) {
       "  --zc-threshold B uring: send writes of B bytes and more with "
       "SEND_ZC\n"
       "                   (default: never; echoes are at most --buf-size)\n"
+      "  --threads N      uring, ursa-epoll, epoll: N loops, each on a thread "
+      "of its own\n"
+      "                   (--max-conns then counts them all)\n"
+      "  --dispatch D     with --threads: reuseport (default: a listener per "
+      "loop,\n"
+      "                   the kernel spreads connections), handoff (one "
+      "acceptor\n"
+      "                   hands them out in turn) or fewest (to the loop "
+      "with the\n"
+      "                   fewest open); epoll: reuseport only\n"
       "  --echo-copy      uring: copy each echo instead of sending it from "
       "the\n"
       "                   receive buffer (for A/B runs)\n"
@@ -177,6 +187,9 @@ static int open_listener(const server_opts *o, ursa_sockfile *file,
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (o->listen.ss.ss_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+  /* --threads: every loop's listener shares the address. */
+  if (o->threads > 1)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   /* The library's rules for socket files: a stale one is replaced, a live
    * one (even with a full backlog) refused, at once. */
   int r = ursa_socket_bind(fd, (const struct sockaddr *)&o->listen.ss,
@@ -238,10 +251,12 @@ int main(int argc, char **argv) {
   o.high_water = HIGH_WATER;
   const char *listen_at = "127.0.0.1:7000", *json = NULL, *proto = "tcp";
   long cpu = -1, duration = 0, max_conns = 0;
+  int dispatch_set = 0;
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
-    O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY
+    O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
+    O_DISPATCH
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -263,6 +278,8 @@ int main(int argc, char **argv) {
       {"zc-threshold", required_argument, NULL, O_ZC},
       {"echo-copy", no_argument, NULL, O_ECHOCOPY},
       {"high-water", required_argument, NULL, O_HIGHWATER},
+      {"threads", required_argument, NULL, O_THREADS},
+      {"dispatch", required_argument, NULL, O_DISPATCH},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -276,6 +293,22 @@ int main(int argc, char **argv) {
         return 0;
       case O_ECHOCOPY:
         o.echo_copy = 1;
+        break;
+      case O_THREADS:
+        if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
+        o.threads = (int)n;
+        break;
+      case O_DISPATCH:
+        if (!strcmp(v, "reuseport"))
+          o.dispatch = DISPATCH_REUSEPORT;
+        else if (!strcmp(v, "handoff"))
+          o.dispatch = DISPATCH_HANDOFF;
+        else if (!strcmp(v, "fewest"))
+          o.dispatch = DISPATCH_FEWEST;
+        else
+          return bad("unknown --dispatch '%s' (want reuseport, handoff or "
+                     "fewest)%s", v, "");
+        dispatch_set = 1;
         break;
       case O_BACKEND:
         o.backend = v;
@@ -401,6 +434,24 @@ int main(int argc, char **argv) {
         "unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
         "unixgram)%s",
         proto, "");
+  if (o.threads > 1 && !on_ursa(o.backend) && strcmp(o.backend, "epoll"))
+    return bad("--threads is for uring, ursa-epoll and epoll, not %s%s",
+               o.backend, "");
+  if (dispatch_set && o.threads < 2)
+    return bad("--dispatch needs --threads 2 or more%s%s", "", "");
+  if (o.dispatch != DISPATCH_REUSEPORT && strcmp(o.backend, "epoll") == 0)
+    return bad("--dispatch %s: the hand-written epoll server has "
+               "reuseport only%s", o.dispatch == DISPATCH_HANDOFF ? "handoff"
+                                                                  : "fewest",
+               "");
+  if (o.threads > 1 && !strcmp(o.backend, "epoll") &&
+      o.proto != PROTO_TCP && o.proto != PROTO_UDP)
+    return bad("--threads with the epoll server: tcp or udp, not --proto "
+               "%s%s", proto, "");
+  if (o.dispatch != DISPATCH_REUSEPORT && o.threads > 1 &&
+      (o.proto == PROTO_UDP || o.proto == PROTO_UNIXGRAM))
+    return bad("--dispatch %s hands off connections: not for --proto %s",
+               o.dispatch == DISPATCH_HANDOFF ? "handoff" : "fewest", proto);
   if (o.proto >= PROTO_SEQPACKET && !on_ursa(o.backend))
     return bad("--proto %s is served by uring and ursa-epoll only, not %s",
                proto, o.backend);

@@ -10,6 +10,9 @@
 
 enum { PROTO_TCP, PROTO_UDP, PROTO_UNIX, PROTO_SEQPACKET, PROTO_UNIXGRAM };
 enum { MODE_ECHO, MODE_GREET, MODE_SINK };
+/* --dispatch: how --threads N loops share the connections. */
+enum { DISPATCH_REUSEPORT, DISPATCH_HANDOFF, DISPATCH_FEWEST };
+#define MAX_THREADS 64
 
 #define GREETING "Thank you for connecting"
 /* Reading pauses while this many bytes wait to be sent to one peer
@@ -39,6 +42,11 @@ typedef struct server_opts {
   uint64_t idle_ms;       /* close a connection silent this long; 0: never */
   uint64_t min_rate;      /* bytes/s a connection must send, judged over
                              windows of idle_ms; 0: no rate check */
+  int threads;            /* uring, ursa-epoll, epoll: loops on threads of
+                             their own (0 or 1: one, on the main thread) */
+  int dispatch;           /* DISPATCH_*: SO_REUSEPORT listeners, or one
+                             acceptor handing connections out (round robin,
+                             or to the loop with the fewest open) */
 } server_opts;
 
 /* What --idle-timeout and --min-rate watch on one connection.  "Silent"
