@@ -29,7 +29,12 @@ left = re.findall(r"\{[A-Za-z_][^{}\n]*\}", text)
 check(not left, f"unformatted placeholders in the report: {left[:5]}")
 for section in ["## Targets", "| machine |"] + (
         ["## Write-queue drain", "write-queue drain (uring)"]
-        if json.load(open(RESULTS)).get("drain") else []):
+        if json.load(open(RESULTS)).get("drain") else []) + (
+        ["## Threads: one loop against two", "2 threads (reuseport) server "
+         "CPU/rt vs 1 thread"] if json.load(open(RESULTS)).get("threads")
+        else []) + (
+        ["## Wake-ups", "vs uv_async_send", "| uv-async | libuv |"]
+        if json.load(open(RESULTS)).get("wake") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):

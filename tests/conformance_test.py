@@ -304,6 +304,16 @@ def test_load_notices_corruption():
     check(r.returncode != 0, "ursa-load exit 0 on a corrupted echo")
     check(res.get("mismatched", 0) >= 1, f"ursa-load did not count it: {res}")
     check("differ" in r.stderr, f"ursa-load said nothing: {r.stderr!r}")
+    # With --threads 2 each loop has one of the two connections, both
+    # corrupted: the count is over both loops.
+    ts = []
+    for _ in range(2):
+        ts.append(threading.Thread(target=serve, daemon=True))
+        ts[-1].start()
+    r, res = load(f"127.0.0.1:{port}", 2, "--size", "100", "--threads", "2")
+    check(r.returncode != 0 and res.get("mismatched", 0) >= 2,
+          f"ursa-load --threads 2 on two corrupted echoes: {r.returncode} "
+          f"{res}")
     ls.close()
     # A server that hangs up at once: ursa-load must fail and say why on
     # stderr, since the bench keeps only stderr.
@@ -354,12 +364,22 @@ def test_threads():
         check(r.returncode == 0 and res.get("round_trips", 0) > 0,
               f"{b} --threads 2 --dispatch {d}: ursa-load at 64: "
               f"{r.returncode} {r.stderr[-300:]!r}")
+        # The client on two loops as well: its counts are summed over both.
+        r, res = load(srv.addr, 33, "--size", "700", "--threads", "2")
+        check(r.returncode == 0 and res.get("connected") == 33 and
+              res.get("round_trips", 0) > 0 and res.get("errors") == 0,
+              f"{b} --threads 2 --dispatch {d}: ursa-load --threads 2: "
+              f"{r.returncode} {res} {r.stderr[-300:]!r}")
         stats = srv.stop()
-        check(stats.get("connections") == 24 + 64,
+        check(stats.get("connections") == 24 + 64 + 33,
               f"{b} --threads 2 --dispatch {d}: connections counted over "
               f"both loops: {stats.get('connections')}")
         check(stats.get("bytes_in") == stats.get("bytes_out"),
               f"{b} --threads 2 --dispatch {d}: bytes in == out")
+    r = subprocess.run([LOAD, "127.0.0.1:1", "--threads", "0"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--threads wants" in r.stderr,
+          f"ursa-load --threads 0: {r.returncode} {r.stderr!r}")
     for args, says in [
             (["--backend", "select", "--threads", "2"], "--threads is for"),
             (["--backend", "uring", "--dispatch", "handoff"],

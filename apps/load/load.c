@@ -3,6 +3,7 @@
  * byte is checked against what was sent, and round-trip times go into a
  * histogram.  Any mismatch or lost reply makes the exit status non-zero. */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,8 @@ struct conn {
   slot *slots;
 };
 
-static struct {
+/* What one loop's thread keeps (each has its own with --threads). */
+typedef struct load_state {
   ursa_loop *loop;
   ursa_addr to;
   unsigned flags;
@@ -70,7 +72,13 @@ static struct {
   hist h;
   ursa_timer tick;
   double cpu0;
-} L;
+  double cpu_s_own; /* this thread's view of the client's CPU */
+  int first_id; /* the connection ids this loop has start here */
+  int index;    /* of its thread */
+  int setup_rc; /* 2: it could not start */
+} load_state;
+
+static __thread load_state L;
 
 static uint64_t ns(void) {
   struct timespec ts;
@@ -371,7 +379,7 @@ static void stop_sending(void) {
   L.sending = 0;
   L.t_end_ns = ns();
   L.measuring = 0;
-  if (L.server_pid)
+  if (L.server_pid && L.index == 0)
     L.server_cpu_s = proc_cpu_seconds(L.server_pid) - L.server_cpu0;
   for (long i = 0; i < L.conns; i++)
     if (L.cs[i].connected && all_idle(&L.cs[i])) close_conn(&L.cs[i]);
@@ -386,7 +394,8 @@ static void on_tick(ursa_timer *t, int status) {
     L.measuring = 1;
     L.t_measure_ns = now;
     L.cpu0 = cpu_seconds();
-    if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
+    if (L.server_pid && L.index == 0)
+      L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
   /* With --count: over once every connection has its count or is gone. */
   int count_done = 0;
@@ -412,6 +421,78 @@ static void on_tick(ursa_timer *t, int status) {
   if (L.closed == L.conns) ursa_timer_stop(t);
 }
 
+/* One loop and its share of the connections, on its own thread (the
+ * first on main's).  Fills its load_state; setup_rc 2 when it cannot
+ * start, a negative errno when its loop failed. */
+static void *run_thread(void *arg) {
+  load_state *me = arg;
+  L = *me;
+  ursa_loop_options lo = {0};
+  if (L.udp) lo.buf_size = (unsigned)L.size + 1024; /* header and address */
+  int r = ursa_loop_new(&L.loop, &lo);
+  if (r < 0) {
+    char why[512];
+    ursa_explain_setup_error(r, why, sizeof(why));
+    fprintf(stderr, "ursa-load: %s\n", why);
+    me->setup_rc = 2;
+    return NULL;
+  }
+  size_t per = (size_t)L.conns * (size_t)L.inflight;
+  L.cs = calloc((size_t)L.conns ? (size_t)L.conns : 1, sizeof(conn));
+  char *bufs = malloc(per * (size_t)L.size + 1);
+  slot *slots = calloc(per ? per : 1, sizeof(slot));
+  if (!L.cs || !bufs || !slots) {
+    fprintf(stderr, "ursa-load: not enough memory for %ld x %ld x %ld bytes\n",
+            L.conns, L.inflight, L.size);
+    me->setup_rc = 2;
+    return NULL;
+  }
+  L.sending = 1;
+  L.t_start_ns = ns();
+  if (L.warmup_s == 0) {
+    L.measuring = 1;
+    L.t_measure_ns = L.t_start_ns;
+    L.cpu0 = cpu_seconds();
+    if (L.server_pid && L.index == 0)
+      L.server_cpu0 = proc_cpu_seconds(L.server_pid);
+  }
+  for (long i = 0; i < L.conns; i++) {
+    conn *c = &L.cs[i];
+    c->id = L.first_id + (int)i;
+    c->slots = slots + i * L.inflight;
+    for (long k = 0; k < L.inflight; k++) {
+      c->slots[k].c = c;
+      c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
+    }
+    c->s.data = c;
+    if (L.udp)
+      r = open_udp(c);
+    else
+      r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
+                       L.flags,
+                       (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
+                       on_connect);
+    if (r < 0) {
+      fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(r));
+      L.conn_errors++;
+      c->connected = c->closed = 1;
+      L.closed++;
+    }
+  }
+  ursa_timer_start(L.loop, &L.tick, 20, 20, on_tick);
+  r = ursa_loop_run(L.loop, URSA_RUN_DEFAULT);
+  L.cpu_s_own = cpu_seconds() - L.cpu0;
+  if (!L.t_end_ns) L.t_end_ns = ns();
+  int cr = ursa_loop_close(L.loop);
+  free(bufs);
+  free(slots);
+  free(L.cs);
+  L.cs = NULL;
+  L.setup_rc = r < 0 ? r : cr < 0 ? cr : 0;
+  *me = L;
+  return NULL;
+}
+
 static void usage(FILE *f) {
   fprintf(
       f,
@@ -432,14 +513,17 @@ static void usage(FILE *f) {
       "  --connect-timeout S give up on a connect after S seconds "
       "(default 5)\n"
       "  --server-pid PID    also measure that process's CPU time\n"
-      "  --cpu N             pin to CPU N\n"
+      "  --threads N         N loops on threads of their own, the connections "
+      "shared\n"
+      "                      out (so that the client is not the bottleneck)\n"
+      "  --cpu N             pin to CPU N (every thread)\n"
       "  --json FILE         write the results as JSON\n"
       "  -h, --help          this text\n");
 }
 
 int main(int argc, char **argv) {
   const char *addr = NULL, *json = NULL, *proto = "tcp";
-  long cpu = -1;
+  long cpu = -1, threads = 1;
   L.conns = 1;
   L.size = 64;
   L.inflight = 1;
@@ -448,7 +532,7 @@ int main(int argc, char **argv) {
   L.connect_timeout_s = 5;
   enum {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
-    O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO
+    O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -465,6 +549,7 @@ int main(int argc, char **argv) {
       {"server-pid", required_argument, NULL, O_SPID},
       {"cpu", required_argument, NULL, O_CPU},
       {"json", required_argument, NULL, O_JSON},
+      {"threads", required_argument, NULL, O_THREADS},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -514,6 +599,9 @@ int main(int argc, char **argv) {
       case O_PROTO:
         proto = v;
         break;
+      case O_THREADS:
+        r = cli_long(PROG, a, v, 1, 64, &threads);
+        break;
     }
     if (r < 0) return 2;
   }
@@ -558,15 +646,7 @@ int main(int argc, char **argv) {
   }
   if (L.count) L.duration_s = 86400;
   if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
-  ursa_loop_options lo = {0};
-  if (L.udp) lo.buf_size = (unsigned)L.size + 1024; /* header and address */
-  int r = ursa_loop_new(&L.loop, &lo);
-  if (r < 0) {
-    char why[512];
-    ursa_explain_setup_error(r, why, sizeof(why));
-    fprintf(stderr, "ursa-load: %s\n", why);
-    return 2;
-  }
+  if (threads > L.conns) threads = L.conns;
   /* The buffers take connections x in flight x size bytes: refuse a
    * product over the machine's memory before asking for it. */
   size_t per = 0, total = 0;
@@ -578,51 +658,59 @@ int main(int argc, char **argv) {
             "ursa-load: --connections x --inflight x --size = %ld x %ld x "
             "%ld bytes is more than this machine's memory (%llu MiB)\n",
             L.conns, L.inflight, L.size, (unsigned long long)(phys >> 20));
-    ursa_loop_close(L.loop);
     return 2;
   }
-  L.cs = calloc((size_t)L.conns, sizeof(conn));
-  char *bufs = malloc(total);
-  slot *slots = calloc(per, sizeof(slot));
-  if (!L.cs || !bufs || !slots) {
-    fprintf(stderr, "ursa-load: not enough memory for %ld x %ld x %ld bytes\n",
-            L.conns, L.inflight, L.size);
+  /* Each thread a loop of its own with its share of the connections. */
+  load_state cfg = L;
+  load_state *ls = calloc((size_t)threads, sizeof(*ls));
+  pthread_t *th = calloc((size_t)threads, sizeof(*th));
+  if (!ls || !th) {
+    fprintf(stderr, "ursa-load: out of memory\n");
     return 2;
   }
-  L.sending = 1;
-  L.t_start_ns = ns();
-  if (L.warmup_s == 0) {
-    L.measuring = 1;
-    L.t_measure_ns = L.t_start_ns;
-    L.cpu0 = cpu_seconds();
-    if (L.server_pid) L.server_cpu0 = proc_cpu_seconds(L.server_pid);
-  }
-  for (long i = 0; i < L.conns; i++) {
-    conn *c = &L.cs[i];
-    c->id = (int)i;
-    c->slots = slots + i * L.inflight;
-    for (long k = 0; k < L.inflight; k++) {
-      c->slots[k].c = c;
-      c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
-    }
-    c->s.data = c;
-    if (L.udp)
-      r = open_udp(c);
-    else
-      r = ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
-                       L.flags,
-                       (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
-                       on_connect);
-    if (r < 0) {
-      fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(r));
-      L.conn_errors++;
-      c->connected = c->closed = 1;
-      L.closed++;
+  double cpu_all0 = cpu_seconds();
+  long given = 0;
+  for (int t = 0; t < threads; t++) {
+    ls[t] = cfg;
+    ls[t].index = t;
+    ls[t].first_id = (int)given;
+    ls[t].conns = cfg.conns / threads + (t < cfg.conns % threads);
+    given += ls[t].conns;
+    if (t > 0 && pthread_create(&th[t], NULL, run_thread, &ls[t]) != 0) {
+      fprintf(stderr, "ursa-load: cannot start thread %d\n", t);
+      return 2;
     }
   }
-  ursa_timer_start(L.loop, &L.tick, 20, 20, on_tick);
-  r = ursa_loop_run(L.loop, URSA_RUN_DEFAULT);
-  double cpu_s = cpu_seconds() - L.cpu0;
+  run_thread(&ls[0]);
+  for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
+  int r = 0;
+  for (int t = 0; t < threads; t++)
+    if (ls[t].setup_rc) return ls[t].setup_rc;
+  /* Sums over the threads; the measured time is the longest one's. */
+  L = ls[0];
+  L.conns = cfg.conns;
+  for (int t = 1; t < threads; t++) {
+    load_state *o = &ls[t];
+    L.rts += o->rts;
+    L.rts_total += o->rts_total;
+    L.bytes += o->bytes;
+    L.mismatches += o->mismatches;
+    L.lost += o->lost;
+    L.conn_errors += o->conn_errors;
+    L.io_errors += o->io_errors;
+    L.open += o->open;
+    hist_merge(&L.h, &o->h);
+    if (o->t_measure_ns && (!L.t_measure_ns || o->t_measure_ns < L.t_measure_ns))
+      L.t_measure_ns = o->t_measure_ns;
+    if (o->t_end_ns > L.t_end_ns) L.t_end_ns = o->t_end_ns;
+    if (o->setup_rc < 0) L.setup_rc = o->setup_rc;
+  }
+  r = L.setup_rc;
+  free(ls);
+  free(th);
+  /* One thread: its own CPU from the end of its warm-up; several: the
+   * process's, warm-up included. */
+  double cpu_s = threads == 1 ? L.cpu_s_own : cpu_seconds() - cpu_all0;
   if (!L.t_end_ns) L.t_end_ns = ns();
   /* A run that ended in its warm-up measured nothing. */
   int measured = L.t_measure_ns != 0;
@@ -682,13 +770,8 @@ int main(int argc, char **argv) {
       fclose(f);
     }
   }
-  int cr = ursa_loop_close(L.loop);
-  free(bufs);
-  free(slots);
-  free(L.cs);
-  if (r < 0 || cr < 0) {
-    fprintf(stderr, "ursa-load: event loop failed: %s\n",
-            ursa_strerror(r < 0 ? r : cr));
+  if (r < 0) {
+    fprintf(stderr, "ursa-load: event loop failed: %s\n", ursa_strerror(r));
     return 1;
   }
   /* A non-zero exit always says why on stderr: callers that keep only

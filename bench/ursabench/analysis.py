@@ -17,7 +17,18 @@ def find(cases, backend, kind, proto, conns, size, inflight):
                  c["conns"] == conns and c["size"] == size and
                  c["inflight"] == inflight), None)
 
-def targets(cases, bulk, iperf, mem, prof, drain=()):
+def ratio_span(x, y):
+    """The range of x/y across repeats (x's best against y's worst, and the
+    other way), and whether it spans 1: (lo, hi, text)."""
+    lo = x.get("lo") / y.get("hi") if x.get("lo") and y.get("hi") else None
+    hi = x.get("hi") / y.get("lo") if x.get("hi") and y.get("lo") else None
+    if lo is None or hi is None:
+        return lo, hi, ""
+    return lo, hi, (f" (repeats {fmt(lo, 2)}-{fmt(hi, 2)}x"
+                    + ("; spans 1: no difference measured)"
+                       if lo <= 1 <= hi else ")"))
+
+def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
@@ -117,6 +128,41 @@ def targets(cases, bulk, iperf, mem, prof, drain=()):
             f"{fmt(m['bytes_per_conn'], 0)} vs "
             f"{fmt(ml['bytes_per_conn'], 0)} B",
             "<= libuv's", m["bytes_per_conn"] <= ml["bytes_per_conn"])
+    # Two loops against one on the same CPU (the threads block).
+    for b, disp, goal in (("uring", "reuseport", 1.10),
+                          ("uring", "handoff", 1.20)):
+        one = next((t for t in threads if t["backend"] == b and
+                    t["threads"] == 1), None)
+        two = next((t for t in threads if t["backend"] == b and
+                    t["threads"] == 2 and t["dispatch"] == disp), None)
+        if not (one and two):
+            continue
+        k = "server_cpu_us_per_rt"
+        r = ratio(two[k], one[k])
+        _, hi, txt = ratio_span({"lo": two[k + "_min"], "hi": two[k + "_max"]},
+                          {"lo": one[k + "_min"], "hi": one[k + "_max"]})
+        row(f"{b} 2 threads ({disp}) server CPU/rt vs 1 thread, 256 conns",
+            f"{fmt(two[k], 2)} vs {fmt(one[k], 2)} us = {fmt(r, 2)}x" + txt,
+            f"<= {goal:.2f}x", r is not None and r <= goal)
+    uv = next((w for w in wake if w["mode"] == "uv-async"), None)
+    pt = next((w for w in wake if w["mode"] == "post-thread" and
+               w["backend"] == "uring"), None)
+    if uv and pt:
+        k = "lat_p50_ns"
+        r = ratio(pt[k], uv[k])
+        _, _, txt = ratio_span({"lo": pt[k + "_min"], "hi": pt[k + "_max"]},
+                         {"lo": uv[k + "_min"], "hi": uv[k + "_max"]})
+        row("ursa_post p50 post-to-callback (plain thread to uring loop) vs "
+            "uv_async_send",
+            f"{fmt(pt[k] / 1e3, 2)} vs {fmt(uv[k] / 1e3, 2)} us = "
+            f"{fmt(r, 2)}x" + txt, "<= 1x", r is not None and r <= 1.0)
+        k = "posts_per_s"
+        r = ratio(pt[k], uv[k])
+        _, _, txt = ratio_span({"lo": pt[k + "_min"], "hi": pt[k + "_max"]},
+                         {"lo": uv[k + "_min"], "hi": uv[k + "_max"]})
+        row("ursa_post posts/s vs uv_async_send",
+            f"{fmt(pt[k] / 1e6, 2)}M vs {fmt(uv[k] / 1e6, 2)}M = "
+            f"{fmt(r, 2)}x" + txt, ">= 2x", r is not None and r >= 2.0)
     behind, behind_notes = [], []
     for c in cases:
         if c["backend"] != "uring" or (c["kind"] == "pingpong" and

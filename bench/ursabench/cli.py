@@ -12,10 +12,10 @@ import tempfile
 import time
 
 from .analysis import fmt
-from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, case_id,
-                     matrix)
+from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, THREAD_VARIANTS,
+                     THREADS_POINT, case_id, matrix)
 from .plots import graphs
-from .probes import drain, iperf3, memory, profile
+from .probes import drain, iperf3, memory, profile, wake
 from .report import render, report
 from .runner import (RUN_ERRORS, Failure, ab_block, environment,
                      interleaved, one_run, summarise)
@@ -43,6 +43,10 @@ def main():
     ap.add_argument("--no-bulk", action="store_true")
     ap.add_argument("--no-drain", action="store_true",
                     help="skip the write-queue drain (ursa-drain)")
+    ap.add_argument("--no-threads", action="store_true",
+                    help="skip the threads block (one loop against two)")
+    ap.add_argument("--no-wake", action="store_true",
+                    help="skip the wake-up block (ursa-wake)")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
     ap.add_argument("--no-ab", action="store_true",
                     help="skip the io_uring feature A/B block")
@@ -98,8 +102,13 @@ def main():
                                         if not a.filter or
                                         re.search(a.filter, f"drain-{b}")]
     ab_n = 0 if a.no_ab else len(AB_VARIANTS)
+    threads_todo = [] if a.no_threads else [
+        v for v in THREAD_VARIANTS if not a.filter or
+        re.search(a.filter, f"threads-{v[1]}-{v[0]}")]
+    do_wake = not a.no_wake and (not a.filter or
+                                 re.search(a.filter, "wake") is not None)
     n = (len(todo) + len(bulk_todo) + len(mem_todo) + len(drain_todo) +
-         ab_n)
+         ab_n + len(threads_todo) + int(do_wake))
     per_run = a.duration + a.warmup + 0.4
     t0 = time.time()
     k = 0
@@ -190,6 +199,32 @@ def main():
                 for r in got))
         except RUN_ERRORS as e:
             failures.append(f"drain-{b}: {e}")
+    # One loop against two, the variants interleaved as a case's backends.
+    threads = []
+    runs = interleaved(threads_todo, a.repeats,
+                       lambda v: one_run(a, v[1], *THREADS_POINT, tmp, v[4]),
+                       lambda v: f"threads {v[1]} {v[0]}", failures)
+    for (label, b, nthreads, dispatch, extra), got in zip(threads_todo, runs):
+        k += 1
+        if not got:
+            continue
+        s = summarise(got)
+        s.update({"id": f"tcp-threads-256c-64b-{b}-{nthreads}t-{dispatch}",
+                  "label": label, "backend": b, "threads": nthreads,
+                  "dispatch": dispatch, "conns": THREADS_POINT[2],
+                  "size": THREADS_POINT[3], "repeats": len(got)})
+        threads.append(s)
+        if s["errors"]:
+            failures.append(f"threads {b} {label}: {s['errors']} echo errors")
+        progress(f"threads {b} {label}", f"{s['rt_per_s']:.0f} rt/s, server "
+                 f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+    wakes = []
+    if do_wake:
+        k += 1
+        wakes = wake(a, tmp, failures)
+        progress("wake", ", ".join(
+            f"{w['mode']} ({w['backend']}) {w['posts_per_s'] / 1e6:.1f}M/s "
+            f"p50 {w['lat_p50_ns'] / 1e3:.2f} us" for w in wakes))
     prof = []
     if not a.no_profile:
         for b in ("uring", "epoll"):
@@ -221,8 +256,8 @@ def main():
                      "repeats": a.repeats})
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
-                   "profile": prof, "drain": drains,
-                   "failures": failures}, f, indent=1)
+                   "profile": prof, "drain": drains, "threads": threads,
+                   "wake": wakes, "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for r in rows:
@@ -230,7 +265,7 @@ def main():
                              for key in KEYS) + "\n")
     made = graphs(a.out, env, cases, bulk, iperf)
     report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof,
-           drains)
+           drains, threads, wakes)
     print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
           f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
           f"results.csv, report.md, graphs/)")

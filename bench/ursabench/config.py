@@ -18,6 +18,29 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
 
 IDLE_CONNS = 10000
 
+# The threads block: one case (TCP ping-pong, 256 connections, 64 B) served
+# by one loop and by two, for each way of sharing the connections out; the
+# server process is pinned to one CPU, the load to the other.
+# (label, backend, threads, dispatch, server flags)
+THREADS_POINT = ("pingpong", "tcp", 256, 64, 1)
+THREAD_VARIANTS = [
+    ("1 thread", "uring", 1, "-", []),
+    ("2 threads, reuseport", "uring", 2, "reuseport",
+     ["--threads", "2", "--dispatch", "reuseport"]),
+    ("2 threads, handoff", "uring", 2, "handoff",
+     ["--threads", "2", "--dispatch", "handoff"]),
+    ("1 thread", "ursa-epoll", 1, "-", []),
+    ("2 threads, reuseport", "ursa-epoll", 2, "reuseport",
+     ["--threads", "2", "--dispatch", "reuseport"]),
+    ("1 thread", "epoll", 1, "-", []),
+    ("2 threads, reuseport", "epoll", 2, "reuseport", ["--threads", "2"]),
+]
+
+# The wake-up block: ursa-wake's modes, each (mode, backend).
+WAKE_MODES = [("post-thread", "uring"), ("post-loop", "uring"),
+              ("post-thread", "ursa-epoll"), ("post-loop", "ursa-epoll"),
+              ("eventfd", "epoll"), ("uv-async", "libuv")]
+
 def matrix(full):
     """(kind, proto, conns, size, inflight) for each backend."""
     if full:

@@ -10,7 +10,8 @@ import time
 
 from .config import (PROFILE_BUCKETS, PROFILE_LOCKS, PROFILE_PASS_ON,
                      SYSCALL_WRAPPERS)
-from .runner import RUN_ERRORS, Failure, Server
+from .config import WAKE_MODES
+from .runner import RUN_ERRORS, Failure, Server, interleaved
 
 # Queue lengths of the write-queue drain: flat time per write across them
 # is a drain in linear time.
@@ -67,6 +68,40 @@ def drain(a, b, tmp):
                     "ns_per_write": statistics.median(ns),
                     "ns_per_write_min": min(ns), "ns_per_write_max": max(ns),
                     "sends": got[0]["sends"], "repeats": len(got)})
+    return out
+
+def wake(a, tmp, failures):
+    """ursa-wake in each mode, interleaved round by round: posts per second
+    and post-to-callback latency, loop on the server CPU, sender on the
+    load CPU; medians of the repeats with their ranges."""
+    path = os.path.join(tmp, "wake.json")
+
+    def run(m):
+        mode, be = m
+        cmd = [os.path.join(a.bindir, "ursa-wake"), "--mode", mode,
+               "--json", path, "--cpu-loop", str(a.scpu), "--cpu-sender",
+               str(a.lcpu)]
+        if mode.startswith("post"):
+            cmd += ["--backend", be]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode:
+            raise Failure(f"ursa-wake --mode {mode}: exit {r.returncode}: "
+                          f"{r.stderr.strip()[-200:]}")
+        with open(path) as f:
+            return json.load(f)
+    runs = interleaved(WAKE_MODES, a.repeats, run,
+                       lambda m: f"wake {m[0]} ({m[1]})", failures)
+    out = []
+    for (mode, be), got in zip(WAKE_MODES, runs):
+        if not got:
+            continue
+        row = {"mode": mode, "backend": be, "repeats": len(got),
+               "posts": got[0]["posts"], "samples": got[0]["samples"]}
+        for k in ("posts_per_s", "lat_p50_ns", "lat_p99_ns", "wakeups"):
+            vals = [g[k] for g in got]
+            row[k] = statistics.median(vals)
+            row[k + "_min"], row[k + "_max"] = min(vals), max(vals)
+        out.append(row)
     return out
 
 def memory(a, b, tmp):

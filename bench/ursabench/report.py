@@ -7,7 +7,7 @@ from .config import AB_MISSING, case_of
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
-           prof=(), drain=()):
+           prof=(), drain=(), threads=(), wake=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -31,7 +31,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     for name in made:
         L.append(f"![{name}](graphs/{name}.svg)")
     L.append("")
-    L += targets(cases, bulk, iperf, mem, list(prof), list(drain))
+    L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
+                 list(threads), list(wake))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -106,6 +107,66 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                      f"[{fmt(d['ns_per_write_min'], 0)}-"
                      f"{fmt(d['ns_per_write_max'], 0)}] | {d['sends']:,} |")
         L.append("")
+    if threads:
+        L += ["## Threads: one loop against two", "",
+              "TCP ping-pong, 256 connections, 64 B.  The server process is "
+              "pinned to one CPU and ursa-load to the other (this machine "
+              "has two), so two server threads share one CPU: the rows show "
+              "what running a second loop costs (its wake-ups, the "
+              "hand-off's posts, the kernel spreading connections), not "
+              "what a second core buys.  On a machine with a core per loop "
+              "and a client that is not the bottleneck, the same CPU per "
+              "round trip would serve about twice the round trips; these "
+              "runs cannot show that.  CPU is the process's, all threads.",
+              "", "| backend | loops | dispatch | round trips/s | server CPU "
+              "us/rt | vs 1 thread (repeats' range) | p99 us | errors |",
+              "|---|---|---|---|---|---|---|---|"]
+        one = {t["backend"]: t for t in threads if t["threads"] == 1}
+        for t in threads:
+            o = one.get(t["backend"])
+            r = rng = "-"
+            if o and t is not o and o["server_cpu_us_per_rt"]:
+                r = fmt(t["server_cpu_us_per_rt"] /
+                        o["server_cpu_us_per_rt"], 2) + "x"
+                rng = (f" ({fmt(t['server_cpu_us_per_rt_min'] / o['server_cpu_us_per_rt_max'], 2)}"
+                       f"-{fmt(t['server_cpu_us_per_rt_max'] / o['server_cpu_us_per_rt_min'], 2)})")
+            L.append(f"| {t['backend']} | {t['threads']} | {t['dispatch']} | "
+                     f"{fmt(t['rt_per_s'])} [{fmt(t['rt_per_s_min'])}-"
+                     f"{fmt(t['rt_per_s_max'])}] | "
+                     f"{fmt(t['server_cpu_us_per_rt'], 2)} "
+                     f"[{fmt(t['server_cpu_us_per_rt_min'], 2)}-"
+                     f"{fmt(t['server_cpu_us_per_rt_max'], 2)}] | "
+                     f"{r if r == '-' else r + rng} | {fmt(t['p99_us'])} | "
+                     f"{t['errors']} |")
+        L.append("")
+    if wake:
+        L += ["## Wake-ups: posting work to a loop on another thread", "",
+              "`ursa-wake`: the loop's thread on the server CPU, the sender "
+              "on the load CPU.  Posts/s: "
+              f"{wake[0]['posts']:,} posts made as fast as the sender can, "
+              "until the last callback ran.  Latency: one post at a time "
+              f"({wake[0]['samples']:,}), the sender waiting for the "
+              "callback's answer; post to callback, read on the loop.  "
+              "post-thread: `ursa_post()` from a plain thread (eventfd); "
+              "post-loop: from another ursa loop's callback (MSG_RING on "
+              "io_uring, the eventfd on epoll), both loops blocking between "
+              "samples; eventfd: a hand-written mutex queue and an eventfd "
+              "under epoll, written by the post that finds the queue empty; "
+              "uv-async: a mutex queue and `uv_async_send()`.  Wake-ups: "
+              "how many the rate's posts cost.", "",
+              "| mode | backend | posts/s | wake-ups | p50 us | p99 us |",
+              "|---|---|---|---|---|---|"]
+        for w in wake:
+            L.append(f"| {w['mode']} | {w['backend']} | "
+                     f"{fmt(w['posts_per_s'] / 1e6, 2)}M "
+                     f"[{fmt(w['posts_per_s_min'] / 1e6, 2)}-"
+                     f"{fmt(w['posts_per_s_max'] / 1e6, 2)}] | "
+                     f"{fmt(w['wakeups'], 0)} | "
+                     f"{fmt(w['lat_p50_ns'] / 1e3, 2)} "
+                     f"[{fmt(w['lat_p50_ns_min'] / 1e3, 2)}-"
+                     f"{fmt(w['lat_p50_ns_max'] / 1e3, 2)}] | "
+                     f"{fmt(w['lat_p99_ns'] / 1e3, 2)} |")
+        L.append("")
     if ab:
         L += ["## A/B: io_uring features one at a time", "",
               "The uring server with one default feature switched off "
@@ -168,5 +229,6 @@ def render(results, out, previous=None, draw=None):
     made = draw(out, results["env"], cases, bulk, iperf) if draw else []
     report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
            made, previous, results.get("ab", []), results.get("profile", []),
-           results.get("drain", []))
+           results.get("drain", []), results.get("threads", []),
+           results.get("wake", []))
     return os.path.join(out, "report.md")
