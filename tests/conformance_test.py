@@ -376,6 +376,29 @@ def test_threads():
               f"both loops: {stats.get('connections')}")
         check(stats.get("bytes_in") == stats.get("bytes_out"),
               f"{b} --threads 2 --dispatch {d}: bytes in == out")
+    # --workers: each message through a pool thread and back by ursa_post;
+    # 4 in flight per connection, so replies out of order would show.
+    for b, extra in [("uring", []), ("ursa-epoll", []),
+                     ("uring", ["--threads", "2", "--dispatch", "handoff"])]:
+        srv = Server(b, "--workers", "2", *extra)
+        payloads = [random.randbytes(random.randint(1, 200000))
+                    for _ in range(12)]
+        got = parallel(lambda x: echo_stream(srv.addr, x), payloads)
+        check(all(g == x for g, x in zip(got, payloads)),
+              f"{b} --workers 2 {' '.join(extra)}: 12 parallel echoes")
+        r, res = load(srv.addr, 16, "--size", "3000", "--inflight", "4")
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("round_trips", 0) > 0,
+              f"{b} --workers 2 {' '.join(extra)}: ursa-load 4 in flight: "
+              f"{r.returncode} {res} {r.stderr[-300:]!r}")
+        stats = srv.stop()
+        check(stats.get("bytes_in") == stats.get("bytes_out"),
+              f"{b} --workers 2: bytes in == out: {stats}")
+    r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", "--backend",
+                        "epoll", "--workers", "2"], capture_output=True,
+                       text=True, timeout=20)
+    check(r.returncode == 2 and "--workers is for" in r.stderr,
+          f"epoll --workers: {r.returncode} {r.stderr!r}")
     r = subprocess.run([LOAD, "127.0.0.1:1", "--threads", "0"],
                        capture_output=True, text=True, timeout=20)
     check(r.returncode == 2 and "--threads wants" in r.stderr,

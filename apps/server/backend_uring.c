@@ -17,6 +17,10 @@ typedef struct conn {
   ursa_handoff_req hreq; /* on its way from the acceptor's loop */
   struct conn *prev, *next;
   int closing;
+  int refs;   /* the stream's, and one per message at a worker (atomic) */
+  int worker; /* --workers: the one that takes its messages, in order */
+  int pending; /* messages at a worker or being written back (loop's) */
+  int eof;     /* the peer shut down: shut ours once pending is 0 */
   conn_clock clock; /* --min-rate; ursa_read_timeout does --idle-timeout */
 } conn;
 
@@ -74,13 +78,152 @@ static const char greeting[] = GREETING;
 
 static void begin_stop(void);
 
+static void close_conn(conn *c);
+
+static void conn_unref(conn *c) {
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) free(c);
+}
+
 static void on_closed(ursa_stream *s) {
   conn *c = s->data;
   if (c->prev) c->prev->next = c->next; else S.conns = c->next;
   if (c->next) c->next->prev = c->prev;
   S.open--;
   __atomic_fetch_sub(&G.open[S.index], 1, __ATOMIC_RELAXED);
-  free(c);
+  conn_unref(c); /* messages still at a worker hold it */
+}
+
+/* ---- --workers: each message is handled on a pool thread, and its reply
+ * is written from the loop's thread (posted back with ursa_post).  A
+ * connection's messages all go to one worker, whose posts run in order,
+ * so its replies keep their order. */
+typedef struct job {
+  ursa_post_req post;
+  ursa_write_req w;
+  struct job *next;
+  conn *c;
+  ursa_loop *loop;
+  size_t n;
+  char buf[];
+} job;
+
+typedef struct worker_q {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  job *head, *tail;
+  int quit;
+  pthread_t th;
+} worker_q;
+
+static struct {
+  int n;
+  worker_q q[MAX_THREADS];
+  unsigned next; /* round robin over connections (atomic) */
+} P;
+
+static void job_free(job *j) {
+  conn_unref(j->c);
+  free(j);
+}
+
+static void on_shutdown(ursa_stream *s, int status);
+
+/* On the loop's thread: one message of c is through.  A peer that shut
+ * its side down is answered in kind once every reply before is out. */
+static void job_finished(job *j) {
+  conn *c = j->c;
+  if (--c->pending == 0 && c->eof && !c->closing &&
+      ursa_shutdown(&c->s, on_shutdown) < 0)
+    close_conn(c);
+  job_free(j);
+}
+
+static void on_job_written(ursa_write_req *w, int status) {
+  job *j = w->data;
+  if (status == 0) S.st->bytes_out += w->done;
+  else close_conn(j->c);
+  job_finished(j);
+}
+
+/* Back on the loop's thread (or in its close, with -ECANCELED). */
+static void on_job_done(ursa_post_req *p, int status) {
+  job *j = p->data;
+  if (status < 0 || j->c->closing) {
+    job_finished(j);
+    return;
+  }
+  j->w.data = j;
+  if (ursa_write(&j->w, &j->c->s, j->buf, j->n, 0, on_job_written) < 0) {
+    close_conn(j->c);
+    job_finished(j);
+  }
+}
+
+static void *worker_main_pool(void *arg) {
+  worker_q *q = arg;
+  for (;;) {
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->quit) pthread_cond_wait(&q->cv, &q->mu);
+    job *j = q->head;
+    if (j) {
+      q->head = j->next;
+      if (!q->head) q->tail = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!j) return NULL; /* quit, and nothing left */
+    /* The work: an echo's is none; the reply is the message. */
+    j->post.data = j;
+    if (ursa_post(j->loop, &j->post, on_job_done) < 0) job_free(j);
+  }
+}
+
+static int to_worker(conn *c, const void *buf, size_t n) {
+  job *j = malloc(sizeof(*j) + n);
+  if (!j) return -1;
+  memset(j, 0, sizeof(*j));
+  memcpy(j->buf, buf, n);
+  j->n = n;
+  j->c = c;
+  j->loop = S.loop;
+  c->pending++;
+  __atomic_fetch_add(&c->refs, 1, __ATOMIC_RELAXED);
+  worker_q *q = &P.q[c->worker];
+  pthread_mutex_lock(&q->mu);
+  if (q->tail) q->tail->next = j; else q->head = j;
+  q->tail = j;
+  pthread_cond_signal(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+  return 0;
+}
+
+static int pool_start(int n) {
+  P.n = n;
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_init(&P.q[i].mu, NULL);
+    pthread_cond_init(&P.q[i].cv, NULL);
+    if (pthread_create(&P.q[i].th, NULL, worker_main_pool, &P.q[i])) {
+      P.n = i;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* After every loop has closed: the workers finish what is queued (their
+ * posts are refused now, and they free it) and end. */
+static void pool_stop(void) {
+  for (int i = 0; i < P.n; i++) {
+    pthread_mutex_lock(&P.q[i].mu);
+    P.q[i].quit = 1;
+    pthread_cond_signal(&P.q[i].cv);
+    pthread_mutex_unlock(&P.q[i].mu);
+  }
+  for (int i = 0; i < P.n; i++) {
+    pthread_join(P.q[i].th, NULL);
+    pthread_mutex_destroy(&P.q[i].mu);
+    pthread_cond_destroy(&P.q[i].cv);
+  }
+  P.n = 0;
 }
 
 static void close_conn(conn *c) {
@@ -109,6 +252,10 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   conn *c = s->data;
   if (n < 0) {
     if (n == -ETIMEDOUT) S.st->timed_out++;
+    if (n == URSA_EOF && c->pending) {
+      c->eof = 1; /* replies are still at the workers */
+      return;
+    }
     if (n != URSA_EOF || ursa_shutdown(s, on_shutdown) < 0) close_conn(c);
     return;
   }
@@ -116,6 +263,10 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   S.st->reads++;
   if (S.o->min_rate) clock_rx(&c->clock, ursa_loop_now(S.loop), (uint64_t)n);
   if (S.o->mode == MODE_SINK) return;
+  if (P.n) {
+    if (to_worker(c, buf, (size_t)n) < 0) close_conn(c);
+    return;
+  }
   /* A large echo goes out of the ring buffer itself when it can be kept
    * (up to the loop's keep limit); a small one is cheaper to copy than to
    * hold a whole ring buffer for. */
@@ -165,6 +316,10 @@ static void on_greeted(ursa_write_req *w, int status) {
 /* A connection this loop serves, accepted here or handed over. */
 static void start_conn(conn *c) {
   c->s.data = c;
+  c->refs = 1;
+  if (P.n)
+    c->worker = (int)(__atomic_fetch_add(&P.next, 1, __ATOMIC_RELAXED) %
+                      (unsigned)P.n);
   c->next = S.conns;
   if (S.conns) S.conns->prev = c;
   S.conns = c;
@@ -388,8 +543,9 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
     if (group) group_set(0, 0, 1);
     return 2;
   }
-  if (group) {
-    ursa_loop_retain(S.loop); /* others post to it until they all end */
+  if (group || P.n) {
+    /* Other loops and the workers post to it until they all end. */
+    ursa_loop_retain(S.loop);
     G.loops[index] = S.loop;
   }
   const struct sockaddr *sa = (const struct sockaddr *)&o->listen.ss;
@@ -494,7 +650,17 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   (void)listen_fd;
   memset(&G, 0, sizeof(G));
   G.n = o->threads > 1 ? o->threads : 1;
-  if (G.n == 1) return serve_one(o, st, 0);
+  if (o->workers > 0 && pool_start(o->workers) < 0) {
+    fprintf(stderr, "ursa-echo-server: cannot start the workers\n");
+    pool_stop();
+    return 1;
+  }
+  if (G.n == 1) {
+    int rc = serve_one(o, st, 0);
+    pool_stop();
+    if (G.loops[0]) ursa_loop_release(G.loops[0]);
+    return rc;
+  }
   pthread_mutex_init(&G.mu, NULL);
   pthread_cond_init(&G.cv, NULL);
   worker w[MAX_THREADS];
@@ -525,6 +691,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
     st->sqes += w[i].st.sqes;
     st->enobufs += w[i].st.enobufs;
   }
+  pool_stop();
   for (int i = 0; i < G.n; i++)
     if (G.loops[i]) ursa_loop_release(G.loops[i]);
   pthread_mutex_destroy(&G.mu);

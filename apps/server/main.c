@@ -137,6 +137,12 @@ static void usage(FILE *f) {
       "                   hands them out in turn) or fewest (to the loop "
       "with the\n"
       "                   fewest open); epoll: reuseport only\n"
+      "  --workers N      uring, ursa-epoll: hand each message to one of N "
+      "worker\n"
+      "                   threads (a connection's always to the same one) "
+      "and write\n"
+      "                   its reply from the loop once the worker posts it "
+      "back\n"
       "  --echo-copy      uring: copy each echo instead of sending it from "
       "the\n"
       "                   receive buffer (for A/B runs)\n"
@@ -256,7 +262,7 @@ int main(int argc, char **argv) {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
     O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
-    O_DISPATCH
+    O_DISPATCH, O_WORKERS
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -280,6 +286,7 @@ int main(int argc, char **argv) {
       {"high-water", required_argument, NULL, O_HIGHWATER},
       {"threads", required_argument, NULL, O_THREADS},
       {"dispatch", required_argument, NULL, O_DISPATCH},
+      {"workers", required_argument, NULL, O_WORKERS},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -297,6 +304,10 @@ int main(int argc, char **argv) {
       case O_THREADS:
         if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
         o.threads = (int)n;
+        break;
+      case O_WORKERS:
+        if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
+        o.workers = (int)n;
         break;
       case O_DISPATCH:
         if (!strcmp(v, "reuseport"))
@@ -437,6 +448,13 @@ int main(int argc, char **argv) {
   if (o.threads > 1 && !on_ursa(o.backend) && strcmp(o.backend, "epoll"))
     return bad("--threads is for uring, ursa-epoll and epoll, not %s%s",
                o.backend, "");
+  if (o.workers && !on_ursa(o.backend))
+    return bad("--workers is for uring and ursa-epoll, not %s%s", o.backend,
+               "");
+  if (o.workers && (o.proto == PROTO_UDP || o.proto == PROTO_UNIXGRAM ||
+                    o.mode != MODE_ECHO))
+    return bad("--workers handles stream echoes: not with --proto %s or "
+               "--mode %s", proto, o.mode == MODE_GREET ? "greet" : "sink");
   if (dispatch_set && o.threads < 2)
     return bad("--dispatch needs --threads 2 or more%s%s", "", "");
   if (o.dispatch != DISPATCH_REUSEPORT && strcmp(o.backend, "epoll") == 0)

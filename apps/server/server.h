@@ -44,6 +44,9 @@ typedef struct server_opts {
                              windows of idle_ms; 0: no rate check */
   int threads;            /* uring, ursa-epoll, epoll: loops on threads of
                              their own (0 or 1: one, on the main thread) */
+  int workers;            /* uring, ursa-epoll: messages handled on this
+                             many pool threads, replies written from the
+                             loop (0: on the loop) */
   int dispatch;           /* DISPATCH_*: SO_REUSEPORT listeners, or one
                              acceptor handing connections out (round robin,
                              or to the loop with the fewest open) */
