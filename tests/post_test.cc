@@ -500,7 +500,10 @@ struct HServer {
   ursa_loop *home = nullptr;  // the loop the streams must be on
   pthread_t home_thread;
   std::atomic<int> arrived{0}, cancelled{0}, wrong{0}, open{0};
+  std::atomic<int> direct{0}, peer_ok{0}, enfile{0};
+  std::atomic<bool> hold_open{false};  // keep the streams, unread
   std::atomic<long> bytes{0};
+  std::vector<ursa_stream *> held;  // on the home loop's thread only
 };
 
 void OnHClosed(ursa_stream *s) {
@@ -529,10 +532,26 @@ void OnArrived(ursa_handoff_req *req, int status) {
   HServer *srv = c->srv;
   if (status < 0) {
     srv->cancelled++;
+    if (status == -ENFILE) srv->enfile++;
+    if (!pthread_equal(pthread_self(), srv->home_thread) &&
+        status != -ECANCELED)
+      srv->wrong++;
     delete c;
     return;
   }
   srv->arrived++;
+  if (req->stream->fd < 0) srv->direct++;
+  sockaddr_storage pa;
+  socklen_t pl = sizeof(pa);
+  if (ursa_stream_peer_addr(req->stream, &pa, &pl) == 0 &&
+      pa.ss_family == AF_INET && t::PortOf(pa) != 0)
+    srv->peer_ok++;
+  if (srv->hold_open) {
+    srv->open++;
+    c->s.data = c;
+    srv->held.push_back(&c->s);
+    return;
+  }
   if (req->stream->loop != srv->home ||
       !pthread_equal(pthread_self(), srv->home_thread))
     srv->wrong++;
@@ -589,7 +608,16 @@ struct LoopThread {
         ursa_loop_hold(loop);
         ursa_loop_run(loop, URSA_RUN_DEFAULT);
         ursa_loop_unhold(loop);
-        ursa_loop_close_all(loop, nullptr, nullptr);
+        // Streams a test held open are freed as they close.
+        ursa_loop_close_all(
+            loop,
+            [](ursa_handle_type type, void *h, void *) {
+              if (type != URSA_HANDLE_STREAM) return;
+              HConn *c = static_cast<HConn *>(((ursa_stream *)h)->data);
+              c->srv->open--;
+              delete c;
+            },
+            nullptr);
         ursa_loop_run(loop, URSA_RUN_DEFAULT);
       } else {
         while (!go.load()) std::this_thread::yield();
@@ -717,7 +745,134 @@ TEST_P(PostTest, AHandOffToALoopThatClosesIsCalledBackOrRefused) {
   EXPECT_EQ(0, ursa_loop_run(loop_, URSA_RUN_DEFAULT));
 }
 
-TEST_P(PostTest, ADirectListenerRefusesAHandOff) {
+// A direct descriptor moves by MSG_RING into the target's own table; a
+// target without one (or on epoll) refuses.
+TEST_P(PostTest, DirectDescriptorsMoveByMsgRingAndKeepTheirAddresses) {
+  if (GetParam().backend != URSA_BACKEND_URING) GTEST_SKIP() << "io_uring's";
+  ursa_loop_close(loop_);
+  loop_ = nullptr;
+  ursa_loop_options o = opts_;
+  o.direct_files = 64;
+  ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
+  ursa_features f;
+  ursa_loop_features(loop_, &f);
+  if (!(f.used & URSA_FEAT_DIRECT_FILES)) GTEST_SKIP() << "no direct files";
+  bool msg_ring = (f.used & URSA_FEAT_MSG_RING) != 0;
+  HServer srv;
+  LoopThread b;
+  b.opts = o;
+  b.opts.direct_files = 256;
+  b.Start(true);
+  ASSERT_NE(nullptr, b.loop);
+  srv.home = b.loop;
+  srv.home_thread = b.thread;
+  Acceptor a;
+  a.target = b.loop;
+  a.srv = &srv;
+  a.l.data = &a;
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
+                           OnHConnection));
+  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  const int kClients = msg_ring ? 8 : 1;
+  std::vector<int> ok(kClients, 0);
+  std::atomic<int> finished{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; i++)
+    clients.emplace_back([&, i] {
+      std::vector<char> out = t::RandomBytes(500 + 51000 * i, 70 + i);
+      std::vector<char> back(out.size());
+      int fd = t::BlockingConnect(ss, len);
+      if (fd >= 0) {
+        std::thread w([&] { t::WriteAll(fd, out.data(), out.size()); });
+        bool got = t::ReadExactly(fd, back.data(), back.size());
+        w.join();
+        ok[i] = got && t::SameBytes(out, back);
+        close(fd);
+      }
+      if (++finished == kClients) ursa_loop_stop_async(loop_);
+    });
+  {
+    Watchdog wd(loop_, 20000);
+    while (finished.load() < kClients && !wd.fired)
+      ursa_loop_run(loop_, URSA_RUN_ONCE);
+  }
+  for (auto &c : clients) c.join();
+  ursa_listener_close(&a.l, OnLClosed);
+  for (int i = 0; i < 3 && ursa_loop_run(loop_, URSA_RUN_DEFAULT) > 0; i++) {
+  }
+  ursa_loop_stop_async(b.loop);
+  b.Join();
+  if (!msg_ring) {
+    EXPECT_EQ(-EOPNOTSUPP, a.last_error);
+    return;
+  }
+  for (int i = 0; i < kClients; i++) EXPECT_TRUE(ok[i]) << "client " << i;
+  EXPECT_EQ(kClients, a.handed);
+  EXPECT_EQ(kClients, srv.arrived.load());
+  EXPECT_EQ(0, srv.wrong.load());
+  EXPECT_EQ(kClients, srv.direct.load()) << "streams on direct descriptors";
+  EXPECT_EQ(kClients, srv.peer_ok.load()) << "the peer's address came along";
+  EXPECT_EQ(0, b.close_rc);
+}
+
+TEST_P(PostTest, ADirectHandOffToAFullTableIsCalledBackWithENFILE) {
+  if (GetParam().backend != URSA_BACKEND_URING) GTEST_SKIP() << "io_uring's";
+  ursa_loop_close(loop_);
+  loop_ = nullptr;
+  ursa_loop_options o = opts_;
+  o.direct_files = 64;
+  ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
+  ursa_features f;
+  ursa_loop_features(loop_, &f);
+  if (!(f.used & URSA_FEAT_DIRECT_FILES) || !(f.used & URSA_FEAT_MSG_RING))
+    GTEST_SKIP() << "no direct files or MSG_RING";
+  HServer srv;
+  LoopThread b;
+  b.opts = o;
+  b.opts.direct_files = 2;  // room for two
+  b.Start(true);
+  ASSERT_NE(nullptr, b.loop);
+  srv.home = b.loop;
+  srv.home_thread = b.thread;
+  srv.hold_open = true;  // keep the two that fit, so the table stays full
+  Acceptor a;
+  a.target = b.loop;
+  a.srv = &srv;
+  a.l.data = &a;
+  sockaddr_storage ss;
+  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
+                           OnHConnection));
+  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  std::vector<int> fds;
+  for (int i = 0; i < 4; i++) {
+    fds.push_back(t::BlockingConnect(ss, len));
+    Watchdog wd(loop_, 10000);
+    while (a.handed < i + 1 && !wd.fired) ursa_loop_run(loop_, URSA_RUN_ONCE);
+    // one at a time, so that which two fit is known
+    while (srv.arrived.load() + srv.cancelled.load() < i + 1 && !wd.fired)
+      ursa_loop_run(loop_, URSA_RUN_NOWAIT);
+  }
+  EXPECT_EQ(2, srv.arrived.load());
+  EXPECT_EQ(2, srv.cancelled.load());
+  EXPECT_EQ(2, srv.enfile.load()) << "the move into a full table is -ENFILE";
+  char x;
+  for (int i = 2; i < 4; i++)
+    EXPECT_EQ(0, read(fds[i], &x, 1)) << "a connection that did not fit "
+                                          "is closed";
+  for (int fd : fds) close(fd);
+  srv.hold_open = false;
+  ursa_listener_close(&a.l, OnLClosed);
+  for (int i = 0; i < 3 && ursa_loop_run(loop_, URSA_RUN_DEFAULT) > 0; i++) {
+  }
+  ursa_loop_stop_async(b.loop);
+  b.Join();
+  EXPECT_EQ(0, b.close_rc);
+}
+
+TEST_P(PostTest, ADirectHandOffNeedsATargetWithATable) {
   if (GetParam().backend != URSA_BACKEND_URING) GTEST_SKIP() << "io_uring's";
   ursa_loop_close(loop_);
   loop_ = nullptr;
@@ -726,7 +881,11 @@ TEST_P(PostTest, ADirectListenerRefusesAHandOff) {
   ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
   Acceptor a;
   HServer srv;
-  a.target = loop_;
+  a.target = loop_;  // the same loop: no table of its own to spare? it has
+  ursa_loop *plain = nullptr;
+  ursa_loop_options po = opts_;  // no direct_files
+  ASSERT_EQ(0, ursa_loop_new(&plain, &po));
+  a.target = plain;
   a.srv = &srv;
   a.l.data = &a;
   sockaddr_storage ss;
@@ -743,6 +902,7 @@ TEST_P(PostTest, ADirectListenerRefusesAHandOff) {
   close(c);
   ursa_listener_close(&a.l, OnLClosed);
   ursa_loop_run(loop_, URSA_RUN_DEFAULT);
+  EXPECT_EQ(0, ursa_loop_close(plain));
 }
 
 INSTANTIATE_TEST_SUITE_P(Setups, PostTest, ::testing::ValuesIn(kSetups),

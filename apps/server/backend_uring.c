@@ -525,9 +525,15 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   lo.write_batch = o->write_batch;
   /* Accepted connections live in direct descriptors (off with
    * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE.
-   * Not when they are handed to other loops: a direct descriptor is its
-   * ring's. */
-  lo.direct_files = handoff ? 0 : 65536;
+   * Handed to other loops, they move by MSG_RING from table to table;
+   * without MSG_RING they go as plain descriptors. */
+  lo.direct_files = 65536;
+  if (handoff) {
+    ursa_features kf;
+    ursa_probe(&kf);
+    if (!(kf.kernel & URSA_FEAT_MSG_RING & ~o->uring_disable))
+      lo.direct_files = 0;
+  }
   /* Room for the largest UDP datagram with its header. */
   if (S.dgram) lo.buf_size = 65536 + 1024;
   if (o->buf_size) lo.buf_size = o->buf_size;

@@ -45,6 +45,9 @@ enum {
   URSA__OP_RESOLVE,      /* a resolve request: only its deferred result */
   URSA__OP_RESOLVE_WAKE, /* the loop's poll of its resolver's eventfd */
   URSA__OP_POST_WAKE,    /* the loop's read (epoll: poll) of its eventfd */
+  URSA__OP_HANDOFF_SEND, /* a MSG_RING moving a direct descriptor out */
+  URSA__OP_HANDOFF_ARRIVE, /* its completion on the target: not an op the
+                              target started, nor counts as active */
   URSA__OP_KINDS
 };
 
@@ -87,6 +90,9 @@ extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
  * loop sent carries the target loop's address with bit 0 set. */
 #define URSA__UD_WAKE 2u
 #define URSA__UD_SENT_WAKE 1u
+/* A hand-off's arrival: its op's address with bit 2 set, so that the loop
+ * need not read the op (another thread's memory) to know its kind. */
+#define URSA__UD_ARRIVE 4u
 
 struct ursa__bufs;
 struct ursa__ep;
@@ -262,6 +268,10 @@ void ursa__post_shutdown(ursa_loop *loop) URSA__HIDDEN;
 void ursa__post_wake_prep(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
 void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
                               uint32_t flags) URSA__HIDDEN;
+/* Before a closing or freed ring goes: hands every completion still in
+ * it that belongs to another loop's request (a hand-off's arrival) to its
+ * handler as -ECANCELED, and drops the rest. */
+void ursa__drain_for_close(ursa_loop *loop) URSA__HIDDEN;
 /* The loop whose ursa_loop_run() is on this thread's stack, or NULL. */
 extern __thread ursa_loop *ursa__running_loop URSA__HIDDEN;
 

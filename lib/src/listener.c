@@ -97,6 +97,20 @@ int ursa_listener_addr(const ursa_listener *l, struct sockaddr_storage *addr,
                                                                   : 0;
 }
 
+/* No descriptor to ask later: a direct stream keeps what the accept said,
+ * and the listener's address unless it is a wildcard. */
+static struct ursa__peer *make_peer(const ursa_listener *l) {
+  socklen_t pl = l->peer_len < sizeof(l->peer) ? l->peer_len
+                                               : sizeof(l->peer);
+  struct ursa__peer *peer = malloc(sizeof(*peer) + pl + l->local_len);
+  if (!peer) return NULL;
+  peer->len = pl;
+  peer->local_len = l->local_len;
+  memcpy(peer->bytes, &l->peer, pl);
+  memcpy(peer->bytes + pl, &l->local, l->local_len);
+  return peer;
+}
+
 int ursa_accept(ursa_listener *l, ursa_stream *client) {
   if (!l || !client)
     return ursa__invalid("ursa_accept: NULL %s", l ? "stream" : "listener");
@@ -105,18 +119,7 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
         "ursa_accept: no connection waiting (call it from the connection "
         "callback with status 0)");
   struct ursa__peer *peer = NULL;
-  if (l->flags & L_DIRECT) {
-    /* No descriptor to ask later: keep what the accept said, and the
-     * listener's address unless it is a wildcard. */
-    socklen_t pl = l->peer_len < sizeof(l->peer) ? l->peer_len
-                                                 : sizeof(l->peer);
-    peer = malloc(sizeof(*peer) + pl + l->local_len);
-    if (!peer) return -ENOMEM;
-    peer->len = pl;
-    peer->local_len = l->local_len;
-    memcpy(peer->bytes, &l->peer, pl);
-    memcpy(peer->bytes + pl, &l->local, l->local_len);
-  }
+  if ((l->flags & L_DIRECT) && !(peer = make_peer(l))) return -ENOMEM;
   ursa__stream_init(l->loop, client, l->pending_fd,
                     (l->flags & L_SEQPACKET) != 0,
                     (l->flags & L_DIRECT) != 0, (l->flags & L_UNIX) != 0);
@@ -144,6 +147,125 @@ static void handoff_arrived(ursa_post_req *p, int status) {
   req->cb(req, status);
 }
 
+/* ---- a direct descriptor's move: IORING_MSG_SEND_FD ----
+ * Two completions end it, on two threads: the MSG_RING's on the accepting
+ * loop (its request memory is in use until then) and the arrival on the
+ * target (the slot the kernel gave it).  The request is the caller's, and
+ * its callback may free it, so the callback waits for both: the one that
+ * comes second finishes, on the target's thread (the accepting loop posts
+ * to it when it is second). */
+
+/* The last part, on the target's thread: the stream opens there. */
+static void direct_finish(ursa_loop *target, ursa_handoff_req *req,
+                          int status) {
+  if (status < 0) {
+    free(req->peer);
+    req->peer = NULL;
+    req->cb(req, status);
+    return;
+  }
+  target->direct_used++; /* the kernel's allocation, counted here */
+  *req->stream = (ursa_stream){0};
+  ursa__stream_init(target, req->stream, req->slot,
+                    (req->flags & H_SEQPACKET) != 0, true,
+                    (req->flags & H_UNIX) != 0);
+  req->stream->direct_peer = req->peer;
+  req->peer = NULL;
+  req->cb(req, 0);
+}
+
+static bool last_part(ursa_handoff_req *req) {
+  return __atomic_sub_fetch(&req->parts, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
+/* Posted by the accepting loop when it came second, or failed. */
+static void direct_posted(ursa_post_req *p, int status) {
+  ursa_handoff_req *req = URSA__CONTAINER(p, ursa_handoff_req, post);
+  direct_finish(req->target, req, status < 0 ? -ECANCELED : req->err);
+}
+
+void ursa__handoff_arrive_complete(ursa_loop *loop, ursa_op *op, int res,
+                                   uint32_t flags) {
+  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, arrive_op);
+  (void)flags;
+  /* The request was filled on the accepting loop's thread: the kernel
+   * orders it before this completion, the acquire says so to tools that
+   * cannot see through the ring. */
+  (void)__atomic_load_n(&req->parts, __ATOMIC_ACQUIRE);
+  if (res >= 0)
+    req->slot = res;
+  else
+    req->err = res; /* -ECANCELED: the target closed with it in its ring */
+  if (last_part(req)) direct_finish(loop, req, req->err);
+}
+
+void ursa__handoff_send_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, send_op);
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_rw(IORING_OP_MSG_RING, sqe, req->target->ring.ring_fd,
+                   (void *)(uintptr_t)IORING_MSG_SEND_FD, 0,
+                   (uint64_t)(uintptr_t)&req->arrive_op | URSA__UD_ARRIVE);
+  sqe->addr3 = (uint64_t)(unsigned)req->fd;
+  sqe->file_index = IORING_FILE_INDEX_ALLOC;
+  io_uring_sqe_set_data(sqe, op);
+}
+
+void ursa__handoff_send_complete(ursa_loop *loop, ursa_op *op, int res,
+                                 uint32_t flags) {
+  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, send_op);
+  ursa_loop *target = req->target;
+  (void)flags;
+  ursa__op_done(loop, op);
+  /* Moved or not, this ring's slot goes: the socket lives on in the
+   * target's table, or closes. */
+  ursa__direct_release(loop, req->fd);
+  req->fd = -1;
+  /* Failed: no arrival will come, this is the only part. */
+  if (res < 0) req->err = res;
+  if (res < 0 || last_part(req)) {
+    if (ursa_post(target, &req->post, direct_posted) < 0) {
+      /* The target is closing: a slot it got goes with its ring. */
+      free(req->peer);
+      req->peer = NULL;
+      req->cb(req, -ECANCELED);
+    }
+  }
+  ursa_loop_release(target);
+}
+
+static int handoff_direct(ursa_listener *l, ursa_loop *target,
+                          ursa_handoff_req *req, ursa_handoff_cb cb) {
+  ursa_loop *src = l->loop;
+  if (target->backend != URSA_BACKEND_URING || !target->direct_files ||
+      !(src->used & URSA_FEAT_MSG_RING))
+    return ursa__refuse(-EOPNOTSUPP, "ursa_accept_handoff: a direct "
+                        "descriptor moves only by MSG_RING into an io_uring "
+                        "loop with direct_files");
+  if (__atomic_load_n(&target->post_closing, __ATOMIC_SEQ_CST))
+    return ursa__refuse(-ESHUTDOWN, "ursa_accept_handoff: the target loop "
+                        "is closing");
+  struct ursa__peer *peer = make_peer(l);
+  if (!peer) return -ENOMEM;
+  req->target = target;
+  req->cb = cb;
+  req->fd = l->pending_fd;
+  req->slot = -1;
+  req->err = 0;
+  req->peer = peer;
+  req->flags = ((l->flags & L_SEQPACKET) ? H_SEQPACKET : 0) |
+               ((l->flags & L_UNIX) ? H_UNIX : 0);
+  req->send_op = (ursa_op){0};
+  req->send_op.kind = URSA__OP_HANDOFF_SEND;
+  req->send_op.nsqe = 1;
+  req->arrive_op = (ursa_op){0};
+  req->arrive_op.kind = URSA__OP_HANDOFF_ARRIVE;
+  ursa_loop_retain(target); /* until the MSG_RING's completion */
+  __atomic_store_n(&req->parts, 2, __ATOMIC_RELEASE); /* all of it filled */
+  ursa__op_submit(src, &req->send_op);
+  l->pending_fd = -1;
+  return 0;
+}
+
 int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
                         ursa_handoff_req *req, ursa_handoff_cb cb) {
   if (!l || !target || !req || !req->stream || !cb)
@@ -155,10 +277,10 @@ int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
     return ursa__invalid(
         "ursa_accept_handoff: no connection waiting (call it from the "
         "connection callback with status 0)");
-  if (l->flags & L_DIRECT)
-    return ursa__refuse(-EOPNOTSUPP, "ursa_accept_handoff: the listener "
-                        "accepts into direct descriptors, which belong to "
-                        "its ring");
+  if (__atomic_load_n(&req->post.busy, __ATOMIC_ACQUIRE))
+    return ursa__refuse(-EBUSY, "ursa_accept_handoff: the request is still "
+                        "in flight");
+  if (l->flags & L_DIRECT) return handoff_direct(l, target, req, cb);
   req->target = target;
   req->cb = cb;
   req->fd = l->pending_fd;

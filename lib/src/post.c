@@ -168,6 +168,8 @@ void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
 }
 
 static void final_free(ursa_loop *loop) {
+  /* Hand-offs that landed after the close still get their callback. */
+  ursa__drain_for_close(loop);
   loop->be->free(loop);
   free(loop);
 }
@@ -194,14 +196,25 @@ static void settle_sent(ursa_loop *loop) {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
     io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&loop->ring, head, cqe) {
-      n++;
-      if (cqe->user_data & URSA__UD_SENT_WAKE)
-        ursa__post_cqe(loop, cqe->user_data, cqe->res);
-    }
-    io_uring_cq_advance(&loop->ring, n);
+    ursa__drain_for_close(loop);
   }
+}
+
+void ursa__drain_for_close(ursa_loop *loop) {
+  if (loop->backend != URSA_BACKEND_URING) return;
+  struct io_uring_cqe *cqe;
+  unsigned head, n = 0;
+  io_uring_for_each_cqe(&loop->ring, head, cqe) {
+    n++;
+    uint64_t ud = cqe->user_data;
+    if (ud & URSA__UD_SENT_WAKE) {
+      ursa__post_cqe(loop, ud, cqe->res);
+    } else if (ud != LIBURING_UDATA_TIMEOUT && (ud & URSA__UD_ARRIVE)) {
+      ursa__op_table[URSA__OP_HANDOFF_ARRIVE].complete(
+          loop, (ursa_op *)(uintptr_t)(ud & ~(uint64_t)7), -ECANCELED, 0);
+    }
+  }
+  io_uring_cq_advance(&loop->ring, n);
 }
 
 void ursa__post_shutdown(ursa_loop *loop) {

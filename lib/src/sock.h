@@ -9,6 +9,11 @@
 
 #include <errno.h>
 
+void ursa__handoff_send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
+void ursa__handoff_send_complete(ursa_loop *, ursa_op *, int,
+                                 uint32_t) URSA__HIDDEN;
+void ursa__handoff_arrive_complete(ursa_loop *, ursa_op *, int,
+                                   uint32_t) URSA__HIDDEN;
 void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
 void ursa__accept_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
 void ursa__lclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;

@@ -40,6 +40,10 @@ const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
                                ursa__resolve_wake_complete},
     [URSA__OP_POST_WAKE] = {"read", ursa__post_wake_prep,
                             ursa__post_wake_complete},
+    [URSA__OP_HANDOFF_SEND] = {"msg_ring", ursa__handoff_send_prep,
+                               ursa__handoff_send_complete},
+    [URSA__OP_HANDOFF_ARRIVE] = {"handoff", NULL,
+                                 ursa__handoff_arrive_complete},
 };
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {

@@ -697,8 +697,14 @@ struct ursa_handoff_req {
   /* private */
   ursa_loop *target;
   ursa_handoff_cb cb;
-  int fd;
+  int fd;     /* the descriptor, or the accepting loop's direct slot */
+  int slot;   /* the target's direct slot, once it is there */
   uint32_t flags;
+  int parts;  /* MSG_RING: its two completions still to come */
+  int err;    /* MSG_RING: why the move failed, or -ECANCELED */
+  ursa_op send_op;   /* the MSG_RING on the accepting loop */
+  ursa_op arrive_op; /* its completion on the target */
+  struct ursa__peer *peer;
 };
 /* Hands the connection announced to the connection callback to another
  * loop (on another thread) instead of accepting it here: a hand-off.
@@ -706,13 +712,19 @@ struct ursa_handoff_req {
  * open stream of target; cb then runs on target's thread with status 0,
  * and may start reading.  If target closes first, cb runs with
  * -ECANCELED inside its ursa_loop_close() (the connection is closed, the
- * stream never opened).  The descriptor travels through ursa_post(), so
- * target may be on either backend.  Only valid inside the connection
+ * stream never opened).  A plain descriptor travels through ursa_post(),
+ * so target may be on either backend.  A direct descriptor (a listener on
+ * a loop with direct_files) moves from this ring's table into target's by
+ * IORING_OP_MSG_RING with IORING_MSG_SEND_FD, so target must be an
+ * io_uring loop with direct_files of its own (-EOPNOTSUPP otherwise); the
+ * stream keeps its addresses.  When that move fails (target's table full:
+ * -ENFILE) cb gets the error on target's thread, the connection closed;
+ * when target has begun closing by the time the move is known, cb gets
+ * -ECANCELED on this loop's thread.  Only valid inside the connection
  * callback with status 0, once.  Returns 0, -EINVAL (no connection
  * waiting, NULL), -EBUSY (req still in flight), -ESHUTDOWN (target is
- * closing: the connection is refused, as if not taken), or -EOPNOTSUPP on
- * a listener whose accepts are direct descriptors (they belong to this
- * ring; make the accepting loop without direct_files). */
+ * closing: the connection is refused, as if not taken), -EOPNOTSUPP, or
+ * -ENOMEM. */
 URSA_EXPORT int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
                                     ursa_handoff_req *req,
                                     ursa_handoff_cb cb);
