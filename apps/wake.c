@@ -61,9 +61,10 @@ static struct {
   ursa_backend backend;
   long n, samples, cpu_loop, cpu_sender;
   int spin; /* post-loop: the sender loop polls instead of sleeping */
+  long gap_us; /* latency: the sender waits this long between samples */
+  long senders; /* the rate: threads posting at once, N/senders each */
   item *items;
   uint64_t *lat; /* per sample, ns */
-  long done;     /* callbacks run (the loop's thread writes it) */
   int ack;       /* latency: the callback ran */
   int phase;     /* 0 throughput, 1 latency */
   uint64_t end_ns;
@@ -79,28 +80,44 @@ static struct {
   uv_async_t async, quit_async;
 } W;
 
+/* Callbacks run: the loop's thread writes it per callback, so it has a
+ * cache line of its own (beside the sender's fields it would make every
+ * post wait for the line). */
+static struct {
+  long done;
+  char pad[64 - sizeof(long)];
+} D __attribute__((aligned(64)));
+#define DONE D.done
+
 enum { M_POST_THREAD, M_POST_LOOP, M_EVENTFD, M_UV };
 static const char *const mode_names[] = {"post-thread", "post-loop",
                                          "eventfd", "uv-async"};
 
 /* What every mode's callback does with an item. */
 static void ran(item *it) {
-  uint64_t t = now_ns();
-  long k = __atomic_load_n(&W.done, __ATOMIC_RELAXED);
+  long k = __atomic_load_n(&DONE, __ATOMIC_RELAXED);
   if (W.phase == 1) {
-    W.lat[k] = t - it->stamp;
-    __atomic_store_n(&W.done, k + 1, __ATOMIC_RELAXED);
+    W.lat[k] = now_ns() - it->stamp;
+    __atomic_store_n(&DONE, k + 1, __ATOMIC_RELAXED);
     __atomic_store_n(&W.ack, 1, __ATOMIC_RELEASE);
     return;
   }
-  if (k + 1 == W.n) W.end_ns = t;
-  __atomic_store_n(&W.done, k + 1, __ATOMIC_RELEASE);
+  /* The clock only at the end: a read per callback would be the rate. */
+  if (k + 1 == W.n) W.end_ns = now_ns();
+  __atomic_store_n(&DONE, k + 1, __ATOMIC_RELEASE);
 }
 
 static void wait_ack(void) {
   while (!__atomic_load_n(&W.ack, __ATOMIC_ACQUIRE)) {
   }
   W.ack = 0;
+  /* --gap: long enough for the loop's CPU to go idle, as it does between
+   * requests that are not back to back (busy: the sender's CPU stays on). */
+  if (W.gap_us) {
+    uint64_t until = now_ns() + (uint64_t)W.gap_us * 1000u;
+    while (now_ns() < until) {
+    }
+  }
 }
 
 /* ---- ursa: the target loop, and a plain thread posting ---- */
@@ -131,16 +148,49 @@ static void *ursa_target(void *arg) {
   return NULL;
 }
 
+/* The rate: every item pushed, by one sender or by --senders threads
+ * at once (each its own slice, all on the sender CPU). */
+typedef struct slice {
+  void (*push)(item *);
+  long lo, hi;
+  pthread_t th;
+} slice;
+
+static void *push_slice(void *arg) {
+  slice *sl = arg;
+  pin(W.cpu_sender);
+  for (long i = sl->lo; i < sl->hi; i++) sl->push(&W.items[i]);
+  return NULL;
+}
+
+static void push_all(void (*push)(item *)) {
+  if (W.senders <= 1) {
+    for (long i = 0; i < W.n; i++) push(&W.items[i]);
+    return;
+  }
+  slice sl[64];
+  for (long k = 0; k < W.senders; k++) {
+    sl[k].push = push;
+    sl[k].lo = W.n * k / W.senders;
+    sl[k].hi = W.n * (k + 1) / W.senders;
+    pthread_create(&sl[k].th, NULL, push_slice, &sl[k]);
+  }
+  for (long k = 0; k < W.senders; k++) pthread_join(sl[k].th, NULL);
+}
+
+static void post_one(item *it) {
+  if (ursa_post(W.loop, &it->req, on_post) < 0) abort();
+}
+
 static void post_thread_run(void) {
   W.phase = 0;
   uint64_t t0 = now_ns();
-  for (long i = 0; i < W.n; i++)
-    if (ursa_post(W.loop, &W.items[i].req, on_post) < 0) abort();
-  while (__atomic_load_n(&W.done, __ATOMIC_ACQUIRE) < W.n) {
+  push_all(post_one);
+  while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
   }
   W.end_ns -= t0;
   W.phase = 1;
-  W.done = 0;
+  DONE = 0;
   for (long i = 0; i < W.samples; i++) {
     item *it = &W.items[i % W.n];
     it->stamp = now_ns();
@@ -166,7 +216,7 @@ static void on_answer(ursa_post_req *req, int status) {
 static void on_post_answer(ursa_post_req *req, int status) {
   if (status != 0) return;
   ran((item *)req);
-  if (W.phase == 1 || W.done == W.n) ursa_post(sender, &answer, on_answer);
+  if (W.phase == 1 || DONE == W.n) ursa_post(sender, &answer, on_answer);
 }
 
 static void send_next(void) {
@@ -179,7 +229,7 @@ static void send_next(void) {
       return;
     }
     W.phase = 1;
-    W.done = 0;
+    DONE = 0;
     sent = 0;
   }
   if (sent == W.samples) {
@@ -286,12 +336,12 @@ static void *uv_target(void *arg) {
 static void queue_run(void) {
   W.phase = 0;
   uint64_t t0 = now_ns();
-  for (long i = 0; i < W.n; i++) q_push(&W.items[i]);
-  while (__atomic_load_n(&W.done, __ATOMIC_ACQUIRE) < W.n) {
+  push_all(q_push);
+  while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
   }
   W.end_ns -= t0;
   W.phase = 1;
-  W.done = 0;
+  DONE = 0;
   for (long i = 0; i < W.samples; i++) {
     item *it = &W.items[i % W.n];
     it->stamp = now_ns();
@@ -315,6 +365,12 @@ static void usage(FILE *f) {
           "  --spin          post-loop: the sender's loop polls "
           "(URSA_RUN_NOWAIT)\n"
           "                  instead of sleeping between samples\n"
+          "  --senders K     post-thread, eventfd, uv-async: K threads make "
+          "the rate's\n"
+          "                  posts at once (default 1)\n"
+          "  --gap US        post-thread, eventfd, uv-async: wait US "
+          "microseconds\n"
+          "                  (busy) between latency samples\n"
           "  --json FILE     write the results as JSON\n"
           "  -h, --help      this text\n");
 }
@@ -326,7 +382,7 @@ int main(int argc, char **argv) {
   W.cpu_loop = W.cpu_sender = -1;
   W.backend = URSA_BACKEND_URING;
   enum { O_MODE = 256, O_BACKEND, O_POSTS, O_SAMPLES, O_CL, O_CS, O_JSON,
-         O_SPIN };
+         O_SPIN, O_GAP, O_SENDERS };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
       {"mode", required_argument, NULL, O_MODE},
@@ -337,6 +393,8 @@ int main(int argc, char **argv) {
       {"cpu-sender", required_argument, NULL, O_CS},
       {"json", required_argument, NULL, O_JSON},
       {"spin", no_argument, NULL, O_SPIN},
+      {"gap", required_argument, NULL, O_GAP},
+      {"senders", required_argument, NULL, O_SENDERS},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -389,6 +447,12 @@ int main(int argc, char **argv) {
       case O_SPIN:
         W.spin = 1;
         break;
+      case O_SENDERS:
+        if (cli_long(PROG, a, v, 1, 64, &W.senders) < 0) return 2;
+        break;
+      case O_GAP:
+        if (cli_long(PROG, a, v, 0, 1000000, &W.gap_us) < 0) return 2;
+        break;
     }
   }
   if (c < 0 || optind < argc) {
@@ -403,6 +467,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: out of memory\n", PROG);
     return 1;
   }
+  /* Fault the pages in now: first touches inside the timed rate would
+   * cost more than the posts. */
+  memset(W.items, 0, (size_t)W.n * sizeof(item));
+  memset(W.lat, 0, (size_t)W.samples * sizeof(uint64_t));
   pthread_mutex_init(&W.mu, NULL);
   pin(W.cpu_sender);
   pthread_t th;
@@ -447,9 +515,9 @@ int main(int argc, char **argv) {
     pthread_join(th, NULL);
     uv_loop_close(&W.uv);
   }
-  if (W.done != W.samples) {
+  if (DONE != W.samples) {
     fprintf(stderr, "%s: %ld of %ld latency samples came back\n", PROG,
-            W.done, W.samples);
+            DONE, W.samples);
     rc = 1;
   }
   qsort(W.lat, (size_t)W.samples, sizeof(uint64_t), cmp_u64);
