@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "apps/common/loops.h"
 #include "apps/server/server.h"
 
 typedef struct conn {
@@ -56,23 +57,12 @@ static __thread struct {
   int dgram;
 } S;
 
-/* What the loops share: written before they start serving, then read,
- * but for the counters (atomics). */
-static struct {
-  int n;
-  ursa_loop *loops[MAX_THREADS]; /* each retained until every thread ends */
-  long open[MAX_THREADS];        /* open connections per loop */
-  ursa_post_req stop[MAX_THREADS];
-  int stopping;
-  unsigned next; /* round robin; the acceptor's thread only */
-  struct sockaddr_storage bound; /* the first loop's, for the others */
-  socklen_t bound_len;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int phase;  /* 1: the first loop listens; 2: every loop is set up */
-  int joined; /* loops set up (not the first) */
-  int failed;
-} G;
+/* The loops of --threads (apps/common/loops.h); one loop is a group of
+ * one. */
+static loop_group G;
+/* The loops the workers post to, retained until the workers end (after
+ * the group's own references are gone). */
+static ursa_loop *pool_loops[MAX_THREADS];
 
 static const char greeting[] = GREETING;
 
@@ -89,7 +79,7 @@ static void on_closed(ursa_stream *s) {
   if (c->prev) c->prev->next = c->next; else S.conns = c->next;
   if (c->next) c->next->prev = c->prev;
   S.open--;
-  __atomic_fetch_sub(&G.open[S.index], 1, __ATOMIC_RELAXED);
+  loop_group_count(&G, S.index, -1);
   conn_unref(c); /* messages still at a worker hold it */
 }
 
@@ -324,7 +314,7 @@ static void start_conn(conn *c) {
   if (S.conns) S.conns->prev = c;
   S.conns = c;
   S.open++;
-  __atomic_fetch_add(&G.open[S.index], 1, __ATOMIC_RELAXED);
+  loop_group_count(&G, S.index, 1);
   S.st->connections++;
   if (S.stopping) {
     close_conn(c);
@@ -364,45 +354,25 @@ static void on_handed(ursa_handoff_req *req, int status) {
   start_conn(c);
 }
 
-static long open_now(void) {
-  if (G.n <= 1) return S.open;
-  long n = 0;
-  for (int i = 0; i < G.n; i++) n += __atomic_load_n(&G.open[i], __ATOMIC_RELAXED);
-  return n;
-}
-
-/* Which loop serves the next connection. */
-static int pick_loop(void) {
-  if (S.o->dispatch == DISPATCH_FEWEST) {
-    int best = 0;
-    long least = -1;
-    for (int i = 0; i < G.n; i++) {
-      long n = __atomic_load_n(&G.open[i], __ATOMIC_RELAXED);
-      if (least < 0 || n < least) least = n, best = i;
-    }
-    return best;
-  }
-  return (int)(G.next++ % (unsigned)G.n);
-}
-
 static void on_connection(ursa_listener *l, int status) {
   if (status < 0) {
     if (status != -EMFILE && status != -ENFILE)
       fprintf(stderr, "server: accept: %s\n", ursa_strerror(status));
     return;
   }
-  if (S.o->max_conns && open_now() >= S.o->max_conns) {
+  if (S.o->max_conns && loop_group_open(&G) >= S.o->max_conns) {
     S.st->refused++; /* not accepted: ursa closes it on return */
     return;
   }
   conn *c = calloc(1, sizeof(*c));
   if (!c) return;
-  int to = G.n > 1 && S.o->dispatch != DISPATCH_REUSEPORT ? pick_loop()
-                                                          : S.index;
+  int to = G.n > 1 && S.o->dispatch != DISPATCH_REUSEPORT
+               ? loop_group_pick(&G, S.o->dispatch == DISPATCH_FEWEST)
+               : S.index;
   if (to != S.index) {
     c->hreq.data = c;
     c->hreq.stream = &c->s;
-    if (ursa_accept_handoff(l, G.loops[to], &c->hreq, on_handed) < 0) {
+    if (ursa_accept_handoff(l, G.loop[to], &c->hreq, on_handed) < 0) {
       S.st->refused++; /* that loop is closing: refused on return */
       free(c);
     }
@@ -446,18 +416,19 @@ static void on_dgram_closed(ursa_dgram *d) { (void)d; }
 
 static void on_poll_closed(ursa_poll *p) { (void)p; }
 
-static void on_stop_post(ursa_post_req *req, int status) {
-  (void)req;
-  if (status == 0) begin_stop();
+/* The group's stop, on this loop's thread. */
+static void on_group_stop(loop_group *g, int i, void *arg) {
+  (void)g;
+  (void)i;
+  (void)arg;
+  begin_stop();
 }
 
 static void begin_stop(void) {
   if (S.stopping) return;
   S.stopping = 1;
   /* One stop ends every loop: the first to stop posts it to the others. */
-  if (G.n > 1 && !__atomic_exchange_n(&G.stopping, 1, __ATOMIC_ACQ_REL))
-    for (int i = 0; i < G.n; i++)
-      if (i != S.index) ursa_post(G.loops[i], &G.stop[i], on_stop_post);
+  loop_group_stop(&G, S.index);
   ursa_timer_stop(&S.tick);
   if (S.index == 0) ursa_poll_close(&S.stopper, on_poll_closed);
   if (S.dgram) {
@@ -495,23 +466,6 @@ static void on_stop_fd(ursa_poll *p, int status, unsigned events) {
 /* Set-up among the loops: the first listens first (its port may be
  * picked by the kernel), the others then listen on that address or not at
  * all, and the first announces once every loop is ready. */
-static int group_wait(int phase) {
-  pthread_mutex_lock(&G.mu);
-  while (G.phase < phase && !G.failed) pthread_cond_wait(&G.cv, &G.mu);
-  int ok = !G.failed;
-  pthread_mutex_unlock(&G.mu);
-  return ok;
-}
-
-static void group_set(int phase, int joined, int failed) {
-  pthread_mutex_lock(&G.mu);
-  if (phase > G.phase) G.phase = phase;
-  G.joined += joined;
-  if (failed) G.failed = 1;
-  pthread_cond_broadcast(&G.cv);
-  pthread_mutex_unlock(&G.mu);
-}
-
 static int serve_one(const server_opts *o, server_stats *st, int index) {
   memset(&S, 0, sizeof(S));
   S.o = o;
@@ -546,23 +500,23 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
     ursa_explain_setup_error(r, why, sizeof(why));
     fprintf(stderr, "ursa-echo-server: the %s backend cannot start: %s\n",
             o->backend, why);
-    if (group) group_set(0, 0, 1);
+    if (group) loop_group_fail(&G);
     return 2;
   }
-  if (group || P.n) {
-    /* Other loops and the workers post to it until they all end. */
-    ursa_loop_retain(S.loop);
-    G.loops[index] = S.loop;
+  if (group) loop_group_join(&G, index, S.loop);
+  if (P.n) {
+    ursa_loop_retain(S.loop); /* the workers post to it */
+    pool_loops[index] = S.loop;
   }
   const struct sockaddr *sa = (const struct sockaddr *)&o->listen.ss;
   socklen_t salen = o->listen.len;
   struct sockaddr_storage bound;
   socklen_t bl = 0;
   r = 0;
-  if (index > 0 && !group_wait(1)) r = -ECANCELED;
+  struct sockaddr_storage first;
   if (index > 0) {
-    sa = (const struct sockaddr *)&G.bound;
-    salen = G.bound_len;
+    if (loop_group_address(&G, &first, &salen) < 0) r = -ECANCELED;
+    sa = (const struct sockaddr *)&first;
   }
   S.listening = !S.dgram && (index == 0 || !handoff);
   if (r < 0) {
@@ -589,37 +543,17 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
               name, ursa_strerror(r), *ursa_error_detail() ? ": " : "",
               r == -EINVAL || r == -EEXIST ? ursa_error_detail() : "");
     }
-    if (group) group_set(0, 0, 1);
+    if (group) loop_group_fail(&G);
     S.listening = 0;
     ursa_loop_close(S.loop);
     return 2;
   }
-  if (group && index == 0) {
-    G.bound = bound;
-    G.bound_len = bl;
-    group_set(1, 0, 0);
-    /* Every other loop must be listening before the line scripts wait
-     * for: a client that connects at once may land on any of them. */
-    pthread_mutex_lock(&G.mu);
-    while (G.joined < G.n - 1 && !G.failed) pthread_cond_wait(&G.cv, &G.mu);
-    int ok = !G.failed;
-    if (ok) G.phase = 2;
-    pthread_cond_broadcast(&G.cv);
-    pthread_mutex_unlock(&G.mu);
-    if (!ok) {
-      begin_stop();
-      ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
-      ursa_loop_close(S.loop);
-      return 2;
-    }
-  } else if (group) {
-    group_set(0, 1, 0);
-    if (!group_wait(2)) {
-      begin_stop();
-      ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
-      ursa_loop_close(S.loop);
-      return 2;
-    }
+  if (group && (index == 0 ? loop_group_publish(&G, &bound, bl)
+                            : loop_group_ready(&G)) < 0) {
+    begin_stop();
+    ursa_loop_run(S.loop, URSA_RUN_DEFAULT);
+    ursa_loop_close(S.loop);
+    return 2;
   }
   if (index == 0) announce(o, (struct sockaddr *)&bound, bl);
   ursa_timer_start(S.loop, &S.tick, 50, 50, on_tick);
@@ -639,68 +573,42 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   return r < 0 ? 1 : 0;
 }
 
-typedef struct worker {
-  const server_opts *o;
-  server_stats st;
-  int index, rc;
-  pthread_t th;
-} worker;
+/* Thread i of the group: its loop, and its counters summed after. */
+static server_stats thread_stats[MAX_THREADS];
 
-static void *worker_main(void *arg) {
-  worker *w = arg;
-  w->rc = serve_one(w->o, &w->st, w->index);
-  return NULL;
+static int group_main(loop_group *g, int i, void *arg) {
+  (void)g;
+  return serve_one(arg, &thread_stats[i], i);
 }
 
 int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
   (void)listen_fd;
-  memset(&G, 0, sizeof(G));
-  G.n = o->threads > 1 ? o->threads : 1;
+  memset(thread_stats, 0, sizeof(thread_stats));
+  memset(pool_loops, 0, sizeof(pool_loops));
   if (o->workers > 0 && pool_start(o->workers) < 0) {
     fprintf(stderr, "ursa-echo-server: cannot start the workers\n");
     pool_stop();
     return 1;
   }
-  if (G.n == 1) {
-    int rc = serve_one(o, st, 0);
-    pool_stop();
-    if (G.loops[0]) ursa_loop_release(G.loops[0]);
-    return rc;
+  int n = o->threads > 1 ? o->threads : 1;
+  int rc = loop_group_run(&G, n, group_main, on_group_stop, (void *)o);
+  for (int i = 0; i < n; i++) {
+    server_stats *w = &thread_stats[i];
+    st->connections += w->connections;
+    st->refused += w->refused;
+    st->timed_out += w->timed_out;
+    st->bytes_in += w->bytes_in;
+    st->bytes_out += w->bytes_out;
+    st->reads += w->reads;
+    st->syscalls += w->syscalls;
+    st->enters += w->enters;
+    st->sqes += w->sqes;
+    st->enobufs += w->enobufs;
   }
-  pthread_mutex_init(&G.mu, NULL);
-  pthread_cond_init(&G.cv, NULL);
-  worker w[MAX_THREADS];
-  int started = 0, rc = 0;
-  for (int i = 0; i < G.n; i++) {
-    memset(&w[i], 0, sizeof(w[i]));
-    w[i].o = o;
-    w[i].index = i;
-    if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0) {
-      fprintf(stderr, "ursa-echo-server: cannot start thread %d\n", i);
-      group_set(0, 0, 1);
-      rc = 1;
-      break;
-    }
-    started++;
-  }
-  for (int i = 0; i < started; i++) {
-    pthread_join(w[i].th, NULL);
-    if (w[i].rc > rc) rc = w[i].rc;
-    st->connections += w[i].st.connections;
-    st->refused += w[i].st.refused;
-    st->timed_out += w[i].st.timed_out;
-    st->bytes_in += w[i].st.bytes_in;
-    st->bytes_out += w[i].st.bytes_out;
-    st->reads += w[i].st.reads;
-    st->syscalls += w[i].st.syscalls;
-    st->enters += w[i].st.enters;
-    st->sqes += w[i].st.sqes;
-    st->enobufs += w[i].st.enobufs;
-  }
+  /* Every loop has closed: the workers finish (their posts refused now)
+   * before the loops they post to go. */
   pool_stop();
-  for (int i = 0; i < G.n; i++)
-    if (G.loops[i]) ursa_loop_release(G.loops[i]);
-  pthread_mutex_destroy(&G.mu);
-  pthread_cond_destroy(&G.cv);
+  for (int i = 0; i < n; i++)
+    if (pool_loops[i]) ursa_loop_release(pool_loops[i]);
   return rc;
 }
