@@ -6,6 +6,7 @@
  *
  * Modes:
  *   post-thread  ursa_post() from a plain thread (the loop's eventfd)
+ *   call-thread  ursa_post_call() from a plain thread (the bounded ring)
  *   post-loop    ursa_post() from another ursa loop's callback (MSG_RING
  *                on io_uring; the eventfd on epoll)
  *   eventfd      hand-written: a mutex-guarded queue and an eventfd that
@@ -89,9 +90,10 @@ static struct {
 } D __attribute__((aligned(64)));
 #define DONE D.done
 
-enum { M_POST_THREAD, M_POST_LOOP, M_EVENTFD, M_UV };
+enum { M_POST_THREAD, M_POST_LOOP, M_EVENTFD, M_UV, M_CALL };
 static const char *const mode_names[] = {"post-thread", "post-loop",
-                                         "eventfd", "uv-async"};
+                                         "eventfd", "uv-async", "call-thread"};
+#define NMODES 5
 
 /* What every mode's callback does with an item. */
 static void ran(item *it) {
@@ -131,6 +133,7 @@ static void *ursa_target(void *arg) {
   pin(W.cpu_loop);
   ursa_loop_options o = {0};
   o.backend = W.backend;
+  o.post_ring = 65536;
   if (ursa_loop_new(&W.loop, &o) < 0) {
     fprintf(stderr, "%s: no loop: %s\n", PROG, ursa_error_detail());
     __atomic_store_n(&W.ready, -1, __ATOMIC_RELEASE);
@@ -182,10 +185,22 @@ static void post_one(item *it) {
   if (ursa_post(W.loop, &it->req, on_post) < 0) abort();
 }
 
+static void on_call(void *arg, int status) {
+  if (status == 0) ran(arg);
+}
+
+/* ursa_post_call: a full ring is retried (the loop is taking calls). */
+static void call_one(item *it) {
+  int e;
+  while ((e = ursa_post_call(W.loop, on_call, it)) == -EAGAIN) {
+  }
+  if (e < 0) abort();
+}
+
 static void post_thread_run(void) {
   W.phase = 0;
   uint64_t t0 = now_ns();
-  push_all(post_one);
+  push_all(W.mode == M_CALL ? call_one : post_one);
   while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
   }
   W.end_ns -= t0;
@@ -194,7 +209,10 @@ static void post_thread_run(void) {
   for (long i = 0; i < W.samples; i++) {
     item *it = &W.items[i % W.n];
     it->stamp = now_ns();
-    if (ursa_post(W.loop, &it->req, on_post) < 0) abort();
+    if (W.mode == M_CALL)
+      call_one(it);
+    else if (ursa_post(W.loop, &it->req, on_post) < 0)
+      abort();
     wait_ack();
   }
 }
@@ -353,8 +371,9 @@ static void queue_run(void) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ursa-wake [options]\n"
-          "  --mode M        post-thread (default), post-loop, eventfd, "
-          "uv-async\n"
+          "  --mode M        post-thread (default), call-thread "
+          "(ursa_post_call),\n"
+          "                  post-loop, eventfd, uv-async\n"
           "  --backend B     uring (default) or ursa-epoll, for the post "
           "modes\n"
           "  --posts N       posts for the rate (default 200000)\n"
@@ -406,11 +425,11 @@ int main(int argc, char **argv) {
         return 0;
       case O_MODE: {
         int m = -1;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < NMODES; i++)
           if (!strcmp(v, mode_names[i])) m = i;
         if (m < 0) {
           fprintf(stderr, "%s: unknown --mode '%s' (want post-thread, "
-                  "post-loop, eventfd or uv-async)\n", PROG, v);
+                  "call-thread, post-loop, eventfd or uv-async)\n", PROG, v);
           return 2;
         }
         W.mode = m;
@@ -476,13 +495,13 @@ int main(int argc, char **argv) {
   pthread_t th;
   uint64_t t0 = 0;
   int rc = 0;
-  if (W.mode == M_POST_THREAD || W.mode == M_POST_LOOP) {
+  if (W.mode == M_POST_THREAD || W.mode == M_POST_LOOP || W.mode == M_CALL) {
     pthread_create(&th, NULL, ursa_target, NULL);
     int r;
     while (!(r = __atomic_load_n(&W.ready, __ATOMIC_ACQUIRE))) {
     }
     if (r < 0) return 1;
-    if (W.mode == M_POST_THREAD) {
+    if (W.mode == M_POST_THREAD || W.mode == M_CALL) {
       post_thread_run();
     } else {
       if (post_loop_run(&t0) < 0) return 1;
@@ -528,7 +547,7 @@ int main(int argc, char **argv) {
   /* Each latency sample is one post to an empty queue: one wake-up. */
   uint64_t rate_wakeups =
       W.wakeups > (uint64_t)W.samples ? W.wakeups - (uint64_t)W.samples : 0;
-  const char *be = W.mode <= M_POST_LOOP
+  const char *be = W.mode <= M_POST_LOOP || W.mode == M_CALL
                        ? (W.backend == URSA_BACKEND_EPOLL ? "ursa-epoll"
                                                           : "uring")
                        : W.mode == M_EVENTFD ? "epoll" : "libuv";

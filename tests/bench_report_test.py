@@ -33,7 +33,8 @@ for section in ["## Targets", "| machine |"] + (
         ["## Threads: one loop against two", "2 threads (reuseport) server "
          "CPU/rt vs 1 thread"] if json.load(open(RESULTS)).get("threads")
         else []) + (
-        ["## Wake-ups", "vs uv_async_send", "| uv-async | libuv |"]
+        ["## Wake-ups", "vs uv_async_send", "| uv-async | libuv |",
+         "ursa_post_call (the bounded ring) posts/s"]
         if json.load(open(RESULTS)).get("wake") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <string.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -482,6 +484,180 @@ TEST_P(PostTest, TwoLoopsOnTwoThreadsPingPongByPosts) {
   }
   EXPECT_EQ((uint64_t)p.want, b.stats.posts);
   EXPECT_EQ((uint64_t)p.want + 1, a.posts);  // the kick too
+}
+
+// ---- ursa_post_call: the bounded ring ----
+
+struct CallTally {
+  pthread_t loop_thread;
+  ursa_loop *loop;
+  std::vector<std::vector<int>> calls;
+  std::vector<int> last;
+  std::atomic<int> out_of_order{0}, wrong_thread{0}, cancelled{0};
+  long total = 0, want = 0;
+};
+struct CallArg {
+  CallTally *t;
+  int sender, seq;
+};
+void OnCall(void *arg, int status) {
+  CallArg *a = static_cast<CallArg *>(arg);
+  CallTally *t = a->t;
+  if (status == -ECANCELED) {
+    t->cancelled++;
+    return;
+  }
+  if (!pthread_equal(pthread_self(), t->loop_thread)) t->wrong_thread++;
+  t->calls[a->sender][a->seq]++;
+  if (a->seq <= t->last[a->sender]) t->out_of_order++;
+  t->last[a->sender] = a->seq;
+  if (++t->total == t->want) {
+    ursa_loop_unhold(t->loop);
+    ursa_loop_stop(t->loop);
+  }
+}
+
+TEST_P(PostTest, CallsFromManyThreadsThroughASmallRingRunOnceInOrder) {
+  // A ring of 64 for 4 x 5,000 calls: full often, each full a retry.
+  ursa_loop_close(loop_);
+  loop_ = nullptr;
+  ursa_loop_options o = opts_;
+  o.post_ring = 64;
+  ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
+  const int kSenders = 4, kEach = 5000;
+  CallTally t;
+  t.loop = loop_;
+  t.loop_thread = pthread_self();
+  t.calls.assign(kSenders, std::vector<int>(kEach, 0));
+  t.last.assign(kSenders, -1);
+  t.want = (long)kSenders * kEach;
+  std::vector<std::vector<CallArg>> args(kSenders,
+                                         std::vector<CallArg>(kEach));
+  std::atomic<long> full{0}, other{0};
+  std::vector<std::thread> th;
+  for (int s = 0; s < kSenders; s++)
+    th.emplace_back([&, s] {
+      for (int i = 0; i < kEach; i++) {
+        args[s][i] = {&t, s, i};
+        int e;
+        while ((e = ursa_post_call(loop_, OnCall, &args[s][i])) == -EAGAIN) {
+          full++;
+          std::this_thread::yield();
+        }
+        if (e) other++;
+      }
+    });
+  ursa_loop_hold(loop_);
+  Watchdog *wd = new Watchdog(loop_, 20000);
+  ursa_loop_run(loop_, URSA_RUN_DEFAULT);
+  for (auto &x : th) x.join();
+  EXPECT_FALSE(wd->fired) << t.total << " of " << t.want;
+  delete wd;
+  EXPECT_EQ(0, other.load());
+  EXPECT_EQ(t.want, t.total);
+  EXPECT_EQ(0, t.out_of_order.load());
+  EXPECT_EQ(0, t.wrong_thread.load());
+  int not_once = 0;
+  for (auto &v : t.calls)
+    for (int c : v) not_once += c != 1;
+  EXPECT_EQ(0, not_once);
+  ursa_stats st = Stats(loop_);
+  EXPECT_EQ((uint64_t)t.want, st.posts);
+  EXPECT_LE(st.wakeups, st.posts);
+}
+
+TEST_P(PostTest, AFullRingRefusesWithEAGAINAndCloseCancelsWhatWaits) {
+  ursa_loop_close(loop_);
+  loop_ = nullptr;
+  ursa_loop_options o = opts_;
+  o.post_ring = 8;
+  ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
+  CallTally t;
+  t.loop = loop_;
+  t.loop_thread = pthread_self();
+  t.calls.assign(1, std::vector<int>(32, 0));
+  t.last.assign(1, -1);
+  t.want = 8;
+  std::vector<CallArg> args(32);
+  for (int i = 0; i < 32; i++) args[i] = {&t, 0, i};
+  for (int i = 0; i < 8; i++)
+    ASSERT_EQ(0, ursa_post_call(loop_, OnCall, &args[i])) << i;
+  EXPECT_EQ(-EAGAIN, ursa_post_call(loop_, OnCall, &args[8]));
+  ursa_loop_hold(loop_);
+  {
+    Watchdog wd(loop_, 10000);
+    while (t.total < 8 && !wd.fired) ursa_loop_run(loop_, URSA_RUN_ONCE);
+  }
+  ursa_loop_unhold(loop_);
+  EXPECT_EQ(8, t.total);
+  // Room again: 8 more wait, unrun, for the close to cancel.
+  for (int i = 8; i < 16; i++)
+    ASSERT_EQ(0, ursa_post_call(loop_, OnCall, &args[i])) << i;
+  ursa_loop *loop = loop_;
+  ursa_loop_retain(loop);
+  ASSERT_EQ(0, ursa_loop_close(loop));
+  loop_ = nullptr;
+  EXPECT_EQ(8, t.cancelled.load());
+  EXPECT_EQ(-ESHUTDOWN, ursa_post_call(loop, OnCall, &args[16]));
+  EXPECT_EQ(-EINVAL, ursa_post_call(loop, nullptr, nullptr));
+  ursa_loop_release(loop);
+  EXPECT_EQ(0, t.out_of_order.load());
+}
+
+TEST_P(PostTest, CallsRacingCloseAreEachCalledBackOnceOrRefused) {
+  ursa_loop *loop = loop_;
+  std::atomic<long> made{0}, ok{0}, cancelled{0}, other{0};
+  struct Ctr {
+    std::atomic<long> *ok, *cancelled;
+  } ctr{&ok, &cancelled};
+  ursa_call_fn cb = [](void *arg, int status) {
+    Ctr *c = static_cast<Ctr *>(arg);
+    (status == 0 ? c->ok : c->cancelled)->fetch_add(1);
+  };
+  std::vector<std::thread> th;
+  for (int p = 0; p < 3; p++) {
+    ursa_loop_retain(loop);
+    th.emplace_back([&, loop] {
+      for (;;) {
+        int e = ursa_post_call(loop, cb, &ctr);
+        if (e == 0) {
+          made++;
+        } else if (e == -ESHUTDOWN) {
+          break;
+        } else if (e != -EAGAIN) {
+          other++;
+          break;
+        }
+      }
+      ursa_loop_release(loop);
+    });
+  }
+  ursa_loop_hold(loop);
+  std::thread stopper([&] {
+    while (ok.load() < 20000) std::this_thread::yield();
+    ursa_loop_stop_async(loop);
+  });
+  Watchdog *wd = new Watchdog(loop, 20000);
+  ursa_loop_run(loop, URSA_RUN_DEFAULT);
+  stopper.join();
+  EXPECT_FALSE(wd->fired);
+  delete wd;
+  ursa_loop_unhold(loop);
+  ASSERT_EQ(0, ursa_loop_close(loop));
+  loop_ = nullptr;
+  for (auto &x : th) x.join();
+  EXPECT_EQ(0, other.load());
+  EXPECT_EQ(made.load(), ok.load() + cancelled.load());
+}
+
+TEST(PostRing, ASizeThatIsNotAPowerOfTwoIsRefused) {
+  ursa_loop_options o{};
+  o.post_ring = 1000;
+  ursa_loop *loop = nullptr;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "post_ring"));
+  o.post_ring = 1u << 21;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
 }
 
 // ---- hand-off of accepted connections ----

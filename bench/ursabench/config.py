@@ -37,7 +37,8 @@ THREAD_VARIANTS = [
 ]
 
 # The wake-up block: ursa-wake's modes, each (mode, backend).
-WAKE_MODES = [("post-thread", "uring"), ("post-loop", "uring"),
+WAKE_MODES = [("post-thread", "uring"), ("call-thread", "uring"),
+              ("post-loop", "uring"),
               ("post-thread", "ursa-epoll"), ("post-loop", "ursa-epoll"),
               ("eventfd", "epoll"), ("uv-async", "libuv")]
 

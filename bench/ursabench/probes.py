@@ -81,7 +81,7 @@ def wake(a, tmp, failures):
         cmd = [os.path.join(a.bindir, "ursa-wake"), "--mode", mode,
                "--json", path, "--cpu-loop", str(a.scpu), "--cpu-sender",
                str(a.lcpu)]
-        if mode.startswith("post"):
+        if mode.startswith(("post", "call")):
             cmd += ["--backend", be]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode:

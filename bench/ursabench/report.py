@@ -148,6 +148,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               f"({wake[0]['samples']:,}), the sender waiting for the "
               "callback's answer; post to callback, read on the loop.  "
               "post-thread: `ursa_post()` from a plain thread (eventfd); "
+              "call-thread: `ursa_post_call()` from a plain thread (the "
+              "bounded ring, retried when full); "
               "post-loop: from another ursa loop's callback (MSG_RING on "
               "io_uring, the eventfd on epoll), both loops blocking between "
               "samples; eventfd: a hand-written mutex queue and an eventfd "

@@ -182,6 +182,17 @@ struct ursa_loop {
   unsigned holds;           /* ursa_loop_hold()s: keep the loop running */
   unsigned sent_wakes;      /* MSG_RINGs sent whose completion is to come */
   uint64_t post_val;        /* the eventfd's read lands here */
+  /* ursa_post_call()'s ring (post.c): cells, tail shared by the posters
+   * (bit 63: closed), head the loop's. */
+  struct ursa__cell *cells;
+  uint64_t cell_mask;
+  /* Padding keeps the posters' line off the loop's (the loop struct is
+   * heap memory, 16-aligned, so no alignment attribute). */
+  char ring_pad0[64];
+  uint64_t ring_tail;
+  int ring_wake; /* a wake-up is on its way, or the loop is to look */
+  char ring_pad1[64];
+  uint64_t ring_head;
   ursa_op post_wake;        /* that read: not counted in active */
 
   ursa_stats stats;
@@ -256,8 +267,9 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *opts)
 int ursa__setup_cause(int err, char *buf, size_t len) URSA__HIDDEN;
 
 /* ---- post.c ---- */
-/* Makes the eventfd and arms its read; 0 or a negative errno. */
-int ursa__post_init(ursa_loop *loop) URSA__HIDDEN;
+/* Makes the eventfd and the call ring (cells entries), arms the read; 0 or
+ * a negative errno. */
+int ursa__post_init(ursa_loop *loop, unsigned cells) URSA__HIDDEN;
 /* Runs the posts waiting; returns how many. */
 unsigned ursa__post_run(ursa_loop *loop) URSA__HIDDEN;
 /* A completion of a wake-up: one that came in, or one this loop sent. */

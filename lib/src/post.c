@@ -34,15 +34,33 @@ static void arm(ursa_loop *loop) {
   loop->active--;
 }
 
-int ursa__post_init(ursa_loop *loop) {
+/* A cell of the call ring.  seq is stored less the cell's index, so that
+ * a fresh ring is all zeros (calloc's pages, untouched until used). */
+struct ursa__cell {
+  uint64_t seq;
+  ursa_call_fn fn;
+  void *arg;
+  uint64_t pad;
+};
+
+#define RING_CLOSED (1ull << 63)
+
+int ursa__post_init(ursa_loop *loop, unsigned cells) {
   loop->refs = 1;
+  loop->cells = calloc(cells, sizeof(struct ursa__cell));
+  if (!loop->cells) return -ENOMEM;
+  loop->cell_mask = cells - 1;
   /* io_uring reads it as a blocking file (it waits by polling, and a
    * non-blocking file may come back -EAGAIN on older kernels); epoll reads
    * it only after it polled ready. */
   int flags = EFD_CLOEXEC;
   if (loop->backend == URSA_BACKEND_EPOLL) flags |= EFD_NONBLOCK;
   loop->post_efd = eventfd(0, flags);
-  if (loop->post_efd < 0) return -errno;
+  if (loop->post_efd < 0) {
+    int e = -errno;
+    free(loop->cells);
+    return e;
+  }
   loop->post_wake.kind = URSA__OP_POST_WAKE;
   loop->post_wake.nsqe = 1;
   arm(loop);
@@ -117,6 +135,94 @@ int ursa_post(ursa_loop *loop, ursa_post_req *req, ursa_post_cb cb) {
   return 0;
 }
 
+/* ---- the call ring: a bounded queue of many posters and one taker, each
+ * cell's sequence number saying whose turn it is (free for the poster at
+ * lap L when it reads L * size + index, published for the loop when it
+ * reads one more). ----
+ * The poster wakes the loop before it publishes its cell, so that a close,
+ * which waits for every claimed cell to be published, knows that no
+ * poster will touch the loop after it; a loop woken early finds a claimed
+ * cell not yet published and looks again before it next waits. */
+
+int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg) {
+  if (!loop || !fn)
+    return ursa__invalid("ursa_post_call: NULL %s", loop ? "fn" : "loop");
+  uint64_t pos = __atomic_load_n(&loop->ring_tail, __ATOMIC_RELAXED);
+  struct ursa__cell *c;
+  for (;;) {
+    if (pos & RING_CLOSED)
+      return ursa__refuse(-ESHUTDOWN, "ursa_post_call: the loop is closing");
+    uint64_t idx = pos & loop->cell_mask;
+    c = &loop->cells[idx];
+    uint64_t seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) + idx;
+    int64_t diff = (int64_t)(seq - pos);
+    if (diff == 0) {
+      if (__atomic_compare_exchange_n(&loop->ring_tail, &pos, pos + 1, true,
+                                      SEQ, __ATOMIC_RELAXED))
+        break;
+    } else if (diff < 0) {
+      return ursa__refuse(-EAGAIN, "ursa_post_call: the ring's %llu "
+                          "entries are full",
+                          (unsigned long long)loop->cell_mask + 1);
+    } else {
+      pos = __atomic_load_n(&loop->ring_tail, __ATOMIC_RELAXED);
+    }
+  }
+  c->fn = fn;
+  c->arg = arg;
+  if (!__atomic_load_n(&loop->ring_wake, SEQ) &&
+      !__atomic_exchange_n(&loop->ring_wake, 1, SEQ))
+    wake(loop);
+  __atomic_store_n(&c->seq, pos + 1 - (pos & loop->cell_mask),
+                   __ATOMIC_RELEASE);
+  return 0;
+}
+
+/* Runs the published calls, at most a ring's worth per run.  ring_wake
+ * stays set while the loop is taking calls, so posters do not wake a loop
+ * that is awake; it is cleared only when the ring is seen empty after it
+ * (both sides sequentially consistent: a poster that claims after that
+ * look sees it cleared and wakes the loop).  A claimed cell not yet
+ * published ends the run with the flag still set: the loop looks again
+ * before it waits.  Closing (status < 0): every claimed cell is waited
+ * for and called back. */
+static unsigned ring_run(ursa_loop *loop, int status) {
+  unsigned n = 0;
+  uint64_t budget = loop->cell_mask + 1;
+  for (;;) {
+    uint64_t end = __atomic_load_n(&loop->ring_tail, SEQ) & ~RING_CLOSED;
+    while (loop->ring_head != end) {
+      uint64_t h = loop->ring_head, idx = h & loop->cell_mask;
+      struct ursa__cell *c = &loop->cells[idx];
+      if (__atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) + idx != h + 1) {
+        if (status == 0) {
+          loop->post_self = true;
+          return n;
+        }
+        sched_yield(); /* closing: its poster is a few instructions away */
+        continue;
+      }
+      ursa_call_fn fn = c->fn;
+      void *arg = c->arg;
+      __atomic_store_n(&c->seq, h + loop->cell_mask + 1 - idx,
+                       __ATOMIC_RELEASE);
+      loop->ring_head = h + 1;
+      fn(arg, status);
+      if (++n >= budget && status == 0) {
+        loop->post_self = true; /* the rest next round */
+        return n;
+      }
+    }
+    if (status < 0) return n;
+    __atomic_store_n(&loop->ring_wake, 0, SEQ);
+    if ((__atomic_load_n(&loop->ring_tail, SEQ) & ~RING_CLOSED) ==
+        loop->ring_head)
+      return n;
+    /* More came meanwhile: take them too, awake. */
+    __atomic_store_n(&loop->ring_wake, 1, SEQ);
+  }
+}
+
 /* Takes every post waiting, oldest first. */
 static ursa_post_req *take(ursa_loop *loop) {
   ursa_post_req *r = __atomic_exchange_n(&loop->post_head, NULL,
@@ -148,7 +254,7 @@ static unsigned call_all(ursa_post_req *r, int status) {
 
 unsigned ursa__post_run(ursa_loop *loop) {
   loop->post_self = false;
-  unsigned n = call_all(take(loop), 0);
+  unsigned n = call_all(take(loop), 0) + ring_run(loop, 0);
   loop->stats.posts += n;
   return n;
 }
@@ -171,6 +277,7 @@ static void final_free(ursa_loop *loop) {
   /* Hand-offs that landed after the close still get their callback. */
   ursa__drain_for_close(loop);
   loop->be->free(loop);
+  free(loop->cells);
   free(loop);
 }
 
@@ -223,6 +330,9 @@ void ursa__post_shutdown(ursa_loop *loop) {
    * write); none can enter it now. */
   while (__atomic_load_n(&loop->post_busy, SEQ)) sched_yield();
   call_all(take(loop), -ECANCELED);
+  /* No poster claims a cell from now on; those that did are waited for. */
+  __atomic_fetch_or(&loop->ring_tail, RING_CLOSED, SEQ);
+  ring_run(loop, -ECANCELED);
   if (loop->backend == URSA_BACKEND_URING) settle_sent(loop);
   close(loop->post_efd);
   loop->post_efd = -1;

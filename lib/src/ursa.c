@@ -86,6 +86,10 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
+  if (!o->post_ring) o->post_ring = 1024;
+  if (o->post_ring > (1u << 20) || (o->post_ring & (o->post_ring - 1)))
+    return ursa__invalid("ursa_loop_new: post_ring %u is not a power of two "
+                         "up to %u", o->post_ring, 1u << 20);
   if ((unsigned)o->backend > URSA_BACKEND_EPOLL)
     return ursa__invalid("ursa_loop_new: backend %d is unknown (want "
                          "URSA_BACKEND_AUTO, _URING or _EPOLL)",
@@ -157,7 +161,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
     }
   }
   if (r < 0) goto err_free;
-  r = ursa__post_init(loop);
+  r = ursa__post_init(loop, o.post_ring);
   if (r < 0) {
     ursa__bufring_free(loop);
     loop->be->free(loop);

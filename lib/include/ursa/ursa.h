@@ -175,6 +175,9 @@ typedef struct ursa_loop_options {
                           descriptors.  Not used on epoll. */
   ursa_backend backend;/* URSA_BACKEND_AUTO (0, the default), _URING or
                           _EPOLL */
+  unsigned post_ring;  /* entries in the bounded ring ursa_post_call()
+                          fills, a power of two up to 1 << 20; 0: 1024
+                          (32 bytes each) */
 } ursa_loop_options;
 
 /* Creates a loop with its backend and receive buffers (all memory the
@@ -470,6 +473,22 @@ struct ursa_post_req {
  * (ursa_loop_close() has begun: cb will not be called). */
 URSA_EXPORT int ursa_post(ursa_loop *loop, ursa_post_req *req,
                           ursa_post_cb cb);
+
+/* fn(arg, 0) runs once on the loop's thread; -ECANCELED when the loop
+ * closed first (then inside ursa_loop_close(), on its caller's thread). */
+typedef void (*ursa_call_fn)(void *arg, int status);
+
+/* ursa_post() without a request: the pair (fn, arg) goes into a bounded
+ * ring of the loop's (ursa_loop_options.post_ring entries), so nothing of
+ * the caller's is read by the loop but arg itself, and a post costs one
+ * compare-and-swap.  Calls from one thread run in the order made; calls
+ * and ursa_post() requests are not ordered against each other.  Wakes the
+ * loop as ursa_post() does, coalesced the same way.  Returns 0, -EINVAL
+ * (NULL), -EAGAIN (the ring is full: the loop has yet to take post_ring
+ * calls; nothing was posted: try again later, or use ursa_post(), which
+ * has no bound) or -ESHUTDOWN (ursa_loop_close() has begun).  Not safe
+ * from a signal handler. */
+URSA_EXPORT int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg);
 
 /* ursa_loop_stop() from any thread, and async-signal-safe: makes the
  * loop's ursa_loop_run() return after its current round, waking it if it
