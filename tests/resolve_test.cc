@@ -3,6 +3,7 @@
 // does not exist, many at once, cancel (the answer that comes later is
 // dropped and the loop still closes), bad arguments; on every variant.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <sched.h>
@@ -17,6 +18,16 @@
 #include "tests/testutil.h"
 
 namespace {
+
+// The pool's threads live on, so the process is multi-threaded when these
+// tests fork, and ThreadSanitizer refuses to start threads in such a
+// child; the tests run in the other configurations.
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_FORK_UNDER_TSAN() \
+  GTEST_SKIP() << "ThreadSanitizer cannot start threads after this fork"
+#else
+#define SKIP_FORK_UNDER_TSAN() (void)0
+#endif
 
 class Resolve : public t::LoopTest {};
 
@@ -130,6 +141,77 @@ TEST_P(Resolve, ManyAtOnceAndCancel) {
   EXPECT_EQ(0u, ursa_loop_alive(loop())) << "the resolver holds the loop";
 }
 
+// The lookups run on a pool of at most 4 threads, whatever how many wait.
+int LookupThreads() {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return -1;
+  while (struct dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    FILE *f = fopen(path.c_str(), "r");
+    char comm[32] = {0};
+    if (f) {
+      if (fgets(comm, sizeof(comm), f)) n += !strncmp(comm, "ursa-lookup", 11);
+      fclose(f);
+    }
+  }
+  closedir(d);
+  return n;
+}
+
+TEST_P(Resolve, FortyLookupsShareAPoolOfFourThreads) {
+  std::vector<Answer> as(40);
+  for (size_t i = 0; i < as.size(); i++)
+    ASSERT_EQ(0, ursa_resolve(loop(), &as[i].req, "localhost",
+                              std::to_string(2000 + i).c_str(), AF_INET,
+                              OnResolved));
+  int most = 0;
+  ASSERT_TRUE(lp_->RunUntil([&] {
+    int n = LookupThreads();
+    if (n > most) most = n;
+    for (auto &a : as)
+      if (!a.calls) return false;
+    return true;
+  }));
+  for (size_t i = 0; i < as.size(); i++) {
+    EXPECT_EQ(0, as[i].status) << i << ": " << as[i].detail;
+    EXPECT_TRUE(Has(as[i].addrs, "127.0.0.1:" + std::to_string(2000 + i)));
+  }
+  EXPECT_GE(most, 1);
+  EXPECT_LE(LookupThreads(), 4) << "the pool has more than 4 threads";
+  EXPECT_LE(most, 4);
+}
+
+// A child after fork() has none of the pool's threads: its lookups start
+// threads of its own instead of waiting for ones that are not there.
+TEST(ResolveFork, AChildResolvesWithAPoolOfItsOwn) {
+  SKIP_FORK_UNDER_TSAN();
+  t::Loop lp;
+  Answer a;
+  ASSERT_EQ(0, ursa_resolve(lp.get(), &a.req, "localhost", "1", AF_INET,
+                            OnResolved));
+  ASSERT_TRUE(lp.RunUntil([&] { return a.calls > 0; }));
+  ASSERT_GE(LookupThreads(), 1);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(10);
+    ursa_loop *loop;
+    if (ursa_loop_new(&loop, nullptr) != 0) _exit(3);
+    Answer b;
+    if (ursa_resolve(loop, &b.req, "localhost", "2", AF_INET, OnResolved))
+      _exit(4);
+    while (!b.calls && ursa_loop_run(loop, URSA_RUN_ONCE) >= 0) {
+    }
+    _exit(b.status == 0 && Has(b.addrs, "127.0.0.1:2") ? 0 : 5);
+  }
+  int st = 0;
+  ASSERT_EQ(pid, waitpid(pid, &st, 0));
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+      << "child: " << (WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+}
+
 TEST_P(Resolve, BadArgumentsAreRefused) {
   Answer a;
   EXPECT_EQ(-EINVAL, ursa_resolve(loop(), &a.req, "", NULL, AF_UNSPEC,
@@ -185,6 +267,7 @@ int TemporaryFailureChild() {
 }
 
 TEST(ResolveFailure, ATemporaryFailureIsEAGAIN) {
+  SKIP_FORK_UNDER_TSAN();
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) _exit(TemporaryFailureChild());

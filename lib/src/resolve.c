@@ -1,5 +1,7 @@
-/* resolve.c - name resolution off the loop: getaddrinfo(3) on a helper
- * thread per lookup, the answers handed back through an eventfd that the
+/* resolve.c - name resolution off the loop: getaddrinfo(3) on a pool of
+ * helper threads (up to URSA__LOOKUP_THREADS per process, started as
+ * lookups queue up, kept for the next), the answers handed back through
+ * an eventfd that the
  * loop polls with an op of its own (not a handle: it is armed only while a
  * request waits for its answer, so it neither shows in a walk nor keeps an
  * idle loop alive).  A cancelled lookup finishes on its thread and its
@@ -18,7 +20,7 @@
 #include <unistd.h>
 
 struct ursa__job {
-  struct ursa__job *next; /* the done list */
+  struct ursa__job *next; /* the pool's queue, then the done list */
   struct ursa__resolver *r;
   ursa_resolve_req *req; /* loop side only; NULL once cancelled */
   int family;
@@ -35,7 +37,7 @@ struct ursa__job {
 struct ursa__resolver {
   pthread_mutex_t mu;
   struct ursa__job *done; /* answered, for the loop to take */
-  int threads;            /* lookups running */
+  int threads;            /* lookups queued or running */
   int loop_gone;          /* the loop closed: the last thread frees this */
   int efd;
   /* loop side */
@@ -77,8 +79,7 @@ static int gai_status(int g, char *detail, size_t len, const char *host) {
   }
 }
 
-static void *lookup(void *arg) {
-  struct ursa__job *j = arg;
+static void lookup(struct ursa__job *j) {
   struct ursa__resolver *r = j->r;
   struct addrinfo *res = NULL;
   int g = ursa__getaddrinfo(j->host, j->has_service ? j->service : NULL,
@@ -113,7 +114,81 @@ static void *lookup(void *arg) {
   }
   pthread_mutex_unlock(&r->mu);
   if (last) destroy(r);
+}
+
+/* ---- the pool: lookups of every loop of the process queue here ---- */
+#define URSA__LOOKUP_THREADS 4
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct ursa__job *head, *tail; /* through next, until a thread takes it */
+  int queued;
+  int threads; /* alive */
+  int idle;    /* waiting for a job */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL,
+          0, 0, 0};
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+/* A child after fork() has none of the parent's threads, and the queued
+ * lookups are the parent's loops'. */
+static void pool_prepare(void) { pthread_mutex_lock(&pool.mu); }
+static void pool_parent(void) { pthread_mutex_unlock(&pool.mu); }
+static void pool_child(void) {
+  pthread_mutex_init(&pool.mu, NULL);
+  pthread_cond_init(&pool.cv, NULL);
+  pool.head = pool.tail = NULL;
+  pool.queued = pool.threads = pool.idle = 0;
+}
+static void pool_setup(void) {
+  pthread_atfork(pool_prepare, pool_parent, pool_child);
+}
+
+static void *pool_main(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "ursa-lookup"); /* for ps and tests */
+  for (;;) {
+    pthread_mutex_lock(&pool.mu);
+    pool.idle++;
+    while (!pool.head) pthread_cond_wait(&pool.cv, &pool.mu);
+    pool.idle--;
+    struct ursa__job *j = pool.head;
+    pool.head = j->next;
+    if (!pool.head) pool.tail = NULL;
+    pool.queued--;
+    pthread_mutex_unlock(&pool.mu);
+    j->next = NULL;
+    lookup(j);
+  }
   return NULL;
+}
+
+/* Queues j, starting a thread when more wait than threads are idle.
+ * 0, or the error of pthread_create when no thread is there to take it. */
+static int pool_submit(struct ursa__job *j) {
+  pthread_once(&pool_once, pool_setup);
+  pthread_mutex_lock(&pool.mu);
+  int err = 0;
+  if (pool.queued + 1 > pool.idle && pool.threads < URSA__LOOKUP_THREADS) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t th;
+    err = pthread_create(&th, &attr, pool_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (err == 0) pool.threads++;
+  }
+  if (err && pool.threads == 0) {
+    pthread_mutex_unlock(&pool.mu);
+    return err;
+  }
+  j->next = NULL;
+  if (pool.tail) pool.tail->next = j; else pool.head = j;
+  pool.tail = j;
+  pool.queued++;
+  pthread_cond_signal(&pool.cv);
+  pthread_mutex_unlock(&pool.mu);
+  return 0;
 }
 
 static struct ursa__resolver *resolver(ursa_loop *loop) {
@@ -160,15 +235,10 @@ int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req, const char *host,
     j->has_service = 1;
     snprintf(j->service, sizeof(j->service), "%s", service);
   }
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t th;
   pthread_mutex_lock(&r->mu);
   r->threads++;
   pthread_mutex_unlock(&r->mu);
-  int e = pthread_create(&th, &attr, lookup, j);
-  pthread_attr_destroy(&attr);
+  int e = pool_submit(j);
   if (e) {
     pthread_mutex_lock(&r->mu);
     r->threads--;

@@ -1029,9 +1029,11 @@ struct ursa_resolve_req {
 /* Resolves host (a name or a numeric address) and service (a port number,
  * or a name from /etc/services such as "http"; NULL for port 0), for
  * streams (SOCK_STREAM) of family AF_UNSPEC (both), AF_INET or AF_INET6.
- * getaddrinfo(3) runs on a helper thread of the loop's (the system's
- * resolver: /etc/hosts, nsswitch, DNS), so the loop never waits; cb runs
- * from the loop.  The request must be zero-filled before first use.
+ * getaddrinfo(3) runs on a pool of helper threads shared by the process
+ * (the system's resolver: /etc/hosts, nsswitch, DNS; up to 4 threads,
+ * named "ursa-lookup", started as lookups queue and kept for the next;
+ * more lookups wait their turn), so the loop never waits; cb runs from the
+ * loop.  The request must be zero-filled before first use.
  * Returns 0, -EINVAL (NULL, an empty or overlong name, a bad family),
  * -EBUSY (req active) or -ENOMEM / -EAGAIN (no thread could be started). */
 URSA_EXPORT int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req,
