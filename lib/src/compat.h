@@ -29,6 +29,9 @@
 #ifndef IORING_CQE_F_BUF_MORE
 #define IORING_CQE_F_BUF_MORE (1U << 4) /* 6.12 */
 #endif
+/* Installs a direct descriptor as a plain one [6.8]: sqe->fd the slot,
+ * IOSQE_FIXED_FILE set; its result the new descriptor (close-on-exec). */
+#define URSA__IORING_OP_FIXED_FD_INSTALL 54
 /* io_uring_buf_reg.flags, which liburing 2.3 still calls pad. */
 #define URSA__PBUF_RING_INC 2 /* IOU_PBUF_RING_INC, 6.12 */
 

@@ -93,6 +93,8 @@ extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
 /* A hand-off's arrival: its op's address with bit 2 set, so that the loop
  * need not read the op (another thread's memory) to know its kind. */
 #define URSA__UD_ARRIVE 4u
+/* The one SQE ursa__uring_run_now() waits for; never reaches dispatch. */
+#define URSA__UD_NOW 16u
 
 struct ursa__bufs;
 struct ursa__ep;
@@ -195,6 +197,11 @@ struct ursa_loop {
   uint64_t ring_head;
   ursa_op post_wake;        /* that read: not counted in active */
 
+  /* Completions that came while ursa__uring_run_now() waited: the next
+   * reap hands them out first, in order. */
+  ursa__cqe *held;
+  unsigned held_n, held_off, held_cap;
+
   ursa_stats stats;
   char backend_why[320];
 };
@@ -232,6 +239,14 @@ URSA__STATIC_ASSERT(sizeof(ursa_timespec) ==
 static inline struct __kernel_timespec *ursa__kts(ursa_timespec *ts) {
   return (struct __kernel_timespec *)(void *)ts;
 }
+
+/* ---- uring.c ---- */
+/* io_uring only, on the loop's thread (a callback may call it): runs one
+ * SQE, filled by prep, to its completion now and returns its result;
+ * completions that come meanwhile wait for the loop's next reap. */
+int ursa__uring_run_now(ursa_loop *loop,
+                        void (*prep)(struct io_uring_sqe *sqe, void *arg),
+                        void *arg) URSA__HIDDEN;
 
 /* ---- loop.c ---- */
 /* Reads the clock into now_ns and now_ms. */

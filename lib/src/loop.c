@@ -74,7 +74,7 @@ static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
   /* RUN_ONCE that already called back (a deferred result, a timer) has
    * had its completion: it only collects what else is ready. */
   if (mode == URSA_RUN_NOWAIT || loop->pend_head || loop->post_self ||
-      (ran && mode == URSA_RUN_ONCE))
+      loop->held_off < loop->held_n || (ran && mode == URSA_RUN_ONCE))
     return loop->be->enter(loop, 0);
   if (!loop->timers) return loop->be->enter(loop, -1);
   /* Callbacks may have run long since the clock was read. */

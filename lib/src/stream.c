@@ -47,6 +47,31 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   return 0;
 }
 
+static void prep_install(struct io_uring_sqe *sqe, void *arg) {
+  io_uring_prep_rw(URSA__IORING_OP_FIXED_FD_INSTALL, sqe, *(int *)arg, NULL,
+                   0, 0);
+  sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+/* A direct stream accepted on a wildcard listener: which of the host's
+ * addresses it came in on is the socket's to say, so the slot is
+ * installed as a plain descriptor for a moment to ask it. */
+static int direct_local(const ursa_stream *s, struct sockaddr_storage *addr,
+                        socklen_t *addrlen, const char *fn) {
+  int slot = s->slot;
+  int fd = ursa__uring_run_now(s->loop, prep_install, &slot);
+  if (fd == -EINVAL || fd == -EOPNOTSUPP)
+    return ursa__refuse(-EOPNOTSUPP, "%s: a direct-descriptor stream "
+                        "accepted on a listener bound to any address needs "
+                        "IORING_OP_FIXED_FD_INSTALL (Linux 6.8) to learn its "
+                        "local address", fn);
+  if (fd < 0) return fd;
+  *addrlen = sizeof(*addr);
+  int r = getsockname(fd, (struct sockaddr *)addr, addrlen) < 0 ? -errno : 0;
+  close(fd);
+  return r;
+}
+
 /* The two addresses, asked of the kernel or, for a direct stream, as its
  * accept recorded them. */
 static int stream_addr(const ursa_stream *s, struct sockaddr_storage *addr,
@@ -57,10 +82,10 @@ static int stream_addr(const ursa_stream *s, struct sockaddr_storage *addr,
   if (s->flags & S_DIRECT) {
     const struct ursa__peer *p = s->direct_peer;
     socklen_t len = !p ? 0 : peer ? p->len : p->local_len;
+    if (!len && !peer) return direct_local(s, addr, addrlen, fn);
     if (!len)
-      return ursa__refuse(-EOPNOTSUPP, "%s: a direct-descriptor stream "
-                          "accepted on a listener bound to any address "
-                          "does not know its local address", fn);
+      return ursa__refuse(-EOPNOTSUPP, "%s: the stream's accept did not "
+                          "record the address", fn);
     memset(addr, 0, sizeof(*addr));
     memcpy(addr, p->bytes + (peer ? 0 : p->len), len);
     *addrlen = len;

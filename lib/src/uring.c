@@ -3,6 +3,8 @@
 #include "core.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 
 static unsigned u_sq_space(ursa_loop *loop) {
   return io_uring_sq_space_left(&loop->ring);
@@ -32,6 +34,13 @@ static int u_enter(ursa_loop *loop, int64_t wait_ns) {
 static unsigned u_reap(ursa_loop *loop, ursa__cqe *out, unsigned max) {
   struct io_uring_cqe *cqes[64];
   if (max > 64) max = 64;
+  if (loop->held_off < loop->held_n) { /* what run_now set aside: first */
+    unsigned n = 0;
+    while (loop->held_off < loop->held_n && n < max)
+      out[n++] = loop->held[loop->held_off++];
+    if (loop->held_off == loop->held_n) loop->held_off = loop->held_n = 0;
+    return n;
+  }
   /* The kernel keeps what did not fit and hands it over on the next enter;
    * reaping empties the CQ for it. */
   if (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
@@ -63,7 +72,52 @@ static void u_buf_ring_unregister(ursa_loop *loop, uint16_t bgid) {
   io_uring_unregister_buf_ring(&loop->ring, bgid);
 }
 
-static void u_free(ursa_loop *loop) { io_uring_queue_exit(&loop->ring); }
+static void u_free(ursa_loop *loop) {
+  io_uring_queue_exit(&loop->ring);
+  free(loop->held);
+  loop->held = NULL;
+}
+
+int ursa__uring_run_now(ursa_loop *loop,
+                        void (*prep)(struct io_uring_sqe *sqe, void *arg),
+                        void *arg) {
+  if (!ursa__sq_reserve(loop, 1)) return -EBUSY;
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  prep(sqe, arg);
+  sqe->user_data = URSA__UD_NOW;
+  for (;;) {
+    loop->stats.enters++;
+    int r = io_uring_submit_and_wait(&loop->ring, 1);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
+      return r;
+    /* Room for every completion ready before any is taken off the CQ. */
+    unsigned ready = io_uring_cq_ready(&loop->ring);
+    if (loop->held_n + ready > loop->held_cap) {
+      unsigned cap = loop->held_cap ? loop->held_cap : 64;
+      while (cap < loop->held_n + ready) cap *= 2;
+      ursa__cqe *h = realloc(loop->held, cap * sizeof(*h));
+      if (!h) return -ENOMEM; /* they stay in the CQ for the loop */
+      loop->held = h;
+      loop->held_cap = cap;
+    }
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    int res = INT_MIN;
+    io_uring_for_each_cqe(&loop->ring, head, cqe) {
+      n++;
+      if (cqe->user_data == URSA__UD_NOW) {
+        res = cqe->res;
+        continue;
+      }
+      ursa__cqe *h = &loop->held[loop->held_n++];
+      h->ud = cqe->user_data;
+      h->res = cqe->res;
+      h->flags = cqe->flags;
+    }
+    io_uring_cq_advance(&loop->ring, n);
+    if (res != INT_MIN) return res;
+  }
+}
 
 const ursa__backend ursa__uring_backend = {
     "io_uring",          u_sq_space, u_get_sqe,

@@ -774,10 +774,14 @@ URSA_EXPORT int ursa_connect(ursa_loop *loop, ursa_stream *s,
  * stream on an ordinary descriptor asks the kernel (getpeername(2),
  * getsockname(2)).  A direct-descriptor stream has no descriptor to ask
  * with: its peer address was recorded by its accept, and its local address
- * is the listener's, which is -EOPNOTSUPP when the listener is bound to
- * any address (:7000, 0.0.0.0) and so does not know which one the peer
- * reached (listen on one address, or use ordinary descriptors).  Returns
- * 0, -ENOTCONN before a connect has completed, or -EINVAL. */
+ * is the listener's.  Under a listener bound to any address (:7000,
+ * 0.0.0.0) only the socket knows which address the peer reached: the call
+ * then installs the slot as a plain descriptor for a moment
+ * (IORING_OP_FIXED_FD_INSTALL, Linux 6.8), asks it and closes it, waiting
+ * for that one operation inside the call (on the loop's thread; other
+ * completions that come meanwhile are delivered by the loop as usual);
+ * -EOPNOTSUPP on a kernel without it.  Returns 0, -ENOTCONN before a
+ * connect has completed, or -EINVAL. */
 URSA_EXPORT int ursa_stream_peer_addr(const ursa_stream *s,
                                       struct sockaddr_storage *addr,
                                       socklen_t *addrlen);
