@@ -17,6 +17,8 @@ packages=(
   clang             # fuzz targets (libFuzzer)
   libclang-rt-14-dev
   linux-perf        # the bench report's profile of the servers
+  libssl-dev        # TLS (OpenSSL 3)
+  openssl           # the test certificates, s_client/s_server interop
 )
 
 missing=()
