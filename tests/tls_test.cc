@@ -456,6 +456,103 @@ TEST_P(Tls, ServesOpensslSClient) {
   CloseBoth();
 }
 
+// Python's ssl module (OpenSSL underneath, but not our code driving it).
+std::string PyVersion(int v) {
+  return v == URSA_TLS_1_3 ? "ssl.TLSVersion.TLSv1_3" : "ssl.TLSVersion.TLSv1_2";
+}
+
+TEST_P(Tls, ServesPythonsSslClient) {
+  Serve("server.pem", "server.key");
+  std::string py =
+      "import socket, ssl, sys\n"
+      "c = ssl.create_default_context(cafile='" + Cert("ca.pem") + "')\n"
+      "c.minimum_version = c.maximum_version = " +
+      PyVersion(GetParam().version) + "\n"
+      "s = c.wrap_socket(socket.create_connection(('127.0.0.1', " +
+      std::to_string(t::PortOf(addr_)) + ")), server_hostname='localhost')\n"
+      "data = bytes(range(256)) * 1000\n"
+      "s.sendall(data)\n"
+      "got = b''\n"
+      "while len(got) < len(data):\n"
+      "    b = s.recv(65536)\n"
+      "    if not b: break\n"
+      "    got += b\n"
+      "s.unwrap()\n"
+      "sys.exit(0 if got == data else 3)\n";
+  std::string path = CertDir() + "/client.py";
+  FILE *f = fopen(path.c_str(), "w");
+  ASSERT_NE(nullptr, f);
+  fputs(py.c_str(), f);
+  fclose(f);
+  int rc = -1;
+  std::thread th([&] {
+    rc = system(("timeout 20 python3 " + path + " 2>" + path + ".err").c_str());
+  });
+  bool ended = RunUntil([&] { return server_.read_end != 0; });
+  th.join();
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(0, rc) << "the Python client saw a different echo";
+  EXPECT_EQ(256000u, server_.got.size());
+  EXPECT_EQ(URSA_EOF, server_.read_end) << "unwrap() sends close_notify: "
+                                        << server_.read_detail;
+  CloseBoth();
+}
+
+TEST_P(Tls, TalksToPythonsSslServer) {
+  std::string portfile = CertDir() + "/py.port";
+  unlink(portfile.c_str());
+  std::string py =
+      "import socket, ssl\n"
+      "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+      "c.minimum_version = c.maximum_version = " +
+      PyVersion(GetParam().version) + "\n"
+      "c.load_cert_chain('" + Cert("server.pem") + "', '" +
+      Cert("server.key") + "')\n"
+      "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+      "open('" + portfile + ".tmp', 'w').write(str(l.getsockname()[1]))\n"
+      "import os; os.rename('" + portfile + ".tmp', '" + portfile + "')\n"
+      "s = c.wrap_socket(l.accept()[0], server_side=True)\n"
+      "while True:\n"
+      "    b = s.recv(65536)\n"
+      "    if not b: break\n"
+      "    s.sendall(b.upper())\n"
+      "s.unwrap()\n";
+  std::string path = CertDir() + "/server.py";
+  FILE *f = fopen(path.c_str(), "w");
+  ASSERT_NE(nullptr, f);
+  fputs(py.c_str(), f);
+  fclose(f);
+  std::thread th([&] {
+    (void)!system(("timeout 20 python3 " + path + " 2>" + path + ".err").c_str());
+  });
+  int port = 0;
+  for (int i = 0; i < 200 && !port; i++) {
+    FILE *pf = fopen(portfile.c_str(), "r");
+    if (pf) {
+      if (fscanf(pf, "%d", &port) != 1) port = 0;
+      fclose(pf);
+    }
+    if (!port) usleep(25000);
+  }
+  ASSERT_NE(0, port);
+  addrlen_ = t::LoopbackAddr(AF_INET, &addr_, (uint16_t)port);
+  Connect("ca.pem", "localhost");
+  ASSERT_TRUE(RunUntil([&] { return client_.hs != 1; }));
+  ASSERT_EQ(0, client_.hs) << client_.hs_detail;
+  std::string msg(100000, 'q');
+  Write(&client_, msg.data(), msg.size());
+  ASSERT_TRUE(RunUntil([&] { return client_.got.size() >= msg.size(); }));
+  EXPECT_EQ(std::string(100000, 'Q'),
+            std::string(client_.got.begin(), client_.got.end()));
+  ASSERT_EQ(0, ursa_tls_shutdown(&client_.t, nullptr));
+  ASSERT_TRUE(RunUntil([&] { return client_.read_end != 0; }));
+  EXPECT_EQ(URSA_EOF, client_.read_end) << client_.read_detail;
+  th.join();
+  ursa_tls_close(&client_.t, OnTlsClosed);
+  EXPECT_TRUE(RunUntil([&] { return client_.closed; }));
+  server_.closed = true;
+}
+
 const Param kParams[] = {{URSA_BACKEND_URING, URSA_TLS_1_3},
                          {URSA_BACKEND_URING, URSA_TLS_1_2},
                          {URSA_BACKEND_EPOLL, URSA_TLS_1_3},
