@@ -10,10 +10,16 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mkdir -p fuzz/crashes
 status=0
-for target in addr_fuzz echo_fuzz; do
+# The library's sources; the TLS layer only for its own target (it is
+# the one that needs OpenSSL).
+core=$(ls lib/src/*.c | grep -v '/tls\.c$')
+for target in addr_fuzz echo_fuzz tls_fuzz; do
+  extra=
+  [ "$target" = tls_fuzz ] && extra="lib/src/tls.c -lssl -lcrypto"
+  # shellcheck disable=SC2086
   clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=all -Ilib/include -Ilib/src lib/src/*.c \
-    "fuzz/$target.c" -luring -o "$out/$target"
+    -fno-sanitize-recover=all -Ilib/include -Ilib/src $core \
+    "fuzz/$target.c" $extra -luring -o "$out/$target"
   mkdir -p "$out/corpus-$target"
   if "$out/$target" -max_total_time="$secs" -print_final_stats=1 \
        -artifact_prefix=fuzz/crashes/ "$out/corpus-$target" \
