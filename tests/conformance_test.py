@@ -420,6 +420,71 @@ def test_threads():
               f"{' '.join(args)}: {r.returncode} {r.stderr!r}")
 
 
+def test_tls(tmp):
+    # --tls-cert on uring and ursa-epoll: ursa-load --tls checks every
+    # byte through TLS; Python's ssl module as a client; the refusals.
+    print("--- tls", flush=True)
+    certs = os.path.join(tmp, "certs")
+    r = subprocess.run(["bash", "tools/make_test_certs.sh", certs],
+                       capture_output=True, text=True, timeout=60)
+    if not check(r.returncode == 0, f"make_test_certs.sh: {r.stderr}"):
+        return
+    cert, key, ca = (os.path.join(certs, n) for n in
+                     ("server.pem", "server.key", "ca.pem"))
+    import ssl
+    for b in ("uring", "ursa-epoll"):
+        srv = Server(b, "--tls-cert", cert, "--tls-key", key)
+        r, res = load(srv.addr, 32, "--tls-ca", ca, "--size", "3000",
+                      "--inflight", "2", "--threads", "2")
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("handshakes") == 32 and res.get("round_trips", 0) > 0,
+              f"{b} TLS: ursa-load --tls: {r.returncode} {res} "
+              f"{r.stderr[-300:]!r}")
+        ctx = ssl.create_default_context(cafile=ca)
+        fam, sa = sockaddr(srv.addr)
+        data = random.randbytes(300000)
+        with socket.create_connection(sa, timeout=20) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                def send():
+                    s.sendall(data)
+                t = threading.Thread(target=send)
+                t.start()
+                got = bytearray()
+                while len(got) < len(data):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                t.join()
+        check(bytes(got) == data, f"{b} TLS: Python's ssl client, 300 KB")
+        # A client that trusts another CA is refused, and says why.
+        r, res = load(srv.addr, 2, "--tls-ca",
+                      os.path.join(certs, "other-ca.pem"))
+        check(r.returncode == 1 and "unknown CA" in r.stderr,
+              f"{b} TLS: ursa-load with the wrong CA: {r.returncode} "
+              f"{r.stderr[-300:]!r}")
+        stats = srv.stop()
+        check(stats.get("handshakes", 0) >= 33 and
+              stats.get("tls_failed", 0) >= 2,
+              f"{b} TLS: the server counted its handshakes: {stats}")
+    for args, says in [
+            (["--tls-cert", cert], "go together"),
+            (["--tls-cert", os.path.join(certs, "nope.pem"), "--tls-key",
+              key], "nope.pem"),
+            (["--tls-cert", os.path.join(certs, "wrong.pem"), "--tls-key",
+              key], "server.key"),
+            (["--tls-cert", cert, "--tls-key", key, "--mode", "greet"],
+             "echo and sink"),
+            (["--backend", "epoll", "--tls-cert", cert, "--tls-key", key],
+             "--tls-cert is for")]:
+        full = args if "--backend" in args else ["--backend", "uring", *args]
+        r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", "--duration",
+                            "2", *full], capture_output=True, text=True,
+                           timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"server {' '.join(args)}: {r.returncode} {r.stderr!r}")
+
+
 def main():
     random.seed(11)
     tmp = tempfile.mkdtemp(prefix="ursa-conf-")
@@ -432,6 +497,7 @@ def main():
     test_without_io_uring()
     test_load_notices_corruption()
     test_threads()
+    test_tls(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     finish()
 

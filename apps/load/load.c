@@ -14,6 +14,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/load/hist.h"
+#include "ursa/tls.h"
 #include "ursa/ursa.h"
 
 #define PROG "ursa-load"
@@ -24,6 +25,7 @@ typedef struct conn conn;
  * completed and the whole echo has come back. */
 typedef struct slot {
   ursa_write_req w;
+  ursa_tls_write_req tw; /* the same, over TLS */
   ursa_send_req dw; /* the same, for a datagram */
   conn *c;
   uint64_t seq;
@@ -36,6 +38,8 @@ typedef struct slot {
 
 struct conn {
   ursa_stream s;
+  ursa_tls tls; /* --tls: over s once connected */
+  int tls_on;
   ursa_dgram d; /* --proto udp: one socket per "connection" */
   int id;
   int connected;
@@ -74,6 +78,10 @@ typedef struct load_state {
   double cpu0;
   double cpu_s_own; /* this thread's view of the client's CPU */
   int first_id; /* the connection ids this loop has start here */
+  const char *tls_ca, *tls_name; /* --tls */
+  int tls, tls_insecure;
+  ursa_tls_ctx *tls_ctx; /* this loop's */
+  uint64_t handshakes, tls_failed;
   int index;    /* of its thread */
   int setup_rc; /* 2: it could not start */
 } load_state;
@@ -136,11 +144,19 @@ static void on_dclosed(ursa_dgram *d) {
   L.closed++;
 }
 
+static void on_tls_closed(ursa_tls *t) {
+  conn *c = t->data;
+  c->closed = 1;
+  L.closed++;
+}
+
 static void close_conn(conn *c) {
   if (c->closing || !c->connected) return;
   c->closing = 1;
   if (L.udp)
     ursa_dgram_close(&c->d, on_dclosed);
+  else if (c->tls_on)
+    ursa_tls_close(&c->tls, on_tls_closed);
   else
     ursa_stream_close(&c->s, on_closed);
 }
@@ -189,6 +205,10 @@ static void on_written(ursa_write_req *w, int status) {
   sent(w->data, status, w->done);
 }
 
+static void on_tls_sent(ursa_tls_write_req *w, int status) {
+  sent(w->data, status, w->len);
+}
+
 static void on_dsent(ursa_send_req *q, int status) {
   sent(q->data, status, (size_t)L.size);
 }
@@ -207,6 +227,11 @@ static void send_slot(slot *sl) {
     sl->dw.data = sl;
     r = ursa_dgram_send(&sl->dw, &c->d, sl->buf, (size_t)L.size, NULL, 0,
                         on_dsent);
+  } else if (c->tls_on) {
+    sl->tw = (ursa_tls_write_req){0};
+    sl->tw.data = sl;
+    r = ursa_tls_write(&sl->tw, &c->tls, sl->buf, (size_t)L.size,
+                       on_tls_sent);
   } else {
     sl->w = (ursa_write_req){0};
     sl->w.data = sl;
@@ -256,8 +281,17 @@ static void ended_early(conn *c, ssize_t why) {
   }
 }
 
+static void got_bytes(conn *c, ssize_t n, const void *buf);
+
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
-  conn *c = s->data;
+  got_bytes(s->data, n, buf);
+}
+
+static void on_tls_read(ursa_tls *t, ssize_t n, const void *buf) {
+  got_bytes(t->data, n, buf);
+}
+
+static void got_bytes(conn *c, ssize_t n, const void *buf) {
   if (n < 0) {
     ended_early(c, n);
     close_conn(c);
@@ -354,6 +388,24 @@ static int open_udp(conn *c) {
   return 0;
 }
 
+static void on_tls_hs(ursa_tls *t, int status) {
+  conn *c = t->data;
+  if (status < 0) {
+    L.tls_failed++;
+    if (L.conn_errors++ < 3)
+      fprintf(stderr, "ursa-load: TLS: %s\n", ursa_tls_error_detail());
+    close_conn(c);
+    return;
+  }
+  L.handshakes++;
+  if (ursa_tls_read_start(t, on_tls_read) < 0) {
+    L.io_errors++;
+    close_conn(c);
+    return;
+  }
+  for (long k = 0; k < L.inflight; k++) maybe_next(&c->slots[k]);
+}
+
 static void on_connect(ursa_stream *s, int status) {
   conn *c = s->data;
   c->connected = 1;
@@ -366,6 +418,16 @@ static void on_connect(ursa_stream *s, int status) {
   L.open++;
   if (L.idle) return;
   ursa_stream_nodelay(s, 1);
+  if (L.tls) {
+    c->tls.data = c;
+    if (ursa_tls_start(&c->tls, L.tls_ctx, s, L.tls_name, on_tls_hs) < 0) {
+      L.io_errors++;
+      close_conn(c);
+      return;
+    }
+    c->tls_on = 1;
+    return; /* the rest once the handshake is done */
+  }
   if (!L.bulk && ursa_read_start(s, on_read) < 0) {
     L.io_errors++;
     close_conn(c);
@@ -437,6 +499,17 @@ static void *run_thread(void *arg) {
     me->setup_rc = 2;
     return NULL;
   }
+  if (L.tls) {
+    ursa_tls_options to = {0};
+    to.ca_file = L.tls_ca;
+    to.no_verify = L.tls_insecure;
+    if (ursa_tls_ctx_new(&L.tls_ctx, 0, &to) < 0) {
+      fprintf(stderr, "ursa-load: --tls: %s\n", ursa_tls_error_detail());
+      ursa_loop_close(L.loop);
+      me->setup_rc = 2;
+      return NULL;
+    }
+  }
   size_t per = (size_t)L.conns * (size_t)L.inflight;
   L.cs = calloc((size_t)L.conns ? (size_t)L.conns : 1, sizeof(conn));
   char *bufs = malloc(per * (size_t)L.size + 1);
@@ -484,6 +557,7 @@ static void *run_thread(void *arg) {
   L.cpu_s_own = cpu_seconds() - L.cpu0;
   if (!L.t_end_ns) L.t_end_ns = ns();
   int cr = ursa_loop_close(L.loop);
+  ursa_tls_ctx_free(L.tls_ctx);
   free(bufs);
   free(slots);
   free(L.cs);
@@ -513,6 +587,13 @@ static void usage(FILE *f) {
       "  --connect-timeout S give up on a connect after S seconds "
       "(default 5)\n"
       "  --server-pid PID    also measure that process's CPU time\n"
+      "  --tls               over TLS (each connection's handshake first)\n"
+      "  --tls-ca FILE       the roots to check the server against (default: "
+      "the\n"
+      "                      system's); implies --tls\n"
+      "  --tls-name NAME     the name checked and sent as SNI (default "
+      "localhost)\n"
+      "  --tls-insecure      no certificate or name checks\n"
       "  --threads N         N loops on threads of their own, the connections "
       "shared\n"
       "                      out (so that the client is not the bottleneck)\n"
@@ -532,7 +613,8 @@ int main(int argc, char **argv) {
   L.connect_timeout_s = 5;
   enum {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
-    O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS
+    O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
+    O_TLSCA, O_TLSINSECURE, O_TLSNAME
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -550,6 +632,10 @@ int main(int argc, char **argv) {
       {"cpu", required_argument, NULL, O_CPU},
       {"json", required_argument, NULL, O_JSON},
       {"threads", required_argument, NULL, O_THREADS},
+      {"tls", no_argument, NULL, O_TLS},
+      {"tls-ca", required_argument, NULL, O_TLSCA},
+      {"tls-insecure", no_argument, NULL, O_TLSINSECURE},
+      {"tls-name", required_argument, NULL, O_TLSNAME},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -602,6 +688,21 @@ int main(int argc, char **argv) {
       case O_THREADS:
         r = cli_long(PROG, a, v, 1, 64, &threads);
         break;
+      case O_TLS:
+        L.tls = 1;
+        break;
+      case O_TLSCA:
+        L.tls = 1;
+        L.tls_ca = v;
+        break;
+      case O_TLSINSECURE:
+        L.tls = 1;
+        L.tls_insecure = 1;
+        break;
+      case O_TLSNAME:
+        L.tls = 1;
+        L.tls_name = v;
+        break;
     }
     if (r < 0) return 2;
   }
@@ -644,6 +745,11 @@ int main(int argc, char **argv) {
             addr);
     return 2;
   }
+  if (L.tls && (L.udp || L.bulk || L.idle)) {
+    fprintf(stderr, "ursa-load: --tls drives echo runs over tcp or unix\n");
+    return 2;
+  }
+  if (L.tls && !L.tls_name && !L.tls_insecure) L.tls_name = "localhost";
   if (L.count) L.duration_s = 86400;
   if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
   if (threads > L.conns) threads = L.conns;
@@ -698,6 +804,8 @@ int main(int argc, char **argv) {
     L.lost += o->lost;
     L.conn_errors += o->conn_errors;
     L.io_errors += o->io_errors;
+    L.handshakes += o->handshakes;
+    L.tls_failed += o->tls_failed;
     L.open += o->open;
     hist_merge(&L.h, &o->h);
     if (o->t_measure_ns && (!L.t_measure_ns || o->t_measure_ns < L.t_measure_ns))
@@ -756,7 +864,8 @@ int main(int argc, char **argv) {
               "\"mismatched\":%llu,\"lost\":%llu,\"connect_errors\":%llu,"
               "\"io_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"round_trips_total\":%llu,\"server_cpu_s\":%.4f,"
-              "\"connected\":%ld,\"mode\":\"%s\"}\n",
+              "\"connected\":%ld,\"handshakes\":%llu,\"tls_failed\":%llu,"
+              "\"mode\":\"%s\"}\n",
               L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts, rps,
               mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
               (unsigned long long)L.mismatches, (unsigned long long)L.lost,
@@ -764,6 +873,8 @@ int main(int argc, char **argv) {
               (unsigned long long)L.io_errors, cpu_s,
               (unsigned long long)L.rts_total,
               L.server_pid ? L.server_cpu_s : -1.0, L.open,
+              (unsigned long long)L.handshakes,
+              (unsigned long long)L.tls_failed,
               L.bulk   ? "bulk"
               : L.idle ? "idle"
                        : "echo");

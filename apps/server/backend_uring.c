@@ -11,10 +11,13 @@
 #include <netinet/tcp.h>
 
 #include "apps/common/loops.h"
+#include "ursa/tls.h"
 #include "apps/server/server.h"
 
 typedef struct conn {
   ursa_stream s;
+  ursa_tls tls;        /* --tls-cert: the TLS stream over s */
+  int tls_on;          /* ursa_tls_start() took s */
   ursa_handoff_req hreq; /* on its way from the acceptor's loop */
   struct conn *prev, *next;
   int closing;
@@ -46,6 +49,7 @@ static __thread struct {
   int index;      /* of the loop in G */
   int listening;  /* has a listener of its own */
   ursa_loop *loop;
+  ursa_tls_ctx *tls; /* --tls-cert: this loop's context */
   ursa_listener listener;
   ursa_dgram dsock;
   ursa_timer tick;
@@ -74,8 +78,13 @@ static void conn_unref(conn *c) {
   if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) free(c);
 }
 
-static void on_closed(ursa_stream *s) {
-  conn *c = s->data;
+static void conn_closed(conn *c);
+
+static void on_closed(ursa_stream *s) { conn_closed(s->data); }
+
+static void on_tls_closed(ursa_tls *t) { conn_closed(t->data); }
+
+static void conn_closed(conn *c) {
   if (c->prev) c->prev->next = c->next; else S.conns = c->next;
   if (c->next) c->next->prev = c->prev;
   S.open--;
@@ -219,7 +228,10 @@ static void pool_stop(void) {
 static void close_conn(conn *c) {
   if (c->closing) return;
   c->closing = 1;
-  ursa_stream_close(&c->s, on_closed);
+  if (c->tls_on)
+    ursa_tls_close(&c->tls, on_tls_closed);
+  else
+    ursa_stream_close(&c->s, on_closed);
 }
 
 static void on_shutdown(ursa_stream *s, int status) {
@@ -303,6 +315,62 @@ static void on_greeted(ursa_write_req *w, int status) {
     close_conn(c);
 }
 
+/* ---- --tls-cert: the same echo over TLS (plaintext counts) ---- */
+typedef struct tls_reply {
+  ursa_tls_write_req w;
+  conn *c;
+} tls_reply;
+
+static void on_tls_written(ursa_tls_write_req *w, int status) {
+  tls_reply *r = w->data;
+  if (status == 0) S.st->bytes_out += w->len;
+  else close_conn(r->c);
+  free(r);
+}
+
+static void on_tls_shut(ursa_tls *t, int status) {
+  (void)status;
+  close_conn(t->data);
+}
+
+static void on_tls_read(ursa_tls *t, ssize_t n, const void *buf) {
+  conn *c = t->data;
+  if (n < 0) {
+    if (n == -ETIMEDOUT) S.st->timed_out++;
+    if (n != URSA_EOF || ursa_tls_shutdown(t, on_tls_shut) < 0)
+      close_conn(c);
+    return;
+  }
+  S.st->bytes_in += (uint64_t)n;
+  S.st->reads++;
+  if (S.o->min_rate) clock_rx(&c->clock, ursa_loop_now(S.loop), (uint64_t)n);
+  if (S.o->mode == MODE_SINK) return;
+  /* The write encrypts at once: no copy of the plaintext is kept. */
+  tls_reply *r = malloc(sizeof(*r));
+  if (!r) {
+    close_conn(c);
+    return;
+  }
+  r->c = c;
+  r->w = (ursa_tls_write_req){0};
+  r->w.data = r;
+  if (ursa_tls_write(&r->w, t, buf, (size_t)n, on_tls_written) < 0) {
+    free(r);
+    close_conn(c);
+  }
+}
+
+static void on_tls_handshake(ursa_tls *t, int status) {
+  conn *c = t->data;
+  if (status < 0) {
+    S.st->tls_failed++;
+    close_conn(c);
+    return;
+  }
+  S.st->handshakes++;
+  if (ursa_tls_read_start(t, on_tls_read) < 0) close_conn(c);
+}
+
 /* A connection this loop serves, accepted here or handed over. */
 static void start_conn(conn *c) {
   c->s.data = c;
@@ -339,6 +407,14 @@ static void start_conn(conn *c) {
       free(r);
       close_conn(c);
     }
+    return;
+  }
+  if (S.tls) {
+    c->tls.data = c;
+    if (ursa_tls_start(&c->tls, S.tls, &c->s, NULL, on_tls_handshake) < 0)
+      close_conn(c);
+    else
+      c->tls_on = 1;
     return;
   }
   if (ursa_read_start(&c->s, on_read) < 0) close_conn(c);
@@ -503,6 +579,19 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
     if (group) loop_group_fail(&G);
     return 2;
   }
+  if (o->tls_cert) {
+    ursa_tls_options to = {0};
+    to.cert_file = o->tls_cert;
+    to.key_file = o->tls_key;
+    int tr = ursa_tls_ctx_new(&S.tls, 1, &to);
+    if (tr < 0) {
+      fprintf(stderr, "ursa-echo-server: --tls-cert: %s\n",
+              ursa_tls_error_detail());
+      if (group) loop_group_fail(&G);
+      ursa_loop_close(S.loop);
+      return 2;
+    }
+  }
   if (group) loop_group_join(&G, index, S.loop);
   if (P.n) {
     ursa_loop_retain(S.loop); /* the workers post to it */
@@ -570,6 +659,7 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   st->syscalls += us.enters;
   if (r < 0) fprintf(stderr, "server: loop failed: %s\n", ursa_strerror(r));
   if (ursa_loop_close(S.loop) < 0) r = -EBUSY;
+  ursa_tls_ctx_free(S.tls);
   return r < 0 ? 1 : 0;
 }
 
@@ -604,6 +694,8 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
     st->enters += w->enters;
     st->sqes += w->sqes;
     st->enobufs += w->enobufs;
+    st->handshakes += w->handshakes;
+    st->tls_failed += w->tls_failed;
   }
   /* Every loop has closed: the workers finish (their posts refused now)
    * before the loops they post to go. */

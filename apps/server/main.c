@@ -137,6 +137,10 @@ static void usage(FILE *f) {
       "                   hands them out in turn) or fewest (to the loop "
       "with the\n"
       "                   fewest open); epoll: reuseport only\n"
+      "  --tls-cert F     uring, ursa-epoll: serve TLS (echo, sink) with this "
+      "PEM\n"
+      "                   certificate chain\n"
+      "  --tls-key F      and this key\n"
       "  --workers N      uring, ursa-epoll: hand each message to one of N "
       "worker\n"
       "                   threads (a connection's always to the same one) "
@@ -226,7 +230,7 @@ static void write_json(const char *path, const server_opts *o,
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
           "\"round_trips\":%llu,"
           "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
-          "\"enobufs\":%llu,"
+          "\"enobufs\":%llu,\"handshakes\":%llu,\"tls_failed\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
           o->mode == MODE_GREET  ? "greet"
@@ -239,8 +243,8 @@ static void write_json(const char *path, const server_opts *o,
           (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
           (unsigned long long)s->enters, (unsigned long long)s->sqes,
-          (unsigned long long)s->enobufs, cpu_s,
-          wall_s);
+          (unsigned long long)s->enobufs, (unsigned long long)s->handshakes,
+          (unsigned long long)s->tls_failed, cpu_s, wall_s);
   fclose(f);
 }
 
@@ -262,7 +266,7 @@ int main(int argc, char **argv) {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
     O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
-    O_DISPATCH, O_WORKERS
+    O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -287,6 +291,8 @@ int main(int argc, char **argv) {
       {"threads", required_argument, NULL, O_THREADS},
       {"dispatch", required_argument, NULL, O_DISPATCH},
       {"workers", required_argument, NULL, O_WORKERS},
+      {"tls-cert", required_argument, NULL, O_TLSCERT},
+      {"tls-key", required_argument, NULL, O_TLSKEY},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -304,6 +310,12 @@ int main(int argc, char **argv) {
       case O_THREADS:
         if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
         o.threads = (int)n;
+        break;
+      case O_TLSCERT:
+        o.tls_cert = v;
+        break;
+      case O_TLSKEY:
+        o.tls_key = v;
         break;
       case O_WORKERS:
         if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
@@ -448,6 +460,19 @@ int main(int argc, char **argv) {
   if (o.threads > 1 && !on_ursa(o.backend) && strcmp(o.backend, "epoll"))
     return bad("--threads is for uring, ursa-epoll and epoll, not %s%s",
                o.backend, "");
+  if (!o.tls_cert != !o.tls_key)
+    return bad("--tls-cert and --tls-key go together%s%s", "", "");
+  if (o.tls_cert) {
+    if (!on_ursa(o.backend))
+      return bad("--tls-cert is for uring and ursa-epoll, not %s%s",
+                 o.backend, "");
+    if (o.proto != PROTO_TCP && o.proto != PROTO_UNIX)
+      return bad("--tls-cert needs a stream: --proto tcp or unix, not "
+                 "%s%s", proto, "");
+    if (o.mode == MODE_GREET || o.workers)
+      return bad("--tls-cert serves echo and sink, without --workers%s%s",
+                 "", "");
+  }
   if (o.workers && !on_ursa(o.backend))
     return bad("--workers is for uring and ursa-epoll, not %s%s", o.backend,
                "");

@@ -47,6 +47,9 @@ typedef struct server_opts {
   int workers;            /* uring, ursa-epoll: messages handled on this
                              many pool threads, replies written from the
                              loop (0: on the loop) */
+  const char *tls_cert;   /* uring, ursa-epoll, epoll: serve TLS with this
+                             certificate chain (PEM) */
+  const char *tls_key;    /* and its key */
   int dispatch;           /* DISPATCH_*: SO_REUSEPORT listeners, or one
                              acceptor handing connections out (round robin,
                              or to the loop with the fewest open) */
@@ -92,6 +95,8 @@ typedef struct server_stats {
   uint64_t enters;      /* io_uring_enter calls (uring only) */
   uint64_t sqes;        /* SQEs submitted (uring only) */
   uint64_t enobufs;     /* receives that found the ring empty (uring) */
+  uint64_t handshakes;  /* --tls-cert: TLS handshakes completed */
+  uint64_t tls_failed;  /* and failed (bad client, garbage, timeout) */
 } server_stats;
 
 /* The listening socket is already bound (fd >= 0) for the poll-based and
