@@ -35,7 +35,9 @@ for section in ["## Targets", "| machine |"] + (
         else []) + (
         ["## Wake-ups", "vs uv_async_send", "| uv-async | libuv |",
          "ursa_post_call (the bounded ring) posts/s"]
-        if json.load(open(RESULTS)).get("wake") else []):
+        if json.load(open(RESULTS)).get("wake") else []) + (
+        ["## TLS: ping-pong over TLS", "uring vs epoll+OpenSSL"]
+        if json.load(open(RESULTS)).get("tls") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):

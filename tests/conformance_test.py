@@ -432,7 +432,7 @@ def test_tls(tmp):
     cert, key, ca = (os.path.join(certs, n) for n in
                      ("server.pem", "server.key", "ca.pem"))
     import ssl
-    for b in ("uring", "ursa-epoll"):
+    for b in ("uring", "ursa-epoll", "epoll"):
         srv = Server(b, "--tls-cert", cert, "--tls-key", key)
         r, res = load(srv.addr, 32, "--tls-ca", ca, "--size", "3000",
                       "--inflight", "2", "--threads", "2")
@@ -475,7 +475,7 @@ def test_tls(tmp):
               key], "server.key"),
             (["--tls-cert", cert, "--tls-key", key, "--mode", "greet"],
              "echo and sink"),
-            (["--backend", "epoll", "--tls-cert", cert, "--tls-key", key],
+            (["--backend", "select", "--tls-cert", cert, "--tls-key", key],
              "--tls-cert is for")]:
         full = args if "--backend" in args else ["--backend", "uring", *args]
         r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", "--duration",

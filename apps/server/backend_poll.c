@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "apps/server/poller.h"
 #include "apps/server/server.h"
 
@@ -20,7 +23,10 @@
 #define EVENTS 256
 
 typedef struct conn {
-  char *pending; /* what the peer has not taken yet */
+  SSL *ssl;      /* --tls-cert (epoll): OpenSSL over the non-blocking socket */
+  int hs_done;
+  char *pending; /* what the peer has not taken yet (with TLS: plaintext
+                    SSL_write must be given again) */
   size_t plen, poff;
   int discard; /* greeted: read and drop until the peer closes */
   conn_clock clock;
@@ -37,6 +43,7 @@ typedef struct loop {
   uint64_t accept_resume; /* EMFILE: listener unwatched until then (ms) */
   int max_fd; /* highest descriptor with a connection, for the sweep */
   int warned;
+  SSL_CTX *tls; /* --tls-cert */
   char buf[BUF];
 } loop;
 
@@ -46,9 +53,110 @@ static void drop(loop *l, int fd) {
   close(fd);
   l->st->syscalls += 2;
   free(c->pending);
+  SSL_free(c->ssl);
   free(c);
   l->conns[fd] = NULL;
   l->open--;
+}
+
+/* ---- --tls-cert: the same echo through OpenSSL on the socket itself
+ * (its own read and write calls, each counted as one system call): the
+ * comparison for ursa's TLS over memory BIOs. ---- */
+
+/* The handshake's next step; 1 when done, 0 to wait, -1 to drop. */
+static int tls_handshake(loop *l, int fd, conn *c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  l->st->syscalls++;
+  if (r == 1) {
+    c->hs_done = 1;
+    l->st->handshakes++;
+    l->ops->mod(l->p, fd, P_IN);
+    l->st->syscalls++;
+    return 1;
+  }
+  int e = SSL_get_error(c->ssl, r);
+  if (e == SSL_ERROR_WANT_READ) return 0;
+  if (e == SSL_ERROR_WANT_WRITE) {
+    l->ops->mod(l->p, fd, P_OUT);
+    l->st->syscalls++;
+    return 0;
+  }
+  l->st->tls_failed++;
+  return -1;
+}
+
+/* Writes plaintext whole, or keeps it for when the socket takes more
+ * (SSL_write must then be given the same bytes again). */
+static int tls_send(loop *l, int fd, conn *c, const char *p, size_t n) {
+  ERR_clear_error();
+  int w = SSL_write(c->ssl, p, (int)n);
+  l->st->syscalls++;
+  if (w > 0) {
+    l->st->bytes_out += (uint64_t)w;
+    return 1;
+  }
+  if (SSL_get_error(c->ssl, w) != SSL_ERROR_WANT_WRITE) return -1;
+  c->pending = malloc(n);
+  if (!c->pending) return -1;
+  memcpy(c->pending, p, n);
+  c->plen = n;
+  c->poff = 0;
+  l->ops->mod(l->p, fd, P_OUT);
+  l->st->syscalls++;
+  return 0;
+}
+
+static void tls_readable(loop *l, int fd, conn *c) {
+  if (!c->hs_done) {
+    int r = tls_handshake(l, fd, c);
+    if (r < 0) drop(l, fd);
+    if (r <= 0) return;
+  }
+  /* Level-triggered readiness does not see what OpenSSL has buffered:
+   * read until it wants the socket again. */
+  while (!c->pending) {
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, l->buf, BUF);
+    l->st->syscalls++;
+    if (n <= 0) {
+      int e = SSL_get_error(c->ssl, n);
+      if (e == SSL_ERROR_WANT_READ) return;
+      if (e == SSL_ERROR_ZERO_RETURN) SSL_shutdown(c->ssl);
+      drop(l, fd);
+      return;
+    }
+    l->st->bytes_in += (uint64_t)n;
+    l->st->reads++;
+    if (l->o->idle_ms) clock_rx(&c->clock, now_ms(), (uint64_t)n);
+    if (c->discard) continue;
+    if (tls_send(l, fd, c, l->buf, (size_t)n) < 0) {
+      drop(l, fd);
+      return;
+    }
+  }
+}
+
+static void tls_writable(loop *l, int fd, conn *c) {
+  if (!c->hs_done) {
+    if (tls_handshake(l, fd, c) < 0) drop(l, fd);
+    return;
+  }
+  if (!c->pending) return;
+  ERR_clear_error();
+  int w = SSL_write(c->ssl, c->pending, (int)c->plen);
+  l->st->syscalls++;
+  if (w <= 0) {
+    if (SSL_get_error(c->ssl, w) != SSL_ERROR_WANT_WRITE) drop(l, fd);
+    return;
+  }
+  l->st->bytes_out += (uint64_t)w;
+  free(c->pending);
+  c->pending = NULL;
+  c->plen = c->poff = 0;
+  l->ops->mod(l->p, fd, P_IN);
+  l->st->syscalls++;
+  tls_readable(l, fd, c); /* what came meanwhile */
 }
 
 /* Sends what is pending; returns 1 when all of it is out, 0 when the peer
@@ -173,6 +281,17 @@ static void on_accept(loop *l, int lfd) {
       continue;
     }
     l->st->syscalls++;
+    if (l->tls) {
+      c->ssl = SSL_new(l->tls);
+      if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+        l->ops->del(l->p, fd);
+        SSL_free(c->ssl);
+        free(c);
+        close(fd);
+        continue;
+      }
+      SSL_set_accept_state(c->ssl);
+    }
     c->discard = greet || l->o->mode == MODE_SINK;
     if (l->o->idle_ms) clock_start(&c->clock, now_ms());
     l->conns[fd] = c;
@@ -232,6 +351,26 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
     free(l);
     return 1;
   }
+  if (o->tls_cert) {
+    l->tls = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_set_min_proto_version(l->tls, TLS1_2_VERSION);
+    SSL_CTX_set_mode(l->tls, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                 SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(l->tls, o->tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(l->tls, o->tls_key, SSL_FILETYPE_PEM) !=
+            1 ||
+        SSL_CTX_check_private_key(l->tls) != 1) {
+      char e[256];
+      ERR_error_string_n(ERR_peek_last_error(), e, sizeof(e));
+      fprintf(stderr, "ursa-echo-server: --tls-cert '%s', --tls-key '%s': "
+              "%s\n", o->tls_cert, o->tls_key, e);
+      SSL_CTX_free(l->tls);
+      free(l->conns);
+      ops->destroy(l->p);
+      free(l);
+      return 2;
+    }
+  }
   fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
   int dgram = o->proto == PROTO_UDP;
   if (ops->add(l->p, lfd, P_IN) < 0 || ops->add(l->p, o->stop_fd, P_IN) < 0) {
@@ -278,6 +417,9 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
         stop = 1;
       } else if (fd == lfd) {
         if (dgram) on_datagrams(l, fd); else on_accept(l, fd);
+      } else if (l->conns[fd] && l->tls) {
+        if (evs[i].events & P_OUT) tls_writable(l, fd, l->conns[fd]);
+        else if (evs[i].events & P_IN) tls_readable(l, fd, l->conns[fd]);
       } else if (l->conns[fd]) {
         if (evs[i].events & P_OUT) on_writable(l, fd, l->conns[fd]);
         else if (evs[i].events & P_IN) on_readable(l, fd, l->conns[fd]);
@@ -288,6 +430,7 @@ static int serve(const poller_ops *ops, const server_opts *o, int lfd,
     if (l->conns[fd]) drop(l, fd);
   ops->destroy(l->p);
   free(l->conns);
+  SSL_CTX_free(l->tls);
   free(l);
   return 0;
 }
@@ -364,6 +507,8 @@ int serve_epoll(const server_opts *o, int lfd, server_stats *st) {
     st->bytes_out += w[i].st.bytes_out;
     st->reads += w[i].st.reads;
     st->syscalls += w[i].st.syscalls;
+    st->handshakes += w[i].st.handshakes;
+    st->tls_failed += w[i].st.tls_failed;
   }
   for (int i = 1; i < n; i++) close(w[i].lfd);
   return rc;

@@ -137,7 +137,9 @@ static void usage(FILE *f) {
       "                   hands them out in turn) or fewest (to the loop "
       "with the\n"
       "                   fewest open); epoll: reuseport only\n"
-      "  --tls-cert F     uring, ursa-epoll: serve TLS (echo, sink) with this "
+      "  --tls-cert F     uring, ursa-epoll, epoll (OpenSSL on the socket): "
+      "serve\n"
+      "                   TLS (echo, sink) with this "
       "PEM\n"
       "                   certificate chain\n"
       "  --tls-key F      and this key\n"
@@ -463,8 +465,8 @@ int main(int argc, char **argv) {
   if (!o.tls_cert != !o.tls_key)
     return bad("--tls-cert and --tls-key go together%s%s", "", "");
   if (o.tls_cert) {
-    if (!on_ursa(o.backend))
-      return bad("--tls-cert is for uring and ursa-epoll, not %s%s",
+    if (!on_ursa(o.backend) && strcmp(o.backend, "epoll"))
+      return bad("--tls-cert is for uring, ursa-epoll and epoll, not %s%s",
                  o.backend, "");
     if (o.proto != PROTO_TCP && o.proto != PROTO_UNIX)
       return bad("--tls-cert needs a stream: --proto tcp or unix, not "

@@ -28,7 +28,8 @@ def ratio_span(x, y):
                     + ("; spans 1: no difference measured)"
                        if lo <= 1 <= hi else ")"))
 
-def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=()):
+def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
+            tls=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
@@ -166,6 +167,20 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=()):
         row("ursa_post_call (the bounded ring) posts/s vs uv_async_send",
             f"{fmt(ct[k] / 1e6, 2)}M vs {fmt(uv[k] / 1e6, 2)}M = "
             f"{fmt(r, 2)}x" + txt, ">= 2x", r is not None and r >= 2.0)
+    tu = next((c for c in tls if c["backend"] == "uring" and
+               c["size"] == 64), None)
+    te = next((c for c in tls if c["backend"] == "epoll" and
+               c["size"] == 64), None)
+    if tu and te:
+        k = "server_cpu_us_per_rt"
+        r = ratio(tu[k], te[k])
+        _, _, txt = ratio_span({"lo": tu[k + "_min"], "hi": tu[k + "_max"]},
+                               {"lo": te[k + "_min"], "hi": te[k + "_max"]})
+        row("TLS server CPU/rt, 64 conns, 64 B, uring vs epoll+OpenSSL",
+            f"{fmt(tu[k], 2)} vs {fmt(te[k], 2)} us = {fmt(r, 2)}x" + txt,
+            "<= 0.9x", r is not None and r <= 0.9)
+        row("TLS handshakes/s, uring vs epoll+OpenSSL", "not measured",
+            "not below", None)
     behind, behind_notes = [], []
     for c in cases:
         if c["backend"] != "uring" or (c["kind"] == "pingpong" and

@@ -13,12 +13,46 @@ import time
 
 from .analysis import fmt
 from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, THREAD_VARIANTS,
-                     THREADS_POINT, case_id, matrix)
+                     THREADS_POINT, TLS_CASES, case_id, matrix)
 from .plots import graphs
 from .probes import drain, iperf3, memory, profile, wake
 from .report import render, report
 from .runner import (RUN_ERRORS, Failure, ab_block, environment,
                      interleaved, one_run, summarise)
+
+
+def tls_block(a, tmp, todo, failures):
+    """TLS ping-pong for each (backend, size), interleaved; certificates
+    from tools/make_test_certs.sh."""
+    if not todo:
+        return []
+    certs = os.path.join(tmp, "certs")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools",
+                          "make_test_certs.sh")
+    r = subprocess.run(["bash", script, certs], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode:
+        failures.append(f"tls: make_test_certs.sh: {r.stderr[-200:]}")
+        return []
+    srv = ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key",
+           os.path.join(certs, "server.key")]
+    load = ["--tls-ca", os.path.join(certs, "ca.pem")]
+    runs = interleaved(todo, a.repeats,
+                       lambda c: one_run(a, c[0], "pingpong", "tcp", 64, c[1],
+                                         1, tmp, srv, load),
+                       lambda c: f"tls {c[0]} {c[1]} B", failures)
+    out = []
+    for (b, size), got in zip(todo, runs):
+        if not got:
+            continue
+        s = summarise(got)
+        s.update({"id": f"tls-pingpong-64c-{size}b-{b}", "kind": "tls",
+                  "backend": b, "proto": "tcp", "conns": 64, "size": size,
+                  "inflight": 1, "repeats": len(got)})
+        if s["errors"]:
+            failures.append(f"tls {b} {size} B: {s['errors']} echo errors")
+        out.append(s)
+    return out
 
 
 def main():
@@ -45,6 +79,8 @@ def main():
                     help="skip the write-queue drain (ursa-drain)")
     ap.add_argument("--no-threads", action="store_true",
                     help="skip the threads block (one loop against two)")
+    ap.add_argument("--no-tls", action="store_true",
+                    help="skip the TLS block")
     ap.add_argument("--no-wake", action="store_true",
                     help="skip the wake-up block (ursa-wake)")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
@@ -107,8 +143,11 @@ def main():
         re.search(a.filter, f"threads-{v[1]}-{v[0]}")]
     do_wake = not a.no_wake and (not a.filter or
                                  re.search(a.filter, "wake") is not None)
+    tls_todo = [] if a.no_tls else [
+        c for c in TLS_CASES if not a.filter or
+        re.search(a.filter, f"tls-{c[0]}-{c[1]}b")]
     n = (len(todo) + len(bulk_todo) + len(mem_todo) + len(drain_todo) +
-         ab_n + len(threads_todo) + int(do_wake))
+         ab_n + len(threads_todo) + int(do_wake) + len(tls_todo))
     per_run = a.duration + a.warmup + 0.4
     t0 = time.time()
     k = 0
@@ -218,6 +257,11 @@ def main():
             failures.append(f"threads {b} {label}: {s['errors']} echo errors")
         progress(f"threads {b} {label}", f"{s['rt_per_s']:.0f} rt/s, server "
                  f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+    tls_rows = tls_block(a, tmp, tls_todo, failures)
+    for row in tls_rows:
+        k += 1
+        progress(row["id"], f"{row['rt_per_s']:.0f} rt/s, server "
+                 f"{row['server_cpu_us_per_rt']:.2f} us/rt")
     wakes = []
     if do_wake:
         k += 1
@@ -257,7 +301,8 @@ def main():
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
                    "profile": prof, "drain": drains, "threads": threads,
-                   "wake": wakes, "failures": failures}, f, indent=1)
+                   "wake": wakes, "tls": tls_rows, "failures": failures}, f,
+                  indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for r in rows:
@@ -265,7 +310,7 @@ def main():
                              for key in KEYS) + "\n")
     made = graphs(a.out, env, cases, bulk, iperf)
     report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof,
-           drains, threads, wakes)
+           drains, threads, wakes, tls_rows)
     print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
           f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
           f"results.csv, report.md, graphs/)")

@@ -186,3 +186,10 @@ SYSCALL_WRAPPERS = ("__send", "__libc_send", "__libc_recv", "__recv",
                     "io_uring_submit", "__io_uring_submit", "recv", "send")
 
 PROFILE_LOCKS = "locks, RCU, interrupts"
+
+# The TLS block: TCP ping-pong over TLS (ursa-load --tls) at 64
+# connections, 64 B and 16 KiB, for ursa's TLS over memory BIOs on both of
+# its backends and the hand-written epoll server with OpenSSL on the
+# socket.  (backend, size)
+TLS_CASES = [(b, s) for s in (64, 16384) for b in ("uring", "ursa-epoll",
+                                                   "epoll")]

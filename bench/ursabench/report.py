@@ -7,7 +7,7 @@ from .config import AB_MISSING, case_of
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
-           prof=(), drain=(), threads=(), wake=()):
+           prof=(), drain=(), threads=(), wake=(), tls=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -32,7 +32,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         L.append(f"![{name}](graphs/{name}.svg)")
     L.append("")
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
-                 list(threads), list(wake))
+                 list(threads), list(wake), list(tls))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -139,6 +139,28 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                      f"{r if r == '-' else r + rng} | {fmt(t['p99_us'])} | "
                      f"{t['errors']} |")
         L.append("")
+    if tls:
+        L += ["## TLS: ping-pong over TLS, 64 connections", "",
+              "ursa-load --tls (OpenSSL, checking every byte) against "
+              "ursa's TLS over memory BIOs (uring, ursa-epoll) and the "
+              "hand-written epoll server with OpenSSL reading and writing "
+              "the socket itself; TLS 1.3, the servers' default.  "
+              "Handshakes per second are not measured yet (no "
+              "connection-churning client).", "",
+              "| backend | size | round trips/s | server CPU us/rt | vs epoll "
+              "| errors |", "|---|---|---|---|---|---|"]
+        for c in tls:
+            e = next((x for x in tls if x["backend"] == "epoll" and
+                      x["size"] == c["size"]), None)
+            r = (c["server_cpu_us_per_rt"] / e["server_cpu_us_per_rt"]
+                 if e and e["server_cpu_us_per_rt"] else None)
+            L.append(f"| {c['backend']} | {c['size']} | {fmt(c['rt_per_s'])} "
+                     f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
+                     f"{fmt(c['server_cpu_us_per_rt'], 2)} "
+                     f"[{fmt(c['server_cpu_us_per_rt_min'], 2)}-"
+                     f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | "
+                     f"{fmt(r, 2)} | {c['errors']} |")
+        L.append("")
     if wake:
         L += ["## Wake-ups: posting work to a loop on another thread", "",
               "`ursa-wake`: the loop's thread on the server CPU, the sender "
@@ -232,5 +254,5 @@ def render(results, out, previous=None, draw=None):
     report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
            made, previous, results.get("ab", []), results.get("profile", []),
            results.get("drain", []), results.get("threads", []),
-           results.get("wake", []))
+           results.get("wake", []), results.get("tls", []))
     return os.path.join(out, "report.md")

@@ -103,12 +103,13 @@ def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout):
         os.unlink(out)
     return r, res
 
-def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=()):
+def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
+            load_extra=()):
     mode = "sink" if kind == "bulk" else "echo"
     srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra)
     load_args = ["--connections", str(conns), "--size", str(size),
                  "--inflight", str(inflight), "--duration", str(a.duration),
-                 "--warmup", str(a.warmup)]
+                 "--warmup", str(a.warmup), *load_extra]
     if proto != "tcp":
         load_args += ["--proto", proto]
     if kind == "bulk":
