@@ -457,6 +457,19 @@ def test_tls(tmp):
                     got += chunk
                 t.join()
         check(bytes(got) == data, f"{b} TLS: Python's ssl client, 300 KB")
+        # The tutorial client over TLS, and refusing the wrong CA.
+        r = subprocess.run([CLIENT, srv.addr, "--tls-ca", ca, "--message",
+                            "tls hello"], capture_output=True, text=True,
+                           timeout=20)
+        check(r.returncode == 0 and "tls hello" in r.stdout,
+              f"{b} TLS: ursa-echo-client --tls: {r.returncode} "
+              f"{r.stdout!r} {r.stderr!r}")
+        r = subprocess.run([CLIENT, srv.addr, "--tls-ca",
+                            os.path.join(certs, "other-ca.pem")],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 1 and "local issuer" in r.stderr,
+              f"{b} TLS: ursa-echo-client, wrong CA: {r.returncode} "
+              f"{r.stderr!r}")
         # A client that trusts another CA is refused, and says why.
         r, res = load(srv.addr, 2, "--tls-ca",
                       os.path.join(certs, "other-ca.pem"))
@@ -464,8 +477,8 @@ def test_tls(tmp):
               f"{b} TLS: ursa-load with the wrong CA: {r.returncode} "
               f"{r.stderr[-300:]!r}")
         stats = srv.stop()
-        check(stats.get("handshakes", 0) >= 33 and
-              stats.get("tls_failed", 0) >= 2,
+        check(stats.get("handshakes", 0) >= 34 and
+              stats.get("tls_failed", 0) >= 3,
               f"{b} TLS: the server counted its handshakes: {stats}")
     for args, says in [
             (["--tls-cert", cert], "go together"),

@@ -146,11 +146,15 @@ class Tls : public ::testing::TestWithParam<Param> {
 
   // A TLS server on 127.0.0.1: each connection becomes side `server`.
   void Serve(const char *cert, const char *key, const char *alpn = nullptr,
-             uint32_t hs_ms = 0) {
+             uint32_t hs_ms = 0, bool verify_client = false) {
     ursa_tls_options o{};
-    std::string c = Cert(cert), k = Cert(key);
+    std::string c = Cert(cert), k = Cert(key), ca = Cert("ca.pem");
     o.cert_file = c.c_str();
     o.key_file = k.c_str();
+    if (verify_client) {
+      o.verify_client = 1;
+      o.ca_file = ca.c_str();
+    }
     o.min_version = o.max_version = GetParam().version;
     o.alpn = alpn;
     o.handshake_timeout_ms = hs_ms;
@@ -177,9 +181,16 @@ class Tls : public ::testing::TestWithParam<Param> {
   }
 
   // A client to addr_ as side `client`, trusting ca (NULL: insecure).
-  void Connect(const char *ca, const char *name, const char *alpn = nullptr) {
+  void Connect(const char *ca, const char *name, const char *alpn = nullptr,
+               const char *own = nullptr) {
     ursa_tls_options o{};
     std::string c = ca ? Cert(ca) : "";
+    std::string oc = own ? Cert((std::string(own) + ".pem").c_str()) : "";
+    std::string ok = own ? Cert((std::string(own) + ".key").c_str()) : "";
+    if (own) {
+      o.cert_file = oc.c_str();
+      o.key_file = ok.c_str();
+    }
     o.ca_file = ca ? c.c_str() : nullptr;
     o.no_verify = ca == nullptr;
     o.min_version = o.max_version = GetParam().version;
@@ -274,6 +285,28 @@ TEST_P(Tls, AClientRefusesTheWrongHostNameAndSaysSo) {
   EXPECT_EQ(-EKEYREJECTED, client_.hs);
   EXPECT_NE(std::string::npos, client_.hs_detail.find("host name mismatch"))
       << client_.hs_detail;
+  CloseBoth();
+}
+
+TEST_P(Tls, AServerThatVerifiesClientsWantsTheirCertificate) {
+  Serve("server.pem", "server.key", nullptr, 0, true);
+  Connect("ca.pem", "localhost", nullptr, "client");
+  ASSERT_TRUE(RunUntil([&] { return client_.hs != 1 && server_.hs != 1; }));
+  EXPECT_EQ(0, server_.hs) << server_.hs_detail;
+  EXPECT_EQ(0, client_.hs) << client_.hs_detail;
+  Write(&client_, "with papers", 11);
+  ASSERT_TRUE(RunUntil([&] { return client_.got.size() >= 11; }));
+  CloseBoth();
+}
+
+TEST_P(Tls, AServerThatVerifiesClientsRefusesOneWithout) {
+  Serve("server.pem", "server.key", nullptr, 0, true);
+  Connect("ca.pem", "localhost");
+  ASSERT_TRUE(RunUntil([&] { return server_.hs != 1; }));
+  EXPECT_LT(server_.hs, 0);
+  EXPECT_NE(std::string::npos, server_.hs_detail.find("certificate"))
+      << server_.hs_detail;
+  RunUntil([&] { return client_.hs != 1 || client_.read_end != 0; }, 5000);
   CloseBoth();
 }
 
