@@ -36,7 +36,8 @@ for section in ["## Targets", "| machine |"] + (
         ["## Wake-ups", "vs uv_async_send", "| uv-async | libuv |",
          "ursa_post_call (the bounded ring) posts/s"]
         if json.load(open(RESULTS)).get("wake") else []) + (
-        ["## TLS: ping-pong over TLS", "uring vs epoll+OpenSSL"]
+        ["## TLS: ping-pong over TLS", "uring vs epoll+OpenSSL",
+         "TLS handshakes/s, uring vs epoll", "server CPU us per handshake"]
         if json.load(open(RESULTS)).get("tls") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))

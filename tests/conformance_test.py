@@ -399,6 +399,18 @@ def test_threads():
                        text=True, timeout=20)
     check(r.returncode == 2 and "--workers is for" in r.stderr,
           f"epoll --workers: {r.returncode} {r.stderr!r}")
+    srv = Server("uring")
+    r, res = load(srv.addr, 8, "--reconnect", "1")
+    check(r.returncode == 0 and res.get("errors") == 0 and
+          res.get("opened_per_s", 0) > 0,
+          f"ursa-load --reconnect 1: {r.returncode} {res} {r.stderr[-300:]!r}")
+    stats = srv.stop()
+    check(stats.get("connections", 0) > 8,
+          f"--reconnect opened new connections: {stats.get('connections')}")
+    r = subprocess.run([LOAD, "127.0.0.1:1", "--reconnect", "1", "--bulk"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--reconnect is for" in r.stderr,
+          f"ursa-load --reconnect --bulk: {r.returncode} {r.stderr!r}")
     r = subprocess.run([LOAD, "127.0.0.1:1", "--threads", "0"],
                        capture_output=True, text=True, timeout=20)
     check(r.returncode == 2 and "--threads wants" in r.stderr,
@@ -457,6 +469,13 @@ def test_tls(tmp):
                     got += chunk
                 t.join()
         check(bytes(got) == data, f"{b} TLS: Python's ssl client, 300 KB")
+        # New handshakes: each connection reconnects after 2 round trips.
+        r, res = load(srv.addr, 4, "--tls-ca", ca, "--reconnect", "2")
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("opened_per_s", 0) > 0 and
+              res.get("handshakes", 0) > 4 and res.get("connected") == 4,
+              f"{b} TLS: ursa-load --reconnect 2: {r.returncode} {res} "
+              f"{r.stderr[-300:]!r}")
         # The tutorial client over TLS, and refusing the wrong CA.
         r = subprocess.run([CLIENT, srv.addr, "--tls-ca", ca, "--message",
                             "tls hello"], capture_output=True, text=True,

@@ -40,6 +40,9 @@ struct conn {
   ursa_stream s;
   ursa_tls tls; /* --tls: over s once connected */
   int tls_on;
+  int recycle;      /* --reconnect: closing to open again */
+  int ever_open;
+  uint64_t since;   /* round trips on this connection since it opened */
   ursa_dgram d; /* --proto udp: one socket per "connection" */
   int id;
   int connected;
@@ -82,6 +85,8 @@ typedef struct load_state {
   int tls, tls_insecure;
   ursa_tls_ctx *tls_ctx; /* this loop's */
   uint64_t handshakes, tls_failed;
+  long reconnect;          /* --reconnect N: a new connection every N */
+  uint64_t opened_measured; /* connections opened in the measured window */
   int index;    /* of its thread */
   int setup_rc; /* 2: it could not start */
 } load_state;
@@ -132,8 +137,30 @@ static void fill(char *b, size_t n, int id, uint64_t seq) {
   }
 }
 
+static void on_connect(ursa_stream *s, int status);
+
+/* --reconnect: the connection closed on purpose opens again. */
+static int reopen(conn *c) {
+  if (!c->recycle || !L.sending) return 0;
+  c->recycle = c->closing = c->connected = c->tls_on = 0;
+  c->since = 0;
+  c->recv_off = 0;
+  c->s = (ursa_stream){0};
+  c->tls = (ursa_tls){0};
+  c->s.data = c;
+  if (ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
+                   L.flags, (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
+                   on_connect) < 0) {
+    L.conn_errors++;
+    c->connected = c->closed = 1;
+    return 0;
+  }
+  return 1;
+}
+
 static void on_closed(ursa_stream *s) {
   conn *c = s->data;
+  if (reopen(c)) return;
   c->closed = 1;
   L.closed++;
 }
@@ -146,6 +173,7 @@ static void on_dclosed(ursa_dgram *d) {
 
 static void on_tls_closed(ursa_tls *t) {
   conn *c = t->data;
+  if (reopen(c)) return;
   c->closed = 1;
   L.closed++;
 }
@@ -172,6 +200,14 @@ static int all_idle(conn *c) {
 static void maybe_next(slot *sl) {
   if (sl->writing || sl->waiting) return;
   conn *c = sl->c;
+  if (L.reconnect && L.sending && !c->closing &&
+      c->since >= (uint64_t)L.reconnect) {
+    if (all_idle(c)) {
+      c->recycle = 1;
+      close_conn(c);
+    }
+    return;
+  }
   if (L.sending && !c->closing &&
       (!L.count || c->next_seq < (uint64_t)L.count)) {
     send_slot(sl);
@@ -253,6 +289,7 @@ static void echoed(slot *sl) {
   }
   L.rts_total++;
   sl->c->done++;
+  sl->c->since++;
   sl->waiting = 0;
   maybe_next(sl);
 }
@@ -398,6 +435,7 @@ static void on_tls_hs(ursa_tls *t, int status) {
     return;
   }
   L.handshakes++;
+  if (L.measuring) L.opened_measured++;
   if (ursa_tls_read_start(t, on_tls_read) < 0) {
     L.io_errors++;
     close_conn(c);
@@ -415,7 +453,11 @@ static void on_connect(ursa_stream *s, int status) {
     close_conn(c);
     return;
   }
-  L.open++;
+  if (!c->ever_open) { /* a reopened one counts once */
+    c->ever_open = 1;
+    L.open++;
+  }
+  if (L.measuring && !L.tls) L.opened_measured++;
   if (L.idle) return;
   ursa_stream_nodelay(s, 1);
   if (L.tls) {
@@ -594,6 +636,10 @@ static void usage(FILE *f) {
       "  --tls-name NAME     the name checked and sent as SNI (default "
       "localhost)\n"
       "  --tls-insecure      no certificate or name checks\n"
+      "  --reconnect N       close each connection after N round trips and "
+      "open\n"
+      "                      a new one (connections, or TLS handshakes, per "
+      "second)\n"
       "  --threads N         N loops on threads of their own, the connections "
       "shared\n"
       "                      out (so that the client is not the bottleneck)\n"
@@ -614,7 +660,7 @@ int main(int argc, char **argv) {
   enum {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
     O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
-    O_TLSCA, O_TLSINSECURE, O_TLSNAME
+    O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -636,6 +682,7 @@ int main(int argc, char **argv) {
       {"tls-ca", required_argument, NULL, O_TLSCA},
       {"tls-insecure", no_argument, NULL, O_TLSINSECURE},
       {"tls-name", required_argument, NULL, O_TLSNAME},
+      {"reconnect", required_argument, NULL, O_RECONNECT},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -703,6 +750,9 @@ int main(int argc, char **argv) {
         L.tls = 1;
         L.tls_name = v;
         break;
+      case O_RECONNECT:
+        r = cli_long(PROG, a, v, 1, 1000000000, &L.reconnect);
+        break;
     }
     if (r < 0) return 2;
   }
@@ -743,6 +793,11 @@ int main(int argc, char **argv) {
   if (ip == (L.to.ss.ss_family == AF_UNIX)) {
     fprintf(stderr, "ursa-load: --proto %s does not fit address '%s'\n", proto,
             addr);
+    return 2;
+  }
+  if (L.reconnect && (L.udp || L.bulk || L.idle || L.count)) {
+    fprintf(stderr, "ursa-load: --reconnect is for echo runs over tcp or "
+            "unix, with --duration\n");
     return 2;
   }
   if (L.tls && (L.udp || L.bulk || L.idle)) {
@@ -805,6 +860,7 @@ int main(int argc, char **argv) {
     L.conn_errors += o->conn_errors;
     L.io_errors += o->io_errors;
     L.handshakes += o->handshakes;
+    L.opened_measured += o->opened_measured;
     L.tls_failed += o->tls_failed;
     L.open += o->open;
     hist_merge(&L.h, &o->h);
@@ -842,6 +898,11 @@ int main(int argc, char **argv) {
       measured ? "" : " (the run ended in its warm-up: nothing measured)");
   printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
          (unsigned long long)L.rts, rps, mbps);
+  double cps = (double)L.opened_measured / div;
+  if (L.reconnect)
+    printf("  %llu %s in the measured time, %.0f/s\n",
+           (unsigned long long)L.opened_measured,
+           L.tls ? "TLS handshakes" : "connections", cps);
   printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
          p50, p90, p99, p999, mx);
   printf(
@@ -865,6 +926,7 @@ int main(int argc, char **argv) {
               "\"io_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"round_trips_total\":%llu,\"server_cpu_s\":%.4f,"
               "\"connected\":%ld,\"handshakes\":%llu,\"tls_failed\":%llu,"
+              "\"opened_per_s\":%.1f,"
               "\"mode\":\"%s\"}\n",
               L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts, rps,
               mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
@@ -875,6 +937,7 @@ int main(int argc, char **argv) {
               L.server_pid ? L.server_cpu_s : -1.0, L.open,
               (unsigned long long)L.handshakes,
               (unsigned long long)L.tls_failed,
+              (double)L.opened_measured / div,
               L.bulk   ? "bulk"
               : L.idle ? "idle"
                        : "echo");

@@ -37,18 +37,29 @@ def tls_block(a, tmp, todo, failures):
     srv = ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key",
            os.path.join(certs, "server.key")]
     load = ["--tls-ca", os.path.join(certs, "ca.pem")]
-    runs = interleaved(todo, a.repeats,
-                       lambda c: one_run(a, c[0], "pingpong", "tcp", 64, c[1],
-                                         1, tmp, srv, load),
-                       lambda c: f"tls {c[0]} {c[1]} B", failures)
+    # size 0: new handshakes, 16 connections each doing one 64 B round
+    # trip and reconnecting (ursa-load --reconnect 1).
+    def run(c):
+        if c[1] == 0:
+            return one_run(a, c[0], "pingpong", "tcp", 16, 64, 1, tmp, srv,
+                           load + ["--reconnect", "1"])
+        return one_run(a, c[0], "pingpong", "tcp", 64, c[1], 1, tmp, srv,
+                       load)
+    runs = interleaved(todo, a.repeats, run,
+                       lambda c: f"tls {c[0]} {c[1] or 'handshake'}",
+                       failures)
     out = []
     for (b, size), got in zip(todo, runs):
         if not got:
             continue
         s = summarise(got)
-        s.update({"id": f"tls-pingpong-64c-{size}b-{b}", "kind": "tls",
-                  "backend": b, "proto": "tcp", "conns": 64, "size": size,
-                  "inflight": 1, "repeats": len(got)})
+        hs = size == 0
+        s.update({"id": f"tls-{'handshake-16c' if hs else 'pingpong-64c'}-"
+                  f"{size if not hs else 64}b-{b}",
+                  "kind": "tls-handshake" if hs else "tls", "backend": b,
+                  "proto": "tcp", "conns": 16 if hs else 64,
+                  "size": 64 if hs else size, "inflight": 1,
+                  "repeats": len(got)})
         if s["errors"]:
             failures.append(f"tls {b} {size} B: {s['errors']} echo errors")
         out.append(s)

@@ -191,5 +191,6 @@ PROFILE_LOCKS = "locks, RCU, interrupts"
 # connections, 64 B and 16 KiB, for ursa's TLS over memory BIOs on both of
 # its backends and the hand-written epoll server with OpenSSL on the
 # socket.  (backend, size)
-TLS_CASES = [(b, s) for s in (64, 16384) for b in ("uring", "ursa-epoll",
-                                                   "epoll")]
+TLS_CASES = [(b, s) for s in (64, 16384, 0) for b in ("uring", "ursa-epoll",
+                                                      "epoll")]
+# (size 0: new handshakes per second, ursa-load --reconnect 1)

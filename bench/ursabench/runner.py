@@ -144,6 +144,13 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
                            if b == "uring" else None),
         # Receives that returned data: how many reads a message took.
         "reads_per_rt": stats.get("reads", 0) / total,
+        # --reconnect: connections (or TLS handshakes) opened per second,
+        # and the server's CPU for each.
+        "opened_per_s": res.get("opened_per_s"),
+        "server_cpu_us_per_open": (
+            max(res.get("server_cpu_s", 0), 0) * 1e6 /
+            (res["opened_per_s"] * res["seconds"])
+            if res.get("opened_per_s") and res.get("seconds") else None),
         "errors": errors,
         # Connections a server refused by design (select past FD_SETSIZE)
         # fail on the load side; they are counted, not hidden.
