@@ -1,10 +1,12 @@
 /* probe.c - ursa-probe: what io_uring offers on this machine, which
- * backend a default ursa loop gets and why, and what it uses, as text or
- * (--json) JSON.  Exit 0 when a loop can be made (on either backend). */
+ * backend a default ursa loop gets and why, what it uses, and whether the
+ * kernel could take TLS keys (kTLS), as text or (--json) JSON.  Exit 0
+ * when a loop can be made (on either backend). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ursa/tls.h"
 #include "ursa/ursa.h"
 
 int main(int argc, char **argv) {
@@ -27,7 +29,20 @@ int main(int argc, char **argv) {
   char *buf = malloc((size_t)n + 1);
   if (!buf) return 1;
   ursa_features_format(&f, json, buf, (size_t)n + 1);
-  printf("%s%s", buf, json ? "\n" : "");
+  char why[256];
+  int ktls = ursa_tls_ktls(why, sizeof(why));
+  if (json) {
+    /* One object: kTLS goes in before its closing brace. */
+    size_t len = strlen(buf);
+    while (len && buf[len - 1] != '}') len--;
+    if (len) buf[len - 1] = '\0';
+    for (char *p = why; *p; p++)
+      if (*p == '"' || *p == '\\') *p = '\'';
+    printf("%s,\"ktls\":{\"available\":%s,\"why\":\"%s\"}}\n", buf,
+           ktls ? "true" : "false", why);
+  } else {
+    printf("%s%s\n", buf, why);
+  }
   free(buf);
   return r == 0 ? 0 : 1;
 }
