@@ -4,7 +4,10 @@
 #   tools/install.sh --uninstall [--prefix DIR]
 # Puts include/ursa/ursa.h, lib/libursa.a, lib/libursa.so.0.1.0 (with its
 # libursa.so.0 and libursa.so links) and lib/pkgconfig/ursa.pc under DIR,
-# and lists them in share/ursa/install_manifest.txt for the uninstall.
+# and the TLS layer beside it (include/ursa/tls.h, lib/libursa_tls.so.0.1.0
+# and its links, lib/pkgconfig/ursa_tls.pc: link it with
+# `pkg-config --libs ursa_tls`), and lists them in
+# share/ursa/install_manifest.txt for the uninstall.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/usr/local
@@ -35,7 +38,8 @@ if [ "$uninstall" = 1 ]; then
 fi
 
 bash tools/setup.sh
-bazel build //lib:ursa //lib:libursa.so.0 //lib:libursa_a
+bazel build //lib:ursa //lib:libursa.so.0 //lib:libursa_a \
+  //lib:libursa_tls.so.0
 major=$(sed -n 's/^#define URSA_VERSION_MAJOR \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
 minor=$(sed -n 's/^#define URSA_VERSION_MINOR \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
 patch=$(sed -n 's/^#define URSA_VERSION_PATCH \([0-9]*\)$/\1/p' lib/include/ursa/ursa.h)
@@ -60,6 +64,15 @@ files+=("$libdir/libursa.so.$major" "$libdir/libursa.so")
 sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" \
   lib/ursa.pc.in > "$libdir/pkgconfig/ursa.pc"
 files+=("$libdir/pkgconfig/ursa.pc")
+# The TLS layer: a library of its own, so that only its users link OpenSSL.
+put lib/include/ursa/tls.h "$prefix/include/ursa/tls.h" 644
+put "$bin/lib/libursa_tls.so.0" "$libdir/libursa_tls.so.$version" 755
+ln -sf "libursa_tls.so.$version" "$libdir/libursa_tls.so.$major"
+ln -sf "libursa_tls.so.$major" "$libdir/libursa_tls.so"
+files+=("$libdir/libursa_tls.so.$major" "$libdir/libursa_tls.so")
+sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" \
+  lib/ursa_tls.pc.in > "$libdir/pkgconfig/ursa_tls.pc"
+files+=("$libdir/pkgconfig/ursa_tls.pc")
 printf '%s\n' "${files[@]}" > "$manifest"
 if [ "$(id -u)" = 0 ] && [ "$libdir" = /usr/local/lib ] && command -v ldconfig >/dev/null; then
   ldconfig

@@ -4,7 +4,8 @@
 # library, another Bazel workspace), runs each and checks that it echoes;
 # builds the guide's chat server and checks its fan-out, back-pressure and
 # SIGTERM exit;
-# checks the exported symbols and soname; uninstalls.
+# builds and runs a program on the installed TLS layer (pkg-config
+# ursa_tls); checks the exported symbols and soname; uninstalls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -158,6 +159,41 @@ soname=$(readelf -d "$so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 [ "$soname" = libursa.so.0 ] && ok "soname libursa.so.0" || bad "soname '$soname'"
 others=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v '^ursa_' | grep -v '^URSA_0$' || true)
 [ -z "$others" ] && ok "only ursa_ symbols exported" || bad "also exported: $others"
+
+# The TLS layer installed beside it: a program that makes a context from a
+# file that is not there gets the file named, and the kTLS probe answers.
+cat > "$work/tls_check.c" <<'EOC'
+#include <stdio.h>
+#include <string.h>
+#include <ursa/tls.h>
+int main(void) {
+  ursa_tls_ctx *c = NULL;
+  ursa_tls_options o = {0};
+  o.cert_file = "/nonexistent/cert.pem";
+  o.key_file = "/nonexistent/key.pem";
+  if (ursa_tls_ctx_new(&c, 1, &o) != -2) return 1;
+  if (!strstr(ursa_tls_error_detail(), "/nonexistent/cert.pem")) return 2;
+  char why[200];
+  ursa_tls_ktls(why, sizeof(why));
+  printf("%s\n", why);
+  return strncmp(why, "ktls:", 5) ? 3 : 0;
+}
+EOC
+if cc -Wall -Werror -o "$work/tls_check" "$work/tls_check.c" \
+     $(pkg-config --cflags --libs ursa_tls) \
+     -Wl,-rpath,"$(pkg-config --variable=libdir ursa_tls)"; then
+  ok "cc \$(pkg-config --cflags --libs ursa_tls)"
+  if out=$("$work/tls_check" 2>&1); then
+    ok "the installed TLS layer runs: $out"
+  else
+    bad "tls_check: exit $? $out"
+  fi
+else
+  bad "TLS build does not compile"
+fi
+tso="$prefix/lib/libursa_tls.so.0"
+tothers=$(nm -D --defined-only "$tso" | awk '{print $3}' | grep -v '^ursa_tls_' | grep -v '^URSA_TLS_0$' || true)
+[ -z "$tothers" ] && ok "libursa_tls exports only ursa_tls_ symbols" || bad "libursa_tls also exports: $tothers"
 
 # Another Bazel workspace that depends on @ursa//lib:ursa.
 ws="$work/consumer"
