@@ -134,9 +134,10 @@ URSA_EXPORT int ursa_tls_close(ursa_tls *t, ursa_tls_close_cb cb);
 URSA_EXPORT const char *ursa_tls_alpn(const ursa_tls *t);
 URSA_EXPORT const char *ursa_tls_version(const ursa_tls *t);
 
-/* Whether the kernel could take the keys (the tls ULP): 1 when a TCP
- * socket accepts setsockopt(TCP_ULP, "tls"), else 0, with why in *why
- * ("ktls: not available: ENOENT (CONFIG_TLS not set?)"). */
+/* Whether the kernel could take the keys (the tls ULP): 1 when it knows
+ * the ULP (setsockopt(TCP_ULP, "tls") on an unconnected TCP socket gives
+ * ENOTCONN, not ENOENT), else 0; why says which in words ("ktls: not
+ * available: No such file or directory (CONFIG_TLS is not set)"). */
 URSA_EXPORT int ursa_tls_ktls(char *why, size_t len);
 
 #ifdef __cplusplus
