@@ -167,7 +167,11 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
             L += ["", "| backend | handshakes/s | server CPU us per "
                   "handshake | errors |", "|---|---|---|---|"]
             for c in hss:
-                L.append(f"| {c['backend']} | {fmt(c.get('opened_per_s'))} | "
+                rng = (f" [{fmt(c['opened_per_s_min'])}-"
+                       f"{fmt(c['opened_per_s_max'])}]"
+                       if c.get("opened_per_s_min") is not None else "")
+                L.append(f"| {c['backend']} | {fmt(c.get('opened_per_s'))}"
+                         f"{rng} | "
                          f"{fmt(c.get('server_cpu_us_per_open'))} | "
                          f"{c['errors']} |")
         L.append("")

@@ -165,7 +165,7 @@ def summarise(runs):
             out[k] = sum(vals)
         elif vals:
             out[k] = statistics.median(vals)
-            if k in ("rt_per_s", "server_cpu_us_per_rt"):
+            if k in ("rt_per_s", "server_cpu_us_per_rt", "opened_per_s"):
                 out[k + "_min"], out[k + "_max"] = min(vals), max(vals)
         else:
             out[k] = None
