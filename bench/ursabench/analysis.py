@@ -17,11 +17,14 @@ def find(cases, backend, kind, proto, conns, size, inflight):
                  c["conns"] == conns and c["size"] == size and
                  c["inflight"] == inflight), None)
 
-def ratio_span(x, y):
-    """The range of x/y across repeats (x's best against y's worst, and the
-    other way), and whether it spans 1: (lo, hi, text)."""
-    lo = x.get("lo") / y.get("hi") if x.get("lo") and y.get("hi") else None
-    hi = x.get("hi") / y.get("lo") if x.get("hi") and y.get("lo") else None
+def ratio_span(x, y, k):
+    """The range of x[k]/y[k] across repeats (x's best against y's worst,
+    and the other way, from the rows' k_min and k_max), and whether it
+    spans 1: (lo, hi, text)."""
+    def div(a, b):
+        return a / b if a is not None and b else None
+    lo = div(x.get(k + "_min"), y.get(k + "_max"))
+    hi = div(x.get(k + "_max"), y.get(k + "_min"))
     if lo is None or hi is None:
         return lo, hi, ""
     return lo, hi, (f" (repeats {fmt(lo, 2)}-{fmt(hi, 2)}x"
@@ -67,14 +70,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
         if not (ue and e):
             continue
         r = ratio(ue["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
-        lo = ratio(ue.get("server_cpu_us_per_rt_min"),
-                   e.get("server_cpu_us_per_rt_max"))
-        hi = ratio(ue.get("server_cpu_us_per_rt_max"),
-                   e.get("server_cpu_us_per_rt_min"))
-        span = (f" (repeats {fmt(lo, 2)}-{fmt(hi, 2)}x"
-                + ("; spans 1: no difference measured)"
-                   if lo is not None and hi is not None and lo <= 1 <= hi
-                   else ")")) if lo is not None and hi is not None else ""
+        _, _, span = ratio_span(ue, e, "server_cpu_us_per_rt")
         row(f"ursa-epoll server CPU/rt, {n} conns, vs hand-written epoll",
             f"{fmt(ue['server_cpu_us_per_rt'], 2)} vs "
             f"{fmt(e['server_cpu_us_per_rt'], 2)} us = {fmt(r, 2)}x" + span,
@@ -140,8 +136,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             continue
         k = "server_cpu_us_per_rt"
         r = ratio(two[k], one[k])
-        _, hi, txt = ratio_span({"lo": two[k + "_min"], "hi": two[k + "_max"]},
-                          {"lo": one[k + "_min"], "hi": one[k + "_max"]})
+        _, _, txt = ratio_span(two, one, k)
         row(f"{b} 2 threads ({disp}) server CPU/rt vs 1 thread, 256 conns",
             f"{fmt(two[k], 2)} vs {fmt(one[k], 2)} us = {fmt(r, 2)}x" + txt,
             f"<= {goal:.2f}x", r is not None and r <= goal)
@@ -151,8 +146,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if uv and pt:
         k = "lat_p50_ns"
         r = ratio(pt[k], uv[k])
-        _, _, txt = ratio_span({"lo": pt[k + "_min"], "hi": pt[k + "_max"]},
-                         {"lo": uv[k + "_min"], "hi": uv[k + "_max"]})
+        _, _, txt = ratio_span(pt, uv, k)
         row("ursa_post p50 post-to-callback (plain thread to uring loop) vs "
             "uv_async_send",
             f"{fmt(pt[k] / 1e3, 2)} vs {fmt(uv[k] / 1e3, 2)} us = "
@@ -162,8 +156,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if uv and ct:
         k = "posts_per_s"
         r = ratio(ct[k], uv[k])
-        _, _, txt = ratio_span({"lo": ct[k + "_min"], "hi": ct[k + "_max"]},
-                               {"lo": uv[k + "_min"], "hi": uv[k + "_max"]})
+        _, _, txt = ratio_span(ct, uv, k)
         row("ursa_post_call (the bounded ring) posts/s vs uv_async_send",
             f"{fmt(ct[k] / 1e6, 2)}M vs {fmt(uv[k] / 1e6, 2)}M = "
             f"{fmt(r, 2)}x" + txt, ">= 2x", r is not None and r >= 2.0)
@@ -174,8 +167,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if tu and te:
         k = "server_cpu_us_per_rt"
         r = ratio(tu[k], te[k])
-        _, _, txt = ratio_span({"lo": tu[k + "_min"], "hi": tu[k + "_max"]},
-                               {"lo": te[k + "_min"], "hi": te[k + "_max"]})
+        _, _, txt = ratio_span(tu, te, k)
         row("TLS server CPU/rt, 64 conns, 64 B, uring vs epoll+OpenSSL",
             f"{fmt(tu[k], 2)} vs {fmt(te[k], 2)} us = {fmt(r, 2)}x" + txt,
             "<= 0.9x", r is not None and r <= 0.9)
@@ -186,10 +178,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if hu and he and hu.get("opened_per_s") and he.get("opened_per_s"):
         k = "opened_per_s"
         r = ratio(hu[k], he[k])
-        _, hi, txt = ratio_span({"lo": hu.get(k + "_min"),
-                                 "hi": hu.get(k + "_max")},
-                                {"lo": he.get(k + "_min"),
-                                 "hi": he.get(k + "_max")})
+        _, hi, txt = ratio_span(hu, he, k)
         # Not below: at or above, or no difference the repeats can show.
         row("TLS handshakes/s, uring vs epoll+OpenSSL (client-bound: see "
             "the CPU per handshake)",
