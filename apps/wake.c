@@ -197,10 +197,13 @@ static void call_one(item *it) {
   if (e < 0) abort();
 }
 
-static void post_thread_run(void) {
+/* Both figures with one way to post from a plain thread: the rate (every
+ * item at once, until the last callback), then the latency (one at a
+ * time, each waited for). */
+static void run_phases(void (*push)(item *)) {
   W.phase = 0;
   uint64_t t0 = now_ns();
-  push_all(W.mode == M_CALL ? call_one : post_one);
+  push_all(push);
   while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
   }
   W.end_ns -= t0;
@@ -209,10 +212,7 @@ static void post_thread_run(void) {
   for (long i = 0; i < W.samples; i++) {
     item *it = &W.items[i % W.n];
     it->stamp = now_ns();
-    if (W.mode == M_CALL)
-      call_one(it);
-    else if (ursa_post(W.loop, &it->req, on_post) < 0)
-      abort();
+    push(it);
     wait_ack();
   }
 }
@@ -351,22 +351,6 @@ static void *uv_target(void *arg) {
   return NULL;
 }
 
-static void queue_run(void) {
-  W.phase = 0;
-  uint64_t t0 = now_ns();
-  push_all(q_push);
-  while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
-  }
-  W.end_ns -= t0;
-  W.phase = 1;
-  DONE = 0;
-  for (long i = 0; i < W.samples; i++) {
-    item *it = &W.items[i % W.n];
-    it->stamp = now_ns();
-    q_push(it);
-    wait_ack();
-  }
-}
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -502,7 +486,7 @@ int main(int argc, char **argv) {
     }
     if (r < 0) return 1;
     if (W.mode == M_POST_THREAD || W.mode == M_CALL) {
-      post_thread_run();
+      run_phases(W.mode == M_CALL ? call_one : post_one);
     } else {
       if (post_loop_run(&t0) < 0) return 1;
       /* the rate's end was stamped on the target, its start here */
@@ -516,7 +500,7 @@ int main(int argc, char **argv) {
     pthread_create(&th, NULL, eventfd_target, NULL);
     while (!__atomic_load_n(&W.ready, __ATOMIC_ACQUIRE)) {
     }
-    queue_run();
+    run_phases(q_push);
     __atomic_store_n(&W.quit, 1, __ATOMIC_RELEASE);
     uint64_t one = 1;
     (void)!write(W.efd, &one, sizeof(one));
@@ -529,7 +513,7 @@ int main(int argc, char **argv) {
     pthread_create(&th, NULL, uv_target, NULL);
     while (!__atomic_load_n(&W.ready, __ATOMIC_ACQUIRE)) {
     }
-    queue_run();
+    run_phases(q_push);
     uv_async_send(&W.quit_async);
     pthread_join(th, NULL);
     uv_loop_close(&W.uv);
