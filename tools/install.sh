@@ -53,26 +53,29 @@ put() { # src dst mode
   install -m "$3" "$1" "$2"
   files+=("$2")
 }
+# A shared library NAME: the versioned file and its soname and dev links.
+put_so() {
+  put "$bin/lib/$1.so.0" "$libdir/$1.so.$version" 755
+  ln -sf "$1.so.$version" "$libdir/$1.so.$major"
+  ln -sf "$1.so.$major" "$libdir/$1.so"
+  files+=("$libdir/$1.so.$major" "$libdir/$1.so")
+}
+# A pkg-config file NAME.pc from lib/NAME.pc.in.
+put_pc() {
+  sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" \
+    "lib/$1.pc.in" > "$libdir/pkgconfig/$1.pc"
+  files+=("$libdir/pkgconfig/$1.pc")
+}
 put lib/include/ursa/ursa.h "$prefix/include/ursa/ursa.h" 644
 # Every layer's PIC objects in one archive, so that it links into PIE
 # programs.
 put "$bin/lib/libursa.a" "$libdir/libursa.a" 644
-put "$bin/lib/libursa.so.0" "$libdir/libursa.so.$version" 755
-ln -sf "libursa.so.$version" "$libdir/libursa.so.$major"
-ln -sf "libursa.so.$major" "$libdir/libursa.so"
-files+=("$libdir/libursa.so.$major" "$libdir/libursa.so")
-sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" \
-  lib/ursa.pc.in > "$libdir/pkgconfig/ursa.pc"
-files+=("$libdir/pkgconfig/ursa.pc")
+put_so libursa
+put_pc ursa
 # The TLS layer: a library of its own, so that only its users link OpenSSL.
 put lib/include/ursa/tls.h "$prefix/include/ursa/tls.h" 644
-put "$bin/lib/libursa_tls.so.0" "$libdir/libursa_tls.so.$version" 755
-ln -sf "libursa_tls.so.$version" "$libdir/libursa_tls.so.$major"
-ln -sf "libursa_tls.so.$major" "$libdir/libursa_tls.so"
-files+=("$libdir/libursa_tls.so.$major" "$libdir/libursa_tls.so")
-sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" \
-  lib/ursa_tls.pc.in > "$libdir/pkgconfig/ursa_tls.pc"
-files+=("$libdir/pkgconfig/ursa_tls.pc")
+put_so libursa_tls
+put_pc ursa_tls
 printf '%s\n' "${files[@]}" > "$manifest"
 if [ "$(id -u)" = 0 ] && [ "$libdir" = /usr/local/lib ] && command -v ldconfig >/dev/null; then
   ldconfig
