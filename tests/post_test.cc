@@ -736,11 +736,33 @@ void OnArrived(ursa_handoff_req *req, int status) {
   if (ursa_read_start(&c->s, OnHRead) < 0) ursa_stream_close(&c->s, OnHClosed);
 }
 
+void OnHConnection(ursa_listener *l, int status);
+void OnLClosed(ursa_listener *);
+
 struct Acceptor {
   ursa_listener l{};
   ursa_loop *target;
   HServer *srv;
   int handed = 0, refused = 0, last_error = 0;
+  sockaddr_storage ss{};  // where it listens
+  socklen_t len = 0;
+  // Listens on 127.0.0.1 (port 0) on loop, handing each connection to to.
+  void Listen(ursa_loop *loop, ursa_loop *to, HServer *s) {
+    target = to;
+    srv = s;
+    l.data = this;
+    len = t::LoopbackAddr(AF_INET, &ss);
+    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
+                             OnHConnection));
+    ASSERT_EQ(0, ursa_listener_addr(&l, &ss, &len));
+  }
+  // Closes the listener and runs loop until it has gone (a stop a client
+  // asked for may still be pending: run again).
+  void Close(ursa_loop *loop) {
+    ursa_listener_close(&l, OnLClosed);
+    for (int i = 0; i < 3 && ursa_loop_run(loop, URSA_RUN_DEFAULT) > 0; i++) {
+    }
+  }
 };
 void OnHConnection(ursa_listener *l, int status) {
   Acceptor *a = static_cast<Acceptor *>(l->data);
@@ -759,6 +781,38 @@ void OnHConnection(ursa_listener *l, int status) {
   }
 }
 void OnLClosed(ursa_listener *) {}
+
+// kClients clients at once, client i echoing base + step * i random bytes
+// (seed + i) through the server at ss, while loop runs (bounded; the last
+// client stops it).  Each client's verdict: the bytes came back whole.
+std::vector<int> EchoClients(ursa_loop *loop, const sockaddr_storage &ss,
+                             socklen_t len, int n, size_t base, size_t step,
+                             uint32_t seed) {
+  std::vector<int> ok(n, 0);
+  std::atomic<int> finished{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; i++)
+    clients.emplace_back([&, i] {
+      std::vector<char> out = t::RandomBytes(base + step * i, seed + i);
+      std::vector<char> back(out.size());
+      int fd = t::BlockingConnect(ss, len);
+      if (fd >= 0) {
+        std::thread w([&] { t::WriteAll(fd, out.data(), out.size()); });
+        bool got = t::ReadExactly(fd, back.data(), back.size());
+        w.join();
+        ok[i] = got && t::SameBytes(out, back);
+        close(fd);
+      }
+      if (++finished == n) ursa_loop_stop_async(loop);
+    });
+  {
+    Watchdog wd(loop, 20000);
+    while (finished.load() < n && !wd.fired)
+      ursa_loop_run(loop, URSA_RUN_ONCE);
+  }
+  for (auto &c : clients) c.join();
+  return ok;
+}
 
 // A loop on a thread of its own, held until stopped from afar.
 struct LoopThread {
@@ -820,42 +874,13 @@ TEST_P(PostTest, HandedOffConnectionsEchoByteExactOnTheOtherLoop) {
   srv.home = b.loop;
   srv.home_thread = b.thread;
   Acceptor a;
-  a.target = b.loop;
-  a.srv = &srv;
-  a.l.data = &a;
-  sockaddr_storage ss;
-  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
-                           OnHConnection));
-  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  ASSERT_NO_FATAL_FAILURE(a.Listen(loop_, b.loop, &srv));
+  const sockaddr_storage &ss = a.ss;
+  socklen_t len = a.len;
   const int kClients = 12;
-  std::vector<int> ok(kClients, 0);
-  std::vector<std::thread> clients;
-  std::atomic<int> finished{0};
-  for (int i = 0; i < kClients; i++)
-    clients.emplace_back([&, i] {
-      std::vector<char> out = t::RandomBytes(1000 + 37000 * i, 7 + i);
-      std::vector<char> back(out.size());
-      int fd = t::BlockingConnect(ss, len);
-      if (fd >= 0) {
-        std::thread w([&] { t::WriteAll(fd, out.data(), out.size()); });
-        bool got = t::ReadExactly(fd, back.data(), back.size());
-        w.join();
-        ok[i] = got && t::SameBytes(out, back);
-        close(fd);
-      }
-      if (++finished == kClients) ursa_loop_stop_async(loop_);
-    });
-  {
-    Watchdog wd(loop_, 20000);
-    while (finished.load() < kClients && !wd.fired)
-      ursa_loop_run(loop_, URSA_RUN_ONCE);
-  }
-  for (auto &c : clients) c.join();
-  ursa_listener_close(&a.l, OnLClosed);
-  // (a stop the last client asked for may still be pending: run again)
-  for (int i = 0; i < 3 && ursa_loop_run(loop_, URSA_RUN_DEFAULT) > 0; i++) {
-  }
+  std::vector<int> ok =
+      EchoClients(loop_, ss, len, kClients, 1000, 37000, 7);
+  a.Close(loop_);
   ursa_loop_stop_async(b.loop);
   b.Join();
   for (int i = 0; i < kClients; i++) EXPECT_TRUE(ok[i]) << "client " << i;
@@ -874,14 +899,9 @@ TEST_P(PostTest, AHandOffToALoopThatClosesIsCalledBackOrRefused) {
   ASSERT_NE(nullptr, b.loop);
   srv.home = b.loop;
   Acceptor a;
-  a.target = b.loop;
-  a.srv = &srv;
-  a.l.data = &a;
-  sockaddr_storage ss;
-  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
-                           OnHConnection));
-  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  ASSERT_NO_FATAL_FAILURE(a.Listen(loop_, b.loop, &srv));
+  const sockaddr_storage &ss = a.ss;
+  socklen_t len = a.len;
   int c1 = t::BlockingConnect(ss, len);
   ASSERT_GE(c1, 0);
   {
@@ -943,41 +963,13 @@ TEST_P(PostTest, DirectDescriptorsMoveByMsgRingAndKeepTheirAddresses) {
   srv.home = b.loop;
   srv.home_thread = b.thread;
   Acceptor a;
-  a.target = b.loop;
-  a.srv = &srv;
-  a.l.data = &a;
-  sockaddr_storage ss;
-  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
-                           OnHConnection));
-  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  ASSERT_NO_FATAL_FAILURE(a.Listen(loop_, b.loop, &srv));
+  const sockaddr_storage &ss = a.ss;
+  socklen_t len = a.len;
   const int kClients = msg_ring ? 8 : 1;
-  std::vector<int> ok(kClients, 0);
-  std::atomic<int> finished{0};
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kClients; i++)
-    clients.emplace_back([&, i] {
-      std::vector<char> out = t::RandomBytes(500 + 51000 * i, 70 + i);
-      std::vector<char> back(out.size());
-      int fd = t::BlockingConnect(ss, len);
-      if (fd >= 0) {
-        std::thread w([&] { t::WriteAll(fd, out.data(), out.size()); });
-        bool got = t::ReadExactly(fd, back.data(), back.size());
-        w.join();
-        ok[i] = got && t::SameBytes(out, back);
-        close(fd);
-      }
-      if (++finished == kClients) ursa_loop_stop_async(loop_);
-    });
-  {
-    Watchdog wd(loop_, 20000);
-    while (finished.load() < kClients && !wd.fired)
-      ursa_loop_run(loop_, URSA_RUN_ONCE);
-  }
-  for (auto &c : clients) c.join();
-  ursa_listener_close(&a.l, OnLClosed);
-  for (int i = 0; i < 3 && ursa_loop_run(loop_, URSA_RUN_DEFAULT) > 0; i++) {
-  }
+  std::vector<int> ok =
+      EchoClients(loop_, ss, len, kClients, 500, 51000, 70);
+  a.Close(loop_);
   ursa_loop_stop_async(b.loop);
   b.Join();
   if (!msg_ring) {
@@ -1014,14 +1006,9 @@ TEST_P(PostTest, ADirectHandOffToAFullTableIsCalledBackWithENFILE) {
   srv.home_thread = b.thread;
   srv.hold_open = true;  // keep the two that fit, so the table stays full
   Acceptor a;
-  a.target = b.loop;
-  a.srv = &srv;
-  a.l.data = &a;
-  sockaddr_storage ss;
-  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
-                           OnHConnection));
-  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  ASSERT_NO_FATAL_FAILURE(a.Listen(loop_, b.loop, &srv));
+  const sockaddr_storage &ss = a.ss;
+  socklen_t len = a.len;
   std::vector<int> fds;
   for (int i = 0; i < 4; i++) {
     fds.push_back(t::BlockingConnect(ss, len));
@@ -1040,9 +1027,7 @@ TEST_P(PostTest, ADirectHandOffToAFullTableIsCalledBackWithENFILE) {
                                           "is closed";
   for (int fd : fds) close(fd);
   srv.hold_open = false;
-  ursa_listener_close(&a.l, OnLClosed);
-  for (int i = 0; i < 3 && ursa_loop_run(loop_, URSA_RUN_DEFAULT) > 0; i++) {
-  }
+  a.Close(loop_);
   ursa_loop_stop_async(b.loop);
   b.Join();
   EXPECT_EQ(0, b.close_rc);
@@ -1057,18 +1042,12 @@ TEST_P(PostTest, ADirectHandOffNeedsATargetWithATable) {
   ASSERT_EQ(0, ursa_loop_new(&loop_, &o));
   Acceptor a;
   HServer srv;
-  a.target = loop_;  // the same loop: no table of its own to spare? it has
   ursa_loop *plain = nullptr;
   ursa_loop_options po = opts_;  // no direct_files
   ASSERT_EQ(0, ursa_loop_new(&plain, &po));
-  a.target = plain;
-  a.srv = &srv;
-  a.l.data = &a;
-  sockaddr_storage ss;
-  socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-  ASSERT_EQ(0, ursa_listen(loop_, &a.l, (sockaddr *)&ss, len, 0, 0,
-                           OnHConnection));
-  ASSERT_EQ(0, ursa_listener_addr(&a.l, &ss, &len));
+  ASSERT_NO_FATAL_FAILURE(a.Listen(loop_, plain, &srv));
+  const sockaddr_storage &ss = a.ss;
+  socklen_t len = a.len;
   int c = t::BlockingConnect(ss, len);
   {
     Watchdog wd(loop_, 10000);
@@ -1076,8 +1055,7 @@ TEST_P(PostTest, ADirectHandOffNeedsATargetWithATable) {
   }
   EXPECT_EQ(-EOPNOTSUPP, a.last_error);
   close(c);
-  ursa_listener_close(&a.l, OnLClosed);
-  ursa_loop_run(loop_, URSA_RUN_DEFAULT);
+  a.Close(loop_);
   EXPECT_EQ(0, ursa_loop_close(plain));
 }
 
