@@ -84,8 +84,8 @@ static int parse_alpn(ursa_tls_ctx *c, const char *list) {
     const char *e = strchr(p, ',');
     size_t n = e ? (size_t)(e - p) : strlen(p);
     if (n == 0 || n > 255 || c->alpn_len + 1 + n > sizeof(c->alpn))
-      return refuse(-EINVAL, "ursa_tls_ctx_new: bad ALPN list '%.100s'%s",
-                    list, "");
+      return refuse(-EINVAL, "ursa_tls_ctx_new: bad ALPN list '%.100s'",
+                    list);
     c->alpn[c->alpn_len++] = (unsigned char)n;
     memcpy(c->alpn + c->alpn_len, p, n);
     c->alpn_len += (unsigned)n;
@@ -118,8 +118,8 @@ static int file_readable(const char *what, const char *path) {
 int ursa_tls_ctx_new(ursa_tls_ctx **out, int server,
                      const ursa_tls_options *o) {
   if (!out || !o)
-    return refuse(-EINVAL, "ursa_tls_ctx_new: NULL %s%s",
-                  out ? "options" : "context pointer", "");
+    return refuse(-EINVAL, "ursa_tls_ctx_new: NULL %s",
+                  out ? "options" : "context pointer");
   *out = NULL;
   int minv = o->min_version ? o->min_version : URSA_TLS_1_2;
   if ((minv != URSA_TLS_1_2 && minv != URSA_TLS_1_3) ||
@@ -132,9 +132,9 @@ int ursa_tls_ctx_new(ursa_tls_ctx **out, int server,
                                                                       : "?",
                   o->max_version ? "the given" : "the newest");
   if (server && (!o->cert_file || !o->key_file))
-    return refuse(-EINVAL, "ursa_tls_ctx_new: a server needs %s%s",
+    return refuse(-EINVAL, "ursa_tls_ctx_new: a server needs %s",
                   !o->cert_file ? "a certificate file (cert_file)"
-                                : "a key file (key_file)", "");
+                                : "a key file (key_file)");
   int r;
   if (o->cert_file && (r = file_readable("certificate", o->cert_file)))
     return r;
@@ -395,13 +395,13 @@ static void on_hs_timeout(ursa_timer *tm, int status) {
 int ursa_tls_start(ursa_tls *t, ursa_tls_ctx *ctx, ursa_stream *s,
                    const char *server_name, ursa_tls_handshake_cb cb) {
   if (!t || !ctx || !s || !cb)
-    return refuse(-EINVAL, "ursa_tls_start: NULL %s%s",
+    return refuse(-EINVAL, "ursa_tls_start: NULL %s",
                   !t ? "TLS stream" : !ctx ? "context" : !s ? "stream"
-                                                           : "callback", "");
+                                                           : "callback");
   if (!ctx->server && !server_name &&
       SSL_CTX_get_verify_mode(ctx->ssl) != SSL_VERIFY_NONE)
     return refuse(-EINVAL, "ursa_tls_start: a client that verifies needs "
-                  "the server's name%s%s", "", "");
+                  "the server's name");
   struct ursa__tls *p = calloc(1, sizeof(*p));
   if (!p) return -ENOMEM;
   p->ssl = SSL_new(ctx->ssl);
@@ -450,8 +450,8 @@ int ursa_tls_start(ursa_tls *t, ursa_tls_ctx *ctx, ursa_stream *s,
 
 int ursa_tls_read_start(ursa_tls *t, ursa_tls_read_cb cb) {
   if (!t || !t->p || !cb)
-    return refuse(-EINVAL, "ursa_tls_read_start: NULL %s%s",
-                  !cb ? "callback" : "TLS stream", "");
+    return refuse(-EINVAL, "ursa_tls_read_start: NULL %s",
+                  !cb ? "callback" : "TLS stream");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
   p->read_cb = cb;
@@ -471,13 +471,13 @@ static void on_user_written(ursa_write_req *w, int status) {
 int ursa_tls_write(ursa_tls_write_req *w, ursa_tls *t, const void *buf,
                    size_t len, ursa_tls_write_cb cb) {
   if (!w || !t || !t->p || !buf || !len || !cb)
-    return refuse(-EINVAL, "ursa_tls_write: %s%s",
-                  !len ? "len 0" : "NULL argument", "");
+    return refuse(-EINVAL, "ursa_tls_write: %s",
+                  !len ? "len 0" : "NULL argument");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
   if (p->shut) return -EPIPE;
   if (len > (size_t)1 << 30)
-    return refuse(-EINVAL, "ursa_tls_write: %s%s", "over 1 GiB at once", "");
+    return refuse(-EINVAL, "ursa_tls_write: over 1 GiB at once");
   ERR_clear_error();
   size_t done = 0;
   while (done < len) {
@@ -517,8 +517,7 @@ static void on_tls_shut(ursa_stream *s, int status) {
 }
 
 int ursa_tls_shutdown(ursa_tls *t, ursa_tls_shutdown_cb cb) {
-  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_shutdown: %s%s", "NULL",
-                                 "");
+  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_shutdown: NULL");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
   if (p->shut) return -EALREADY;
@@ -543,7 +542,7 @@ static void on_stream_closed(ursa_stream *s) {
 }
 
 int ursa_tls_close(ursa_tls *t, ursa_tls_close_cb cb) {
-  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_close: %s%s", "NULL", "");
+  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_close: NULL");
   struct ursa__tls *p = t->p;
   if (p->close_asked) return -EALREADY;
   p->close_asked = 1;
