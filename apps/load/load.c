@@ -887,7 +887,9 @@ int main(int argc, char **argv) {
   double p50 = hist_quantile(&L.h, 0.50) / 1e3,
          p90 = hist_quantile(&L.h, 0.90) / 1e3,
          p99 = hist_quantile(&L.h, 0.99) / 1e3,
-         p999 = hist_quantile(&L.h, 0.999) / 1e3, mx = (double)L.h.max / 1e3;
+         p999 = hist_quantile(&L.h, 0.999) / 1e3,
+         p9999 = hist_quantile(&L.h, 0.9999) / 1e3,
+         mx = (double)L.h.max / 1e3;
   printf(
       "ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
       "%ld-byte messages, %.2f s measured%s\n",
@@ -903,8 +905,10 @@ int main(int argc, char **argv) {
     printf("  %llu %s in the measured time, %.0f/s\n",
            (unsigned long long)L.opened_measured,
            L.tls ? "TLS handshakes" : "connections", cps);
-  printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
-         p50, p90, p99, p999, mx);
+  printf(
+      "  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  p99.99 %.1f  "
+      "max %.1f\n",
+      p50, p90, p99, p999, p9999, mx);
   printf(
       "  errors: %llu (mismatched %llu, lost %llu, connect %llu, i/o %llu); "
       "client CPU %.3f s\n",
@@ -921,7 +925,8 @@ int main(int argc, char **argv) {
               "{\"conns\":%ld,\"inflight\":%ld,\"size\":%ld,\"seconds\":%.4f,"
               "\"round_trips\":%llu,\"rt_per_s\":%.1f,\"mb_per_s\":%.3f,"
               "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
-              "\"p999_us\":%.2f,\"max_us\":%.2f,\"errors\":%llu,"
+              "\"p999_us\":%.2f,\"p9999_us\":%.2f,\"max_us\":%.2f,"
+              "\"errors\":%llu,"
               "\"mismatched\":%llu,\"lost\":%llu,\"connect_errors\":%llu,"
               "\"io_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"round_trips_total\":%llu,\"server_cpu_s\":%.4f,"
@@ -929,7 +934,7 @@ int main(int argc, char **argv) {
               "\"opened_per_s\":%.1f,"
               "\"mode\":\"%s\"}\n",
               L.conns, L.inflight, L.size, secs, (unsigned long long)L.rts, rps,
-              mbps, p50, p90, p99, p999, mx, (unsigned long long)errors,
+              mbps, p50, p90, p99, p999, p9999, mx, (unsigned long long)errors,
               (unsigned long long)L.mismatches, (unsigned long long)L.lost,
               (unsigned long long)L.conn_errors,
               (unsigned long long)L.io_errors, cpu_s,
