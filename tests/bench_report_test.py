@@ -38,7 +38,12 @@ for section in ["## Targets", "| machine |"] + (
         if json.load(open(RESULTS)).get("wake") else []) + (
         ["## TLS: ping-pong over TLS", "uring vs epoll+OpenSSL",
          "TLS handshakes/s, uring vs epoll", "server CPU us per handshake"]
-        if json.load(open(RESULTS)).get("tls") else []):
+        if json.load(open(RESULTS)).get("tls") else []) + (
+        ["## An outside client: iperf2 bounceback", "### 256 connections",
+         "limited by (CPU shares)"]
+        if json.load(open(RESULTS)).get("outside") else []) + (
+        ["## Across a veth pair", "| path between load and server |"]
+        if json.load(open(RESULTS)).get("veth") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):
@@ -59,6 +64,27 @@ for c in results["cases"]:
           f"epoll")
 for ab in results.get("ab", []):
     check(ab["label"] in text, f"the report shows A/B row {ab['label']}")
+# Every ratio to epoll in a case table carries its interval, and a target
+# on a ratio is judged on it.
+if any(c.get("rt_per_s_rounds") for c in results["cases"]):
+    for sec in sections:
+        if not sec.startswith("TCP pingpong"):
+            continue
+        for line in sec.splitlines():
+            if line.startswith("| ") and not line.startswith(
+                    ("| backend", "| epoll ")):
+                check(line.count(" rounds") >= 2,
+                      f"a case row without its intervals: {line[:120]}")
+    check(re.search(r"\| server CPU/rt, 64 conns, vs epoll \| [^|]*"
+                    r"\[[0-9.]+-[0-9.]+, \d+ rounds", text) is not None,
+          "the targets table gives the interval")
+if results.get("ab") and any(v.get("base") for v in results["ab"]):
+    check("What this block resolves" in text and "The control row" in text,
+          "the A/B block says what it can resolve")
+for o in results.get("outside", []):
+    sec = next((x for x in sections if x.startswith("An outside client")),
+               "")
+    check(f"| {o['backend']} | " in sec, f"iperf2 row {o['id']} shown")
 pkg = os.path.join(os.path.dirname(BENCH), "ursabench")
 for mod in sorted(glob.glob(os.path.join(pkg, "*.py"))):
     n = sum(1 for _ in open(mod))

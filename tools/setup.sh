@@ -12,6 +12,8 @@ packages=(
   pkg-config        # the install test
   libuv1-dev        # the libuv comparison server
   iperf3            # the bench suite's loopback limit
+  iperf             # iperf2: the outside echo client (--bounceback)
+  iproute2          # ip netns: the bench's veth pair
   python3           # test and bench drivers
   valgrind
   clang             # fuzz targets (libFuzzer)

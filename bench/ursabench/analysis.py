@@ -2,34 +2,14 @@
 target not met, from the run's own counters and profile."""
 
 from .config import PROFILE_BUCKETS, case_of
-
-
-def fmt(v, nd=1):
-    if v is None:
-        return "n/a"
-    if isinstance(v, float) and abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+from .intervals import fmt, interval, judge
+from .intervals import text as ivtext
 
 def find(cases, backend, kind, proto, conns, size, inflight):
     return next((c for c in cases if c["backend"] == backend and
                  c["kind"] == kind and c["proto"] == proto and
                  c["conns"] == conns and c["size"] == size and
                  c["inflight"] == inflight), None)
-
-def ratio_span(x, y, k):
-    """The range of x[k]/y[k] across repeats (x's best against y's worst,
-    and the other way, from the rows' k_min and k_max), and whether it
-    spans 1: (lo, hi, text)."""
-    def div(a, b):
-        return a / b if a is not None and b else None
-    lo = div(x.get(k + "_min"), y.get(k + "_max"))
-    hi = div(x.get(k + "_max"), y.get(k + "_min"))
-    if lo is None or hi is None:
-        return lo, hi, ""
-    return lo, hi, (f" (repeats {fmt(lo, 2)}-{fmt(hi, 2)}x"
-                    + ("; spans 1: no difference measured)"
-                       if lo <= 1 <= hi else ")"))
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             tls=()):
@@ -42,39 +22,39 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
         return x / y if x is not None and y else None
 
     def row(name, value, goal, ok):
-        rows.append(f"| {name} | {value} | {goal} | "
-                    f"{'yes' if ok else 'no' if ok is not None else 'n/a'} |")
+        rows.append(f"| {name} | {value} | {goal} | " + {
+            True: "yes", False: "no", None: "n/a",
+            "unresolved": "not resolved (the interval straddles the goal)"}[
+                ok] + " |")
         return ok
 
+    def ratio_row(name, x, y, k, goal, test, unit="us", scale=1.0, nd=2):
+        """A target on x[k]/y[k], judged on its per-round interval."""
+        iv = interval(x, y, k)
+        return row(name, f"{fmt(x[k] * scale, nd)} vs "
+                   f"{fmt(y[k] * scale, nd)}{unit} = {fmt(iv[0], 2)}x"
+                   + ivtext(iv), goal, judge(iv, test))
+
+    le = lambda g: (lambda r: r <= g)
+    ge = lambda g: (lambda r: r >= g)
     pp = lambda b, n: find(cases, b, "pingpong", "tcp", n, 64, 1)
+    cpu = "server_cpu_us_per_rt"
     cpu_missed = False
     for n in (64, 256):
         u, e, sl = pp("uring", n), pp("epoll", n), pp("select", n)
         if not (u and e and sl):
             continue
-        r1 = ratio(u["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
-        r2 = ratio(u["server_cpu_us_per_rt"], sl["server_cpu_us_per_rt"])
-        ok1 = row(f"server CPU/rt, {n} conns, vs epoll",
-                  f"{fmt(u['server_cpu_us_per_rt'], 2)} vs "
-                  f"{fmt(e['server_cpu_us_per_rt'], 2)} us = {fmt(r1, 2)}x",
-                  "<= 0.4x", r1 is not None and r1 <= 0.4)
-        ok2 = row(f"server CPU/rt, {n} conns, vs select",
-                  f"{fmt(u['server_cpu_us_per_rt'], 2)} vs "
-                  f"{fmt(sl['server_cpu_us_per_rt'], 2)} us = {fmt(r2, 2)}x",
-                  "<= 0.2x", r2 is not None and r2 <= 0.2)
-        cpu_missed |= not (ok1 and ok2)
-    # The library's epoll backend against the hand-written epoll loop; the
-    # range is the ratio's across repeats (best against worst, both ways).
+        ok1 = ratio_row(f"server CPU/rt, {n} conns, vs epoll", u, e, cpu,
+                        "<= 0.4x", le(0.4), " us")
+        ok2 = ratio_row(f"server CPU/rt, {n} conns, vs select", u, sl, cpu,
+                        "<= 0.2x", le(0.2), " us")
+        cpu_missed |= not (ok1 is True and ok2 is True)
+    # The library's epoll backend against the hand-written epoll loop.
     for n in (64, 256):
         ue, e = pp("ursa-epoll", n), pp("epoll", n)
-        if not (ue and e):
-            continue
-        r = ratio(ue["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
-        _, _, span = ratio_span(ue, e, "server_cpu_us_per_rt")
-        row(f"ursa-epoll server CPU/rt, {n} conns, vs hand-written epoll",
-            f"{fmt(ue['server_cpu_us_per_rt'], 2)} vs "
-            f"{fmt(e['server_cpu_us_per_rt'], 2)} us = {fmt(r, 2)}x" + span,
-            "<= 1.10x", r is not None and r <= 1.10)
+        if ue and e:
+            ratio_row(f"ursa-epoll server CPU/rt, {n} conns, vs hand-written "
+                      "epoll", ue, e, cpu, "<= 1.10x", le(1.10), " us")
     enters_missed = []
     for n in (64, 256):
         u = pp("uring", n)
@@ -86,19 +66,15 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     u1, b1, e1 = pp("uring", 1), pp("blocking", 1), pp("epoll", 1)
     one_missed = False
     if u1 and b1 and e1 and u1["p50_us"] and b1["p50_us"] and e1["p50_us"]:
-        one_missed |= not row("1 conn p50 vs blocking",
-                              f"{fmt(u1['p50_us'])} vs {fmt(b1['p50_us'])} us"
-                              f" = {fmt(ratio(u1['p50_us'], b1['p50_us']), 2)}x",
-                              "<= 1.05x", u1["p50_us"] <= 1.05 * b1["p50_us"])
-        one_missed |= not row("1 conn p50 vs epoll",
-                              f"{fmt(u1['p50_us'])} vs {fmt(e1['p50_us'])} us",
-                              "not behind", u1["p50_us"] <= e1["p50_us"])
+        one_missed |= ratio_row("1 conn p50 vs blocking", u1, b1, "p50_us",
+                                "<= 1.05x", le(1.05), " us", nd=1) is not True
+        one_missed |= ratio_row("1 conn p50 vs epoll", u1, e1, "p50_us",
+                                "not behind (<= 1x)", le(1.0), " us",
+                                nd=1) is not True
     ub = next((c for c in bulk if c["backend"] == "uring"), None)
     if ub and iperf:
-        share = ub["mb_per_s"] / iperf["mb_per_s"]
-        row("bulk 64 KiB stream vs iperf3",
-            f"{fmt(ub['mb_per_s'])} vs {fmt(iperf['mb_per_s'])} MB/s = "
-            f"{100 * share:.0f}%", ">= 90%", share >= 0.9)
+        ratio_row("bulk 64 KiB stream vs iperf3", ub, iperf, "mb_per_s",
+                  ">= 0.90x", ge(0.9), " MB/s", nd=1)
     um = next((m for m in mem if m["backend"] == "uring"), None)
     if um and um.get("bytes_per_conn") is not None:
         row(f"RSS per idle connection ({um['held']} held)",
@@ -107,14 +83,11 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     for b in ("uring", "epoll"):
         ds = sorted((d for d in drain if d["backend"] == b),
                     key=lambda d: d["writes"])
-        if len(ds) < 2:
-            continue
-        r = ratio(ds[-1]["ns_per_write"], ds[0]["ns_per_write"])
-        row(f"write-queue drain ({b}): time per write, {ds[-1]['writes']:,}"
-            f" vs {ds[0]['writes']:,} queued",
-            f"{fmt(ds[-1]['ns_per_write'], 0)} vs "
-            f"{fmt(ds[0]['ns_per_write'], 0)} ns = {fmt(r, 2)}x",
-            "<= 1.5x (flat)", r is not None and r <= 1.5)
+        if len(ds) >= 2:
+            ratio_row(f"write-queue drain ({b}): time per write, "
+                      f"{ds[-1]['writes']:,} vs {ds[0]['writes']:,} queued",
+                      ds[-1], ds[0], "ns_per_write", "<= 1.5x (flat)",
+                      le(1.5), " ns", nd=0)
     ml = next((m for m in mem if m["backend"] == "libuv"), None)
     for b in ("uring", "ursa-epoll"):
         m = next((m for m in mem if m["backend"] == b), None)
@@ -132,61 +105,46 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
                     t["threads"] == 1), None)
         two = next((t for t in threads if t["backend"] == b and
                     t["threads"] == 2 and t["dispatch"] == disp), None)
-        if not (one and two):
-            continue
-        k = "server_cpu_us_per_rt"
-        r = ratio(two[k], one[k])
-        _, _, txt = ratio_span(two, one, k)
-        row(f"{b} 2 threads ({disp}) server CPU/rt vs 1 thread, 256 conns",
-            f"{fmt(two[k], 2)} vs {fmt(one[k], 2)} us = {fmt(r, 2)}x" + txt,
-            f"<= {goal:.2f}x", r is not None and r <= goal)
+        if one and two:
+            ratio_row(f"{b} 2 threads ({disp}) server CPU/rt vs 1 thread, "
+                      "256 conns", two, one, cpu, f"<= {goal:.2f}x",
+                      le(goal), " us")
     uv = next((w for w in wake if w["mode"] == "uv-async"), None)
     pt = next((w for w in wake if w["mode"] == "post-thread" and
                w["backend"] == "uring"), None)
     if uv and pt:
-        k = "lat_p50_ns"
-        r = ratio(pt[k], uv[k])
-        _, _, txt = ratio_span(pt, uv, k)
-        row("ursa_post p50 post-to-callback (plain thread to uring loop) vs "
-            "uv_async_send",
-            f"{fmt(pt[k] / 1e3, 2)} vs {fmt(uv[k] / 1e3, 2)} us = "
-            f"{fmt(r, 2)}x" + txt, "<= 1x", r is not None and r <= 1.0)
+        ratio_row("ursa_post p50 post-to-callback (plain thread to uring "
+                  "loop) vs uv_async_send", pt, uv, "lat_p50_ns", "<= 1x",
+                  le(1.0), " us", scale=1e-3)
     ct = next((w for w in wake if w["mode"] == "call-thread" and
                w["backend"] == "uring"), None)
     if uv and ct:
-        k = "posts_per_s"
-        r = ratio(ct[k], uv[k])
-        _, _, txt = ratio_span(ct, uv, k)
-        row("ursa_post_call (the bounded ring) posts/s vs uv_async_send",
-            f"{fmt(ct[k] / 1e6, 2)}M vs {fmt(uv[k] / 1e6, 2)}M = "
-            f"{fmt(r, 2)}x" + txt, ">= 2x", r is not None and r >= 2.0)
+        ratio_row("ursa_post_call (the bounded ring) posts/s vs "
+                  "uv_async_send", ct, uv, "posts_per_s", ">= 2x", ge(2.0),
+                  "M/s", scale=1e-6)
     tu = next((c for c in tls if c["backend"] == "uring" and
-               c["size"] == 64), None)
+               c["size"] == 64 and c["kind"] == "tls"), None)
     te = next((c for c in tls if c["backend"] == "epoll" and
-               c["size"] == 64), None)
+               c["size"] == 64 and c["kind"] == "tls"), None)
     if tu and te:
-        k = "server_cpu_us_per_rt"
-        r = ratio(tu[k], te[k])
-        _, _, txt = ratio_span(tu, te, k)
-        row("TLS server CPU/rt, 64 conns, 64 B, uring vs epoll+OpenSSL",
-            f"{fmt(tu[k], 2)} vs {fmt(te[k], 2)} us = {fmt(r, 2)}x" + txt,
-            "<= 0.9x", r is not None and r <= 0.9)
+        ratio_row("TLS server CPU/rt, 64 conns, 64 B, uring vs epoll+OpenSSL",
+                  tu, te, cpu, "<= 0.9x", le(0.9), " us")
     hu = next((c for c in tls if c["backend"] == "uring" and
                c["kind"] == "tls-handshake"), None)
     he = next((c for c in tls if c["backend"] == "epoll" and
                c["kind"] == "tls-handshake"), None)
     if hu and he and hu.get("opened_per_s") and he.get("opened_per_s"):
-        k = "opened_per_s"
-        r = ratio(hu[k], he[k])
-        _, hi, txt = ratio_span(hu, he, k)
-        # Not below: at or above, or no difference the repeats can show.
+        # Not below: at or above, or no difference the rounds can show.
+        iv = interval(hu, he, "opened_per_s")
+        ok = judge(iv, ge(1.0))
         row("TLS handshakes/s, uring vs epoll+OpenSSL (client-bound: see "
             "the CPU per handshake)",
-            f"{fmt(hu[k])} vs {fmt(he[k])} = {fmt(r, 2)}x{txt}; server CPU "
-            f"per handshake {fmt(hu.get('server_cpu_us_per_open'))} vs "
+            f"{fmt(hu['opened_per_s'])} vs {fmt(he['opened_per_s'])} = "
+            f"{fmt(iv[0], 2)}x{ivtext(iv)}; server CPU per handshake "
+            f"{fmt(hu.get('server_cpu_us_per_open'))} vs "
             f"{fmt(he.get('server_cpu_us_per_open'))} us",
-            "not below (>= 1x, or a range spanning 1)",
-            r is not None and (r >= 1.0 or (hi is not None and hi >= 1.0)))
+            "not below (>= 1x, or an interval spanning 1)",
+            True if ok == "unresolved" else ok)
     behind, behind_notes = [], []
     for c in cases:
         if c["backend"] != "uring" or (c["kind"] == "pingpong" and
@@ -197,23 +155,19 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
                  c["size"], c["inflight"])
         if not e:
             continue
-        r1 = ratio(c["rt_per_s"], e["rt_per_s"])
-        r2 = ratio(c["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"])
-        if (r1 is not None and r1 < 0.95) or (r2 is not None and r2 > 1.05):
-            behind.append(f"{case_of(c)} (rt/s {fmt(r1, 2)}x, "
-                          f"CPU {fmt(r2, 2)}x)")
-            overlap = (c.get("rt_per_s_max") or 0) >= (e.get("rt_per_s_min")
-                                                      or 0)
+        i1 = interval(c, e, "rt_per_s")
+        i2 = interval(c, e, cpu)
+        # Behind only where the interval lies wholly on the worse side of
+        # 1: a difference this run measured, not its noise.
+        if (i1[2] is not None and i1[2] < 1) or \
+                (i2[1] is not None and i2[1] > 1):
+            behind.append(f"{case_of(c)} (rt/s {fmt(i1[0], 2)}x"
+                          f"{ivtext(i1)}, CPU {fmt(i2[0], 2)}x{ivtext(i2)})")
             behind_notes.append(
                 f"{case_of(c)}: uring "
                 f"{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])} rt/s, "
                 f"epoll {fmt(e['rt_per_s_min'])}-{fmt(e['rt_per_s_max'])} "
-                f"over {c['repeats']} repeats: "
-                + ("one run each: no spread to judge by"
-                   if c["repeats"] < 2 else
-                   "the ranges overlap, so this run cannot tell the two "
-                   "apart" if overlap else "no overlap: a gap beyond this "
-                   "run's noise")
+                f"over {c['repeats']} rounds"
                 + (f"; uring read each message in "
                    f"{fmt(c['reads_per_rt'], 1)} receives against epoll's "
                    f"{fmt(e['reads_per_rt'], 1)}, because a read fills one "
@@ -228,7 +182,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
                    "(ENOBUFS: each ends a multishot recv, which is armed "
                    "again; a larger --buf-count or --buf-size removes it)"
                    if (c.get("enobufs_per_rt") or 0) >= 0.01 else ""))
-    row("other cases in this run vs epoll (rt/s >= 0.95x, CPU <= 1.05x)",
+    row("other cases in this run vs epoll (no interval wholly behind)",
         "; ".join(behind) if behind else "none behind", "none behind",
         not behind)
 
@@ -295,25 +249,29 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
         if spread is None or spread < 1.5 or vs_epoll is None or \
                 vs_epoll <= 0.4:
             continue
-        # Repeats far apart: the median hides that the server settled in
-        # one of two states, and which one it was in decides the target.
+        # Repeats far apart: say whether the machine moved (the rounds'
+        # ratios stay close while the runs spread) or the server did.
+        iv = interval(u, e, "server_cpu_us_per_rt")
+        steady = iv[1] is not None and iv[3] and iv[2] / iv[1] < 1.2
         notes.append(
-            f"**Two states at {n} connections.**  uring's repeats ranged "
+            f"**Spread at {n} connections.**  uring's runs ranged "
             f"{lo:.2f}-{hi:.2f} us of CPU per round trip "
             f"({fmt(u['rt_per_s_min'])}-{fmt(u['rt_per_s_max'])} round "
-            f"trips/s): its best repeat was {lo / ce:.2f}x epoll's median, "
-            f"its median {vs_epoll:.2f}x.  "
-            + (f"The fastest repeat ran near the 64-connection case's rate "
-               f"({fmt(u64['rt_per_s'])} round trips/s, "
-               f"{fmt(u64['enters_per_rt'], 3)} enters per round trip); "
-               if u64 and n != 64 else "")
-            + f"the median repeat made {fmt(u['enters_per_rt'], 3)} enters "
-            f"per round trip, so it woke for fewer completions each time, "
-            f"and each wake-up costs CPU.  A repeat stays in the state it "
-            f"falls into, so which state the repeats land in decides this "
-            f"target; waiting for more completions per enter would hold "
-            f"the fast state at the price of latency at low load "
-            f"(docs/DESIGN.md, min-wait).")
+            f"trips/s)" + (
+                f", while its ratio to epoll run by run in the same rounds "
+                f"stayed within {fmt(iv[1], 2)}-{fmt(iv[2], 2)}: the "
+                f"machine's speed changed between rounds and moved both "
+                f"servers alike (seen here: uring and epoll runs "
+                f"alternating moved from 6.3 and 7.0 to 4.1 and 5.0 us per "
+                f"round trip together), so the spread is not a state of "
+                f"the server, and the targets judge the per-round ratio."
+                if steady else
+                f", and its ratio to epoll in the same rounds ranged "
+                f"{fmt(iv[1], 2)}-{fmt(iv[2], 2)}: more than the machine's "
+                f"drift moves both, so the runs differ in the server's own "
+                f"state; the median repeat made "
+                f"{fmt(u['enters_per_rt'], 3)} enters per round trip "
+                f"(docs/DESIGN.md, min-wait)."))
     for n, u in enters_missed:
         notes.append(
             f"**Enters at {n} connections.**  {fmt(u['enters_per_rt'], 3)} "

@@ -12,58 +12,18 @@ import tempfile
 import time
 
 from .analysis import fmt
-from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, THREAD_VARIANTS,
+from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, RUN_ORDER,
+                     THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
 from .plots import graphs
+from .blocks import tls_block, veth_block
+from .netns import Veth
+from .outside import iperf2_block
 from .probes import drain, iperf3, memory, profile, wake
 from .report import render, report
 from .runner import (RUN_ERRORS, Failure, ab_block, environment,
                      interleaved, one_run, summarise)
-
-
-def tls_block(a, tmp, todo, failures):
-    """TLS ping-pong for each (backend, size), interleaved; certificates
-    from tools/make_test_certs.sh."""
-    if not todo:
-        return []
-    certs = os.path.join(tmp, "certs")
-    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools",
-                          "make_test_certs.sh")
-    r = subprocess.run(["bash", script, certs], capture_output=True,
-                       text=True, timeout=60)
-    if r.returncode:
-        failures.append(f"tls: make_test_certs.sh: {r.stderr[-200:]}")
-        return []
-    srv = ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key",
-           os.path.join(certs, "server.key")]
-    load = ["--tls-ca", os.path.join(certs, "ca.pem")]
-    # size 0: new handshakes, 16 connections each doing one 64 B round
-    # trip and reconnecting (ursa-load --reconnect 1).
-    def run(c):
-        if c[1] == 0:
-            return one_run(a, c[0], "pingpong", "tcp", 16, 64, 1, tmp, srv,
-                           load + ["--reconnect", "1"])
-        return one_run(a, c[0], "pingpong", "tcp", 64, c[1], 1, tmp, srv,
-                       load)
-    runs = interleaved(todo, a.repeats, run,
-                       lambda c: f"tls {c[0]} {c[1] or 'handshake'}",
-                       failures)
-    out = []
-    for (b, size), got in zip(todo, runs):
-        if not got:
-            continue
-        s = summarise(got)
-        hs = size == 0
-        s.update({"id": f"tls-{'handshake-16c' if hs else 'pingpong-64c'}-"
-                  f"{size if not hs else 64}b-{b}",
-                  "kind": "tls-handshake" if hs else "tls", "backend": b,
-                  "proto": "tcp", "conns": 16 if hs else 64,
-                  "size": 64 if hs else size, "inflight": 1,
-                  "repeats": len(got)})
-        if s["errors"]:
-            failures.append(f"tls {b} {size} B: {s['errors']} echo errors")
-        out.append(s)
-    return out
+from .trends import trends
 
 
 def main():
@@ -94,12 +54,31 @@ def main():
                     help="skip the TLS block")
     ap.add_argument("--no-wake", action="store_true",
                     help="skip the wake-up block (ursa-wake)")
+    ap.add_argument("--no-outside", action="store_true",
+                    help="skip the outside client (iperf2 bounceback)")
+    ap.add_argument("--net", choices=["loopback", "veth"], default="loopback",
+                    help="the path between load and server for every case: "
+                    "loopback, or a veth pair between two network "
+                    "namespaces the bench makes (and removes)")
+    ap.add_argument("--no-veth", action="store_true",
+                    help="skip the one case run across a veth pair")
+    ap.add_argument("--trend", nargs="+", metavar="RESULTS_JSON",
+                    help="draw the headline figures of these stored runs "
+                    "(oldest first) over their commits into --out, with "
+                    "their intervals, flagging changes beyond them")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
     ap.add_argument("--no-ab", action="store_true",
                     help="skip the io_uring feature A/B block")
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the perf profile of uring and epoll")
     a = ap.parse_args()
+    if a.trend:
+        path, flagged = trends(a.trend, a.out)
+        print(f"bench: trends of {len(a.trend)} runs in {path}; "
+              f"{len(flagged)} changes beyond the intervals")
+        for f in flagged:
+            print("  " + f)
+        return
     if a.render:
         with open(a.render) as f:
             results = json.load(f)
@@ -115,7 +94,7 @@ def main():
     if a.repeats < 1:
         ap.error("--repeats must be at least 1")
     if a.duration is None:
-        a.duration = 3.0 if a.full else 1.0
+        a.duration = 3.0 if a.full else 0.8
     if a.duration <= 0:
         ap.error("--duration must be above 0")
     ncpu = os.cpu_count() or 1
@@ -139,6 +118,15 @@ def main():
 
     os.makedirs(a.out, exist_ok=True)
     env = environment(a.bindir, a.placement, a.scpu, a.lcpu)
+    a.veth = None
+    if a.net == "veth":
+        try:
+            a.veth = Veth()
+        except (OSError, subprocess.SubprocessError) as e:
+            ap.error(f"--net veth: cannot make the network namespaces: {e}")
+        env["net"] = a.veth.describe()
+    else:
+        env["net"] = "loopback (127.0.0.1; Unix sockets for unix cases)"
     todo = [c for c in matrix(a.full)
             if not a.filter or re.search(a.filter, case_id(*c))]
     bulk_todo = [] if a.no_bulk else [b for b in BACKENDS if not a.filter or
@@ -157,8 +145,13 @@ def main():
     tls_todo = [] if a.no_tls else [
         c for c in TLS_CASES if not a.filter or
         re.search(a.filter, f"tls-{c[0]}-{c[1]}b")]
+    outside_todo = [] if a.no_outside else [
+        b for b in BACKENDS if not a.filter or
+        re.search(a.filter, f"iperf2-tcp-pingpong-{b}")]
+    veth_n = 0 if a.no_veth or a.veth else len(BACKENDS)
     n = (len(todo) + len(bulk_todo) + len(mem_todo) + len(drain_todo) +
-         ab_n + len(threads_todo) + int(do_wake) + len(tls_todo))
+         ab_n + len(threads_todo) + int(do_wake) + len(tls_todo) +
+         3 * len(outside_todo) + veth_n)
     per_run = a.duration + a.warmup + 0.4
     t0 = time.time()
     k = 0
@@ -186,11 +179,16 @@ def main():
         if c[1:] not in points:
             points.append(c[1:])
     for point in points:
-        backends = [c[0] for c in todo if c[1:] == point]
+        # Run order: epoll beside uring and ursa-epoll (cyclically, so
+        # also once rotated), since the targets are their ratios and the
+        # machine's speed drifts within a round.
+        backends = sorted((c[0] for c in todo if c[1:] == point),
+                          key=RUN_ORDER.index)
         runs = interleaved(backends, a.repeats,
                            lambda b: one_run(a, b, *point, tmp),
                            lambda b: case_id(b, *point), failures)
-        for b, got in zip(backends, runs):
+        for b in sorted(backends, key=BACKENDS.index):
+            got = runs[backends.index(b)]
             kind, proto, conns, size, inflight = point
             cid = case_id(b, *point)
             k += 1
@@ -268,6 +266,16 @@ def main():
             failures.append(f"threads {b} {label}: {s['errors']} echo errors")
         progress(f"threads {b} {label}", f"{s['rt_per_s']:.0f} rt/s, server "
                  f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+    def step(label, what):
+        nonlocal k
+        k += 1
+        progress(label, what)
+    outside = iperf2_block(a, tmp, outside_todo, failures, step)
+    veth_rows, veth_path = [], None
+    if veth_n:
+        veth_rows, veth_path = veth_block(a, tmp, failures, step)
+        if veth_path and veth_path.startswith("not run"):
+            print(f"    veth: {veth_path}", flush=True)
     tls_rows = tls_block(a, tmp, tls_todo, failures)
     for row in tls_rows:
         k += 1
@@ -299,6 +307,9 @@ def main():
             progress(label, what)
         ab = ab_block(a, tmp, failures, ab_progress)
     shutil.rmtree(tmp, ignore_errors=True)
+    if a.veth:
+        a.veth.down()
+    env["veth_case"] = veth_path
 
     rows = cases + bulk
     if iperf:
@@ -312,16 +323,17 @@ def main():
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
                    "profile": prof, "drain": drains, "threads": threads,
-                   "wake": wakes, "tls": tls_rows, "failures": failures}, f,
+                   "wake": wakes, "tls": tls_rows, "outside": outside,
+                   "veth": veth_rows, "failures": failures}, f,
                   indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for r in rows:
             f.write(",".join("" if r.get(key) is None else str(r[key])
                              for key in KEYS) + "\n")
-    made = graphs(a.out, env, cases, bulk, iperf)
+    made = graphs(a.out, env, cases, bulk, iperf, outside)
     report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof,
-           drains, threads, wakes, tls_rows)
+           drains, threads, wakes, tls_rows, outside, veth_rows)
     print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
           f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
           f"results.csv, report.md, graphs/)")

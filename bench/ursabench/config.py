@@ -5,6 +5,7 @@ variants, and the profile's buckets."""
 # hand-written epoll server, so that the report shows what the library's
 # epoll backend costs.
 BACKENDS = ["uring", "ursa-epoll", "epoll", "select", "blocking", "libuv"]
+RUN_ORDER = ["uring", "epoll", "ursa-epoll", "select", "blocking", "libuv"]
 
 COLOURS = {"uring": "#1f77b4", "ursa-epoll": "#17becf", "epoll": "#ff7f0e", "select": "#2ca02c",
            "blocking": "#9467bd", "libuv": "#8c564b", "iperf3": "#7f7f7f"}
@@ -54,7 +55,9 @@ def matrix(full):
         pts += [("pingpong", "udp", c, s, 1) for c in [1, 64]
                 for s in [64, 1400]]
     else:
-        pts = [("pingpong", "tcp", c, 64, 1) for c in [1, 64, 256]]
+        # Every factor of 4 from 1 to 256, so that the curves join
+        # measured neighbours only (plots.py, GAP).
+        pts = [("pingpong", "tcp", c, 64, 1) for c in [1, 4, 16, 64, 256]]
         pts += [("pingpong", "tcp", 64, 4096, 1),
                 ("pipelined", "tcp", 64, 64, 16),
                 ("pingpong", "unix", 64, 64, 1),
@@ -90,6 +93,9 @@ BIG_BUFS = ["--buf-size", "65536"]
 
 AB_VARIANTS = [
     ("default", "pingpong", []),
+    # The control: the default again, as a variant; its effect is 1 by
+    # construction, so its interval shows the block's noise.
+    ("default, again (control)", "pingpong", []),
     ("no multishot recv", "pingpong", ["--uring-disable", "multishot_recv"]),
     ("no DEFER_TASKRUN", "pingpong", ["--uring-disable", "defer_taskrun"]),
     ("no SINGLE_ISSUER, DEFER_TASKRUN", "pingpong",
@@ -123,7 +129,11 @@ AB_VARIANTS = [
     ("+ 64 KiB receive buffers", "bulk", BIG_BUFS),
 ]
 
-AB_REPEATS = 5
+# Rounds of the A/B block, and each run's measured and warm-up seconds:
+# more, shorter runs, so that the interval can leave out a stray round at
+# each end (intervals.py) in the time five rounds of 1 s took.
+AB_REPEATS = 8
+AB_DURATION, AB_WARMUP = 0.5, 0.15
 
 # Techniques the issue names that ursa does not have; the report lists
 # them so that their absence is visible, not silent.
@@ -194,3 +204,6 @@ PROFILE_LOCKS = "locks, RCU, interrupts"
 TLS_CASES = [(b, s) for s in (64, 16384, 0) for b in ("uring", "ursa-epoll",
                                                       "epoll")]
 # (size 0: new handshakes per second, ursa-load --reconnect 1)
+
+# The case the quick suite also runs across a veth pair (netns.py).
+VETH_POINT = ("pingpong", "tcp", 64, 64, 1)

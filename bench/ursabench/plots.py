@@ -5,8 +5,17 @@ import sys
 
 from .config import BACKENDS, COLOURS
 
+# Measured neighbours further apart than this factor on x get no line
+# between them.
+GAP = 4.0
 
-def graphs(out, env, cases, bulk, iperf):
+# The latency percentile plot's percentiles: (label, key, nines).
+PCTS = [("50", "p50_us", 0.50), ("90", "p90_us", 0.90),
+        ("99", "p99_us", 0.99), ("99.9", "p999_us", 0.999),
+        ("99.99", "p9999_us", 0.9999)]
+
+
+def graphs(out, env, cases, bulk, iperf, outside=()):
     """Writes the data files and one gnuplot script; returns graph names."""
     gdir = os.path.join(out, "graphs")
     os.makedirs(gdir, exist_ok=True)
@@ -26,23 +35,40 @@ def graphs(out, env, cases, bulk, iperf):
         s.append("set logscale x 2" if logx else "unset logscale x")
         return s
 
-    def lines(name, title, xlabel, ylabel, sel, xkey, ykey, logx=True):
+    def lines(name, title, xlabel, ylabel, sel, xkey, ykey, logx=True,
+              rows=None, series=BACKENDS):
+        """A point (median, with the repeats' range as its error bar) per
+        measurement, and a line only between neighbours at most GAP apart
+        on x: where nothing was measured in between, nothing is drawn.
+        The x tics are the measured values."""
         s = head(name, title, xlabel, ylabel, logx)
-        plots = []
-        for b in BACKENDS:
+        plots, xs = [], set()
+        for b in series:
             pts = sorted((c[xkey], c[ykey], c.get(ykey + "_min", c[ykey]),
                           c.get(ykey + "_max", c[ykey]))
-                         for c in cases if c["backend"] == b and sel(c)
+                         for c in (rows if rows is not None else cases)
+                         if c["backend"] == b and sel(c)
                          and c[ykey] is not None)
             if not pts:
                 continue
+            xs.update(p[0] for p in pts)
             path = os.path.join(gdir, f"{name}-{b}.dat")
             with open(path, "w") as f:
-                for p in pts:
+                for i, p in enumerate(pts):
+                    # A blank line ends a gnuplot line: no line across a gap.
+                    if i and p[0] > GAP * pts[i - 1][0]:
+                        f.write("\n")
                     f.write("%s %s %s %s\n" % p)
-            plots.append(f"'{path}' using 1:2:3:4 with yerrorlines lw 2 "
-                         f"lc rgb '{COLOURS[b]}' title '{b}'")
+            plots.append(f"'{path}' using 1:2 with lines lw 2 "
+                         f"lc rgb '{COLOURS[b]}' notitle")
+            plots.append(f"'{path}' using 1:2:3:4 with yerrorbars pt 7 "
+                         f"ps 0.8 lc rgb '{COLOURS[b]}' title '{b}'")
         if plots:
+            s.append("set xtics (" + ", ".join(
+                f'"{x}" {x}' for x in sorted(xs)) + ")")
+            # Room beyond the end points, so no point sits on the border.
+            if logx:
+                s.append(f"set xrange [{min(xs) / 1.5}:{max(xs) * 1.5}]")
             script.append((name, s + ["plot " + ", ".join(plots)]))
         else:
             made.remove(name)
@@ -58,6 +84,16 @@ def graphs(out, env, cases, bulk, iperf):
           "64 connections", "message size (bytes)", "MB/s each way",
           lambda c: c["kind"] == "pingpong" and c["proto"] == "tcp"
           and c["conns"] == 64, "size", "mb_per_s")
+
+    if outside:
+        lines("iperf2_rt_vs_conns", "Round trips per second, iperf2 "
+              "bounceback, 64 B (an outside client)", "connections",
+              "round trips / s", lambda c: True, "conns", "rt_per_s",
+              rows=list(outside))
+        lines("iperf2_cpu_vs_conns", "Server CPU per round trip, iperf2 "
+              "bounceback, 64 B (an outside client)", "connections",
+              "server CPU us / round trip", lambda c: True, "conns",
+              "server_cpu_us_per_rt", rows=list(outside))
 
     # Latency p50/p99 by backend, one pair of bars each.
     lat = [c for c in cases if pingpong64(c) and c["conns"] == 64]
@@ -81,6 +117,28 @@ def graphs(out, env, cases, bulk, iperf):
               "solid 0.35 lc rgb variable"]
         script.append(("latency", s))
 
+    # p50 to p99.99 per backend at 64 connections, on a log scale of
+    # 1/(1-p), so that each further nine is one step.
+    pct = [c for c in lat if all(c.get(k) for _, k, _ in PCTS)]
+    if pct:
+        s = head("latency_percentiles", "Latency percentiles, TCP 64 B "
+                 "ping-pong, 64 connections (ursa-load)", "percentile",
+                 "microseconds (log)")
+        s += ["set logscale x 10", "set logscale y 10", "set yrange [*:*]",
+              "set xrange [1.4:14000]",
+              "set xtics (" + ", ".join(
+                  f'"p{lab}" {1 / (1 - q):g}' for lab, _, q in PCTS) + ")"]
+        plots = []
+        for c in pct:
+            path = os.path.join(gdir, f"pct-{c['backend']}.dat")
+            with open(path, "w") as f:
+                for _, k, q in PCTS:
+                    f.write(f"{1 / (1 - q):g} {c[k]}\n")
+            plots.append(f"'{path}' using 1:2 with linespoints lw 2 pt 7 "
+                         f"lc rgb '{COLOURS[c['backend']]}' "
+                         f"title '{c['backend']}'")
+        script.append(("latency_percentiles", s + ["plot " +
+                                                   ", ".join(plots)]))
     # Bulk stream against iperf3.
     if bulk:
         s = head("bulk", "Bulk stream, one connection, 64 KiB writes, "

@@ -101,6 +101,7 @@ def wake(a, tmp, failures):
             vals = [g[k] for g in got]
             row[k] = statistics.median(vals)
             row[k + "_min"], row[k + "_max"] = min(vals), max(vals)
+            row[k + "_rounds"] = [[g["round"], g[k]] for g in got]
         out.append(row)
     return out
 

@@ -4,16 +4,21 @@ import os
 
 from .analysis import fmt, targets
 from .config import AB_MISSING, case_of
+from .intervals import coverage, depth, effect, interval, resolution, text
+from .sections import outside_section, veth_section
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
-           prof=(), drain=(), threads=(), wake=(), tls=()):
+           prof=(), drain=(), threads=(), wake=(), tls=(), outside=(),
+           veth=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
               "date", "placement", "server_cpu", "load_cpu"]:
         L.append(f"| {k} | {env[k]} |")
     L.append(f"| io_uring features used | {', '.join(env['ring_features_used'])} |")
+    L.append(f"| path between load and server | "
+             f"{env.get('net', 'loopback (127.0.0.1)')} |")
     L += ["", "The backends of a case run interleaved, one repeat of each in "
           "turn, in an order that rotates by one each repeat, after one "
           "warm-up run that is not counted.  "
@@ -39,8 +44,11 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         groups.setdefault(case_of(c), []).append(c)
     for g, cs in groups.items():
         c0 = cs[0]
+        path = ("a Unix socket" if c0["proto"] == "unix" else "veth"
+                if env.get("net", "").startswith("veth") else "loopback")
         L += [f"## {c0['proto'].upper()} {c0['kind']}, {c0['conns']} "
-              f"connections, {c0['size']} B, {c0['inflight']} in flight", ""]
+              f"connections, {c0['size']} B, {c0['inflight']} in flight "
+              f"(ursa-load, {path})", ""]
         hdr = ("| backend | round trips/s | vs epoll | server CPU us/rt | "
                "vs epoll | p50 us | p99 us | p99.9 us | syscalls/rt | "
                "enters/rt | errors (refused) |")
@@ -49,14 +57,15 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         L += [hdr, "|---" * (hdr.count("|") - 1) + "|"]
         ep = next((c for c in cs if c["backend"] == "epoll"), None)
         for c in cs:
-            r1 = (c["rt_per_s"] / ep["rt_per_s"]) if ep and ep["rt_per_s"] else None
-            r2 = (c["server_cpu_us_per_rt"] / ep["server_cpu_us_per_rt"]
-                  if ep and ep["server_cpu_us_per_rt"] else None)
+            i1 = interval(c, ep, "rt_per_s")
+            i2 = interval(c, ep, "server_cpu_us_per_rt")
+            r1 = fmt(i1[0], 2) + ("" if c is ep else text(i1))
+            r2 = fmt(i2[0], 2) + ("" if c is ep else text(i2))
             row = (f"| {c['backend']} | {fmt(c['rt_per_s'])} "
                    f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
-                   f"{fmt(r1, 2)} | {fmt(c['server_cpu_us_per_rt'], 2)} "
+                   f"{r1} | {fmt(c['server_cpu_us_per_rt'], 2)} "
                    f"[{fmt(c['server_cpu_us_per_rt_min'], 2)}-"
-                   f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | {fmt(r2, 2)} | "
+                   f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | {r2} | "
                    f"{fmt(c['p50_us'])} | {fmt(c['p99_us'])} | "
                    f"{fmt(c['p999_us'])} | {fmt(c['syscalls_per_rt'], 2)} | "
                    f"{fmt(c['enters_per_rt'], 3)} | {c['errors']}"
@@ -67,6 +76,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                         if p and p.get("rt_per_s") else " new |")
             L.append(row)
         L.append("")
+    L += outside_section(list(outside), cases)
+    L += veth_section(list(veth), cases, env)
     if bulk:
         L += ["## Bulk stream: one connection, 64 KiB writes, one way", "",
               "| backend | MB/s | of iperf3 | server CPU us per 64 KiB | errors |",
@@ -119,24 +130,22 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "round trip would serve about twice the round trips; these "
               "runs cannot show that.  CPU is the process's, all threads.",
               "", "| backend | loops | dispatch | round trips/s | server CPU "
-              "us/rt | vs 1 thread (repeats' range) | p99 us | errors |",
+              "us/rt | vs 1 thread [interval] | p99 us | errors |",
               "|---|---|---|---|---|---|---|---|"]
         one = {t["backend"]: t for t in threads if t["threads"] == 1}
         for t in threads:
             o = one.get(t["backend"])
-            r = rng = "-"
-            if o and t is not o and o["server_cpu_us_per_rt"]:
-                r = fmt(t["server_cpu_us_per_rt"] /
-                        o["server_cpu_us_per_rt"], 2) + "x"
-                rng = (f" ({fmt(t['server_cpu_us_per_rt_min'] / o['server_cpu_us_per_rt_max'], 2)}"
-                       f"-{fmt(t['server_cpu_us_per_rt_max'] / o['server_cpu_us_per_rt_min'], 2)})")
+            r = "-"
+            if o and t is not o:
+                iv = interval(t, o, "server_cpu_us_per_rt")
+                r = fmt(iv[0], 2) + "x" + text(iv)
             L.append(f"| {t['backend']} | {t['threads']} | {t['dispatch']} | "
                      f"{fmt(t['rt_per_s'])} [{fmt(t['rt_per_s_min'])}-"
                      f"{fmt(t['rt_per_s_max'])}] | "
                      f"{fmt(t['server_cpu_us_per_rt'], 2)} "
                      f"[{fmt(t['server_cpu_us_per_rt_min'], 2)}-"
                      f"{fmt(t['server_cpu_us_per_rt_max'], 2)}] | "
-                     f"{r if r == '-' else r + rng} | {fmt(t['p99_us'])} | "
+                     f"{r} | {fmt(t['p99_us'])} | "
                      f"{t['errors']} |")
         L.append("")
     if tls:
@@ -155,14 +164,14 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         for c in (c for c in tls if c["kind"] == "tls"):
             e = next((x for x in tls if x["backend"] == "epoll" and
                       x["size"] == c["size"]), None)
-            r = (c["server_cpu_us_per_rt"] / e["server_cpu_us_per_rt"]
-                 if e and e["server_cpu_us_per_rt"] else None)
+            iv = interval(c, e, "server_cpu_us_per_rt")
+            r = fmt(iv[0], 2) + ("" if c is e else text(iv))
             L.append(f"| {c['backend']} | {c['size']} | {fmt(c['rt_per_s'])} "
                      f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
                      f"{fmt(c['server_cpu_us_per_rt'], 2)} "
                      f"[{fmt(c['server_cpu_us_per_rt_min'], 2)}-"
                      f"{fmt(c['server_cpu_us_per_rt_max'], 2)}] | "
-                     f"{fmt(r, 2)} | {c['errors']} |")
+                     f"{r} | {c['errors']} |")
         if hss:
             L += ["", "| backend | handshakes/s | server CPU us per "
                   "handshake | errors |", "|---|---|---|---|"]
@@ -210,8 +219,12 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "The uring server with one default feature switched off "
               "(`--uring-disable`, `--write-batch`, `--echo-copy`) or one "
               "opt-in feature switched on (rows starting with +), against "
-              "its default set-up; the variants' runs are interleaved, in "
-              "an order that rotates each round (at least 5 rounds).  TCP, "
+              "its default set-up.  Each round runs every variant once, "
+              "next to a run of its case's default (two variants around "
+              "one default run), in an order that rotates each round "
+              "(8 rounds of 0.5 s after 0.15 s of warm-up): a variant is "
+              "compared with the default run made beside it, as the "
+              "machine's own speed drifts within a round.  TCP, "
               "64 connections, 64 B (4k: 4 KiB; 64k: 16 connections, 64 "
               "KiB; bulk: 1 connection sending 64 KiB writes one way, a "
               "round trip being one write); pipelined is 16 in flight "
@@ -226,23 +239,57 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "enters/rt | ENOBUFS/rt | p50 us |",
               "|---|---|---|---|---|---|---|---|---|---|"]
         base = {v["case"]: v for v in ab if v["label"] == "default"}
+        ivs = []
         for v in ab:
-            b0 = base.get(v["case"])
-            with_, without = (v, b0) if v["label"].startswith("+") else \
-                (b0, v)
-            g1 = (with_["rt_per_s"] / without["rt_per_s"]
-                  if b0 and without["rt_per_s"] and v is not b0 else None)
-            g2 = (without["server_cpu_us_per_rt"] /
-                  with_["server_cpu_us_per_rt"]
-                  if b0 and with_["server_cpu_us_per_rt"] and v is not b0
-                  else None)
+            # Against the default runs made beside this variant's when the
+            # run kept them; else against the default's row.
+            b0 = v.get("base") or base.get(v["case"])
+            plus = v["label"].startswith(("+", "default, again"))
+            with_, without = (v, b0) if plus else (b0, v)
+            e1 = e2 = (None,) * 4 + ("",)
+            if b0 and v is not base.get(v["case"]):
+                e1 = effect(with_, without, "rt_per_s", True)
+                e2 = effect(with_, without, "server_cpu_us_per_rt", False)
+                ivs.append(e2)
             L.append(f"| {v['case']} | {v['label']} | `{v['flags'] or '-'}` "
                      f"| {fmt(v['rt_per_s'])} [{fmt(v['rt_per_s_min'])}-"
-                     f"{fmt(v['rt_per_s_max'])}] | {fmt(g1, 2)} | "
-                     f"{fmt(v['server_cpu_us_per_rt'], 2)} | {fmt(g2, 2)} | "
+                     f"{fmt(v['rt_per_s_max'])}] | {fmt(e1[0], 2)}"
+                     f"{text(e1)} | {fmt(v['server_cpu_us_per_rt'], 2)} | "
+                     f"{fmt(e2[0], 2)}{text(e2)} | "
                      f"{fmt(v['enters_per_rt'], 3)} | "
                      f"{fmt(v.get('enobufs_per_rt'), 3)} | "
                      f"{'-' if v['case'] == 'bulk' else fmt(v['p50_us'])} |")
+        res = resolution(ivs)
+        ns = sorted(e[3] for e in ivs if e[3])
+        n = ns[len(ns) // 2] if ns else 0
+        aa = next((v for v in ab if v["label"].startswith("default, again")),
+                  None)
+        b_aa = aa and (aa.get("base") or base.get(aa["case"]))
+        aa_iv = effect(aa, b_aa, "server_cpu_us_per_rt", True) \
+            if aa and b_aa else None
+        k = depth(n)
+        L += ["", f"Each effect's interval runs from the "
+              + ("smallest to the largest" if k == 1 else
+                 f"{k}nd smallest to the {k}nd largest" if k == 2 else
+                 f"{k}th smallest to the {k}th largest")
+              + f" of its per-round ratios ({n} rounds: it holds the "
+              f"median per-round ratio with probability "
+              f"{100 * coverage(n, k):.0f}%, whatever their distribution); "
+              f"an interval "
+              f"that spans 1 is no difference measured, whatever the "
+              f"point.  Judge a feature by its CPU per round trip: the "
+              f"server's own CPU over the measured window, which moves "
+              f"less than round trips/s, since two servers in the same "
+              f"state use the same CPU per round trip whatever the load "
+              f"generator's pace.  "
+              + (f"What this block resolves: the CPU intervals' median "
+                 f"half-width is {100 * res:.0f}%, so an effect under "
+                 f"about {100 * res:.0f}% is within the noise of one row, "
+                 f"and one above {200 * res:.0f}% stands clear of it.  "
+                 if res is not None else "")
+              + (f"The control row (the default set-up run as a variant of "
+                 f"its own, so its true effect is 1) measured "
+                 f"{fmt(aa_iv[0], 2)}{text(aa_iv)}." if aa_iv else "")]
         L += ["", "Not measured, because ursa leaves it out (docs/DESIGN.md "
               "says why): " + "; ".join(AB_MISSING) + ".", ""]
     L += ["UDP cases: each of ursa-load's \"connections\" is a socket of its "
@@ -264,9 +311,12 @@ def render(results, out, previous=None, draw=None):
              for k in ("mb_per_s", "mb_per_s_min", "mb_per_s_max")} \
         if ip else None
     os.makedirs(out, exist_ok=True)
-    made = draw(out, results["env"], cases, bulk, iperf) if draw else []
+    outside = results.get("outside", [])
+    made = draw(out, results["env"], cases, bulk, iperf, outside) \
+        if draw else []
     report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
            made, previous, results.get("ab", []), results.get("profile", []),
            results.get("drain", []), results.get("threads", []),
-           results.get("wake", []), results.get("tls", []))
+           results.get("wake", []), results.get("tls", []), outside,
+           results.get("veth", []))
     return os.path.join(out, "report.md")

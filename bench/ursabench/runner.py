@@ -1,5 +1,6 @@
 """runner.py - running servers and the load: one run, its summary, the
 interleaved repeat loop every block uses, and the A/B block."""
+import argparse
 import datetime
 import json
 import os
@@ -9,7 +10,8 @@ import signal
 import statistics
 import subprocess
 
-from .config import AB_CASES, AB_REPEATS, AB_VARIANTS
+from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_VARIANTS, AB_WARMUP
+from .intervals import ROUND_KEYS
 
 
 class Failure(Exception):
@@ -51,11 +53,17 @@ def environment(bindir, placement, scpu, lcpu):
     }
 
 class Server:
-    def __init__(self, bindir, backend, proto, mode, cpu, tmp, extra=()):
+    """An echo server on one CPU; net (a netns.Veth) puts it in the
+    server's namespace of a veth pair."""
+
+    def __init__(self, bindir, backend, proto, mode, cpu, tmp, extra=(),
+                 net=None):
         self.stats_path = os.path.join(tmp, "server.json")
-        listen = "127.0.0.1:0" if proto in ("tcp", "udp") else \
+        host = net.server_ip if net else "127.0.0.1"
+        listen = f"{host}:0" if proto in ("tcp", "udp") else \
             "unix:" + os.path.join(tmp, "bench.sock")
-        cmd = [os.path.join(bindir, "ursa-echo-server"), "--backend", backend,
+        cmd = (net.prefix("srv") if net else []) + [
+            os.path.join(bindir, "ursa-echo-server"), "--backend", backend,
                "--proto", proto, "--listen", listen, "--mode", mode,
                "--stats-json", self.stats_path, *extra]
         if cpu is not None:
@@ -89,9 +97,10 @@ class Server:
         with open(self.stats_path) as f:
             return json.load(f)
 
-def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout):
+def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout, net=None):
     out = os.path.join(tmp, "load.json")
-    cmd = [os.path.join(bindir, "ursa-load"), addr, "--json", out,
+    cmd = (net.prefix("load") if net else []) + [
+        os.path.join(bindir, "ursa-load"), addr, "--json", out,
            "--server-pid", str(server_pid), *args]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
@@ -104,9 +113,14 @@ def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout):
     return r, res
 
 def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
-            load_extra=()):
+            load_extra=(), net=None):
+    """One server and one ursa-load run against it; net: the veth pair to
+    run across (default: --net's, loopback when that is not veth)."""
+    net = net or getattr(a, "veth", None)
+    if proto == "unix":
+        net = None
     mode = "sink" if kind == "bulk" else "echo"
-    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra)
+    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra, net)
     load_args = ["--connections", str(conns), "--size", str(size),
                  "--inflight", str(inflight), "--duration", str(a.duration),
                  "--warmup", str(a.warmup), *load_extra]
@@ -116,7 +130,7 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
         load_args.append("--bulk")
     try:
         r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu, srv.p.pid,
-                          tmp, timeout=60 + a.duration * 3)
+                          tmp, timeout=60 + a.duration * 3, net=net)
     finally:
         stats = srv.stop()
     errors = res.get("errors", 1)
@@ -151,6 +165,13 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
             max(res.get("server_cpu_s", 0), 0) * 1e6 /
             (res["opened_per_s"] * res["seconds"])
             if res.get("opened_per_s") and res.get("seconds") else None),
+        # Each side's CPU over the measured window as a share of one CPU:
+        # which of them (if either) limited the run.
+        "client_cpu_share": (res["client_cpu_s"] / res["seconds"]
+                             if res.get("seconds") else None),
+        "server_cpu_share": (max(res.get("server_cpu_s", 0), 0) /
+                             res["seconds"] if res.get("seconds") else None),
+        "p9999_us": res.get("p9999_us"), "p90_us": res.get("p90_us"),
         "errors": errors,
         # Connections a server refused by design (select past FD_SETSIZE)
         # fail on the load side; they are counted, not hidden.
@@ -158,15 +179,25 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
     }
 
 def summarise(runs):
+    """The median of each figure over the runs; for the figures ratios
+    are taken of, also its range and its value round by round (for the
+    per-round intervals, intervals.py)."""
     out = {}
     for k in runs[0]:
+        if k == "round":
+            continue
         vals = [r[k] for r in runs if r[k] is not None]
         if k in ("errors", "refused"):
             out[k] = sum(vals)
+        elif isinstance(vals[0] if vals else None, str):
+            out[k] = vals[0]
         elif vals:
             out[k] = statistics.median(vals)
-            if k in ("rt_per_s", "server_cpu_us_per_rt", "opened_per_s"):
+            if k in ROUND_KEYS:
                 out[k + "_min"], out[k + "_max"] = min(vals), max(vals)
+                out[k + "_rounds"] = [[r.get("round", i), r[k]]
+                                      for i, r in enumerate(runs)
+                                      if r[k] is not None]
         else:
             out[k] = None
     return out
@@ -191,28 +222,90 @@ def interleaved(items, repeats, run, label, failures):
         order = order[r % len(order):] + order[:r % len(order)]
         for i in order:
             try:
-                runs[i].append(run(items[i]))
+                got = run(items[i])
+                if isinstance(got, dict):
+                    got["round"] = r
+                runs[i].append(got)
             except RUN_ERRORS as e:
                 failures.append(f"{label(items[i])}: {e}")
                 print(f"    {label(items[i])}: {e}", flush=True)
     return runs
 
 
+def ab_sequence(variants, r):
+    """Round r's run order for the A/B block: (index into variants, the
+    index of the variant's own comparison run or None).  The machine's
+    speed shifts by tens of percent over seconds (seen here: uring and
+    epoll runs alternating moved from 6.3 and 7.0 to 4.1 and 5.0 us per
+    round trip together), so a variant is compared with a run of its
+    case's default made right beside it: each case's variants go in
+    pairs around one default run (V D V), pairs and cases in an order
+    that rotates with r."""
+    cases = []
+    for i, v in enumerate(variants):
+        if v[1] not in cases:
+            cases.append(v[1])
+    cases = cases[r % len(cases):] + cases[:r % len(cases)] if cases else []
+    seq = []
+    for c in cases:
+        base = next((i for i, v in enumerate(variants)
+                     if v[1] == c and v[0] == "default"), None)
+        vs = [i for i, v in enumerate(variants) if v[1] == c and i != base]
+        if vs:
+            vs = vs[r % len(vs):] + vs[:r % len(vs)]
+        if base is None:
+            seq += [(i, None) for i in vs]
+            continue
+        if not vs:
+            seq.append((base, None))
+        for j in range(0, len(vs), 2):
+            seq.append((vs[j], len(seq) + 1))
+            seq.append((base, None))
+            if j + 1 < len(vs):
+                seq.append((vs[j + 1], len(seq) - 1))
+    return seq
+
+
 def ab_block(a, tmp, failures, progress):
-    """Runs AB_VARIANTS interleaved; returns one summary per variant."""
+    """Runs AB_VARIANTS in rounds of ab_sequence(); returns one summary per
+    variant, each non-default one with 'base': its comparison runs'
+    figures round by round (the default runs made beside it)."""
     todo = [v for v in AB_VARIANTS if not a.filter or
             re.search(a.filter, f"ab-{v[1]}-{v[0]}")]
-    runs = interleaved(
-        todo, max(a.repeats, AB_REPEATS),
-        lambda v: one_run(a, "uring", *AB_CASES[v[1]], tmp, v[2]),
-        lambda v: f"ab {v[1]} {v[0]}", failures)
+    ab = argparse.Namespace(**vars(a))
+    ab.duration = min(a.duration, AB_DURATION)
+    ab.warmup = min(a.warmup, AB_WARMUP)
+    runs = [[] for _ in todo]
+    bases = [[] for _ in todo]
+    for r in range(max(a.repeats, AB_REPEATS) if todo else 0):
+        seq = ab_sequence(todo, r)
+        got = []
+        for i, _ in seq:
+            label, case, extra = todo[i]
+            try:
+                res = one_run(ab, "uring", *AB_CASES[case], tmp, extra)
+                res["round"] = r
+            except RUN_ERRORS as e:
+                res = None
+                failures.append(f"ab {case} {label}: {e}")
+                print(f"    ab {case} {label}: {e}", flush=True)
+            got.append(res)
+            if res:
+                runs[i].append(res)
+        for (i, pair), res in zip(seq, got):
+            if res and pair is not None and got[pair]:
+                bases[i].append(got[pair])
     out = []
-    for (label, case, extra), got in zip(todo, runs):
+    for (label, case, extra), got, base in zip(todo, runs, bases):
         if not got:
             continue
         s = summarise(got)
         s.update({"label": label, "case": case, "flags": " ".join(extra),
                   "repeats": len(got)})
+        if base:
+            # The default's runs beside this variant's, under the same
+            # round numbers as the variant's own.
+            s["base"] = summarise(base)
         if s["errors"]:
             failures.append(f"ab {case} {label}: {s['errors']} echo errors")
         out.append(s)

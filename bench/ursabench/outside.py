@@ -1,0 +1,133 @@
+"""outside.py - a client nobody here wrote: iperf2's bounceback test
+(Debian's iperf, 2.1.x) driving the echo servers' 64 B ping-pong, beside
+ursa-load.  `iperf -c HOST --bounceback --bounceback-period 0 -l 64 -P N`
+opens N connections, each sending 64 B and waiting for it to come back
+before the next.  Its SUM line reads 0 in bounceback mode, so the rate is
+the per-connection counts summed.  iperf2 runs a thread per connection;
+all of them share the load CPU."""
+import os
+import re
+import resource
+import shutil
+import subprocess
+import time
+
+from .runner import Failure, Server, interleaved, summarise
+
+CONNS = (1, 64, 256)
+
+# One connection's final line: "[  3] 0.0000-1.3001 sec ... 37522=0.052/
+# 0.014/2.667/0.031 ms ..." (bounces = avg/min/max/stdev).
+LINE = re.compile(r"^\[\s*(\d+)\]\s+0\.0+-([\d.]+) sec\s.*?\s(\d+)="
+                  r"([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+
+
+def parse(out):
+    """(connections, bounces, seconds, mean latency us, max latency us)
+    from iperf2's final per-connection lines."""
+    conns, total, secs, lat_sum, mx = 0, 0, 0.0, 0.0, 0.0
+    for line in out.splitlines():
+        if "PDF" in line:
+            continue
+        m = LINE.match(line)
+        if not m:
+            continue
+        n = int(m.group(3))
+        conns += 1
+        total += n
+        secs = max(secs, float(m.group(2)))
+        lat_sum += n * float(m.group(4)) * 1e3
+        mx = max(mx, float(m.group(6)) * 1e3)
+    return conns, total, secs, (lat_sum / total if total else None), mx
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def limit(client, server):
+    """Which side a run's CPU shares (of one CPU each) say limited it."""
+    c = client is not None and client >= 0.9
+    s = server is not None and server >= 0.9
+    if c and s:
+        return "both CPUs full"
+    if c:
+        return "client CPU"
+    if s:
+        return "server CPU"
+    return "neither CPU full (wake-up latency)"
+
+
+def one(a, b, conns, tmp, net=None):
+    net = net or getattr(a, "veth", None)
+    srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp, (), net)
+    host, port = srv.addr.rsplit(":", 1)
+    # Counted over the whole run (iperf2 has no warm-up to leave out).
+    secs = a.duration
+    cmd = (net.prefix("load") if net else []) + [
+        "taskset", "-c", str(a.lcpu), "iperf", "-c", host, "-p", port,
+        "--bounceback", "--bounceback-period", "0", "-l", "64", "-P",
+        str(conns), "-t", f"{secs:.1f}", "-e"]
+    try:
+        c0 = cpu_seconds(srv.p.pid)
+        # The client's CPU: the children reaped in this window are iperf
+        # alone (taskset execs it); the server is reaped after.
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        try:
+            out, _ = p.communicate(timeout=60 + secs * 3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise Failure(f"iperf -P {conns} against {b}: no end in "
+                          f"{60 + secs * 3:.0f} s")
+        wall = time.monotonic() - t0
+        c1 = cpu_seconds(srv.p.pid)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finally:
+        srv.stop()
+    client = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    n, total, secs_run, mean, mx = parse(out)
+    if p.returncode or n != conns or not total:
+        raise Failure(f"iperf -P {conns} against {b}: exit {p.returncode}, "
+                      f"{n} of {conns} connections reported: "
+                      f"{out.strip()[-300:]!r}")
+    return {"rt_per_s": total / secs_run,
+            "server_cpu_us_per_rt": (c1 - c0) * 1e6 / total,
+            "mean_us": mean, "max_us": mx,
+            "server_cpu_share": (c1 - c0) / wall,
+            "client_cpu_share": client / wall,
+            "errors": 0, "refused": 0}
+
+
+def iperf2_block(a, tmp, backends, failures, progress):
+    """Every backend at each count of CONNS, interleaved round by round as
+    a case's backends are; one summary row per (count, backend)."""
+    if not shutil.which("iperf") or not backends:
+        if backends:
+            failures.append("iperf2: not installed (Debian's iperf)")
+        return []
+    rows = []
+    for conns in CONNS:
+        runs = interleaved(backends, a.repeats,
+                           lambda b: one(a, b, conns, tmp),
+                           lambda b: f"iperf2 {conns}c {b}", failures)
+        for b, got in zip(backends, runs):
+            if not got:
+                continue
+            s = summarise(got)
+            s.update({"id": f"iperf2-tcp-pingpong-{conns}c-64b-{b}",
+                      "client": "iperf2", "kind": "pingpong", "proto": "tcp",
+                      "backend": b, "conns": conns, "size": 64, "inflight": 1,
+                      "repeats": len(got),
+                      "limited_by": limit(s["client_cpu_share"],
+                                          s["server_cpu_share"])})
+            rows.append(s)
+            progress(s["id"], f"{s['rt_per_s']:.0f} rt/s, server "
+                     f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+    return rows
+

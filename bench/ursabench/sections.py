@@ -1,0 +1,100 @@
+"""sections.py - the report's sections on the outside client (iperf2)
+and on the case run across a veth pair, each beside the same case as
+ursa-load drove it on loopback."""
+from .analysis import find
+from .intervals import fmt, interval, text
+from .outside import CONNS, limit
+
+
+def _limit(c):
+    return limit(c.get("client_cpu_share"), c.get("server_cpu_share"))
+
+
+def _share(c):
+    return (f"client {fmt(c.get('client_cpu_share'), 2)}, server "
+            f"{fmt(c.get('server_cpu_share'), 2)}")
+
+
+def _vs(c, e):
+    if not (c and e) or c is e:
+        return "-"
+    iv = interval(c, e, "server_cpu_us_per_rt")
+    return fmt(iv[0], 2) + text(iv)
+
+
+def outside_section(outside, cases):
+    if not outside:
+        return []
+    L = ["## An outside client: iperf2 bounceback, TCP 64 B ping-pong", "",
+         "iperf2 (Debian's iperf, written elsewhere) with `--bounceback "
+         "--bounceback-period 0 -l 64 -P N`: N connections, each sending "
+         "64 B and waiting for it to come back, beside ursa-load on the "
+         "same case.  iperf2 runs a thread per connection, all on the load "
+         "CPU; it checks its own sequence numbers, not every byte "
+         "(ursa-load does).  Its rate is the per-connection bounce counts "
+         "summed (its SUM line reads 0), over its whole run (connection "
+         "set-up included); its latency is the mean of the connections' "
+         "means, as iperf2 gives no percentiles finer than 100 us bins.  "
+         "Server CPU per round trip is the server's own CPU (from /proc) "
+         "over iperf2's run.  'Limited by' reads each side's CPU over the "
+         "run as a share of one CPU: 0.9 or more on a side means that side "
+         "was the bottleneck, and the other side's figure is what it did "
+         "at the pace it was given.", ""]
+    for n in CONNS:
+        rows = [c for c in outside if c["conns"] == n]
+        if not rows:
+            continue
+        e = next((c for c in rows if c["backend"] == "epoll"), None)
+        L += [f"### {n} connection{'s' if n > 1 else ''}", "",
+              "| backend | iperf2 rt/s | server CPU us/rt | vs epoll "
+              "[interval] | mean us | limited by (CPU shares) | ursa-load "
+              "rt/s | server CPU us/rt | vs epoll [interval] | limited by "
+              "(CPU shares) |", "|---" * 10 + "|"]
+        for c in rows:
+            u = find(cases, c["backend"], "pingpong", "tcp", n, 64, 1)
+            ue = find(cases, "epoll", "pingpong", "tcp", n, 64, 1)
+            L.append(
+                f"| {c['backend']} | {fmt(c['rt_per_s'])} "
+                f"[{fmt(c.get('rt_per_s_min'))}-{fmt(c.get('rt_per_s_max'))}]"
+                f" | {fmt(c['server_cpu_us_per_rt'], 2)} | {_vs(c, e)} | "
+                f"{fmt(c.get('mean_us'))} | {_limit(c)} ({_share(c)}) | "
+                + (f"{fmt(u['rt_per_s'])} | {fmt(u['server_cpu_us_per_rt'], 2)}"
+                   f" | {_vs(u, ue)} | {_limit(u)} ({_share(u)}) |" if u else
+                   "not run | | | |"))
+        L.append("")
+    return L
+
+
+def veth_section(veth, cases, env):
+    if not veth and not env.get("veth_case"):
+        return []
+    L = ["## Across a veth pair: TCP 64 B ping-pong, 64 connections", ""]
+    if not veth:
+        return L + [f"The veth case was {env.get('veth_case')}.", ""]
+    L += [f"The same case as on loopback, with the server and ursa-load "
+          f"each in a network namespace of the bench's own, joined by a "
+          f"{env.get('veth_case')}: a device, a queue discipline and GRO "
+          f"on the path, the nearest this machine gets to two hosts.  "
+          f"Packets cross the pair through the receiving side's backlog "
+          f"in softirq, which the kernel may run in ksoftirqd rather than "
+          f"in the process that sent them; that share of the work is "
+          f"charged to no server; and these runs came at another time "
+          f"than the loopback ones, on a machine whose speed drifts, so "
+          f"compare the backends with each other here (the per-round "
+          f"ratios), not with the loopback figures.", "",
+          "| backend | rt/s (veth) | server CPU us/rt | vs epoll [interval] "
+          "| p50 us | p99 us | limited by (CPU shares) | rt/s (loopback) | "
+          "server CPU us/rt (loopback) |", "|---" * 9 + "|"]
+    e = next((c for c in veth if c["backend"] == "epoll"), None)
+    for c in veth:
+        lo = find(cases, c["backend"], c["kind"], c["proto"], c["conns"],
+                  c["size"], c["inflight"])
+        L.append(f"| {c['backend']} | {fmt(c['rt_per_s'])} "
+                 f"[{fmt(c['rt_per_s_min'])}-{fmt(c['rt_per_s_max'])}] | "
+                 f"{fmt(c['server_cpu_us_per_rt'], 2)} | {_vs(c, e)} | "
+                 f"{fmt(c['p50_us'])} | {fmt(c['p99_us'])} | {_limit(c)} "
+                 f"({_share(c)}) | "
+                 + (f"{fmt(lo['rt_per_s'])} | "
+                    f"{fmt(lo['server_cpu_us_per_rt'], 2)} |" if lo else
+                    "not run | |"))
+    return L + [""]
