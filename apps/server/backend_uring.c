@@ -16,15 +16,14 @@
 
 typedef struct conn {
   ursa_stream s;
-  ursa_tls tls;        /* --tls-cert: the TLS stream over s */
-  int tls_on;          /* ursa_tls_start() took s */
-  ursa_handoff_req hreq; /* on its way from the acceptor's loop */
+  ursa_tls *tls; /* --tls-cert: the TLS stream over s, once started
+                    (allocated then: plain connections do without) */
   struct conn *prev, *next;
-  int closing;
   int refs;   /* the stream's, and one per message at a worker (atomic) */
   int worker; /* --workers: the one that takes its messages, in order */
   int pending; /* messages at a worker or being written back (loop's) */
-  int eof;     /* the peer shut down: shut ours once pending is 0 */
+  unsigned char closing;
+  unsigned char eof; /* the peer shut down: shut ours once pending is 0 */
   conn_clock clock; /* --min-rate; ursa_read_timeout does --idle-timeout */
 } conn;
 
@@ -75,7 +74,10 @@ static void begin_stop(void);
 static void close_conn(conn *c);
 
 static void conn_unref(conn *c) {
-  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) free(c);
+  if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    free(c->tls);
+    free(c);
+  }
 }
 
 static void conn_closed(conn *c);
@@ -228,8 +230,8 @@ static void pool_stop(void) {
 static void close_conn(conn *c) {
   if (c->closing) return;
   c->closing = 1;
-  if (c->tls_on)
-    ursa_tls_close(&c->tls, on_tls_closed);
+  if (c->tls)
+    ursa_tls_close(c->tls, on_tls_closed);
   else
     ursa_stream_close(&c->s, on_closed);
 }
@@ -410,19 +412,36 @@ static void start_conn(conn *c) {
     return;
   }
   if (S.tls) {
-    c->tls.data = c;
-    if (ursa_tls_start(&c->tls, S.tls, &c->s, NULL, on_tls_handshake) < 0)
+    ursa_tls *t = calloc(1, sizeof(*t));
+    if (!t) {
       close_conn(c);
-    else
-      c->tls_on = 1;
+      return;
+    }
+    t->data = c;
+    if (ursa_tls_start(t, S.tls, &c->s, NULL, on_tls_handshake) < 0) {
+      free(t);
+      close_conn(c);
+    } else {
+      c->tls = t;
+    }
     return;
   }
   if (ursa_read_start(&c->s, on_read) < 0) close_conn(c);
 }
 
+/* A connection on its way from the acceptor's loop: allocated for the
+ * hand-off alone, so that a connection served where it was accepted does
+ * not carry the request's 128 bytes (the idle-memory case counts them). */
+typedef struct handoff {
+  ursa_handoff_req req;
+  conn *c;
+} handoff;
+
 /* On the loop the acceptor chose (or in its close, with -ECANCELED). */
 static void on_handed(ursa_handoff_req *req, int status) {
-  conn *c = req->data;
+  handoff *h = req->data;
+  conn *c = h->c;
+  free(h);
   if (status < 0) {
     free(c);
     return;
@@ -446,10 +465,17 @@ static void on_connection(ursa_listener *l, int status) {
                ? loop_group_pick(&G, S.o->dispatch == DISPATCH_FEWEST)
                : S.index;
   if (to != S.index) {
-    c->hreq.data = c;
-    c->hreq.stream = &c->s;
-    if (ursa_accept_handoff(l, G.loop[to], &c->hreq, on_handed) < 0) {
+    handoff *h = calloc(1, sizeof(*h));
+    if (!h) {
+      free(c);
+      return;
+    }
+    h->c = c;
+    h->req.data = h;
+    h->req.stream = &c->s;
+    if (ursa_accept_handoff(l, G.loop[to], &h->req, on_handed) < 0) {
       S.st->refused++; /* that loop is closing: refused on return */
+      free(h);
       free(c);
     }
     return;
@@ -551,13 +577,22 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   int group = G.n > 1, handoff = group && o->dispatch != DISPATCH_REUSEPORT;
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
-  lo.enable = o->uring_enable;
+  /* direct_files is the server's to turn on (below), not the library's. */
+  lo.enable = o->uring_enable & ~(uint32_t)URSA_FEAT_DIRECT_FILES;
   lo.write_batch = o->write_batch;
   /* Accepted connections live in direct descriptors (off with
    * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE.
    * Handed to other loops, they move by MSG_RING from table to table;
    * without MSG_RING they go as plain descriptors. */
-  lo.direct_files = 65536;
+  /* Greet mode's connections live for one write: there the slot's
+   * single-shot accept and the install a shutdown needs cost more than
+   * descriptor lookups save (server CPU per connection 19.8 us with direct
+   * descriptors, 17.8 without, docs/measurements.md), so they are plain
+   * unless --uring-enable direct_files. */
+  lo.direct_files = o->mode == MODE_GREET &&
+                            !(o->uring_enable & URSA_FEAT_DIRECT_FILES)
+                        ? 0
+                        : 65536;
   if (handoff) {
     ursa_features kf;
     ursa_probe(&kf);

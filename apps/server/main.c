@@ -119,7 +119,9 @@ static void usage(FILE *f) {
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
       "  --uring-enable LIST  opt-in io_uring features to use: recv_bundle,"
-      "buf_inc\n"
+      "buf_inc,\n"
+      "                   direct_files (greet mode's connections are "
+      "plain by default)\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
       "  --buf-count N    uring: receive buffers in the ring (power of two, "
       "default 256)\n"
@@ -403,9 +405,10 @@ int main(int argc, char **argv) {
       case O_ENABLE:
         if (parse_features(a, v, &o.uring_enable) < 0) return 2;
         if (o.uring_enable &
-            ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
-          return bad("--uring-enable: only recv_bundle and buf_inc are "
-                     "opt-in, not '%s'%s", v, "");
+            ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
+                        URSA_FEAT_DIRECT_FILES))
+          return bad("--uring-enable: only recv_bundle, buf_inc and "
+                     "direct_files are opt-in, not '%s'%s", v, "");
         break;
     }
   }
