@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +44,7 @@ struct conn {
   int recycle;      /* --reconnect: closing to open again */
   int ever_open;
   uint64_t since;   /* round trips on this connection since it opened */
+  uint64_t t0_ns;   /* --greet: when its connect began */
   ursa_dgram d; /* --proto udp: one socket per "connection" */
   int id;
   int connected;
@@ -86,6 +88,9 @@ typedef struct load_state {
   ursa_tls_ctx *tls_ctx; /* this loop's */
   uint64_t handshakes, tls_failed;
   long reconnect;          /* --reconnect N: a new connection every N */
+  int greet;               /* --greet: read the greeting to EOF, again */
+  const char *greeting;
+  size_t greet_len;
   uint64_t opened_measured; /* connections opened in the measured window */
   int index;    /* of its thread */
   int setup_rc; /* 2: it could not start */
@@ -148,6 +153,7 @@ static int reopen(conn *c) {
   c->s = (ursa_stream){0};
   c->tls = (ursa_tls){0};
   c->s.data = c;
+  c->t0_ns = ns();
   if (ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
                    L.flags, (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
                    on_connect) < 0) {
@@ -328,7 +334,52 @@ static void on_tls_read(ursa_tls *t, ssize_t n, const void *buf) {
   got_bytes(t->data, n, buf);
 }
 
+/* --greet: the server's greeting, byte for byte, then its EOF; a
+ * connection that got it all is one "round trip" and opens again. */
+static void greet_bytes(conn *c, ssize_t n, const void *buf) {
+  if (n == URSA_EOF && c->recv_off == L.greet_len) {
+    if (L.measuring) {
+      hist_add(&L.h, ns() - c->t0_ns);
+      L.rts++;
+      L.bytes += L.greet_len;
+    }
+    L.rts_total++;
+    c->done++;
+    if (L.sending) c->recycle = 1;
+    /* The greeting is all in: close with a reset, so that this side keeps
+     * no TIME_WAIT.  Tens of thousands of connections a second would
+     * otherwise use up the ephemeral ports within a run (60 s each), and
+     * the next run would wait for ports instead of the server. */
+    struct linger lg = {1, 0};
+    if (c->s.fd >= 0)
+      setsockopt(c->s.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close_conn(c);
+    return;
+  }
+  if (n < 0 && n != URSA_EOF) {
+    if (L.sending && L.io_errors++ < 3)
+      fprintf(stderr, "ursa-load: connection %d: %s before its greeting "
+              "ended\n", c->id, ursa_strerror((int)n));
+    close_conn(c);
+    return;
+  }
+  if (n == URSA_EOF || c->recv_off + (size_t)n > L.greet_len ||
+      memcmp(L.greeting + c->recv_off, buf, (size_t)n) != 0) {
+    if (L.mismatches++ < 3)
+      fprintf(stderr, "ursa-load: connection %d: the greeting differs from "
+              "'%s' (%s at byte %zu)\n", c->id, L.greeting,
+              n == URSA_EOF ? "EOF" : "other bytes", c->recv_off);
+    close_conn(c);
+    return;
+  }
+  c->recv_off += (size_t)n;
+}
+
 static void got_bytes(conn *c, ssize_t n, const void *buf) {
+  if (L.greet) {
+    greet_bytes(c, n, buf);
+    return;
+  }
   if (n < 0) {
     ended_early(c, n);
     close_conn(c);
@@ -459,6 +510,13 @@ static void on_connect(ursa_stream *s, int status) {
   }
   if (L.measuring && !L.tls) L.opened_measured++;
   if (L.idle) return;
+  if (L.greet) {
+    if (ursa_read_start(s, on_read) < 0) {
+      L.io_errors++;
+      close_conn(c);
+    }
+    return;
+  }
   ursa_stream_nodelay(s, 1);
   if (L.tls) {
     c->tls.data = c;
@@ -580,6 +638,7 @@ static void *run_thread(void *arg) {
       c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
     }
     c->s.data = c;
+    c->t0_ns = ns();
     if (L.udp)
       r = open_udp(c);
     else
@@ -640,6 +699,12 @@ static void usage(FILE *f) {
       "open\n"
       "                      a new one (connections, or TLS handshakes, per "
       "second)\n"
+      "  --greet             connect, read the greeting to the server's EOF,"
+      " close,\n"
+      "                      connect again (to a --mode greet server): "
+      "connections/s\n"
+      "  --greeting TEXT     the greeting expected (default 'Thank you for "
+      "connecting')\n"
       "  --threads N         N loops on threads of their own, the connections "
       "shared\n"
       "                      out (so that the client is not the bottleneck)\n"
@@ -660,7 +725,7 @@ int main(int argc, char **argv) {
   enum {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
     O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
-    O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT
+    O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT, O_GREET, O_GREETING
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -683,6 +748,8 @@ int main(int argc, char **argv) {
       {"tls-insecure", no_argument, NULL, O_TLSINSECURE},
       {"tls-name", required_argument, NULL, O_TLSNAME},
       {"reconnect", required_argument, NULL, O_RECONNECT},
+      {"greet", no_argument, NULL, O_GREET},
+      {"greeting", required_argument, NULL, O_GREETING},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -698,6 +765,12 @@ int main(int argc, char **argv) {
         break;
       case O_IDLE:
         L.idle = 1;
+        break;
+      case O_GREET:
+        L.greet = 1;
+        break;
+      case O_GREETING:
+        L.greeting = v;
         break;
       case O_CONNS:
         r = cli_long(PROG, a, v, 1, 100000, &L.conns);
@@ -800,6 +873,20 @@ int main(int argc, char **argv) {
             "unix, with --duration\n");
     return 2;
   }
+  if (L.greeting && !*L.greeting) {
+    fprintf(stderr, "ursa-load: --greeting must not be empty\n");
+    return 2;
+  }
+  if (L.greeting) L.greet = 1;
+  if (L.greet && (L.udp || L.bulk || L.idle || L.tls || L.reconnect ||
+                  L.count)) {
+    fprintf(stderr, "ursa-load: --greet reads greetings over tcp or unix, "
+            "with --duration (not --udp, --bulk, --idle, --tls, "
+            "--reconnect or --count)\n");
+    return 2;
+  }
+  if (L.greet && !L.greeting) L.greeting = "Thank you for connecting";
+  if (L.greet) L.greet_len = strlen(L.greeting);
   if (L.tls && (L.udp || L.bulk || L.idle)) {
     fprintf(stderr, "ursa-load: --tls drives echo runs over tcp or unix\n");
     return 2;
@@ -893,15 +980,16 @@ int main(int argc, char **argv) {
   printf(
       "ursa-load: %s, %ld connections (%ld connected) x %ld in flight, "
       "%ld-byte messages, %.2f s measured%s\n",
-      L.bulk   ? "bulk"
-      : L.idle ? "idle"
-               : "echo",
+      L.bulk    ? "bulk"
+      : L.idle  ? "idle"
+      : L.greet ? "greet"
+                : "echo",
       L.conns, L.open, L.inflight, L.size, secs,
       measured ? "" : " (the run ended in its warm-up: nothing measured)");
   printf("  %llu round trips, %.0f round trips/s, %.2f MB/s each way\n",
          (unsigned long long)L.rts, rps, mbps);
   double cps = (double)L.opened_measured / div;
-  if (L.reconnect)
+  if (L.reconnect || L.greet)
     printf("  %llu %s in the measured time, %.0f/s\n",
            (unsigned long long)L.opened_measured,
            L.tls ? "TLS handshakes" : "connections", cps);
@@ -943,9 +1031,10 @@ int main(int argc, char **argv) {
               (unsigned long long)L.handshakes,
               (unsigned long long)L.tls_failed,
               (double)L.opened_measured / div,
-              L.bulk   ? "bulk"
-              : L.idle ? "idle"
-                       : "echo");
+              L.bulk    ? "bulk"
+              : L.idle  ? "idle"
+              : L.greet ? "greet"
+                        : "echo");
       fclose(f);
     }
   }
