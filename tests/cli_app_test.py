@@ -10,8 +10,10 @@ import sys
 
 from checks import check, finish
 
+# The programs, then their sources in the same order.
+_n = (len(sys.argv) - 1) // 2
 SERVER, LOAD, CLIENT, PING = sys.argv[1:5]
-SOURCES = dict(zip([SERVER, LOAD, CLIENT, PING], sys.argv[5:9]))
+SOURCES = dict(zip(sys.argv[1:1 + _n], sys.argv[1 + _n:]))
 
 
 def run(prog, *args):

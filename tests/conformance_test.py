@@ -90,7 +90,19 @@ def test_backend(b, tmp):
                        timeout=20)
     check(r.returncode == 0 and r.stdout.strip() == "Thank you for connecting",
           f"{b}: greet: {r.returncode} {r.stdout!r} {r.stderr!r}")
-    srv.stop()
+    # ursa-load --greet: every greeting byte for byte, connection after
+    # connection; a wrong expectation is counted, and fails the run.
+    r, res = load(srv.addr, 4, "--greet")
+    check(r.returncode == 0 and res.get("errors") == 0 and
+          res.get("mode") == "greet" and res.get("round_trips", 0) > 20 and
+          res.get("opened_per_s", 0) > 20,
+          f"{b}: ursa-load --greet: {r.returncode} {res} {r.stderr[-200:]!r}")
+    r, res = load(srv.addr, 2, "--greeting", "Thank you for calling")
+    check(r.returncode == 1 and res.get("mismatched", 0) > 0 and
+          "greeting differs" in r.stderr,
+          f"{b}: a wrong greeting is counted: {r.returncode} {res}")
+    stats = srv.stop()
+    check(stats.get("connections", 0) > 20, f"{b}: greeted {stats}")
 
     # UDP and Unix stream.
     for listen in ["127.0.0.1:0", "[::1]:0"]:

@@ -13,14 +13,25 @@ status=0
 # The library's sources; the TLS layer only for its own target (it is
 # the one that needs OpenSSL).
 core=$(ls lib/src/*.c | grep -v '/tls\.c$')
-for target in addr_fuzz echo_fuzz tls_fuzz; do
+for target in addr_fuzz echo_fuzz tls_fuzz http_fuzz; do
   extra=
   [ "$target" = tls_fuzz ] && extra="lib/src/tls.c -lssl -lcrypto"
+  # ursa-http's request path over Debian's llhttp sources.
+  [ "$target" = http_fuzz ] && extra="-I. -I/usr/share/include/llhttp \
+    apps/http/http_core.c /usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c \
+    /usr/share/llhttp/http.c -lpthread"
   # shellcheck disable=SC2086
   clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=all -Ilib/include -Ilib/src $core \
     "fuzz/$target.c" $extra -luring -o "$out/$target"
   mkdir -p "$out/corpus-$target"
+  if [ "$target" = http_fuzz ]; then
+    # Seeds: a file request and a chunked upload, so that the fuzzer
+    # starts inside the grammar.
+    printf 'GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n' >"$out/corpus-$target/get"
+    printf 'POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' \
+      >"$out/corpus-$target/chunked"
+  fi
   if "$out/$target" -max_total_time="$secs" -print_final_stats=1 \
        -artifact_prefix=fuzz/crashes/ "$out/corpus-$target" \
        >"$out/$target.log" 2>&1; then

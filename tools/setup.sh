@@ -14,6 +14,11 @@ packages=(
   iperf3            # the bench suite's loopback limit
   iperf             # iperf2: the outside echo client (--bounceback)
   iproute2          # ip netns: the bench's veth pair
+  node-llhttp       # llhttp's C sources, for ursa-http's parser
+  curl              # ursa-http's conformance tests
+  wrk               # the http bench's client
+  nginx-light       # the http bench's peers
+  h2o
   python3           # test and bench drivers
   valgrind
   clang             # fuzz targets (libFuzzer)

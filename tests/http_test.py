@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""http_test.py - ursa-http on both backends, against curl and raw
+sockets: keep-alive, HEAD, chunked and Content-Length uploads checked by
+length and checksum, Expect: 100-continue, pipelined requests answered
+in order, a request split byte by byte, each limit answered with its
+status and the connection closed (400, 405, 413, 414, 431, 408 for a
+slowloris peer), the idle timeout, static files byte-exact with every
+way out of the root refused (.., encoded dots, symlinks, absolute
+paths), --threads, and bad flags."""
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from checks import check, finish
+
+HTTP = sys.argv[1]
+CURL = "curl"
+
+
+def fnv1a(data):
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+class Http:
+    def __init__(self, backend, *args):
+        self.p = subprocess.Popen([HTTP, "--backend", backend, "--listen",
+                                   "127.0.0.1:0", *args],
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
+        if not m:
+            self.p.kill()
+            raise RuntimeError(f"ursa-http did not start: {line!r} "
+                               f"{self.p.stderr.read()!r}")
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.p.send_signal(signal.SIGTERM)
+        out, err = self.p.communicate(timeout=30)
+        check(self.p.returncode == 0, f"exit {self.p.returncode} {err}")
+        return out
+
+
+def curl(*args, data=None):
+    r = subprocess.run([CURL, "-s", "-S", "--max-time", "20", *args],
+                       input=data, capture_output=True, timeout=60)
+    return r
+
+
+def raw(port, payload, timeout=5, close_wait=True):
+    """Sends payload, reads until the server closes (or timeout); the
+    bytes read and whether the server closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        got, closed = b"", False
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    closed = True
+                    break
+                got += b
+                if not close_wait:
+                    break
+        except socket.timeout:
+            pass
+    return got, closed
+
+
+def responses(data):
+    """Splits a byte stream of responses: [(status, headers dict, body)]."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        n = int(hdrs.get("content-length", "0"))
+        if status == 100:
+            n = 0
+        out.append((status, hdrs, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+root = tempfile.mkdtemp(prefix="ursa-http-root-")
+os.makedirs(os.path.join(root, "sub"))
+big = random.randbytes(3 * 1024 * 1024 + 17)
+with open(os.path.join(root, "sub", "big.bin"), "wb") as f:
+    f.write(big)
+with open(os.path.join(root, "index.html"), "w") as f:
+    f.write("<h1>ursa</h1>\n")
+secret_dir = tempfile.mkdtemp(prefix="ursa-http-outside-")
+secret = os.path.join(secret_dir, "secret.txt")
+with open(secret, "w") as f:
+    f.write("not to be served\n")
+os.symlink(secret, os.path.join(root, "link.txt"))
+os.symlink("../" + os.path.basename(secret_dir), os.path.join(root, "up"))
+
+for be in ("uring", "ursa-epoll"):
+    h = Http(be, "--root", root, "--header-timeout", "1",
+             "--idle-timeout", "2", "--max-body", "4000000",
+             "--max-url", "1024", "--max-headers", "20",
+             "--max-header-bytes", "4096")
+    u = h.url
+    # The two TechEmpower routes, exactly.
+    r = curl("-i", u + "/plaintext")
+    st = responses(r.stdout)
+    check(len(st) == 1 and st[0][0] == 200 and st[0][2] == b"Hello, World!"
+          and st[0][1].get("content-type") == "text/plain" and
+          re.match(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$",
+                   st[0][1].get("date", "")),
+          f"{be}: /plaintext {r.stdout[:300]!r}")
+    r = curl(u + "/json")
+    check(r.stdout == b'{"message":"Hello, World!"}', f"{be}: /json")
+    # Keep-alive: curl reuses the one connection for three requests.
+    r = curl("-v", u + "/plaintext", u + "/json", u + "/plaintext")
+    check(r.stdout == b'Hello, World!{"message":"Hello, World!"}Hello, '
+          b'World!' and r.stderr.count(b"Re-using existing connection") == 2,
+          f"{be}: keep-alive {r.stderr[-400:]!r}")
+    # HEAD: the GET's headers, no body.
+    r = curl("-I", u + "/plaintext")
+    st = responses(r.stdout)
+    check(st and st[0][0] == 200 and st[0][1].get("content-length") == "13"
+          and r.stdout.endswith(b"\r\n\r\n"), f"{be}: HEAD {r.stdout!r}")
+    # Uploads: chunked and by Content-Length, answered with length and
+    # checksum; a big one with Expect: 100-continue.
+    body = random.randbytes(200000)
+    want = f"bytes={len(body)} fnv1a={fnv1a(body):08x}\n".encode()
+    r = curl("-H", "Transfer-Encoding: chunked", "--data-binary", "@-",
+             u + "/upload", data=body)
+    check(r.stdout == want, f"{be}: chunked upload {r.stdout!r} {want!r}")
+    r = curl("--data-binary", "@-", u + "/upload", data=body)
+    check(r.stdout == want, f"{be}: Content-Length upload {r.stdout!r}")
+    body3 = random.randbytes(3000000)
+    r = curl("-v", "-H", "Expect: 100-continue", "--data-binary", "@-",
+             u + "/upload", data=body3)
+    check(r.stdout == f"bytes={len(body3)} fnv1a={fnv1a(body3):08x}\n"
+          .encode() and b"100 Continue" in r.stderr,
+          f"{be}: Expect: 100-continue {r.stdout!r}")
+    # Static files, byte for byte, and HEAD of one.
+    r = curl(u + "/sub/big.bin")
+    check(r.stdout == big, f"{be}: a 3 MiB file ({len(r.stdout)} bytes)")
+    r = curl(u + "/")
+    check(r.stdout == b"<h1>ursa</h1>\n", f"{be}: / is index.html")
+    r = curl("-I", u + "/sub/big.bin")
+    check(f"Content-Length: {len(big)}".encode() in r.stdout and
+          r.stdout.endswith(b"\r\n\r\n"), f"{be}: HEAD of a file")
+    r = curl("-o", "/dev/null", "-w", "%{http_code}", u + "/nothing")
+    check(r.stdout == b"404", f"{be}: a missing file is 404")
+    # Every way out of the root is refused, and the secret never sent.
+    for path in ("/../" + os.path.basename(secret_dir) + "/secret.txt",
+                 "/%2e%2e/" + os.path.basename(secret_dir) + "/secret.txt",
+                 "/%2E%2E%2F" + os.path.basename(secret_dir) + "%2Fsecret.txt",
+                 "/sub/..%2f..%2f" + os.path.basename(secret_dir) +
+                 "/secret.txt",
+                 "/link.txt", "/up/secret.txt", "//etc/passwd",
+                 "/sub/%00x"):
+        got, _ = raw(h.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        st = responses(got)
+        check(st and st[0][0] in (400, 403, 404) and
+              b"not to be served" not in got and b"root:" not in got,
+              f"{be}: {path} refused ({got[:80]!r})")
+    # Pipelined: three requests in one write, answered in order.
+    got, closed = raw(h.port, b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /plaintext HTTP/1.1\r\nHost: x\r\n"
+                      b"Connection: close\r\n\r\n")
+    st = responses(got)
+    check([s[2] for s in st] == [b"Hello, World!",
+                                 b'{"message":"Hello, World!"}',
+                                 b"Hello, World!"] and closed and
+          st[-1][1].get("connection") == "close",
+          f"{be}: pipelined in order, closed after Connection: close "
+          f"{got[-200:]!r}")
+    # 50 pipelined requests in pieces that cut through them anywhere.
+    req = b"GET /json HTTP/1.1\r\nHost: x\r\n\r\n" * 49 + \
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+        i = 0
+        while i < len(req):
+            n = random.randint(1, 97)
+            s.sendall(req[i:i + n])
+            i += n
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    st = responses(got)
+    check(len(st) == 50 and all(x[0] == 200 for x in st) and
+          st[-1][2] == b"Hello, World!", f"{be}: 50 requests split "
+          f"anywhere ({len(st)} answers)")
+    # One request a byte at a time (within the header timeout).
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+        for b in b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n":
+            s.send(bytes([b]))
+            time.sleep(0.005)
+        got = s.recv(65536)
+    check(responses(got) and responses(got)[0][2] == b"Hello, World!",
+          f"{be}: a request byte by byte")
+    # HTTP/1.0: closed after the answer unless it asks to stay.
+    got, closed = raw(h.port, b"GET /plaintext HTTP/1.0\r\n\r\n")
+    check(closed and responses(got)[0][2] == b"Hello, World!",
+          f"{be}: HTTP/1.0 closes")
+    got, closed = raw(h.port, b"GET /plaintext HTTP/1.0\r\nConnection: "
+                      b"keep-alive\r\n\r\n", timeout=0.5)
+    check(not closed and responses(got)[0][1].get("connection") ==
+          "keep-alive", f"{be}: HTTP/1.0 keep-alive stays open")
+    # Each limit: its status, then the connection closes.
+    cases = [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /plaintext HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /plaintext HTTP/1.1\r\n" +
+         b"".join(b"X-%d: 1\r\n" % i for i in range(30)) + b"\r\n", 431),
+        (b"GET /plaintext HTTP/1.1\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n",
+         431),
+        (b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n"
+         b"\r\n", 413),
+        (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+         b"\r\n\r\n" + b"".join(b"ffff\r\n" + b"z" * 0xffff + b"\r\n"
+                                for _ in range(70)) + b"0\r\n\r\n", 413),
+        (b"GET /plaintext HTTP/1.1\r\nContent-Length: 5\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n", 400),
+    ]
+    for payload, want_status in cases:
+        got, closed = raw(h.port, payload)
+        st = responses(got)
+        check(st and st[-1][0] == want_status and closed and
+              st[-1][1].get("connection") == "close",
+              f"{be}: {payload[:40]!r} -> {want_status} and closed "
+              f"({got[:120]!r}, closed {closed})")
+    # A method a route does not take: 405 with Allow, and the connection
+    # stays (the request was well formed).
+    got, closed = raw(h.port, b"DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /plaintext HTTP/1.1\r\nHost: x\r\n"
+                      b"Connection: close\r\n\r\n")
+    st = responses(got)
+    check(len(st) == 2 and st[0][0] == 405 and
+          st[0][1].get("allow") == "GET, HEAD" and st[1][0] == 200,
+          f"{be}: 405 with Allow, then the next request ({got[:80]!r})")
+    # Slowloris: half a header, then silence: 408 after --header-timeout.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+        s.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    dt = time.monotonic() - t0
+    st = responses(got)
+    check(st and st[0][0] == 408 and 0.8 <= dt <= 5,
+          f"{be}: slowloris answered 408 after {dt:.2f} s ({got[:60]!r})")
+    # A slowloris that keeps trickling is closed all the same.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", h.port), timeout=10) as s:
+        s.sendall(b"GET /plaintext HTTP/1.1\r\n")
+        got, closed = b"", False
+        for i in range(40):
+            try:
+                s.sendall(b"X-%d: y\r\n" % i)
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+            s.setblocking(False)
+            try:
+                b = s.recv(65536)
+                got += b
+                if not b:
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            s.setblocking(True)
+    check(b" 408 " in got or closed, f"{be}: a trickling header is cut off "
+          f"({got[:60]!r}) after {time.monotonic() - t0:.2f} s")
+    # Idle: a kept-alive connection with nothing asked is closed.
+    t0 = time.monotonic()
+    got, closed = raw(h.port, b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+                      timeout=10)
+    dt = time.monotonic() - t0
+    check(closed and 1.5 <= dt <= 6 and responses(got)[0][0] == 200,
+          f"{be}: idle connection closed after {dt:.2f} s")
+    out = h.stop()
+    m = re.search(r"(\d+) requests", out)
+    check(m and int(m.group(1)) > 60, f"{be}: summary {out!r}")
+
+# --threads: two loops share the port; requests land on both.
+h = Http("uring", "--threads", "2")
+for _ in range(20):
+    r = curl(h.url + "/plaintext")
+    check(r.stdout == b"Hello, World!", "--threads 2: /plaintext")
+out = h.stop()
+check("20 requests" in out, f"--threads 2: all 20 counted: {out!r}")
+
+# Bad flags exit 2 and name the problem.
+for args, needle in ((["--backend", "nope"], "unknown --backend 'nope'"),
+                     (["--threads", "0"], "--threads wants"),
+                     (["--root", "/nonexistent/x"], "--root '/nonexistent/x'"),
+                     (["--listen", "127.0.0.1:99999"], "bad --listen"),
+                     (["--max-url", "x"], "--max-url wants"),
+                     (["--header-timeout", "0"], "--header-timeout wants"),
+                     (["extra"], "unexpected argument 'extra'")):
+    r = subprocess.run([HTTP, *args], capture_output=True, text=True,
+                       timeout=10)
+    check(r.returncode == 2 and needle in r.stderr,
+          f"{args}: exit {r.returncode} {r.stderr!r}")
+r = subprocess.run([HTTP, "--help"], capture_output=True, text=True)
+check(r.returncode == 0 and "--root DIR" in r.stdout, "--help")
+finish()
