@@ -43,7 +43,14 @@ for section in ["## Targets", "| machine |"] + (
          "limited by (CPU shares)"]
         if json.load(open(RESULTS)).get("outside") else []) + (
         ["## Across a veth pair", "| path between load and server |"]
-        if json.load(open(RESULTS)).get("veth") else []):
+        if json.load(open(RESULTS)).get("veth") else []) + (
+        ["## HTTP: wrk against ursa-http, nginx and h2o",
+         "ursa-http (uring) requests/s vs nginx, 64 conns",
+         "ursa-http (uring) requests/s vs h2o", "| nginx |", "| h2o |"]
+        if json.load(open(RESULTS)).get("http") else []) + (
+        ["## Greet: accept, send a greeting, close",
+         "greet: uring connections/s vs hand-written epoll"]
+        if json.load(open(RESULTS)).get("greet") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):

@@ -12,7 +12,7 @@ def find(cases, backend, kind, proto, conns, size, inflight):
                  c["inflight"] == inflight), None)
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
-            tls=()):
+            tls=(), http=(), greet=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
@@ -145,6 +145,24 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             f"{fmt(he.get('server_cpu_us_per_open'))} us",
             "not below (>= 1x, or an interval spanning 1)",
             True if ok == "unresolved" else ok)
+    # HTTP at 64 connections, against nginx and h2o (wrk's figures).
+    hx = lambda name: next((h for h in http if h["server"] == name and
+                            h["conns"] == 64), None)
+    hu, hn, hh = hx("ursa-http uring"), hx("nginx"), hx("h2o")
+    if hu and hn:
+        ratio_row("ursa-http (uring) requests/s vs nginx, 64 conns (wrk)",
+                  hu, hn, "rt_per_s", ">= 1.3x", ge(1.3), "", nd=0)
+        ratio_row("ursa-http (uring) server CPU per request vs nginx, 64 "
+                  "conns", hu, hn, cpu, "<= 0.75x", le(0.75), " us")
+    if hu and hh:
+        ratio_row("ursa-http (uring) requests/s vs h2o, 64 conns (wrk)",
+                  hu, hh, "rt_per_s", "not behind (>= 1x)", ge(1.0), "",
+                  nd=0)
+    gu = next((g for g in greet if g["backend"] == "uring"), None)
+    ge_ = next((g for g in greet if g["backend"] == "epoll"), None)
+    if gu and ge_:
+        ratio_row("greet: uring connections/s vs hand-written epoll", gu,
+                  ge_, "rt_per_s", ">= 1.3x", ge(1.3), "", nd=0)
     behind, behind_notes = [], []
     for c in cases:
         if c["backend"] != "uring" or (c["kind"] == "pingpong" and

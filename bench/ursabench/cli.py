@@ -17,6 +17,7 @@ from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, RUN_ORDER,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
 from .plots import graphs
 from .blocks import tls_block, veth_block
+from .http import HTTP_SERVERS, greet_block, http_block
 from .netns import Veth
 from .outside import iperf2_block
 from .probes import drain, iperf3, memory, profile, wake
@@ -60,6 +61,11 @@ def main():
                     help="the path between load and server for every case: "
                     "loopback, or a veth pair between two network "
                     "namespaces the bench makes (and removes)")
+    ap.add_argument("--no-http", action="store_true",
+                    help="skip the HTTP block (wrk against ursa-http, nginx "
+                    "and h2o)")
+    ap.add_argument("--no-greet", action="store_true",
+                    help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",
                     help="skip the one case run across a veth pair")
     ap.add_argument("--trend", nargs="+", metavar="RESULTS_JSON",
@@ -149,9 +155,18 @@ def main():
         b for b in BACKENDS if not a.filter or
         re.search(a.filter, f"iperf2-tcp-pingpong-{b}")]
     veth_n = 0 if a.no_veth or a.veth else len(BACKENDS)
+    http_conns = [] if a.no_http else ([16, 64, 256] if a.full else [64])
+    http_n = len(http_conns) * len([
+        s for s in HTTP_SERVERS if not a.filter or
+        re.search(a.filter, "http-" + s.replace(" ", "-"))])
+    if not http_n:
+        http_conns = []
+    greet_todo = [] if a.no_greet else [
+        b for b in BACKENDS if not a.filter or
+        re.search(a.filter, f"tcp-greet-16c-{b}")]
     n = (len(todo) + len(bulk_todo) + len(mem_todo) + len(drain_todo) +
          ab_n + len(threads_todo) + int(do_wake) + len(tls_todo) +
-         3 * len(outside_todo) + veth_n)
+         3 * len(outside_todo) + veth_n + http_n + len(greet_todo))
     per_run = a.duration + a.warmup + 0.4
     t0 = time.time()
     k = 0
@@ -276,6 +291,10 @@ def main():
         veth_rows, veth_path = veth_block(a, tmp, failures, step)
         if veth_path and veth_path.startswith("not run"):
             print(f"    veth: {veth_path}", flush=True)
+    http_rows = http_block(a, tmp, http_conns, failures, step) \
+        if http_conns else []
+    greet_rows = greet_block(a, tmp, greet_todo, failures, step) \
+        if greet_todo else []
     tls_rows = tls_block(a, tmp, tls_todo, failures)
     for row in tls_rows:
         k += 1
@@ -324,16 +343,19 @@ def main():
         json.dump({"env": env, "cases": rows, "memory": mem, "ab": ab,
                    "profile": prof, "drain": drains, "threads": threads,
                    "wake": wakes, "tls": tls_rows, "outside": outside,
-                   "veth": veth_rows, "failures": failures}, f,
+                   "veth": veth_rows, "http": http_rows,
+                   "greet": greet_rows, "failures": failures}, f,
                   indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for r in rows:
             f.write(",".join("" if r.get(key) is None else str(r[key])
                              for key in KEYS) + "\n")
-    made = graphs(a.out, env, cases, bulk, iperf, outside)
+    made = graphs(a.out, env, cases, bulk, iperf, outside, http_rows,
+                  greet_rows)
     report(a.out, env, cases, bulk, iperf, mem, made, previous, ab, prof,
-           drains, threads, wakes, tls_rows, outside, veth_rows)
+           drains, threads, wakes, tls_rows, outside, veth_rows, http_rows,
+           greet_rows)
     print(f"bench: {len(cases) + len(bulk)} cases, {len(mem)} memory runs in "
           f"{time.time() - t0:.0f}s; results in {a.out}/ (results.json, "
           f"results.csv, report.md, graphs/)")

@@ -83,7 +83,8 @@ AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
             "64k": ("pingpong", "tcp", 16, 65536, 1),
             "bulk": ("bulk", "tcp", 1, 65536, 1),
             "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
-            "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8)}
+            "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8),
+            "greet": ("greet", "tcp", 16, 64, 1)}
 
 BUNDLE = ["--uring-enable", "recv_bundle"]
 
@@ -123,6 +124,10 @@ AB_VARIANTS = [
     ("+ 64 KiB receive buffers", "pipelined 64k", BIG_BUFS),
     # A one-way stream of 64 KiB writes into 16 KiB buffers: where a recv
     # finds several buffers' worth queued.
+    # Greet: accept, one write, shutdown, close (ursa-load --greet), where
+    # the server leaves direct descriptors off by default.
+    ("default", "greet", []),
+    ("+ direct descriptors", "greet", ["--uring-enable", "direct_files"]),
     ("default", "bulk", []),
     ("+ recv bundles", "bulk", BUNDLE),
     ("+ buffers filled by parts", "bulk", BY_PARTS),

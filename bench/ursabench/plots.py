@@ -15,7 +15,7 @@ PCTS = [("50", "p50_us", 0.50), ("90", "p90_us", 0.90),
         ("99.99", "p9999_us", 0.9999)]
 
 
-def graphs(out, env, cases, bulk, iperf, outside=()):
+def graphs(out, env, cases, bulk, iperf, outside=(), http=(), greet=()):
     """Writes the data files and one gnuplot script; returns graph names."""
     gdir = os.path.join(out, "graphs")
     os.makedirs(gdir, exist_ok=True)
@@ -139,6 +139,45 @@ def graphs(out, env, cases, bulk, iperf, outside=()):
                          f"title '{c['backend']}'")
         script.append(("latency_percentiles", s + ["plot " +
                                                    ", ".join(plots)]))
+    def bars(name, title, ylabel, rows):
+        """One bar per (label, value, lo, hi, colour), the range as an
+        error bar."""
+        if not rows:
+            return
+        s = head(name, title, "", ylabel)
+        path = os.path.join(gdir, f"{name}.dat")
+        with open(path, "w") as f:
+            for i, (lab, v, lo, hi, col) in enumerate(rows):
+                f.write(f'{i} "{lab}" {v} {lo} {hi} {int(col[1:], 16)}\n')
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
+              "set xrange [-0.6:%d]" % len(rows), "unset key",
+              f"plot '{path}' using 1:3:6:xtic(2) with boxes lc rgb "
+              f"variable, '{path}' using 1:3:4:5 with yerrorbars lc rgb "
+              "'black' pt 0"]
+        script.append((name, s))
+
+    http_colours = {"ursa-http uring": COLOURS["uring"],
+                    "ursa-http ursa-epoll": COLOURS["ursa-epoll"],
+                    "nginx": "#2ca02c", "h2o": "#d62728"}
+    for n in sorted({h["conns"] for h in http}):
+        rows = [h for h in http if h["conns"] == n]
+        bars(f"http_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
+             "requests per second", "requests / s",
+             [(h["server"], h["rt_per_s"], h.get("rt_per_s_min", 0),
+               h.get("rt_per_s_max", 0), http_colours.get(h["server"],
+                                                          "#7f7f7f"))
+              for h in rows])
+        bars(f"http_cpu_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
+             "server CPU per request", "server CPU us / request",
+             [(h["server"], h["server_cpu_us_per_rt"],
+               h.get("server_cpu_us_per_rt_min", 0),
+               h.get("server_cpu_us_per_rt_max", 0),
+               http_colours.get(h["server"], "#7f7f7f")) for h in rows])
+    bars("greet", "Greet (accept, greeting, close): connections per second",
+         "connections / s",
+         [(g["backend"], g["rt_per_s"], g.get("rt_per_s_min", 0),
+           g.get("rt_per_s_max", 0), COLOURS[g["backend"]]) for g in greet])
+
     # Bulk stream against iperf3.
     if bulk:
         s = head("bulk", "Bulk stream, one connection, 64 KiB writes, "

@@ -5,12 +5,13 @@ import os
 from .analysis import fmt, targets
 from .config import AB_MISSING, case_of
 from .intervals import coverage, depth, effect, interval, resolution, text
-from .sections import outside_section, veth_section
+from .sections import (greet_section, http_section, outside_section,
+                       veth_section)
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
            prof=(), drain=(), threads=(), wake=(), tls=(), outside=(),
-           veth=()):
+           veth=(), http=(), greet=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -37,7 +38,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         L.append(f"![{name}](graphs/{name}.svg)")
     L.append("")
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
-                 list(threads), list(wake), list(tls))
+                 list(threads), list(wake), list(tls), list(http),
+                 list(greet))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -76,6 +78,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                         if p and p.get("rt_per_s") else " new |")
             L.append(row)
         L.append("")
+    L += http_section(list(http))
+    L += greet_section(list(greet))
     L += outside_section(list(outside), cases)
     L += veth_section(list(veth), cases, env)
     if bulk:
@@ -229,7 +233,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "KiB; bulk: 1 connection sending 64 KiB writes one way, a "
               "round trip being one write); pipelined is 16 in flight "
               "(pipelined 64k: 64 connections, 8 messages of 64 KiB in "
-              "flight on each).  "
+              "flight on each; greet: 16 connections of `ursa-load "
+              "--greet`, a round trip being one connection).  "
               "The feature's effect is the ratio of the run with it to the "
               "run without it, for either kind of row: above 1 means the "
               "feature helps by that factor (more round trips/s, or less "
@@ -312,11 +317,13 @@ def render(results, out, previous=None, draw=None):
         if ip else None
     os.makedirs(out, exist_ok=True)
     outside = results.get("outside", [])
-    made = draw(out, results["env"], cases, bulk, iperf, outside) \
+    made = draw(out, results["env"], cases, bulk, iperf, outside,
+                results.get("http", []), results.get("greet", [])) \
         if draw else []
     report(out, results["env"], cases, bulk, iperf, results.get("memory", []),
            made, previous, results.get("ab", []), results.get("profile", []),
            results.get("drain", []), results.get("threads", []),
            results.get("wake", []), results.get("tls", []), outside,
-           results.get("veth", []))
+           results.get("veth", []), results.get("http", []),
+           results.get("greet", []))
     return os.path.join(out, "report.md")

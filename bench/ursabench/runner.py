@@ -119,7 +119,7 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
     net = net or getattr(a, "veth", None)
     if proto == "unix":
         net = None
-    mode = "sink" if kind == "bulk" else "echo"
+    mode = {"bulk": "sink", "greet": "greet"}.get(kind, "echo")
     srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra, net)
     load_args = ["--connections", str(conns), "--size", str(size),
                  "--inflight", str(inflight), "--duration", str(a.duration),
@@ -128,6 +128,8 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
         load_args += ["--proto", proto]
     if kind == "bulk":
         load_args.append("--bulk")
+    if kind == "greet":
+        load_args.append("--greet")
     try:
         r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu, srv.p.pid,
                           tmp, timeout=60 + a.duration * 3, net=net)
