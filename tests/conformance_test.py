@@ -207,7 +207,15 @@ def test_uring_only(tmp):
         check(echo_stream(srv.addr, d, socket.SOCK_SEQPACKET) == d,
               f"uring with bundles: seqpacket {n}")
     srv.stop()
-    for v, says in [("direct_files", "only recv_bundle and buf_inc"),
+    # Greet mode's connections are plain descriptors unless asked for.
+    srv = Server("uring", "--mode", "greet", "--uring-enable", "direct_files")
+    r, res = load(srv.addr, 4, "--greet")
+    check(r.returncode == 0 and res.get("errors") == 0 and
+          res.get("round_trips", 0) > 20,
+          f"greet on direct descriptors: {r.returncode} {res}")
+    srv.stop()
+    for v, says in [("multishot_recv",
+                     "only recv_bundle, buf_inc and direct_files"),
                     ("nope", "--uring-enable: unknown feature 'nope'")]:
         r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
                            capture_output=True, text=True, timeout=20)
