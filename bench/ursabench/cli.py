@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--filter", help="only cases whose id matches this regex")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, help="seconds measured per run")
-    ap.add_argument("--warmup", type=float, default=0.3)
+    ap.add_argument("--warmup", type=float, default=0.2)
     ap.add_argument("--placement", choices=["apart", "same"], default="apart",
                     help="server and load on different CPUs, or the same one")
     ap.add_argument("--out", default="bench/out/latest")
