@@ -53,17 +53,22 @@ def per_round(x, y, k):
 
 
 def interval(x, y, k):
-    """(point, lo, hi, n, how) for x[k]/y[k]: the ratio of the medians,
-    and the range of the per-round ratios (how 'rounds', n of them), or
-    of the extremes when the runs kept no rounds (how 'extremes'); lo and
-    hi are None when neither is known, point when the ratio is not."""
+    """(point, lo, hi, n, how) for x[k]/y[k]: with per-round values (how
+    'rounds', n of them) the median of the per-round ratios and its
+    order-statistic interval; without, the ratio of the medians and the
+    extremes (how 'extremes'); lo and hi are None when neither is known,
+    point when the ratio is not."""
     if not x or not y or x.get(k) is None or not y.get(k):
         return None, None, None, 0, ""
     point = x[k] / y[k]
     rs = sorted(per_round(x, y, k))
     if len(rs) >= 2:
+        # The point is then the median of the per-round ratios, the figure
+        # the interval is for (the ratio of the medians can fall outside).
         d = depth(len(rs))
-        return point, rs[d - 1], rs[-d], len(rs), "rounds"
+        n = len(rs)
+        med = rs[n // 2] if n % 2 else (rs[n // 2 - 1] + rs[n // 2]) / 2
+        return med, rs[d - 1], rs[-d], n, "rounds"
     lo_x, hi_x = x.get(k + "_min"), x.get(k + "_max")
     lo_y, hi_y = y.get(k + "_min"), y.get(k + "_max")
     if None in (lo_x, hi_x, lo_y, hi_y) or not lo_y or not hi_y:
