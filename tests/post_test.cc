@@ -89,6 +89,24 @@ class PostTest : public ::testing::TestWithParam<Setup> {
       EXPECT_EQ(0, ursa_loop_close(loop_)) << ursa_error_detail();
     }
   }
+  // Runs the loop (held) until ok reaches 20,000 callbacks, stops it from
+  // another thread and closes it while the posters still post.
+  void RunThenCloseUnder(const std::atomic<long> &ok) {
+    ursa_loop *loop = loop_;
+    ursa_loop_hold(loop);
+    std::thread stopper([&] {
+      while (ok.load() < 20000) std::this_thread::yield();
+      ursa_loop_stop_async(loop);
+    });
+    Watchdog *wd = new Watchdog(loop, 20000);
+    ursa_loop_run(loop, URSA_RUN_DEFAULT);
+    stopper.join();
+    EXPECT_FALSE(wd->fired);
+    delete wd;
+    ursa_loop_unhold(loop);
+    ASSERT_EQ(0, ursa_loop_close(loop));
+    loop_ = nullptr;
+  }
   ursa_loop_options opts_{};
   ursa_loop *loop_ = nullptr;
 };
@@ -365,19 +383,7 @@ TEST_P(PostTest, PostsRacingCloseAreEachCalledBackOnceOrRefused) {
     });
   }
   // Run the loop a while under the posts, then close it under them.
-  ursa_loop_hold(loop);
-  std::thread stopper([&] {
-    while (ok.load() < 20000) std::this_thread::yield();
-    ursa_loop_stop_async(loop);
-  });
-  Watchdog *wd = new Watchdog(loop, 20000);
-  ursa_loop_run(loop, URSA_RUN_DEFAULT);
-  stopper.join();
-  EXPECT_FALSE(wd->fired);
-  delete wd;
-  ursa_loop_unhold(loop);
-  ASSERT_EQ(0, ursa_loop_close(loop));
-  loop_ = nullptr;
+  ASSERT_NO_FATAL_FAILURE(RunThenCloseUnder(ok));
   loop_gone = true;
   for (auto &x : th) x.join();
   EXPECT_EQ(0, refused_other.load());
@@ -632,19 +638,7 @@ TEST_P(PostTest, CallsRacingCloseAreEachCalledBackOnceOrRefused) {
       ursa_loop_release(loop);
     });
   }
-  ursa_loop_hold(loop);
-  std::thread stopper([&] {
-    while (ok.load() < 20000) std::this_thread::yield();
-    ursa_loop_stop_async(loop);
-  });
-  Watchdog *wd = new Watchdog(loop, 20000);
-  ursa_loop_run(loop, URSA_RUN_DEFAULT);
-  stopper.join();
-  EXPECT_FALSE(wd->fired);
-  delete wd;
-  ursa_loop_unhold(loop);
-  ASSERT_EQ(0, ursa_loop_close(loop));
-  loop_ = nullptr;
+  ASSERT_NO_FATAL_FAILURE(RunThenCloseUnder(ok));
   for (auto &x : th) x.join();
   EXPECT_EQ(0, other.load());
   EXPECT_EQ(made.load(), ok.load() + cancelled.load());
