@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 
 int cli_long(const char *prog, const char *flag, const char *v, long lo,
              long hi, long *out) {
@@ -33,6 +35,18 @@ int cli_seconds(const char *prog, const char *flag, const char *v, double lo,
   }
   *out = x;
   return 0;
+}
+
+int cli_stop_fd(const char *prog) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (fd < 0) fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
+  return fd;
 }
 
 int cli_pin(const char *prog, long cpu) {

@@ -24,6 +24,12 @@ int cli_next(const char *prog, int argc, char **argv, const char *shorts,
              const struct option *longs, const char **flag,
              const char **value);
 
+/* A server's stop signals: SIGINT and SIGTERM blocked and delivered to the
+ * returned signalfd (non-blocking, close-on-exec) for a loop to watch,
+ * SIGPIPE ignored.  Call before starting threads, which inherit the mask.
+ * Prints why and returns -1 when the signalfd cannot be made. */
+int cli_stop_fd(const char *prog);
+
 /* Pins the whole process to one CPU; prints why not and returns -1. */
 int cli_pin(const char *prog, long cpu);
 

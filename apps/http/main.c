@@ -5,11 +5,9 @@
  * per batch; a second batch waits for the first's write. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -502,17 +500,8 @@ int main(int argc, char **argv) {
   int r = parse(argc, argv);
   if (r) return r == 1 ? 0 : r;
   if (O.cpu >= 0 && cli_pin(PROG, O.cpu) < 0) return 2;
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  signal(SIGPIPE, SIG_IGN);
-  O.stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (O.stop_fd < 0) {
-    perror(PROG ": signalfd");
-    return 1;
-  }
+  O.stop_fd = cli_stop_fd(PROG);
+  if (O.stop_fd < 0) return 1;
   int rc = loop_group_run(&G, (int)O.threads, serve, on_group_stop, NULL);
   report();
   if (O.cfg.root_fd >= 0) close(O.cfg.root_fd);

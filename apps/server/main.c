@@ -6,12 +6,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -512,17 +510,8 @@ int main(int argc, char **argv) {
   o.max_conns = (int)max_conns;
   if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
   /* SIGINT and SIGTERM arrive on a descriptor every backend can watch. */
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, NULL);
-  signal(SIGPIPE, SIG_IGN);
-  o.stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (o.stop_fd < 0) {
-    perror("ursa-echo-server: signalfd");
-    return 1;
-  }
+  o.stop_fd = cli_stop_fd("ursa-echo-server");
+  if (o.stop_fd < 0) return 1;
   if (duration) o.deadline_ms = now_ms() + (uint64_t)duration * 1000u;
 
   int lfd = -1;
