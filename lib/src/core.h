@@ -143,8 +143,8 @@ struct ursa_loop {
   uint32_t disabled;  /* URSA_FEAT_* switched off by options */
   bool running;
   bool stop;
-  bool no_fd_install; /* IORING_OP_FIXED_FD_INSTALL refused once: a direct
-                         stream's shutdown goes to the kernel's op */
+  bool no_fd_install; /* IORING_OP_FIXED_FD_INSTALL refused once: not asked
+                         again (ursa__stream_install_fd) */
   int owner_pid; /* the process that made the ring: a forked child may not */
   uint64_t now_ms;
   uint64_t now_ns;       /* the same instant, for timer deadlines */

@@ -53,14 +53,25 @@ static void prep_install(struct io_uring_sqe *sqe, void *arg) {
   sqe->flags |= IOSQE_FIXED_FILE;
 }
 
+int ursa__stream_install_fd(const ursa_stream *s) {
+  ursa_loop *loop = s->loop;
+  if (loop->no_fd_install) return -EOPNOTSUPP;
+  int slot = s->slot;
+  int fd = ursa__uring_run_now(loop, prep_install, &slot);
+  if (fd == -EINVAL || fd == -EOPNOTSUPP) {
+    loop->no_fd_install = true; /* the kernel has no FIXED_FD_INSTALL */
+    return -EOPNOTSUPP;
+  }
+  return fd;
+}
+
 /* A direct stream accepted on a wildcard listener: which of the host's
  * addresses it came in on is the socket's to say, so the slot is
  * installed as a plain descriptor for a moment to ask it. */
 static int direct_local(const ursa_stream *s, struct sockaddr_storage *addr,
                         socklen_t *addrlen, const char *fn) {
-  int slot = s->slot;
-  int fd = ursa__uring_run_now(s->loop, prep_install, &slot);
-  if (fd == -EINVAL || fd == -EOPNOTSUPP)
+  int fd = ursa__stream_install_fd(s);
+  if (fd == -EOPNOTSUPP)
     return ursa__refuse(-EOPNOTSUPP, "%s: a direct-descriptor stream "
                         "accepted on a listener bound to any address needs "
                         "IORING_OP_FIXED_FD_INSTALL (Linux 6.8) to learn its "

@@ -109,6 +109,10 @@ void ursa__stream_check_watermarks(ursa_stream *s) URSA__HIDDEN;
 void ursa__stream_check_writable(ursa_stream *s) URSA__HIDDEN;
 /* stream_write.c: submits the shutdown once the queue is empty. */
 void ursa__stream_maybe_shutdown(ursa_stream *s) URSA__HIDDEN;
+/* A direct stream's slot installed as a plain descriptor, the caller's to
+ * close: the fd, -EOPNOTSUPP without IORING_OP_FIXED_FD_INSTALL (Linux
+ * 6.8; remembered by the loop), or another -errno. */
+int ursa__stream_install_fd(const ursa_stream *s) URSA__HIDDEN;
 /* stream_write.c: fails (from the pending list) every queued write the
  * kernel is not reading; for close. */
 void ursa__stream_fail_unbatched(ursa_stream *s) URSA__HIDDEN;

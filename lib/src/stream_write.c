@@ -502,12 +502,6 @@ void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
   maybe_finish_close(s);
 }
 
-static void prep_install_slot(struct io_uring_sqe *sqe, void *arg) {
-  io_uring_prep_rw(URSA__IORING_OP_FIXED_FD_INSTALL, sqe, *(int *)arg, NULL,
-                   0, 0);
-  sqe->flags |= IOSQE_FIXED_FILE;
-}
-
 /* shutdown(2) here and now: 0 or -errno, or 1 when it cannot be done here
  * (a direct descriptor on a kernel without FIXED_FD_INSTALL). */
 static int shutdown_inline(ursa_stream *s) {
@@ -516,12 +510,9 @@ static int shutdown_inline(ursa_stream *s) {
     if (loop->backend == URSA_BACKEND_EPOLL) loop->stats.enters++;
     return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
   }
-  if (loop->no_fd_install) return 1;
   /* A direct descriptor has no fd to call it on: installed as one for the
    * moment (one SQE, waited for here), still cheaper than a worker. */
-  int slot = s->slot;
-  int fd = ursa__uring_run_now(loop, prep_install_slot, &slot);
-  if (fd == -EINVAL || fd == -EOPNOTSUPP) loop->no_fd_install = true;
+  int fd = ursa__stream_install_fd(s);
   if (fd < 0) return 1;
   int r = shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
   close(fd);
