@@ -128,12 +128,18 @@ static void simple(http_conn *c, int status, const char *type,
   if (body_too) http_out_put(c->out, body, len);
 }
 
+/* A status with its own line as the body ("404 Not Found\n"). */
+static void status_page(http_conn *c, int status, int body_too,
+                        const char *extra) {
+  char body[64];
+  int n = snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
+  simple(c, status, "text/plain", body, (size_t)n, body_too, extra);
+}
+
 /* An error answered, and the connection closes after it. */
 static void fail(http_conn *c, int status) {
-  char body[64];
   c->closing = 1;
-  int n = snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
-  simple(c, status, "text/plain", body, (size_t)n, 1, NULL);
+  status_page(c, status, 1, NULL);
 }
 
 static const char *content_type(const char *path) {
@@ -210,7 +216,7 @@ static void serve_file(http_conn *c, int is_head) {
     const char *e = strchr(p, '/');
     size_t len = e ? (size_t)(e - p) : strlen(p);
     if (len == 2 && p[0] == '.' && p[1] == '.') {
-      simple(c, 403, "text/plain", "403 Forbidden\n", 14, !is_head, NULL);
+      status_page(c, 403, !is_head, NULL);
       return;
     }
     p += len + (e ? 1 : 0);
@@ -226,9 +232,7 @@ static void serve_file(http_conn *c, int is_head) {
     int status = err == ENOENT || err == ENOTDIR ? 404
                  : err == EMFILE || err == ENFILE || err == ENOMEM ? 500
                                                                   : 403;
-    char body[64];
-    int bl = snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
-    simple(c, status, "text/plain", body, (size_t)bl, !is_head, NULL);
+    status_page(c, status, !is_head, NULL);
     return;
   }
   size_t before = c->out->len;
@@ -309,24 +313,17 @@ static void respond(http_conn *c) {
     fast_path(c, json_route);
     return;
   }
-  if (plain_route) {
-    if (!is_get)
-      simple(c, 405, "text/plain", "405 Method Not Allowed\n", 23, 1,
-             "Allow: GET, HEAD\r\n");
-    else
-      simple(c, 200, "text/plain", plaintext, sizeof(plaintext) - 1,
-             !is_head, NULL);
+  if ((plain_route || json_route) && !is_get) {
+    status_page(c, 405, 1, "Allow: GET, HEAD\r\n");
+  } else if (plain_route) {
+    simple(c, 200, "text/plain", plaintext, sizeof(plaintext) - 1, !is_head,
+           NULL);
   } else if (json_route) {
-    if (!is_get)
-      simple(c, 405, "text/plain", "405 Method Not Allowed\n", 23, 1,
-             "Allow: GET, HEAD\r\n");
-    else
-      simple(c, 200, "application/json", json, sizeof(json) - 1, !is_head,
-             NULL);
+    simple(c, 200, "application/json", json, sizeof(json) - 1, !is_head,
+           NULL);
   } else if (pl == 7 && !memcmp(u, "/upload", 7)) {
     if (m != HTTP_POST && m != HTTP_PUT) {
-      simple(c, 405, "text/plain", "405 Method Not Allowed\n", 23, !is_head,
-             "Allow: POST, PUT\r\n");
+      status_page(c, 405, !is_head, "Allow: POST, PUT\r\n");
     } else {
       char body[64];
       int n = snprintf(body, sizeof(body), "bytes=%llu fnv1a=%08x\n",
@@ -336,10 +333,9 @@ static void respond(http_conn *c) {
   } else if (c->cfg->root_fd >= 0 && is_get) {
     serve_file(c, is_head);
   } else if (c->cfg->root_fd >= 0) {
-    simple(c, 405, "text/plain", "405 Method Not Allowed\n", 23, 1,
-           "Allow: GET, HEAD\r\n");
+    status_page(c, 405, 1, "Allow: GET, HEAD\r\n");
   } else {
-    simple(c, 404, "text/plain", "404 Not Found\n", 14, !is_head, NULL);
+    status_page(c, 404, !is_head, NULL);
   }
 }
 
