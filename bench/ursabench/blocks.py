@@ -7,7 +7,7 @@ import subprocess
 
 from .config import BACKENDS, VETH_POINT, case_id
 from .netns import Veth
-from .runner import RUN_ERRORS, interleaved, one_run, summarise
+from .runner import interleaved, one_run, summaries, summarise
 
 
 def tls_block(a, tmp, todo, failures):
@@ -77,18 +77,13 @@ def veth_block(a, tmp, failures, progress):
                            failures)
     finally:
         net.down()
-    rows = []
-    for b, got in zip(todo, runs):
-        if not got:
-            continue
-        s = summarise(got)
-        kind, proto, conns, size, inflight = VETH_POINT
-        s.update({"id": "veth-" + case_id(b, *VETH_POINT), "kind": kind,
-                  "backend": b, "proto": proto, "conns": conns, "size": size,
-                  "inflight": inflight, "repeats": len(got), "path": "veth"})
-        if s["errors"] > s["refused"]:
-            failures.append(f"{s['id']}: {s['errors']} echo errors")
-        rows.append(s)
-        progress(s["id"], f"{s['rt_per_s']:.0f} rt/s, server "
-                 f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+    kind, proto, conns, size, inflight = VETH_POINT
+    rows = summaries(
+        todo, runs,
+        lambda b: {"id": "veth-" + case_id(b, *VETH_POINT), "kind": kind,
+                   "backend": b, "proto": proto, "conns": conns,
+                   "size": size, "inflight": inflight, "path": "veth"},
+        failures, progress,
+        lambda s: f"{s['rt_per_s']:.0f} rt/s, server "
+                  f"{s['server_cpu_us_per_rt']:.2f} us/rt")
     return rows, path

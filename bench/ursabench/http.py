@@ -22,7 +22,7 @@ import subprocess
 import time
 
 from .outside import cpu_seconds
-from .runner import Failure, interleaved, one_run, summarise
+from .runner import Failure, interleaved, one_run, summaries
 
 BODY = b"Hello, World!"
 HTTP_SERVERS = ["ursa-http uring", "ursa-http ursa-epoll", "nginx", "h2o"]
@@ -215,17 +215,13 @@ def http_block(a, tmp, conns_list, failures, progress):
     for n in conns_list:
         runs = interleaved(todo, a.repeats, lambda s: http_run(a, s, n, tmp),
                            lambda s: f"http {n}c {s}", failures)
-        for s, got in zip(todo, runs):
-            if not got:
-                continue
-            row = summarise(got)
-            row.update({"id": f"http-plaintext-{n}c-{s.replace(' ', '-')}",
-                        "server": s, "conns": n, "repeats": len(got)})
-            if row["errors"]:
-                failures.append(f"{row['id']}: {row['errors']} errors")
-            rows.append(row)
-            progress(row["id"], f"{row['rt_per_s']:.0f} req/s, server "
-                     f"{row['server_cpu_us_per_rt']:.2f} us/req")
+        rows += summaries(
+            todo, runs,
+            lambda s: {"id": f"http-plaintext-{n}c-{s.replace(' ', '-')}",
+                       "server": s, "conns": n},
+            failures, progress,
+            lambda r: f"{r['rt_per_s']:.0f} req/s, server "
+                      f"{r['server_cpu_us_per_rt']:.2f} us/req")
     return rows
 
 
@@ -236,17 +232,10 @@ def greet_block(a, tmp, backends, failures, progress):
         backends, a.repeats,
         lambda b: one_run(a, b, "greet", "tcp", 16, 64, 1, tmp),
         lambda b: f"greet {b}", failures)
-    rows = []
-    for b, got in zip(backends, runs):
-        if not got:
-            continue
-        s = summarise(got)
-        s.update({"id": f"tcp-greet-16c-{b}", "kind": "greet",
-                  "backend": b, "proto": "tcp", "conns": 16,
-                  "repeats": len(got)})
-        if s["errors"]:
-            failures.append(f"{s['id']}: {s['errors']} errors")
-        rows.append(s)
-        progress(s["id"], f"{s['rt_per_s']:.0f} connections/s, server "
-                 f"{s['server_cpu_us_per_rt']:.2f} us each")
-    return rows
+    return summaries(
+        backends, runs,
+        lambda b: {"id": f"tcp-greet-16c-{b}", "kind": "greet",
+                   "backend": b, "proto": "tcp", "conns": 16},
+        failures, progress,
+        lambda s: f"{s['rt_per_s']:.0f} connections/s, server "
+                  f"{s['server_cpu_us_per_rt']:.2f} us each")

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 
-from .runner import Failure, Server, interleaved, summarise
+from .runner import Failure, Server, interleaved, summaries
 
 CONNS = (1, 64, 256)
 
@@ -116,18 +116,14 @@ def iperf2_block(a, tmp, backends, failures, progress):
         runs = interleaved(backends, a.repeats,
                            lambda b: one(a, b, conns, tmp),
                            lambda b: f"iperf2 {conns}c {b}", failures)
-        for b, got in zip(backends, runs):
-            if not got:
-                continue
-            s = summarise(got)
-            s.update({"id": f"iperf2-tcp-pingpong-{conns}c-64b-{b}",
-                      "client": "iperf2", "kind": "pingpong", "proto": "tcp",
-                      "backend": b, "conns": conns, "size": 64, "inflight": 1,
-                      "repeats": len(got),
-                      "limited_by": limit(s["client_cpu_share"],
-                                          s["server_cpu_share"])})
-            rows.append(s)
-            progress(s["id"], f"{s['rt_per_s']:.0f} rt/s, server "
-                     f"{s['server_cpu_us_per_rt']:.2f} us/rt")
+        rows += summaries(
+            backends, runs,
+            lambda b: {"id": f"iperf2-tcp-pingpong-{conns}c-64b-{b}",
+                       "client": "iperf2", "kind": "pingpong",
+                       "proto": "tcp", "backend": b, "conns": conns,
+                       "size": 64, "inflight": 1},
+            failures, progress,
+            lambda s: f"{s['rt_per_s']:.0f} rt/s, server "
+                      f"{s['server_cpu_us_per_rt']:.2f} us/rt")
     return rows
 

@@ -11,7 +11,7 @@ import time
 from .config import (PROFILE_BUCKETS, PROFILE_LOCKS, PROFILE_PASS_ON,
                      SYSCALL_WRAPPERS)
 from .config import WAKE_MODES
-from .runner import RUN_ERRORS, Failure, Server, interleaved
+from .runner import Failure, Server, interleaved
 
 # Queue lengths of the write-queue drain: flat time per write across them
 # is a drain in linear time.

@@ -204,6 +204,24 @@ def summarise(runs):
             out[k] = None
     return out
 
+def summaries(items, runs, fields, failures, progress, what):
+    """A block's rows: for each item that ran, summarise(its runs) with
+    fields(item) and its repeats; errors beyond the server's refusals go
+    into failures, and progress(id, what(row)) reports the row."""
+    rows = []
+    for item, got in zip(items, runs):
+        if not got:
+            continue
+        s = summarise(got)
+        s.update(fields(item))
+        s["repeats"] = len(got)
+        if s["errors"] > s.get("refused", 0):
+            failures.append(f"{s['id']}: {s['errors']} errors")
+        rows.append(s)
+        progress(s["id"], what(s))
+    return rows
+
+
 # What a failed run raises; the run is noted and the rest go on.
 RUN_ERRORS = (Failure, OSError, ValueError, KeyError,
               subprocess.SubprocessError)

@@ -45,13 +45,12 @@ def figure(results, how):
     _, x, y, n, k = how
     rows = (results.get("outside", []) if how[0] == "outside"
             else results.get("cases", []))
-    cx = next((c for c in rows if c["backend"] == x and c["conns"] == n and
-               c.get("kind") == "pingpong" and c.get("size") == 64 and
-               c.get("proto", "tcp") == "tcp"), None)
-    cy = next((c for c in rows if c["backend"] == y and c["conns"] == n and
-               c.get("kind") == "pingpong" and c.get("size") == 64 and
-               c.get("proto", "tcp") == "tcp"), None)
-    p, lo, hi, _, _ = interval(cx, cy, k)
+    pick = lambda b: next((c for c in rows if c["backend"] == b and
+                           c["conns"] == n and c.get("kind") == "pingpong" and
+                           c.get("size") == 64 and
+                           c.get("inflight", 1) == 1 and
+                           c.get("proto", "tcp") == "tcp"), None)
+    p, lo, hi, _, _ = interval(pick(x), pick(y), k)
     if p is None:
         return None
     return p, lo if lo is not None else p, hi if hi is not None else p
