@@ -154,6 +154,17 @@ with tempfile.TemporaryDirectory(prefix="ursa-trend-") as tmp:
     r = subprocess.run([sys.executable, BENCH, "--trend", *paths, "--out",
                         os.path.join(tmp, "cli")], capture_output=True,
                        text=True, timeout=120)
+    bad = os.path.join(tmp, "bad.json")
+    with open(bad, "w") as f:
+        f.write("{not json")
+    for args, says in (([paths[0], "/nonexistent/results.json"],
+                        "/nonexistent/results.json"), ([bad], "--trend")):
+        rb = subprocess.run([sys.executable, BENCH, "--trend", *args,
+                             "--out", os.path.join(tmp, "bad")],
+                            capture_output=True, text=True, timeout=60)
+        check(rb.returncode == 2 and says in rb.stderr and
+              "Traceback" not in rb.stderr,
+              f"--trend {args[-1]}: exit {rb.returncode} {rb.stderr[-200:]}")
     check(r.returncode == 0 and "changes beyond the intervals" in r.stdout
           and os.path.exists(os.path.join(tmp, "cli", "trend.md")),
           f"bench.py --trend: {r.returncode} {r.stdout[-300:]} "

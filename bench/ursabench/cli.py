@@ -79,7 +79,10 @@ def main():
                     help="skip the perf profile of uring and epoll")
     a = ap.parse_args()
     if a.trend:
-        path, flagged = trends(a.trend, a.out)
+        try:
+            path, flagged = trends(a.trend, a.out)
+        except (OSError, ValueError, KeyError) as e:
+            ap.error(f"--trend: cannot read the runs: {e}")
         print(f"bench: trends of {len(a.trend)} runs in {path}; "
               f"{len(flagged)} changes beyond the intervals")
         for f in flagged:
