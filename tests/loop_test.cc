@@ -4,12 +4,14 @@
 #include <stddef.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "tests/block_uring.h"
@@ -293,6 +295,44 @@ TEST(Loop, NowaitDoesNotBlock) {
   EXPECT_LT(ursa_loop_now(lp.get()) - t0, 1000u);
   ursa_timer_stop(&tm);
   lp.Finish();
+}
+
+// RUN_ONCE waits for a callback: a signal that interrupts its wait
+// (EINTR from io_uring_enter or epoll_wait) dispatches nothing, so it
+// waits on until the timer is due.  On both backends.
+void NoteSignal(int) {}
+
+TEST(Loop, OnceWaitsOnThroughASignal) {
+  struct sigaction sa {}, old{};
+  sa.sa_handler = NoteSignal; /* no SA_RESTART: the wait sees EINTR */
+  ASSERT_EQ(0, sigaction(SIGUSR1, &sa, &old));
+  for (ursa_backend b : t::kBackends) {
+    ursa_loop_options o{};
+    o.backend = b;
+    t::Loop lp(&o);
+    ASSERT_EQ(0, lp.status());
+    ursa_timer tm{};
+    static int fired;
+    fired = 0;
+    ASSERT_EQ(0, ursa_timer_start(lp.get(), &tm, 150, 0,
+                                  [](ursa_timer *, int) { fired++; }));
+    pthread_t self = pthread_self();
+    std::thread kicker([self] {
+      for (int i = 0; i < 3; i++) {
+        usleep(20000);
+        pthread_kill(self, SIGUSR1);
+      }
+    });
+    uint64_t t0 = ursa_loop_now(lp.get());
+    EXPECT_EQ(0, ursa_loop_run(lp.get(), URSA_RUN_ONCE));
+    kicker.join();
+    EXPECT_EQ(1, fired) << ursa_loop_backend(lp.get())
+                        << ": RUN_ONCE returned with nothing called back";
+    EXPECT_GE(ursa_loop_now(lp.get()) - t0, 140u);
+    ursa_timer_stop(&tm);
+    lp.Finish();
+  }
+  sigaction(SIGUSR1, &old, nullptr);
 }
 
 // 500 datagram sends at once through an SQ of 4: a full SQ is handed to

@@ -38,16 +38,20 @@ const char *ursa_loop_backend(const ursa_loop *loop) {
 }
 
 /* Moves ready completions out of the backend before dispatching them, so
- * that callbacks may submit (and so complete) freely. */
+ * that callbacks may submit (and so complete) freely.  Returns how many
+ * were dispatched: linked timeouts' and cancel requests' are not. */
 static unsigned reap(ursa_loop *loop) {
   ursa__cqe got[REAP_BATCH];
-  unsigned total = 0;
+  unsigned total = 0, skipped = 0;
   for (;;) {
     unsigned n = loop->be->reap(loop, got, REAP_BATCH);
     for (unsigned i = 0; i < n; i++) {
       /* user_data 0 marks linked timeouts and cancel requests: the op
        * they belong to learns their outcome from its own completion. */
-      if (!got[i].ud || got[i].ud == LIBURING_UDATA_TIMEOUT) continue;
+      if (!got[i].ud || got[i].ud == LIBURING_UDATA_TIMEOUT) {
+        skipped++;
+        continue;
+      }
       if (got[i].ud == URSA__UD_WAKE || (got[i].ud & URSA__UD_SENT_WAKE)) {
         ursa__post_cqe(loop, got[i].ud, got[i].res);
         continue;
@@ -65,7 +69,7 @@ static unsigned reap(ursa_loop *loop) {
     if (n < REAP_BATCH) break;
   }
   loop->stats.cqes += total;
-  return total;
+  return total - skipped;
 }
 
 /* Submits what is queued and waits for a completion, no longer than until
@@ -111,14 +115,17 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
       break;
     }
     ursa__set_clock(loop);
-    reap(loop);
+    unsigned got = reap(loop);
     /* Due timers run after what the kernel had ready: a read timeout
      * whose bytes have arrived is no timeout. */
-    ursa__run_timers(loop);
+    got += ursa__run_timers(loop);
     if (mode != URSA_RUN_DEFAULT) {
-      ursa__run_pending(loop);
-      if (loop->post_self) ursa__post_run(loop);
+      got += ursa__run_pending(loop);
+      if (loop->post_self) got += ursa__post_run(loop);
       ursa__flush_waiting(loop);
+      /* RUN_ONCE waits on through a wait that ended with nothing to
+       * dispatch: a signal (EINTR), or only a linked timeout's own CQE. */
+      if (mode == URSA_RUN_ONCE && !ran && !got) continue;
       break;
     }
   }

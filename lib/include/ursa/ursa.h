@@ -206,7 +206,8 @@ typedef enum ursa_run_mode {
   URSA_RUN_DEFAULT = 0, /* until no operation is active, or ursa_loop_stop() */
   URSA_RUN_ONCE,        /* wait for at least one completion (a timer's
                            expiry or a cancelled operation's callback
-                           counts), dispatch, return */
+                           counts; a signal that interrupts the wait does
+                           not), dispatch, return */
   URSA_RUN_NOWAIT,      /* dispatch what is ready without blocking, return */
 } ursa_run_mode;
 
