@@ -215,12 +215,25 @@ def test_uring_only(tmp):
           f"greet on direct descriptors: {r.returncode} {res}")
     srv.stop()
     for v, says in [("multishot_recv",
-                     "only recv_bundle, buf_inc and direct_files"),
+                     "only recv_bundle, buf_inc, min_wait and direct_files"),
                     ("nope", "--uring-enable: unknown feature 'nope'")]:
         r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
                            capture_output=True, text=True, timeout=20)
         check(r.returncode == 2 and says in r.stderr,
               f"--uring-enable {v}: exit {r.returncode}, {r.stderr!r}")
+    # Batched waits (min-wait): every byte echoed (ursa-load checks each),
+    # and a bound out of range named.
+    srv = Server("uring", "--uring-enable", "min_wait", "--batch-wait", "200")
+    r, res = load(srv.addr, 16)
+    check(r.returncode == 0 and res.get("errors") == 0 and
+          res.get("round_trips", 0) > 20,
+          f"echo with batched waits: {r.returncode} {res}")
+    srv.stop()
+    for v in ["0", "10001", "x"]:
+        r = subprocess.run([SERVER, "--backend", "uring", "--batch-wait", v],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and "--batch-wait" in r.stderr,
+              f"--batch-wait {v}: exit {r.returncode}, {r.stderr!r}")
     # Messages on the library, either backend.
     for b in ["uring", "ursa-epoll"]:
         srv = Server(b, "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")

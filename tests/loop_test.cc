@@ -162,6 +162,10 @@ TEST(Loop, RefusesBadOptionsNamingThem) {
   o.enable = URSA_FEAT_SEND_ZC; // has its own option: not opt-in here
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "enable 0x100"));
+  o = ursa_loop_options{};
+  o.batch_wait_us = 10001;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "batch_wait_us 10001"));
   EXPECT_EQ(-EINVAL, ursa_loop_new(nullptr, nullptr));
   EXPECT_EQ(-EINVAL, ursa_loop_run(nullptr, URSA_RUN_DEFAULT));
   EXPECT_EQ(-EINVAL, ursa_loop_close(nullptr));
@@ -171,11 +175,15 @@ TEST(Loop, RefusesBadOptionsNamingThem) {
 TEST(Loop, OptInFeaturesFollowTheEnableOption) {
   ursa_features f;
   ASSERT_EQ(0, ursa_probe(&f));
-  const uint32_t both = URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC;
+  const uint32_t both =
+      URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC | URSA_FEAT_MIN_WAIT;
+  EXPECT_TRUE(f.kernel & URSA_FEAT_MIN_WAIT) << "the kernel here (6.12 and "
+                                                "later) has min-wait";
   struct {
     uint32_t enable, disable;
   } cases[] = {{0, 0}, {both, 0}, {URSA_FEAT_BUF_INC, 0},
-               {both, URSA_FEAT_RECV_BUNDLE}};
+               {URSA_FEAT_MIN_WAIT, 0}, {both, URSA_FEAT_RECV_BUNDLE},
+               {both, URSA_FEAT_MIN_WAIT}};
   for (auto &c : cases) {
     ursa_loop_options o{};
     o.enable = c.enable;

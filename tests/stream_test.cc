@@ -1014,6 +1014,35 @@ TEST_P(Stream, BundleFillsSeveralBuffersAtOnce) {
   ASSERT_TRUE(RunUntil([&] { return a.closed; }));
 }
 
+// Under the batched_waits variant the loop waits for batches (min-wait):
+// many streams echoing in chunks stay byte-exact, the counter shows the
+// batched path was taken, and no variant without it takes it.
+TEST_P(Stream, BatchedWaitsKeepEveryByte) {
+  bool batched = Uses(loop(), URSA_FEAT_MIN_WAIT);
+  EXPECT_EQ((std::get<0>(GetParam()).enable & URSA_FEAT_MIN_WAIT) != 0,
+            batched) << "the kernel here (6.12 and later) has min-wait";
+  t::EchoServer srv(loop(), family());
+  std::vector<std::unique_ptr<t::EchoClient>> clients;
+  for (int i = 0; i < 16; i++)
+    clients.emplace_back(new t::EchoClient(
+        loop(), srv.addr(), srv.addrlen(),
+        t::RandomBytes(64 << 10, 900 + (uint32_t)i), 512));
+  ASSERT_TRUE(RunUntil([&] {
+    for (auto &c : clients)
+      if (!c->done()) return false;
+    return true;
+  }));
+  for (auto &c : clients) EXPECT_TRUE(t::SameBytes(c->payload, c->got));
+  ursa_stats st;
+  ursa_loop_stats(loop(), &st);
+  if (batched)
+    EXPECT_GT(st.batch_waits, 0u);
+  else
+    EXPECT_EQ(0u, st.batch_waits);
+  srv.Close();
+  ASSERT_TRUE(RunUntil([&] { return srv.closed(); }));
+}
+
 // Under the zero_copy variant big writes go out with SEND_ZC; the echo
 // stays byte-exact and the counter shows the path was taken.
 TEST_P(Stream, ZeroCopySendsWhenAsked) {

@@ -30,6 +30,8 @@ const Variant kVariants[] = {
     {"bundles_and_parts", 0, 0, 0, URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC},
     {"bundles_only", 0, 0, 0, URSA_FEAT_RECV_BUNDLE},
     {"by_parts_only", 0, 0, 0, URSA_FEAT_BUF_INC},
+    // Waits for batches of completions (min-wait), every path alike.
+    {"batched_waits", 0, 0, 0, URSA_FEAT_MIN_WAIT},
     // The library's epoll backend, with its multishot behaviour and with
     // the single-shot paths.
     {"epoll", 0, 0, 0, 0, URSA_BACKEND_EPOLL},

@@ -580,6 +580,7 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   /* direct_files is the server's to turn on (below), not the library's. */
   lo.enable = o->uring_enable & ~(uint32_t)URSA_FEAT_DIRECT_FILES;
   lo.write_batch = o->write_batch;
+  lo.batch_wait_us = o->batch_wait_us;
   /* Accepted connections live in direct descriptors (off with
    * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE.
    * Handed to other loops, they move by MSG_RING from table to table;

@@ -118,8 +118,12 @@ static void usage(FILE *f) {
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
       "  --uring-enable LIST  opt-in io_uring features to use: recv_bundle,"
       "buf_inc,\n"
-      "                   direct_files (greet mode's connections are "
-      "plain by default)\n"
+      "                   min_wait, direct_files (greet mode's connections "
+      "are plain\n"
+      "                   by default)\n"
+      "  --batch-wait US  uring with min_wait: the longest a completion "
+      "waits for a\n"
+      "                   batch (1-10000 us, default 200)\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
       "  --buf-count N    uring: receive buffers in the ring (power of two, "
       "default 256)\n"
@@ -267,7 +271,7 @@ int main(int argc, char **argv) {
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
-    O_BUFSIZE, O_ZC, O_WBATCH, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
+    O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
     O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY
   };
   static const struct option longs[] = {
@@ -285,6 +289,7 @@ int main(int argc, char **argv) {
       {"uring-disable", required_argument, NULL, O_DISABLE},
       {"uring-enable", required_argument, NULL, O_ENABLE},
       {"write-batch", required_argument, NULL, O_WBATCH},
+      {"batch-wait", required_argument, NULL, O_BWAIT},
       {"buf-count", required_argument, NULL, O_BUFCOUNT},
       {"buf-size", required_argument, NULL, O_BUFSIZE},
       {"zc-threshold", required_argument, NULL, O_ZC},
@@ -397,6 +402,10 @@ int main(int argc, char **argv) {
         if (cli_long(PROG, a, v, 1, URSA_WRITE_BATCH_MAX, &n) < 0) return 2;
         o.write_batch = (unsigned)n;
         break;
+      case O_BWAIT:
+        if (cli_long(PROG, a, v, 1, 10000, &n) < 0) return 2;
+        o.batch_wait_us = (unsigned)n;
+        break;
       case O_DISABLE:
         if (parse_features(a, v, &o.uring_disable) < 0) return 2;
         break;
@@ -404,9 +413,9 @@ int main(int argc, char **argv) {
         if (parse_features(a, v, &o.uring_enable) < 0) return 2;
         if (o.uring_enable &
             ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
-                        URSA_FEAT_DIRECT_FILES))
-          return bad("--uring-enable: only recv_bundle, buf_inc and "
-                     "direct_files are opt-in, not '%s'%s", v, "");
+                        URSA_FEAT_MIN_WAIT | URSA_FEAT_DIRECT_FILES))
+          return bad("--uring-enable: only recv_bundle, buf_inc, min_wait "
+                     "and direct_files are opt-in, not '%s'%s", v, "");
         break;
     }
   }

@@ -32,6 +32,7 @@ typedef struct server_opts {
   uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
   uint32_t uring_enable;  /* opt-in URSA_FEAT_* on */
   unsigned write_batch;   /* uring: writes per send, 0: the default */
+  unsigned batch_wait_us; /* uring with min_wait: a batch's bound, 0: 200 */
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's
                              worth by design; blocking: none, it blocks) */

@@ -1,6 +1,7 @@
 """analysis.py - the targets table and the analysis that bounds each
 target not met, from the run's own counters and profile."""
 
+from . import loopcost
 from .config import PROFILE_BUCKETS, case_of
 from .intervals import fmt, interval, judge
 from .intervals import text as ivtext
@@ -12,7 +13,7 @@ def find(cases, backend, kind, proto, conns, size, inflight):
                  c["inflight"] == inflight), None)
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
-            tls=(), http=(), greet=()):
+            tls=(), http=(), greet=(), outside=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
@@ -204,10 +205,9 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
         "; ".join(behind) if behind else "none behind", "none behind",
         not behind)
 
-    pu = next((p for p in prof if p["backend"] == "uring" and "shares" in p),
-              None)
-    pe = next((p for p in prof if p["backend"] == "epoll" and "shares" in p),
-              None)
+    notes += loopcost.rows(cases, prof, outside, find, row)
+    pu = loopcost.profile_at(prof, "uring", 64)
+    pe = loopcost.profile_at(prof, "epoll", 64)
     if cpu_missed:
         e = pp("epoll", 64)
         if pu and pe and e:
@@ -324,8 +324,10 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if prof:
         names = [n for n, _ in PROFILE_BUCKETS] + ["other kernel",
                                                    "user space"]
-        L += ["### Where the server's CPU goes (perf, 64 connections x 64 B)",
-              "", "| | " + " | ".join(p["backend"] for p in prof) + " |",
+        L += ["### Where the server's CPU goes (perf, 64 B ping-pong)",
+              "", "| | " + " | ".join(
+                  f"{p['backend']}, {p.get('conns', 64)} conns"
+                  for p in prof) + " |",
               "|---" * (len(prof) + 1) + "|"]
         for n in names:
             L.append(f"| {n} | " + " | ".join(

@@ -19,7 +19,7 @@ from .plots import graphs
 from .blocks import tls_block, veth_block
 from .http import HTTP_SERVERS, greet_block, http_block
 from .netns import Veth
-from .outside import iperf2_block
+from .outside import MIN_WAIT_VARIANT, iperf2_block
 from .probes import drain, iperf3, memory, profile, wake
 from .report import render, report
 from .runner import (RUN_ERRORS, Failure, ab_block, environment,
@@ -155,7 +155,9 @@ def main():
         c for c in TLS_CASES if not a.filter or
         re.search(a.filter, f"tls-{c[0]}-{c[1]}b")]
     outside_todo = [] if a.no_outside else [
-        b for b in BACKENDS if not a.filter or
+        b for b in sorted(BACKENDS + [MIN_WAIT_VARIANT],
+                          key=lambda b: RUN_ORDER.index(b.split("+")[0]))
+        if not a.filter or
         re.search(a.filter, f"iperf2-tcp-pingpong-{b}")]
     veth_n = 0 if a.no_veth or a.veth else len(BACKENDS)
     http_conns = [] if a.no_http else ([16, 64, 256] if a.full else [64])
@@ -312,15 +314,18 @@ def main():
             f"p50 {w['lat_p50_ns'] / 1e3:.2f} us" for w in wakes))
     prof = []
     if not a.no_profile:
-        for b in ("uring", "epoll"):
-            try:
-                prof.append(profile(a, b, tmp))
-            except (Failure, OSError, ValueError,
-                    subprocess.SubprocessError) as e:
-                prof.append({"backend": b, "error": str(e)[:200]})
+        for n in (64, 256):
+            for b in ("uring", "epoll"):
+                try:
+                    prof.append(profile(a, b, tmp, n))
+                except (Failure, OSError, ValueError,
+                        subprocess.SubprocessError) as e:
+                    prof.append({"backend": b, "conns": n,
+                                 "error": str(e)[:200]})
         print("    profile: " + ", ".join(
-            f"{p['backend']} " + (f"{p['kernel']:.0f}% kernel" if "kernel" in p
-                                  else p["error"]) for p in prof), flush=True)
+            f"{p['backend']} {p['conns']}c " +
+            (f"{p['kernel']:.0f}% kernel" if "kernel" in p else p["error"])
+            for p in prof), flush=True)
     ab = []
     if not a.no_ab:
         def ab_progress(label, what):

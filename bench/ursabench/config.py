@@ -84,13 +84,17 @@ AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
             "bulk": ("bulk", "tcp", 1, 65536, 1),
             "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
             "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8),
-            "greet": ("greet", "tcp", 16, 64, 1)}
+            "greet": ("greet", "tcp", 16, 64, 1),
+            "1 conn": ("pingpong", "tcp", 1, 64, 1),
+            "4 conns": ("pingpong", "tcp", 4, 64, 1)}
 
 BUNDLE = ["--uring-enable", "recv_bundle"]
 
 BY_PARTS = ["--uring-enable", "buf_inc"]
 
 BIG_BUFS = ["--buf-size", "65536"]
+
+MIN_WAIT = ["--uring-enable", "min_wait", "--batch-wait", "200"]
 
 AB_VARIANTS = [
     ("default", "pingpong", []),
@@ -107,6 +111,11 @@ AB_VARIANTS = [
      ["--uring-disable", "direct_files"]),
     ("+ recv bundles", "pingpong", BUNDLE),
     ("+ buffers filled by parts", "pingpong", BY_PARTS),
+    ("+ batched waits (min_wait 200 us)", "pingpong", MIN_WAIT),
+    ("default", "1 conn", []),
+    ("+ batched waits (min_wait 200 us)", "1 conn", MIN_WAIT),
+    ("default", "4 conns", []),
+    ("+ batched waits (min_wait 200 us)", "4 conns", MIN_WAIT),
     ("default", "pipelined", []),
     ("write batch 1 (one send per write)", "pipelined",
      ["--write-batch", "1"]),

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 
+from .config import MIN_WAIT
 from .runner import Failure, Server, interleaved, summaries
 
 CONNS = (1, 64, 256)
@@ -60,9 +61,17 @@ def limit(client, server):
     return "neither CPU full (wake-up latency)"
 
 
-def one(a, b, conns, tmp, net=None):
+# The uring server with batched waits (opt-in): where the client is the
+# bottleneck the server is idle between requests, which is where waiting
+# for a batch saves wake-ups.
+MIN_WAIT_VARIANT = "uring+min_wait"
+
+
+def one(a, b, conns, tmp, net=None, extra=()):
     net = net or getattr(a, "veth", None)
-    srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp, (), net)
+    if b == MIN_WAIT_VARIANT:
+        b, extra = "uring", tuple(MIN_WAIT) + tuple(extra)
+    srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp, extra, net)
     host, port = srv.addr.rsplit(":", 1)
     # Counted over the whole run (iperf2 has no warm-up to leave out).
     secs = a.duration

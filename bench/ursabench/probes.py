@@ -154,15 +154,15 @@ def attribute(frames):
                 break
     return PROFILE_LOCKS if lock else "other kernel"
 
-def profile(a, b, tmp):
-    """perf record on the server at 64 connections x 64 B ping-pong;
+def profile(a, b, tmp, conns=64):
+    """perf record on the server at conns connections x 64 B ping-pong;
     returns the share of its samples per bucket, or a reason."""
     if not shutil.which("perf"):
-        return {"backend": b, "error": "perf is not installed"}
+        return {"backend": b, "conns": conns, "error": "perf is not installed"}
     srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp)
     data = os.path.join(tmp, f"perf-{b}.data")
     cmd = [os.path.join(a.bindir, "ursa-load"), srv.addr, "--connections",
-           "64", "--size", "64", "--duration", "3", "--warmup", "0"]
+           str(conns), "--size", "64", "--duration", "3", "--warmup", "0"]
     if a.lcpu is not None:
         cmd += ["--cpu", str(a.lcpu)]
     load = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -177,7 +177,7 @@ def profile(a, b, tmp):
         load.wait(timeout=60)
         srv.stop()
     if r.returncode != 0 or not os.path.exists(data):
-        return {"backend": b, "error": "perf record failed: "
+        return {"backend": b, "conns": conns, "error": "perf record failed: "
                 + (r.stderr.strip().splitlines() or ["?"])[-1][:200]}
     rep = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"],
                          capture_output=True, text=True, timeout=300)
@@ -197,7 +197,9 @@ def profile(a, b, tmp):
         nk += frames[0][1]
         counts[attribute(frames)] += 1
     if n < 50:
-        return {"backend": b, "error": f"perf gave {n} samples"}
+        return {"backend": b, "conns": conns,
+                "error": f"perf gave {n} samples"}
     shares = {k: 100.0 * v / n for k, v in counts.items()}
     kernel = 100.0 * nk / n
-    return {"backend": b, "kernel": kernel, "shares": shares, "samples": n}
+    return {"backend": b, "conns": conns, "kernel": kernel, "shares": shares,
+            "samples": n}

@@ -42,7 +42,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L.append("")
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
                  list(threads), list(wake), list(tls), list(http),
-                 list(greet))
+                 list(greet), list(outside))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -237,7 +237,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
               "round trip being one write); pipelined is 16 in flight "
               "(pipelined 64k: 64 connections, 8 messages of 64 KiB in "
               "flight on each; greet: 16 connections of `ursa-load "
-              "--greet`, a round trip being one connection).  "
+              "--greet`, a round trip being one connection; 1 conn and "
+              "4 conns: the 64 B ping-pong at that many connections).  "
               "The feature's effect is the ratio of the run with it to the "
               "run without it, for either kind of row: above 1 means the "
               "feature helps by that factor (more round trips/s, or less "

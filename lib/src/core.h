@@ -158,6 +158,8 @@ struct ursa_loop {
   void *close_all_arg;
   /* Settings and counts the socket layer keeps on the loop. */
   unsigned write_batch;
+  unsigned batch_wait_us; /* URSA_FEAT_MIN_WAIT: the bound on a batch */
+  unsigned batch_seen;    /* completions the last wait got from outside */
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
   unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned direct_used;  /* slots held by direct streams or reserved by an

@@ -12,13 +12,13 @@ static const char *const feature_names[URSA_FEAT_COUNT] = {
     "reg_ring_fd",     "buf_ring",         "multishot_accept",
     "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
     "cqe_skip",        "direct_files",     "recv_bundle",   "buf_inc",
-    "msg_ring",
+    "msg_ring",        "min_wait",
 };
 
 static const char *const feature_kernel[URSA_FEAT_COUNT] = {
     "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
     "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19", "6.10", "6.12",
-    "5.18",
+    "5.18", "6.12",
 };
 
 const char *ursa_feature_name(uint32_t bit) {
@@ -67,6 +67,7 @@ static int setup_ring(struct io_uring *ring, unsigned sq, unsigned cq,
       if (p.features & IORING_FEAT_CQE_SKIP) *kfeat |= URSA_FEAT_CQE_SKIP;
       if (p.features & IORING_FEAT_RECVSEND_BUNDLE)
         *kfeat |= URSA_FEAT_RECV_BUNDLE;
+      if (p.features & IORING_FEAT_MIN_TIMEOUT) *kfeat |= URSA_FEAT_MIN_WAIT;
       return 0;
     }
     if (r != -EINVAL || drop >= NSETUP) return r;
@@ -115,7 +116,8 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
    * SQE and ursa does not ask for it. */
   loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
-               (kfeat & URSA_FEAT_RECV_BUNDLE & o->enable & ~o->disable);
+               (kfeat & (URSA_FEAT_RECV_BUNDLE | URSA_FEAT_MIN_WAIT) &
+                o->enable & ~o->disable);
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -317,7 +319,9 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
     return "not asked for (zc_threshold 0)";
   if (bit == URSA_FEAT_DIRECT_FILES && f->used)
     return "not asked for (direct_files 0)";
-  if ((bit == URSA_FEAT_RECV_BUNDLE || bit == URSA_FEAT_BUF_INC) && f->used)
+  if ((bit == URSA_FEAT_RECV_BUNDLE || bit == URSA_FEAT_BUF_INC ||
+       bit == URSA_FEAT_MIN_WAIT) &&
+      f->used)
     return "not asked for (enable option)";
   return f->used ? "not used" : "no loop";
 }

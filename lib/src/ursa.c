@@ -78,10 +78,16 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->buf_keep_max > o->buf_count)
     return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
                          "%u", o->buf_keep_max, o->buf_count);
-  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC))
+  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
+                              URSA_FEAT_MIN_WAIT))
     return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
-                         "are not opt-in (only recv_bundle and buf_inc are)",
+                         "are not opt-in (only recv_bundle, buf_inc and "
+                         "min_wait are)",
                          o->enable);
+  if (!o->batch_wait_us) o->batch_wait_us = 200;
+  if (o->batch_wait_us > 10000)
+    return ursa__invalid("ursa_loop_new: batch_wait_us %u is over 10000",
+                         o->batch_wait_us);
   o->enable &= ~o->disable;
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
@@ -170,6 +176,7 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   loop->zc_threshold = o.zc_threshold;
   ursa__set_clock(loop);
   loop->write_batch = o.write_batch;
+  loop->batch_wait_us = o.batch_wait_us;
   loop->owner_pid = (int)getpid();
   *out = loop;
   return 0;

@@ -131,8 +131,12 @@ enum ursa_feature {
                                            another [5.18]: ursa_post() from
                                            a loop's thread wakes an io_uring
                                            loop without a system call */
+  URSA_FEAT_MIN_WAIT = 1u << 16,        /* a wait for several completions
+                                           bounded by a minimum timeout
+                                           [6.12]: batch_wait_us; only with
+                                           the enable option */
 };
-#define URSA_FEAT_COUNT 16
+#define URSA_FEAT_COUNT 17
 
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
@@ -143,8 +147,9 @@ typedef struct ursa_loop_options {
   uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
                           runs and to exercise the fallback paths */
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
-                          offers them: URSA_FEAT_RECV_BUNDLE and
-                          URSA_FEAT_BUF_INC (any other bit is refused).
+                          offers them: URSA_FEAT_RECV_BUNDLE,
+                          URSA_FEAT_BUF_INC and URSA_FEAT_MIN_WAIT (any
+                          other bit is refused).
                           Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH_MAX; 0: URSA_WRITE_BATCH */
@@ -178,6 +183,15 @@ typedef struct ursa_loop_options {
   unsigned post_ring;  /* entries in the bounded ring ursa_post_call()
                           fills, a power of two up to 1 << 20; 0: 1024
                           (32 bytes each) */
+  unsigned batch_wait_us;/* with URSA_FEAT_MIN_WAIT enabled: a wait asks
+                          for as many completions as its own submissions
+                          post at once plus as many as the last wait got
+                          from outside (up to 32), and the first of them
+                          waits at most this long for the rest, so a busy
+                          loop sleeps until a batch is ready instead of
+                          waking for each.  Latency the bound adds is
+                          paid by completions, never by sends already
+                          submitted.  1 to 10000; 0: 200 */
 } ursa_loop_options;
 
 /* Creates a loop with its backend and receive buffers (all memory the
@@ -267,6 +281,8 @@ typedef struct ursa_stats {
                             (eventfd writes and MSG_RINGs; posts coalesce,
                             so wakeups <= posts + ursa_loop_stop_async()s) */
   uint64_t msg_ring_sent;/* wake-ups this loop sent another by MSG_RING */
+  uint64_t batch_waits;  /* waits that asked for more than one completion
+                            (URSA_FEAT_MIN_WAIT) */
 } ursa_stats;
 
 /* Copies the loop's counters into *out (cheap: no system call). */

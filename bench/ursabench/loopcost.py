@@ -1,0 +1,93 @@
+"""loopcost.py - what the event loop itself costs per round trip: the
+server's CPU per round trip less the share of it that the same run's
+profile puts in the TCP stack and its copies, work every server does
+whatever its loop.  And the outside client's CPU targets."""
+
+from .intervals import fmt, interval, judge
+from .intervals import text as ivtext
+
+STACK = ("network stack", "copies")
+KEY = "loop_us_per_rt"
+CPU = "server_cpu_us_per_rt"
+
+
+def profile_at(prof, backend, conns):
+    return next((p for p in prof if p["backend"] == backend and
+                 p.get("conns", 64) == conns and "shares" in p), None)
+
+
+def loop_cost(case, prof):
+    """case's CPU figures scaled by the share its profile puts outside the
+    stack, as KEY with its _min, _max and _rounds (so that intervals.py
+    reads them as any figure); None without both."""
+    if not case or not prof or case.get(CPU) is None:
+        return None
+    keep = 1 - sum(prof["shares"][k] for k in STACK) / 100
+    scale = lambda v: None if v is None else v * keep
+    return {KEY: scale(case[CPU]), "keep": keep,
+            KEY + "_min": scale(case.get(CPU + "_min")),
+            KEY + "_max": scale(case.get(CPU + "_max")),
+            KEY + "_rounds": [[r, scale(v)] for r, v in
+                              case.get(CPU + "_rounds") or []]}
+
+
+def rows(cases, prof, outside, find, row):
+    """Adds the target rows through row(name, value, goal, ok); returns
+    the notes on what bounds the ones not met."""
+    notes = []
+    pp = lambda b, n: find(cases, b, "pingpong", "tcp", n, 64, 1)
+    for n in (64, 256):
+        u = loop_cost(pp("uring", n), profile_at(prof, "uring", n))
+        e = loop_cost(pp("epoll", n), profile_at(prof, "epoll", n))
+        if not (u and e):
+            continue
+        iv = interval(u, e, KEY)
+        goal = "<= 0.5x" if n == 64 else "(reported)"
+        ok = judge(iv, lambda r: r <= 0.5) if n == 64 else None
+        row(f"event-loop cost per round trip (server CPU less the stack), "
+            f"{n} conns, uring vs epoll",
+            f"{fmt(u[KEY], 2)} vs {fmt(e[KEY], 2)} us = {fmt(iv[0], 2)}x"
+            + ivtext(iv), goal, ok)
+        if n == 64 and ok is not True:
+            pu = profile_at(prof, "uring", n)
+            sh = pu["shares"]
+            cu = pp("uring", n)[CPU]
+            parts = sorted(((k, v / 100 * cu) for k, v in sh.items()
+                            if k not in STACK and v >= 0.5),
+                           key=lambda kv: -kv[1])
+            notes.append(
+                f"**Event-loop cost at {n} connections.**  With the TCP "
+                f"stack and its copies at {100 * (1 - u['keep']):.0f}% of "
+                f"uring's samples and {100 * (1 - e['keep']):.0f}% of "
+                f"epoll's, uring spent {fmt(u[KEY], 2)} us per round trip "
+                f"outside them: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in parts)
+                + f".  epoll spent {fmt(e[KEY], 2)} us, of which its "
+                f"readiness checks and system-call entry were "
+                f"{_part(prof, 'epoll', n, pp):.2f}.  Half of epoll's would "
+                f"be {e[KEY] / 2:.2f} us: io_uring's own kernel code alone "
+                f"is {sh['io_uring'] / 100 * cu:.2f} us of uring's, and "
+                f"the scheduler and memory buckets are work both servers' "
+                f"sockets do.  The interval comes from the rounds' CPU "
+                f"figures; the profile's shares are one 1.5 s sample each.")
+    e_out = {c["conns"]: c for c in outside if c["backend"] == "epoll"}
+    for b in ("uring", "uring+min_wait"):
+        for n in (64, 256):
+            c = next((c for c in outside if c["backend"] == b and
+                      c["conns"] == n), None)
+            if not (c and n in e_out):
+                continue
+            iv = interval(c, e_out[n], CPU)
+            row(f"outside client (iperf2), {n} conns: {b} server CPU/rt vs "
+                f"epoll" + (" (opt-in batched waits)" if "+" in b else ""),
+                f"{fmt(c[CPU], 2)} vs {fmt(e_out[n][CPU], 2)} us = "
+                f"{fmt(iv[0], 2)}x" + ivtext(iv), "<= 0.85x",
+                judge(iv, lambda r: r <= 0.85))
+    return notes
+
+
+def _part(prof, b, n, pp):
+    p = profile_at(prof, b, n)
+    c = pp(b, n)
+    return (p["shares"]["readiness (epoll, select, poll)"] +
+            p["shares"]["syscall entry and exit"]) / 100 * c[CPU]
