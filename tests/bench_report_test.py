@@ -92,6 +92,27 @@ for o in results.get("outside", []):
     sec = next((x for x in sections if x.startswith("An outside client")),
                "")
     check(f"| {o['backend']} | " in sec, f"iperf2 row {o['id']} shown")
+# The event loop's own cost: the server's CPU per round trip less the
+# profile's stack share, worked out here from the stored figures.
+for n in (64, 256):
+    pr = {p["backend"]: p for p in results.get("profile", [])
+          if p.get("conns", 64) == n and "shares" in p}
+    cs = {c["backend"]: c for c in results["cases"]
+          if c["kind"] == "pingpong" and c["proto"] == "tcp" and
+          c["conns"] == n and c["size"] == 64 and c["inflight"] == 1}
+    if not ("uring" in pr and "epoll" in pr and "uring" in cs and
+            "epoll" in cs):
+        continue
+    want = [cs[b]["server_cpu_us_per_rt"] *
+            (1 - (pr[b]["shares"]["network stack"] +
+                  pr[b]["shares"]["copies"]) / 100) for b in ("uring", "epoll")]
+    m = re.search(rf"\| event-loop cost per round trip [^|]*, {n} conns, "
+                  rf"uring vs epoll \| ([0-9.]+) vs ([0-9.]+) us = [0-9.]+x "
+                  rf"\[[0-9.]+-[0-9.]+", text)
+    check(m is not None and abs(float(m.group(1)) - want[0]) < 0.006 and
+          abs(float(m.group(2)) - want[1]) < 0.006,
+          f"event-loop cost at {n} conns: report "
+          f"{m.groups() if m else None}, computed {want}")
 pkg = os.path.join(os.path.dirname(BENCH), "ursabench")
 for mod in sorted(glob.glob(os.path.join(pkg, "*.py"))):
     n = sum(1 for _ in open(mod))
