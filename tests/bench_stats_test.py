@@ -21,8 +21,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(BENCH)))
 from ursabench import intervals as iv  # noqa: E402
 from ursabench.config import AB_VARIANTS  # noqa: E402
 from ursabench.outside import limit, parse  # noqa: E402
+from ursabench.probes import attribute  # noqa: E402
 from ursabench.runner import ab_sequence, summarise  # noqa: E402
 from ursabench.trends import trends  # noqa: E402
+
+# A sample's bucket: a lock's or an allocation's time goes to its caller.
+K = lambda *syms: [(x, True) for x in syms]
+check(attribute(K("kmem_cache_alloc_node", "__alloc_skb", "tcp_sendmsg",
+                  "io_send")) == "network stack", "an skb's allocation")
+check(attribute(K("__kmalloc", "io_alloc_req", "io_submit_sqes")) ==
+      "io_uring", "io_uring's allocation")
+check(attribute(K("_raw_spin_lock", "kmem_cache_free", "unknown_fn")) ==
+      "memory allocation", "an allocation with no bucketed caller")
+check(attribute(K("_raw_spin_lock", "unknown_fn")) ==
+      "locks, RCU, interrupts", "a lock with no bucketed caller")
+check(attribute(K("native_write_msr", "tcp_v4_rcv")) == "network stack",
+      "pass-on frames")
+check(attribute(K("kfree") + [("__libc_send", False)]) ==
+      "syscall entry and exit", "up to the system call's trap")
 
 # Coverage of the order-statistic interval: 1 - 2 P(Bin(n, 1/2) < k).
 check(abs(iv.coverage(3) - 0.75) < 1e-9, f"coverage(3) {iv.coverage(3)}")

@@ -289,7 +289,7 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
                 f"drift moves both, so the runs differ in the server's own "
                 f"state; the median repeat made "
                 f"{fmt(u['enters_per_rt'], 3)} enters per round trip "
-                f"(docs/DESIGN.md, min-wait)."))
+                f"(docs/DESIGN.md, batched waits)."))
     for n, u in enters_missed:
         notes.append(
             f"**Enters at {n} connections.**  {fmt(u['enters_per_rt'], 3)} "
@@ -299,7 +299,8 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             f"connections the replies from the load generator arrive spread "
             f"out, so the server often finds few ready and waits again.  "
             f"Waiting for more completions at once would trade latency for "
-            f"fewer enters (docs/DESIGN.md, min-wait).")
+            f"fewer enters: batched waits, opt-in (docs/DESIGN.md), in "
+            f"the A/B block.")
     if one_missed and u1 and e1 and b1:
         spread = (u1["rt_per_s_max"] - u1["rt_per_s_min"]) / u1["rt_per_s"]
         notes.append(

@@ -85,7 +85,6 @@ AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
             "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
             "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8),
             "greet": ("greet", "tcp", 16, 64, 1),
-            "1 conn": ("pingpong", "tcp", 1, 64, 1),
             "4 conns": ("pingpong", "tcp", 4, 64, 1)}
 
 BUNDLE = ["--uring-enable", "recv_bundle"]
@@ -112,8 +111,6 @@ AB_VARIANTS = [
     ("+ recv bundles", "pingpong", BUNDLE),
     ("+ buffers filled by parts", "pingpong", BY_PARTS),
     ("+ batched waits (min_wait 200 us)", "pingpong", MIN_WAIT),
-    ("default", "1 conn", []),
-    ("+ batched waits (min_wait 200 us)", "1 conn", MIN_WAIT),
     ("default", "4 conns", []),
     ("+ batched waits (min_wait 200 us)", "4 conns", MIN_WAIT),
     ("default", "pipelined", []),
@@ -139,7 +136,6 @@ AB_VARIANTS = [
     ("+ direct descriptors", "greet", ["--uring-enable", "direct_files"]),
     ("default", "bulk", []),
     ("+ recv bundles", "bulk", BUNDLE),
-    ("+ buffers filled by parts", "bulk", BY_PARTS),
     ("+ 64 KiB receive buffers", "bulk", BIG_BUFS),
 ]
 
@@ -210,6 +206,9 @@ SYSCALL_WRAPPERS = ("__send", "__libc_send", "__libc_recv", "__recv",
                     "io_uring_submit", "__io_uring_submit", "recv", "send")
 
 PROFILE_LOCKS = "locks, RCU, interrupts"
+PROFILE_ALLOC = "memory allocation"
+# Buckets whose time is charged to their caller's bucket when there is one.
+PASS_TO_CALLER = (PROFILE_LOCKS, PROFILE_ALLOC)
 
 # The TLS block: TCP ping-pong over TLS (ursa-load --tls) at 64
 # connections, 64 B and 16 KiB, for ursa's TLS over memory BIOs on both of

@@ -48,6 +48,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sleeps(pid):
+    """The times the process's threads gave up the CPU of their own accord
+    (voluntary context switches: each a sleep, and a wake-up after it)."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    n += int(line.split()[1])
+    return n
+
+
 def limit(client, server):
     """Which side a run's CPU shares (of one CPU each) say limited it."""
     c = client is not None and client >= 0.9
@@ -79,8 +91,9 @@ def one(a, b, conns, tmp, net=None, extra=()):
         "taskset", "-c", str(a.lcpu), "iperf", "-c", host, "-p", port,
         "--bounceback", "--bounceback-period", "0", "-l", "64", "-P",
         str(conns), "-t", f"{secs:.1f}", "-e"]
+    st = {}
     try:
-        c0 = cpu_seconds(srv.p.pid)
+        c0, w0 = cpu_seconds(srv.p.pid), sleeps(srv.p.pid)
         # The client's CPU: the children reaped in this window are iperf
         # alone (taskset execs it); the server is reaped after.
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,10 +108,10 @@ def one(a, b, conns, tmp, net=None, extra=()):
             raise Failure(f"iperf -P {conns} against {b}: no end in "
                           f"{60 + secs * 3:.0f} s")
         wall = time.monotonic() - t0
-        c1 = cpu_seconds(srv.p.pid)
+        c1, w1 = cpu_seconds(srv.p.pid), sleeps(srv.p.pid)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
-        srv.stop()
+        st = srv.stop()
     client = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     n, total, secs_run, mean, mx = parse(out)
     if p.returncode or n != conns or not total:
@@ -109,6 +122,14 @@ def one(a, b, conns, tmp, net=None, extra=()):
             "server_cpu_us_per_rt": (c1 - c0) * 1e6 / total,
             "mean_us": mean, "max_us": mx,
             "server_cpu_share": (c1 - c0) / wall,
+            "sleeps_per_rt": (w1 - w0) / total,
+            # The server's own counts over its life (set-up included).
+            "enters_per_rt": (st["enters"] / st["round_trips"]
+                              if st.get("enters") is not None and
+                              st.get("round_trips") else None),
+            "syscalls_per_rt": (st["syscalls"] / st["round_trips"]
+                                if st.get("syscalls") is not None and
+                                st.get("round_trips") else None),
             "client_cpu_share": client / wall,
             "errors": 0, "refused": 0}
 

@@ -8,8 +8,8 @@ import statistics
 import subprocess
 import time
 
-from .config import (PROFILE_BUCKETS, PROFILE_LOCKS, PROFILE_PASS_ON,
-                     SYSCALL_WRAPPERS)
+from .config import (PASS_TO_CALLER, PROFILE_ALLOC, PROFILE_BUCKETS,
+                     PROFILE_PASS_ON, SYSCALL_WRAPPERS)
 from .config import WAKE_MODES
 from .runner import Failure, Server, interleaved
 
@@ -137,9 +137,12 @@ def memory(a, b, tmp):
 
 def attribute(frames):
     """The bucket of one sample's call chain, leaf first: the first frame
-    that belongs to a bucket other than locks; a lock's time goes to the
-    code that took the lock."""
-    lock = False
+    that belongs to a bucket other than locks and memory allocation; a
+    lock's or an allocation's time goes to the code that took the lock or
+    asked for the memory (an skb's allocation is the network stack's, an
+    io_uring request's is io_uring's), and to its own bucket only when no
+    caller in the kernel belongs to another."""
+    held = None
     for sym, kernel in frames:
         if not kernel:
             return ("syscall entry and exit" if sym in SYSCALL_WRAPPERS
@@ -148,11 +151,12 @@ def attribute(frames):
             continue
         for name, prefixes in PROFILE_BUCKETS:
             if sym.startswith(prefixes):
-                if name != PROFILE_LOCKS:
+                if name not in PASS_TO_CALLER:
                     return name
-                lock = True
+                if held != PROFILE_ALLOC:
+                    held = name
                 break
-    return PROFILE_LOCKS if lock else "other kernel"
+    return held or "other kernel"
 
 def profile(a, b, tmp, conns=64):
     """perf record on the server at conns connections x 64 B ping-pong;
