@@ -218,11 +218,7 @@ TEST_P(FaultOnEachBackend, TinyRingsLoseNothing) {
     clients.emplace_back(new t::EchoClient(lp.get(), srv.addr(), srv.addrlen(),
                                            t::RandomBytes(20000, 3000 + i),
                                            1000));
-  ASSERT_TRUE(lp.RunUntil([&] {
-    for (auto &c : clients)
-      if (!c->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(lp.RunUntil([&] { return t::AllDone(clients); }));
   for (auto &c : clients) {
     EXPECT_EQ(0, c->connect_status);
     EXPECT_TRUE(t::SameBytes(c->payload, c->got));

@@ -54,11 +54,7 @@ TEST_P(Stream, AcceptsManyClients) {
   for (int i = 0; i < kClients; i++)
     clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
                                            t::RandomBytes(100, (uint32_t)i)));
-  ASSERT_TRUE(RunUntil([&] {
-    for (auto &c : clients)
-      if (!c->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(RunUntil([&] { return t::AllDone(clients); }));
   EXPECT_EQ(kClients, srv.accepted);
   for (auto &c : clients) {
     EXPECT_EQ(0, c->connect_status);
@@ -80,11 +76,7 @@ TEST_P(Stream, EchoesRandomPayloadsByteForByte) {
   for (size_t n : sizes)
     clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
                                            t::RandomBytes(n, seed++)));
-  ASSERT_TRUE(RunUntil([&] {
-    for (auto &c : clients)
-      if (!c->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(RunUntil([&] { return t::AllDone(clients); }));
   for (auto &c : clients) {
     EXPECT_EQ(0, c->connect_status);
     EXPECT_EQ(0, c->read_status);
@@ -120,11 +112,7 @@ TEST_P(Stream, SmallBufferRingDeliversEveryByteInOrder) {
     clients.emplace_back(new t::EchoClient(loop(), srv.addr(), srv.addrlen(),
                                            t::RandomBytes(256 << 10, 900 + i),
                                            4096));
-  ASSERT_TRUE(RunUntil([&] {
-    for (auto &c : clients)
-      if (!c->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(RunUntil([&] { return t::AllDone(clients); }));
   for (auto &c : clients) EXPECT_TRUE(t::SameBytes(c->payload, c->got));
   ursa_stats st;
   ursa_loop_stats(loop(), &st);
@@ -1027,11 +1015,7 @@ TEST_P(Stream, BatchedWaitsKeepEveryByte) {
     clients.emplace_back(new t::EchoClient(
         loop(), srv.addr(), srv.addrlen(),
         t::RandomBytes(64 << 10, 900 + (uint32_t)i), 512));
-  ASSERT_TRUE(RunUntil([&] {
-    for (auto &c : clients)
-      if (!c->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(RunUntil([&] { return t::AllDone(clients); }));
   for (auto &c : clients) EXPECT_TRUE(t::SameBytes(c->payload, c->got));
   ursa_stats st;
   ursa_loop_stats(loop(), &st);

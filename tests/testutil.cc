@@ -119,6 +119,12 @@ std::vector<char> RandomBytes(size_t n, uint32_t seed) {
   return v;
 }
 
+bool AllDone(const std::vector<std::unique_ptr<EchoClient>> &clients) {
+  for (auto &c : clients)
+    if (!c->done()) return false;
+  return true;
+}
+
 ::testing::AssertionResult SameBytes(const std::vector<char> &a,
                                      const std::vector<char> &b) {
   if (a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size()) == 0))

@@ -168,6 +168,9 @@ class EchoClient {
   bool closed_ = false;
 };
 
+// Every client has closed (its echo back, or an error).
+bool AllDone(const std::vector<std::unique_ptr<EchoClient>> &clients);
+
 // Expects a and b equal, byte for byte, with lengths and checksums in the
 // message when they are not.
 ::testing::AssertionResult SameBytes(const std::vector<char> &a,

@@ -56,11 +56,7 @@ class Unix : public ::testing::TestWithParam<t::Variant> {
       cs.emplace_back(new t::EchoClient(loop(), at.ss, at.len,
                                         t::RandomBytes(bytes, 60 + i), chunk,
                                         flags));
-    ASSERT_TRUE(RunUntil([&] {
-      for (auto &c : cs)
-        if (!c->done()) return false;
-      return true;
-    }));
+    ASSERT_TRUE(RunUntil([&] { return t::AllDone(cs); }));
     for (auto &c : cs) {
       EXPECT_EQ(0, c->connect_status) << ursa_err_name(c->connect_status);
       EXPECT_TRUE(t::SameBytes(c->payload, c->got));
