@@ -114,10 +114,10 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   if (r < 0) return r;
   loop->disabled = o->disable;
   /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
-   * SQE and ursa does not ask for it. */
+   * SQE and ursa does not ask for it; buffers by parts are taken up when
+   * their ring is registered. */
   loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
-               (kfeat & (URSA_FEAT_RECV_BUNDLE | URSA_FEAT_MIN_WAIT) &
-                o->enable & ~o->disable);
+               (kfeat & URSA__OPT_IN & o->enable & ~o->disable);
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -319,9 +319,7 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
     return "not asked for (zc_threshold 0)";
   if (bit == URSA_FEAT_DIRECT_FILES && f->used)
     return "not asked for (direct_files 0)";
-  if ((bit == URSA_FEAT_RECV_BUNDLE || bit == URSA_FEAT_BUF_INC ||
-       bit == URSA_FEAT_MIN_WAIT) &&
-      f->used)
+  if ((bit & URSA__OPT_IN) && f->used)
     return "not asked for (enable option)";
   return f->used ? "not used" : "no loop";
 }

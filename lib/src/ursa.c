@@ -78,8 +78,7 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->buf_keep_max > o->buf_count)
     return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
                          "%u", o->buf_keep_max, o->buf_count);
-  if (o->enable & ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
-                              URSA_FEAT_MIN_WAIT))
+  if (o->enable & ~(uint32_t)URSA__OPT_IN)
     return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
                          "are not opt-in (only recv_bundle, buf_inc and "
                          "min_wait are)",
