@@ -211,20 +211,17 @@ def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
     if cpu_missed:
         e = pp("epoll", 64)
         if pu and pe and e:
-            sh_u, sh_e = pu["shares"], pe["shares"]
+            sh_u = pu["shares"]
             u = pp("uring", 64)
             cu, ce = u["server_cpu_us_per_rt"], e["server_cpu_us_per_rt"]
-            stack_u = (sh_u["network stack"] + sh_u["copies"]) / 100 * cu
-            stack_e = (sh_e["network stack"] + sh_e["copies"]) / 100 * ce
-            over_e = (sh_e["readiness (epoll, select, poll)"] +
-                      sh_e["syscall entry and exit"]) / 100 * ce
+            stack_u = loopcost.stack_us(pu, cu)
+            stack_e = loopcost.stack_us(pe, ce)
+            over_e = loopcost.readiness_us(pe, ce)
             sel = pp("select", 64)
             cs = sel["server_cpu_us_per_rt"] if sel else None
             floor_e = stack_u / ce
             floor_s = stack_u / cs if cs else None
-            rest = sorted(((k, v / 100 * cu) for k, v in sh_u.items()
-                           if k not in ("network stack", "copies") and
-                           v >= 1.0), key=lambda kv: -kv[1])
+            rest = loopcost.beyond_stack(pu, cu, 1.0)
             text = (
                 f"**Server CPU per round trip.**  This run's profile of the "
                 f"two servers at 64 connections (perf with call chains, "

@@ -16,13 +16,33 @@ def profile_at(prof, backend, conns):
                  p.get("conns", 64) == conns and "shares" in p), None)
 
 
+def stack_us(prof, cpu):
+    """The us of cpu (per round trip) the profile puts in the stack."""
+    return sum(prof["shares"][k] for k in STACK) / 100 * cpu
+
+
+def readiness_us(prof, cpu):
+    """The us of cpu in readiness checks and system-call entry and exit:
+    what a completion-based loop does not pay."""
+    sh = prof["shares"]
+    return (sh["readiness (epoll, select, poll)"] +
+            sh["syscall entry and exit"]) / 100 * cpu
+
+
+def beyond_stack(prof, cpu, least):
+    """(bucket, us) outside the stack for the buckets with at least `least`
+    percent of the samples, the largest first."""
+    return sorted(((k, v / 100 * cpu) for k, v in prof["shares"].items()
+                   if k not in STACK and v >= least), key=lambda kv: -kv[1])
+
+
 def loop_cost(case, prof):
     """case's CPU figures scaled by the share its profile puts outside the
     stack, as KEY with its _min, _max and _rounds (so that intervals.py
     reads them as any figure); None without both."""
     if not case or not prof or case.get(CPU) is None:
         return None
-    keep = 1 - sum(prof["shares"][k] for k in STACK) / 100
+    keep = 1 - stack_us(prof, 1.0)
     scale = lambda v: None if v is None else v * keep
     return {KEY: scale(case[CPU]), "keep": keep,
             KEY + "_min": scale(case.get(CPU + "_min")),
@@ -49,12 +69,9 @@ def rows(cases, prof, outside, find, row):
             f"{fmt(u[KEY], 2)} vs {fmt(e[KEY], 2)} us = {fmt(iv[0], 2)}x"
             + ivtext(iv), goal, ok)
         if n == 64 and ok is not True:
-            pu = profile_at(prof, "uring", n)
-            sh = pu["shares"]
+            pu, pe = profile_at(prof, "uring", n), profile_at(prof, "epoll", n)
             cu = pp("uring", n)[CPU]
-            parts = sorted(((k, v / 100 * cu) for k, v in sh.items()
-                            if k not in STACK and v >= 0.5),
-                           key=lambda kv: -kv[1])
+            parts = beyond_stack(pu, cu, 0.5)
             notes.append(
                 f"**Event-loop cost at {n} connections.**  With the TCP "
                 f"stack and its copies at {100 * (1 - u['keep']):.0f}% of "
@@ -64,9 +81,10 @@ def rows(cases, prof, outside, find, row):
                 + ", ".join(f"{k} {v:.2f}" for k, v in parts)
                 + f".  epoll spent {fmt(e[KEY], 2)} us, of which its "
                 f"readiness checks and system-call entry were "
-                f"{_part(prof, 'epoll', n, pp):.2f}.  Half of epoll's would "
-                f"be {e[KEY] / 2:.2f} us: io_uring's own kernel code alone "
-                f"is {sh['io_uring'] / 100 * cu:.2f} us of uring's, and "
+                f"{readiness_us(pe, pp('epoll', n)[CPU]):.2f}.  Half of "
+                f"epoll's would be {e[KEY] / 2:.2f} us: io_uring's own "
+                f"kernel code alone is "
+                f"{pu['shares']['io_uring'] / 100 * cu:.2f} us of uring's, and "
                 f"the scheduler and memory buckets are work both servers' "
                 f"sockets do.  The interval comes from the rounds' CPU "
                 f"figures; the profile's shares are one 1.5 s sample each.")
@@ -124,9 +142,3 @@ def _outside_note(outside, n, e, u):
                  f"cost CPU or rate (the A/B rows, docs/measurements.md).")
     return text
 
-
-def _part(prof, b, n, pp):
-    p = profile_at(prof, b, n)
-    c = pp(b, n)
-    return (p["shares"]["readiness (epoll, select, poll)"] +
-            p["shares"]["syscall entry and exit"]) / 100 * c[CPU]
