@@ -38,10 +38,33 @@ void Prepare(ursa_loop *loop, Tm *m, int id, Seen *seen) {
   m->seen = seen;
   m->t.loop = loop;
   m->t.cb = Record;
-  m->t.op.kind = URSA__OP_TIMER;
+  m->t.op.kind = URSA__KIND(timer);
 }
 
 class OpOnEachBackend : public ::testing::TestWithParam<ursa_backend> {};
+
+// The kinds each layer registers next to its code make one table without
+// gaps: every row has a name and a completion, and a kind number indexes
+// its own row.
+TEST(OpKinds, EveryRegisteredKindIsARowOfTheTable) {
+  unsigned n = ursa__op_kinds();
+  // The core's two and the socket layer's sixteen, at least: a row the
+  // linker dropped, or padding between rows, would break this count.
+  EXPECT_GE(n, 18u);
+  EXPECT_LT(n, 256u) << "op->kind is a byte";
+  EXPECT_EQ(0u, (uintptr_t)__start_ursa_ops % 32);
+  EXPECT_EQ(sizeof(ursa__op_type) * n,
+            (size_t)((const char *)__stop_ursa_ops -
+                     (const char *)__start_ursa_ops));
+  for (unsigned i = 0; i < n; i++) {
+    const ursa__op_type *t = &__start_ursa_ops[i];
+    ASSERT_NE(nullptr, t->name) << "row " << i;
+    EXPECT_NE(nullptr, t->complete) << t->name;
+  }
+  EXPECT_EQ(&ursa__op_timer, &__start_ursa_ops[URSA__KIND(timer)]);
+  EXPECT_STREQ("timer", __start_ursa_ops[URSA__KIND(timer)].name);
+  EXPECT_STREQ("read", __start_ursa_ops[URSA__KIND(post_wake)].name);
+}
 
 TEST_P(OpOnEachBackend, DeferredResultsRunFromTheLoopInOrderOnceEach) {
   ursa_loop_options o = t::OptionsFor(GetParam());
@@ -110,7 +133,7 @@ TEST_P(OpOnEachBackend, CancelFollowsTheOpsState) {
   EXPECT_EQ((std::vector<int>{-7, -ECANCELED}), seen.status);
   // An unknown kind is refused by ursa_cancel, not indexed.
   ursa_op bogus{};
-  bogus.kind = URSA__OP_KINDS;
+  bogus.kind = (uint8_t)ursa__op_kinds();
   bogus.state = URSA__INFLIGHT;
   EXPECT_EQ(-EINVAL, ursa_cancel(lp.get(), &bogus));
   lp.Finish();

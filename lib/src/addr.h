@@ -36,14 +36,8 @@ int ursa__socket_open(const struct sockaddr *addr, socklen_t len, int type,
                       unsigned opts, int backlog, ursa_sockfile *file)
     URSA__HIDDEN;
 
-/* resolve.c: the op kinds of ursa_resolve(), for the op table, and the
- * loop's resolver, freed with the loop (its threads may outlive it). */
-int ursa__resolve_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
-void ursa__resolve_complete(ursa_loop *, ursa_op *, int, uint32_t)
-    URSA__HIDDEN;
-void ursa__resolve_wake_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__resolve_wake_complete(ursa_loop *, ursa_op *, int, uint32_t)
-    URSA__HIDDEN;
+/* resolve.c: the loop's resolver, freed with the loop (its threads may
+ * outlive it). */
 void ursa__resolver_free(ursa_loop *loop) URSA__HIDDEN;
 
 #endif /* URSA_ADDR_H */

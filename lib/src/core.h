@@ -29,33 +29,6 @@ extern "C" { /* the layer tests are C++ */
 #define URSA__CONTAINER(ptr, type, member) \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Operation kinds: the index into ursa__op_table.  Numbered here, below
- * every layer that starts ops of a kind; wired to their code in ursa.c. */
-enum {
-  URSA__OP_NONE = 0,
-  URSA__OP_TIMER,
-  URSA__OP_ACCEPT,
-  URSA__OP_CONNECT,
-  URSA__OP_RECV,
-  URSA__OP_SEND,   /* a stream's send_op */
-  URSA__OP_WRITE,  /* a write request: only its deferred result */
-  URSA__OP_SHUTDOWN,
-  URSA__OP_CLOSE_STREAM,
-  URSA__OP_CLOSE_LISTENER,
-  URSA__OP_DRECV,
-  URSA__OP_DSEND,
-  URSA__OP_CLOSE_DGRAM,
-  URSA__OP_POLL,
-  URSA__OP_CLOSE_POLL,
-  URSA__OP_RESOLVE,      /* a resolve request: only its deferred result */
-  URSA__OP_RESOLVE_WAKE, /* the loop's poll of its resolver's eventfd */
-  URSA__OP_POST_WAKE,    /* the loop's read (epoll: poll) of its eventfd */
-  URSA__OP_HANDOFF_SEND, /* a MSG_RING moving a direct descriptor out */
-  URSA__OP_HANDOFF_ARRIVE, /* its completion on the target: not an op the
-                              target started, nor counts as active */
-  URSA__OP_KINDS
-};
-
 /* Operation states. */
 enum {
   URSA__IDLE = 0,  /* the caller's memory; nothing of ursa refers to it */
@@ -76,6 +49,13 @@ enum {
 #define URSA__F_ZC 0x40        /* a zero-copy send: a notification follows */
 #define URSA__F_BUNDLE 0x80    /* a recv armed as a bundle */
 
+/* An operation kind: what a completion of an op of this kind runs.  Each
+ * kind is a row that the layer owning it defines next to its code, with
+ * URSA__OP_TYPE(id); the linker gathers the rows into one table (the
+ * "ursa_ops" section), and an op's kind is its row's index there
+ * (URSA__KIND(id)).  The core numbers none of them: adding a kind touches
+ * only the file that defines it.  Every row is 32 bytes and 32-aligned,
+ * so the section is an array without gaps. */
 typedef struct ursa__op_type {
   const char *name;
   /* Fills op->nsqe SQEs, which the caller made sure are free. */
@@ -84,11 +64,38 @@ typedef struct ursa__op_type {
   void (*complete)(ursa_loop *loop, ursa_op *op, int res, uint32_t flags);
   /* ursa_cancel() of this kind, when it is not ursa__op_cancel(). */
   int (*cancel)(ursa_loop *loop, ursa_op *op);
-} ursa__op_type;
+} __attribute__((aligned(32))) ursa__op_type;
+URSA__STATIC_ASSERT(sizeof(ursa__op_type) == 32, "op rows pack the section");
 
-/* Defined by the top of the library (ursa.c), the one file that sees
- * every layer's ops; the core only indexes it. */
-extern const ursa__op_type ursa__op_table[URSA__OP_KINDS] URSA__HIDDEN;
+/* Defines (or, with extern, declares) the row of kind id. */
+#define URSA__OP_TYPE(id)                                       \
+  const ursa__op_type ursa__op_##id                             \
+      __attribute__((section("ursa_ops"), used)) URSA__HIDDEN
+#define URSA__OP_DECLARE(id) extern const ursa__op_type ursa__op_##id URSA__HIDDEN
+/* The table, as the linker bounds it. */
+extern const ursa__op_type __start_ursa_ops[] URSA__HIDDEN;
+extern const ursa__op_type __stop_ursa_ops[] URSA__HIDDEN;
+/* The kind number an op of kind id carries in op->kind. */
+#define URSA__KIND(id) ((uint8_t)(&ursa__op_##id - __start_ursa_ops))
+static inline const ursa__op_type *ursa__op_type_of(const ursa_op *op) {
+  return &__start_ursa_ops[op->kind];
+}
+static inline unsigned ursa__op_kinds(void) {
+  return (unsigned)(__stop_ursa_ops - __start_ursa_ops);
+}
+
+/* The core's own kinds. */
+URSA__OP_DECLARE(timer);
+URSA__OP_DECLARE(post_wake);
+
+/* A completion posted into this ring by another loop's request (a
+ * hand-off's MSG_RING: user_data has URSA__UD_ARRIVE); set by the layer
+ * that sends such requests before it sends one. */
+typedef void (*ursa__arrive_fn)(ursa_loop *loop, ursa_op *op, int res,
+                                uint32_t flags);
+void ursa__set_arrive(ursa__arrive_fn fn) URSA__HIDDEN;
+void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
+    URSA__HIDDEN;
 
 /* user_data values that are not ops (ops are pointers, never this small):
  * a wake-up another ring's MSG_RING posted into this one.  A MSG_RING this
@@ -271,9 +278,6 @@ int64_t ursa__timer_wait_ns(const ursa_loop *loop, uint64_t now_ns)
     URSA__HIDDEN;
 /* Calls back every timer due at loop->now_ns; returns how many. */
 unsigned ursa__run_timers(ursa_loop *loop) URSA__HIDDEN;
-/* A stopped timer's deferred result. */
-void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
-                          uint32_t flags) URSA__HIDDEN;
 
 /* Sets ursa_error_detail() and returns -EINVAL (or err). */
 int ursa__invalid(const char *fmt, ...) URSA__HIDDEN
@@ -301,9 +305,6 @@ void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) URSA__HIDDEN;
 /* Refuses posts from now on, waits for those in progress and calls back the
  * rest with -ECANCELED; closes the eventfd. */
 void ursa__post_shutdown(ursa_loop *loop) URSA__HIDDEN;
-void ursa__post_wake_prep(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
-void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
-                              uint32_t flags) URSA__HIDDEN;
 /* Before a closing or freed ring goes: hands every completion still in
  * it that belongs to another loop's request (a hand-off's arrival) to its
  * handler as -ECANCELED, and drops the rest. */

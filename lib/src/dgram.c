@@ -24,9 +24,9 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   d->fd = fd;
   d->loop = loop;
   d->flags = D_OPEN;
-  d->recv_op.kind = URSA__OP_DRECV;
+  d->recv_op.kind = URSA__KIND(drecv);
   d->recv_op.nsqe = 1;
-  ursa__handle_init(loop, &d->base, URSA__OP_CLOSE_DGRAM, URSA_HANDLE_DGRAM);
+  ursa__handle_init(loop, &d->base, URSA__KIND(close_dgram), URSA_HANDLE_DGRAM);
 }
 
 static int check_open(const ursa_dgram *d, const char *fn) {
@@ -122,7 +122,7 @@ int ursa_dgram_recv_stop(ursa_dgram *d) {
   return 0;
 }
 
-void ursa__drecv_prep(ursa_loop *loop, ursa_op *op) {
+static void drecv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_dgram *d = DGRAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   memset(&d->msg, 0, sizeof(d->msg));
@@ -192,7 +192,7 @@ static bool deliver(ursa_loop *loop, ursa_dgram *d, int res, char *buf,
   return true;
 }
 
-void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
+static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) {
   ursa_dgram *d = DGRAM_OF(op, recv_op);
   bool multishot = op->flags & URSA__F_MULTISHOT;
@@ -243,6 +243,12 @@ void ursa__drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   maybe_finish_close(d);
 }
 
+URSA__OP_TYPE(drecv) = {
+    .name = "recvmsg",
+    .prep = drecv_prep,
+    .complete = drecv_complete,
+};
+
 /* ---- send ---- */
 
 int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
@@ -260,7 +266,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
   }
   if (req->op.state != URSA__IDLE) return -EBUSY;
   if (d->base.closing) return -EBADF;
-  req->op.kind = URSA__OP_DSEND;
+  req->op.kind = URSA__KIND(dsend);
   req->op.nsqe = 1;
   req->op.flags = 0;
   req->dgram = d;
@@ -293,14 +299,14 @@ int ursa_dgram_send_active(const ursa_send_req *req) {
   return req && req->op.state != URSA__IDLE;
 }
 
-void ursa__dsend_prep(ursa_loop *loop, ursa_op *op) {
+static void dsend_prep(ursa_loop *loop, ursa_op *op) {
   ursa_send_req *req = (ursa_send_req *)op;
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_sendmsg(sqe, req->dgram->fd, &req->msg, MSG_NOSIGNAL);
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__dsend_complete(ursa_loop *loop, ursa_op *op, int res,
+static void dsend_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) {
   ursa_send_req *req = (ursa_send_req *)op;
   ursa_dgram *d = req->dgram;
@@ -322,6 +328,12 @@ void ursa__dsend_complete(ursa_loop *loop, ursa_op *op, int res,
   maybe_finish_close(d);
 }
 
+URSA__OP_TYPE(dsend) = {
+    .name = "sendmsg",
+    .prep = dsend_prep,
+    .complete = dsend_complete,
+};
+
 /* ---- close ---- */
 
 int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
@@ -338,12 +350,12 @@ int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
   return 0;
 }
 
-void ursa__dclose_prep(ursa_loop *loop, ursa_op *op) {
+static void dclose_prep(ursa_loop *loop, ursa_op *op) {
   ursa_dgram *d = DGRAM_OF(op, base.close_op);
   ursa__handle_prep_close(loop, &d->base, d->fd, -1);
 }
 
-void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
+static void dclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_dgram *d = DGRAM_OF(op, base.close_op);
   (void)res;
@@ -354,3 +366,9 @@ void ursa__dclose_complete(ursa_loop *loop, ursa_op *op, int res,
   d->flags = 0;
   if (!ursa__handle_close_all_note(loop, &d->base)) d->close_cb(d);
 }
+
+URSA__OP_TYPE(close_dgram) = {
+    .name = "close",
+    .prep = dclose_prep,
+    .complete = dclose_complete,
+};

@@ -62,9 +62,9 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->cb = cb;
   l->pending_fd = -1;
   l->flags = L_LISTENING;
-  l->accept_op.kind = URSA__OP_ACCEPT;
+  l->accept_op.kind = URSA__KIND(accept);
   l->accept_op.nsqe = 1;
-  ursa__handle_init(loop, &l->base, URSA__OP_CLOSE_LISTENER,
+  ursa__handle_init(loop, &l->base, URSA__KIND(close_listener),
                     URSA_HANDLE_LISTENER);
   l->base.nops = 1; /* the accept, or the back-off standing in for it */
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
@@ -128,171 +128,25 @@ int ursa_accept(ursa_listener *l, ursa_stream *client) {
   return 0;
 }
 
-#define H_SEQPACKET 1u
-#define H_UNIX 2u
+/* ---- for hand-offs (handoff.c) ---- */
 
-/* On the target's thread (or in its close, with -ECANCELED). */
-static void handoff_arrived(ursa_post_req *p, int status) {
-  ursa_handoff_req *req = URSA__CONTAINER(p, ursa_handoff_req, post);
-  int fd = req->fd;
-  req->fd = -1;
-  if (status < 0) {
-    close(fd);
-  } else {
-    *req->stream = (ursa_stream){0};
-    ursa__stream_init(req->target, req->stream, fd,
-                      (req->flags & H_SEQPACKET) != 0, false,
-                      (req->flags & H_UNIX) != 0);
-  }
-  req->cb(req, status);
-}
-
-/* ---- a direct descriptor's move: IORING_MSG_SEND_FD ----
- * Two completions end it, on two threads: the MSG_RING's on the accepting
- * loop (its request memory is in use until then) and the arrival on the
- * target (the slot the kernel gave it).  The request is the caller's, and
- * its callback may free it, so the callback waits for both: the one that
- * comes second finishes, on the target's thread (the accepting loop posts
- * to it when it is second). */
-
-/* The last part, on the target's thread: the stream opens there. */
-static void direct_finish(ursa_loop *target, ursa_handoff_req *req,
-                          int status) {
-  if (status < 0) {
-    free(req->peer);
-    req->peer = NULL;
-    req->cb(req, status);
-    return;
-  }
-  target->direct_used++; /* the kernel's allocation, counted here */
-  *req->stream = (ursa_stream){0};
-  ursa__stream_init(target, req->stream, req->slot,
-                    (req->flags & H_SEQPACKET) != 0, true,
-                    (req->flags & H_UNIX) != 0);
-  req->stream->direct_peer = req->peer;
-  req->peer = NULL;
-  req->cb(req, 0);
-}
-
-static bool last_part(ursa_handoff_req *req) {
-  return __atomic_sub_fetch(&req->parts, 1, __ATOMIC_ACQ_REL) == 0;
-}
-
-/* Posted by the accepting loop when it came second, or failed. */
-static void direct_posted(ursa_post_req *p, int status) {
-  ursa_handoff_req *req = URSA__CONTAINER(p, ursa_handoff_req, post);
-  direct_finish(req->target, req, status < 0 ? -ECANCELED : req->err);
-}
-
-void ursa__handoff_arrive_complete(ursa_loop *loop, ursa_op *op, int res,
-                                   uint32_t flags) {
-  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, arrive_op);
-  (void)flags;
-  /* The request was filled on the accepting loop's thread: the kernel
-   * orders it before this completion, the acquire says so to tools that
-   * cannot see through the ring. */
-  (void)__atomic_load_n(&req->parts, __ATOMIC_ACQUIRE);
-  if (res >= 0)
-    req->slot = res;
-  else
-    req->err = res; /* -ECANCELED: the target closed with it in its ring */
-  if (last_part(req)) direct_finish(loop, req, req->err);
-}
-
-void ursa__handoff_send_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, send_op);
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_rw(IORING_OP_MSG_RING, sqe, req->target->ring.ring_fd,
-                   (void *)(uintptr_t)IORING_MSG_SEND_FD, 0,
-                   (uint64_t)(uintptr_t)&req->arrive_op | URSA__UD_ARRIVE);
-  sqe->addr3 = (uint64_t)(unsigned)req->fd;
-  sqe->file_index = IORING_FILE_INDEX_ALLOC;
-  io_uring_sqe_set_data(sqe, op);
-}
-
-void ursa__handoff_send_complete(ursa_loop *loop, ursa_op *op, int res,
-                                 uint32_t flags) {
-  ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, send_op);
-  ursa_loop *target = req->target;
-  (void)flags;
-  ursa__op_done(loop, op);
-  /* Moved or not, this ring's slot goes: the socket lives on in the
-   * target's table, or closes. */
-  ursa__direct_release(loop, req->fd);
-  req->fd = -1;
-  /* Failed: no arrival will come, this is the only part. */
-  if (res < 0) req->err = res;
-  if (res < 0 || last_part(req)) {
-    if (ursa_post(target, &req->post, direct_posted) < 0) {
-      /* The target is closing: a slot it got goes with its ring. */
-      free(req->peer);
-      req->peer = NULL;
-      req->cb(req, -ECANCELED);
-    }
-  }
-  ursa_loop_release(target);
-}
-
-static int handoff_direct(ursa_listener *l, ursa_loop *target,
-                          ursa_handoff_req *req, ursa_handoff_cb cb) {
-  ursa_loop *src = l->loop;
-  if (target->backend != URSA_BACKEND_URING || !target->direct_files ||
-      !(src->used & URSA_FEAT_MSG_RING))
-    return ursa__refuse(-EOPNOTSUPP, "ursa_accept_handoff: a direct "
-                        "descriptor moves only by MSG_RING into an io_uring "
-                        "loop with direct_files");
-  if (__atomic_load_n(&target->post_closing, __ATOMIC_SEQ_CST))
-    return ursa__refuse(-ESHUTDOWN, "ursa_accept_handoff: the target loop "
-                        "is closing");
-  struct ursa__peer *peer = make_peer(l);
-  if (!peer) return -ENOMEM;
-  req->target = target;
-  req->cb = cb;
-  req->fd = l->pending_fd;
-  req->slot = -1;
-  req->err = 0;
-  req->peer = peer;
-  req->flags = ((l->flags & L_SEQPACKET) ? H_SEQPACKET : 0) |
-               ((l->flags & L_UNIX) ? H_UNIX : 0);
-  req->send_op = (ursa_op){0};
-  req->send_op.kind = URSA__OP_HANDOFF_SEND;
-  req->send_op.nsqe = 1;
-  req->arrive_op = (ursa_op){0};
-  req->arrive_op.kind = URSA__OP_HANDOFF_ARRIVE;
-  ursa_loop_retain(target); /* until the MSG_RING's completion */
-  __atomic_store_n(&req->parts, 2, __ATOMIC_RELEASE); /* all of it filled */
-  ursa__op_submit(src, &req->send_op);
-  l->pending_fd = -1;
-  return 0;
-}
-
-int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
-                        ursa_handoff_req *req, ursa_handoff_cb cb) {
-  if (!l || !target || !req || !req->stream || !cb)
-    return ursa__invalid("ursa_accept_handoff: NULL %s",
-                         !l ? "listener" : !target ? "target loop"
-                         : !req ? "request" : !cb ? "callback"
-                                : "req->stream");
+int ursa__listener_take(ursa_listener *l, const char *fn, int *fd,
+                        uint32_t *hflags, struct ursa__peer **peer) {
   if (!(l->flags & L_IN_CALLBACK) || l->pending_fd < 0)
-    return ursa__invalid(
-        "ursa_accept_handoff: no connection waiting (call it from the "
-        "connection callback with status 0)");
-  if (__atomic_load_n(&req->post.busy, __ATOMIC_ACQUIRE))
-    return ursa__refuse(-EBUSY, "ursa_accept_handoff: the request is still "
-                        "in flight");
-  if (l->flags & L_DIRECT) return handoff_direct(l, target, req, cb);
-  req->target = target;
-  req->cb = cb;
-  req->fd = l->pending_fd;
-  req->flags = ((l->flags & L_SEQPACKET) ? H_SEQPACKET : 0) |
-               ((l->flags & L_UNIX) ? H_UNIX : 0);
-  int r = ursa_post(target, &req->post, handoff_arrived);
-  if (r < 0) return r; /* the listener still owns the connection */
-  l->pending_fd = -1;
+    return ursa__invalid("%s: no connection waiting (call it from the "
+                         "connection callback with status 0)", fn);
+  *fd = l->pending_fd;
+  *hflags = ((l->flags & L_SEQPACKET) ? URSA__H_SEQPACKET : 0) |
+            ((l->flags & L_UNIX) ? URSA__H_UNIX : 0) |
+            ((l->flags & L_DIRECT) ? URSA__H_DIRECT : 0);
+  if (peer && (l->flags & L_DIRECT) && !(*peer = make_peer(l)))
+    return -ENOMEM;
   return 0;
 }
 
-void ursa__accept_prep(ursa_loop *loop, ursa_op *op) {
+void ursa__listener_taken(ursa_listener *l) { l->pending_fd = -1; }
+
+static void accept_prep(ursa_loop *loop, ursa_op *op) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   bool multi = (loop->used & URSA_FEAT_MULTISHOT_ACCEPT) &&
@@ -373,7 +227,7 @@ static bool transient(int err) {
   }
 }
 
-void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
+static void accept_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   bool more = flags & IORING_CQE_F_MORE;
@@ -425,6 +279,12 @@ void ursa__accept_complete(ursa_loop *loop, ursa_op *op, int res,
   maybe_finish_close(l);
 }
 
+URSA__OP_TYPE(accept) = {
+    .name = "accept",
+    .prep = accept_prep,
+    .complete = accept_complete,
+};
+
 static void backoff_cb(ursa_timer *t, int status) {
   ursa_listener *l = URSA__CONTAINER(t, ursa_listener, backoff);
   (void)status;
@@ -452,12 +312,12 @@ int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
   return 0;
 }
 
-void ursa__lclose_prep(ursa_loop *loop, ursa_op *op) {
+static void lclose_prep(ursa_loop *loop, ursa_op *op) {
   ursa_listener *l = LISTENER_OF(op, base.close_op);
   ursa__handle_prep_close(loop, &l->base, l->fd, -1);
 }
 
-void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
+static void lclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_listener *l = LISTENER_OF(op, base.close_op);
   (void)res;
@@ -468,3 +328,9 @@ void ursa__lclose_complete(ursa_loop *loop, ursa_op *op, int res,
   l->flags = 0;
   if (!ursa__handle_close_all_note(loop, &l->base)) l->close_cb(l);
 }
+
+URSA__OP_TYPE(close_listener) = {
+    .name = "close",
+    .prep = lclose_prep,
+    .complete = lclose_complete,
+};

@@ -57,13 +57,11 @@ static unsigned reap(ursa_loop *loop) {
         continue;
       }
       if (got[i].ud & URSA__UD_ARRIVE) {
-        ursa__op_table[URSA__OP_HANDOFF_ARRIVE].complete(
-            loop, (ursa_op *)(uintptr_t)(got[i].ud & ~(uint64_t)7),
-            got[i].res, got[i].flags);
+        ursa__arrive(loop, got[i].ud, got[i].res, got[i].flags);
         continue;
       }
       ursa_op *op = (ursa_op *)(uintptr_t)got[i].ud;
-      ursa__op_table[op->kind].complete(loop, op, got[i].res, got[i].flags);
+      ursa__op_type_of(op)->complete(loop, op, got[i].res, got[i].flags);
     }
     total += n;
     if (n < REAP_BATCH) break;

@@ -88,7 +88,7 @@ static void start(ursa_loop *loop, ursa_op *op) {
   /* Behind anything already waiting, so ops reach the kernel in order. */
   if (!loop->wait_head && ursa__sq_reserve(loop, op->nsqe)) {
     op->state = URSA__INFLIGHT;
-    ursa__op_table[op->kind].prep(loop, op);
+    ursa__op_type_of(op)->prep(loop, op);
     return;
   }
   loop->stats.sq_full++;
@@ -122,7 +122,7 @@ void ursa__flush_waiting(ursa_loop *loop) {
   while (loop->wait_head && ursa__sq_reserve(loop, loop->wait_head->nsqe)) {
     ursa_op *op = list_pop(&loop->wait_head, &loop->wait_tail);
     op->state = URSA__INFLIGHT;
-    ursa__op_table[op->kind].prep(loop, op);
+    ursa__op_type_of(op)->prep(loop, op);
   }
 }
 
@@ -162,9 +162,10 @@ int ursa__op_cancel(ursa_loop *loop, ursa_op *op) {
 
 int ursa_cancel(ursa_loop *loop, ursa_op *op) {
   if (!loop || !op) return ursa__invalid("ursa_cancel: NULL %s", op ? "loop" : "op");
-  if (op->kind >= URSA__OP_KINDS)
+  if (op->kind >= ursa__op_kinds())
     return ursa__invalid("ursa_cancel: op kind %u is unknown", op->kind);
-  const ursa__op_type *t = &ursa__op_table[op->kind];
+  if (op->state == URSA__IDLE) return -ENOENT; /* never started, or done */
+  const ursa__op_type *t = ursa__op_type_of(op);
   return t->cancel ? t->cancel(loop, op) : ursa__op_cancel(loop, op);
 }
 
@@ -191,7 +192,7 @@ unsigned ursa__run_pending(ursa_loop *loop) {
   while (loop->pend_head) {
     ursa_op *op = list_pop(&loop->pend_head, &loop->pend_tail);
     bool last = op == tail;
-    ursa__op_table[op->kind].complete(loop, op, op->res, 0);
+    ursa__op_type_of(op)->complete(loop, op, op->res, 0);
     n++;
     if (last) break;
   }

@@ -61,13 +61,13 @@ int ursa__post_init(ursa_loop *loop, unsigned cells) {
     free(loop->cells);
     return e;
   }
-  loop->post_wake.kind = URSA__OP_POST_WAKE;
+  loop->post_wake.kind = URSA__KIND(post_wake);
   loop->post_wake.nsqe = 1;
   arm(loop);
   return 0;
 }
 
-void ursa__post_wake_prep(ursa_loop *loop, ursa_op *op) {
+static void post_wake_prep(ursa_loop *loop, ursa_op *op) {
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   if (loop->backend == URSA_BACKEND_URING)
     io_uring_prep_read(sqe, loop->post_efd, &loop->post_val,
@@ -259,8 +259,8 @@ unsigned ursa__post_run(ursa_loop *loop) {
   return n;
 }
 
-void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
-                              uint32_t flags) {
+static void post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
+                               uint32_t flags) {
   (void)flags;
   op->state = URSA__IDLE;
   op->flags = 0;
@@ -271,6 +271,24 @@ void ursa__post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)res; /* whatever it was, the stack is what tells */
   ursa__post_run(loop);
   arm(loop);
+}
+
+URSA__OP_TYPE(post_wake) = {
+    .name = "read",
+    .prep = post_wake_prep,
+    .complete = post_wake_complete,
+};
+
+/* Another loop's request arriving: its layer says how to finish it. */
+static ursa__arrive_fn arrive_fn;
+
+void ursa__set_arrive(ursa__arrive_fn fn) {
+  __atomic_store_n(&arrive_fn, fn, __ATOMIC_RELAXED);
+}
+
+void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
+  ursa__arrive_fn fn = __atomic_load_n(&arrive_fn, __ATOMIC_RELAXED);
+  if (fn) fn(loop, (ursa_op *)(uintptr_t)(ud & ~(uint64_t)7), res, flags);
 }
 
 static void final_free(ursa_loop *loop) {
@@ -317,8 +335,7 @@ void ursa__drain_for_close(ursa_loop *loop) {
     if (ud & URSA__UD_SENT_WAKE) {
       ursa__post_cqe(loop, ud, cqe->res);
     } else if (ud != LIBURING_UDATA_TIMEOUT && (ud & URSA__UD_ARRIVE)) {
-      ursa__op_table[URSA__OP_HANDOFF_ARRIVE].complete(
-          loop, (ursa_op *)(uintptr_t)(ud & ~(uint64_t)7), -ECANCELED, 0);
+      ursa__arrive(loop, ud, -ECANCELED, 0);
     }
   }
   io_uring_cq_advance(&loop->ring, n);

@@ -19,6 +19,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+URSA__OP_DECLARE(resolve);
+URSA__OP_DECLARE(resolve_wake);
+
 struct ursa__job {
   struct ursa__job *next; /* the pool's queue, then the done list */
   struct ursa__resolver *r;
@@ -202,7 +205,7 @@ static struct ursa__resolver *resolver(ursa_loop *loop) {
     return NULL;
   }
   r->loop = loop;
-  r->wake.kind = URSA__OP_RESOLVE_WAKE;
+  r->wake.kind = URSA__KIND(resolve_wake);
   r->wake.nsqe = 1;
   loop->resolver = r;
   return r;
@@ -249,7 +252,7 @@ int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req, const char *host,
   req->loop = loop;
   req->job = j;
   req->cb = cb;
-  req->op.kind = URSA__OP_RESOLVE;
+  req->op.kind = URSA__KIND(resolve);
   req->op.flags = 0;
   req->op.state = URSA__QUEUED; /* with its thread */
   loop->active++;
@@ -264,7 +267,7 @@ static void one_less(ursa_loop *loop, struct ursa__resolver *r) {
   if (--r->outstanding == 0) ursa__op_cancel(loop, &r->wake);
 }
 
-int ursa__resolve_cancel(ursa_loop *loop, ursa_op *op) {
+static int resolve_cancel(ursa_loop *loop, ursa_op *op) {
   ursa_resolve_req *req = (ursa_resolve_req *)op;
   if (op->state == URSA__IDLE) return -ENOENT;
   if (op->state == URSA__PENDING) return -EALREADY;
@@ -279,11 +282,11 @@ int ursa__resolve_cancel(ursa_loop *loop, ursa_op *op) {
 int ursa_resolve_cancel(ursa_resolve_req *req) {
   if (!req) return ursa__invalid("ursa_resolve_cancel: NULL request");
   if (req->op.state == URSA__IDLE) return -ENOENT;
-  return ursa__resolve_cancel(req->loop, &req->op);
+  return resolve_cancel(req->loop, &req->op);
 }
 
 /* A cancelled request's deferred result. */
-void ursa__resolve_complete(ursa_loop *loop, ursa_op *op, int res,
+static void resolve_complete(ursa_loop *loop, ursa_op *op, int res,
                             uint32_t flags) {
   ursa_resolve_req *req = (ursa_resolve_req *)op;
   (void)flags;
@@ -291,14 +294,20 @@ void ursa__resolve_complete(ursa_loop *loop, ursa_op *op, int res,
   req->cb(req, res, NULL, 0);
 }
 
-void ursa__resolve_wake_prep(ursa_loop *loop, ursa_op *op) {
+URSA__OP_TYPE(resolve) = {
+    .name = "resolve",
+    .complete = resolve_complete,
+    .cancel = resolve_cancel,
+};
+
+static void resolve_wake_prep(ursa_loop *loop, ursa_op *op) {
   struct ursa__resolver *r = URSA__CONTAINER(op, struct ursa__resolver, wake);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_poll_add(sqe, r->efd, POLLIN);
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__resolve_wake_complete(ursa_loop *loop, ursa_op *op, int res,
+static void resolve_wake_complete(ursa_loop *loop, ursa_op *op, int res,
                                  uint32_t flags) {
   struct ursa__resolver *r = URSA__CONTAINER(op, struct ursa__resolver, wake);
   (void)res;
@@ -334,6 +343,12 @@ void ursa__resolve_wake_complete(ursa_loop *loop, ursa_op *op, int res,
   if (r->outstanding && r->wake.state == URSA__IDLE)
     ursa__op_submit(loop, &r->wake);
 }
+
+URSA__OP_TYPE(resolve_wake) = {
+    .name = "poll",
+    .prep = resolve_wake_prep,
+    .complete = resolve_wake_complete,
+};
 
 void ursa__resolver_free(ursa_loop *loop) {
   struct ursa__resolver *r = loop->resolver;

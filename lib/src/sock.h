@@ -9,39 +9,22 @@
 
 #include <errno.h>
 
-void ursa__handoff_send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__handoff_send_complete(ursa_loop *, ursa_op *, int,
-                                 uint32_t) URSA__HIDDEN;
-void ursa__handoff_arrive_complete(ursa_loop *, ursa_op *, int,
-                                   uint32_t) URSA__HIDDEN;
-void ursa__accept_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__accept_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__lclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__lclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__connect_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__connect_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__recv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__recv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__send_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__send_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__write_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__shutdown_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__shutdown_complete(ursa_loop *, ursa_op *, int, uint32_t)
-    URSA__HIDDEN;
-void ursa__sclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__sclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-/* Cancels a write (the SEND kind of ursa_cancel). */
-int ursa__write_cancel(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
-void ursa__drecv_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__drecv_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__dsend_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__dsend_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__dclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__dclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__poll_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__poll_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
-void ursa__pclose_prep(ursa_loop *, ursa_op *) URSA__HIDDEN;
-void ursa__pclose_complete(ursa_loop *, ursa_op *, int, uint32_t) URSA__HIDDEN;
+/* The layer's op kinds (each row is defined beside its code). */
+URSA__OP_DECLARE(recv);
+URSA__OP_DECLARE(connect);
+URSA__OP_DECLARE(write);
+URSA__OP_DECLARE(dsend);
+URSA__OP_DECLARE(send);
+URSA__OP_DECLARE(shutdown);
+URSA__OP_DECLARE(close_stream);
+URSA__OP_DECLARE(drecv);
+URSA__OP_DECLARE(close_dgram);
+URSA__OP_DECLARE(accept);
+URSA__OP_DECLARE(close_listener);
+URSA__OP_DECLARE(poll);
+URSA__OP_DECLARE(close_poll);
+URSA__OP_DECLARE(handoff_send);
+
 /* Prepares a stream for an open fd (accept, connect, open); fd is a
  * direct-descriptor slot when direct is set, local marks AF_UNIX. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
@@ -55,6 +38,19 @@ struct ursa__peer {
                           address is a wildcard */
   char bytes[];        /* as long as the two need (24 for IPv4 peers) */
 };
+
+/* listener.c, for handoff.c: the connection waiting in the listener's
+ * callback (its descriptor, or its direct slot), what kind of stream it
+ * makes (URSA__H_*), and for a direct one its addresses (malloc'd, when
+ * peer is given).  -EINVAL (named for fn) when none waits, -ENOMEM. */
+#define URSA__H_SEQPACKET 1u
+#define URSA__H_UNIX 2u
+#define URSA__H_DIRECT 4u
+int ursa__listener_take(ursa_listener *l, const char *fn, int *fd,
+                        uint32_t *hflags, struct ursa__peer **peer)
+    URSA__HIDDEN;
+/* The connection went elsewhere: the listener no longer holds it. */
+void ursa__listener_taken(ursa_listener *l) URSA__HIDDEN;
 
 /* handle.c: the one close path every handle shares.  A handle counts on
  * the loop from init to its close op's completion; its close waits until

@@ -22,12 +22,12 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   /* A Unix socket has no zero-copy path: the kernel would refuse each. */
   s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0) | (direct ? S_DIRECT : 0) |
              (local ? S_NO_ZC : 0);
-  s->recv_op.kind = URSA__OP_RECV;
+  s->recv_op.kind = URSA__KIND(recv);
   s->recv_op.nsqe = 1;
-  s->shutdown_op.kind = URSA__OP_SHUTDOWN;
+  s->shutdown_op.kind = URSA__KIND(shutdown);
   s->shutdown_op.nsqe = 1;
-  s->send_op.kind = URSA__OP_SEND;
-  ursa__handle_init(loop, &s->base, URSA__OP_CLOSE_STREAM, URSA_HANDLE_STREAM);
+  s->send_op.kind = URSA__KIND(send);
+  ursa__handle_init(loop, &s->base, URSA__KIND(close_stream), URSA_HANDLE_STREAM);
 }
 
 int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
@@ -162,7 +162,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   cx->len = addrlen;
   cx->s = s;
   cx->cb = cb;
-  cx->op.kind = URSA__OP_CONNECT;
+  cx->op.kind = URSA__KIND(connect);
   cx->op.nsqe = timeout_ms ? 2 : 1;
   ursa__ms_to_ts(timeout_ms, &cx->ts);
   s->connecting = cx;
@@ -170,7 +170,7 @@ int ursa_connect(ursa_loop *loop, ursa_stream *s, const struct sockaddr *addr,
   return 0;
 }
 
-void ursa__connect_prep(ursa_loop *loop, ursa_op *op) {
+static void connect_prep(ursa_loop *loop, ursa_op *op) {
   struct ursa__connecting *cx = (struct ursa__connecting *)op;
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_connect(sqe, cx->s->fd, (struct sockaddr *)&cx->peer,
@@ -185,7 +185,7 @@ void ursa__connect_prep(ursa_loop *loop, ursa_op *op) {
   }
 }
 
-void ursa__connect_complete(ursa_loop *loop, ursa_op *op, int res,
+static void connect_complete(ursa_loop *loop, ursa_op *op, int res,
                             uint32_t flags) {
   struct ursa__connecting *cx = (struct ursa__connecting *)op;
   ursa_stream *s = cx->s;
@@ -200,6 +200,12 @@ void ursa__connect_complete(ursa_loop *loop, ursa_op *op, int res,
   cb(s, status);
   maybe_finish_close(s);
 }
+
+URSA__OP_TYPE(connect) = {
+    .name = "connect",
+    .prep = connect_prep,
+    .complete = connect_complete,
+};
 
 /* ---- shutdown ---- */
 
@@ -216,7 +222,7 @@ int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
   return 0;
 }
 
-void ursa__shutdown_prep(ursa_loop *loop, ursa_op *op) {
+static void shutdown_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, shutdown_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
@@ -224,7 +230,7 @@ void ursa__shutdown_prep(ursa_loop *loop, ursa_op *op) {
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__shutdown_complete(ursa_loop *loop, ursa_op *op, int res,
+static void shutdown_complete(ursa_loop *loop, ursa_op *op, int res,
                              uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, shutdown_op);
   (void)flags;
@@ -233,6 +239,12 @@ void ursa__shutdown_complete(ursa_loop *loop, ursa_op *op, int res,
   s->shutdown_cb(s, res);
   maybe_finish_close(s);
 }
+
+URSA__OP_TYPE(shutdown) = {
+    .name = "shutdown",
+    .prep = shutdown_prep,
+    .complete = shutdown_complete,
+};
 
 /* ---- close ---- */
 
@@ -260,13 +272,13 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   return 0;
 }
 
-void ursa__sclose_prep(ursa_loop *loop, ursa_op *op) {
+static void sclose_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, base.close_op);
   ursa__handle_prep_close(loop, &s->base, s->fd,
                           (s->flags & S_DIRECT) ? s->slot : -1);
 }
 
-void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
+static void sclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, base.close_op);
   (void)flags;
@@ -283,3 +295,9 @@ void ursa__sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   if (!ursa__handle_close_all_note(loop, &s->base))
     s->close_cb(s); /* the last touch: it may free s */
 }
+
+URSA__OP_TYPE(close_stream) = {
+    .name = "close",
+    .prep = sclose_prep,
+    .complete = sclose_complete,
+};

@@ -15,7 +15,7 @@ static void read_timer_cb(ursa_timer *t, int status);
 /* ---- receive ---- */
 
 static void start_read_timer(ursa_stream *s, uint64_t ms) {
-  s->read_timer->t.op.kind = URSA__OP_TIMER;
+  s->read_timer->t.op.kind = URSA__KIND(timer);
   s->base.nops++;
   ursa_timer_start(s->loop, &s->read_timer->t, ms, 0, read_timer_cb);
 }
@@ -102,7 +102,7 @@ static ursa__bufring *recv_ring(ursa_loop *loop, const ursa_stream *s) {
   return (s->flags & S_SEQPACKET) ? &loop->bufs->rings[0] : loop->bufs->sring;
 }
 
-void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
+static void recv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   /* MSG_TRUNC on a seqpacket socket returns a message's whole length, so a
@@ -130,7 +130,7 @@ void ursa__recv_prep(ursa_loop *loop, ursa_op *op) {
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
+static void recv_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, recv_op);
   if (flags & IORING_CQE_F_BUFFER) {
@@ -209,6 +209,12 @@ void ursa__recv_complete(ursa_loop *loop, ursa_op *op, int res,
   }
   maybe_finish_close(s);
 }
+
+URSA__OP_TYPE(recv) = {
+    .name = "recv",
+    .prep = recv_prep,
+    .complete = recv_complete,
+};
 
 /* ---- watermarks ---- */
 

@@ -180,7 +180,7 @@ static int queue_write(ursa_write_req *w, ursa_stream *s,
   if (s->base.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
-  w->op.kind = URSA__OP_WRITE;
+  w->op.kind = URSA__KIND(write);
   w->op.nsqe = timeout_ms ? 2 : 1; /* 2: sent alone, with a linked timeout */
   w->op.flags = 0;
   w->op.state = URSA__QUEUED;
@@ -280,10 +280,12 @@ void ursa__stream_check_writable(ursa_stream *s) {
   if (s->writable_cb) s->writable_cb(s);
 }
 
+static int write_cancel(ursa_loop *loop, ursa_op *op);
+
 int ursa_write_cancel(ursa_write_req *w) {
   if (!w) return ursa__invalid("ursa_write_cancel: NULL request");
   if (w->op.state == URSA__IDLE) return -ENOENT;
-  return ursa__write_cancel(w->stream->loop, &w->op);
+  return write_cancel(w->stream->loop, &w->op);
 }
 
 int ursa_write_active(const ursa_write_req *w) {
@@ -294,7 +296,7 @@ size_t ursa_write_queue_size(const ursa_stream *s) {
   return s ? s->wq_bytes : 0;
 }
 
-int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
+static int write_cancel(ursa_loop *loop, ursa_op *op) {
   ursa_write_req *w = (ursa_write_req *)op;
   if (op->state == URSA__IDLE) return -ENOENT;
   if (op->state == URSA__PENDING) return -EALREADY;
@@ -313,7 +315,7 @@ int ursa__write_cancel(ursa_loop *loop, ursa_op *op) {
   return 0;
 }
 
-void ursa__send_prep(ursa_loop *loop, ursa_op *op) {
+static void send_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, send_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
@@ -440,7 +442,7 @@ static int take_failed(ursa_stream *s, int status, ursa_write_req **failed) {
   return status;
 }
 
-void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
+static void send_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_stream *s = STREAM_OF(op, send_op);
   if ((op->flags & URSA__F_ZC) && !zc_result(loop, s, op, &res, flags))
@@ -486,9 +488,15 @@ void ursa__send_complete(ursa_loop *loop, ursa_op *op, int res,
   maybe_finish_close(s);
 }
 
+URSA__OP_TYPE(send) = {
+    .name = "send",
+    .prep = send_prep,
+    .complete = send_complete,
+};
+
 /* A write's result that came from ursa, not the kernel (cancelled while
  * queued, or failed by close). */
-void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
+static void write_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) {
   ursa_write_req *w = (ursa_write_req *)op;
   ursa_stream *s = w->stream;
@@ -501,6 +509,12 @@ void ursa__write_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa__stream_maybe_shutdown(s);
   maybe_finish_close(s);
 }
+
+URSA__OP_TYPE(write) = {
+    .name = "write",
+    .complete = write_complete,
+    .cancel = write_cancel,
+};
 
 /* shutdown(2) here and now: 0 or -errno, or 1 when it cannot be done here
  * (a direct descriptor on a kernel without FIXED_FD_INSTALL). */

@@ -115,13 +115,15 @@ unsigned ursa__run_timers(ursa_loop *loop) {
 }
 
 /* A stopped timer's result, from the pending list. */
-void ursa__timer_complete(ursa_loop *loop, ursa_op *op, int res,
+static void timer_complete(ursa_loop *loop, ursa_op *op, int res,
                           uint32_t flags) {
   ursa_timer *t = (ursa_timer *)op;
   (void)flags;
   ursa__op_done(loop, op);
   t->cb(t, res);
 }
+
+URSA__OP_TYPE(timer) = {.name = "timer", .complete = timer_complete};
 
 int ursa_timer_start(ursa_loop *loop, ursa_timer *t, uint64_t timeout_ms,
                      uint64_t repeat_ms, ursa_timer_cb cb) {
@@ -138,7 +140,7 @@ int ursa_timer_start(ursa_loop *loop, ursa_timer *t, uint64_t timeout_ms,
   t->cb = cb;
   t->repeat_ms = repeat_ms;
   t->due_ns = now + span;
-  t->op.kind = URSA__OP_TIMER;
+  t->op.kind = URSA__KIND(timer);
   t->op.nsqe = 0;
   t->op.flags = 0;
   t->op.state = URSA__ARMED;

@@ -1,7 +1,5 @@
 /* ursa.c - the top of the library, the one file that sees every layer:
- * the op table (each kind's prep, complete and cancel, as the kernel's
- * opdef.c lists its ops), and making and freeing a loop, which sets up
- * every layer's part of it. */
+ * making and freeing a loop, which sets up every layer's part of it. */
 #include "sock.h"
 
 #include <errno.h>
@@ -11,40 +9,6 @@
 #include <unistd.h>
 
 #define MAX_ENTRIES 32768u
-
-const ursa__op_type ursa__op_table[URSA__OP_KINDS] = {
-    [URSA__OP_TIMER] = {"timer", NULL, ursa__timer_complete},
-    [URSA__OP_ACCEPT] = {"accept", ursa__accept_prep, ursa__accept_complete},
-    [URSA__OP_CONNECT] = {"connect", ursa__connect_prep,
-                          ursa__connect_complete},
-    [URSA__OP_RECV] = {"recv", ursa__recv_prep, ursa__recv_complete},
-    [URSA__OP_SEND] = {"send", ursa__send_prep, ursa__send_complete},
-    [URSA__OP_WRITE] = {"write", NULL, ursa__write_complete,
-                        ursa__write_cancel},
-    [URSA__OP_SHUTDOWN] = {"shutdown", ursa__shutdown_prep,
-                           ursa__shutdown_complete},
-    [URSA__OP_CLOSE_STREAM] = {"close", ursa__sclose_prep,
-                               ursa__sclose_complete},
-    [URSA__OP_CLOSE_LISTENER] = {"close", ursa__lclose_prep,
-                                 ursa__lclose_complete},
-    [URSA__OP_DRECV] = {"recvmsg", ursa__drecv_prep, ursa__drecv_complete},
-    [URSA__OP_DSEND] = {"sendmsg", ursa__dsend_prep, ursa__dsend_complete},
-    [URSA__OP_CLOSE_DGRAM] = {"close", ursa__dclose_prep,
-                              ursa__dclose_complete},
-    [URSA__OP_POLL] = {"poll", ursa__poll_prep, ursa__poll_complete},
-    [URSA__OP_CLOSE_POLL] = {"close", ursa__pclose_prep,
-                             ursa__pclose_complete},
-    [URSA__OP_RESOLVE] = {"resolve", NULL, ursa__resolve_complete,
-                          ursa__resolve_cancel},
-    [URSA__OP_RESOLVE_WAKE] = {"poll", ursa__resolve_wake_prep,
-                               ursa__resolve_wake_complete},
-    [URSA__OP_POST_WAKE] = {"read", ursa__post_wake_prep,
-                            ursa__post_wake_complete},
-    [URSA__OP_HANDOFF_SEND] = {"msg_ring", ursa__handoff_send_prep,
-                               ursa__handoff_send_complete},
-    [URSA__OP_HANDOFF_ARRIVE] = {"handoff", NULL,
-                                 ursa__handoff_arrive_complete},
-};
 
 static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   memset(o, 0, sizeof(*o));

@@ -31,9 +31,9 @@ int ursa_poll_open(ursa_loop *loop, ursa_poll *p, int fd) {
   p->fd = fd;
   p->loop = loop;
   p->flags = P_OPEN;
-  p->poll_op.kind = URSA__OP_POLL;
+  p->poll_op.kind = URSA__KIND(poll);
   p->poll_op.nsqe = 1;
-  ursa__handle_init(loop, &p->base, URSA__OP_CLOSE_POLL, URSA_HANDLE_POLL);
+  ursa__handle_init(loop, &p->base, URSA__KIND(close_poll), URSA_HANDLE_POLL);
   return 0;
 }
 
@@ -76,7 +76,7 @@ int ursa_poll_close(ursa_poll *p, ursa_poll_close_cb cb) {
   return 0;
 }
 
-void ursa__poll_prep(ursa_loop *loop, ursa_op *op) {
+static void poll_prep(ursa_loop *loop, ursa_op *op) {
   ursa_poll *p = POLL_OF(op, poll_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   unsigned mask = ((p->events & URSA_READABLE) ? POLLIN : 0) |
@@ -86,7 +86,7 @@ void ursa__poll_prep(ursa_loop *loop, ursa_op *op) {
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__poll_complete(ursa_loop *loop, ursa_op *op, int res,
+static void poll_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_poll *p = POLL_OF(op, poll_op);
   bool watching = (p->flags & P_WATCHING) && !p->base.closing;
@@ -116,15 +116,21 @@ void ursa__poll_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa__handle_maybe_close(loop, &p->base);
 }
 
+URSA__OP_TYPE(poll) = {
+    .name = "poll",
+    .prep = poll_prep,
+    .complete = poll_complete,
+};
+
 /* The watcher's close op closes nothing (the descriptor is the caller's):
  * a NOP completes it in order with the rest. */
-void ursa__pclose_prep(ursa_loop *loop, ursa_op *op) {
+static void pclose_prep(ursa_loop *loop, ursa_op *op) {
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   io_uring_prep_nop(sqe);
   io_uring_sqe_set_data(sqe, op);
 }
 
-void ursa__pclose_complete(ursa_loop *loop, ursa_op *op, int res,
+static void pclose_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_poll *p = POLL_OF(op, base.close_op);
   (void)res;
@@ -136,6 +142,12 @@ void ursa__pclose_complete(ursa_loop *loop, ursa_op *op, int res,
       !ursa__handle_close_all_note(loop, &p->base))
     p->close_cb(p); /* the last touch: it may free p */
 }
+
+URSA__OP_TYPE(close_poll) = {
+    .name = "close",
+    .prep = pclose_prep,
+    .complete = pclose_complete,
+};
 
 /* ---- signals ---- */
 
