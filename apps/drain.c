@@ -67,8 +67,6 @@ static void on_write(ursa_write_req *w, int status) {
   done_writes++;
 }
 
-static void on_close(ursa_stream *s) { (void)s; }
-
 static void usage(FILE *f) {
   fprintf(f,
           "usage: ursa-drain [options]\n"
@@ -186,7 +184,7 @@ int main(int argc, char **argv) {
   double wall = now_s() - t0, cpu = cpu_s() - c0;
   ursa_stats st;
   ursa_loop_stats(loop, &st);
-  ursa_stream_close(&s, on_close);
+  ursa_stream_close(&s, NULL);
   ursa_loop_run(loop, URSA_RUN_DEFAULT);
   pthread_join(th, NULL);
   close(cfd);

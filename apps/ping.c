@@ -148,13 +148,11 @@ static void on_recv(ursa_dgram *d, ssize_t n, const void *buf,
   if (p->received == p->count) finish(p);
 }
 
-static void on_closed(ursa_dgram *d) { (void)d; }
-
 static void finish(pinger *p) {
   if (p->done) return;
   p->done = 1;
   ursa_timer_stop(&p->tick);
-  ursa_dgram_close(&p->sock, on_closed);
+  ursa_dgram_close(&p->sock, NULL);
 }
 
 static void on_tick(ursa_timer *t, int status) {

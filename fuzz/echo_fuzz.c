@@ -22,8 +22,8 @@ static void on_written(ursa_write_req *w, int status) {
   (void)status;
   free(w->data);
 }
-static void on_close(ursa_stream *s) {
-  (void)s;
+static void on_close(ursa_handle *h) {
+  (void)h;
   closed = 1;
 }
 static void on_shut(ursa_stream *s, int status) {

@@ -83,7 +83,7 @@ struct Sender {
   }
 };
 
-void Closed(ursa_dgram *d) { *static_cast<bool *>(d->data) = true; }
+void Closed(ursa_handle *h) { *static_cast<bool *>(h->data) = true; }
 
 class Dgram : public ::testing::TestWithParam<Param> {
  protected:
@@ -296,8 +296,8 @@ TEST_P(Dgram, CloseWhileReceivingCallsBackOnce) {
   ursa_loop_run(loop(), URSA_RUN_NOWAIT);
   static int closes;
   closes = 0;
-  ASSERT_EQ(0, ursa_dgram_close(&rx.d, [](ursa_dgram *) { closes++; }));
-  EXPECT_EQ(-EALREADY, ursa_dgram_close(&rx.d, [](ursa_dgram *) {}));
+  ASSERT_EQ(0, ursa_dgram_close(&rx.d, [](ursa_handle *) { closes++; }));
+  EXPECT_EQ(-EALREADY, ursa_dgram_close(&rx.d, [](ursa_handle *) {}));
   ASSERT_TRUE(lp_->RunUntil([&] { return closes == 1; }));
   EXPECT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT));
   EXPECT_EQ(1, closes);

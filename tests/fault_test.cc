@@ -32,8 +32,8 @@ struct EmfileServer {
   int closed = 0;
 };
 
-void CloseStreamCb(ursa_stream *s) {
-  static_cast<EmfileServer *>(s->data)->closed++;
+void CloseStreamCb(ursa_handle *h) {
+  static_cast<EmfileServer *>(h->data)->closed++;
 }
 
 void OnEmfileConnection(ursa_listener *l, int status) {
@@ -96,7 +96,7 @@ int EmfileChild(int port_pipe, ursa_backend backend) {
     }
   static bool lclosed;
   lclosed = false;
-  ursa_listener_close(&srv.l, [](ursa_listener *) { lclosed = true; });
+  ursa_listener_close(&srv.l, [](ursa_handle *) { lclosed = true; });
   if (!lp.RunUntil([&] { return lclosed && srv.closed == srv.accepted; }))
     return 28;
   lp.Finish();
@@ -194,7 +194,7 @@ TEST(Fault, DirectTableFullBacksOffAndRecovers) {
   }
   static bool lclosed;
   lclosed = false;
-  ursa_listener_close(&srv.l, [](ursa_listener *) { lclosed = true; });
+  ursa_listener_close(&srv.l, [](ursa_handle *) { lclosed = true; });
   ASSERT_TRUE(lp.RunUntil([&] { return lclosed && srv.closed == 10; }));
   for (int fd : fds) close(fd);
   lp.Finish();

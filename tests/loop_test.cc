@@ -30,13 +30,15 @@ TEST(Loop, CreatesAndClosesEmpty) {
 }
 
 // A walk sees every open handle of every kind, in the order opened, with
-// closing ones marked; close-all closes the rest, calling back once for
-// each, and the loop can then be freed.  On both backends.
+// closing ones marked; close-all closes the rest with its one callback,
+// which runs once for each, and the loop can then be freed.  On both
+// backends.
 struct Walked {
-  std::vector<std::pair<ursa_handle_type, void *>> seen;
+  std::vector<std::pair<int, ursa_handle *>> seen;
   std::vector<int> closing;
-  std::vector<std::pair<ursa_handle_type, void *>> closed_all;
+  std::vector<std::pair<int, ursa_handle *>> closed_all;
 };
+Walked *walked;
 
 TEST(Loop, WalkAndCloseAllCoverEveryKindOfHandle) {
   for (ursa_backend b : t::kBackends) {
@@ -66,41 +68,112 @@ TEST(Loop, WalkAndCloseAllCoverEveryKindOfHandle) {
     ASSERT_EQ(0, ursa_stream_open(loop, &s2, sv[1]));
     static bool s2_closed;
     s2_closed = false;
-    ASSERT_EQ(0, ursa_stream_close(&s2, [](ursa_stream *) { s2_closed = true; }));
+    ASSERT_EQ(0,
+              ursa_stream_close(&s2, [](ursa_handle *) { s2_closed = true; }));
 
     Walked w;
-    ursa_loop_walk(loop, [](ursa_handle_type t, void *h, void *arg) {
-      auto *k = static_cast<Walked *>(arg);
-      k->seen.emplace_back(t, h);
-      k->closing.push_back(ursa_handle_closing(t, h));
-    }, &w);
-    std::vector<std::pair<ursa_handle_type, void *>> want = {
-        {URSA_HANDLE_STREAM, &s}, {URSA_HANDLE_LISTENER, &l},
-        {URSA_HANDLE_DGRAM, &d},  {URSA_HANDLE_POLL, &p},
-        {URSA_HANDLE_SIGNAL, &sig}, {URSA_HANDLE_STREAM, &s2}};
+    walked = &w;
+    ursa_loop_walk(
+        loop,
+        [](ursa_handle *h, void *arg) {
+          auto *k = static_cast<Walked *>(arg);
+          k->seen.emplace_back(h->type, h);
+          k->closing.push_back(ursa_handle_closing(h));
+        },
+        &w);
+    std::vector<std::pair<int, ursa_handle *>> want = {
+        {URSA_HANDLE_STREAM, &s.handle},   {URSA_HANDLE_LISTENER, &l.handle},
+        {URSA_HANDLE_DGRAM, &d.handle},    {URSA_HANDLE_POLL, &p.handle},
+        {URSA_HANDLE_SIGNAL, &sig.handle}, {URSA_HANDLE_STREAM, &s2.handle}};
     EXPECT_EQ(want, w.seen);
     EXPECT_EQ((std::vector<int>{0, 0, 0, 0, 0, 1}), w.closing);
 
-    EXPECT_EQ(5u, ursa_loop_close_all(loop, [](ursa_handle_type t, void *h,
-                                                void *arg) {
-      static_cast<Walked *>(arg)->closed_all.emplace_back(t, h);
-    }, &w));
+    EXPECT_EQ(5u, ursa_loop_close_all(loop, [](ursa_handle *h) {
+                walked->closed_all.emplace_back(h->type, h);
+              }));
     EXPECT_EQ(-EBUSY, ursa_loop_close(loop));
     for (int i = 0; i < 1000 && ursa_loop_run(loop, URSA_RUN_ONCE) > 0; i++) {
     }
-    EXPECT_TRUE(s2_closed);
-    std::vector<std::pair<ursa_handle_type, void *>> got = w.closed_all;
+    EXPECT_TRUE(s2_closed) << "a handle closing already keeps its callback";
+    std::vector<std::pair<int, ursa_handle *>> got = w.closed_all;
     std::sort(got.begin(), got.end());
     want.pop_back();
     std::sort(want.begin(), want.end());
     EXPECT_EQ(want, got) << "backend " << (int)b;
     w.seen.clear();
-    ursa_loop_walk(loop, [](ursa_handle_type t, void *h, void *arg) {
-      static_cast<Walked *>(arg)->seen.emplace_back(t, h);
-    }, &w);
+    ursa_loop_walk(
+        loop,
+        [](ursa_handle *h, void *arg) {
+          static_cast<Walked *>(arg)->seen.emplace_back(h->type, h);
+        },
+        &w);
     EXPECT_TRUE(w.seen.empty());
     EXPECT_EQ(0, ursa_loop_close(loop)) << ursa_error_detail();
     EXPECT_GE(fcntl(efd, F_GETFD), 0);
+    close(efd);
+  }
+}
+
+// One close for any handle: ursa_close() and each typed close take a NULL
+// callback (the handle closes, its descriptor goes, the loop ends and
+// frees), refuse a second close with -EALREADY, and a handle that is not
+// open (never opened, or closed) with -EINVAL, naming it.  data survives.
+TEST(Loop, EveryHandleClosesWithANullCallback) {
+  for (ursa_backend b : t::kBackends) {
+    ursa_loop_options o = t::OptionsFor(b);
+    ursa_loop *loop = nullptr;
+    ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+    int sv[2];
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    ursa_stream s{}, s2{};
+    int mark = 7;
+    s.data = &mark;
+    ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
+    ASSERT_EQ(0, ursa_stream_open(loop, &s2, sv[1]));
+    EXPECT_EQ(&mark, s.data) << "open keeps data";
+    EXPECT_EQ(&mark, s.handle.data) << "data is the handle's";
+    EXPECT_EQ(loop, s.handle.loop);
+    EXPECT_EQ((void *)&s, (void *)&s.handle) << "the handle comes first";
+    sockaddr_storage ss;
+    socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+    ursa_listener l{};
+    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
+                             [](ursa_listener *, int) {}));
+    ursa_dgram d{};
+    ASSERT_EQ(0, ursa_dgram_bind(loop, &d, (sockaddr *)&ss, len, 0));
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ursa_poll p{};
+    ASSERT_EQ(0, ursa_poll_open(loop, &p, efd));
+    ursa_signal sig{};
+    ASSERT_EQ(
+        0, ursa_signal_start(loop, &sig, SIGUSR2, [](ursa_signal *, int) {}));
+    int sigfd = sig.poll.fd;
+
+    EXPECT_EQ(0, ursa_stream_close(&s, nullptr));
+    EXPECT_EQ(-EALREADY, ursa_stream_close(&s, nullptr));
+    EXPECT_EQ(-EALREADY, ursa_close(&s.handle, nullptr));
+    EXPECT_TRUE(ursa_handle_closing(&s.handle));
+    EXPECT_EQ(0, ursa_close(&s2.handle, nullptr));
+    EXPECT_EQ(0, ursa_listener_close(&l, nullptr));
+    EXPECT_EQ(0, ursa_close(&d.handle, nullptr));
+    EXPECT_EQ(0, ursa_poll_close(&p, nullptr));
+    EXPECT_EQ(0, ursa_close((ursa_handle *)&sig, nullptr));
+    for (int i = 0; i < 1000 && ursa_loop_run(loop, URSA_RUN_ONCE) > 0; i++) {
+    }
+    EXPECT_EQ(0u, ursa_loop_alive(loop));
+    EXPECT_FALSE(ursa_handle_closing(&s.handle)) << "closed: not open";
+    EXPECT_EQ(&mark, s.data);
+    EXPECT_EQ(-EINVAL, ursa_close(&s.handle, nullptr));
+    EXPECT_NE(nullptr, strstr(ursa_error_detail(), "not open"))
+        << ursa_error_detail();
+    EXPECT_EQ(-EINVAL, ursa_stream_close(&s, nullptr));
+    ursa_stream never{};
+    EXPECT_EQ(-EINVAL, ursa_close(&never.handle, nullptr));
+    EXPECT_EQ(-EINVAL, ursa_close(nullptr, nullptr));
+    EXPECT_EQ(-1, fcntl(sv[0], F_GETFD)) << "the stream's socket is closed";
+    EXPECT_EQ(-1, fcntl(sigfd, F_GETFD)) << "the signalfd is closed";
+    EXPECT_GE(fcntl(efd, F_GETFD), 0) << "a watcher's fd stays the caller's";
+    EXPECT_EQ(0, ursa_loop_close(loop)) << ursa_error_detail();
     close(efd);
   }
 }
@@ -125,14 +198,14 @@ TEST(Loop, CloseIsRefusedWhileAHandleIsOpen) {
   EXPECT_EQ(-EBUSY, ursa_loop_close(loop)) << "a stream, a socket, a listener";
   static int closed;
   closed = 0;
-  ASSERT_EQ(0, ursa_listener_close(&l, [](ursa_listener *) { closed++; }));
+  ASSERT_EQ(0, ursa_listener_close(&l, [](ursa_handle *) { closed++; }));
   while (closed < 1) ASSERT_GE(ursa_loop_run(loop, URSA_RUN_ONCE), 0);
   EXPECT_EQ(0u, ursa_loop_alive(loop));
   EXPECT_EQ(-EBUSY, ursa_loop_close(loop)) << "a stream and a socket open";
-  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed++; }));
+  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_handle *) { closed++; }));
   while (closed < 2) ASSERT_GE(ursa_loop_run(loop, URSA_RUN_ONCE), 0);
   EXPECT_EQ(-EBUSY, ursa_loop_close(loop)) << "a bound socket open";
-  ASSERT_EQ(0, ursa_dgram_close(&d, [](ursa_dgram *) { closed++; }));
+  ASSERT_EQ(0, ursa_dgram_close(&d, [](ursa_handle *) { closed++; }));
   while (closed < 3) ASSERT_GE(ursa_loop_run(loop, URSA_RUN_ONCE), 0);
   EXPECT_EQ(0, ursa_loop_close(loop));
   close(sv[1]);
@@ -402,8 +475,8 @@ TEST(Loop, TinySubmissionQueueDropsNothing) {
   EXPECT_GT(st.enters, (uint64_t)kSends / 4 - 1) << "SQ of 4 needs submits";
   static int closed;
   closed = 0;
-  ASSERT_EQ(0, ursa_dgram_close(&tx, [](ursa_dgram *) { closed++; }));
-  ASSERT_EQ(0, ursa_dgram_close(&rx, [](ursa_dgram *) { closed++; }));
+  ASSERT_EQ(0, ursa_dgram_close(&tx, [](ursa_handle *) { closed++; }));
+  ASSERT_EQ(0, ursa_dgram_close(&rx, [](ursa_handle *) { closed++; }));
   ASSERT_TRUE(lp.RunUntil([&] { return closed == 2; }));
   lp.Finish();
 }

@@ -676,8 +676,8 @@ struct HServer {
   std::vector<ursa_stream *> held;  // on the home loop's thread only
 };
 
-void OnHClosed(ursa_stream *s) {
-  HConn *c = static_cast<HConn *>(s->data);
+void OnHClosed(ursa_handle *h) {
+  HConn *c = static_cast<HConn *>(h->data);
   c->srv->open--;
   delete c;
 }
@@ -731,7 +731,7 @@ void OnArrived(ursa_handoff_req *req, int status) {
 }
 
 void OnHConnection(ursa_listener *l, int status);
-void OnLClosed(ursa_listener *);
+void OnLClosed(ursa_handle *h);
 
 struct Acceptor {
   ursa_listener l{};
@@ -774,7 +774,7 @@ void OnHConnection(ursa_listener *l, int status) {
     delete c;
   }
 }
-void OnLClosed(ursa_listener *) {}
+void OnLClosed(ursa_handle *) {}
 
 // kClients clients at once, client i echoing base + step * i random bytes
 // (seed + i) through the server at ss, while loop runs (bounded; the last
@@ -833,15 +833,12 @@ struct LoopThread {
         ursa_loop_run(loop, URSA_RUN_DEFAULT);
         ursa_loop_unhold(loop);
         // Streams a test held open are freed as they close.
-        ursa_loop_close_all(
-            loop,
-            [](ursa_handle_type type, void *h, void *) {
-              if (type != URSA_HANDLE_STREAM) return;
-              HConn *c = static_cast<HConn *>(((ursa_stream *)h)->data);
-              c->srv->open--;
-              delete c;
-            },
-            nullptr);
+        ursa_loop_close_all(loop, [](ursa_handle *h) {
+          if (h->type != URSA_HANDLE_STREAM) return;
+          HConn *c = static_cast<HConn *>(h->data);
+          c->srv->open--;
+          delete c;
+        });
         ursa_loop_run(loop, URSA_RUN_DEFAULT);
       } else {
         while (!go.load()) std::this_thread::yield();

@@ -115,8 +115,8 @@ struct Agent {
     }
     a->Close();
   }
-  static void OnClosed(ursa_stream *s) {
-    auto *a = static_cast<Agent *>(s->data);
+  static void OnClosed(ursa_handle *h) {
+    auto *a = static_cast<Agent *>(h->data);
     a->busy = false;
     a->cycles++;
     a->Start();  // reconnect with a new plan, until time is up

@@ -148,8 +148,12 @@ void ReadInto(ursa_stream *s, ssize_t n, const void *buf) {
   }
   a->got.insert(a->got.end(), (const char *)buf, (const char *)buf + n);
 }
-void MarkClosed(ursa_stream *s) { static_cast<Accepted *>(s->data)->closed = true; }
-void MarkListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true; }
+void MarkClosed(ursa_handle *h) {
+  static_cast<Accepted *>(h->data)->closed = true;
+}
+void MarkListenerClosed(ursa_handle *h) {
+  *static_cast<bool *>(h->data) = true;
+}
 
 class Peer {
  public:
@@ -646,9 +650,9 @@ TEST_P(Stream, CloseWithOperationsInFlightCallsBackOnce) {
                                     big.size() * kWrites; }));
   static int closes;
   closes = 0;
-  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_stream *s) {
+  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_handle *h) {
               closes++;
-              static_cast<Accepted *>(s->data)->closed = true;
+              static_cast<Accepted *>(h->data)->closed = true;
             }));
   ASSERT_TRUE(RunUntil([&] { return a.closed; }));
   EXPECT_EQ(1, closes);
@@ -869,8 +873,8 @@ TEST_P(Stream, KeptBuffersEchoWithoutACopy) {
   ursa_stats st;
   ursa_loop_stats(loop(), &st);
   EXPECT_EQ(0u, st.bufs_out) << "a kept buffer never went back";
-  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_stream *s) {
-              static_cast<Keeper *>(s->data)->closed = true;
+  ASSERT_EQ(0, ursa_stream_close(&a.s, [](ursa_handle *h) {
+              static_cast<Keeper *>(h->data)->closed = true;
             }));
   ASSERT_TRUE(RunUntil([&] { return k.closed; }));
   printf("kept %d, copied %d (keep limit reached %d times)\n", k.kept,
@@ -1099,8 +1103,8 @@ struct ConnectResult {
 void OnConnectResult(ursa_stream *s, int st) {
   static_cast<ConnectResult *>(s->data)->status = st;
 }
-void OnConnectClosed(ursa_stream *s) {
-  static_cast<ConnectResult *>(s->data)->closed = true;
+void OnConnectClosed(ursa_handle *h) {
+  static_cast<ConnectResult *>(h->data)->closed = true;
 }
 
 TEST_P(Stream, ConnectToClosedPortIsRefused) {
@@ -1236,7 +1240,7 @@ TEST_P(StreamArgs, BadArgumentsAreRefused) {
   close(pfd[1]);
   static bool closed;
   closed = false;
-  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+  ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_handle *) { closed = true; }));
   ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
   close(fds[1]);
   // A port in use is reported as such.
@@ -1292,8 +1296,9 @@ TEST_P(Ipv6, DualStackAndV6OnlyListeners) {
       EXPECT_EQ(0, st) << ursa_err_name(st);
     static bool done[2];
     done[0] = done[1] = false;
-    ASSERT_EQ(0, ursa_stream_close(&c, [](ursa_stream *) { done[0] = true; }));
-    ASSERT_EQ(0, ursa_listener_close(&l, [](ursa_listener *) { done[1] = true; }));
+    ASSERT_EQ(0, ursa_stream_close(&c, [](ursa_handle *) { done[0] = true; }));
+    ASSERT_EQ(0,
+              ursa_listener_close(&l, [](ursa_handle *) { done[1] = true; }));
     ASSERT_TRUE(lp.RunUntil([&] { return done[0] && done[1]; }));
     lp.Finish();
   }
@@ -1361,7 +1366,7 @@ TEST_P(WriteBatch, QueuedWritesShareSends) {
     EXPECT_TRUE(t::SameBytes(want, got));
     static bool closed;
     closed = false;
-    ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_stream *) { closed = true; }));
+    ASSERT_EQ(0, ursa_stream_close(&s, [](ursa_handle *) { closed = true; }));
     ASSERT_TRUE(lp.RunUntil([&] { return closed; }));
     close(sv[1]);
     lp.Finish();
@@ -1432,8 +1437,8 @@ class Watermarks : public ::testing::TestWithParam<ursa_backend> {
   }
   void TearDown() override {
     if (b_.s.loop) {
-      ASSERT_EQ(0, ursa_stream_close(&b_.s, [](ursa_stream *s) {
-                  static_cast<Bounded *>(s->data)->closed = true;
+      ASSERT_EQ(0, ursa_stream_close(&b_.s, [](ursa_handle *h) {
+                  static_cast<Bounded *>(h->data)->closed = true;
                 }));
       ASSERT_TRUE(lp_->RunUntil([&] { return b_.closed; }));
     }

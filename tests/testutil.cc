@@ -208,7 +208,7 @@ bool Loop::CloseStreams(std::initializer_list<ursa_stream *> streams, int ms) {
   streams_closed = 0;
   int want = 0;
   for (ursa_stream *s : streams) {
-    int r = ursa_stream_close(s, [](ursa_stream *) { streams_closed++; });
+    int r = ursa_stream_close(s, [](ursa_handle *) { streams_closed++; });
     EXPECT_EQ(0, r) << "ursa_stream_close: " << ursa_strerror(r);
     if (r) return false;
     want++;
@@ -302,14 +302,14 @@ void EchoServer::OnShutdown(ursa_stream *s, int status) {
   }
 }
 
-void EchoServer::OnConnClose(ursa_stream *s) {
-  auto *c = static_cast<Conn *>(s->data);
+void EchoServer::OnConnClose(ursa_handle *h) {
+  auto *c = static_cast<Conn *>(h->data);
   c->srv->conns_.erase(c);
   delete c;
 }
 
-void EchoServer::OnListenerClose(ursa_listener *l) {
-  static_cast<EchoServer *>(l->data)->closed_ = true;
+void EchoServer::OnListenerClose(ursa_handle *h) {
+  static_cast<EchoServer *>(h->data)->closed_ = true;
 }
 
 void EchoServer::Close() {
@@ -387,8 +387,8 @@ void EchoClient::OnWrite(ursa_write_req *w, int status) {
     c->CloseOnce();
 }
 
-void EchoClient::OnClose(ursa_stream *s) {
-  static_cast<EchoClient *>(s->data)->closed_ = true;
+void EchoClient::OnClose(ursa_handle *h) {
+  static_cast<EchoClient *>(h->data)->closed_ = true;
 }
 
 // ---- blocking peers ----

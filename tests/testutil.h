@@ -127,8 +127,8 @@ class EchoServer {
   static void OnRead(ursa_stream *s, ssize_t n, const void *buf);
   static void OnWrite(ursa_write_req *w, int status);
   static void OnShutdown(ursa_stream *s, int status);
-  static void OnConnClose(ursa_stream *s);
-  static void OnListenerClose(ursa_listener *l);
+  static void OnConnClose(ursa_handle *h);
+  static void OnListenerClose(ursa_handle *h);
   void Listen(const sockaddr *sa, socklen_t len, unsigned flags);
 
   ursa_loop *loop_;
@@ -158,7 +158,7 @@ class EchoClient {
   static void OnConnect(ursa_stream *s, int status);
   static void OnRead(ursa_stream *s, ssize_t n, const void *buf);
   static void OnWrite(ursa_write_req *w, int status);
-  static void OnClose(ursa_stream *s);
+  static void OnClose(ursa_handle *h);
   void CloseOnce();
   ursa_stream s_{};
   std::vector<ursa_write_req> writes_;

@@ -132,9 +132,8 @@ class Tls : public ::testing::TestWithParam<Param> {
     if (listening_) {
       bool done = false;
       l_.data = &done;
-      ursa_listener_close(&l_, [](ursa_listener *l) {
-        *static_cast<bool *>(l->data) = true;
-      });
+      ursa_listener_close(
+          &l_, [](ursa_handle *h) { *static_cast<bool *>(h->data) = true; });
       lp_->RunUntil([&] { return done; });
     }
     lp_->Finish();

@@ -107,8 +107,8 @@ void ReadMsg(ursa_stream *s, ssize_t n, const void *buf) {
   }
   m->got.emplace_back((const char *)buf, (const char *)buf + n);
 }
-void MsgsClosed(ursa_stream *s) { static_cast<Msgs *>(s->data)->closed = true; }
-void ListenerClosed(ursa_listener *l) { *static_cast<bool *>(l->data) = true; }
+void MsgsClosed(ursa_handle *h) { static_cast<Msgs *>(h->data)->closed = true; }
+void ListenerClosed(ursa_handle *h) { *static_cast<bool *>(h->data) = true; }
 
 void Unix::SeqpacketPair(const std::string &name, ursa_listener *l, Msgs *m,
                          int *fd) {

@@ -47,7 +47,9 @@ void OnEvent(ursa_poll *p, int status, unsigned events) {
   if (s->drain && (events & URSA_READABLE))
     while (read(p->fd, &v, sizeof(v)) == sizeof(v)) s->sum += v;
 }
-void OnPollClosed(ursa_poll *p) { static_cast<Seen *>(p->data)->closed = true; }
+void OnPollClosed(ursa_handle *h) {
+  static_cast<Seen *>(h->data)->closed = true;
+}
 
 // An eventfd written from another thread while the loop waits: a callback
 // per write that it consumes, the values summed exactly, and none while
@@ -161,9 +163,9 @@ TEST_P(Watch, SignalArrivesAsACallbackWhileTheLoopWaits) {
   EXPECT_EQ(1, r) << "the loop ended for another reason";
   EXPECT_EQ(1, seen.got.load());
   EXPECT_EQ(SIGUSR1, seen.signum);
-  ASSERT_EQ(0, ursa_signal_close(&sig, [](ursa_signal *s) {
-    static_cast<SigSeen *>(s->data)->closed = true;
-  }));
+  ASSERT_EQ(0, ursa_signal_close(&sig, [](ursa_handle *h) {
+              static_cast<SigSeen *>(h->data)->closed = true;
+            }));
   ASSERT_TRUE(RunUntil([&] { return seen.closed; }));
   pthread_sigmask(SIG_SETMASK, nullptr, &cur);
   EXPECT_FALSE(sigismember(&cur, SIGUSR1)) << "left blocked after close";

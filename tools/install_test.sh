@@ -3,7 +3,7 @@
 # guide's example three ways (pkg-config and the shared library, the static
 # library, another Bazel workspace), runs each and checks that it echoes;
 # builds the guide's chat server and checks its fan-out, back-pressure and
-# SIGTERM exit;
+# SIGTERM exit, plainly and under ASan+UBSan (and the echo example too);
 # builds and runs a program on the installed TLS layer (pkg-config
 # ursa_tls); checks the exported symbols and soname; uninstalls.
 set -uo pipefail
@@ -78,21 +78,13 @@ fi
 
 # The guide's chat server: a line reaches every other client, a reader that
 # stops reading misses lines and is told how many once it has caught up,
-# and SIGTERM closes everything with exit 0.
+# and SIGTERM closes everything with exit 0.  It runs twice: as built
+# plainly, and under ASan+UBSan with leak checking, where a request that
+# is not zero-filled is refused (malloc's bytes are not zero there) and a
+# peer that close-all does not free is a leak that fails the exit.
 awk '/<!-- example: chat.c -->/{f=1; next} f && /^```c/{g=1; next} g && /^```/{exit} g' \
   docs/guide.md > "$work/chat.c"
-if cc -Wall -Werror -o "$work/chat" "$work/chat.c" $(pkg-config --cflags ursa) \
-     "$prefix/lib/libursa.a" $(pkg-config --libs liburing); then
-  ok "the guide's chat server builds"
-  "$work/chat" > "$work/chat.out" 2> "$work/chat.err" &
-  chat=$!
-  port=""
-  for _ in $(seq 50); do
-    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/chat.out")
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if python3 - "$port" > "$work/chat.py.out" 2>&1 <<'EOPY'
+cat > "$work/chat_check.py" <<'EOPY'
 import socket, sys, threading, time
 port = int(sys.argv[1])
 a, b, c = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
@@ -139,19 +131,55 @@ assert b"[missed " in seen, "the slow reader was never told what it missed"
 assert 0 < sum(got_b) <= 2000 * len(line) + 64 * 40, sum(got_b)
 print("fan-out and back-pressure ok")
 EOPY
-  then
-    ok "chat: a line reaches the others; a slow reader misses lines and is told"
+check_chat() { # name binary
+  local name=$1 bin=$2
+  "$bin" > "$work/chat.out" 2> "$work/chat.err" &
+  local chat=$! port=""
+  for _ in $(seq 50); do
+    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/chat.out")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if python3 "$work/chat_check.py" "$port" > "$work/chat.py.out" 2>&1; then
+    ok "chat ($name): a line reaches the others; a slow reader misses lines and is told"
   else
-    bad "chat: $(tail -5 "$work/chat.py.out")"
+    bad "chat ($name): $(tail -5 "$work/chat.py.out")"
   fi
+  # A peer still connected at SIGTERM: close-all must close and free it.
+  exec 4<>"/dev/tcp/127.0.0.1/$port"
+  sleep 0.2
   kill -TERM "$chat" 2>/dev/null
-  if wait "$chat" && grep -q "closing" "$work/chat.err"; then
-    ok "chat: SIGTERM closes everything, exit 0"
+  local st=0
+  wait "$chat" || st=$?
+  exec 4>&-
+  if [ "$st" -eq 0 ] && grep -q "closing" "$work/chat.err"; then
+    ok "chat ($name): SIGTERM closes everything, exit 0"
   else
-    bad "chat: after SIGTERM: $(cat "$work/chat.err")"
+    bad "chat ($name): after SIGTERM: exit $st $(tail -20 "$work/chat.err")"
   fi
+}
+if cc -Wall -Werror -o "$work/chat" "$work/chat.c" $(pkg-config --cflags ursa) \
+     "$prefix/lib/libursa.a" $(pkg-config --libs liburing); then
+  ok "the guide's chat server builds"
+  check_chat plain "$work/chat"
 else
   bad "the guide's chat server does not compile"
+fi
+asan="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+if cc -Wall -Werror $asan -o "$work/chat_asan" "$work/chat.c" \
+     $(pkg-config --cflags ursa) "$prefix/lib/libursa.a" \
+     $(pkg-config --libs liburing); then
+  ok "the guide's chat server builds under ASan+UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 check_chat asan "$work/chat_asan"
+else
+  bad "the guide's chat server does not compile under ASan+UBSan"
+fi
+if cc -Wall -Werror $asan -o "$work/echo_asan" "$work/echo_once.c" \
+     $(pkg-config --cflags ursa) "$prefix/lib/libursa.a" \
+     $(pkg-config --libs liburing); then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 check_echo "ASan+UBSan" "$work/echo_asan"
+else
+  bad "the guide's echo example does not compile under ASan+UBSan"
 fi
 
 so="$prefix/lib/libursa.so"

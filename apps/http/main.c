@@ -69,8 +69,8 @@ static void close_conn(hconn *c);
 static void flush(hconn *c);
 static void on_read(ursa_stream *s, ssize_t n, const void *buf);
 
-static void on_closed(ursa_stream *s) {
-  hconn *c = s->data;
+static void on_closed(ursa_handle *h) {
+  hconn *c = h->data;
   if (c->prev) c->prev->next = c->next;
   else S.conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -202,16 +202,13 @@ static void on_connection(ursa_listener *l, int status) {
   if (S.stopping || ursa_read_start(&c->s, on_read) < 0) close_conn(c);
 }
 
-static void on_listener_closed(ursa_listener *l) { (void)l; }
-static void on_poll_closed(ursa_poll *p) { (void)p; }
-
 static void begin_stop(void) {
   if (S.stopping) return;
   S.stopping = 1;
   loop_group_stop(&G, S.index);
   ursa_timer_stop(&S.sweep);
-  if (S.index == 0) ursa_poll_close(&S.stopper, on_poll_closed);
-  ursa_listener_close(&S.listener, on_listener_closed);
+  if (S.index == 0) ursa_poll_close(&S.stopper, NULL);
+  ursa_listener_close(&S.listener, NULL);
   for (hconn *c = S.conns; c; c = c->next) close_conn(c);
 }
 

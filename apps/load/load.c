@@ -164,15 +164,15 @@ static int reopen(conn *c) {
   return 1;
 }
 
-static void on_closed(ursa_stream *s) {
-  conn *c = s->data;
+static void on_closed(ursa_handle *h) {
+  conn *c = h->data;
   if (reopen(c)) return;
   c->closed = 1;
   L.closed++;
 }
 
-static void on_dclosed(ursa_dgram *d) {
-  conn *c = d->data;
+static void on_dclosed(ursa_handle *h) {
+  conn *c = h->data;
   c->closed = 1;
   L.closed++;
 }

@@ -82,7 +82,7 @@ static void conn_unref(conn *c) {
 
 static void conn_closed(conn *c);
 
-static void on_closed(ursa_stream *s) { conn_closed(s->data); }
+static void on_closed(ursa_handle *h) { conn_closed(h->data); }
 
 static void on_tls_closed(ursa_tls *t) { conn_closed(t->data); }
 
@@ -513,11 +513,6 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
     free(r);
 }
 
-static void on_listener_closed(ursa_listener *l) { (void)l; }
-static void on_dgram_closed(ursa_dgram *d) { (void)d; }
-
-static void on_poll_closed(ursa_poll *p) { (void)p; }
-
 /* The group's stop, on this loop's thread. */
 static void on_group_stop(loop_group *g, int i, void *arg) {
   (void)g;
@@ -532,12 +527,12 @@ static void begin_stop(void) {
   /* One stop ends every loop: the first to stop posts it to the others. */
   loop_group_stop(&G, S.index);
   ursa_timer_stop(&S.tick);
-  if (S.index == 0) ursa_poll_close(&S.stopper, on_poll_closed);
+  if (S.index == 0) ursa_poll_close(&S.stopper, NULL);
   if (S.dgram) {
-    ursa_dgram_close(&S.dsock, on_dgram_closed);
+    ursa_dgram_close(&S.dsock, NULL);
     return;
   }
-  if (S.listening) ursa_listener_close(&S.listener, on_listener_closed);
+  if (S.listening) ursa_listener_close(&S.listener, NULL);
   for (conn *c = S.conns; c; c = c->next) close_conn(c);
 }
 

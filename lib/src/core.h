@@ -109,8 +109,8 @@ void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
 #define URSA__UD_NOW 16u
 
 struct ursa__bufs;
-struct ursa__ep;
 struct ursa__resolver;
+struct ursa__ep;
 
 /* One completion, as the loop dispatches it. */
 typedef struct ursa__cqe {
@@ -165,9 +165,7 @@ struct ursa_loop {
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned handles; /* streams, listeners and datagram sockets not yet
                        called back from their close: close waits for 0 */
-  ursa_handle_base *handles_head, *handles_tail; /* the same, in order */
-  ursa_walk_cb close_all_cb; /* ursa_loop_close_all()'s, for each */
-  void *close_all_arg;
+  ursa_handle *handles_head, *handles_tail; /* the same, in order */
   /* Settings and counts the socket layer keeps on the loop. */
   unsigned write_batch;
   unsigned batch_wait_us; /* URSA_FEAT_MIN_WAIT: the bound on a batch */
@@ -255,6 +253,40 @@ URSA__STATIC_ASSERT(sizeof(ursa_timespec) ==
 static inline struct __kernel_timespec *ursa__kts(ursa_timespec *ts) {
   return (struct __kernel_timespec *)(void *)ts;
 }
+
+/* ---- handle.c: the one life every handle shares ----
+ * A handle counts on the loop from init to its close callback; its close
+ * waits until every op of its own has been called back, then closes its
+ * descriptor with one op of the core's kind "close". */
+typedef struct ursa__handle_kind {
+  const char *name;
+  /* Stops what the handle has in flight (ursa_close() marked it closing
+   * and will submit the close op once the handle's ops are all back). */
+  void (*close)(ursa_handle *h);
+  /* Fills the close op's SQE (ursa__handle_prep_close()); NULL: a NOP,
+   * for a handle with no descriptor of its own. */
+  void (*prep_close)(ursa_loop *loop, ursa_handle *h);
+  /* After the close op, before the callback: frees what the kind holds.
+   * May be NULL. */
+  void (*closed)(ursa_handle *h);
+} ursa__handle_kind;
+
+/* Opens h on the loop (its data is left as it is). */
+void ursa__handle_init(ursa_loop *loop, ursa_handle *h,
+                       const ursa__handle_kind *kind,
+                       ursa_handle_type type) URSA__HIDDEN;
+/* Starts op as one of the handle's own (counted against its close). */
+void ursa__handle_submit(ursa_loop *loop, ursa_handle *h,
+                         ursa_op *op) URSA__HIDDEN;
+/* One of the handle's ops is over: idle again, no longer counted. */
+void ursa__handle_op_end(ursa_loop *loop, ursa_handle *h,
+                         ursa_op *op) URSA__HIDDEN;
+/* After each of the handle's ops ends: once it is closing and none is
+ * left, submits the close op (once). */
+void ursa__handle_maybe_close(ursa_handle *h) URSA__HIDDEN;
+/* Fills the close op's SQE: the descriptor, or the direct slot (>= 0). */
+void ursa__handle_prep_close(ursa_loop *loop, ursa_handle *h, int fd,
+                             int slot) URSA__HIDDEN;
 
 /* ---- uring.c ---- */
 /* io_uring only, on the loop's thread (a callback may call it): runs one

@@ -17,16 +17,17 @@
 #define RECV_HEADER \
   (sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_storage))
 
+static const ursa__handle_kind dgram_kind;
+
 static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   void *data = d->data;
   memset(d, 0, sizeof(*d));
   d->data = data;
   d->fd = fd;
-  d->loop = loop;
   d->flags = D_OPEN;
   d->recv_op.kind = URSA__KIND(drecv);
   d->recv_op.nsqe = 1;
-  ursa__handle_init(loop, &d->base, URSA__KIND(close_dgram), URSA_HANDLE_DGRAM);
+  ursa__handle_init(loop, &d->handle, &dgram_kind, URSA_HANDLE_DGRAM);
 }
 
 static int check_open(const ursa_dgram *d, const char *fn) {
@@ -36,7 +37,7 @@ static int check_open(const ursa_dgram *d, const char *fn) {
 }
 
 static void maybe_finish_close(ursa_dgram *d) {
-  ursa__handle_maybe_close(d->loop, &d->base);
+  ursa__handle_maybe_close(&d->handle);
 }
 
 int ursa_dgram_bind(ursa_loop *loop, ursa_dgram *d, const struct sockaddr *addr,
@@ -98,7 +99,7 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   int r = check_open(d, "ursa_dgram_recv_start");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_dgram_recv_start: NULL callback");
-  if (d->base.closing)
+  if (d->handle.closing)
     return ursa__invalid("ursa_dgram_recv_start: socket is closing");
   if (d->flags & D_RECEIVING) return -EALREADY;
   if (d->loop->bufs->buf_size <= RECV_HEADER)
@@ -109,7 +110,7 @@ int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
   d->flags |= D_RECEIVING;
   d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
-    ursa__handle_submit(d->loop, &d->base, &d->recv_op);
+    ursa__handle_submit(d->loop, &d->handle, &d->recv_op);
   }
   return 0;
 }
@@ -204,15 +205,15 @@ static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
     } else if (ursa__slices_next(loop, &it)) {
-      if (res >= 0 && !d->base.closing &&
+      if (res >= 0 && !d->handle.closing &&
           !deliver(loop, d, res, it.data, multishot))
         res = -EFAULT;
       ursa__slice_done(loop, &it);
-    } else if (res == 0 && !multishot && !d->base.closing) {
+    } else if (res == 0 && !multishot && !d->handle.closing) {
       deliver(loop, d, 0, NULL, false); /* an empty datagram */
     }
     if (flags & IORING_CQE_F_MORE) {
-      if (res < 0 && (d->flags & D_RECEIVING) && !d->base.closing) {
+      if (res < 0 && (d->flags & D_RECEIVING) && !d->handle.closing) {
         /* Receiving ends on this error; the recv's last completion only
          * finishes the operation. */
         d->flags &= ~D_RECEIVING;
@@ -223,20 +224,20 @@ static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
     }
   } else if (res == 0 && !multishot) {
     /* An empty datagram: the kernel gives its buffer straight back. */
-    if (!d->base.closing) deliver(loop, d, 0, NULL, false);
+    if (!d->handle.closing) deliver(loop, d, 0, NULL, false);
   } else if (res >= 0) {
     res = -EFAULT; /* a datagram without a buffer breaks the contract */
   }
   res = ursa__recv_fallback(loop, op, res);
   bool again = res >= 0 || res == -ENOBUFS || res == -ECANCELED;
-  if (again && (d->flags & D_RECEIVING) && !d->base.closing) {
+  if (again && (d->flags & D_RECEIVING) && !d->handle.closing) {
     loop->stats.rearms++;
     op->flags &= (uint8_t)~URSA__F_CANCEL;
     ursa__op_resubmit(loop, op);
     return;
   }
-  ursa__handle_op_end(loop, &d->base, op);
-  if (!again && !d->base.closing) {
+  ursa__handle_op_end(loop, &d->handle, op);
+  if (!again && !d->handle.closing) {
     d->flags &= ~D_RECEIVING;
     d->recv_cb(d, res, NULL, NULL, 0, 0);
   }
@@ -265,7 +266,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
     if (r) return r;
   }
   if (req->op.state != URSA__IDLE) return -EBUSY;
-  if (d->base.closing) return -EBADF;
+  if (d->handle.closing) return -EBADF;
   req->op.kind = URSA__KIND(dsend);
   req->op.nsqe = 1;
   req->op.flags = 0;
@@ -285,7 +286,7 @@ int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
   req->snext = d->sends;
   if (d->sends) d->sends->sprev = req;
   d->sends = req;
-  ursa__handle_submit(d->loop, &d->base, &req->op);
+  ursa__handle_submit(d->loop, &d->handle, &req->op);
   return 0;
 }
 
@@ -323,7 +324,7 @@ static void dsend_complete(ursa_loop *loop, ursa_op *op, int res,
     /* Datagrams go out whole or not at all. */
     status = (size_t)res == req->iov.iov_len ? 0 : -EMSGSIZE;
   }
-  ursa__handle_op_end(loop, &d->base, op);
+  ursa__handle_op_end(loop, &d->handle, op);
   req->cb(req, status); /* may free req */
   maybe_finish_close(d);
 }
@@ -336,39 +337,32 @@ URSA__OP_TYPE(dsend) = {
 
 /* ---- close ---- */
 
-int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb) {
-  int r = check_open(d, "ursa_dgram_close");
-  if (r) return r;
-  if (!cb) return ursa__invalid("ursa_dgram_close: NULL callback");
-  if (ursa__handle_begin_close(&d->base) < 0) return -EALREADY;
+static void dgram_close(ursa_handle *h) {
+  ursa_dgram *d = (ursa_dgram *)h;
   d->flags &= ~D_RECEIVING;
-  d->close_cb = cb;
   ursa__op_cancel(d->loop, &d->recv_op);
   for (ursa_send_req *s = d->sends; s; s = s->snext)
     ursa__op_cancel(d->loop, &s->op);
-  maybe_finish_close(d);
-  return 0;
 }
 
-static void dclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_dgram *d = DGRAM_OF(op, base.close_op);
-  ursa__handle_prep_close(loop, &d->base, d->fd, -1);
+static void dgram_prep_close(ursa_loop *loop, ursa_handle *h) {
+  ursa__handle_prep_close(loop, h, ((ursa_dgram *)h)->fd, -1);
 }
 
-static void dclose_complete(ursa_loop *loop, ursa_op *op, int res,
-                           uint32_t flags) {
-  ursa_dgram *d = DGRAM_OF(op, base.close_op);
-  (void)res;
-  (void)flags;
-  ursa__handle_closed(loop, &d->base);
+static void dgram_closed(ursa_handle *h) {
+  ursa_dgram *d = (ursa_dgram *)h;
   ursa_sockfile_remove(&d->file);
   d->fd = -1;
   d->flags = 0;
-  if (!ursa__handle_close_all_note(loop, &d->base)) d->close_cb(d);
 }
 
-URSA__OP_TYPE(close_dgram) = {
-    .name = "close",
-    .prep = dclose_prep,
-    .complete = dclose_complete,
+static const ursa__handle_kind dgram_kind = {
+    .name = "dgram",
+    .close = dgram_close,
+    .prep_close = dgram_prep_close,
+    .closed = dgram_closed,
 };
+
+int ursa_dgram_close(ursa_dgram *d, ursa_close_cb cb) {
+  return ursa_close(d ? &d->handle : NULL, cb);
+}

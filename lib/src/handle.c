@@ -1,20 +1,27 @@
-/* handle.c - the handle base: the one close path that streams, listeners
- * and datagram sockets share (cancel what is in flight, wait for every
- * completion, close the socket, one callback). */
-#include "sock.h"
-
+/* handle.c - the one life of every handle: open, its own ops counted,
+ * one close (cancel what is in flight, wait for every completion, close
+ * the descriptor, one callback), the loop's list for walks and close-all.
+ * It names no kind of handle: each kind says what its close takes in its
+ * ursa__handle_kind. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 
-void ursa__handle_init(ursa_loop *loop, ursa_handle_base *h,
-                       uint8_t close_kind, ursa_handle_type type) {
-  h->close_op = (ursa_op){0};
-  h->close_op.kind = close_kind;
-  h->close_op.nsqe = 1;
-  h->nops = 0;
-  h->closing = h->closed = 0;
+#include "core.h"
+
+URSA__OP_DECLARE(close);
+
+void ursa__handle_init(ursa_loop *loop, ursa_handle *h,
+                       const ursa__handle_kind *kind, ursa_handle_type type) {
+  h->loop = loop;
   h->type = (uint8_t)type;
+  h->closing = h->closed = 0;
+  h->nops = 0;
+  h->kind = kind;
+  h->close_cb = NULL;
+  h->close_op = (ursa_op){0};
+  h->close_op.kind = URSA__KIND(close);
+  h->close_op.nsqe = 1;
   h->hnext = NULL;
   h->hprev = loop->handles_tail;
   if (loop->handles_tail)
@@ -25,29 +32,23 @@ void ursa__handle_init(ursa_loop *loop, ursa_handle_base *h,
   loop->handles++;
 }
 
-void ursa__handle_submit(ursa_loop *loop, ursa_handle_base *h, ursa_op *op) {
+void ursa__handle_submit(ursa_loop *loop, ursa_handle *h, ursa_op *op) {
   h->nops++;
   ursa__op_submit(loop, op);
 }
 
-void ursa__handle_op_end(ursa_loop *loop, ursa_handle_base *h, ursa_op *op) {
+void ursa__handle_op_end(ursa_loop *loop, ursa_handle *h, ursa_op *op) {
   ursa__op_done(loop, op);
   h->nops--;
 }
 
-int ursa__handle_begin_close(ursa_handle_base *h) {
-  if (h->closing) return -EALREADY;
-  h->closing = 1;
-  return 0;
-}
-
-void ursa__handle_maybe_close(ursa_loop *loop, ursa_handle_base *h) {
+void ursa__handle_maybe_close(ursa_handle *h) {
   if (!h->closing || h->closed || h->nops) return;
   h->closed = 1;
-  ursa__op_submit(loop, &h->close_op);
+  ursa__op_submit(h->loop, &h->close_op);
 }
 
-void ursa__handle_prep_close(ursa_loop *loop, ursa_handle_base *h, int fd,
+void ursa__handle_prep_close(ursa_loop *loop, ursa_handle *h, int fd,
                              int slot) {
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   if (slot >= 0)
@@ -57,8 +58,43 @@ void ursa__handle_prep_close(ursa_loop *loop, ursa_handle_base *h, int fd,
   io_uring_sqe_set_data(sqe, &h->close_op);
 }
 
-void ursa__handle_closed(ursa_loop *loop, ursa_handle_base *h) {
-  ursa__op_done(loop, &h->close_op);
+int ursa_close(ursa_handle *h, ursa_close_cb cb) {
+  if (!h) return ursa__invalid("ursa_close: NULL handle");
+  if (!h->kind)
+    return ursa__invalid(
+        "ursa_close: the handle is not open (never "
+        "opened, or its close callback has run)");
+  if (h->closing) return -EALREADY;
+  h->closing = 1;
+  h->close_cb = cb;
+  h->kind->close(h);
+  ursa__handle_maybe_close(h);
+  return 0;
+}
+
+int ursa_handle_closing(const ursa_handle *h) {
+  return h && h->kind && h->closing;
+}
+
+/* A handle with no descriptor of its own closes with a NOP, so that its
+ * callback still comes in order with the rest. */
+static void close_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_handle *h = URSA__CONTAINER(op, ursa_handle, close_op);
+  if (h->kind->prep_close) {
+    h->kind->prep_close(loop, h);
+    return;
+  }
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  io_uring_prep_nop(sqe);
+  io_uring_sqe_set_data(sqe, op);
+}
+
+static void close_complete(ursa_loop *loop, ursa_op *op, int res,
+                           uint32_t flags) {
+  ursa_handle *h = URSA__CONTAINER(op, ursa_handle, close_op);
+  (void)res; /* the descriptor is gone whatever close said */
+  (void)flags;
+  ursa__op_done(loop, op);
   if (h->hprev)
     h->hprev->hnext = h->hnext;
   else
@@ -69,108 +105,38 @@ void ursa__handle_closed(ursa_loop *loop, ursa_handle_base *h) {
     loop->handles_tail = h->hprev;
   h->hnext = h->hprev = NULL;
   loop->handles--;
+  const ursa__handle_kind *kind = h->kind;
+  ursa_close_cb cb = h->close_cb;
+  h->kind = NULL; /* closed: a second close is refused */
+  h->close_cb = NULL;
+  if (kind->closed) kind->closed(h);
+  if (cb) cb(h); /* the last touch: it may free h */
 }
+
+URSA__OP_TYPE(close) = {
+    .name = "close",
+    .prep = close_prep,
+    .complete = close_complete,
+};
 
 /* ---- walking and closing them all ---- */
-
-static void *handle_of(ursa_handle_base *h) {
-  switch (h->type) {
-    case URSA_HANDLE_STREAM:
-      return URSA__CONTAINER(h, ursa_stream, base);
-    case URSA_HANDLE_LISTENER:
-      return URSA__CONTAINER(h, ursa_listener, base);
-    case URSA_HANDLE_DGRAM:
-      return URSA__CONTAINER(h, ursa_dgram, base);
-    case URSA_HANDLE_POLL:
-      return URSA__CONTAINER(h, ursa_poll, base);
-    case URSA_HANDLE_SIGNAL:
-      return URSA__CONTAINER(URSA__CONTAINER(h, ursa_poll, base), ursa_signal,
-                             poll);
-    default:
-      return NULL;
-  }
-}
-
-static const ursa_handle_base *base_of(ursa_handle_type type,
-                                       const void *handle) {
-  switch (type) {
-    case URSA_HANDLE_STREAM:
-      return &((const ursa_stream *)handle)->base;
-    case URSA_HANDLE_LISTENER:
-      return &((const ursa_listener *)handle)->base;
-    case URSA_HANDLE_DGRAM:
-      return &((const ursa_dgram *)handle)->base;
-    case URSA_HANDLE_POLL:
-      return &((const ursa_poll *)handle)->base;
-    case URSA_HANDLE_SIGNAL:
-      return &((const ursa_signal *)handle)->poll.base;
-    default:
-      return NULL;
-  }
-}
 
 void ursa_loop_walk(ursa_loop *loop, ursa_walk_cb cb, void *arg) {
   if (!loop || !cb) return;
   /* A handle closed by cb leaves the list only at its close callback,
    * which never runs inside cb: the walk's next pointer stays good. */
-  for (ursa_handle_base *h = loop->handles_head, *next; h; h = next) {
+  for (ursa_handle *h = loop->handles_head, *next; h; h = next) {
     next = h->hnext;
-    cb((ursa_handle_type)h->type, handle_of(h), arg);
+    cb(h, arg);
   }
 }
 
-int ursa_handle_closing(ursa_handle_type type, const void *handle) {
-  const ursa_handle_base *h = handle ? base_of(type, handle) : NULL;
-  return h && h->closing;
-}
-
-#define H_CLOSE_ALL 0x02 /* in closing: closed by ursa_loop_close_all() */
-
-bool ursa__handle_close_all_note(ursa_loop *loop, ursa_handle_base *h) {
-  if (!(h->closing & H_CLOSE_ALL)) return false;
-  if (loop->close_all_cb)
-    loop->close_all_cb((ursa_handle_type)h->type, handle_of(h),
-                       loop->close_all_arg);
-  return true;
-}
-
-static void stream_closed(ursa_stream *s) { (void)s; }
-static void listener_closed(ursa_listener *l) { (void)l; }
-static void dgram_closed(ursa_dgram *d) { (void)d; }
-static void poll_closed(ursa_poll *p) { (void)p; }
-static void signal_closed(ursa_signal *s) { (void)s; }
-
-unsigned ursa_loop_close_all(ursa_loop *loop, ursa_walk_cb cb, void *arg) {
+unsigned ursa_loop_close_all(ursa_loop *loop, ursa_close_cb cb) {
   if (!loop) return 0;
-  loop->close_all_cb = cb;
-  loop->close_all_arg = arg;
   unsigned n = 0;
-  for (ursa_handle_base *h = loop->handles_head, *next; h; h = next) {
+  for (ursa_handle *h = loop->handles_head, *next; h; h = next) {
     next = h->hnext;
-    if (h->closing) continue;
-    void *p = handle_of(h);
-    int r = -EINVAL;
-    switch (h->type) {
-      case URSA_HANDLE_STREAM:
-        r = ursa_stream_close(p, stream_closed);
-        break;
-      case URSA_HANDLE_LISTENER:
-        r = ursa_listener_close(p, listener_closed);
-        break;
-      case URSA_HANDLE_DGRAM:
-        r = ursa_dgram_close(p, dgram_closed);
-        break;
-      case URSA_HANDLE_POLL:
-        r = ursa_poll_close(p, poll_closed);
-        break;
-      case URSA_HANDLE_SIGNAL:
-        r = ursa_signal_close(p, signal_closed);
-        break;
-    }
-    if (r == 0) {
-      h->closing |= H_CLOSE_ALL;
-      n++;
-    }
+    if (!h->closing && ursa_close(h, cb) == 0) n++;
   }
   return n;
 }

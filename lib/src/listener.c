@@ -26,8 +26,10 @@ static bool reserve_slot(ursa_listener *l) {
 static void backoff_cb(ursa_timer *t, int status);
 static void pause_accepting(ursa_listener *l);
 
+static const ursa__handle_kind listener_kind;
+
 static void maybe_finish_close(ursa_listener *l) {
-  ursa__handle_maybe_close(l->loop, &l->base);
+  ursa__handle_maybe_close(&l->handle);
 }
 
 int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
@@ -58,15 +60,13 @@ int ursa_listen(ursa_loop *loop, ursa_listener *l, const struct sockaddr *addr,
   l->data = data;
   l->file = file;
   l->fd = fd;
-  l->loop = loop;
   l->cb = cb;
   l->pending_fd = -1;
   l->flags = L_LISTENING;
   l->accept_op.kind = URSA__KIND(accept);
   l->accept_op.nsqe = 1;
-  ursa__handle_init(loop, &l->base, URSA__KIND(close_listener),
-                    URSA_HANDLE_LISTENER);
-  l->base.nops = 1; /* the accept, or the back-off standing in for it */
+  ursa__handle_init(loop, &l->handle, &listener_kind, URSA_HANDLE_LISTENER);
+  l->handle.nops = 1; /* the accept, or the back-off standing in for it */
   if (type == SOCK_SEQPACKET) l->flags |= L_SEQPACKET;
   if (addr->sa_family == AF_UNIX) l->flags |= L_UNIX;
   if (loop->used & URSA_FEAT_DIRECT_FILES) {
@@ -169,8 +169,8 @@ static void accept_prep(ursa_loop *loop, ursa_op *op) {
 /* With no accept in flight: wait out a back-off before the next, or, if
  * the listener is closing, give up the accept's share of the close. */
 static void pause_accepting(ursa_listener *l) {
-  if (l->base.closing) {
-    l->base.nops--;
+  if (l->handle.closing) {
+    l->handle.nops--;
     maybe_finish_close(l);
   } else {
     ursa_timer_start(l->loop, &l->backoff, URSA_ACCEPT_BACKOFF_MS, 0,
@@ -231,7 +231,7 @@ static void accept_complete(ursa_loop *loop, ursa_op *op, int res,
                            uint32_t flags) {
   ursa_listener *l = LISTENER_OF(op, accept_op);
   bool more = flags & IORING_CQE_F_MORE;
-  bool closing = l->base.closing || (op->flags & URSA__F_CANCEL);
+  bool closing = l->handle.closing || (op->flags & URSA__F_CANCEL);
   /* A direct accept is single-shot: its reserved slot is now the new
    * connection's, or free again. */
   if ((l->flags & L_DIRECT) && res < 0) ursa__direct_unreserve(loop);
@@ -249,7 +249,7 @@ static void accept_complete(ursa_loop *loop, ursa_op *op, int res,
       }
     }
     if (more) return;
-    closing = l->base.closing || (op->flags & URSA__F_CANCEL);
+    closing = l->handle.closing || (op->flags & URSA__F_CANCEL);
     if (!closing) {
       rearm(loop, l, op);
       return;
@@ -268,14 +268,14 @@ static void accept_complete(ursa_loop *loop, ursa_op *op, int res,
     }
     l->cb(l, res);
     if (more) return;
-    closing = l->base.closing;
+    closing = l->handle.closing;
     if (transient(res) && !closing) {
       rearm(loop, l, op);
       return;
     }
   }
   if (more) return;
-  ursa__handle_op_end(loop, &l->base, op);
+  ursa__handle_op_end(loop, &l->handle, op);
   maybe_finish_close(l);
 }
 
@@ -288,7 +288,7 @@ URSA__OP_TYPE(accept) = {
 static void backoff_cb(ursa_timer *t, int status) {
   ursa_listener *l = URSA__CONTAINER(t, ursa_listener, backoff);
   (void)status;
-  if (!l->base.closing) {
+  if (!l->handle.closing) {
     if (reserve_slot(l)) {
       ursa__op_submit(l->loop, &l->accept_op);
       return;
@@ -299,38 +299,30 @@ static void backoff_cb(ursa_timer *t, int status) {
   pause_accepting(l);
 }
 
-int ursa_listener_close(ursa_listener *l, ursa_listener_close_cb cb) {
-  if (!l) return ursa__invalid("ursa_listener_close: NULL listener");
-  if (!cb) return ursa__invalid("ursa_listener_close: NULL callback");
-  if (!(l->flags & L_LISTENING))
-    return ursa__invalid("ursa_listener_close: listener is not open");
-  if (ursa__handle_begin_close(&l->base) < 0) return -EALREADY;
-  l->close_cb = cb;
+static void listener_close(ursa_handle *h) {
+  ursa_listener *l = (ursa_listener *)h;
   ursa__op_cancel(l->loop, &l->accept_op);
   ursa__op_cancel(l->loop, &l->backoff.op);
-  maybe_finish_close(l);
-  return 0;
 }
 
-static void lclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_listener *l = LISTENER_OF(op, base.close_op);
-  ursa__handle_prep_close(loop, &l->base, l->fd, -1);
+static void listener_prep_close(ursa_loop *loop, ursa_handle *h) {
+  ursa__handle_prep_close(loop, h, ((ursa_listener *)h)->fd, -1);
 }
 
-static void lclose_complete(ursa_loop *loop, ursa_op *op, int res,
-                           uint32_t flags) {
-  ursa_listener *l = LISTENER_OF(op, base.close_op);
-  (void)res;
-  (void)flags;
-  ursa__handle_closed(loop, &l->base);
+static void listener_closed(ursa_handle *h) {
+  ursa_listener *l = (ursa_listener *)h;
   ursa_sockfile_remove(&l->file);
   l->fd = -1;
   l->flags = 0;
-  if (!ursa__handle_close_all_note(loop, &l->base)) l->close_cb(l);
 }
 
-URSA__OP_TYPE(close_listener) = {
-    .name = "close",
-    .prep = lclose_prep,
-    .complete = lclose_complete,
+static const ursa__handle_kind listener_kind = {
+    .name = "listener",
+    .close = listener_close,
+    .prep_close = listener_prep_close,
+    .closed = listener_closed,
 };
+
+int ursa_listener_close(ursa_listener *l, ursa_close_cb cb) {
+  return ursa_close(l ? &l->handle : NULL, cb);
+}

@@ -16,13 +16,9 @@ URSA__OP_DECLARE(write);
 URSA__OP_DECLARE(dsend);
 URSA__OP_DECLARE(send);
 URSA__OP_DECLARE(shutdown);
-URSA__OP_DECLARE(close_stream);
 URSA__OP_DECLARE(drecv);
-URSA__OP_DECLARE(close_dgram);
 URSA__OP_DECLARE(accept);
-URSA__OP_DECLARE(close_listener);
 URSA__OP_DECLARE(poll);
-URSA__OP_DECLARE(close_poll);
 URSA__OP_DECLARE(handoff_send);
 
 /* Prepares a stream for an open fd (accept, connect, open); fd is a
@@ -51,35 +47,6 @@ int ursa__listener_take(ursa_listener *l, const char *fn, int *fd,
     URSA__HIDDEN;
 /* The connection went elsewhere: the listener no longer holds it. */
 void ursa__listener_taken(ursa_listener *l) URSA__HIDDEN;
-
-/* handle.c: the one close path every handle shares.  A handle counts on
- * the loop from init to its close op's completion; its close waits until
- * every op of its own has been called back. */
-void ursa__handle_init(ursa_loop *loop, ursa_handle_base *h,
-                       uint8_t close_kind, ursa_handle_type type) URSA__HIDDEN;
-/* In place of a closed handle's own close callback: true when
- * ursa_loop_close_all() closed it, after running its callback (the last
- * touch: the handle may be freed); false when the handle's own is due. */
-bool ursa__handle_close_all_note(ursa_loop *loop, ursa_handle_base *h)
-    URSA__HIDDEN;
-/* Starts op as one of the handle's own (counted against its close). */
-void ursa__handle_submit(ursa_loop *loop, ursa_handle_base *h, ursa_op *op)
-    URSA__HIDDEN;
-/* One of the handle's ops is over: idle again, no longer counted. */
-void ursa__handle_op_end(ursa_loop *loop, ursa_handle_base *h, ursa_op *op)
-    URSA__HIDDEN;
-/* Marks the handle closing; -EALREADY when it already was. */
-int ursa__handle_begin_close(ursa_handle_base *h) URSA__HIDDEN;
-/* After each of the handle's ops ends: once it is closing and none is
- * left, submits the close op (once). */
-void ursa__handle_maybe_close(ursa_loop *loop, ursa_handle_base *h)
-    URSA__HIDDEN;
-/* Fills the close op's SQE: the descriptor, or the direct slot. */
-void ursa__handle_prep_close(ursa_loop *loop, ursa_handle_base *h, int fd,
-                             int slot) URSA__HIDDEN;
-/* In the close op's completion, before the handle's own clean-up and its
- * callback: the op is idle and the loop counts one handle less. */
-void ursa__handle_closed(ursa_loop *loop, ursa_handle_base *h) URSA__HIDDEN;
 
 /* The end of a receive (stream or datagram), read the same way for both:
  * ENOBUFS (the ring ran dry) is counted, and a kernel that takes the

@@ -11,6 +11,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static const ursa__handle_kind stream_kind;
+
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
                        bool seqpacket, bool direct, bool local) {
   void *data = s->data;
@@ -18,7 +20,6 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->data = data;
   s->fd = direct ? -1 : fd;
   s->slot = direct ? fd : -1;
-  s->loop = loop;
   /* A Unix socket has no zero-copy path: the kernel would refuse each. */
   s->flags = S_OPEN | (seqpacket ? S_SEQPACKET : 0) | (direct ? S_DIRECT : 0) |
              (local ? S_NO_ZC : 0);
@@ -27,7 +28,7 @@ void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
   s->shutdown_op.kind = URSA__KIND(shutdown);
   s->shutdown_op.nsqe = 1;
   s->send_op.kind = URSA__KIND(send);
-  ursa__handle_init(loop, &s->base, URSA__KIND(close_stream), URSA_HANDLE_STREAM);
+  ursa__handle_init(loop, &s->handle, &stream_kind, URSA_HANDLE_STREAM);
 }
 
 int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
@@ -193,7 +194,7 @@ static void connect_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   int status = timeout_status(op, res);
   if (status > 0) status = 0;
-  if (s->base.closing && status == 0) status = -ECANCELED;
+  if (s->handle.closing && status == 0) status = -ECANCELED;
   op_end(s, op);
   s->connecting = NULL;
   free(cx);
@@ -213,11 +214,11 @@ int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
   int r = check_stream(s, "ursa_shutdown");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_shutdown: NULL callback");
-  if (s->base.closing) return -EBADF;
+  if (s->handle.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EALREADY;
   s->flags |= S_SHUT | S_SHUT_WAITING;
   s->shutdown_cb = cb;
-  s->base.nops++;
+  s->handle.nops++;
   ursa__stream_maybe_shutdown(s);
   return 0;
 }
@@ -248,14 +249,10 @@ URSA__OP_TYPE(shutdown) = {
 
 /* ---- close ---- */
 
-int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
-  int r = check_stream(s, "ursa_stream_close");
-  if (r) return r;
-  if (!cb) return ursa__invalid("ursa_stream_close: NULL callback");
-  if (ursa__handle_begin_close(&s->base) < 0) return -EALREADY;
+static void stream_close(ursa_handle *h) {
+  ursa_stream *s = (ursa_stream *)h;
   ursa_loop *loop = s->loop;
   s->flags &= ~S_READING;
-  s->close_cb = cb;
   ursa__op_cancel(loop, &s->recv_op);
   if (s->connecting) ursa__op_cancel(loop, &s->connecting->op);
   if (s->read_timer) ursa__op_cancel(loop, &s->read_timer->t.op);
@@ -268,23 +265,16 @@ int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb) {
   /* Writes the kernel reads are failed when the cancelled send returns. */
   ursa__op_cancel(loop, &s->send_op);
   ursa__stream_fail_unbatched(s);
-  maybe_finish_close(s);
-  return 0;
 }
 
-static void sclose_prep(ursa_loop *loop, ursa_op *op) {
-  ursa_stream *s = STREAM_OF(op, base.close_op);
-  ursa__handle_prep_close(loop, &s->base, s->fd,
-                          (s->flags & S_DIRECT) ? s->slot : -1);
+static void stream_prep_close(ursa_loop *loop, ursa_handle *h) {
+  ursa_stream *s = (ursa_stream *)h;
+  ursa__handle_prep_close(loop, h, s->fd, (s->flags & S_DIRECT) ? s->slot : -1);
 }
 
-static void sclose_complete(ursa_loop *loop, ursa_op *op, int res,
-                           uint32_t flags) {
-  ursa_stream *s = STREAM_OF(op, base.close_op);
-  (void)flags;
-  (void)res; /* the descriptor is gone whatever close said */
-  ursa__handle_closed(loop, &s->base);
-  if (s->flags & S_DIRECT) ursa__direct_unreserve(loop); /* slot free */
+static void stream_closed(ursa_handle *h) {
+  ursa_stream *s = (ursa_stream *)h;
+  if (s->flags & S_DIRECT) ursa__direct_unreserve(s->loop); /* slot free */
   free(s->read_timer); /* idle: the close waited for its callback */
   s->read_timer = NULL;
   if (s->flags & S_DIRECT) free(s->direct_peer);
@@ -292,12 +282,15 @@ static void sclose_complete(ursa_loop *loop, ursa_op *op, int res,
   s->fd = -1;
   s->slot = -1;
   s->flags = 0;
-  if (!ursa__handle_close_all_note(loop, &s->base))
-    s->close_cb(s); /* the last touch: it may free s */
 }
 
-URSA__OP_TYPE(close_stream) = {
-    .name = "close",
-    .prep = sclose_prep,
-    .complete = sclose_complete,
+static const ursa__handle_kind stream_kind = {
+    .name = "stream",
+    .close = stream_close,
+    .prep_close = stream_prep_close,
+    .closed = stream_closed,
 };
+
+int ursa_stream_close(ursa_stream *s, ursa_close_cb cb) {
+  return ursa_close(s ? &s->handle : NULL, cb);
+}

@@ -70,16 +70,16 @@ static inline void set_socket(const ursa_stream *s, struct io_uring_sqe *sqe) {
 
 /* Starts one of the stream's own ops, counting it against close. */
 static inline void stream_submit(ursa_stream *s, ursa_op *op) {
-  ursa__handle_submit(s->loop, &s->base, op);
+  ursa__handle_submit(s->loop, &s->handle, op);
 }
 
 /* Called after each op of the stream ends: the close waits for the last. */
 static inline void maybe_finish_close(ursa_stream *s) {
-  ursa__handle_maybe_close(s->loop, &s->base);
+  ursa__handle_maybe_close(&s->handle);
 }
 
 static inline void op_end(ursa_stream *s, ursa_op *op) {
-  ursa__handle_op_end(s->loop, &s->base, op);
+  ursa__handle_op_end(s->loop, &s->handle, op);
 }
 
 static inline int check_stream(const ursa_stream *s, const char *fn) {

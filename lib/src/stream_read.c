@@ -16,7 +16,7 @@ static void read_timer_cb(ursa_timer *t, int status);
 
 static void start_read_timer(ursa_stream *s, uint64_t ms) {
   s->read_timer->t.op.kind = URSA__KIND(timer);
-  s->base.nops++;
+  s->handle.nops++;
   ursa_timer_start(s->loop, &s->read_timer->t, ms, 0, read_timer_cb);
 }
 
@@ -29,12 +29,12 @@ static bool read_timer_idle(const ursa_stream *s) {
 static void read_timer_cb(ursa_timer *t, int status) {
   ursa_stream *s = t->data;
   struct ursa__readtimer *rt = s->read_timer;
-  s->base.nops--;
+  s->handle.nops--;
   /* Cancelled by ursa_read_stop() but reading again by now: a start that
    * came while this cancel was on its way left the timing to this
    * callback, which goes on as if the timer had fired. */
   if ((status == 0 || status == -ECANCELED) && (s->flags & S_READING) &&
-      !s->base.closing && rt->ms) {
+      !s->handle.closing && rt->ms) {
     uint64_t idle = s->loop->now_ms - rt->last_read_ms;
     if (idle >= rt->ms && s->recv_op.state == URSA__IDLE) {
       /* Paused by the high watermark and the peer took nothing either:
@@ -56,7 +56,7 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
   int r = check_stream(s, "ursa_read_start");
   if (r) return r;
   if (!cb) return ursa__invalid("ursa_read_start: NULL callback");
-  if (s->base.closing)
+  if (s->handle.closing)
     return ursa__invalid("ursa_read_start: stream is closing");
   if (s->flags & S_EOF)
     return ursa__invalid("ursa_read_start: stream is at end of file");
@@ -86,7 +86,7 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
   int r = check_stream(s, "ursa_read_timeout");
   if (r) return r;
   if (ms && !s->read_timer) {
-    if (s->base.closing) return -EBADF;
+    if (s->handle.closing) return -EBADF;
     s->read_timer = calloc(1, sizeof(*s->read_timer));
     if (!s->read_timer) return -ENOMEM;
     s->read_timer->t.data = s;
@@ -158,8 +158,7 @@ static void recv_complete(ursa_loop *loop, ursa_op *op, int res,
       while (ursa__slices_next(loop, &it)) {
         /* Delivered even after ursa_read_stop(): the bytes left the
          * socket.  A callback that closes the stream drops the rest. */
-        if (!s->base.closing)
-          s->read_cb(s, (ssize_t)it.len, it.data);
+        if (!s->handle.closing) s->read_cb(s, (ssize_t)it.len, it.data);
         ursa__slice_done(loop, &it);
       }
     }
@@ -177,7 +176,7 @@ static void recv_complete(ursa_loop *loop, ursa_op *op, int res,
   res = ursa__recv_fallback(loop, op, res);
 
   int status = 0;
-  if (s->base.closing) {
+  if (s->handle.closing) {
     status = 1; /* no callback */
   } else if (res == 0) {
     status = URSA_EOF;
@@ -235,7 +234,7 @@ int ursa_stream_watermarks(ursa_stream *s, size_t high, size_t low) {
 /* Pauses the receive when too much waits to be sent, resumes it when the
  * queue has drained; the application's wish to read (S_READING) stands. */
 void ursa__stream_check_watermarks(ursa_stream *s) {
-  if (!s->high_water || s->base.closing) return;
+  if (!s->high_water || s->handle.closing) return;
   if (!(s->flags & S_PAUSED) && s->wq_bytes >= s->high_water &&
       (s->flags & S_READING)) {
     s->flags |= S_PAUSED;

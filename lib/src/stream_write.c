@@ -121,7 +121,7 @@ static void advance(ursa_write_req *w, size_t n) {
 
 static void start_send(ursa_stream *s) {
   ursa_write_req *w = s->wq_head;
-  if (!w || s->send_op.state != URSA__IDLE || s->base.closing ||
+  if (!w || s->send_op.state != URSA__IDLE || s->handle.closing ||
       s->write_error)
     return;
   ursa_write_req *head = w;
@@ -177,7 +177,7 @@ static void start_send(ursa_stream *s) {
 static int queue_write(ursa_write_req *w, ursa_stream *s,
                        const struct iovec *iov, unsigned iovcnt, size_t len,
                        uint32_t timeout_ms, ursa_write_cb cb) {
-  if (s->base.closing) return -EBADF;
+  if (s->handle.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
   w->op.kind = URSA__KIND(write);
@@ -196,7 +196,7 @@ static int queue_write(ursa_write_req *w, ursa_stream *s,
   w->cb = cb;
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
   s->loop->active++;
-  s->base.nops++;
+  s->handle.nops++;
   s->wq_bytes += len;
   if (s->wq_tail)
     s->wq_tail->wnext = w;
@@ -273,8 +273,7 @@ int ursa_stream_writable(const ursa_stream *s) {
 }
 
 void ursa__stream_check_writable(ursa_stream *s) {
-  if (!(s->flags & S_BACKED) || s->wq_bytes > s->write_low ||
-      s->base.closing)
+  if (!(s->flags & S_BACKED) || s->wq_bytes > s->write_low || s->handle.closing)
     return;
   s->flags &= ~S_BACKED;
   if (s->writable_cb) s->writable_cb(s);
@@ -354,7 +353,7 @@ static void send_prep(ursa_loop *loop, ursa_op *op) {
 
 /* Calls back a write taken off the queue (it may free w). */
 static void finish_write(ursa_stream *s, ursa_write_req *w, int status) {
-  ursa__handle_op_end(s->loop, &s->base, &w->op);
+  ursa__handle_op_end(s->loop, &s->handle, &w->op);
   w->cb(w, status);
 }
 
@@ -380,7 +379,7 @@ static bool zc_result(ursa_loop *loop, ursa_stream *s, ursa_op *op,
      * pending they are cancelled instead, the stream whole. */
     s->flags |= S_NO_ZC;
     loop->stats.zc_refused++;
-    if (!(op->flags & URSA__F_CANCEL) && !s->base.closing) {
+    if (!(op->flags & URSA__F_CANCEL) && !s->handle.closing) {
       ursa__op_resubmit(loop, op);
       return false;
     }
@@ -429,7 +428,7 @@ static int take_failed(ursa_stream *s, int status, ursa_write_req **failed) {
   for (ursa_write_req *w = s->wq_head; w;) {
     ursa_write_req *next = w->wnext;
     bool batched = w->op.flags & URSA__F_BATCHED;
-    if (torn || s->base.closing ||
+    if (torn || s->handle.closing ||
         (batched && (w->op.flags & URSA__F_CANCEL))) {
       unlink_write(s, prev, w);
       *tail = w;
@@ -447,7 +446,7 @@ static void send_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_stream *s = STREAM_OF(op, send_op);
   if ((op->flags & URSA__F_ZC) && !zc_result(loop, s, op, &res, flags))
     return;
-  bool stopped = (op->flags & URSA__F_CANCEL) || s->base.closing;
+  bool stopped = (op->flags & URSA__F_CANCEL) || s->handle.closing;
   int err = timeout_status(op, res);
   s->batch = 0;
   give_sendv(s); /* the kernel is done with the iovecs */

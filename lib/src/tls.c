@@ -530,8 +530,8 @@ int ursa_tls_shutdown(ursa_tls *t, ursa_tls_shutdown_cb cb) {
   return ursa_shutdown(t->stream, on_tls_shut);
 }
 
-static void on_stream_closed(ursa_stream *s) {
-  ursa_tls *t = s->data;
+static void on_stream_closed(ursa_handle *h) {
+  ursa_tls *t = h->data;
   struct ursa__tls *p = t->p;
   ursa_tls_close_cb cb = p->close_cb;
   SSL_free(p->ssl);

@@ -21,6 +21,8 @@ static int check_poll(const ursa_poll *p, const char *fn) {
   return 0;
 }
 
+static const ursa__handle_kind poll_kind;
+
 int ursa_poll_open(ursa_loop *loop, ursa_poll *p, int fd) {
   if (!loop || !p)
     return ursa__invalid("ursa_poll_open: NULL %s", loop ? "watcher" : "loop");
@@ -29,11 +31,10 @@ int ursa_poll_open(ursa_loop *loop, ursa_poll *p, int fd) {
   memset(p, 0, sizeof(*p));
   p->data = data;
   p->fd = fd;
-  p->loop = loop;
   p->flags = P_OPEN;
   p->poll_op.kind = URSA__KIND(poll);
   p->poll_op.nsqe = 1;
-  ursa__handle_init(loop, &p->base, URSA__KIND(close_poll), URSA_HANDLE_POLL);
+  ursa__handle_init(loop, &p->handle, &poll_kind, URSA_HANDLE_POLL);
   return 0;
 }
 
@@ -44,14 +45,14 @@ int ursa_poll_start(ursa_poll *p, unsigned events, ursa_poll_cb cb) {
   if (!events || (events & ~(URSA_READABLE | URSA_WRITABLE)))
     return ursa__invalid("ursa_poll_start: events 0x%x (want URSA_READABLE "
                          "and/or URSA_WRITABLE)", events);
-  if (p->base.closing) return -EBADF;
+  if (p->handle.closing) return -EBADF;
   if (p->flags & P_WATCHING) return -EALREADY;
   p->flags |= P_WATCHING;
   p->cb = cb;
   p->events = events;
   /* A stop still on its way: the poll is armed again when it ends. */
   if (p->poll_op.state == URSA__IDLE)
-    ursa__handle_submit(p->loop, &p->base, &p->poll_op);
+    ursa__handle_submit(p->loop, &p->handle, &p->poll_op);
   return 0;
 }
 
@@ -61,18 +62,6 @@ int ursa_poll_stop(ursa_poll *p) {
   if (!(p->flags & P_WATCHING)) return 0;
   p->flags &= ~P_WATCHING;
   ursa__op_cancel(p->loop, &p->poll_op);
-  return 0;
-}
-
-int ursa_poll_close(ursa_poll *p, ursa_poll_close_cb cb) {
-  int r = check_poll(p, "ursa_poll_close");
-  if (r) return r;
-  if (!cb) return ursa__invalid("ursa_poll_close: NULL callback");
-  if (ursa__handle_begin_close(&p->base) < 0) return -EALREADY;
-  p->flags &= ~P_WATCHING;
-  p->close_cb = cb;
-  ursa__op_cancel(p->loop, &p->poll_op);
-  ursa__handle_maybe_close(p->loop, &p->base);
   return 0;
 }
 
@@ -89,7 +78,7 @@ static void poll_prep(ursa_loop *loop, ursa_op *op) {
 static void poll_complete(ursa_loop *loop, ursa_op *op, int res,
                          uint32_t flags) {
   ursa_poll *p = POLL_OF(op, poll_op);
-  bool watching = (p->flags & P_WATCHING) && !p->base.closing;
+  bool watching = (p->flags & P_WATCHING) && !p->handle.closing;
   if (res >= 0 && watching) {
     unsigned ev = 0;
     if (res & (POLLERR | POLLHUP)) ev = p->events;
@@ -101,19 +90,19 @@ static void poll_complete(ursa_loop *loop, ursa_op *op, int res,
   if (flags & IORING_CQE_F_MORE) return;
   /* The poll ended: a stop or close (-ECANCELED), an error, or the kernel
    * ending a multishot (a full CQ), which is armed again while wanted. */
-  watching = (p->flags & P_WATCHING) && !p->base.closing;
+  watching = (p->flags & P_WATCHING) && !p->handle.closing;
   if (watching && (res >= 0 || res == -ECANCELED)) {
     loop->stats.rearms++;
     op->flags &= (uint8_t)~URSA__F_CANCEL;
     ursa__op_resubmit(loop, op);
     return;
   }
-  ursa__handle_op_end(loop, &p->base, op);
+  ursa__handle_op_end(loop, &p->handle, op);
   if (watching && res < 0) {
     p->flags &= ~P_WATCHING;
     p->cb(p, res, 0);
   }
-  ursa__handle_maybe_close(loop, &p->base);
+  ursa__handle_maybe_close(&p->handle);
 }
 
 URSA__OP_TYPE(poll) = {
@@ -122,37 +111,29 @@ URSA__OP_TYPE(poll) = {
     .complete = poll_complete,
 };
 
-/* The watcher's close op closes nothing (the descriptor is the caller's):
- * a NOP completes it in order with the rest. */
-static void pclose_prep(ursa_loop *loop, ursa_op *op) {
-  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_nop(sqe);
-  io_uring_sqe_set_data(sqe, op);
+/* The watcher's close closes nothing (the descriptor is the caller's). */
+static void poll_close(ursa_handle *h) {
+  ursa_poll *p = (ursa_poll *)h;
+  p->flags &= ~P_WATCHING;
+  ursa__op_cancel(p->loop, &p->poll_op);
 }
 
-static void pclose_complete(ursa_loop *loop, ursa_op *op, int res,
-                           uint32_t flags) {
-  ursa_poll *p = POLL_OF(op, base.close_op);
-  (void)res;
-  (void)flags;
-  ursa__handle_closed(loop, &p->base);
-  p->flags = 0;
-  /* A signal's watcher: the signal's own close finishes (and notes). */
-  if (p->base.type == URSA_HANDLE_SIGNAL ||
-      !ursa__handle_close_all_note(loop, &p->base))
-    p->close_cb(p); /* the last touch: it may free p */
-}
+static void poll_closed(ursa_handle *h) { ((ursa_poll *)h)->flags = 0; }
 
-URSA__OP_TYPE(close_poll) = {
-    .name = "close",
-    .prep = pclose_prep,
-    .complete = pclose_complete,
+static const ursa__handle_kind poll_kind = {
+    .name = "poll",
+    .close = poll_close,
+    .closed = poll_closed,
 };
+
+int ursa_poll_close(ursa_poll *p, ursa_close_cb cb) {
+  return ursa_close(p ? &p->handle : NULL, cb);
+}
 
 /* ---- signals ---- */
 
 static void on_signalfd(ursa_poll *p, int status, unsigned events) {
-  ursa_signal *sig = p->data;
+  ursa_signal *sig = URSA__CONTAINER(p, ursa_signal, poll);
   (void)events;
   if (status < 0) return; /* the signalfd failed: nothing more comes */
   struct signalfd_siginfo si[8];
@@ -160,10 +141,29 @@ static void on_signalfd(ursa_poll *p, int status, unsigned events) {
   while ((n = read(p->fd, si, sizeof(si))) > 0) {
     for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
       sig->cb(sig, (int)si[i].ssi_signo);
-      if (p->base.closing) return; /* closed by the callback */
+      if (p->handle.closing) return; /* closed by the callback */
     }
   }
 }
+
+/* A signal is a watcher of its own signalfd, which its close closes. */
+static void signal_closed(ursa_handle *h) {
+  ursa_signal *sig = (ursa_signal *)h;
+  poll_closed(h);
+  close(sig->poll.fd);
+  if (!sig->was_blocked) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig->signum);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  }
+}
+
+static const ursa__handle_kind signal_kind = {
+    .name = "signal",
+    .close = poll_close,
+    .closed = signal_closed,
+};
 
 int ursa_signal_start(ursa_loop *loop, ursa_signal *sig, int signum,
                       ursa_signal_cb cb) {
@@ -186,37 +186,17 @@ int ursa_signal_start(ursa_loop *loop, ursa_signal *sig, int signum,
   }
   void *data = sig->data;
   memset(sig, 0, sizeof(*sig));
+  ursa_poll_open(loop, &sig->poll, fd);
   sig->data = data;
   sig->signum = signum;
-  sig->loop = loop;
   sig->cb = cb;
   sig->was_blocked = sigismember(&old, signum);
-  ursa_poll_open(loop, &sig->poll, fd);
-  sig->poll.base.type = URSA_HANDLE_SIGNAL;
-  sig->poll.data = sig;
+  sig->handle.kind = &signal_kind;
+  sig->handle.type = URSA_HANDLE_SIGNAL;
   ursa_poll_start(&sig->poll, URSA_READABLE, on_signalfd);
   return 0;
 }
 
-static void on_signal_poll_closed(ursa_poll *p) {
-  ursa_signal *sig = p->data;
-  close(p->fd);
-  if (!sig->was_blocked) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, sig->signum);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-  }
-  if (!ursa__handle_close_all_note(sig->loop, &p->base))
-    sig->close_cb(sig); /* the last touch: it may free sig */
-}
-
-int ursa_signal_close(ursa_signal *sig, ursa_signal_close_cb cb) {
-  if (!sig || !cb)
-    return ursa__invalid("ursa_signal_close: NULL %s",
-                         sig ? "callback" : "signal");
-  if (!(sig->poll.flags & P_OPEN))
-    return ursa__invalid("ursa_signal_close: signal watcher is not open");
-  sig->close_cb = cb;
-  return ursa_poll_close(&sig->poll, on_signal_poll_closed);
+int ursa_signal_close(ursa_signal *sig, ursa_close_cb cb) {
+  return ursa_close(sig ? &sig->handle : NULL, cb);
 }

@@ -34,14 +34,17 @@ extern "C" {
  * and accepts: once per event, and the operation says when it has ended).
  *
  * Ownership.  The caller owns every handle (ursa_listener, ursa_stream,
- * ursa_dgram, ursa_timer) and request (ursa_write_req, ursa_send_req).
- * ursa initialises them and uses
- * their memory until:
- *   - a request: its callback has been called (it may be freed or reused
- *     inside that callback);
- *   - a handle: its close callback has been called (likewise).
+ * ursa_dgram, ursa_poll, ursa_signal; each starts with an ursa_handle and
+ * closes with ursa_close()), every timer (ursa_timer) and every request
+ * (ursa_write_req, ursa_send_req, ursa_post_req, ursa_resolve_req,
+ * ursa_handoff_req).  ursa initialises them and uses their memory until:
+ *   - a request or a timer: its callback has been called (it may be freed
+ *     or reused inside that callback; a repeating timer, until stopped);
+ *   - a handle: its close callback has been called (likewise), or, with a
+ *     NULL close callback, the loop has run until it ended.
  * Timers and requests must be zero-filled before their first use
- * (`ursa_timer t = {0};`, calloc), so that ursa can tell an active one.
+ * (`ursa_timer t = {0};`, calloc, not malloc), so that ursa can tell an
+ * active one: a malloc'd request is refused with -EBUSY.
  * Buffers handed to ursa_write() must stay valid and unchanged until the
  * write's callback.  Buffers handed to a read callback are borrowed: they
  * belong to the loop again as soon as the callback returns.
@@ -49,9 +52,9 @@ extern "C" {
  * Threads.  A loop and everything on it belong to the thread that created
  * the loop (the ring is set up SINGLE_ISSUER).  Use one loop per thread.
  * The exceptions, callable from any thread, are ursa_post(),
- * ursa_loop_stop_async(), ursa_loop_retain() and ursa_loop_release()
- * ("threads" below).  After fork() the child must not use the parent's
- * loops.
+ * ursa_post_call(), ursa_loop_stop_async(), ursa_loop_retain() and
+ * ursa_loop_release() ("threads" below).  After fork() the child must not
+ * use the parent's loops.
  *
  * Fields.  Structs are public so that callers can embed them without
  * allocation; only the fields marked "public" may be read or written by the
@@ -417,18 +420,9 @@ typedef struct ursa_op {
  * -EALREADY when its result is in and only the callback is still to come. */
 URSA_EXPORT int ursa_cancel(ursa_loop *loop, ursa_op *op);
 
-/* The part every handle (stream, listener, datagram socket) shares: its
- * one close path.  Private. */
-typedef struct ursa_handle_base {
-  ursa_op close_op;
-  int nops;         /* the handle's operations not yet called back */
-  uint8_t closing;  /* close asked for */
-  uint8_t closed;   /* its close op is on its way */
-  uint8_t type;     /* ursa_handle_type */
-  struct ursa_handle_base *hnext, *hprev; /* the loop's open handles */
-} ursa_handle_base;
+/* ---- handles: their one life and their one close ---------------------- */
 
-/* What ursa_loop_walk() hands out. */
+/* What a handle is. */
 typedef enum ursa_handle_type {
   URSA_HANDLE_STREAM = 1, /* an ursa_stream */
   URSA_HANDLE_LISTENER,   /* an ursa_listener */
@@ -437,25 +431,59 @@ typedef enum ursa_handle_type {
   URSA_HANDLE_SIGNAL,     /* an ursa_signal */
 } ursa_handle_type;
 
-/* handle is the ursa_stream, ursa_listener, ... of that type. */
-typedef void (*ursa_walk_cb)(ursa_handle_type type, void *handle, void *arg);
+typedef struct ursa_handle ursa_handle;
+/* Called once, from the loop, when a handle has closed: every operation
+ * it started has been called back and its descriptor is closed.  From
+ * here on its memory is the caller's again (free it here if you like). */
+typedef void (*ursa_close_cb)(ursa_handle *h);
+struct ursa__handle_kind; /* what closing one of its kind takes */
+
+/* The part every handle starts with: a pointer to any handle is a pointer
+ * to its ursa_handle (&stream->handle, or (ursa_handle *)stream), and
+ * handle->data is the handle's own data (stream->data names the same
+ * field).  The handle is open from the call that made it (ursa_accept(),
+ * ursa_connect(), ursa_listen(), ursa_dgram_bind(), ursa_poll_open(),
+ * ursa_signal_start()) until its close callback. */
+struct ursa_handle {
+  void *data;      /* public */
+  ursa_loop *loop; /* read-only */
+  uint8_t type;    /* read-only: ursa_handle_type */
+  /* private */
+  uint8_t closing; /* close asked for */
+  uint8_t closed;  /* its close op is on its way */
+  int nops;        /* the handle's operations not yet called back */
+  const struct ursa__handle_kind *kind; /* NULL: not open */
+  ursa_close_cb close_cb;
+  ursa_op close_op;
+  ursa_handle *hnext, *hprev; /* the loop's open handles */
+};
+
+/* Closes any handle: stops what it has in flight (a stream's writes and
+ * reads, a listener's accepts, a datagram socket's sends; their callbacks
+ * get -ECANCELED), closes its descriptor (a watcher's stays the caller's),
+ * then calls cb (NULL: nothing is called) once, from the loop.  Returns 0,
+ * -EALREADY when the handle is closing already (cb is not taken), or
+ * -EINVAL (NULL, or a handle that is not open).  The typed closes below
+ * (ursa_stream_close(), ...) are this close. */
+URSA_EXPORT int ursa_close(ursa_handle *h, ursa_close_cb cb);
+
+/* 1 when the handle's close has been asked for (it may still be open
+ * until its callback), else 0. */
+URSA_EXPORT int ursa_handle_closing(const ursa_handle *h);
+
+typedef void (*ursa_walk_cb)(ursa_handle *h, void *arg);
 
 /* Calls cb for every open handle of the loop (from its open to its close
  * callback, so closing ones too: ursa_handle_closing() tells), in the
  * order they were opened.  cb may close any handle, itself included. */
 URSA_EXPORT void ursa_loop_walk(ursa_loop *loop, ursa_walk_cb cb, void *arg);
 
-/* 1 when the handle's close has been asked for, else 0 (type and handle
- * as ursa_loop_walk() gives them). */
-URSA_EXPORT int ursa_handle_closing(ursa_handle_type type, const void *handle);
-
-/* Closes every open handle that is not closing yet, for shutdown: each with
- * its own close (streams' writes and reads are cancelled, listeners stop,
- * ...), and cb (may be NULL) runs once for each of them when it has
- * closed, with arg.  Run the loop afterwards until it ends.  Returns how
- * many it closed. */
-URSA_EXPORT unsigned ursa_loop_close_all(ursa_loop *loop, ursa_walk_cb cb,
-                                         void *arg);
+/* Closes every open handle that is not closing yet, for shutdown, each as
+ * ursa_close(h, cb) does; handles already closing keep the callback their
+ * own close gave them.  cb (may be NULL) tells the handles apart by
+ * h->type and h->data, and frees what it must.  Run the loop afterwards
+ * until it ends.  Returns how many it closed. */
+URSA_EXPORT unsigned ursa_loop_close_all(ursa_loop *loop, ursa_close_cb cb);
 
 /* ---- threads: posting to a loop, stopping it, its lifetime ------------- */
 
@@ -586,7 +614,6 @@ typedef void (*ursa_read_cb)(ursa_stream *stream, ssize_t nread,
  * bytes went out. */
 typedef void (*ursa_write_cb)(ursa_write_req *w, int status);
 typedef void (*ursa_shutdown_cb)(ursa_stream *stream, int status);
-typedef void (*ursa_stream_close_cb)(ursa_stream *stream);
 /* The write queue has drained to the write mark's low after reaching its
  * high (see ursa_stream_write_marks()). */
 typedef void (*ursa_writable_cb)(ursa_stream *stream);
@@ -596,7 +623,6 @@ typedef void (*ursa_writable_cb)(ursa_stream *stream);
  * URSA_ACCEPT_BACKOFF_MS and tries again; other errors are reported and the
  * listener carries on, except -EBADF/-EINVAL which end it). */
 typedef void (*ursa_connection_cb)(ursa_listener *listener, int status);
-typedef void (*ursa_listener_close_cb)(ursa_listener *listener);
 
 #define URSA_ACCEPT_BACKOFF_MS 20
 /* Queued writes a stream hands to the kernel in one sendmsg by default,
@@ -634,12 +660,17 @@ struct ursa__readtimer;  /* a read timeout's timer and clock */
  * it): state that only a batched send, a connect or a read timeout needs
  * is taken from the loop or the heap while it is needed. */
 struct ursa_stream {
-  void *data; /* public */
-  int fd;     /* read-only: the socket; -1 when it is a direct descriptor
-                 (accepted on a loop with direct_files) */
-  uint32_t flags;  /* private (here, it fills what would be padding) */
-  ursa_loop *loop; /* read-only */
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+  };
+  int fd; /* read-only: the socket; -1 when it is a direct descriptor
+             (accepted on a loop with direct_files) */
   /* private */
+  uint32_t flags;
   int32_t slot;    /* the direct descriptor's slot */
   int32_t write_error;
   ursa_op send_op; /* one send in flight, carrying up to batch writes */
@@ -649,7 +680,6 @@ struct ursa_stream {
   struct ursa__sendv *sendv;  /* a send of several, from the loop's pool */
   ursa_op recv_op;
   ursa_op shutdown_op;
-  ursa_handle_base base;
   union { /* never both: connected streams are not direct descriptors */
     struct ursa__connecting *connecting; /* ursa_connect() to its callback */
     struct ursa__peer *direct_peer;      /* recorded at accept */
@@ -657,7 +687,6 @@ struct ursa_stream {
   struct ursa__readtimer *read_timer; /* made by the first ursa_read_timeout() */
   ursa_read_cb read_cb;
   ursa_shutdown_cb shutdown_cb;
-  ursa_stream_close_cb close_cb;
   ursa_write_req *wq_head;
   ursa_write_req *wq_tail;
   size_t wq_bytes;
@@ -677,17 +706,20 @@ struct ursa_stream {
                                     accepted sockets inherit */
 
 struct ursa_listener {
-  void *data; /* public */
-  int fd;     /* read-only */
-  ursa_loop *loop; /* read-only */
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+  };
+  int fd; /* read-only */
   /* private */
   uint32_t flags;
   ursa_op accept_op;
-  ursa_handle_base base;
   ursa_timer backoff;
   int pending_fd; /* or the direct slot, when accepts are direct */
   ursa_connection_cb cb;
-  ursa_listener_close_cb close_cb;
   ursa_sockfile file; /* the socket file it made, removed at close */
   struct sockaddr_storage peer; /* a direct accept's peer address */
   socklen_t peer_len;
@@ -768,7 +800,7 @@ URSA_EXPORT int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
 /* Stops accepting, cancels what is in flight and closes the socket; cb runs
  * once at the end (it may free l).  -EALREADY when already closing. */
 URSA_EXPORT int ursa_listener_close(ursa_listener *l,
-                                    ursa_listener_close_cb cb);
+                                    ursa_close_cb cb);
 
 /* Makes an open stream of a connected stream socket the caller owns (for
  * example one end of a socketpair); the stream owns fd from then on. */
@@ -918,7 +950,7 @@ URSA_EXPORT int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb);
  * write (their callbacks run with -ECANCELED, the read callback is not called
  * again), closes the socket, then calls cb exactly once.  -EALREADY when
  * already closing. */
-URSA_EXPORT int ursa_stream_close(ursa_stream *s, ursa_stream_close_cb cb);
+URSA_EXPORT int ursa_stream_close(ursa_stream *s, ursa_close_cb cb);
 
 /* ---- datagrams: UDP, Unix datagram, raw and ICMP sockets ------------- */
 
@@ -939,7 +971,6 @@ typedef void (*ursa_recv_cb)(ursa_dgram *d, ssize_t n, const void *buf,
                              unsigned flags);
 /* status: 0 when the datagram went out, else the error. */
 typedef void (*ursa_send_cb)(ursa_send_req *req, int status);
-typedef void (*ursa_dgram_close_cb)(ursa_dgram *d);
 
 struct ursa_send_req {
   ursa_op op;
@@ -954,15 +985,18 @@ struct ursa_send_req {
 };
 
 struct ursa_dgram {
-  void *data; /* public */
-  int fd;     /* read-only */
-  ursa_loop *loop; /* read-only */
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+  };
+  int fd; /* read-only */
   /* private */
   uint32_t flags;
   ursa_op recv_op;
-  ursa_handle_base base;
   ursa_recv_cb recv_cb;
-  ursa_dgram_close_cb close_cb;
   ursa_send_req *sends;
   struct msghdr msg; /* what receives are asked for */
   struct iovec iov;
@@ -1022,7 +1056,7 @@ URSA_EXPORT int ursa_dgram_send_active(const ursa_send_req *req);
 /* Closes: cancels the receive and every send (their callbacks get
  * -ECANCELED; the receive callback is not called again), closes the
  * socket, removes a socket file it made, then calls cb once. */
-URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_dgram_close_cb cb);
+URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_close_cb cb);
 
 /* ---- name resolution without blocking the loop ------------------------ */
 
@@ -1078,23 +1112,24 @@ typedef struct ursa_signal ursa_signal;
  * hang-up on the descriptor shows as every event watched for); status < 0:
  * watching ended on that error. */
 typedef void (*ursa_poll_cb)(ursa_poll *p, int status, unsigned events);
-typedef void (*ursa_poll_close_cb)(ursa_poll *p);
 /* signum arrived (once per delivery; the kernel merges repeats of a
  * standard signal that come before the loop reads them). */
 typedef void (*ursa_signal_cb)(ursa_signal *sig, int signum);
-typedef void (*ursa_signal_close_cb)(ursa_signal *sig);
 
 struct ursa_poll {
-  void *data;      /* public */
-  int fd;          /* read-only: the descriptor watched (the caller's) */
-  ursa_loop *loop; /* read-only */
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+  };
+  int fd; /* read-only: the descriptor watched (the caller's) */
   /* private */
   uint32_t flags;
   unsigned events;
   ursa_op poll_op;
-  ursa_handle_base base;
   ursa_poll_cb cb;
-  ursa_poll_close_cb close_cb;
 };
 
 /* Makes a watcher of fd, any descriptor poll(2) takes (an eventfd,
@@ -1118,16 +1153,20 @@ URSA_EXPORT int ursa_poll_stop(ursa_poll *p);
 
 /* Stops and calls cb once, after which p may be freed (fd is not closed).
  * -EALREADY when already closing. */
-URSA_EXPORT int ursa_poll_close(ursa_poll *p, ursa_poll_close_cb cb);
+URSA_EXPORT int ursa_poll_close(ursa_poll *p, ursa_close_cb cb);
 
 struct ursa_signal {
-  void *data;      /* public */
-  int signum;      /* read-only */
-  ursa_loop *loop; /* read-only */
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+    ursa_poll poll; /* private: a watcher of its own signalfd */
+  };
+  int signum; /* read-only */
   /* private */
-  ursa_poll poll; /* on a signalfd of its own */
   ursa_signal_cb cb;
-  ursa_signal_close_cb close_cb;
   int was_blocked;
 };
 
@@ -1135,8 +1174,10 @@ struct ursa_signal {
  * without a self-pipe): the signal is blocked in the calling thread with
  * pthread_sigmask() and read from a signalfd that the loop watches.  Block
  * it in every thread of the process (before starting others, which inherit
- * the mask), or another thread may take it the default way.  One watcher
- * per signal and loop.  Returns 0, -EINVAL (a bad signum, SIGKILL, SIGSTOP,
+ * the mask), or another thread may take it the default way.  The blocked
+ * mask is inherited by children the thread spawns (fork, posix_spawn,
+ * exec): a child that should see the signal must unblock it (for
+ * posix_spawn, POSIX_SPAWN_SETSIGMASK).  One watcher per signal and loop.  Returns 0, -EINVAL (a bad signum, SIGKILL, SIGSTOP,
  * NULL), or the error of signalfd(2). */
 URSA_EXPORT int ursa_signal_start(ursa_loop *loop, ursa_signal *sig,
                                   int signum, ursa_signal_cb cb);
@@ -1144,7 +1185,7 @@ URSA_EXPORT int ursa_signal_start(ursa_loop *loop, ursa_signal *sig,
 /* Stops: closes the signalfd, unblocks the signal if ursa_signal_start()
  * blocked it (a signal pending then takes its default action, or its
  * handler), and calls cb once.  -EALREADY when already closing. */
-URSA_EXPORT int ursa_signal_close(ursa_signal *sig, ursa_signal_close_cb cb);
+URSA_EXPORT int ursa_signal_close(ursa_signal *sig, ursa_close_cb cb);
 
 #ifdef __cplusplus
 }
