@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/testutil.h"
@@ -141,7 +143,8 @@ TEST_P(Resolve, ManyAtOnceAndCancel) {
   EXPECT_EQ(0u, ursa_loop_alive(loop())) << "the resolver holds the loop";
 }
 
-// The lookups run on a pool of at most 4 threads, whatever how many wait.
+// The lookups run on the work pool, at most 4 threads by default, however
+// many wait.
 int LookupThreads() {
   int n = 0;
   DIR *d = opendir("/proc/self/task");
@@ -152,7 +155,7 @@ int LookupThreads() {
     FILE *f = fopen(path.c_str(), "r");
     char comm[32] = {0};
     if (f) {
-      if (fgets(comm, sizeof(comm), f)) n += !strncmp(comm, "ursa-lookup", 11);
+      if (fgets(comm, sizeof(comm), f)) n += !strncmp(comm, "ursa-work", 9);
       fclose(f);
     }
   }
@@ -179,8 +182,51 @@ TEST_P(Resolve, FortyLookupsShareAPoolOfFourThreads) {
     EXPECT_TRUE(Has(as[i].addrs, "127.0.0.1:" + std::to_string(2000 + i)));
   }
   EXPECT_GE(most, 1);
-  EXPECT_LE(LookupThreads(), 4) << "the pool has more than 4 threads";
+  EXPECT_LE(LookupThreads(), 4) << "the pool has more than its 4 threads";
   EXPECT_LE(most, 4);
+}
+
+// A lookup waiting behind busy pool threads: its cancel calls back at once
+// and takes it off the pool, so its loop closes while the pool is still
+// busy, and the pool goes on with the next work when the threads free up.
+std::atomic<bool> hold_pool{false};
+void HoldPool(ursa_work *) {
+  while (hold_pool.load()) std::this_thread::yield();
+}
+void WorkDone(ursa_work *w, int status) { *(int *)w->data = status; }
+
+TEST(ResolvePool, ACancelledQueuedLookupLetsItsLoopClose) {
+  ASSERT_EQ(0, ursa_work_pool_size(1));
+  t::Loop busy;
+  hold_pool = true;
+  ursa_work holder{};
+  int held = 1;
+  holder.data = &held;
+  ASSERT_EQ(0, ursa_work_queue(busy.get(), &holder, HoldPool, WorkDone));
+  ursa_loop *loop = nullptr;
+  ASSERT_EQ(0, ursa_loop_new(&loop, nullptr));
+  Answer a;
+  ASSERT_EQ(0, ursa_resolve(loop, &a.req, "localhost", "7", AF_INET,
+                            OnResolved));
+  EXPECT_EQ(0, ursa_resolve_cancel(&a.req));
+  for (int i = 0; i < 100 && ursa_loop_run(loop, URSA_RUN_ONCE) > 0; i++) {
+  }
+  EXPECT_EQ(1, a.calls);
+  EXPECT_EQ(-ECANCELED, a.status);
+  EXPECT_EQ(0u, ursa_loop_alive(loop));
+  EXPECT_EQ(0, ursa_loop_close(loop)) << ursa_error_detail();
+  hold_pool = false;
+  ASSERT_TRUE(busy.RunUntil([&] { return held == 0; }));
+  // The pool is free again: a new lookup on a new loop is answered.
+  t::Loop next;
+  Answer b;
+  ASSERT_EQ(0, ursa_resolve(next.get(), &b.req, "localhost", "8", AF_INET,
+                            OnResolved));
+  ASSERT_TRUE(next.RunUntil([&] { return b.calls > 0; }));
+  EXPECT_TRUE(Has(b.addrs, "127.0.0.1:8")) << b.detail;
+  EXPECT_EQ(0, ursa_work_pool_size(4));
+  next.Finish();
+  busy.Finish();
 }
 
 // A child after fork() has none of the pool's threads: its lookups start

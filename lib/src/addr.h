@@ -36,8 +36,5 @@ int ursa__socket_open(const struct sockaddr *addr, socklen_t len, int type,
                       unsigned opts, int backlog, ursa_sockfile *file)
     URSA__HIDDEN;
 
-/* resolve.c: the loop's resolver, freed with the loop (its threads may
- * outlive it). */
-void ursa__resolver_free(ursa_loop *loop) URSA__HIDDEN;
 
 #endif /* URSA_ADDR_H */

@@ -109,7 +109,6 @@ void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
 #define URSA__UD_NOW 16u
 
 struct ursa__bufs;
-struct ursa__resolver;
 struct ursa__ep;
 
 /* One completion, as the loop dispatches it. */
@@ -182,7 +181,6 @@ struct ursa_loop {
   ursa_op *pend_head, *pend_tail;     /* results to call back */
 
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
-  struct ursa__resolver *resolver; /* made by the first ursa_resolve() */
 
   /* Posts (post.c).  The first four are shared with other threads. */
   ursa_post_req *post_head; /* a stack of posts, newest first */
@@ -287,6 +285,14 @@ void ursa__handle_maybe_close(ursa_handle *h) URSA__HIDDEN;
 /* Fills the close op's SQE: the descriptor, or the direct slot (>= 0). */
 void ursa__handle_prep_close(ursa_loop *loop, ursa_handle *h, int fd,
                              int slot) URSA__HIDDEN;
+
+/* ---- work.c: the process's pool of threads ---- */
+/* Queues t; t->run(t) runs on a pool thread.  0, -EINVAL (a bad
+ * URSA_WORK_THREADS, named), or -EAGAIN/-ENOMEM when the pool has no
+ * thread and none could be started. */
+int ursa__pool_submit(struct ursa__task *t) URSA__HIDDEN;
+/* Takes t off the queue if no thread has taken it yet; true if so. */
+bool ursa__pool_unqueue(struct ursa__task *t) URSA__HIDDEN;
 
 /* ---- uring.c ---- */
 /* io_uring only, on the loop's thread (a callback may call it): runs one

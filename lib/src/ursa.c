@@ -161,7 +161,6 @@ int ursa_loop_close(ursa_loop *loop) {
     return ursa__refuse(-EBADF, "ursa_loop_close: closed already");
   ursa__post_shutdown(loop);
   ursa__sendv_free_all(loop);
-  ursa__resolver_free(loop);
   ursa__bufring_free(loop);
   /* A registered ring descriptor lives in the registering thread's table:
    * the last release may come on another thread, where unregistering it

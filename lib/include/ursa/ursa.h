@@ -557,6 +557,70 @@ URSA_EXPORT void ursa_loop_unhold(ursa_loop *loop);
 URSA_EXPORT void ursa_loop_retain(ursa_loop *loop);
 URSA_EXPORT void ursa_loop_release(ursa_loop *loop);
 
+/* ---- work on a pool of threads ----------------------------------------- */
+
+/* For what cannot run on the loop without stalling it: a blocking call
+ * (getaddrinfo, a read from a disk that stalls), or a long computation.
+ * One pool serves every loop of the process (ursa_resolve() runs on it
+ * too).  Its threads (named "ursa-work") start as work queues, up to the
+ * pool's size, and stay for the next; more work waits its turn in order.
+ * The size is 4 unless URSA_WORK_THREADS (1 to 1024) is set in the
+ * environment when the pool is first used, or ursa_work_pool_size() says
+ * otherwise.  A child after fork() starts threads of its own; work queued
+ * in the parent is the parent's. */
+
+typedef struct ursa_work ursa_work;
+/* Runs on a pool thread.  It may block; it must not touch the loop or any
+ * of its handles (ursa_post() to a loop is fine). */
+typedef void (*ursa_work_fn)(ursa_work *w);
+/* Runs on the loop's thread: status 0 after fn returned, or -ECANCELED
+ * when ursa_work_cancel() took it off the queue before fn ran. */
+typedef void (*ursa_work_cb)(ursa_work *w, int status);
+
+struct ursa__task { /* private: an entry of the pool's queue */
+  struct ursa__task *next;
+  void (*run)(struct ursa__task *t);
+};
+
+struct ursa_work {
+  ursa_op op;
+  void *data; /* public */
+  /* private */
+  ursa_loop *loop;
+  ursa_work_fn fn;
+  ursa_work_cb cb;
+  struct ursa__task task;
+  ursa_post_req post; /* how the result comes back to the loop */
+};
+
+/* Queues fn to run on a pool thread; cb then runs on the loop's thread
+ * (a post: ursa_post()'s wake-up).  The request must be zero-filled before
+ * its first use and stays ursa's until cb; the loop is active (it runs,
+ * and ursa_loop_close() refuses) until then.  Loop thread.  Returns 0,
+ * -EINVAL (NULL, or a URSA_WORK_THREADS that is not a number from 1 to
+ * 1024, named by ursa_error_detail()), -EBUSY (w is queued already), or
+ * -EAGAIN / -ENOMEM when the pool has no thread and none can be started. */
+URSA_EXPORT int ursa_work_queue(ursa_loop *loop, ursa_work *w,
+                                ursa_work_fn fn, ursa_work_cb cb);
+
+/* Cancels work that no thread has taken yet: fn never runs and cb gets
+ * -ECANCELED.  Returns 0, -EBUSY when fn is running or has run (cb comes
+ * with 0: a pool thread cannot be interrupted), -EALREADY when its cancel
+ * is already on its way, -ENOENT when it is not queued.  ursa_cancel(loop,
+ * &w->op) is the same.  Loop thread. */
+URSA_EXPORT int ursa_work_cancel(ursa_work *w);
+
+/* Sets the most threads the pool runs (1 to 1024), for every loop of the
+ * process; it overrides URSA_WORK_THREADS.  Threads start as work needs
+ * them; when the size shrinks, threads above it end once idle.  Any
+ * thread.  Returns 0 or -EINVAL. */
+URSA_EXPORT int ursa_work_pool_size(unsigned threads);
+
+/* The pool's size now (as set, from the environment, or 4; 0 when
+ * URSA_WORK_THREADS is bad, and work is refused), and in *running (may be
+ * NULL) the threads it runs, busy or idle. */
+URSA_EXPORT unsigned ursa_work_pool_threads(unsigned *running);
+
 /* ---- timers ------------------------------------------------------------ */
 
 typedef struct ursa_timer ursa_timer;
@@ -1084,20 +1148,21 @@ struct ursa_resolve_req {
 /* Resolves host (a name or a numeric address) and service (a port number,
  * or a name from /etc/services such as "http"; NULL for port 0), for
  * streams (SOCK_STREAM) of family AF_UNSPEC (both), AF_INET or AF_INET6.
- * getaddrinfo(3) runs on a pool of helper threads shared by the process
- * (the system's resolver: /etc/hosts, nsswitch, DNS; up to 4 threads,
- * named "ursa-lookup", started as lookups queue and kept for the next;
- * more lookups wait their turn), so the loop never waits; cb runs from the
- * loop.  The request must be zero-filled before first use.
+ * getaddrinfo(3) (the system's resolver: /etc/hosts, nsswitch, DNS) runs
+ * on the work pool (see ursa_work_queue(): 4 threads unless sized
+ * otherwise; more lookups wait their turn), so the loop never waits; cb
+ * runs from the loop.  The request must be zero-filled before first use.
  * Returns 0, -EINVAL (NULL, an empty or overlong name, a bad family),
- * -EBUSY (req active) or -ENOMEM / -EAGAIN (no thread could be started). */
+ * -EBUSY (req active), -ENOMEM / -EAGAIN (no thread could be started), or
+ * the work pool's -EINVAL for a bad URSA_WORK_THREADS. */
 URSA_EXPORT int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req,
                              const char *host, const char *service,
                              int family, ursa_resolve_cb cb);
 
-/* Cancels a resolve: its callback runs from the loop with -ECANCELED (the
- * lookup itself cannot be stopped; its thread finishes it and drops the
- * answer).  Same returns as ursa_cancel(). */
+/* Cancels a resolve: its callback runs from the loop with -ECANCELED, and
+ * the loop may end or close at once.  A lookup no thread has taken yet
+ * never runs; a running one cannot be stopped: its thread finishes it and
+ * drops the answer.  Same returns as ursa_cancel(). */
 URSA_EXPORT int ursa_resolve_cancel(ursa_resolve_req *req);
 
 /* ---- any descriptor: readiness, and signals ----------------------------- */
