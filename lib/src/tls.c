@@ -2,8 +2,8 @@
  * API only (a layer above the library).  Ciphertext the stream reads goes
  * into the read BIO; what OpenSSL writes into the write BIO is taken out
  * after each step and sent with ursa_write(); plaintext comes out of
- * SSL_read() into the reader's callback. */
-#include "ursa/tls.h"
+ * SSL_read() into the reader's callback.  Contexts are in tls_ctx.c. */
+#include "tls_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -17,19 +17,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* ursa_error_detail()'s buffer is the library's; this layer keeps its
- * own, and its refusals say where to look. */
-static __thread char detail[512];
-
-struct ursa_tls_ctx {
-  SSL_CTX *ssl;
-  int server;
-  int refs; /* the context's own, and one per TLS stream */
-  uint32_t handshake_ms;
-  unsigned char alpn[256]; /* wire format: length-prefixed names */
-  unsigned alpn_len;
-};
 
 enum { T_HANDSHAKE, T_OPEN, T_FAILED, T_CLOSING };
 
@@ -52,169 +39,6 @@ struct ursa__tls {
   ursa_write_req shut_w; /* close_notify's records */
   void *shut_buf;
 };
-
-const char *ursa_tls_error_detail(void) { return detail; }
-
-static int refuse(int err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int refuse(int err, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(detail, sizeof(detail), fmt, ap);
-  va_end(ap);
-  return err;
-}
-
-/* OpenSSL's own words for the newest error on this thread's queue. */
-static const char *ossl_reason(void) {
-  static __thread char buf[256];
-  unsigned long e = ERR_peek_last_error();
-  if (!e) return "no reason given";
-  ERR_error_string_n(e, buf, sizeof(buf));
-  return buf;
-}
-
-/* ---- contexts ---- */
-
-static int parse_alpn(ursa_tls_ctx *c, const char *list) {
-  c->alpn_len = 0;
-  if (!list || !*list) return 0;
-  const char *p = list;
-  while (*p) {
-    const char *e = strchr(p, ',');
-    size_t n = e ? (size_t)(e - p) : strlen(p);
-    if (n == 0 || n > 255 || c->alpn_len + 1 + n > sizeof(c->alpn))
-      return refuse(-EINVAL, "ursa_tls_ctx_new: bad ALPN list '%.100s'",
-                    list);
-    c->alpn[c->alpn_len++] = (unsigned char)n;
-    memcpy(c->alpn + c->alpn_len, p, n);
-    c->alpn_len += (unsigned)n;
-    p += n;
-    if (*p == ',') p++;
-  }
-  return 0;
-}
-
-static int alpn_select(SSL *ssl, const unsigned char **out,
-                       unsigned char *outlen, const unsigned char *in,
-                       unsigned inlen, void *arg) {
-  ursa_tls_ctx *c = arg;
-  (void)ssl;
-  unsigned char *o;
-  if (SSL_select_next_proto(&o, outlen, c->alpn, c->alpn_len, in, inlen) !=
-      OPENSSL_NPN_NEGOTIATED)
-    return SSL_TLSEXT_ERR_NOACK;
-  *out = o;
-  return SSL_TLSEXT_ERR_OK;
-}
-
-static int file_readable(const char *what, const char *path) {
-  if (access(path, R_OK) == 0) return 0;
-  snprintf(detail, sizeof(detail), "ursa_tls_ctx_new: %s '%.300s': %s",
-           what, path, strerror(errno));
-  return -ENOENT;
-}
-
-int ursa_tls_ctx_new(ursa_tls_ctx **out, int server,
-                     const ursa_tls_options *o) {
-  if (!out || !o)
-    return refuse(-EINVAL, "ursa_tls_ctx_new: NULL %s",
-                  out ? "options" : "context pointer");
-  *out = NULL;
-  int minv = o->min_version ? o->min_version : URSA_TLS_1_2;
-  if ((minv != URSA_TLS_1_2 && minv != URSA_TLS_1_3) ||
-      (o->max_version && o->max_version != URSA_TLS_1_2 &&
-       o->max_version != URSA_TLS_1_3) ||
-      (o->max_version && o->max_version < minv))
-    return refuse(-EINVAL, "ursa_tls_ctx_new: versions from %s to %s (want "
-                  "URSA_TLS_1_2 or URSA_TLS_1_3, the lower first)",
-                  minv == URSA_TLS_1_2 ? "1.2" : minv == URSA_TLS_1_3 ? "1.3"
-                                                                      : "?",
-                  o->max_version ? "the given" : "the newest");
-  if (server && (!o->cert_file || !o->key_file))
-    return refuse(-EINVAL, "ursa_tls_ctx_new: a server needs %s",
-                  !o->cert_file ? "a certificate file (cert_file)"
-                                : "a key file (key_file)");
-  int r;
-  if (o->cert_file && (r = file_readable("certificate", o->cert_file)))
-    return r;
-  if (o->key_file && (r = file_readable("key", o->key_file))) return r;
-  if (o->ca_file && (r = file_readable("CA file", o->ca_file))) return r;
-  if (o->ca_dir && (r = file_readable("CA directory", o->ca_dir))) return r;
-  ursa_tls_ctx *c = calloc(1, sizeof(*c));
-  if (!c) return -ENOMEM;
-  c->server = !!server;
-  c->refs = 1;
-  c->handshake_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms
-                                            : 10000;
-  if ((r = parse_alpn(c, o->alpn)) < 0) {
-    free(c);
-    return r;
-  }
-  ERR_clear_error();
-  c->ssl = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-  if (!c->ssl) {
-    free(c);
-    return -ENOMEM;
-  }
-  SSL_CTX_set_min_proto_version(c->ssl, minv);
-  if (o->max_version) SSL_CTX_set_max_proto_version(c->ssl, o->max_version);
-  /* A write is whole: the memory BIO takes any size. */
-  SSL_CTX_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
-  if (o->cert_file &&
-      SSL_CTX_use_certificate_chain_file(c->ssl, o->cert_file) != 1) {
-    r = refuse(-EKEYREJECTED, "ursa_tls_ctx_new: certificate '%.200s': %s",
-               o->cert_file, ossl_reason());
-    goto fail;
-  }
-  if (o->key_file &&
-      (SSL_CTX_use_PrivateKey_file(c->ssl, o->key_file, SSL_FILETYPE_PEM) !=
-           1 ||
-       SSL_CTX_check_private_key(c->ssl) != 1)) {
-    r = refuse(-EKEYREJECTED, "ursa_tls_ctx_new: key '%.200s': %s "
-               "(is it the certificate's key, in PEM?)", o->key_file,
-               ossl_reason());
-    goto fail;
-  }
-  if (o->ca_file || o->ca_dir) {
-    if (SSL_CTX_load_verify_locations(c->ssl, o->ca_file, o->ca_dir) != 1) {
-      r = refuse(-EKEYREJECTED, "ursa_tls_ctx_new: CA roots '%.200s': %s",
-                 o->ca_file ? o->ca_file : o->ca_dir, ossl_reason());
-      goto fail;
-    }
-  } else if (!server) {
-    SSL_CTX_set_default_verify_paths(c->ssl);
-  }
-  if (!server && !o->no_verify)
-    SSL_CTX_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
-  if (server && o->verify_client)
-    SSL_CTX_set_verify(c->ssl,
-                       SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                       NULL);
-  if (c->alpn_len) {
-    if (server)
-      SSL_CTX_set_alpn_select_cb(c->ssl, alpn_select, c);
-    else
-      SSL_CTX_set_alpn_protos(c->ssl, c->alpn, c->alpn_len);
-  }
-  *out = c;
-  return 0;
-fail:
-  SSL_CTX_free(c->ssl);
-  free(c);
-  return r;
-}
-
-static void ctx_unref(ursa_tls_ctx *c) {
-  if (--c->refs == 0) {
-    SSL_CTX_free(c->ssl);
-    free(c);
-  }
-}
-
-void ursa_tls_ctx_free(ursa_tls_ctx *c) {
-  if (c) ctx_unref(c);
-}
 
 /* ---- the record path ---- */
 
@@ -268,7 +92,7 @@ static int failure(struct ursa__tls *p, int ssl_err, const char *when) {
               "asked for"
         : v == X509_V_ERR_CERT_HAS_EXPIRED ? "the certificate has expired"
                                            : "the certificate was refused";
-    snprintf(detail, sizeof(detail), "TLS %s: %s (%s)", when, means, what);
+    ursa__tls_refuse(0, "TLS %s: %s (%s)", when, means, what);
     return -EKEYREJECTED;
   }
   unsigned long e = ERR_peek_last_error();
@@ -289,8 +113,8 @@ static int failure(struct ursa__tls *p, int ssl_err, const char *when) {
               reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST
           ? "the peer does not speak TLS (garbage or plain text)"
           : "the TLS protocol failed";
-  snprintf(detail, sizeof(detail), "TLS %s: %s (%s, SSL error %d)", when,
-           means, e ? ossl_reason() : "no reason given", ssl_err);
+  ursa__tls_refuse(0, "TLS %s: %s (%s, SSL error %d)", when,
+           means, e ? ursa__tls_reason() : "no reason given", ssl_err);
   return -EPROTO;
 }
 
@@ -358,18 +182,18 @@ static void on_cipher_read(ursa_stream *s, ssize_t n, const void *buf) {
   if (n < 0) {
     if (p->state == T_HANDSHAKE) {
       if (n == URSA_EOF || n == -ECONNRESET) {
-        snprintf(detail, sizeof(detail), "TLS handshake: the peer closed "
+        ursa__tls_refuse(0, "TLS handshake: the peer closed "
                  "the connection before the handshake finished");
         end_handshake(p, -ECONNRESET);
       } else {
-        snprintf(detail, sizeof(detail), "TLS handshake: %s",
+        ursa__tls_refuse(0, "TLS handshake: %s",
                  ursa_strerror((int)n));
         end_handshake(p, (int)n);
       }
       return;
     }
     if (n == URSA_EOF) {
-      snprintf(detail, sizeof(detail), "TLS: the peer closed without "
+      ursa__tls_refuse(0, "TLS: the peer closed without "
                "close_notify: what came may have been cut short");
       deliver_eof(p, -ECONNABORTED);
     } else {
@@ -387,7 +211,7 @@ static void on_cipher_read(ursa_stream *s, ssize_t n, const void *buf) {
 static void on_hs_timeout(ursa_timer *tm, int status) {
   struct ursa__tls *p = tm->data;
   if (status < 0 || p->state != T_HANDSHAKE) return;
-  snprintf(detail, sizeof(detail), "TLS handshake: not finished after %u "
+  ursa__tls_refuse(0, "TLS handshake: not finished after %u "
            "ms", p->ctx->handshake_ms);
   end_handshake(p, -ETIMEDOUT);
 }
@@ -395,12 +219,12 @@ static void on_hs_timeout(ursa_timer *tm, int status) {
 int ursa_tls_start(ursa_tls *t, ursa_tls_ctx *ctx, ursa_stream *s,
                    const char *server_name, ursa_tls_handshake_cb cb) {
   if (!t || !ctx || !s || !cb)
-    return refuse(-EINVAL, "ursa_tls_start: NULL %s",
+    return ursa__tls_refuse(-EINVAL, "ursa_tls_start: NULL %s",
                   !t ? "TLS stream" : !ctx ? "context" : !s ? "stream"
                                                            : "callback");
   if (!ctx->server && !server_name &&
       SSL_CTX_get_verify_mode(ctx->ssl) != SSL_VERIFY_NONE)
-    return refuse(-EINVAL, "ursa_tls_start: a client that verifies needs "
+    return ursa__tls_refuse(-EINVAL, "ursa_tls_start: a client that verifies needs "
                   "the server's name");
   struct ursa__tls *p = calloc(1, sizeof(*p));
   if (!p) return -ENOMEM;
@@ -450,7 +274,7 @@ int ursa_tls_start(ursa_tls *t, ursa_tls_ctx *ctx, ursa_stream *s,
 
 int ursa_tls_read_start(ursa_tls *t, ursa_tls_read_cb cb) {
   if (!t || !t->p || !cb)
-    return refuse(-EINVAL, "ursa_tls_read_start: NULL %s",
+    return ursa__tls_refuse(-EINVAL, "ursa_tls_read_start: NULL %s",
                   !cb ? "callback" : "TLS stream");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
@@ -471,13 +295,13 @@ static void on_user_written(ursa_write_req *w, int status) {
 int ursa_tls_write(ursa_tls_write_req *w, ursa_tls *t, const void *buf,
                    size_t len, ursa_tls_write_cb cb) {
   if (!w || !t || !t->p || !buf || !len || !cb)
-    return refuse(-EINVAL, "ursa_tls_write: %s",
+    return ursa__tls_refuse(-EINVAL, "ursa_tls_write: %s",
                   !len ? "len 0" : "NULL argument");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
   if (p->shut) return -EPIPE;
   if (len > (size_t)1 << 30)
-    return refuse(-EINVAL, "ursa_tls_write: over 1 GiB at once");
+    return ursa__tls_refuse(-EINVAL, "ursa_tls_write: over 1 GiB at once");
   ERR_clear_error();
   size_t done = 0;
   while (done < len) {
@@ -517,7 +341,7 @@ static void on_tls_shut(ursa_stream *s, int status) {
 }
 
 int ursa_tls_shutdown(ursa_tls *t, ursa_tls_shutdown_cb cb) {
-  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_shutdown: NULL");
+  if (!t || !t->p) return ursa__tls_refuse(-EINVAL, "ursa_tls_shutdown: NULL");
   struct ursa__tls *p = t->p;
   if (p->state != T_OPEN) return -ENOTCONN;
   if (p->shut) return -EALREADY;
@@ -535,14 +359,14 @@ static void on_stream_closed(ursa_handle *h) {
   struct ursa__tls *p = t->p;
   ursa_tls_close_cb cb = p->close_cb;
   SSL_free(p->ssl);
-  ctx_unref(p->ctx);
+  ursa__tls_ctx_unref(p->ctx);
   free(p);
   t->p = NULL;
   if (cb) cb(t);
 }
 
 int ursa_tls_close(ursa_tls *t, ursa_tls_close_cb cb) {
-  if (!t || !t->p) return refuse(-EINVAL, "ursa_tls_close: NULL");
+  if (!t || !t->p) return ursa__tls_refuse(-EINVAL, "ursa_tls_close: NULL");
   struct ursa__tls *p = t->p;
   if (p->close_asked) return -EALREADY;
   p->close_asked = 1;
@@ -565,23 +389,3 @@ const char *ursa_tls_version(const ursa_tls *t) {
   return t && t->p ? SSL_get_version(t->p->ssl) : "";
 }
 
-int ursa_tls_ktls(char *why, size_t len) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) {
-    if (why && len) snprintf(why, len, "ktls: not probed: %s",
-                             strerror(errno));
-    return 0;
-  }
-  /* The ULP attaches only to a connected socket: ENOTCONN means the
-   * kernel knows "tls"; ENOENT that it does not (CONFIG_TLS not set). */
-  int r = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls"));
-  int e = errno;
-  close(fd);
-  int ok = r == 0 || e == ENOTCONN;
-  if (why && len)
-    snprintf(why, len, ok ? "ktls: the kernel has the tls ULP (not used: "
-                            "ursa's TLS is in user space)"
-                          : "ktls: not available: %s%s",
-             strerror(e), e == ENOENT ? " (CONFIG_TLS is not set)" : "");
-  return ok;
-}
