@@ -114,6 +114,81 @@ TEST(Loop, WalkAndCloseAllCoverEveryKindOfHandle) {
   }
 }
 
+// End-of-round hooks run once per round, after all of that round's
+// callbacks (three timers due together: one run after the three), in the
+// order started; a hook started by a callback of the round runs at its
+// end, one started by a hook waits a round; a hook stopped by another is
+// not called; and hooks keep no loop running.  On both backends.
+struct Rounds {
+  std::vector<std::string> seen;
+  ursa_round a{}, b{}, c{}, late{};
+  ursa_timer t[3]{};
+  int a_runs = 0;
+};
+Rounds *rounds;
+
+TEST(Loop, EndOfRoundHooksRunAfterTheRoundsCallbacks) {
+  for (ursa_backend be : t::kBackends) {
+    ursa_loop_options o = t::OptionsFor(be);
+    t::Loop lp(&o);
+    ASSERT_EQ(0, lp.status());
+    Rounds r;
+    rounds = &r;
+    ASSERT_EQ(0, ursa_round_start(lp.get(), &r.a, [](ursa_round *) {
+      rounds->seen.push_back("A");
+      if (++rounds->a_runs == 1) {
+        // From inside a hook: waits for the next round.
+        ASSERT_EQ(0, ursa_round_start(rounds->a.loop, &rounds->late,
+                                      [](ursa_round *h) {
+                                        rounds->seen.push_back("L");
+                                        ursa_round_stop(h);
+                                      }));
+        // A hook stopped by another is not called.
+        EXPECT_EQ(0, ursa_round_stop(&rounds->b));
+      }
+    }));
+    ASSERT_EQ(0, ursa_round_start(lp.get(), &r.b, [](ursa_round *) {
+      rounds->seen.push_back("B");
+    }));
+    EXPECT_EQ(-EBUSY, ursa_round_start(lp.get(), &r.a, [](ursa_round *) {}));
+    for (int i = 0; i < 3; i++)
+      ASSERT_EQ(0, ursa_timer_start(lp.get(), &r.t[i], 0, 0,
+                                    [](ursa_timer *t, int) {
+                                      int i = (int)(t - rounds->t);
+                                      rounds->seen.push_back("t" +
+                                                             std::to_string(i));
+                                      if (i == 2) {
+                                        // From a callback: this round's end.
+                                        ursa_round_start(
+                                            t->loop, &rounds->c,
+                                            [](ursa_round *h) {
+                                              rounds->seen.push_back("C");
+                                              ursa_round_stop(h);
+                                            });
+                                      }
+                                    }));
+    ASSERT_TRUE(lp.RunUntil([&] { return r.seen.size() >= 5; }));
+    // One more round with nothing but a post, to see the late hook.
+    static bool posted;
+    posted = false;
+    ASSERT_EQ(0, ursa_post_call(lp.get(), [](void *, int) { posted = true; },
+                                nullptr));
+    ASSERT_TRUE(lp.RunUntil([&] { return posted && r.a_runs >= 2; }));
+    ASSERT_GE(r.seen.size(), 7u);
+    EXPECT_EQ((std::vector<std::string>{"t0", "t1", "t2", "A", "C", "A", "L"}),
+              std::vector<std::string>(r.seen.begin(), r.seen.begin() + 7))
+        << "backend " << (int)be;
+    EXPECT_EQ(-ENOENT, ursa_round_stop(&r.b));
+    EXPECT_EQ(-ENOENT, ursa_round_stop(&r.c)) << "it stopped itself";
+    // Only a hook is left: the loop ends instead of waiting for ever.
+    EXPECT_EQ(0, ursa_loop_run(lp.get(), URSA_RUN_DEFAULT));
+    EXPECT_EQ(0, ursa_round_stop(&r.a));
+    EXPECT_EQ(-EINVAL, ursa_round_start(nullptr, &r.a, [](ursa_round *) {}));
+    EXPECT_EQ(-ENOENT, ursa_round_stop(nullptr));
+    lp.Finish();
+  }
+}
+
 // One close for any handle: ursa_close() and each typed close take a NULL
 // callback (the handle closes, its descriptor goes, the loop ends and
 // frees), refuse a second close with -EALREADY, and a handle that is not

@@ -176,6 +176,9 @@ struct ursa_loop {
   struct ursa__sendv *sendv_free[2]; /* batched-send vectors not in use:
                                         small ones, write_batch ones */
 
+  ursa_round *rounds, *rounds_tail; /* end-of-round hooks, in start order */
+  ursa_round *round_cursor;         /* the next hook of the run under way */
+  uint64_t round_gen;               /* end-of-round runs so far */
   ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
   ursa_op *pend_head, *pend_tail;     /* results to call back */
@@ -305,6 +308,9 @@ int ursa__uring_run_now(ursa_loop *loop,
 /* ---- loop.c ---- */
 /* Reads the clock into now_ns and now_ms. */
 void ursa__set_clock(ursa_loop *loop) URSA__HIDDEN;
+
+/* Runs the end-of-round hooks (a no-op with none). */
+void ursa__run_rounds(ursa_loop *loop) URSA__HIDDEN;
 
 /* ---- timer.c ---- */
 uint64_t ursa__clock_ns(void) URSA__HIDDEN;

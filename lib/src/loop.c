@@ -83,6 +83,55 @@ static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
   return loop->be->enter(loop, ursa__timer_wait_ns(loop, ursa__clock_ns()));
 }
 
+/* ---- end-of-round hooks ---- */
+
+int ursa_round_start(ursa_loop *loop, ursa_round *r, ursa_round_cb cb) {
+  if (!loop || !r || !cb)
+    return ursa__invalid("ursa_round_start: NULL %s",
+                         !loop ? "loop" : !r ? "hook" : "callback");
+  if (r->loop) return ursa__refuse(-EBUSY, "ursa_round_start: started already");
+  r->loop = loop;
+  r->cb = cb;
+  /* Inside a run of the hooks this equals the run's number: it waits for
+   * the next round.  Anywhere else the next run's number is higher. */
+  r->gen = loop->round_gen;
+  r->next = NULL;
+  r->prev = loop->rounds_tail;
+  if (loop->rounds_tail)
+    loop->rounds_tail->next = r;
+  else
+    loop->rounds = r;
+  loop->rounds_tail = r;
+  return 0;
+}
+
+int ursa_round_stop(ursa_round *r) {
+  if (!r || !r->loop) return -ENOENT;
+  ursa_loop *loop = r->loop;
+  if (loop->round_cursor == r) loop->round_cursor = r->next;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    loop->rounds = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    loop->rounds_tail = r->prev;
+  r->next = r->prev = NULL;
+  r->loop = NULL;
+  return 0;
+}
+
+void ursa__run_rounds(ursa_loop *loop) {
+  if (!loop->rounds) return;
+  uint64_t gen = ++loop->round_gen;
+  for (ursa_round *r = loop->rounds; r; r = loop->round_cursor) {
+    loop->round_cursor = r->next;
+    if (r->gen != gen) r->cb(r);
+  }
+  loop->round_cursor = NULL;
+}
+
 int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
   if (!loop) return ursa__invalid("ursa_loop_run: NULL loop");
   if (mode != URSA_RUN_DEFAULT && mode != URSA_RUN_ONCE &&
@@ -120,12 +169,17 @@ int ursa_loop_run(ursa_loop *loop, ursa_run_mode mode) {
     if (mode != URSA_RUN_DEFAULT) {
       got += ursa__run_pending(loop);
       if (loop->post_self) got += ursa__post_run(loop);
-      ursa__flush_waiting(loop);
       /* RUN_ONCE waits on through a wait that ended with nothing to
        * dispatch: a signal (EINTR), or only a linked timeout's own CQE. */
-      if (mode == URSA_RUN_ONCE && !ran && !got) continue;
+      if (mode == URSA_RUN_ONCE && !ran && !got) {
+        ursa__flush_waiting(loop);
+        continue;
+      }
+      ursa__run_rounds(loop);
+      ursa__flush_waiting(loop);
       break;
     }
+    ursa__run_rounds(loop);
   }
   ursa__running_loop = outer;
   loop->running = false;

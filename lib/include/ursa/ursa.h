@@ -659,6 +659,38 @@ URSA_EXPORT int ursa_timer_active(const ursa_timer *timer);
  * its memory free.  Same returns as ursa_cancel(). */
 URSA_EXPORT int ursa_timer_stop(ursa_timer *timer);
 
+/* ---- the end of a round -------------------------------------------------- */
+
+typedef struct ursa_round ursa_round;
+typedef void (*ursa_round_cb)(ursa_round *r);
+
+struct ursa_round {
+  void *data; /* public */
+  /* private */
+  ursa_loop *loop;
+  ursa_round_cb cb;
+  ursa_round *next, *prev;
+  uint64_t gen;
+};
+
+/* Calls cb once at the end of every loop round, after that round's
+ * callbacks (completions, timers, posts), until ursa_round_stop(): the
+ * place to coalesce what the round's callbacks asked for (flush a batch
+ * of writes, send one reply for several reads), as libuv's check
+ * handles.  What cb submits goes out with the next round's wait.  A hook
+ * started by a callback of this round runs at this round's end; one
+ * started by another hook, from the next round on.  Hooks run in the
+ * order started.  A hook does not keep the loop running (a loop with
+ * nothing else active ends).  The request must be zero-filled before its
+ * first use and stays ursa's until stopped.  Loop thread.  Returns 0,
+ * -EINVAL (NULL) or -EBUSY (started already). */
+URSA_EXPORT int ursa_round_start(ursa_loop *loop, ursa_round *r,
+                                 ursa_round_cb cb);
+/* Stops the hook (also from inside any hook's callback, its own
+ * included): cb is not called again.  Returns 0, or -ENOENT when it was
+ * not started. */
+URSA_EXPORT int ursa_round_stop(ursa_round *r);
+
 /* ---- streams: TCP and Unix stream sockets ------------------------------ */
 
 typedef struct ursa_stream ursa_stream;
