@@ -215,7 +215,7 @@ def test_uring_only(tmp):
           f"greet on direct descriptors: {r.returncode} {res}")
     srv.stop()
     for v, says in [("multishot_recv",
-                     "only recv_bundle, buf_inc, min_wait and direct_files"),
+                     "only direct_files, recv_bundle, buf_inc and min_wait are opt-in"),
                     ("nope", "--uring-enable: unknown feature 'nope'")]:
         r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
                            capture_output=True, text=True, timeout=20)

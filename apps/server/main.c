@@ -82,7 +82,14 @@ uint64_t clock_sweep_ms(const server_opts *o) {
   return p < 10 ? 10 : p > 250 ? 250 : p;
 }
 
+/* What --uring-enable takes: the library's opt-in features, and direct
+ * descriptors (ursa_loop_options.direct_files), which greet mode leaves
+ * off unless asked. */
+#define OPT_IN (URSA_FEAT_OPT_IN | URSA_FEAT_DIRECT_FILES)
+
 static void usage(FILE *f) {
+  char opt_in[128];
+  ursa_feature_list(OPT_IN, opt_in, sizeof(opt_in));
   fprintf(
       f,
       "usage: ursa-echo-server [options]\n"
@@ -116,11 +123,8 @@ static void usage(FILE *f) {
       "  --uring-disable LIST  io_uring features to leave off, comma "
       "separated\n"
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
-      "  --uring-enable LIST  opt-in io_uring features to use: recv_bundle,"
-      "buf_inc,\n"
-      "                   min_wait, direct_files (greet mode's connections "
-      "are plain\n"
-      "                   by default)\n"
+      "  --uring-enable LIST  opt-in io_uring features to use: %s\n"
+      "                   (greet mode's connections are plain by default)\n"
       "  --batch-wait US  uring with min_wait: the longest a completion "
       "waits for a\n"
       "                   batch (1-10000 us, default 200)\n"
@@ -159,7 +163,8 @@ static void usage(FILE *f) {
       "  --high-water B   bytes queued for a peer before reading pauses\n"
       "                   (default 1 MiB; uring and libuv; epoll and select\n"
       "                   hold one receive at most, blocking blocks)\n"
-      "  -h, --help       this text\n");
+      "  -h, --help       this text\n",
+      opt_in);
 }
 
 static int bad(const char *fmt, const char *a, const char *b) {
@@ -411,11 +416,12 @@ int main(int argc, char **argv) {
         break;
       case O_ENABLE:
         if (parse_features(a, v, &o.uring_enable) < 0) return 2;
-        if (o.uring_enable &
-            ~(uint32_t)(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
-                        URSA_FEAT_MIN_WAIT | URSA_FEAT_DIRECT_FILES))
-          return bad("--uring-enable: only recv_bundle, buf_inc, min_wait "
-                     "and direct_files are opt-in, not '%s'%s", v, "");
+        if (o.uring_enable & ~(uint32_t)OPT_IN) {
+          char opt_in[128];
+          ursa_feature_list(OPT_IN, opt_in, sizeof(opt_in));
+          return bad("--uring-enable: only %s are opt-in, not '%s'", opt_in,
+                     v);
+        }
         break;
     }
   }

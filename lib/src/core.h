@@ -22,10 +22,6 @@ extern "C" { /* the layer tests are C++ */
 #define URSA__LIKELY(x) __builtin_expect(!!(x), 1)
 #define URSA__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-/* The features used only when the enable option asks for them. */
-#define URSA__OPT_IN \
-  (URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC | URSA_FEAT_MIN_WAIT)
-
 #define URSA__CONTAINER(ptr, type, member) \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 

@@ -7,24 +7,37 @@
 #include <string.h>
 #include <sys/utsname.h>
 
+#define NAME(N, bit, name, kernel, opt_in, epoll) [bit] = name,
+#define KERNEL(N, bit, name, kernel, opt_in, epoll) [bit] = kernel,
+#define EPOLL(N, bit, name, kernel, opt_in, epoll) \
+  | ((epoll) ? (uint32_t)URSA_FEAT_##N : 0u)
 static const char *const feature_names[URSA_FEAT_COUNT] = {
-    "submit_all",      "coop_taskrun",     "single_issuer", "defer_taskrun",
-    "reg_ring_fd",     "buf_ring",         "multishot_accept",
-    "multishot_recv",  "send_zc",          "fast_poll",     "nodrop",
-    "cqe_skip",        "direct_files",     "recv_bundle",   "buf_inc",
-    "msg_ring",        "min_wait",
-};
-
+    URSA_FEATURES(NAME)};
 static const char *const feature_kernel[URSA_FEAT_COUNT] = {
-    "5.18", "5.19", "6.0", "6.1", "5.18", "5.19",
-    "5.19", "6.0",  "6.0", "5.7", "5.5",  "5.17", "5.19", "6.10", "6.12",
-    "5.18", "6.12",
-};
+    URSA_FEATURES(KERNEL)};
+/* What the epoll backend gives the layers in the same way. */
+#define EPOLL_GIVES (0u URSA_FEATURES(EPOLL))
 
 const char *ursa_feature_name(uint32_t bit) {
   for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
     if (bit == 1u << i) return feature_names[i];
   return NULL;
+}
+
+size_t ursa_feature_list(uint32_t mask, char *buf, size_t len) {
+  size_t n = 0;
+  unsigned left = (unsigned)__builtin_popcount(mask & ((1u << URSA_FEAT_COUNT) - 1));
+  for (unsigned i = 0; i < URSA_FEAT_COUNT; i++) {
+    if (!(mask & (1u << i))) continue;
+    left--;
+    const char *sep = n == 0 ? "" : left == 0 ? " and " : ", ";
+    size_t room = n < len ? len - n : 0;
+    int w = snprintf(room ? buf + n : NULL, room, "%s%s", sep,
+                     feature_names[i]);
+    if (w > 0) n += (size_t)w;
+  }
+  if (len && n == 0) buf[0] = 0;
+  return n;
 }
 
 /* Set-up flags in the order they are dropped when the kernel refuses. */
@@ -117,7 +130,7 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
    * SQE and ursa does not ask for it; buffers by parts are taken up when
    * their ring is registered. */
   loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
-               (kfeat & URSA__OPT_IN & o->enable & ~o->disable);
+               (kfeat & URSA_FEAT_OPT_IN & o->enable & ~o->disable);
 
   int missing;
   uint32_t ops = probe_ops(&loop->ring, &missing);
@@ -298,10 +311,6 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   if (w > 0) b->n += (size_t)w;
 }
 
-/* What the epoll backend gives the layers in the same way. */
-#define EPOLL_GIVES \
-  (URSA_FEAT_BUF_RING | URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV)
-
 static const char *why_not(const ursa_features *f, uint32_t bit) {
   if (f->backend == URSA_BACKEND_EPOLL) {
     if (f->used & bit) return "given by the epoll backend";
@@ -319,7 +328,7 @@ static const char *why_not(const ursa_features *f, uint32_t bit) {
     return "not asked for (zc_threshold 0)";
   if (bit == URSA_FEAT_DIRECT_FILES && f->used)
     return "not asked for (direct_files 0)";
-  if ((bit & URSA__OPT_IN) && f->used)
+  if ((bit & URSA_FEAT_OPT_IN) && f->used)
     return "not asked for (enable option)";
   return f->used ? "not used" : "no loop";
 }

@@ -42,11 +42,12 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->buf_keep_max > o->buf_count)
     return ursa__invalid("ursa_loop_new: buf_keep_max %u is over buf_count "
                          "%u", o->buf_keep_max, o->buf_count);
-  if (o->enable & ~(uint32_t)URSA__OPT_IN)
+  if (o->enable & ~(uint32_t)URSA_FEAT_OPT_IN) {
+    char opt_in[128];
+    ursa_feature_list(URSA_FEAT_OPT_IN, opt_in, sizeof(opt_in));
     return ursa__invalid("ursa_loop_new: enable 0x%x names features that "
-                         "are not opt-in (only recv_bundle, buf_inc and "
-                         "min_wait are)",
-                         o->enable);
+                         "are not opt-in (only %s are)", o->enable, opt_in);
+  }
   if (!o->batch_wait_us) o->batch_wait_us = 200;
   if (o->batch_wait_us > 10000)
     return ursa__invalid("ursa_loop_new: batch_wait_us %u is over 10000",

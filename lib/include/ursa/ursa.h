@@ -106,40 +106,51 @@ typedef enum ursa_backend {
   URSA_BACKEND_EPOLL = 2, /* epoll(7) and non-blocking system calls */
 } ursa_backend;
 
-/* io_uring features the loop can use.  Each is probed at run time; the
- * kernel version in brackets is where it first appeared. */
-enum ursa_feature {
-  URSA_FEAT_SUBMIT_ALL = 1u << 0,       /* setup flag [5.18] */
-  URSA_FEAT_COOP_TASKRUN = 1u << 1,     /* setup flag [5.19] */
-  URSA_FEAT_SINGLE_ISSUER = 1u << 2,    /* setup flag [6.0] */
-  URSA_FEAT_DEFER_TASKRUN = 1u << 3,    /* setup flag [6.1] */
-  URSA_FEAT_REG_RING_FD = 1u << 4,      /* registered ring fd [5.18] */
-  URSA_FEAT_BUF_RING = 1u << 5,         /* provided buffer ring [5.19] */
-  URSA_FEAT_MULTISHOT_ACCEPT = 1u << 6, /* [5.19] */
-  URSA_FEAT_MULTISHOT_RECV = 1u << 7,   /* [6.0] */
-  URSA_FEAT_SEND_ZC = 1u << 8,          /* zero-copy send [6.0] */
-  URSA_FEAT_FAST_POLL = 1u << 9,        /* internal poll for sockets [5.7] */
-  URSA_FEAT_NODROP = 1u << 10,          /* CQ overflow keeps completions [5.5] */
-  URSA_FEAT_CQE_SKIP = 1u << 11,        /* IOSQE_CQE_SKIP_SUCCESS [5.17] */
-  URSA_FEAT_DIRECT_FILES = 1u << 12,    /* accept into direct descriptors,
-                                           slots allocated by the kernel
-                                           [5.19]; only with direct_files */
-  URSA_FEAT_RECV_BUNDLE = 1u << 13,     /* a stream recv fills several
-                                           buffers at once [6.10]; only with
-                                           the enable option */
-  URSA_FEAT_BUF_INC = 1u << 14,         /* stream buffers filled by parts
-                                           (incremental consumption) [6.12];
-                                           only with the enable option */
-  URSA_FEAT_MSG_RING = 1u << 15,        /* one ring posts a completion into
-                                           another [5.18]: ursa_post() from
-                                           a loop's thread wakes an io_uring
-                                           loop without a system call */
-  URSA_FEAT_MIN_WAIT = 1u << 16,        /* a wait for several completions
-                                           bounded by a minimum timeout
-                                           [6.12]: batch_wait_us; only with
-                                           the enable option */
-};
-#define URSA_FEAT_COUNT 17
+/* io_uring features the loop can use, one row each:
+ *   X(NAME, bit, "name", "kernel", opt_in, epoll)
+ * Each is probed at run time; kernel is the release it first appeared in;
+ * opt_in: used only when ursa_loop_options.enable asks for it; epoll: the
+ * epoll backend gives the layers the same behaviour.  The enum, the count,
+ * URSA_FEAT_OPT_IN, ursa_feature_name() and the probe's report all come
+ * from this one table. */
+#define URSA_FEATURES(X)                                                   \
+  X(SUBMIT_ALL, 0, "submit_all", "5.18", 0, 0)       /* setup flag */      \
+  X(COOP_TASKRUN, 1, "coop_taskrun", "5.19", 0, 0)   /* setup flag */      \
+  X(SINGLE_ISSUER, 2, "single_issuer", "6.0", 0, 0)  /* setup flag */      \
+  X(DEFER_TASKRUN, 3, "defer_taskrun", "6.1", 0, 0)  /* setup flag */      \
+  X(REG_RING_FD, 4, "reg_ring_fd", "5.18", 0, 0)     /* registered fd */   \
+  X(BUF_RING, 5, "buf_ring", "5.19", 0, 1) /* provided buffer ring */      \
+  X(MULTISHOT_ACCEPT, 6, "multishot_accept", "5.19", 0, 1)                 \
+  X(MULTISHOT_RECV, 7, "multishot_recv", "6.0", 0, 1)                      \
+  X(SEND_ZC, 8, "send_zc", "6.0", 0, 0) /* zero-copy send */               \
+  X(FAST_POLL, 9, "fast_poll", "5.7", 0, 0) /* internal poll, sockets */   \
+  X(NODROP, 10, "nodrop", "5.5", 0, 0) /* CQ overflow keeps completions */ \
+  X(CQE_SKIP, 11, "cqe_skip", "5.17", 0, 0) /* IOSQE_CQE_SKIP_SUCCESS */   \
+  /* accept into direct descriptors, slots allocated by the kernel; only   \
+   * with ursa_loop_options.direct_files */                                \
+  X(DIRECT_FILES, 12, "direct_files", "5.19", 0, 0)                        \
+  /* a stream recv fills several buffers at once */                        \
+  X(RECV_BUNDLE, 13, "recv_bundle", "6.10", 1, 0)                          \
+  /* stream buffers filled by parts (incremental consumption) */           \
+  X(BUF_INC, 14, "buf_inc", "6.12", 1, 0)                                  \
+  /* one ring posts a completion into another: ursa_post() from a loop's   \
+   * thread wakes an io_uring loop without a system call */                \
+  X(MSG_RING, 15, "msg_ring", "5.18", 0, 0)                                \
+  /* a wait for several completions bounded by a minimum timeout:          \
+   * batch_wait_us */                                                      \
+  X(MIN_WAIT, 16, "min_wait", "6.12", 1, 0)
+
+#define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
+  URSA_FEAT_##N = 1u << (bit),
+enum ursa_feature { URSA_FEATURES(URSA__FEAT_ENUM) };
+#undef URSA__FEAT_ENUM
+#define URSA__FEAT_ONE(N, bit, name, kernel, opt_in, epoll) +1
+#define URSA__FEAT_IF_OPT_IN(N, bit, name, kernel, opt_in, epoll) \
+  | ((opt_in) ? (uint32_t)URSA_FEAT_##N : 0u)
+/* How many features there are (bits 0 to URSA_FEAT_COUNT - 1). */
+#define URSA_FEAT_COUNT (0 URSA_FEATURES(URSA__FEAT_ONE))
+/* The features used only when ursa_loop_options.enable asks for them. */
+#define URSA_FEAT_OPT_IN (0u URSA_FEATURES(URSA__FEAT_IF_OPT_IN))
 
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
@@ -150,8 +161,9 @@ typedef struct ursa_loop_options {
   uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
                           runs and to exercise the fallback paths */
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
-                          offers them: URSA_FEAT_RECV_BUNDLE,
-                          URSA_FEAT_BUF_INC and URSA_FEAT_MIN_WAIT (any
+                          offers them: URSA_FEAT_OPT_IN, which is
+                          URSA_FEAT_RECV_BUNDLE, URSA_FEAT_BUF_INC and
+                          URSA_FEAT_MIN_WAIT (any
                           other bit is refused).
                           Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
@@ -322,6 +334,11 @@ URSA_EXPORT const char *ursa_loop_backend(const ursa_loop *loop);
 
 /* The name of one URSA_FEAT_* bit ("multishot_recv"), or NULL. */
 URSA_EXPORT const char *ursa_feature_name(uint32_t bit);
+
+/* Writes the names of mask's features ("recv_bundle, buf_inc and
+ * min_wait"; "" for none) into buf, NUL-terminated and cut to len;
+ * returns the length the whole list takes, as snprintf. */
+URSA_EXPORT size_t ursa_feature_list(uint32_t mask, char *buf, size_t len);
 
 /* Formats a probe as text (one line per feature: offered, used, and why
  * not) or, with json != 0, as one JSON object.  Returns the length needed,
