@@ -136,7 +136,36 @@ typedef struct ursa__backend {
                            unsigned entries, uint16_t bgid, bool inc);
   void (*buf_ring_unregister)(ursa_loop *loop, uint16_t bgid);
   void (*free)(ursa_loop *loop);
+  unsigned caps; /* URSA__BE_* */
+  /* What only some backends have: NULL where absent. */
+  /* The descriptor another loop's MSG_RING names to reach this one. */
+  int (*ring_fd)(const ursa_loop *loop);
+  /* Registers a sparse table of n direct descriptors; 0 or -errno. */
+  int (*files_register)(ursa_loop *loop, unsigned n);
+  /* Empties one slot of that table. */
+  void (*files_clear)(ursa_loop *loop, unsigned slot);
+  /* Runs one SQE, filled by prep, to its completion now and returns its
+   * result; completions that come meanwhile wait for the next reap.  On
+   * the loop's thread (a callback may call it). */
+  int (*run_now)(ursa_loop *loop,
+                 void (*prep)(struct io_uring_sqe *sqe, void *arg), void *arg);
+  /* At a close and at the last release: hands every completion still
+   * queued that belongs to another loop's request (a hand-off's arrival,
+   * a wake-up this loop sent) to its handler, and drops the rest. */
+  void (*drain)(ursa_loop *loop);
+  /* Before a close: submits and reaps until every MSG_RING this loop sent
+   * has completed (each holds a reference on its target). */
+  void (*settle)(ursa_loop *loop);
+  /* Fills the backend's own counts into ursa_loop_stats()'s answer. */
+  void (*stats)(const ursa_loop *loop, ursa_stats *out);
 } ursa__backend;
+
+/* The backend reads a blocking file (the post eventfd) as an operation;
+ * without it the file is polled, then read when ready. */
+#define URSA__BE_READS_FILES 0x1u
+/* stats.enters counts every system call the backend makes (else only its
+ * io_uring_enter calls), so work the layers do by system call counts. */
+#define URSA__BE_COUNTS_SYSCALLS 0x2u
 
 extern const ursa__backend ursa__uring_backend URSA__HIDDEN;
 extern const ursa__backend ursa__epoll_backend URSA__HIDDEN;
@@ -293,14 +322,6 @@ int ursa__pool_submit(struct ursa__task *t) URSA__HIDDEN;
 /* Takes t off the queue if no thread has taken it yet; true if so. */
 bool ursa__pool_unqueue(struct ursa__task *t) URSA__HIDDEN;
 
-/* ---- uring.c ---- */
-/* io_uring only, on the loop's thread (a callback may call it): runs one
- * SQE, filled by prep, to its completion now and returns its result;
- * completions that come meanwhile wait for the loop's next reap. */
-int ursa__uring_run_now(ursa_loop *loop,
-                        void (*prep)(struct io_uring_sqe *sqe, void *arg),
-                        void *arg) URSA__HIDDEN;
-
 /* ---- loop.c ---- */
 /* Reads the clock into now_ns and now_ms. */
 void ursa__set_clock(ursa_loop *loop) URSA__HIDDEN;
@@ -319,6 +340,7 @@ int64_t ursa__timer_wait_ns(const ursa_loop *loop, uint64_t now_ns)
 /* Calls back every timer due at loop->now_ns; returns how many. */
 unsigned ursa__run_timers(ursa_loop *loop) URSA__HIDDEN;
 
+/* ---- error.c ---- */
 /* Sets ursa_error_detail() and returns -EINVAL (or err). */
 int ursa__invalid(const char *fmt, ...) URSA__HIDDEN
     __attribute__((format(printf, 1, 2)));
@@ -345,10 +367,6 @@ void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) URSA__HIDDEN;
 /* Refuses posts from now on, waits for those in progress and calls back the
  * rest with -ECANCELED; closes the eventfd. */
 void ursa__post_shutdown(ursa_loop *loop) URSA__HIDDEN;
-/* Before a closing or freed ring goes: hands every completion still in
- * it that belongs to another loop's request (a hand-off's arrival) to its
- * handler as -ECANCELED, and drops the rest. */
-void ursa__drain_for_close(ursa_loop *loop) URSA__HIDDEN;
 /* The loop whose ursa_loop_run() is on this thread's stack, or NULL. */
 extern __thread ursa_loop *ursa__running_loop URSA__HIDDEN;
 

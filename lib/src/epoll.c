@@ -415,10 +415,16 @@ static void ep_free(ursa_loop *loop) {
 }
 
 const ursa__backend ursa__epoll_backend = {
-    "epoll",   ep_sq_space,          ep_get_sqe,
-    ep_submit, ep_enter,             ep_reap,
-    ep_buf_ring_register,            ep_buf_ring_unregister,
-    ep_free,
+    .name = "epoll",
+    .sq_space = ep_sq_space,
+    .get_sqe = ep_get_sqe,
+    .submit = ep_submit,
+    .enter = ep_enter,
+    .reap = ep_reap,
+    .buf_ring_register = ep_buf_ring_register,
+    .buf_ring_unregister = ep_buf_ring_unregister,
+    .free = ep_free,
+    .caps = URSA__BE_COUNTS_SYSCALLS,
 };
 
 int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *o) {

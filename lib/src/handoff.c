@@ -79,7 +79,8 @@ static void arrive_complete(ursa_loop *loop, ursa_op *op, int res,
 static void handoff_send_prep(ursa_loop *loop, ursa_op *op) {
   ursa_handoff_req *req = URSA__CONTAINER(op, ursa_handoff_req, send_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_rw(IORING_OP_MSG_RING, sqe, req->target->ring.ring_fd,
+  io_uring_prep_rw(IORING_OP_MSG_RING, sqe,
+                   req->target->be->ring_fd(req->target),
                    (void *)(uintptr_t)IORING_MSG_SEND_FD, 0,
                    (uint64_t)(uintptr_t)&req->arrive_op | URSA__UD_ARRIVE);
   sqe->addr3 = (uint64_t)(unsigned)req->fd;
@@ -119,7 +120,7 @@ URSA__OP_TYPE(handoff_send) = {
 static int handoff_direct(ursa_listener *l, ursa_loop *target,
                           ursa_handoff_req *req, ursa_handoff_cb cb) {
   ursa_loop *src = l->loop;
-  if (target->backend != URSA_BACKEND_URING || !target->direct_files ||
+  if (!target->be->ring_fd || !target->direct_files ||
       !(src->used & URSA_FEAT_MSG_RING))
     return ursa__refuse(-EOPNOTSUPP, "ursa_accept_handoff: a direct "
                         "descriptor moves only by MSG_RING into an io_uring "

@@ -54,7 +54,7 @@ int ursa__post_init(ursa_loop *loop, unsigned cells) {
    * non-blocking file may come back -EAGAIN on older kernels); epoll reads
    * it only after it polled ready. */
   int flags = EFD_CLOEXEC;
-  if (loop->backend == URSA_BACKEND_EPOLL) flags |= EFD_NONBLOCK;
+  if (!(loop->be->caps & URSA__BE_READS_FILES)) flags |= EFD_NONBLOCK;
   loop->post_efd = eventfd(0, flags);
   if (loop->post_efd < 0) {
     int e = -errno;
@@ -69,7 +69,7 @@ int ursa__post_init(ursa_loop *loop, unsigned cells) {
 
 static void post_wake_prep(ursa_loop *loop, ursa_op *op) {
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  if (loop->backend == URSA_BACKEND_URING)
+  if (loop->be->caps & URSA__BE_READS_FILES)
     io_uring_prep_read(sqe, loop->post_efd, &loop->post_val,
                        sizeof(loop->post_val), 0);
   else
@@ -95,13 +95,12 @@ static void wake(ursa_loop *t) {
     t->post_self = true; /* the loop looks before it next waits */
     return;
   }
-  if (self && self->backend == URSA_BACKEND_URING &&
-      t->backend == URSA_BACKEND_URING && (self->used & URSA_FEAT_MSG_RING) &&
+  if (self && (self->used & URSA_FEAT_MSG_RING) && t->be->ring_fd &&
       ursa__sq_reserve(self, 1)) {
     __atomic_fetch_add(&t->refs, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&t->wakes_sent, 1, __ATOMIC_RELAXED);
     struct io_uring_sqe *sqe = ursa__get_sqe(self);
-    io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0, URSA__UD_WAKE, 0);
+    io_uring_prep_msg_ring(sqe, t->be->ring_fd(t), 0, URSA__UD_WAKE, 0);
     sqe->user_data = (uint64_t)(uintptr_t)t | URSA__UD_SENT_WAKE;
     self->stats.msg_ring_sent++;
     self->sent_wakes++;
@@ -264,7 +263,7 @@ static void post_wake_complete(ursa_loop *loop, ursa_op *op, int res,
   (void)flags;
   op->state = URSA__IDLE;
   op->flags = 0;
-  if (loop->backend == URSA_BACKEND_EPOLL) {
+  if (!(loop->be->caps & URSA__BE_READS_FILES)) {
     uint64_t v;
     (void)!read(loop->post_efd, &v, sizeof(v));
   }
@@ -293,7 +292,7 @@ void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
 
 static void final_free(ursa_loop *loop) {
   /* Hand-offs that landed after the close still get their callback. */
-  ursa__drain_for_close(loop);
+  if (loop->be->drain) loop->be->drain(loop);
   loop->be->free(loop);
   free(loop->cells);
   free(loop);
@@ -312,35 +311,6 @@ void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) {
   ursa_loop_release(t);
 }
 
-/* At close, the MSG_RINGs this loop sent (maybe not even submitted yet)
- * still hold their targets: send them and take their completions, which
- * come at once (a MSG_RING completes inline).  Nothing else is active, so
- * the other completions left (the eventfd's read) mean nothing now. */
-static void settle_sent(ursa_loop *loop) {
-  for (int tries = 0; loop->sent_wakes && tries < 1000; tries++) {
-    struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
-    io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
-    ursa__drain_for_close(loop);
-  }
-}
-
-void ursa__drain_for_close(ursa_loop *loop) {
-  if (loop->backend != URSA_BACKEND_URING) return;
-  struct io_uring_cqe *cqe;
-  unsigned head, n = 0;
-  io_uring_for_each_cqe(&loop->ring, head, cqe) {
-    n++;
-    uint64_t ud = cqe->user_data;
-    if (ud & URSA__UD_SENT_WAKE) {
-      ursa__post_cqe(loop, ud, cqe->res);
-    } else if (ud != LIBURING_UDATA_TIMEOUT && (ud & URSA__UD_ARRIVE)) {
-      ursa__arrive(loop, ud, -ECANCELED, 0);
-    }
-  }
-  io_uring_cq_advance(&loop->ring, n);
-}
-
 void ursa__post_shutdown(ursa_loop *loop) {
   __atomic_store_n(&loop->post_closing, 1, SEQ);
   /* Posters inside their window finish in a few instructions (and one
@@ -350,7 +320,9 @@ void ursa__post_shutdown(ursa_loop *loop) {
   /* No poster claims a cell from now on; those that did are waited for. */
   __atomic_fetch_or(&loop->ring_tail, RING_CLOSED, SEQ);
   ring_run(loop, -ECANCELED);
-  if (loop->backend == URSA_BACKEND_URING) settle_sent(loop);
+  /* The MSG_RINGs this loop sent (maybe not even submitted yet) still
+   * hold their targets. */
+  if (loop->sent_wakes && loop->be->settle) loop->be->settle(loop);
   close(loop->post_efd);
   loop->post_efd = -1;
 }

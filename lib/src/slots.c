@@ -11,21 +11,20 @@
  * on ordinary descriptors (the feature report says so). */
 void ursa__direct_init(ursa_loop *loop, unsigned want, uint32_t disable) {
   if (!want || (disable & URSA_FEAT_DIRECT_FILES) ||
-      loop->backend != URSA_BACKEND_URING)
-    return; /* io_uring's alone */
+      !loop->be->files_register)
+    return; /* a backend without the table (io_uring's alone) */
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
     want = (unsigned)rl.rlim_cur;
   if (want > MAX_DIRECT) want = MAX_DIRECT;
-  if (want && io_uring_register_files_sparse(&loop->ring, want) == 0) {
+  if (want && loop->be->files_register(loop, want) == 0) {
     loop->direct_files = want;
     loop->used |= URSA_FEAT_DIRECT_FILES;
   }
 }
 
 void ursa__direct_release(ursa_loop *loop, int slot) {
-  int gone = -1; /* an empty slot: the socket's last reference goes */
-  io_uring_register_files_update(&loop->ring, (unsigned)slot, &gone, 1);
+  loop->be->files_clear(loop, (unsigned)slot); /* its last reference goes */
   loop->direct_used--;
 }
 

@@ -56,9 +56,9 @@ static void prep_install(struct io_uring_sqe *sqe, void *arg) {
 
 int ursa__stream_install_fd(const ursa_stream *s) {
   ursa_loop *loop = s->loop;
-  if (loop->no_fd_install) return -EOPNOTSUPP;
+  if (loop->no_fd_install || !loop->be->run_now) return -EOPNOTSUPP;
   int slot = s->slot;
-  int fd = ursa__uring_run_now(loop, prep_install, &slot);
+  int fd = loop->be->run_now(loop, prep_install, &slot);
   if (fd == -EINVAL || fd == -EOPNOTSUPP) {
     loop->no_fd_install = true; /* the kernel has no FIXED_FD_INSTALL */
     return -EOPNOTSUPP;

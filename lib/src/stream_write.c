@@ -520,7 +520,7 @@ URSA__OP_TYPE(write) = {
 static int shutdown_inline(ursa_stream *s) {
   ursa_loop *loop = s->loop;
   if (!(s->flags & S_DIRECT)) {
-    if (loop->backend == URSA_BACKEND_EPOLL) loop->stats.enters++;
+    if (loop->be->caps & URSA__BE_COUNTS_SYSCALLS) loop->stats.enters++;
     return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
   }
   /* A direct descriptor has no fd to call it on: installed as one for the

@@ -131,9 +131,9 @@ static void u_free(ursa_loop *loop) {
   loop->held = NULL;
 }
 
-int ursa__uring_run_now(ursa_loop *loop,
-                        void (*prep)(struct io_uring_sqe *sqe, void *arg),
-                        void *arg) {
+static int u_run_now(ursa_loop *loop,
+                     void (*prep)(struct io_uring_sqe *sqe, void *arg),
+                     void *arg) {
   if (!ursa__sq_reserve(loop, 1)) return -EBUSY;
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
   prep(sqe, arg);
@@ -172,9 +172,62 @@ int ursa__uring_run_now(ursa_loop *loop,
   }
 }
 
+static int u_ring_fd(const ursa_loop *loop) { return loop->ring.ring_fd; }
+
+static int u_files_register(ursa_loop *loop, unsigned n) {
+  return io_uring_register_files_sparse(&loop->ring, n);
+}
+
+static void u_files_clear(ursa_loop *loop, unsigned slot) {
+  int gone = -1; /* an empty slot: the socket's last reference goes */
+  io_uring_register_files_update(&loop->ring, slot, &gone, 1);
+}
+
+static void u_drain(ursa_loop *loop) {
+  struct io_uring_cqe *cqe;
+  unsigned head, n = 0;
+  io_uring_for_each_cqe(&loop->ring, head, cqe) {
+    n++;
+    uint64_t ud = cqe->user_data;
+    if (ud & URSA__UD_SENT_WAKE)
+      ursa__post_cqe(loop, ud, cqe->res);
+    else if (ud != LIBURING_UDATA_TIMEOUT && (ud & URSA__UD_ARRIVE))
+      ursa__arrive(loop, ud, -ECANCELED, 0);
+  }
+  io_uring_cq_advance(&loop->ring, n);
+}
+
+/* MSG_RINGs complete inline, so their completions come at once; nothing
+ * else is active by now (the eventfd's read means nothing any more). */
+static void u_settle(ursa_loop *loop) {
+  for (int tries = 0; loop->sent_wakes && tries < 1000; tries++) {
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+    io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);
+    u_drain(loop);
+  }
+}
+
+static void u_stats(const ursa_loop *loop, ursa_stats *out) {
+  out->cq_dropped = *loop->ring.cq.koverflow;
+}
+
 const ursa__backend ursa__uring_backend = {
-    "io_uring",          u_sq_space, u_get_sqe,
-    u_submit,            u_enter,    u_reap,
-    u_buf_ring_register, u_buf_ring_unregister,
-    u_free,
+    .name = "io_uring",
+    .sq_space = u_sq_space,
+    .get_sqe = u_get_sqe,
+    .submit = u_submit,
+    .enter = u_enter,
+    .reap = u_reap,
+    .buf_ring_register = u_buf_ring_register,
+    .buf_ring_unregister = u_buf_ring_unregister,
+    .free = u_free,
+    .caps = URSA__BE_READS_FILES,
+    .ring_fd = u_ring_fd,
+    .files_register = u_files_register,
+    .files_clear = u_files_clear,
+    .run_now = u_run_now,
+    .drain = u_drain,
+    .settle = u_settle,
+    .stats = u_stats,
 };
