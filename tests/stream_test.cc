@@ -1429,7 +1429,7 @@ class Watermarks : public ::testing::TestWithParam<ursa_backend> {
   }
   // Sets the marks (and a read timeout unless 0) and starts echoing.
   void Start(size_t high, size_t low, uint32_t timeout_ms = 0) {
-    ASSERT_EQ(0, ursa_stream_watermarks(&b_.s, high, low));
+    ASSERT_EQ(0, ursa_stream_read_marks(&b_.s, high, low));
     if (timeout_ms) {
       ASSERT_EQ(0, ursa_read_timeout(&b_.s, timeout_ms));
     }
@@ -1457,7 +1457,7 @@ class Watermarks : public ::testing::TestWithParam<ursa_backend> {
 // ring buffers when the pause took effect (here 8 x 16 KiB); once it reads,
 // every byte arrives.
 TEST_P(Watermarks, PeerThatDoesNotReadIsBounded) {
-  EXPECT_EQ(-EINVAL, ursa_stream_watermarks(&b_.s, 1000, 1000));
+  EXPECT_EQ(-EINVAL, ursa_stream_read_marks(&b_.s, 1000, 1000));
   const size_t high = 256 << 10, low = 64 << 10;
   Start(high, low);
   std::vector<char> msg = t::RandomBytes(16 << 20, 77);

@@ -10,19 +10,21 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mkdir -p fuzz/crashes
 status=0
-# The library's sources; the TLS layer only for its own target (it is
-# the one that needs OpenSSL).
-core=$(ls lib/src/*.c | grep -v '/tls\.c$')
+# The library's sources, in whatever folders its layers keep them; the
+# TLS layer (tls*.c) only for its own target (the one that needs OpenSSL).
+core=$(find lib/src -name '*.c' ! -name 'tls*.c' | sort)
+tls=$(find lib/src -name 'tls*.c' | sort)
+incs=$(find lib/src -type d | sed 's/^/-I/')
 for target in addr_fuzz echo_fuzz tls_fuzz http_fuzz; do
   extra=
-  [ "$target" = tls_fuzz ] && extra="lib/src/tls.c -lssl -lcrypto"
+  [ "$target" = tls_fuzz ] && extra="$tls -lssl -lcrypto"
   # ursa-http's request path over Debian's llhttp sources.
   [ "$target" = http_fuzz ] && extra="-I. -I/usr/share/include/llhttp \
     apps/http/http_core.c /usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c \
     /usr/share/llhttp/http.c -lpthread"
   # shellcheck disable=SC2086
   clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-    -fno-sanitize-recover=all -Ilib/include -Ilib/src $core \
+    -fno-sanitize-recover=all -Ilib/include $incs $core \
     "fuzz/$target.c" $extra -luring -o "$out/$target"
   mkdir -p "$out/corpus-$target"
   if [ "$target" = http_fuzz ]; then

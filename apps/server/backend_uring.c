@@ -392,7 +392,7 @@ static void start_conn(conn *c) {
   }
   /* The runtime pauses reading for a peer that does not take its echo,
    * and times out one that goes silent. */
-  ursa_stream_watermarks(&c->s, S.o->high_water, S.o->high_water / 2);
+  ursa_stream_read_marks(&c->s, S.o->high_water, S.o->high_water / 2);
   if (S.o->idle_ms) ursa_read_timeout(&c->s, (uint32_t)S.o->idle_ms);
   clock_start(&c->clock, ursa_loop_now(S.loop));
   if (S.o->mode == MODE_GREET) {

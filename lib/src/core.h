@@ -217,12 +217,12 @@ struct ursa_loop {
   int refs;                 /* 1 for the loop, + ursa_loop_retain()s and
                                MSG_RING wake-ups in flight */
   int stop_async;           /* ursa_loop_stop_async() asked */
-  uint64_t wakes_sent;      /* wake-ups sent to the loop, by any thread */
+  uint64_t wakeups_in;      /* wake-ups sent to the loop, by any thread */
   int post_efd;             /* the eventfd other threads wake the loop by */
   bool post_self;           /* a post from the loop's own thread waits */
   bool closed;              /* resources freed; the memory waits for refs */
   unsigned holds;           /* ursa_loop_hold()s: keep the loop running */
-  unsigned sent_wakes;      /* MSG_RINGs sent whose completion is to come */
+  unsigned msg_rings_out;      /* MSG_RINGs sent whose completion is to come */
   uint64_t post_val;        /* the eventfd's read lands here */
   /* ursa_post_call()'s ring (post.c): cells, tail shared by the posters
    * (bit 63: closed), head the loop's. */
@@ -230,11 +230,11 @@ struct ursa_loop {
   uint64_t cell_mask;
   /* Padding keeps the posters' line off the loop's (the loop struct is
    * heap memory, 16-aligned, so no alignment attribute). */
-  char ring_pad0[64];
-  uint64_t ring_tail;
-  int ring_wake; /* a wake-up is on its way, or the loop is to look */
-  char ring_pad1[64];
-  uint64_t ring_head;
+  char call_pad0[64];
+  uint64_t call_tail;
+  int call_wake; /* a wake-up is on its way, or the loop is to look */
+  char call_pad1[64];
+  uint64_t call_head;
   ursa_op post_wake;        /* that read: not counted in active */
 
   /* Completions that came while ursa__uring_run_now() waited: the next

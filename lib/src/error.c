@@ -1,7 +1,30 @@
-/* error.c - names and messages for the error codes ursa returns. */
+/* error.c - names and messages for the error codes ursa returns, and the
+ * detail that says why the last refusal on this thread happened. */
 #include "core.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+static __thread char error_detail[512];
+
+const char *ursa_error_detail(void) { return error_detail; }
+
+int ursa__invalid(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
+  va_end(ap);
+  return -EINVAL;
+}
+
+int ursa__refuse(int err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
+  va_end(ap);
+  return err;
+}
 
 /* One table for both names and messages.  The messages are ursa's own
  * words, so they read the same on every libc. */

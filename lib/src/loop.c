@@ -28,7 +28,7 @@ uint64_t ursa_loop_now(const ursa_loop *loop) { return loop->now_ms; }
 
 void ursa_loop_stats(const ursa_loop *loop, ursa_stats *out) {
   *out = loop->stats;
-  out->wakeups = __atomic_load_n(&loop->wakes_sent, __ATOMIC_RELAXED);
+  out->wakeups = __atomic_load_n(&loop->wakeups_in, __ATOMIC_RELAXED);
   if (loop->be->stats) loop->be->stats(loop, out);
 }
 

@@ -1,32 +1,9 @@
-/* op.c - the operation table, getting ops into the SQ, cancel, and
- * deferred results. */
+/* op.c - getting ops into the SQ, cancel, and deferred results. */
 #include "core.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <time.h>
 
-
-static __thread char error_detail[512];
-
-const char *ursa_error_detail(void) { return error_detail; }
-
-int ursa__invalid(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
-  va_end(ap);
-  return -EINVAL;
-}
-
-int ursa__refuse(int err, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(error_detail, sizeof(error_detail), fmt, ap);
-  va_end(ap);
-  return err;
-}
 
 void ursa__ms_to_ts(uint64_t ms, ursa_timespec *ts) {
   ts->tv_sec = (int64_t)(ms / 1000u);

@@ -84,7 +84,7 @@ static void wake_eventfd(ursa_loop *t) {
   if (!__atomic_load_n(&t->post_closing, SEQ)) {
     uint64_t one = 1;
     (void)!write(t->post_efd, &one, sizeof(one));
-    __atomic_fetch_add(&t->wakes_sent, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->wakeups_in, 1, __ATOMIC_RELAXED);
   }
   __atomic_fetch_sub(&t->post_busy, 1, SEQ);
 }
@@ -98,12 +98,12 @@ static void wake(ursa_loop *t) {
   if (self && (self->used & URSA_FEAT_MSG_RING) && t->be->ring_fd &&
       ursa__sq_reserve(self, 1)) {
     __atomic_fetch_add(&t->refs, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&t->wakes_sent, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->wakeups_in, 1, __ATOMIC_RELAXED);
     struct io_uring_sqe *sqe = ursa__get_sqe(self);
     io_uring_prep_msg_ring(sqe, t->be->ring_fd(t), 0, URSA__UD_WAKE, 0);
     sqe->user_data = (uint64_t)(uintptr_t)t | URSA__UD_SENT_WAKE;
     self->stats.msg_ring_sent++;
-    self->sent_wakes++;
+    self->msg_rings_out++;
     return;
   }
   wake_eventfd(t);
@@ -146,7 +146,7 @@ int ursa_post(ursa_loop *loop, ursa_post_req *req, ursa_post_cb cb) {
 int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg) {
   if (!loop || !fn)
     return ursa__invalid("ursa_post_call: NULL %s", loop ? "fn" : "loop");
-  uint64_t pos = __atomic_load_n(&loop->ring_tail, __ATOMIC_RELAXED);
+  uint64_t pos = __atomic_load_n(&loop->call_tail, __ATOMIC_RELAXED);
   struct ursa__cell *c;
   for (;;) {
     if (pos & RING_CLOSED)
@@ -156,7 +156,7 @@ int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg) {
     uint64_t seq = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) + idx;
     int64_t diff = (int64_t)(seq - pos);
     if (diff == 0) {
-      if (__atomic_compare_exchange_n(&loop->ring_tail, &pos, pos + 1, true,
+      if (__atomic_compare_exchange_n(&loop->call_tail, &pos, pos + 1, true,
                                       SEQ, __ATOMIC_RELAXED))
         break;
     } else if (diff < 0) {
@@ -164,20 +164,20 @@ int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg) {
                           "entries are full",
                           (unsigned long long)loop->cell_mask + 1);
     } else {
-      pos = __atomic_load_n(&loop->ring_tail, __ATOMIC_RELAXED);
+      pos = __atomic_load_n(&loop->call_tail, __ATOMIC_RELAXED);
     }
   }
   c->fn = fn;
   c->arg = arg;
-  if (!__atomic_load_n(&loop->ring_wake, SEQ) &&
-      !__atomic_exchange_n(&loop->ring_wake, 1, SEQ))
+  if (!__atomic_load_n(&loop->call_wake, SEQ) &&
+      !__atomic_exchange_n(&loop->call_wake, 1, SEQ))
     wake(loop);
   __atomic_store_n(&c->seq, pos + 1 - (pos & loop->cell_mask),
                    __ATOMIC_RELEASE);
   return 0;
 }
 
-/* Runs the published calls, at most a ring's worth per run.  ring_wake
+/* Runs the published calls, at most a ring's worth per run.  call_wake
  * stays set while the loop is taking calls, so posters do not wake a loop
  * that is awake; it is cleared only when the ring is seen empty after it
  * (both sides sequentially consistent: a poster that claims after that
@@ -185,13 +185,13 @@ int ursa_post_call(ursa_loop *loop, ursa_call_fn fn, void *arg) {
  * published ends the run with the flag still set: the loop looks again
  * before it waits.  Closing (status < 0): every claimed cell is waited
  * for and called back. */
-static unsigned ring_run(ursa_loop *loop, int status) {
+static unsigned call_run(ursa_loop *loop, int status) {
   unsigned n = 0;
   uint64_t budget = loop->cell_mask + 1;
   for (;;) {
-    uint64_t end = __atomic_load_n(&loop->ring_tail, SEQ) & ~RING_CLOSED;
-    while (loop->ring_head != end) {
-      uint64_t h = loop->ring_head, idx = h & loop->cell_mask;
+    uint64_t end = __atomic_load_n(&loop->call_tail, SEQ) & ~RING_CLOSED;
+    while (loop->call_head != end) {
+      uint64_t h = loop->call_head, idx = h & loop->cell_mask;
       struct ursa__cell *c = &loop->cells[idx];
       if (__atomic_load_n(&c->seq, __ATOMIC_ACQUIRE) + idx != h + 1) {
         if (status == 0) {
@@ -205,7 +205,7 @@ static unsigned ring_run(ursa_loop *loop, int status) {
       void *arg = c->arg;
       __atomic_store_n(&c->seq, h + loop->cell_mask + 1 - idx,
                        __ATOMIC_RELEASE);
-      loop->ring_head = h + 1;
+      loop->call_head = h + 1;
       fn(arg, status);
       if (++n >= budget && status == 0) {
         loop->post_self = true; /* the rest next round */
@@ -213,12 +213,12 @@ static unsigned ring_run(ursa_loop *loop, int status) {
       }
     }
     if (status < 0) return n;
-    __atomic_store_n(&loop->ring_wake, 0, SEQ);
-    if ((__atomic_load_n(&loop->ring_tail, SEQ) & ~RING_CLOSED) ==
-        loop->ring_head)
+    __atomic_store_n(&loop->call_wake, 0, SEQ);
+    if ((__atomic_load_n(&loop->call_tail, SEQ) & ~RING_CLOSED) ==
+        loop->call_head)
       return n;
     /* More came meanwhile: take them too, awake. */
-    __atomic_store_n(&loop->ring_wake, 1, SEQ);
+    __atomic_store_n(&loop->call_wake, 1, SEQ);
   }
 }
 
@@ -253,7 +253,7 @@ static unsigned call_all(ursa_post_req *r, int status) {
 
 unsigned ursa__post_run(ursa_loop *loop) {
   loop->post_self = false;
-  unsigned n = call_all(take(loop), 0) + ring_run(loop, 0);
+  unsigned n = call_all(take(loop), 0) + call_run(loop, 0);
   loop->stats.posts += n;
   return n;
 }
@@ -307,7 +307,7 @@ void ursa__post_cqe(ursa_loop *loop, uint64_t ud, int res) {
    * ended) meanwhile; its eventfd then tells it, if it still listens. */
   ursa_loop *t = (ursa_loop *)(uintptr_t)(ud & ~(uint64_t)URSA__UD_SENT_WAKE);
   if (res < 0) wake_eventfd(t);
-  loop->sent_wakes--;
+  loop->msg_rings_out--;
   ursa_loop_release(t);
 }
 
@@ -318,11 +318,11 @@ void ursa__post_shutdown(ursa_loop *loop) {
   while (__atomic_load_n(&loop->post_busy, SEQ)) sched_yield();
   call_all(take(loop), -ECANCELED);
   /* No poster claims a cell from now on; those that did are waited for. */
-  __atomic_fetch_or(&loop->ring_tail, RING_CLOSED, SEQ);
-  ring_run(loop, -ECANCELED);
+  __atomic_fetch_or(&loop->call_tail, RING_CLOSED, SEQ);
+  call_run(loop, -ECANCELED);
   /* The MSG_RINGs this loop sent (maybe not even submitted yet) still
    * hold their targets. */
-  if (loop->sent_wakes && loop->be->settle) loop->be->settle(loop);
+  if (loop->msg_rings_out && loop->be->settle) loop->be->settle(loop);
   close(loop->post_efd);
   loop->post_efd = -1;
 }

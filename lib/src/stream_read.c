@@ -217,14 +217,14 @@ URSA__OP_TYPE(recv) = {
 
 /* ---- watermarks ---- */
 
-int ursa_stream_watermarks(ursa_stream *s, size_t high, size_t low) {
-  int r = check_stream(s, "ursa_stream_watermarks");
+int ursa_stream_read_marks(ursa_stream *s, size_t high, size_t low) {
+  int r = check_stream(s, "ursa_stream_read_marks");
   if (r) return r;
   if (high && low >= high)
-    return ursa__invalid("ursa_stream_watermarks: low %zu is not below high "
+    return ursa__invalid("ursa_stream_read_marks: low %zu is not below high "
                          "%zu", low, high);
   if (high > UINT32_MAX)
-    return ursa__invalid("ursa_stream_watermarks: high %zu is not below "
+    return ursa__invalid("ursa_stream_read_marks: high %zu is not below "
                          "4 GiB", high);
   s->high_water = (uint32_t)high;
   s->low_water = (uint32_t)low;

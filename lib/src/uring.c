@@ -200,7 +200,7 @@ static void u_drain(ursa_loop *loop) {
 /* MSG_RINGs complete inline, so their completions come at once; nothing
  * else is active by now (the eventfd's read means nothing any more). */
 static void u_settle(ursa_loop *loop) {
-  for (int tries = 0; loop->sent_wakes && tries < 1000; tries++) {
+  for (int tries = 0; loop->msg_rings_out && tries < 1000; tries++) {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
     io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1, &ts, NULL);

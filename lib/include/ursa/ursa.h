@@ -1037,7 +1037,7 @@ URSA_EXPORT size_t ursa_write_queue_size(const ursa_stream *s);
  * still delivered, so the queue can pass high by at most the ring's size
  * (buf_count x buf_size).  high 0 turns it off (the default); low must be
  * below high, and high below 4 GiB. */
-URSA_EXPORT int ursa_stream_watermarks(ursa_stream *s, size_t high,
+URSA_EXPORT int ursa_stream_read_marks(ursa_stream *s, size_t high,
                                        size_t low);
 
 /* A mark on the write side, for a writer that feeds many peers (Netty's
