@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "lib/src/bufring.h"
+#include "lib/src/buffers/bufring.h"
 #include "tests/testutil.h"
 
 namespace {

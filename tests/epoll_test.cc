@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "lib/src/core.h"
+#include "lib/src/core/core.h"
 #include "tests/testutil.h"
 
 namespace {

@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "lib/src/core.h"
+#include "lib/src/core/core.h"
 #include "tests/testutil.h"
 
 namespace {
