@@ -26,12 +26,6 @@ static uint64_t fnv(uint64_t h, const unsigned char *p, size_t n) {
   return h;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double cpu_s(void) {
   struct rusage ru;
   getrusage(RUSAGE_THREAD, &ru);
@@ -169,7 +163,7 @@ int main(int argc, char **argv) {
   pthread_t th;
   pthread_create(&th, NULL, read_all, &rd);
 
-  double t0 = now_s(), c0 = cpu_s();
+  double t0 = (cli_now_ns() / 1e9), c0 = cpu_s();
   for (long i = 0; i < writes; i++) {
     r = ursa_write(&reqs[i], &s, data + (size_t)i * (size_t)size,
                    (size_t)size, 0, on_write);
@@ -178,10 +172,10 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  double queued = now_s() - t0;
+  double queued = (cli_now_ns() / 1e9) - t0;
   while (done_writes < writes && ursa_loop_run(loop, URSA_RUN_ONCE) >= 0) {
   }
-  double wall = now_s() - t0, cpu = cpu_s() - c0;
+  double wall = (cli_now_ns() / 1e9) - t0, cpu = cpu_s() - c0;
   ursa_stats st;
   ursa_loop_stats(loop, &st);
   ursa_stream_close(&s, NULL);

@@ -38,12 +38,6 @@ typedef struct pinger {
   int done;
 } pinger;
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
 static uint16_t checksum(const void *data, size_t len) {
   const unsigned char *p = data;
   uint32_t sum = 0;
@@ -73,7 +67,7 @@ static void send_one(pinger *p) {
   uint16_t id = htons(p->id), seq = htons((uint16_t)(p->sent + 1));
   memcpy(b + 4, &id, 2);
   memcpy(b + 6, &seq, 2);
-  double t = now_us();
+  double t = (cli_now_ns() / 1e3);
   if (p->size >= (long)sizeof(t)) memcpy(b + 8, &t, sizeof(t));
   for (size_t i = 8 + sizeof(t); i < len; i++) b[i] = (unsigned char)i;
   /* ICMPv6 and ping sockets have the kernel fill the checksum. */
@@ -134,7 +128,7 @@ static void on_recv(ursa_dgram *d, ssize_t n, const void *buf,
   if (p->size >= 8 && n >= 16) {
     double t;
     memcpy(&t, b + 8, sizeof(t));
-    ms = (now_us() - t) / 1000.0;
+    ms = ((cli_now_ns() / 1e3) - t) / 1000.0;
     if (ms < p->min || p->received == 1) p->min = ms;
     if (ms > p->max) p->max = ms;
     p->sum += ms;

@@ -31,12 +31,6 @@
 
 #define PROG "ursa-wake"
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -99,13 +93,13 @@ static const char *const mode_names[] = {"post-thread", "post-loop",
 static void ran(item *it) {
   long k = __atomic_load_n(&DONE, __ATOMIC_RELAXED);
   if (W.phase == 1) {
-    W.lat[k] = now_ns() - it->stamp;
+    W.lat[k] = cli_now_ns() - it->stamp;
     __atomic_store_n(&DONE, k + 1, __ATOMIC_RELAXED);
     __atomic_store_n(&W.ack, 1, __ATOMIC_RELEASE);
     return;
   }
   /* The clock only at the end: a read per callback would be the rate. */
-  if (k + 1 == W.n) W.end_ns = now_ns();
+  if (k + 1 == W.n) W.end_ns = cli_now_ns();
   __atomic_store_n(&DONE, k + 1, __ATOMIC_RELEASE);
 }
 
@@ -116,8 +110,8 @@ static void wait_ack(void) {
   /* --gap: long enough for the loop's CPU to go idle, as it does between
    * requests that are not back to back (busy: the sender's CPU stays on). */
   if (W.gap_us) {
-    uint64_t until = now_ns() + (uint64_t)W.gap_us * 1000u;
-    while (now_ns() < until) {
+    uint64_t until = cli_now_ns() + (uint64_t)W.gap_us * 1000u;
+    while (cli_now_ns() < until) {
     }
   }
 }
@@ -202,7 +196,7 @@ static void call_one(item *it) {
  * time, each waited for). */
 static void run_phases(void (*push)(item *)) {
   W.phase = 0;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = cli_now_ns();
   push_all(push);
   while (__atomic_load_n(&DONE, __ATOMIC_ACQUIRE) < W.n) {
   }
@@ -211,7 +205,7 @@ static void run_phases(void (*push)(item *)) {
   DONE = 0;
   for (long i = 0; i < W.samples; i++) {
     item *it = &W.items[i % W.n];
-    it->stamp = now_ns();
+    it->stamp = cli_now_ns();
     push(it);
     wait_ack();
   }
@@ -255,7 +249,7 @@ static void send_next(void) {
     return;
   }
   item *it = &W.items[sent++ % W.n];
-  it->stamp = now_ns();
+  it->stamp = cli_now_ns();
   if (ursa_post(W.loop, &it->req, on_post_answer) < 0) abort();
 }
 
@@ -269,7 +263,7 @@ static int post_loop_run(uint64_t *t0) {
   o.backend = W.backend;
   if (ursa_loop_new(&sender, &o) < 0) return -1;
   ursa_loop_hold(sender);
-  *t0 = now_ns();
+  *t0 = cli_now_ns();
   ursa_post(sender, &kick, on_kick);
   if (W.spin) {
     /* The sender never sleeps: what the other modes' senders do. */

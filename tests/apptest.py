@@ -15,7 +15,20 @@ import threading
 from checks import check, finish  # noqa: F401 (the suites import them here)
 
 SERVER, LOAD, CLIENT, NO_URING = sys.argv[1:5]
-BACKENDS = ["uring", "ursa-epoll", "epoll", "select", "blocking", "libuv"]
+
+
+def list_backends():
+    """The servers ursa-echo-server has, with what each can do, as it
+    says itself: the one list the suites take their backends from."""
+    out = subprocess.run([SERVER, "--list-backends", "--json"],
+                         capture_output=True, text=True, timeout=20,
+                         check=True).stdout
+    return json.loads(out)
+
+
+SERVERS = list_backends()
+BACKENDS = [s["name"] for s in SERVERS]
+CAPS = {s["name"]: set(s["caps"]) for s in SERVERS}
 
 
 class Server:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from apptest import (BACKENDS, CLIENT, LOAD, NO_URING, SERVER, Server, check,
+from apptest import (BACKENDS, CAPS, CLIENT, LOAD, NO_URING, SERVER, Server, check,
                      echo_dgram, echo_stream, finish, parallel, rss_kb,
                      sockaddr)
 
@@ -235,7 +235,7 @@ def test_uring_only(tmp):
         check(r.returncode == 2 and "--batch-wait" in r.stderr,
               f"--batch-wait {v}: exit {r.returncode}, {r.stderr!r}")
     # Messages on the library, either backend.
-    for b in ["uring", "ursa-epoll"]:
+    for b in [b for b in BACKENDS if "messages" in CAPS[b]]:
         srv = Server(b, "--proto", "seqpacket", listen=f"unix:{tmp}/q.sock")
         for n in [1, 500, 9000]:
             d = random.randbytes(n)
@@ -248,7 +248,7 @@ def test_uring_only(tmp):
     r = subprocess.run([SERVER, "--backend", "epoll", "--proto", "seqpacket",
                         "--listen", f"unix:{tmp}/x.sock"], capture_output=True,
                        text=True, timeout=20)
-    check(r.returncode == 2 and "uring and ursa-epoll only" in r.stderr,
+    check(r.returncode == 2 and "is for uring and ursa-epoll, not epoll" in r.stderr,
           f"seqpacket on epoll: {r.returncode} {r.stderr!r}")
     # auto picks uring where io_uring works (it does here).
     srv = Server("auto")
@@ -454,7 +454,14 @@ def test_threads():
              "--dispatch needs --threads"),
             (["--backend", "uring", "--threads", "0"], "--threads wants"),
             (["--backend", "epoll", "--threads", "2", "--dispatch",
-              "handoff"], "reuseport only"),
+              "handoff"], "handoff and fewest is for uring and ursa-epoll, "
+                          "not epoll"),
+            (["--backend", "epoll", "--threads", "2", "--proto", "unix",
+              "--listen", "unix:@ursa-conf-x"], "--threads over unix"),
+            (["--backend", "libuv", "--workers", "2"],
+             "--workers is for uring and ursa-epoll, not libuv"),
+            (["--backend", "nope"], "(want uring, ursa-epoll, epoll"),
+            (["--json"], "--json goes with --list-backends"),
             (["--backend", "uring", "--threads", "2", "--dispatch", "x"],
              "unknown --dispatch"),
             (["--backend", "uring", "--threads", "2", "--dispatch",
@@ -477,7 +484,7 @@ def test_tls(tmp):
     cert, key, ca = (os.path.join(certs, n) for n in
                      ("server.pem", "server.key", "ca.pem"))
     import ssl
-    for b in ("uring", "ursa-epoll", "epoll"):
+    for b in [b for b in BACKENDS if "tls" in CAPS[b]]:
         srv = Server(b, "--tls-cert", cert, "--tls-key", key)
         r, res = load(srv.addr, 32, "--tls-ca", ca, "--size", "3000",
                       "--inflight", "2", "--threads", "2")
@@ -554,8 +561,38 @@ def test_tls(tmp):
               f"server {' '.join(args)}: {r.returncode} {r.stderr!r}")
 
 
+def test_list_backends():
+    """The server's table as it prints it: the six servers in the bench's
+    order, each with a line of text, and what each can do; every option a
+    server lacks the capability for is refused naming the ones that have
+    it."""
+    check(BACKENDS == ["uring", "ursa-epoll", "epoll", "select", "blocking",
+                       "libuv"], f"--list-backends --json: {BACKENDS}")
+    check(CAPS["uring"] >= {"threads", "dispatch", "tls", "workers",
+                            "messages", "library"} and
+          CAPS["select"] == set() and CAPS["epoll"] == {"threads", "tls"},
+          f"capabilities: {CAPS}")
+    text = subprocess.run([SERVER, "--list-backends"], capture_output=True,
+                          text=True, timeout=20).stdout
+    check(all(any(line.split()[0] == b for line in text.splitlines())
+              for b in BACKENDS), f"--list-backends: {text!r}")
+    for b in BACKENDS:
+        for cap, args in [("threads", ["--threads", "2"]),
+                          ("workers", ["--workers", "2"])]:
+            if cap in CAPS[b]:
+                continue
+            r = subprocess.run([SERVER, "--backend", b, "--listen",
+                                "127.0.0.1:0", *args], capture_output=True,
+                               text=True, timeout=20)
+            have = [x for x in BACKENDS if cap in CAPS[x]]
+            check(r.returncode == 2 and f"not {b}" in r.stderr and
+                  all(x in r.stderr for x in have),
+                  f"{b} {args}: {r.returncode} {r.stderr!r}")
+
+
 def main():
     random.seed(11)
+    test_list_backends()
     tmp = tempfile.mkdtemp(prefix="ursa-conf-")
     only = os.environ.get("BACKENDS")
     for b in (only.split(",") if only else BACKENDS):

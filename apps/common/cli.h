@@ -4,6 +4,7 @@
 #define URSA_APPS_CLI_H
 
 #include <getopt.h>
+#include <stdint.h>
 
 /* Reads a whole number from lo to hi into *out; otherwise prints
  * "PROG: FLAG wants a whole number from LO to HI, not 'V'" and returns -1. */
@@ -29,6 +30,12 @@ int cli_next(const char *prog, int argc, char **argv, const char *shorts,
  * SIGPIPE ignored.  Call before starting threads, which inherit the mask.
  * Prints why and returns -1 when the signalfd cannot be made. */
 int cli_stop_fd(const char *prog);
+
+/* The monotonic clock, in nanoseconds. */
+uint64_t cli_now_ns(void);
+/* CPU time this process has used (user and system, every thread), in
+ * seconds. */
+double cli_cpu_s(void);
 
 /* Pins the whole process to one CPU; prints why not and returns -1. */
 int cli_pin(const char *prog, long cpu);

@@ -98,12 +98,6 @@ typedef struct load_state {
 
 static __thread load_state L;
 
-static uint64_t ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* CPU time of another process (all its threads), from /proc; -1 if it
  * cannot be read.  Ticks are 10 ms: measure for a second or more. */
 static double proc_cpu_seconds(long pid) {
@@ -122,13 +116,6 @@ static double proc_cpu_seconds(long pid) {
              &ut, &stime) != 2)
     return -1;
   return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* The bytes of message seq on connection id: a pattern that differs by
@@ -153,7 +140,7 @@ static int reopen(conn *c) {
   c->s = (ursa_stream){0};
   c->tls = (ursa_tls){0};
   c->s.data = c;
-  c->t0_ns = ns();
+  c->t0_ns = cli_now_ns();
   if (ursa_connect(L.loop, &c->s, (struct sockaddr *)&L.to.ss, L.to.len,
                    L.flags, (uint32_t)(L.connect_timeout_s * 1000 + 0.5),
                    on_connect) < 0) {
@@ -261,7 +248,7 @@ static void send_slot(slot *sl) {
   if (!L.bulk || !sl->filled) fill(sl->buf, (size_t)L.size, c->id, sl->seq);
   sl->filled = 1;
   sl->writing = sl->waiting = 1;
-  sl->sent_ns = ns();
+  sl->sent_ns = cli_now_ns();
   int r;
   if (L.udp) {
     memcpy(sl->buf, &sl->seq, sizeof(sl->seq)); /* replies are matched by it */
@@ -289,7 +276,7 @@ static void send_slot(slot *sl) {
 /* Message sl came back whole: time it, and send the next in its place. */
 static void echoed(slot *sl) {
   if (L.measuring) {
-    hist_add(&L.h, ns() - sl->sent_ns);
+    hist_add(&L.h, cli_now_ns() - sl->sent_ns);
     L.rts++;
     L.bytes += (uint64_t)L.size;
   }
@@ -339,7 +326,7 @@ static void on_tls_read(ursa_tls *t, ssize_t n, const void *buf) {
 static void greet_bytes(conn *c, ssize_t n, const void *buf) {
   if (n == URSA_EOF && c->recv_off == L.greet_len) {
     if (L.measuring) {
-      hist_add(&L.h, ns() - c->t0_ns);
+      hist_add(&L.h, cli_now_ns() - c->t0_ns);
       L.rts++;
       L.bytes += L.greet_len;
     }
@@ -539,7 +526,7 @@ static void on_connect(ursa_stream *s, int status) {
 static void stop_sending(void) {
   if (!L.sending) return;
   L.sending = 0;
-  L.t_end_ns = ns();
+  L.t_end_ns = cli_now_ns();
   L.measuring = 0;
   if (L.server_pid && L.index == 0)
     L.server_cpu_s = proc_cpu_seconds(L.server_pid) - L.server_cpu0;
@@ -550,12 +537,12 @@ static void stop_sending(void) {
 /* Every 20 ms: warm-up over?  Run over?  Replies overdue after the run? */
 static void on_tick(ursa_timer *t, int status) {
   if (status < 0) return;
-  uint64_t now = ns();
+  uint64_t now = cli_now_ns();
   uint64_t el = now - L.t_start_ns;
   if (!L.measuring && L.sending && el >= (uint64_t)(L.warmup_s * 1e9)) {
     L.measuring = 1;
     L.t_measure_ns = now;
-    L.cpu0 = cpu_seconds();
+    L.cpu0 = cli_cpu_s();
     if (L.server_pid && L.index == 0)
       L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
@@ -621,11 +608,11 @@ static void *run_thread(void *arg) {
     return NULL;
   }
   L.sending = 1;
-  L.t_start_ns = ns();
+  L.t_start_ns = cli_now_ns();
   if (L.warmup_s == 0) {
     L.measuring = 1;
     L.t_measure_ns = L.t_start_ns;
-    L.cpu0 = cpu_seconds();
+    L.cpu0 = cli_cpu_s();
     if (L.server_pid && L.index == 0)
       L.server_cpu0 = proc_cpu_seconds(L.server_pid);
   }
@@ -638,7 +625,7 @@ static void *run_thread(void *arg) {
       c->slots[k].buf = bufs + ((size_t)(i * L.inflight + k)) * (size_t)L.size;
     }
     c->s.data = c;
-    c->t0_ns = ns();
+    c->t0_ns = cli_now_ns();
     if (L.udp)
       r = open_udp(c);
     else
@@ -655,8 +642,8 @@ static void *run_thread(void *arg) {
   }
   ursa_timer_start(L.loop, &L.tick, 20, 20, on_tick);
   r = ursa_loop_run(L.loop, URSA_RUN_DEFAULT);
-  L.cpu_s_own = cpu_seconds() - L.cpu0;
-  if (!L.t_end_ns) L.t_end_ns = ns();
+  L.cpu_s_own = cli_cpu_s() - L.cpu0;
+  if (!L.t_end_ns) L.t_end_ns = cli_now_ns();
   int cr = ursa_loop_close(L.loop);
   ursa_tls_ctx_free(L.tls_ctx);
   free(bufs);
@@ -916,7 +903,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ursa-load: out of memory\n");
     return 2;
   }
-  double cpu_all0 = cpu_seconds();
+  double cpu_all0 = cli_cpu_s();
   long given = 0;
   for (int t = 0; t < threads; t++) {
     ls[t] = cfg;
@@ -961,8 +948,8 @@ int main(int argc, char **argv) {
   free(th);
   /* One thread: its own CPU from the end of its warm-up; several: the
    * process's, warm-up included. */
-  double cpu_s = threads == 1 ? L.cpu_s_own : cpu_seconds() - cpu_all0;
-  if (!L.t_end_ns) L.t_end_ns = ns();
+  double cpu_s = threads == 1 ? L.cpu_s_own : cli_cpu_s() - cpu_all0;
+  if (!L.t_end_ns) L.t_end_ns = cli_now_ns();
   /* A run that ended in its warm-up measured nothing. */
   int measured = L.t_measure_ns != 0;
   double secs = measured ? (double)(L.t_end_ns - L.t_measure_ns) / 1e9 : 0;

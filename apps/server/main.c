@@ -20,28 +20,75 @@
 
 #define PROG "ursa-echo-server"
 
-/* uring and ursa-epoll are the same server on the library, forced to one
- * backend; "auto" is the library's choice (resolved in main). */
+/* The servers, as data: uring and ursa-epoll are the same server on the
+ * library, forced to one backend; "auto" is the library's choice
+ * (resolved in main).  The bench and the app tests read this table
+ * (--list-backends --json) instead of lists of their own. */
+#define LIB_CAPS                                                        \
+  (CAP_THREADS | CAP_ANY_PROTO_THREADS | CAP_DISPATCH | CAP_TLS |       \
+   CAP_WORKERS | CAP_MESSAGES | CAP_OWN_LISTENER | CAP_LIB)
 static const backend backends[] = {
-    {"uring", serve_uring},   {"ursa-epoll", serve_uring},
-    {"epoll", serve_epoll},   {"select", serve_select},
-    {"blocking", serve_blocking}, {"libuv", serve_libuv},
+    {"uring", serve_uring, LIB_CAPS, URSA_BACKEND_URING,
+     "this runtime on io_uring"},
+    {"ursa-epoll", serve_uring, LIB_CAPS, URSA_BACKEND_EPOLL,
+     "the same server on the library's epoll backend"},
+    {"epoll", serve_epoll, CAP_THREADS | CAP_TLS, 0,
+     "hand-written, level-triggered, non-blocking"},
+    {"select", serve_select, 0, 0, "the same loop over select(2)"},
+    {"blocking", serve_blocking, 0, 0, "a thread per connection"},
+    {"libuv", serve_libuv, CAP_OWN_LISTENER, 0, "libuv's loop"},
+};
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+static const struct {
+  unsigned cap;
+  const char *name;
+} cap_names[] = {
+    {CAP_THREADS, "threads"},   {CAP_ANY_PROTO_THREADS, "threads_any_proto"},
+    {CAP_DISPATCH, "dispatch"}, {CAP_TLS, "tls"},
+    {CAP_WORKERS, "workers"},   {CAP_MESSAGES, "messages"},
+    {CAP_OWN_LISTENER, "own_listener"}, {CAP_LIB, "library"},
 };
 
-/* The servers that run on the library. */
-static int on_ursa(const char *name) {
-  return !strcmp(name, "uring") || !strcmp(name, "ursa-epoll");
+/* "uring, ursa-epoll and epoll": the servers that have cap. */
+static void names_with(unsigned cap, char *buf, size_t len) {
+  size_t n = 0, left = 0;
+  buf[0] = 0;
+  for (unsigned i = 0; i < NBACKENDS; i++) left += (backends[i].caps & cap) == cap;
+  for (unsigned i = 0; i < NBACKENDS && n < len; i++) {
+    if ((backends[i].caps & cap) != cap) continue;
+    left--;
+    n += (size_t)snprintf(buf + n, len - n, "%s%s",
+                          n == 0 ? "" : left == 0 ? " and " : ", ",
+                          backends[i].name);
+  }
 }
-#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+static void list_backends(int json) {
+  if (json) printf("[");
+  for (unsigned i = 0; i < NBACKENDS; i++) {
+    const backend *b = &backends[i];
+    if (json) {
+      printf("%s{\"name\":\"%s\",\"about\":\"%s\",\"caps\":[", i ? "," : "",
+             b->name, b->about);
+      int first = 1;
+      for (unsigned c = 0; c < sizeof(cap_names) / sizeof(cap_names[0]); c++)
+        if (b->caps & cap_names[c].cap) {
+          printf("%s\"%s\"", first ? "" : ",", cap_names[c].name);
+          first = 0;
+        }
+      printf("]}");
+    } else {
+      printf("%-11s %s\n", b->name, b->about);
+    }
+  }
+  if (json) printf("]\n");
+}
 
 static const char *const proto_names[] = {"tcp", "udp", "unix", "seqpacket",
                                           "unixgram"};
 
-uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+uint64_t now_ms(void) { return cli_now_ns() / 1000000u; }
 
 void announce(const server_opts *o, const struct sockaddr *sa, socklen_t len) {
   char name[160];
@@ -93,6 +140,10 @@ static void usage(FILE *f) {
   fprintf(
       f,
       "usage: ursa-echo-server [options]\n"
+      "       ursa-echo-server --list-backends [--json]\n"
+      "  --list-backends  list the servers --backend takes, and exit\n"
+      "  --json           with --list-backends: name, about and capabilities\n"
+      "                   of each, as JSON\n"
       "  --backend B      uring (default), ursa-epoll (the same server on the\n"
       "                   library's epoll backend), epoll (hand-written),\n"
       "                   select, blocking, libuv, or auto (the library's\n"
@@ -259,28 +310,23 @@ static void write_json(const char *path, const server_opts *o,
   fclose(f);
 }
 
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 int main(int argc, char **argv) {
   server_opts o = {0};
   o.backend = "uring";
   o.high_water = HIGH_WATER;
   const char *listen_at = "127.0.0.1:7000", *json = NULL, *proto = "tcp";
   long cpu = -1, duration = 0, max_conns = 0;
-  int dispatch_set = 0;
+  int dispatch_set = 0, list = 0, list_json = 0;
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
     O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
-    O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY
+    O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY, O_LIST, O_LISTJSON
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
+      {"list-backends", no_argument, NULL, O_LIST},
+      {"json", no_argument, NULL, O_LISTJSON},
       {"backend", required_argument, NULL, O_BACKEND},
       {"listen", required_argument, NULL, O_LISTEN},
       {"proto", required_argument, NULL, O_PROTO},
@@ -344,6 +390,12 @@ int main(int argc, char **argv) {
           return bad("unknown --dispatch '%s' (want reuseport, handoff or "
                      "fewest)%s", v, "");
         dispatch_set = 1;
+        break;
+      case O_LIST:
+        list = 1;
+        break;
+      case O_LISTJSON:
+        list_json = 1;
         break;
       case O_BACKEND:
         o.backend = v;
@@ -435,6 +487,12 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  if (list_json && !list)
+    return bad("--json goes with --list-backends%s%s", "", "");
+  if (list) {
+    list_backends(list_json);
+    return 0;
+  }
   if (o.min_rate && !o.idle_ms)
     return bad("--min-rate needs --idle-timeout: its window%s%s", "", "");
   if (!strcmp(o.backend, "auto")) {
@@ -457,16 +515,17 @@ int main(int argc, char **argv) {
       o.backend = "uring";
     }
   }
-  o.lib_backend = !strcmp(o.backend, "ursa-epoll") ? URSA_BACKEND_EPOLL
-                                                   : URSA_BACKEND_URING;
   const backend *be = NULL;
   for (unsigned i = 0; i < NBACKENDS; i++)
     if (!strcmp(o.backend, backends[i].name)) be = &backends[i];
-  if (!be)
-    return bad(
-        "unknown --backend '%s' (want uring, ursa-epoll, epoll, select, "
-        "blocking, libuv or auto)%s",
-        o.backend, "");
+  if (!be) {
+    char all[160] = "";
+    for (unsigned i = 0; i < NBACKENDS; i++)
+      snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s, ",
+               backends[i].name);
+    return bad("unknown --backend '%s' (want %sor auto)", o.backend, all);
+  }
+  o.lib_backend = be->lib_backend;
   o.proto = -1;
   for (int i = 0; i < 5; i++)
     if (!strcmp(proto, proto_names[i])) o.proto = i;
@@ -475,15 +534,36 @@ int main(int argc, char **argv) {
         "unknown --proto '%s' (want tcp, udp, unix, seqpacket or "
         "unixgram)%s",
         proto, "");
-  if (o.threads > 1 && !on_ursa(o.backend) && strcmp(o.backend, "epoll"))
-    return bad("--threads is for uring, ursa-epoll and epoll, not %s%s",
-               o.backend, "");
   if (!o.tls_cert != !o.tls_key)
     return bad("--tls-cert and --tls-key go together%s%s", "", "");
+  if (dispatch_set && o.threads < 2)
+    return bad("--dispatch needs --threads 2 or more%s%s", "", "");
+  /* What each option asks of the server, checked against its table. */
+  const struct {
+    int asked;
+    unsigned cap;
+    const char *what;
+  } needs[] = {
+      {o.threads > 1, CAP_THREADS, "--threads"},
+      {o.threads > 1 && o.proto != PROTO_TCP && o.proto != PROTO_UDP,
+       CAP_ANY_PROTO_THREADS, "--threads over unix streams and messages"},
+      {o.dispatch != DISPATCH_REUSEPORT, CAP_DISPATCH,
+       "--dispatch handoff and fewest"},
+      {o.tls_cert != NULL, CAP_TLS, "--tls-cert"},
+      {o.workers > 0, CAP_WORKERS, "--workers"},
+      {o.proto >= PROTO_SEQPACKET, CAP_MESSAGES,
+       "--proto seqpacket and unixgram"},
+  };
+  for (unsigned i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
+    if (!needs[i].asked || (be->caps & needs[i].cap)) continue;
+    char who[96];
+    names_with(needs[i].cap, who, sizeof(who));
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s is for %s, not %s", needs[i].what, who,
+             o.backend);
+    return bad("%s%s", msg, "");
+  }
   if (o.tls_cert) {
-    if (!on_ursa(o.backend) && strcmp(o.backend, "epoll"))
-      return bad("--tls-cert is for uring, ursa-epoll and epoll, not %s%s",
-                 o.backend, "");
     if (o.proto != PROTO_TCP && o.proto != PROTO_UNIX)
       return bad("--tls-cert needs a stream: --proto tcp or unix, not "
                  "%s%s", proto, "");
@@ -491,31 +571,14 @@ int main(int argc, char **argv) {
       return bad("--tls-cert serves echo and sink, without --workers%s%s",
                  "", "");
   }
-  if (o.workers && !on_ursa(o.backend))
-    return bad("--workers is for uring and ursa-epoll, not %s%s", o.backend,
-               "");
   if (o.workers && (o.proto == PROTO_UDP || o.proto == PROTO_UNIXGRAM ||
                     o.mode != MODE_ECHO))
     return bad("--workers handles stream echoes: not with --proto %s or "
                "--mode %s", proto, o.mode == MODE_GREET ? "greet" : "sink");
-  if (dispatch_set && o.threads < 2)
-    return bad("--dispatch needs --threads 2 or more%s%s", "", "");
-  if (o.dispatch != DISPATCH_REUSEPORT && strcmp(o.backend, "epoll") == 0)
-    return bad("--dispatch %s: the hand-written epoll server has "
-               "reuseport only%s", o.dispatch == DISPATCH_HANDOFF ? "handoff"
-                                                                  : "fewest",
-               "");
-  if (o.threads > 1 && !strcmp(o.backend, "epoll") &&
-      o.proto != PROTO_TCP && o.proto != PROTO_UDP)
-    return bad("--threads with the epoll server: tcp or udp, not --proto "
-               "%s%s", proto, "");
   if (o.dispatch != DISPATCH_REUSEPORT && o.threads > 1 &&
       (o.proto == PROTO_UDP || o.proto == PROTO_UNIXGRAM))
     return bad("--dispatch %s hands off connections: not for --proto %s",
                o.dispatch == DISPATCH_HANDOFF ? "handoff" : "fewest", proto);
-  if (o.proto >= PROTO_SEQPACKET && !on_ursa(o.backend))
-    return bad("--proto %s is served by uring and ursa-epoll only, not %s",
-               proto, o.backend);
   if (ursa_addr_parse(listen_at, &o.listen) < 0)
     return bad("bad --listen: %s%s", ursa_error_detail(), "");
   int want_unix = o.proto >= PROTO_UNIX;
@@ -531,7 +594,7 @@ int main(int argc, char **argv) {
 
   int lfd = -1;
   ursa_sockfile file = {0};
-  if (!on_ursa(o.backend) && strcmp(o.backend, "libuv")) {
+  if (!(be->caps & CAP_OWN_LISTENER)) {
     char err[512];
     lfd = open_listener(&o, &file, err, sizeof(err));
     if (lfd < 0) return bad("cannot listen on %s: %s", listen_at, err);
@@ -541,10 +604,10 @@ int main(int argc, char **argv) {
     announce(&o, (struct sockaddr *)&ss, sl);
   }
   server_stats st = {0};
-  double cpu0 = cpu_seconds();
+  double cpu0 = cli_cpu_s();
   uint64_t t0 = now_ms();
   int rc = be->serve(&o, lfd, &st);
-  double cpu_s = cpu_seconds() - cpu0;
+  double cpu_s = cli_cpu_s() - cpu0;
   double wall_s = (double)(now_ms() - t0) / 1000.0;
   if (rc == 0) {
     /* In echo mode each receive is echoed at once: one round trip. */
@@ -559,10 +622,10 @@ int main(int argc, char **argv) {
       printf("syscalls not counted");
     else
       printf("%llu syscalls", (unsigned long long)st.syscalls);
-    if (!strcmp(o.backend, "uring"))
+    if ((be->caps & CAP_LIB) && be->lib_backend == URSA_BACKEND_URING)
       printf(" (%llu io_uring_enter, %llu SQEs)", (unsigned long long)st.enters,
              (unsigned long long)st.sqes);
-    else if (!strcmp(o.backend, "ursa-epoll"))
+    else if (be->caps & CAP_LIB)
       printf(" (%llu by the library's backend, %llu operations)",
              (unsigned long long)st.enters, (unsigned long long)st.sqes);
     printf(", %.3f s CPU in %.3f s\n", cpu_s, wall_s);

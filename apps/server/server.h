@@ -104,9 +104,26 @@ typedef struct server_stats {
  * blocking backends; the uring backend binds through ursa.  A backend
  * returns 0 after a clean stop, 2 when it could not set up (bad address,
  * busy port), or 1 when serving failed, with a message on stderr. */
+/* What a server can do beyond one loop's TCP, UDP and Unix stream echo;
+ * each option that needs one is refused, naming the servers that have
+ * it, on any other. */
+#define CAP_THREADS 0x01     /* --threads: a loop per thread */
+#define CAP_ANY_PROTO_THREADS 0x02 /* --threads over every --proto, not
+                                      only tcp and udp */
+#define CAP_DISPATCH 0x04    /* --dispatch handoff|fewest */
+#define CAP_TLS 0x08         /* --tls-cert, --tls-key */
+#define CAP_WORKERS 0x10     /* --workers */
+#define CAP_MESSAGES 0x20    /* --proto seqpacket|unixgram */
+#define CAP_OWN_LISTENER 0x40 /* makes its own listening socket (main binds
+                                 one for the others) */
+#define CAP_LIB 0x80         /* runs on the library: its --uring-* options */
+
 typedef struct backend {
   const char *name;
   int (*serve)(const server_opts *o, int listen_fd, server_stats *st);
+  unsigned caps;     /* CAP_* */
+  int lib_backend;   /* URSA_BACKEND_* for CAP_LIB servers */
+  const char *about; /* one line for --help and --list-backends */
 } backend;
 
 int serve_uring(const server_opts *o, int listen_fd, server_stats *st);

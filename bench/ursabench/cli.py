@@ -13,8 +13,8 @@ import time
 
 from .analysis import fmt
 from .config import (AB_VARIANTS, BACKENDS, IDLE_CONNS, KEYS, RUN_ORDER,
-                     THREAD_VARIANTS,
-                     THREADS_POINT, TLS_CASES, case_id, matrix)
+                     THREAD_VARIANTS, THREADS_POINT, TLS_CASES, case_id,
+                     listed_servers, matrix)
 from .plots import graphs
 from .blocks import tls_block, veth_block
 from .http import HTTP_SERVERS, greet_block, http_block
@@ -100,6 +100,11 @@ def main():
         return
     if not a.bindir:
         ap.error("--bindir is needed to run the suite")
+    listed = listed_servers(a.bindir)
+    if listed != BACKENDS:
+        ap.error(f"ursa-echo-server lists the servers {listed}, the bench's "
+                 f"config {BACKENDS}: give bench/ursabench/config.py the "
+                 f"same ones (order, colour)")
     if a.repeats < 1:
         ap.error("--repeats must be at least 1")
     if a.duration is None:

@@ -17,6 +17,20 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
         "syscalls_per_rt", "enters_per_rt", "enobufs_per_rt", "reads_per_rt",
         "errors", "refused", "repeats"]
 
+def listed_servers(bindir):
+    """The servers ursa-echo-server has, in its order, as it lists them
+    itself (--list-backends --json): BACKENDS is checked against it before
+    a run, so a server the program gains or loses is never silently left
+    out of the bench."""
+    import json
+    import os
+    import subprocess
+    out = subprocess.run([os.path.join(bindir, "ursa-echo-server"),
+                          "--list-backends", "--json"], capture_output=True,
+                         text=True, timeout=20, check=True).stdout
+    return [s["name"] for s in json.loads(out)]
+
+
 IDLE_CONNS = 10000
 
 # The threads block: one case (TCP ping-pong, 256 connections, 64 B) served
