@@ -15,44 +15,51 @@ PCTS = [("50", "p50_us", 0.50), ("90", "p90_us", 0.90),
         ("99.99", "p9999_us", 0.9999)]
 
 
-def graphs(out, env, cases, bulk, iperf, outside=(), http=(), greet=()):
-    """Writes the data files and one gnuplot script; returns graph names."""
-    gdir = os.path.join(out, "graphs")
-    os.makedirs(gdir, exist_ok=True)
-    caption = (f"{env['cpu_model']}, {env['cpus']} CPUs, Linux "
-               f"{env['kernel']}, commit {env['commit']}, {env['date']}, "
-               f"server CPU {env['server_cpu']} / load CPU {env['load_cpu']}")
-    caption = caption.replace('"', "'")
-    made = []
-    script = []
+class Graphs:
+    """The graphs being made: their folder, the caption every one carries,
+    the names made, and the gnuplot script of each."""
 
-    def head(name, title, xlabel, ylabel, logx=False):
-        made.append(name)
+    def __init__(self, out, env, cases):
+        self.gdir = os.path.join(out, "graphs")
+        os.makedirs(self.gdir, exist_ok=True)
+        caption = (f"{env['cpu_model']}, {env['cpus']} CPUs, Linux "
+                   f"{env['kernel']}, commit {env['commit']}, {env['date']}, "
+                   f"server CPU {env['server_cpu']} / load CPU "
+                   f"{env['load_cpu']}")
+        self.caption = caption.replace('"', "'")
+        self.cases = cases
+        self.made, self.script = [], []
+
+    def path(self, name):
+        return os.path.join(self.gdir, name)
+
+    def head(self, name, title, xlabel, ylabel, logx=False):
+        self.made.append(name)
         s = [f'set title "{title}"', f'set xlabel "{xlabel}"',
              f'set ylabel "{ylabel}"', "set grid", "set key outside right",
-             f'set label 99 "{caption}" at screen 0.01,0.015 font ",8"',
+             f'set label 99 "{self.caption}" at screen 0.01,0.015 font ",8"',
              "set bmargin 5", "set yrange [0:*]"]
         s.append("set logscale x 2" if logx else "unset logscale x")
         return s
 
-    def lines(name, title, xlabel, ylabel, sel, xkey, ykey, logx=True,
+    def lines(self, name, title, xlabel, ylabel, sel, xkey, ykey, logx=True,
               rows=None, series=BACKENDS):
         """A point (median, with the repeats' range as its error bar) per
         measurement, and a line only between neighbours at most GAP apart
         on x: where nothing was measured in between, nothing is drawn.
         The x tics are the measured values."""
-        s = head(name, title, xlabel, ylabel, logx)
+        s = self.head(name, title, xlabel, ylabel, logx)
         plots, xs = [], set()
         for b in series:
             pts = sorted((c[xkey], c[ykey], c.get(ykey + "_min", c[ykey]),
                           c.get(ykey + "_max", c[ykey]))
-                         for c in (rows if rows is not None else cases)
+                         for c in (rows if rows is not None else self.cases)
                          if c["backend"] == b and sel(c)
                          and c[ykey] is not None)
             if not pts:
                 continue
             xs.update(p[0] for p in pts)
-            path = os.path.join(gdir, f"{name}-{b}.dat")
+            path = self.path(f"{name}-{b}.dat")
             with open(path, "w") as f:
                 for i, p in enumerate(pts):
                     # A blank line ends a gnuplot line: no line across a gap.
@@ -69,38 +76,70 @@ def graphs(out, env, cases, bulk, iperf, outside=(), http=(), greet=()):
             # Room beyond the end points, so no point sits on the border.
             if logx:
                 s.append(f"set xrange [{min(xs) / 1.5}:{max(xs) * 1.5}]")
-            script.append((name, s + ["plot " + ", ".join(plots)]))
+            self.script.append((name, s + ["plot " + ", ".join(plots)]))
         else:
-            made.remove(name)
+            self.made.remove(name)
 
-    pingpong64 = lambda c: (c["kind"] == "pingpong" and c["proto"] == "tcp"
-                            and c["size"] == 64)
-    lines("rt_vs_conns", "Round trips per second, TCP 64 B ping-pong",
-          "connections", "round trips / s", pingpong64, "conns", "rt_per_s")
-    lines("cpu_vs_conns", "Server CPU time per round trip, TCP 64 B ping-pong",
-          "connections", "server CPU us / round trip", pingpong64, "conns",
-          "server_cpu_us_per_rt")
-    lines("mb_vs_size", "Echo throughput by message size, TCP ping-pong, "
-          "64 connections", "message size (bytes)", "MB/s each way",
-          lambda c: c["kind"] == "pingpong" and c["proto"] == "tcp"
-          and c["conns"] == 64, "size", "mb_per_s")
+    def bars(self, name, title, ylabel, rows):
+        """One bar per (label, value, lo, hi, colour), the range as an
+        error bar."""
+        if not rows:
+            return
+        s = self.head(name, title, "", ylabel)
+        path = self.path(f"{name}.dat")
+        with open(path, "w") as f:
+            for i, (lab, v, lo, hi, col) in enumerate(rows):
+                f.write(f'{i} "{lab}" {v} {lo} {hi} {int(col[1:], 16)}\n')
+        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
+              "set xrange [-0.6:%d]" % len(rows), "unset key",
+              f"plot '{path}' using 1:3:6:xtic(2) with boxes lc rgb "
+              f"variable, '{path}' using 1:3:4:5 with yerrorbars lc rgb "
+              "'black' pt 0"]
+        self.script.append((name, s))
 
-    if outside:
-        lines("iperf2_rt_vs_conns", "Round trips per second, iperf2 "
-              "bounceback, 64 B (an outside client)", "connections",
-              "round trips / s", lambda c: True, "conns", "rt_per_s",
-              rows=list(outside))
-        lines("iperf2_cpu_vs_conns", "Server CPU per round trip, iperf2 "
-              "bounceback, 64 B (an outside client)", "connections",
-              "server CPU us / round trip", lambda c: True, "conns",
-              "server_cpu_us_per_rt", rows=list(outside))
 
-    # Latency p50/p99 by backend, one pair of bars each.
-    lat = [c for c in cases if pingpong64(c) and c["conns"] == 64]
+def pingpong64(c):
+    return c["kind"] == "pingpong" and c["proto"] == "tcp" and c["size"] == 64
+
+
+def g_matrix(g, r):
+    """The case matrix: round trips and CPU against connections, and
+    throughput against message size."""
+    g.lines("rt_vs_conns", "Round trips per second, TCP 64 B ping-pong",
+            "connections", "round trips / s", pingpong64, "conns",
+            "rt_per_s")
+    g.lines("cpu_vs_conns", "Server CPU time per round trip, TCP 64 B "
+            "ping-pong", "connections", "server CPU us / round trip",
+            pingpong64, "conns", "server_cpu_us_per_rt")
+    g.lines("mb_vs_size", "Echo throughput by message size, TCP ping-pong, "
+            "64 connections", "message size (bytes)", "MB/s each way",
+            lambda c: c["kind"] == "pingpong" and c["proto"] == "tcp"
+            and c["conns"] == 64, "size", "mb_per_s")
+
+
+def g_outside(g, r):
+    """The outside client (iperf2 bounceback) against connections."""
+    if not r["outside"]:
+        return
+    g.lines("iperf2_rt_vs_conns", "Round trips per second, iperf2 "
+            "bounceback, 64 B (an outside client)", "connections",
+            "round trips / s", lambda c: True, "conns", "rt_per_s",
+            rows=list(r["outside"]))
+    g.lines("iperf2_cpu_vs_conns", "Server CPU per round trip, iperf2 "
+            "bounceback, 64 B (an outside client)", "connections",
+            "server CPU us / round trip", lambda c: True, "conns",
+            "server_cpu_us_per_rt", rows=list(r["outside"]))
+
+
+def g_latency(g, r):
+    """Latency p50/p99 by backend, one pair of bars each; then p50 to
+    p99.99 per backend on a log scale of 1/(1-p), so that each further
+    nine is one step."""
+    lat = [c for c in r["cases"] if pingpong64(c) and c["conns"] == 64]
     if lat:
-        s = head("latency", "Latency, TCP 64 B ping-pong, 64 connections "
-                 "(solid p50, light p99)", "backend", "microseconds")
-        path = os.path.join(gdir, "latency.dat")
+        s = g.head("latency", "Latency, TCP 64 B ping-pong, 64 connections "
+                   "(solid p50, light p99)", "backend", "microseconds")
+        path = g.path("latency.dat")
         s.append("set xtics (" + ", ".join(
             f'"{b}" {i}' for i, b in enumerate(BACKENDS)) + ")")
         with open(path, "w") as f:
@@ -115,98 +154,102 @@ def graphs(out, env, cases, bulk, iperf, outside=(), http=(), greet=()):
               "lc rgb variable, "
               f"'{path}' using ($1+0.19):4:5 with boxes fs transparent "
               "solid 0.35 lc rgb variable"]
-        script.append(("latency", s))
-
-    # p50 to p99.99 per backend at 64 connections, on a log scale of
-    # 1/(1-p), so that each further nine is one step.
+        g.script.append(("latency", s))
     pct = [c for c in lat if all(c.get(k) for _, k, _ in PCTS)]
     if pct:
-        s = head("latency_percentiles", "Latency percentiles, TCP 64 B "
-                 "ping-pong, 64 connections (ursa-load)", "percentile",
-                 "microseconds (log)")
+        s = g.head("latency_percentiles", "Latency percentiles, TCP 64 B "
+                   "ping-pong, 64 connections (ursa-load)", "percentile",
+                   "microseconds (log)")
         s += ["set logscale x 10", "set logscale y 10", "set yrange [*:*]",
               "set xrange [1.4:14000]",
               "set xtics (" + ", ".join(
                   f'"p{lab}" {1 / (1 - q):g}' for lab, _, q in PCTS) + ")"]
         plots = []
         for c in pct:
-            path = os.path.join(gdir, f"pct-{c['backend']}.dat")
+            path = g.path(f"pct-{c['backend']}.dat")
             with open(path, "w") as f:
                 for _, k, q in PCTS:
                     f.write(f"{1 / (1 - q):g} {c[k]}\n")
             plots.append(f"'{path}' using 1:2 with linespoints lw 2 pt 7 "
                          f"lc rgb '{COLOURS[c['backend']]}' "
                          f"title '{c['backend']}'")
-        script.append(("latency_percentiles", s + ["plot " +
-                                                   ", ".join(plots)]))
-    def bars(name, title, ylabel, rows):
-        """One bar per (label, value, lo, hi, colour), the range as an
-        error bar."""
-        if not rows:
-            return
-        s = head(name, title, "", ylabel)
-        path = os.path.join(gdir, f"{name}.dat")
-        with open(path, "w") as f:
-            for i, (lab, v, lo, hi, col) in enumerate(rows):
-                f.write(f'{i} "{lab}" {v} {lo} {hi} {int(col[1:], 16)}\n')
-        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
-              "set xrange [-0.6:%d]" % len(rows), "unset key",
-              f"plot '{path}' using 1:3:6:xtic(2) with boxes lc rgb "
-              f"variable, '{path}' using 1:3:4:5 with yerrorbars lc rgb "
-              "'black' pt 0"]
-        script.append((name, s))
+        g.script.append(("latency_percentiles", s + ["plot " +
+                                                     ", ".join(plots)]))
 
-    http_colours = {"ursa-http uring": COLOURS["uring"],
-                    "ursa-http ursa-epoll": COLOURS["ursa-epoll"],
-                    "nginx": "#2ca02c", "h2o": "#d62728"}
+
+HTTP_COLOURS = {"ursa-http uring": COLOURS["uring"],
+                "ursa-http ursa-epoll": COLOURS["ursa-epoll"],
+                "nginx": "#2ca02c", "h2o": "#d62728"}
+
+
+def g_http_greet(g, r):
+    """HTTP requests/s and CPU per request by server, and greet's
+    connections per second by backend."""
+    http = r["http"]
     for n in sorted({h["conns"] for h in http}):
         rows = [h for h in http if h["conns"] == n]
-        bars(f"http_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
-             "requests per second", "requests / s",
-             [(h["server"], h["rt_per_s"], h.get("rt_per_s_min", 0),
-               h.get("rt_per_s_max", 0), http_colours.get(h["server"],
-                                                          "#7f7f7f"))
-              for h in rows])
-        bars(f"http_cpu_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
-             "server CPU per request", "server CPU us / request",
-             [(h["server"], h["server_cpu_us_per_rt"],
-               h.get("server_cpu_us_per_rt_min", 0),
-               h.get("server_cpu_us_per_rt_max", 0),
-               http_colours.get(h["server"], "#7f7f7f")) for h in rows])
-    bars("greet", "Greet (accept, greeting, close): connections per second",
-         "connections / s",
-         [(g["backend"], g["rt_per_s"], g.get("rt_per_s_min", 0),
-           g.get("rt_per_s_max", 0), COLOURS[g["backend"]]) for g in greet])
+        g.bars(f"http_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
+               "requests per second", "requests / s",
+               [(h["server"], h["rt_per_s"], h.get("rt_per_s_min", 0),
+                 h.get("rt_per_s_max", 0), HTTP_COLOURS.get(h["server"],
+                                                            "#7f7f7f"))
+                for h in rows])
+        g.bars(f"http_cpu_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
+               "server CPU per request", "server CPU us / request",
+               [(h["server"], h["server_cpu_us_per_rt"],
+                 h.get("server_cpu_us_per_rt_min", 0),
+                 h.get("server_cpu_us_per_rt_max", 0),
+                 HTTP_COLOURS.get(h["server"], "#7f7f7f")) for h in rows])
+    g.bars("greet", "Greet (accept, greeting, close): connections per "
+           "second", "connections / s",
+           [(x["backend"], x["rt_per_s"], x.get("rt_per_s_min", 0),
+             x.get("rt_per_s_max", 0), COLOURS[x["backend"]])
+            for x in r["greet"]])
 
-    # Bulk stream against iperf3.
-    if bulk:
-        s = head("bulk", "Bulk stream, one connection, 64 KiB writes, "
-                 "against iperf3", "", "MB/s")
-        path = os.path.join(gdir, "bulk.dat")
-        rows = [(c["backend"], c["mb_per_s"]) for c in bulk]
-        if iperf:
-            rows.append(("iperf3", iperf["mb_per_s"]))
-        with open(path, "w") as f:
-            for i, (b, v) in enumerate(rows):
-                f.write(f"{i} {b} {v} {int(COLOURS[b][1:], 16)}\n")
-        s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
-              "set xrange [-0.6:%d]" % len(rows), "unset key",
-              f"plot '{path}' using 1:3:4:xtic(2) with boxes lc rgb variable"]
-        script.append(("bulk", s))
 
+def g_bulk(g, r):
+    """The bulk stream against iperf3."""
+    if not r["bulk"]:
+        return
+    s = g.head("bulk", "Bulk stream, one connection, 64 KiB writes, "
+               "against iperf3", "", "MB/s")
+    path = g.path("bulk.dat")
+    rows = [(c["backend"], c["mb_per_s"]) for c in r["bulk"]]
+    if r["iperf"]:
+        rows.append(("iperf3", r["iperf"]["mb_per_s"]))
+    with open(path, "w") as f:
+        for i, (b, v) in enumerate(rows):
+            f.write(f"{i} {b} {v} {int(COLOURS[b][1:], 16)}\n")
+    s += ["set style fill solid 1.0 border -1", "set boxwidth 0.6",
+          "set xrange [-0.6:%d]" % len(rows), "unset key",
+          f"plot '{path}' using 1:3:4:xtic(2) with boxes lc rgb variable"]
+    g.script.append(("bulk", s))
+
+
+# In the order the report shows them.
+GRAPHS = [g_matrix, g_outside, g_latency, g_http_greet, g_bulk]
+
+
+def graphs(out, env, cases, bulk, iperf, outside=(), http=(), greet=()):
+    """Writes the data files and one gnuplot script; returns graph names."""
+    g = Graphs(out, env, cases)
+    r = {"cases": cases, "bulk": bulk, "iperf": iperf, "outside": outside,
+         "http": http, "greet": greet}
+    for f in GRAPHS:
+        f(g, r)
     gp = []
-    for name, body in script:
+    for name, body in g.script:
         for term, ext in (("svg size 1000,560 dynamic", "svg"),
                           ("pngcairo size 1000,560", "png")):
             gp += [f"set terminal {term}",
-                   f"set output '{os.path.join(gdir, name)}.{ext}'"]
+                   f"set output '{os.path.join(g.gdir, name)}.{ext}'"]
             gp += body
             gp += ["unset label", "reset"]
-    with open(os.path.join(gdir, "graphs.gp"), "w") as f:
+    with open(os.path.join(g.gdir, "graphs.gp"), "w") as f:
         f.write("\n".join(gp) + "\n")
-    r = subprocess.run(["gnuplot", os.path.join(gdir, "graphs.gp")],
+    r = subprocess.run(["gnuplot", os.path.join(g.gdir, "graphs.gp")],
                        capture_output=True, text=True)
     if r.returncode != 0:
         print("bench: gnuplot failed: " + r.stderr[:2000], file=sys.stderr)
         return []
-    return made
+    return g.made
