@@ -40,32 +40,49 @@ struct Walked {
 };
 Walked *walked;
 
+// One open handle of every kind on a loop: a stream (a socketpair's end),
+// a listener and a datagram socket on 127.0.0.1, a watcher of an eventfd
+// and a signal (SIGUSR2).
+struct OneOfEach {
+  int sv[2] = {-1, -1};
+  int efd = -1;
+  ursa_stream s{};
+  ursa_listener l{};
+  ursa_dgram d{};
+  ursa_poll p{};
+  ursa_signal sig{};
+  void Open(ursa_loop *loop) {
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
+    sockaddr_storage ss;
+    socklen_t len = t::LoopbackAddr(AF_INET, &ss);
+    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
+                             [](ursa_listener *, int) {}));
+    ASSERT_EQ(0, ursa_dgram_bind(loop, &d, (sockaddr *)&ss, len, 0));
+    efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ASSERT_EQ(0, ursa_poll_open(loop, &p, efd));
+    ASSERT_EQ(0, ursa_poll_start(&p, URSA_READABLE,
+                                 [](ursa_poll *, int, unsigned) {}));
+    ASSERT_EQ(0, ursa_signal_start(loop, &sig, SIGUSR2,
+                                   [](ursa_signal *, int) {}));
+  }
+};
+
 TEST(Loop, WalkAndCloseAllCoverEveryKindOfHandle) {
   for (ursa_backend b : t::kBackends) {
     ursa_loop_options o = t::OptionsFor(b);
     ursa_loop *loop = nullptr;
     ASSERT_EQ(0, ursa_loop_new(&loop, &o));
-    int sv[2];
-    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-    ursa_stream s{};
-    ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
-    sockaddr_storage ss;
-    socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-    ursa_listener l{};
-    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
-                             [](ursa_listener *, int) {}));
-    ursa_dgram d{};
-    ASSERT_EQ(0, ursa_dgram_bind(loop, &d, (sockaddr *)&ss, len, 0));
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    ursa_poll p{};
-    ASSERT_EQ(0, ursa_poll_open(loop, &p, efd));
-    ASSERT_EQ(0, ursa_poll_start(&p, URSA_READABLE,
-                                 [](ursa_poll *, int, unsigned) {}));
-    ursa_signal sig{};
-    ASSERT_EQ(0, ursa_signal_start(loop, &sig, SIGUSR2,
-                                   [](ursa_signal *, int) {}));
+    OneOfEach h;
+    ASSERT_NO_FATAL_FAILURE(h.Open(loop));
+    ursa_stream &s = h.s;
     ursa_stream s2{};
-    ASSERT_EQ(0, ursa_stream_open(loop, &s2, sv[1]));
+    ursa_listener &l = h.l;
+    ursa_dgram &d = h.d;
+    ursa_poll &p = h.p;
+    ursa_signal &sig = h.sig;
+    int efd = h.efd;
+    ASSERT_EQ(0, ursa_stream_open(loop, &s2, h.sv[1]));
     static bool s2_closed;
     s2_closed = false;
     ASSERT_EQ(0,
@@ -240,30 +257,22 @@ TEST(Loop, EveryHandleClosesWithANullCallback) {
     ursa_loop_options o = t::OptionsFor(b);
     ursa_loop *loop = nullptr;
     ASSERT_EQ(0, ursa_loop_new(&loop, &o));
-    int sv[2];
-    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-    ursa_stream s{}, s2{};
+    OneOfEach h;
     int mark = 7;
-    s.data = &mark;
-    ASSERT_EQ(0, ursa_stream_open(loop, &s, sv[0]));
-    ASSERT_EQ(0, ursa_stream_open(loop, &s2, sv[1]));
+    h.s.data = &mark;
+    ASSERT_NO_FATAL_FAILURE(h.Open(loop));
+    ursa_stream &s = h.s;
+    ursa_stream s2{};
+    ursa_listener &l = h.l;
+    ursa_dgram &d = h.d;
+    ursa_poll &p = h.p;
+    ursa_signal &sig = h.sig;
+    int efd = h.efd, sv0 = h.sv[0];
+    ASSERT_EQ(0, ursa_stream_open(loop, &s2, h.sv[1]));
     EXPECT_EQ(&mark, s.data) << "open keeps data";
     EXPECT_EQ(&mark, s.handle.data) << "data is the handle's";
     EXPECT_EQ(loop, s.handle.loop);
     EXPECT_EQ((void *)&s, (void *)&s.handle) << "the handle comes first";
-    sockaddr_storage ss;
-    socklen_t len = t::LoopbackAddr(AF_INET, &ss);
-    ursa_listener l{};
-    ASSERT_EQ(0, ursa_listen(loop, &l, (sockaddr *)&ss, len, 0, 0,
-                             [](ursa_listener *, int) {}));
-    ursa_dgram d{};
-    ASSERT_EQ(0, ursa_dgram_bind(loop, &d, (sockaddr *)&ss, len, 0));
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    ursa_poll p{};
-    ASSERT_EQ(0, ursa_poll_open(loop, &p, efd));
-    ursa_signal sig{};
-    ASSERT_EQ(
-        0, ursa_signal_start(loop, &sig, SIGUSR2, [](ursa_signal *, int) {}));
     int sigfd = sig.poll.fd;
 
     EXPECT_EQ(0, ursa_stream_close(&s, nullptr));
@@ -287,7 +296,7 @@ TEST(Loop, EveryHandleClosesWithANullCallback) {
     ursa_stream never{};
     EXPECT_EQ(-EINVAL, ursa_close(&never.handle, nullptr));
     EXPECT_EQ(-EINVAL, ursa_close(nullptr, nullptr));
-    EXPECT_EQ(-1, fcntl(sv[0], F_GETFD)) << "the stream's socket is closed";
+    EXPECT_EQ(-1, fcntl(sv0, F_GETFD)) << "the stream's socket is closed";
     EXPECT_EQ(-1, fcntl(sigfd, F_GETFD)) << "the signalfd is closed";
     EXPECT_GE(fcntl(efd, F_GETFD), 0) << "a watcher's fd stays the caller's";
     EXPECT_EQ(0, ursa_loop_close(loop)) << ursa_error_detail();
