@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 #include <string>
@@ -150,6 +152,68 @@ TEST_F(Interp, ALinkedTimeoutEndsAWaitingReceive) {
   EXPECT_EQ(1, recv(sv[0], buf, sizeof(buf), MSG_DONTWAIT));
   close(sv[0]);
   close(sv[1]);
+}
+
+// Linked timeouts wait in the core's heap of deadlines: twenty timed
+// receives expire in the order of their deadlines, whatever the order they
+// were started in; the ones cancelled first give their place back, and a
+// second batch reuses it.
+TEST_F(Interp, LinkedTimeoutsExpireInDeadlineOrder) {
+  const int kN = 20;
+  std::vector<std::array<int, 2>> sv(kN);
+  char buf[8];
+  for (int round = 0; round < 2; round++) {
+    got_.clear();
+    std::vector<__kernel_timespec> ts(kN);
+    std::vector<int> ms(kN);
+    for (int i = 0; i < kN; i++) {
+      ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0,
+                              sv[i].data()));
+      ms[i] = 10 + (i * 7) % kN * 3;  // 10 to 67 ms, started out of order
+      io_uring_sqe *q = Sqe();
+      io_uring_prep_recv(q, sv[i][0], buf, sizeof(buf), 0);
+      q->flags |= IOSQE_IO_LINK;
+      q->user_data = 0x1000 + i;
+      ts[i] = {0, ms[i] * 1000000LL};
+      q = Sqe();
+      io_uring_prep_link_timeout(q, &ts[i], 0);
+      q->user_data = 0;
+    }
+    Enter(0);
+    for (int i = 0; i < kN; i += 5) {  // cancelled before they expire
+      io_uring_sqe *q = Sqe();
+      io_uring_prep_cancel64(q, 0x1000 + i, 0);
+      q->user_data = 0x2000 + i;
+    }
+    std::vector<int> order;
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (order.size() < (size_t)kN &&
+           std::chrono::steady_clock::now() < end) {
+      Enter(5);
+      for (int i = 0; i < kN; i++)
+        if (got_[0x1000 + i].size() == 1 &&
+            std::find(order.begin(), order.end(), i) == order.end())
+          order.push_back(i);
+    }
+    ASSERT_EQ((size_t)kN, order.size()) << "round " << round;
+    std::vector<int> timed;
+    for (int i : order) {
+      EXPECT_EQ(-ECANCELED, got_[0x1000 + i][0].res) << i;
+      EXPECT_EQ(1u, got_[0x1000 + i].size()) << i;
+      if (i % 5) timed.push_back(i);
+    }
+    for (int i = 0; i < kN; i += 5) EXPECT_EQ(0, One(0x2000 + i)) << i;
+    // The cancelled ones came first (at once), then the rest by deadline.
+    for (size_t k = 0; k < kN / 5; k++) EXPECT_EQ(0, order[k] % 5) << k;
+    for (size_t k = 1; k < timed.size(); k++)
+      EXPECT_LE(ms[timed[k - 1]], ms[timed[k]])
+          << "expired out of deadline order: " << timed[k - 1] << " then "
+          << timed[k];
+    for (auto &p : sv) {
+      close(p[0]);
+      close(p[1]);
+    }
+  }
 }
 
 TEST_F(Interp, ACancelFindsItsOperationByUserData) {

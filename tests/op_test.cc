@@ -132,7 +132,7 @@ TEST_P(OpOnEachBackend, CancelFollowsTheOpsState) {
   EXPECT_EQ(0, ursa__op_cancel(lp.get(), &armed.t.op));
   EXPECT_EQ(URSA__PENDING, armed.t.op.state);
   EXPECT_EQ(0, ursa__op_cancel(lp.get(), &armed.t.op));
-  EXPECT_EQ(nullptr, lp.get()->timers) << "still in the heap";
+  EXPECT_EQ(nullptr, lp.get()->timers.root) << "still in the heap";
   EXPECT_EQ(2u, ursa__run_pending(lp.get()));
   EXPECT_EQ((std::vector<int>{2, 3}), seen.order);
   EXPECT_EQ((std::vector<int>{-7, -ECANCELED}), seen.status);

@@ -644,17 +644,23 @@ typedef struct ursa_timer ursa_timer;
 /* status: 0 when the time is up, -ECANCELED when stopped or cancelled. */
 typedef void (*ursa_timer_cb)(ursa_timer *timer, int status);
 
+/* A node of a heap of deadlines (the loop's timers; the epoll backend's
+ * linked timeouts).  Private. */
+struct ursa__hnode {
+  struct ursa__hnode *child, *sibling, *prev;
+  uint64_t due_ns; /* on the loop's clock */
+  uint64_t seq;    /* insertion order: equal deadlines come out in it */
+};
+
 struct ursa_timer {
   ursa_op op;
   void *data; /* public */
   ursa_loop *loop; /* read-only */
-  /* private: the loop keeps its timers in a heap of its own, one kernel
-   * timeout (the nearest) at a time */
+  /* private: the loop keeps its timers in a heap of its own, and bounds
+   * its wait by the nearest */
   ursa_timer_cb cb;
   uint64_t repeat_ms;
-  uint64_t due_ns;  /* on the loop's clock */
-  uint64_t seq;     /* start order: equal deadlines fire in it */
-  struct ursa_timer *child, *sibling, *prev;
+  struct ursa__hnode node;
 };
 
 /* Starts a timer that fires after timeout_ms and then, if repeat_ms > 0,

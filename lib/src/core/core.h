@@ -107,6 +107,12 @@ void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
 struct ursa__bufs;
 struct ursa__ep;
 
+/* A heap of deadlines (timer.c): its root is the nearest. */
+typedef struct ursa__heap {
+  struct ursa__hnode *root;
+  uint64_t seq; /* insertions so far */
+} ursa__heap;
+
 /* One completion, as the loop dispatches it. */
 typedef struct ursa__cqe {
   uint64_t ud;
@@ -184,8 +190,7 @@ struct ursa_loop {
   int owner_pid; /* the process that made the ring: a forked child may not */
   uint64_t now_ms;
   uint64_t now_ns;       /* the same instant, for timer deadlines */
-  ursa_timer *timers;    /* the heap's root: the nearest deadline */
-  uint64_t timer_seq;    /* start order, breaking ties between deadlines */
+  ursa__heap timers;     /* the timers, nearest deadline at the root */
   uint64_t active; /* ops not idle: the loop is alive while > 0 */
   unsigned handles; /* streams, listeners and datagram sockets not yet
                        called back from their close: close waits for 0 */
@@ -331,6 +336,11 @@ void ursa__run_rounds(ursa_loop *loop) URSA__HIDDEN;
 
 /* ---- timer.c ---- */
 uint64_t ursa__clock_ns(void) URSA__HIDDEN;
+/* The one heap of deadlines: a pairing heap of intrusive nodes, nearest
+ * first (equal deadlines in insertion order).  Insert sets the node's seq;
+ * the caller sets due_ns first.  O(1) insert, O(log n) amortised remove. */
+void ursa__heap_insert(ursa__heap *h, struct ursa__hnode *n) URSA__HIDDEN;
+void ursa__heap_remove(ursa__heap *h, struct ursa__hnode *n) URSA__HIDDEN;
 /* Takes an armed timer out of the heap (its cancel). */
 void ursa__timer_unarm(ursa_loop *loop, ursa_op *op) URSA__HIDDEN;
 /* Nanoseconds until the nearest timer is due (0: due now), or -1 when no

@@ -169,7 +169,12 @@ void ursa__ep_unwait(struct ursa__ep *ep, ep_req *r) {
     mark_dirty(ep, r->fd);
   }
   hash_del(ep, r);
-  if (r->heap >= 0) heap_del(ep, r);
+  if (r->dl) {
+    ursa__heap_remove(&ep->deadlines, &r->dl->node);
+    r->dl->next = ep->free_dl;
+    ep->free_dl = r->dl;
+    r->dl = NULL;
+  }
   req_free(ep, r);
 }
 
@@ -184,7 +189,6 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
   t.addr = sqe->addr;
   t.len = sqe->len;
   t.msg_flags = sqe->msg_flags;
-  t.heap = -1;
   if (sqe->flags & IOSQE_FIXED_FILE) {
     post(loop, t.ud, -EBADF, 0); /* no direct descriptors here */
     return;
@@ -234,8 +238,17 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
     const struct __kernel_timespec *ts =
         (const struct __kernel_timespec *)(uintptr_t)timeout->addr;
     uint64_t ns = (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
-    r->deadline_ns = ursa__clock_ns() + (ns ? ns : 1);
-    if (!heap_push(ep, r)) r->deadline_ns = 0;
+    ep_deadline *dl = ep->free_dl;
+    if (dl)
+      ep->free_dl = dl->next;
+    else
+      dl = malloc(sizeof(*dl)); /* none: the operation waits untimed */
+    if (dl) {
+      dl->r = r;
+      dl->node.due_ns = ursa__clock_ns() + (ns ? ns : 1);
+      r->dl = dl;
+      ursa__heap_insert(&ep->deadlines, &dl->node);
+    }
   }
 }
 
@@ -291,8 +304,9 @@ static void run_retries(ursa_loop *loop) {
 
 static void expire(ursa_loop *loop, uint64_t now) {
   struct ursa__ep *ep = loop->ep;
-  while (ep->nheap && ep->heap[0]->deadline_ns <= now) {
-    ep_req *r = ep->heap[0];
+  struct ursa__hnode *n;
+  while ((n = ep->deadlines.root) && n->due_ns <= now) {
+    ep_req *r = ((ep_deadline *)n)->r;
     post(loop, r->ud, -ECANCELED, 0); /* as a linked timeout ends it */
     ursa__ep_unwait(ep, r);
   }
@@ -315,13 +329,12 @@ static int ep_enter(ursa_loop *loop, int64_t wait_ns) {
   uint64_t end = wait_ns > 0 ? ursa__clock_ns() + (uint64_t)wait_ns : 0;
   for (;;) {
     int timeout_ms = wait_ns < 0 ? -1 : (int)((wait_ns + 999999) / 1000000);
-    if (timeout_ms != 0 && (ep->nheap || ep->retry)) {
+    const struct ursa__hnode *first = ep->deadlines.root;
+    if (timeout_ms != 0 && (first || ep->retry)) {
       uint64_t now = ursa__clock_ns();
       int64_t until = ep->retry ? RETRY_NS : -1;
-      if (ep->nheap) {
-        int64_t d = ep->heap[0]->deadline_ns > now
-                        ? (int64_t)(ep->heap[0]->deadline_ns - now)
-                        : 0;
+      if (first) {
+        int64_t d = first->due_ns > now ? (int64_t)(first->due_ns - now) : 0;
         if (until < 0 || d < until) until = d;
       }
       int ms = (int)((until + 999999) / 1000000);
@@ -351,7 +364,7 @@ static int ep_enter(ursa_loop *loop, int64_t wait_ns) {
       if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) run_queue(loop, fd, true);
     }
     if (ep->retry) run_retries(loop);
-    if (ep->nheap) expire(loop, ursa__clock_ns());
+    if (ep->deadlines.root) expire(loop, ursa__clock_ns());
     flush_dirty(loop);
     if (ep->cq_tail != ep->cq_head || wait_ns == 0) return 0;
     if (wait_ns > 0) {
@@ -409,7 +422,17 @@ static void ep_free(ursa_loop *loop) {
   free(ep->fdbits);
   free(ep->dirty);
   free(ep->hash);
-  free(ep->heap);
+  /* Deadlines still in the heap belong to waiting operations, which close
+   * ended; the rest are on the free list. */
+  while (ep->deadlines.root) {
+    ep_deadline *dl = (ep_deadline *)ep->deadlines.root;
+    ursa__heap_remove(&ep->deadlines, &dl->node);
+    free(dl);
+  }
+  for (ep_deadline *dl = ep->free_dl, *next; dl; dl = next) {
+    next = dl->next;
+    free(dl);
+  }
   free(ep);
   loop->ep = NULL;
 }

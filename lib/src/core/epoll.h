@@ -33,11 +33,10 @@ typedef struct ep_req {
                                  tail */
   struct ep_req *hnext;       /* the user_data hash's chain */
   uint64_t ud;
-  uint64_t deadline_ns; /* a linked timeout's expiry, or 0 */
+  struct ep_deadline *dl; /* its linked timeout, or NULL */
   uint64_t addr;        /* buffer, msghdr or sockaddr */
   uint32_t len;         /* buffer length, address length */
   int32_t fd;
-  int32_t heap; /* index in the deadline heap, or -1 */
   uint32_t msg_flags;
   uint16_t bgid;
   uint8_t opcode;
@@ -56,6 +55,16 @@ typedef struct ep_fd {
 #define FB_NONBLOCK 0x08 /* O_NONBLOCK set (accept and connect need it) */
 #define FB_ET 0x10       /* epoll has EPOLLET (a poll waits on it) */
 #define FD_STEP 1024     /* the table grows by this many descriptors */
+
+/* A linked timeout's place in the deadline heap (the core's heap of
+ * deadlines, as the timers'), taken from the backend's pool while an
+ * operation waits with one: only connects and timed writes carry them,
+ * so the operations that wait without one pay a pointer, not a node. */
+typedef struct ep_deadline {
+  struct ursa__hnode node; /* first: a heap node is its deadline */
+  ep_req *r;
+  struct ep_deadline *next; /* the pool's free list */
+} ep_deadline;
 
 typedef struct ep_slab {
   struct ep_slab *next;
@@ -77,8 +86,9 @@ struct ursa__ep {
   unsigned ndirty, dirty_cap;
   ep_req **hash;
   unsigned hash_mask, nwaiting;
-  ep_req **heap;
-  unsigned nheap, heap_cap;
+  ursa__heap deadlines;   /* linked timeouts, nearest first */
+  ep_deadline *free_dl;   /* the deadline pool: grows to the most timed
+                             operations waiting at once */
   ep_req *retry; /* circular, as a descriptor queue */
   ep_req *free_reqs;
   ep_slab *slabs;
@@ -135,7 +145,7 @@ static inline void post(ursa_loop *loop, uint64_t ud, int res, uint32_t flags) {
   c->flags = flags;
 }
 
-/* ---- waiting operations: allocation, the hash, queues, the heap ---- */
+/* ---- waiting operations: allocation, the hash, queues ---- */
 
 static inline ep_req *req_alloc(struct ursa__ep *ep) {
   if (!ep->free_reqs) {
@@ -226,60 +236,6 @@ static inline void q_del(ep_req **q, ep_req *r) {
   r->prev->next = r->next;
   r->next->prev = r->prev;
   if (*q == r) *q = r->next;
-}
-
-static inline void heap_swap(struct ursa__ep *ep, unsigned a, unsigned b) {
-  ep_req *t = ep->heap[a];
-  ep->heap[a] = ep->heap[b];
-  ep->heap[b] = t;
-  ep->heap[a]->heap = (int32_t)a;
-  ep->heap[b]->heap = (int32_t)b;
-}
-
-static inline void heap_up(struct ursa__ep *ep, unsigned i) {
-  while (i && ep->heap[(i - 1) / 2]->deadline_ns > ep->heap[i]->deadline_ns) {
-    heap_swap(ep, i, (i - 1) / 2);
-    i = (i - 1) / 2;
-  }
-}
-
-static inline void heap_down(struct ursa__ep *ep, unsigned i) {
-  for (;;) {
-    unsigned l = 2 * i + 1, m = i;
-    if (l < ep->nheap && ep->heap[l]->deadline_ns < ep->heap[m]->deadline_ns)
-      m = l;
-    if (l + 1 < ep->nheap &&
-        ep->heap[l + 1]->deadline_ns < ep->heap[m]->deadline_ns)
-      m = l + 1;
-    if (m == i) return;
-    heap_swap(ep, i, m);
-    i = m;
-  }
-}
-
-static inline bool heap_push(struct ursa__ep *ep, ep_req *r) {
-  if (ep->nheap == ep->heap_cap) {
-    unsigned cap = ep->heap_cap ? 2 * ep->heap_cap : 64;
-    ep_req **h = realloc(ep->heap, cap * sizeof(*h));
-    if (!h) return false;
-    ep->heap = h;
-    ep->heap_cap = cap;
-  }
-  r->heap = (int32_t)ep->nheap;
-  ep->heap[ep->nheap++] = r;
-  heap_up(ep, ep->nheap - 1);
-  return true;
-}
-
-static inline void heap_del(struct ursa__ep *ep, ep_req *r) {
-  unsigned i = (unsigned)r->heap;
-  r->heap = -1;
-  if (i != --ep->nheap) {
-    ep->heap[i] = ep->heap[ep->nheap];
-    ep->heap[i]->heap = (int32_t)i;
-    heap_down(ep, i);
-    heap_up(ep, i);
-  }
 }
 
 /* ---- descriptors (epoll.c) ---- */

@@ -77,7 +77,7 @@ static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
   if (mode == URSA_RUN_NOWAIT || loop->pend_head || loop->post_self ||
       loop->held_off < loop->held_n || (ran && mode == URSA_RUN_ONCE))
     return loop->be->enter(loop, 0);
-  if (!loop->timers) return loop->be->enter(loop, -1);
+  if (!loop->timers.root) return loop->be->enter(loop, -1);
   /* Callbacks may have run long since the clock was read. */
   return loop->be->enter(loop, ursa__timer_wait_ns(loop, ursa__clock_ns()));
 }

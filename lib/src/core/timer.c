@@ -7,7 +7,8 @@
  * batch of (20 since Linux 6.13).  20,000 armed timers with bursts of
  * stops left expiries hundreds of milliseconds late.  Here start and stop
  * are O(log n) (amortised) with no system call, and a stop before the
- * expiry's callback always wins. */
+ * expiry's callback always wins.  The heap works on intrusive nodes, and
+ * the epoll backend keeps its linked timeouts in one of its own. */
 #include "core.h"
 
 #include <errno.h>
@@ -19,16 +20,18 @@ uint64_t ursa__clock_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static bool before(const ursa_timer *a, const ursa_timer *b) {
+typedef struct ursa__hnode hnode;
+
+static bool before(const hnode *a, const hnode *b) {
   return a->due_ns < b->due_ns || (a->due_ns == b->due_ns && a->seq < b->seq);
 }
 
 /* Joins two heaps whose roots have no siblings; returns the new root. */
-static ursa_timer *meld(ursa_timer *a, ursa_timer *b) {
+static hnode *meld(hnode *a, hnode *b) {
   if (!a) return b;
   if (!b) return a;
   if (before(b, a)) {
-    ursa_timer *t = a;
+    hnode *t = a;
     a = b;
     b = t;
   }
@@ -40,20 +43,20 @@ static ursa_timer *meld(ursa_timer *a, ursa_timer *b) {
 }
 
 /* The two-pass merge of a list of sibling heaps into one. */
-static ursa_timer *merge_pairs(ursa_timer *first) {
-  ursa_timer *pairs = NULL; /* the melded pairs, last first */
+static hnode *merge_pairs(hnode *first) {
+  hnode *pairs = NULL; /* the melded pairs, last first */
   while (first) {
-    ursa_timer *a = first, *b = first->sibling;
+    hnode *a = first, *b = first->sibling;
     first = b ? b->sibling : NULL;
     a->sibling = a->prev = NULL;
     if (b) b->sibling = b->prev = NULL;
-    ursa_timer *m = meld(a, b);
+    hnode *m = meld(a, b);
     m->sibling = pairs;
     pairs = m;
   }
-  ursa_timer *root = NULL;
+  hnode *root = NULL;
   while (pairs) {
-    ursa_timer *next = pairs->sibling;
+    hnode *next = pairs->sibling;
     pairs->sibling = NULL;
     root = meld(root, pairs);
     pairs = next;
@@ -61,51 +64,55 @@ static ursa_timer *merge_pairs(ursa_timer *first) {
   return root;
 }
 
-static void heap_insert(ursa_loop *loop, ursa_timer *t) {
-  t->child = t->sibling = t->prev = NULL;
-  t->seq = loop->timer_seq++;
-  loop->timers = meld(loop->timers, t);
+void ursa__heap_insert(ursa__heap *h, hnode *n) {
+  n->child = n->sibling = n->prev = NULL;
+  n->seq = h->seq++;
+  h->root = meld(h->root, n);
 }
 
-static void heap_remove(ursa_loop *loop, ursa_timer *t) {
-  if (t == loop->timers) {
-    loop->timers = merge_pairs(t->child);
+void ursa__heap_remove(ursa__heap *h, hnode *n) {
+  if (n == h->root) {
+    h->root = merge_pairs(n->child);
   } else {
-    /* Unlink t from its parent's child list, then meld its children. */
-    if (t->prev->child == t)
-      t->prev->child = t->sibling;
+    /* Unlink n from its parent's child list, then meld its children. */
+    if (n->prev->child == n)
+      n->prev->child = n->sibling;
     else
-      t->prev->sibling = t->sibling;
-    if (t->sibling) t->sibling->prev = t->prev;
-    loop->timers = meld(loop->timers, merge_pairs(t->child));
+      n->prev->sibling = n->sibling;
+    if (n->sibling) n->sibling->prev = n->prev;
+    h->root = meld(h->root, merge_pairs(n->child));
   }
-  if (loop->timers) loop->timers->prev = NULL;
-  t->child = t->sibling = t->prev = NULL;
+  if (h->root) h->root->prev = NULL;
+  n->child = n->sibling = n->prev = NULL;
 }
+
+#define TIMER_OF(n) URSA__CONTAINER(n, ursa_timer, node)
 
 void ursa__timer_unarm(ursa_loop *loop, ursa_op *op) {
-  heap_remove(loop, (ursa_timer *)op);
+  ursa__heap_remove(&loop->timers, &((ursa_timer *)op)->node);
 }
 
 int64_t ursa__timer_wait_ns(const ursa_loop *loop, uint64_t now_ns) {
-  const ursa_timer *t = loop->timers;
-  if (!t) return -1;
-  return t->due_ns > now_ns ? (int64_t)(t->due_ns - now_ns) : 0;
+  const hnode *n = loop->timers.root;
+  if (!n) return -1;
+  return n->due_ns > now_ns ? (int64_t)(n->due_ns - now_ns) : 0;
 }
 
 unsigned ursa__run_timers(ursa_loop *loop) {
   unsigned n = 0;
   /* Timers started by these callbacks wait for the next round, even at
    * timeout 0, so a timer that restarts itself cannot hold the loop. */
-  uint64_t limit = loop->timer_seq;
-  ursa_timer *t;
-  while ((t = loop->timers) && t->due_ns <= loop->now_ns && t->seq < limit) {
-    heap_remove(loop, t);
+  uint64_t limit = loop->timers.seq;
+  hnode *h;
+  while ((h = loop->timers.root) && h->due_ns <= loop->now_ns &&
+         h->seq < limit) {
+    ursa_timer *t = TIMER_OF(h);
+    ursa__heap_remove(&loop->timers, h);
     n++;
     if (t->repeat_ms) {
       /* Armed again before the callback, which may stop it. */
-      t->due_ns = loop->now_ns + t->repeat_ms * 1000000u;
-      heap_insert(loop, t);
+      h->due_ns = loop->now_ns + t->repeat_ms * 1000000u;
+      ursa__heap_insert(&loop->timers, h);
     } else {
       ursa__op_done(loop, &t->op);
     }
@@ -139,13 +146,13 @@ int ursa_timer_start(ursa_loop *loop, ursa_timer *t, uint64_t timeout_ms,
   t->loop = loop;
   t->cb = cb;
   t->repeat_ms = repeat_ms;
-  t->due_ns = now + span;
+  t->node.due_ns = now + span;
   t->op.kind = URSA__KIND(timer);
   t->op.nsqe = 0;
   t->op.flags = 0;
   t->op.state = URSA__ARMED;
   loop->active++;
-  heap_insert(loop, t);
+  ursa__heap_insert(&loop->timers, &t->node);
   return 0;
 }
 
