@@ -187,6 +187,27 @@ with tempfile.TemporaryDirectory(prefix="ursa-trend-") as tmp:
           f"{r.stderr[-300:]}")
 
 
+# A run takes its servers from the program: the list it prints becomes
+# BACKENDS (the same list object every module imported), the known ones
+# keep their run order, a new one runs last and is drawn in grey.
+from ursabench import config as cfg  # noqa: E402
+from ursabench import plots  # noqa: E402
+saved = (list(cfg.BACKENDS), list(cfg.RUN_ORDER), dict(cfg.COLOURS))
+cfg.use_servers(["uring", "epoll", "newcomer"])
+check(cfg.BACKENDS == ["uring", "epoll", "newcomer"] and
+      plots.BACKENDS is cfg.BACKENDS, f"use_servers: {cfg.BACKENDS}")
+check(cfg.RUN_ORDER == ["uring", "epoll", "newcomer"],
+      f"run order: {cfg.RUN_ORDER}")
+check(cfg.COLOURS["newcomer"] == "#7f7f7f" and
+      cfg.COLOURS["uring"] == saved[2]["uring"], "colours")
+check(len(cfg.matrix(False)) % 3 == 0 and
+      {c[0] for c in cfg.matrix(False)} == {"uring", "epoll", "newcomer"},
+      "the case matrix runs every listed server")
+cfg.BACKENDS[:], cfg.RUN_ORDER[:] = saved[0], saved[1]
+cfg.COLOURS.clear()
+cfg.COLOURS.update(saved[2])
+
+
 # The veth namespaces: made, and removed by down(), by SIGTERM, and at
 # the next start when their process is gone.
 def namespaces():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from .config import BACKENDS, IDLE_CONNS, listed_servers
+from .config import IDLE_CONNS, listed_servers, use_servers
 from .netns import Veth
 from .plan import BLOCKS, EMPTY, Context, write_results
 from .plots import graphs
@@ -97,11 +97,11 @@ def main():
         return
     if not a.bindir:
         ap.error("--bindir is needed to run the suite")
-    listed = listed_servers(a.bindir)
-    if listed != BACKENDS:
-        ap.error(f"ursa-echo-server lists the servers {listed}, the bench's "
-                 f"config {BACKENDS}: give bench/ursabench/config.py the "
-                 f"same ones (order, colour)")
+    try:
+        use_servers(listed_servers(a.bindir))
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:
+        ap.error(f"ursa-echo-server --list-backends --json in {a.bindir}: "
+                 f"{e}")
     if a.repeats < 1:
         ap.error("--repeats must be at least 1")
     if a.duration is None:

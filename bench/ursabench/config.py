@@ -19,9 +19,7 @@ KEYS = ["id", "kind", "backend", "proto", "conns", "size", "inflight",
 
 def listed_servers(bindir):
     """The servers ursa-echo-server has, in its order, as it lists them
-    itself (--list-backends --json): BACKENDS is checked against it before
-    a run, so a server the program gains or loses is never silently left
-    out of the bench."""
+    itself (--list-backends --json)."""
     import json
     import os
     import subprocess
@@ -29,6 +27,20 @@ def listed_servers(bindir):
                           "--list-backends", "--json"], capture_output=True,
                          text=True, timeout=20, check=True).stdout
     return [s["name"] for s in json.loads(out)]
+
+
+def use_servers(names):
+    """A run takes its servers from the program (listed_servers): BACKENDS
+    becomes that list (in place, so every module that imported it sees
+    it), RUN_ORDER keeps its order for the servers it knows (epoll beside
+    uring and ursa-epoll) and runs new ones last, and a new server is drawn
+    in grey until COLOURS names it.  The lists above are what a stored run
+    is rendered with."""
+    BACKENDS[:] = names
+    RUN_ORDER[:] = ([b for b in RUN_ORDER if b in names] +
+                    [b for b in names if b not in RUN_ORDER])
+    for b in names:
+        COLOURS.setdefault(b, "#7f7f7f")
 
 
 IDLE_CONNS = 10000
