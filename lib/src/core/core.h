@@ -101,7 +101,7 @@ void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
 /* A hand-off's arrival: its op's address with bit 2 set, so that the loop
  * need not read the op (another thread's memory) to know its kind. */
 #define URSA__UD_ARRIVE 4u
-/* The one SQE ursa__uring_run_now() waits for; never reaches dispatch. */
+/* The one SQE the backend's run_now waits for; never reaches dispatch. */
 #define URSA__UD_NOW 16u
 
 struct ursa__bufs;
@@ -242,7 +242,7 @@ struct ursa_loop {
   uint64_t call_head;
   ursa_op post_wake;        /* that read: not counted in active */
 
-  /* Completions that came while ursa__uring_run_now() waited: the next
+  /* Completions that came while the backend's run_now waited: the next
    * reap hands them out first, in order. */
   ursa__cqe *held;
   unsigned held_n, held_off, held_cap;
