@@ -37,7 +37,7 @@ extern "C" {
  * ursa_dgram, ursa_poll, ursa_signal; each starts with an ursa_handle and
  * closes with ursa_close()), every timer (ursa_timer) and every request
  * (ursa_write_req, ursa_send_req, ursa_post_req, ursa_resolve_req,
- * ursa_handoff_req).  ursa initialises them and uses their memory until:
+ * ursa_handoff_req, ursa_work, ursa_fs_req).  ursa initialises them and uses their memory until:
  *   - a request or a timer: its callback has been called (it may be freed
  *     or reused inside that callback; a repeating timer, until stopped);
  *   - a handle: its close callback has been called (likewise), or, with a
@@ -1219,6 +1219,114 @@ URSA_EXPORT int ursa_resolve(ursa_loop *loop, ursa_resolve_req *req,
  * never runs; a running one cannot be stopped: its thread finishes it and
  * drops the answer.  Same returns as ursa_cancel(). */
 URSA_EXPORT int ursa_resolve_cancel(ursa_resolve_req *req);
+
+/* ---- files: operations on descriptors and paths ---------------------- */
+
+/* File requests, one operation each, on plain descriptors (numbers from
+ * ursa_fs_open() or anywhere else).  On io_uring they go through the
+ * loop's ring like its sockets (no SQPOLL, no thread of ursa's: what the
+ * kernel cannot do at once it hands to its own workers); on the epoll
+ * backend each runs as a system call on the work pool (see
+ * ursa_work_queue()).  Either way the loop never blocks on a file.
+ *
+ * The request must be zero-filled before its first use and is ursa's
+ * until its callback; the buffers, iovecs and the statx answer named in
+ * the call must stay valid until then too.  Paths are copied: they need
+ * not outlive the call (a copy costs a malloc; the kernel, or a pool
+ * thread, reads a path only when the operation starts).  Results: >= 0 as the
+ * system call's (a descriptor, bytes, 0), or a negative errno: -ENOENT,
+ * -EACCES, -EISDIR, -EBADF, -EINVAL and the rest, as open(2), pread(2),
+ * statx(2) and the others give them.  Loop thread.  The calls return 0,
+ * -EINVAL for a bad argument (named by ursa_error_detail()) or -EBUSY
+ * when the request is active. */
+
+typedef struct ursa_fs_req ursa_fs_req;
+typedef void (*ursa_fs_cb)(ursa_fs_req *req, int result);
+struct statx; /* <sys/stat.h> with _GNU_SOURCE, glibc 2.28 */
+
+struct ursa_fs_req {
+  ursa_op op;
+  void *data; /* public */
+  /* private */
+  ursa_loop *loop;
+  ursa_fs_cb cb;
+  uint8_t type;
+  int fd;            /* the descriptor, or the directory for a path */
+  int fd2;           /* rename: the new name's directory */
+  uint32_t len;      /* bytes, iovecs, statx mask, mkdir's mode */
+  int flags;         /* O_*, AT_*, fsync's datasync, RWF_* */
+  int64_t off;
+  const void *ptr;   /* buffer, iovecs, path */
+  const char *path2; /* rename: the new name */
+  char *names;       /* the copies of the paths, freed before the callback */
+  void *out;         /* statx's answer */
+  struct {           /* openat2's struct open_how, read at submission */
+    uint64_t flags, mode, resolve;
+  } how;
+};
+
+/* Opens path (relative to dirfd, or AT_FDCWD) as openat2(2): flags are
+ * open(2)'s (O_CLOEXEC is always added), mode applies with O_CREAT or
+ * O_TMPFILE, resolve is RESOLVE_* (RESOLVE_BENEATH keeps the name inside
+ * dirfd, RESOLVE_NO_SYMLINKS refuses every link; 0 for none).  The result
+ * is the new descriptor.  Where openat2 is missing (the epoll backend
+ * before Linux 5.6, or a seccomp filter that refuses it) a request without
+ * resolve rules runs as openat(2); one with rules gets -ENOSYS.  A FIFO opened for reading waits for a writer
+ * unless flags has O_NONBLOCK: open what you did not create with it. */
+URSA_EXPORT int ursa_fs_open(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                             const char *path, int flags, unsigned mode,
+                             uint64_t resolve, ursa_fs_cb cb);
+
+/* Reads up to len bytes at off (-1: at the descriptor's position, which
+ * then moves), as pread(2): the result is the bytes read (0 at the end of
+ * the file; fewer than len is not an error).  len above 2 GiB - 4 KiB
+ * reads that much, as the kernel caps every read. */
+URSA_EXPORT int ursa_fs_read(ursa_loop *loop, ursa_fs_req *req, int fd,
+                             void *buf, size_t len, int64_t off,
+                             ursa_fs_cb cb);
+/* Writes len bytes at off (-1: at the position, or the end with O_APPEND)
+ * as pwrite(2); a short write is a result, not an error. */
+URSA_EXPORT int ursa_fs_write(ursa_loop *loop, ursa_fs_req *req, int fd,
+                              const void *buf, size_t len, int64_t off,
+                              ursa_fs_cb cb);
+/* preadv2(2) and pwritev2(2): iovcnt (1 to IOV_MAX) buffers, flags RWF_*
+ * (0 for none). */
+URSA_EXPORT int ursa_fs_readv(ursa_loop *loop, ursa_fs_req *req, int fd,
+                              const struct iovec *iov, unsigned iovcnt,
+                              int64_t off, int flags, ursa_fs_cb cb);
+URSA_EXPORT int ursa_fs_writev(ursa_loop *loop, ursa_fs_req *req, int fd,
+                               const struct iovec *iov, unsigned iovcnt,
+                               int64_t off, int flags, ursa_fs_cb cb);
+/* fsync(2), or fdatasync(2) when datasync is non-zero. */
+URSA_EXPORT int ursa_fs_fsync(ursa_loop *loop, ursa_fs_req *req, int fd,
+                              int datasync, ursa_fs_cb cb);
+/* statx(2) into *out: path relative to dirfd (flags AT_EMPTY_PATH with ""
+ * for dirfd itself, AT_SYMLINK_NOFOLLOW, ...), mask STATX_* (STATX_BASIC_
+ * STATS for what stat(2) gives). */
+URSA_EXPORT int ursa_fs_statx(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                              const char *path, int flags, unsigned mask,
+                              struct statx *out, ursa_fs_cb cb);
+/* close(2).  The number is free for reuse once the result is in: no other
+ * request may use it from the call on. */
+URSA_EXPORT int ursa_fs_close(ursa_loop *loop, ursa_fs_req *req, int fd,
+                              ursa_fs_cb cb);
+/* unlinkat(2): a file, or with flags AT_REMOVEDIR an empty directory. */
+URSA_EXPORT int ursa_fs_unlink(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                               const char *path, int flags, ursa_fs_cb cb);
+/* renameat2(2); flags RENAME_NOREPLACE, RENAME_EXCHANGE or 0. */
+URSA_EXPORT int ursa_fs_rename(ursa_loop *loop, ursa_fs_req *req,
+                               int olddirfd, const char *oldpath,
+                               int newdirfd, const char *newpath, int flags,
+                               ursa_fs_cb cb);
+/* mkdirat(2). */
+URSA_EXPORT int ursa_fs_mkdir(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                              const char *path, unsigned mode, ursa_fs_cb cb);
+
+/* Cancels a file request: its callback runs with -ECANCELED if it had not
+ * started; one the kernel (or a pool thread) is already running finishes
+ * and calls back with its own result (a read of a FIFO or a socket may
+ * end with -EINTR instead).  Same returns as ursa_cancel(). */
+URSA_EXPORT int ursa_fs_cancel(ursa_fs_req *req);
 
 /* ---- any descriptor: readiness, and signals ----------------------------- */
 

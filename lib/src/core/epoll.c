@@ -433,6 +433,7 @@ static void ep_free(ursa_loop *loop) {
     next = dl->next;
     free(dl);
   }
+  ursa__ep_jobs_free(ep);
   free(ep);
   loop->ep = NULL;
 }

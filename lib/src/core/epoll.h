@@ -66,6 +66,9 @@ typedef struct ep_deadline {
   struct ep_deadline *next; /* the pool's free list */
 } ep_deadline;
 
+/* An operation run as a system call on the work pool (epoll_pool.c). */
+typedef struct ep_job ep_job;
+
 typedef struct ep_slab {
   struct ep_slab *next;
   ep_req reqs[SLAB];
@@ -90,6 +93,8 @@ struct ursa__ep {
   ep_deadline *free_dl;   /* the deadline pool: grows to the most timed
                              operations waiting at once */
   ep_req *retry; /* circular, as a descriptor queue */
+  ep_job *jobs;      /* on the pool (circular), for cancel to find */
+  ep_job *free_jobs; /* their memory, kept for the next */
   ep_req *free_reqs;
   ep_slab *slabs;
   unsigned starved; /* rounds that skipped epoll_wait */
@@ -116,8 +121,8 @@ enum {
 typedef struct ursa__ep_op {
   /* Reads the SQE's fields into r (r already holds user_data, fd, addr,
    * len, msg_flags).  0: go on (run it, or wait); 1: it completed at once
-   * and posted its result; < 0: post that as its result.  NULL: nothing
-   * more to read. */
+   * and posted its result, or went to the work pool, which posts it; < 0:
+   * post that as its result.  NULL: nothing more to read. */
   int (*decode)(ursa_loop *loop, const struct io_uring_sqe *sqe, ep_req *r);
   /* Tries it without blocking: R_WAIT, R_DONE, R_MORE or R_DRAINED.
    * NULL for an opcode that decode always completes. */
@@ -248,5 +253,17 @@ int ursa__ep_set_nonblock(ursa_loop *loop, int fd) URSA__HIDDEN;
 void ursa__ep_fail_waiting(ursa_loop *loop, int fd, int res) URSA__HIDDEN;
 /* Takes a waiting operation off whatever holds it and frees it. */
 void ursa__ep_unwait(struct ursa__ep *ep, ep_req *r) URSA__HIDDEN;
+
+/* ---- operations on the work pool (epoll_pool.c) ---- */
+
+/* The decode of an opcode that readiness cannot help (a file's): queues
+ * the SQE as a job on the work pool; 1, or a negative errno. */
+int ursa__ep_decode_pool(ursa_loop *loop, const struct io_uring_sqe *sqe,
+                         ep_req *r) URSA__HIDDEN;
+/* Cancels the job of user_data ud: 0 (its -ECANCELED is posted), -EALREADY
+ * (a thread runs it), -ENOENT (no such job). */
+int ursa__ep_cancel_job(ursa_loop *loop, uint64_t ud) URSA__HIDDEN;
+/* Frees the kept job memory (at the loop's end, with no job out). */
+void ursa__ep_jobs_free(struct ursa__ep *ep) URSA__HIDDEN;
 
 #endif /* URSA_EPOLL_H */

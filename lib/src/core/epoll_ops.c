@@ -2,7 +2,7 @@
  * epoll backend: a designated table (decode the SQE, run it without
  * blocking, which side it waits on), as the kernel's opdef.c lists its
  * ops.  Operations that finish at once (nop, cancel, shutdown, close) do
- * it in decode. */
+ * it in decode; file operations go from decode to the work pool. */
 #include "epoll.h"
 
 #include <errno.h>
@@ -219,7 +219,7 @@ static int decode_cancel(ursa_loop *loop, const struct io_uring_sqe *sqe,
     post(loop, r->ud, -ECANCELED, 0);
     ursa__ep_unwait(ep, r);
   }
-  post(loop, t->ud, r ? 0 : -ENOENT, 0);
+  post(loop, t->ud, r ? 0 : ursa__ep_cancel_job(loop, sqe->addr), 0);
   return 1;
 }
 
@@ -311,4 +311,16 @@ const ursa__ep_op ursa__ep_ops[IORING_OP_LAST] = {
                            .write = true},
     /* Its readiness is reported by the reactor (epoll.c), never run. */
     [IORING_OP_POLL_ADD] = {.decode = decode_poll},
+    /* Files: readiness says nothing of them; each runs on the work pool
+     * (epoll_pool.c).  IORING_OP_CLOSE is the one above, on the loop. */
+    [IORING_OP_READ] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_WRITE] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_READV] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_WRITEV] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_FSYNC] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_OPENAT2] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_STATX] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_UNLINKAT] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_RENAMEAT] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_MKDIRAT] = {.decode = ursa__ep_decode_pool},
 };

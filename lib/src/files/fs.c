@@ -1,0 +1,334 @@
+/* fs.c - file requests: each a single io_uring operation of one kind
+ * ("fs"), prepared from the request's fields.  The epoll backend runs the
+ * same SQEs as system calls on the work pool (core/epoll_pool.c), so
+ * nothing here knows which backend runs. */
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/openat2.h>
+
+URSA__OP_DECLARE(fs);
+
+enum {
+  FS_OPEN = 1,
+  FS_READ,
+  FS_WRITE,
+  FS_READV,
+  FS_WRITEV,
+  FS_FSYNC,
+  FS_STATX,
+  FS_CLOSE,
+  FS_UNLINK,
+  FS_RENAME,
+  FS_MKDIR,
+};
+
+static const char *const fs_names[] = {
+    [FS_OPEN] = "ursa_fs_open",     [FS_READ] = "ursa_fs_read",
+    [FS_WRITE] = "ursa_fs_write",   [FS_READV] = "ursa_fs_readv",
+    [FS_WRITEV] = "ursa_fs_writev", [FS_FSYNC] = "ursa_fs_fsync",
+    [FS_STATX] = "ursa_fs_statx",   [FS_CLOSE] = "ursa_fs_close",
+    [FS_UNLINK] = "ursa_fs_unlink", [FS_RENAME] = "ursa_fs_rename",
+    [FS_MKDIR] = "ursa_fs_mkdir",
+};
+
+URSA__STATIC_ASSERT(sizeof(((ursa_fs_req *)0)->how) == sizeof(struct open_how),
+                    "the request holds an open_how");
+
+/* The checks every call shares; fills what every request has. */
+static int begin(ursa_loop *loop, ursa_fs_req *req, int type, ursa_fs_cb cb) {
+  const char *fn = fs_names[type];
+  if (!loop || !req || !cb)
+    return ursa__invalid("%s: NULL %s", fn,
+                         !loop ? "loop" : !req ? "request" : "callback");
+  if (req->op.state != URSA__IDLE)
+    return ursa__refuse(-EBUSY, "%s: the request is active (its callback "
+                        "has not run)", fn);
+  req->loop = loop;
+  req->cb = cb;
+  req->type = (uint8_t)type;
+  req->op.kind = URSA__KIND(fs);
+  req->op.flags = 0;
+  req->op.nsqe = 1;
+  req->fd = req->fd2 = -1;
+  req->len = 0;
+  req->flags = 0;
+  req->off = 0;
+  req->ptr = req->path2 = NULL;
+  req->names = NULL;
+  req->out = NULL;
+  return 0;
+}
+
+static int bad_fd(int type, int fd) {
+  return ursa__invalid("%s: descriptor %d is negative", fs_names[type], fd);
+}
+
+static int bad_dirfd(int type, int dirfd) {
+  return ursa__invalid("%s: directory descriptor %d is neither a descriptor "
+                       "nor AT_FDCWD", fs_names[type], dirfd);
+}
+
+static int check_path(int type, const char *path, const char *which) {
+  if (!path) return ursa__invalid("%s: NULL %s", fs_names[type], which);
+  return 0;
+}
+
+/* Copies the path (and rename's second) into one block the request owns
+ * until its callback: the operation reads it only when it starts. */
+static int copy_paths(ursa_fs_req *req, const char *path, const char *path2) {
+  size_t a = strlen(path) + 1, b = path2 ? strlen(path2) + 1 : 0;
+  char *m = malloc(a + b);
+  if (!m)
+    return ursa__refuse(-ENOMEM, "%s: no memory for a copy of the path",
+                        fs_names[req->type]);
+  memcpy(m, path, a);
+  if (path2) memcpy(m + a, path2, b);
+  req->names = m;
+  req->ptr = m;
+  req->path2 = path2 ? m + a : NULL;
+  return 0;
+}
+
+static int check_off(int type, int64_t off) {
+  if (off < -1)
+    return ursa__invalid("%s: offset %lld is negative (-1 means the "
+                         "descriptor's position)", fs_names[type],
+                         (long long)off);
+  return 0;
+}
+
+static int start(ursa_fs_req *req) {
+  ursa__op_submit(req->loop, &req->op);
+  return 0;
+}
+
+int ursa_fs_open(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                 const char *path, int flags, unsigned mode,
+                 uint64_t resolve, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_OPEN, cb);
+  if (r) return r;
+  if (dirfd < 0 && dirfd != AT_FDCWD) return bad_dirfd(FS_OPEN, dirfd);
+  if ((r = check_path(FS_OPEN, path, "path"))) return r;
+  if (mode & ~07777u)
+    return ursa__invalid("ursa_fs_open: mode %#o has bits beyond 07777", mode);
+  if (mode && !(flags & O_CREAT) && (flags & O_TMPFILE) != O_TMPFILE)
+    return ursa__invalid("ursa_fs_open: mode %#o without O_CREAT or "
+                         "O_TMPFILE (openat2 refuses it)", mode);
+  if ((r = copy_paths(req, path, NULL))) return r;
+  req->fd = dirfd;
+  req->how.flags = (uint64_t)(unsigned)(flags | O_CLOEXEC);
+  req->how.mode = mode;
+  req->how.resolve = resolve;
+  return start(req);
+}
+
+static int rw(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
+              const void *buf, size_t len, int64_t off, ursa_fs_cb cb) {
+  int r = begin(loop, req, type, cb);
+  if (r) return r;
+  if (fd < 0) return bad_fd(type, fd);
+  if (!buf && len) return ursa__invalid("%s: NULL buffer", fs_names[type]);
+  if ((r = check_off(type, off))) return r;
+  req->fd = fd;
+  req->ptr = buf;
+  /* The kernel moves at most 2 GiB - 4 KiB in one call anyway. */
+  req->len = len > 0x7ffff000u ? 0x7ffff000u : (uint32_t)len;
+  req->off = off;
+  return start(req);
+}
+
+int ursa_fs_read(ursa_loop *loop, ursa_fs_req *req, int fd, void *buf,
+                 size_t len, int64_t off, ursa_fs_cb cb) {
+  return rw(loop, req, FS_READ, fd, buf, len, off, cb);
+}
+
+int ursa_fs_write(ursa_loop *loop, ursa_fs_req *req, int fd, const void *buf,
+                  size_t len, int64_t off, ursa_fs_cb cb) {
+  return rw(loop, req, FS_WRITE, fd, buf, len, off, cb);
+}
+
+static int rwv(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
+               const struct iovec *iov, unsigned iovcnt, int64_t off,
+               int flags, ursa_fs_cb cb) {
+  int r = begin(loop, req, type, cb);
+  if (r) return r;
+  if (fd < 0) return bad_fd(type, fd);
+  if (!iov) return ursa__invalid("%s: NULL iovecs", fs_names[type]);
+  if (iovcnt < 1 || iovcnt > IOV_MAX)
+    return ursa__invalid("%s: %u iovecs (want 1 to %d)", fs_names[type],
+                         iovcnt, IOV_MAX);
+  if ((r = check_off(type, off))) return r;
+  req->fd = fd;
+  req->ptr = iov;
+  req->len = iovcnt;
+  req->off = off;
+  req->flags = flags;
+  return start(req);
+}
+
+int ursa_fs_readv(ursa_loop *loop, ursa_fs_req *req, int fd,
+                  const struct iovec *iov, unsigned iovcnt, int64_t off,
+                  int flags, ursa_fs_cb cb) {
+  return rwv(loop, req, FS_READV, fd, iov, iovcnt, off, flags, cb);
+}
+
+int ursa_fs_writev(ursa_loop *loop, ursa_fs_req *req, int fd,
+                   const struct iovec *iov, unsigned iovcnt, int64_t off,
+                   int flags, ursa_fs_cb cb) {
+  return rwv(loop, req, FS_WRITEV, fd, iov, iovcnt, off, flags, cb);
+}
+
+int ursa_fs_fsync(ursa_loop *loop, ursa_fs_req *req, int fd, int datasync,
+                  ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_FSYNC, cb);
+  if (r) return r;
+  if (fd < 0) return bad_fd(FS_FSYNC, fd);
+  req->fd = fd;
+  req->flags = datasync ? 1 : 0;
+  return start(req);
+}
+
+int ursa_fs_statx(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                  const char *path, int flags, unsigned mask,
+                  struct statx *out, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_STATX, cb);
+  if (r) return r;
+  if (dirfd < 0 && dirfd != AT_FDCWD) return bad_dirfd(FS_STATX, dirfd);
+  if ((r = check_path(FS_STATX, path, "path"))) return r;
+  if (!out) return ursa__invalid("ursa_fs_statx: NULL answer");
+  if ((r = copy_paths(req, path, NULL))) return r;
+  req->fd = dirfd;
+  req->flags = flags;
+  req->len = mask;
+  req->out = out;
+  return start(req);
+}
+
+int ursa_fs_close(ursa_loop *loop, ursa_fs_req *req, int fd, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_CLOSE, cb);
+  if (r) return r;
+  if (fd < 0) return bad_fd(FS_CLOSE, fd);
+  req->fd = fd;
+  return start(req);
+}
+
+int ursa_fs_unlink(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                   const char *path, int flags, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_UNLINK, cb);
+  if (r) return r;
+  if (dirfd < 0 && dirfd != AT_FDCWD) return bad_dirfd(FS_UNLINK, dirfd);
+  if ((r = check_path(FS_UNLINK, path, "path"))) return r;
+  if (flags & ~AT_REMOVEDIR)
+    return ursa__invalid("ursa_fs_unlink: flags %#x (only AT_REMOVEDIR)",
+                         (unsigned)flags);
+  if ((r = copy_paths(req, path, NULL))) return r;
+  req->fd = dirfd;
+  req->flags = flags;
+  return start(req);
+}
+
+int ursa_fs_rename(ursa_loop *loop, ursa_fs_req *req, int olddirfd,
+                   const char *oldpath, int newdirfd, const char *newpath,
+                   int flags, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_RENAME, cb);
+  if (r) return r;
+  if (olddirfd < 0 && olddirfd != AT_FDCWD)
+    return bad_dirfd(FS_RENAME, olddirfd);
+  if (newdirfd < 0 && newdirfd != AT_FDCWD)
+    return bad_dirfd(FS_RENAME, newdirfd);
+  if ((r = check_path(FS_RENAME, oldpath, "old path")) ||
+      (r = check_path(FS_RENAME, newpath, "new path")))
+    return r;
+  if ((r = copy_paths(req, oldpath, newpath))) return r;
+  req->fd = olddirfd;
+  req->fd2 = newdirfd;
+  req->flags = flags;
+  return start(req);
+}
+
+int ursa_fs_mkdir(ursa_loop *loop, ursa_fs_req *req, int dirfd,
+                  const char *path, unsigned mode, ursa_fs_cb cb) {
+  int r = begin(loop, req, FS_MKDIR, cb);
+  if (r) return r;
+  if (dirfd < 0 && dirfd != AT_FDCWD) return bad_dirfd(FS_MKDIR, dirfd);
+  if ((r = check_path(FS_MKDIR, path, "path"))) return r;
+  if (mode & ~07777u)
+    return ursa__invalid("ursa_fs_mkdir: mode %#o has bits beyond 07777",
+                         mode);
+  if ((r = copy_paths(req, path, NULL))) return r;
+  req->fd = dirfd;
+  req->len = mode;
+  return start(req);
+}
+
+int ursa_fs_cancel(ursa_fs_req *req) {
+  if (!req) return ursa__invalid("ursa_fs_cancel: NULL request");
+  if (req->op.state == URSA__IDLE) return -ENOENT;
+  return ursa__op_cancel(req->loop, &req->op);
+}
+
+static void fs_prep(ursa_loop *loop, ursa_op *op) {
+  ursa_fs_req *req = (ursa_fs_req *)op;
+  struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  void *p = (void *)(uintptr_t)req->ptr;
+  uint64_t off = (uint64_t)req->off; /* -1: the position */
+  switch (req->type) {
+    case FS_OPEN:
+      io_uring_prep_openat2(sqe, req->fd, p, (struct open_how *)&req->how);
+      break;
+    case FS_READ:
+      io_uring_prep_read(sqe, req->fd, p, req->len, off);
+      break;
+    case FS_WRITE:
+      io_uring_prep_write(sqe, req->fd, p, req->len, off);
+      break;
+    case FS_READV:
+      io_uring_prep_readv2(sqe, req->fd, p, req->len, off, req->flags);
+      break;
+    case FS_WRITEV:
+      io_uring_prep_writev2(sqe, req->fd, p, req->len, off, req->flags);
+      break;
+    case FS_FSYNC:
+      io_uring_prep_fsync(sqe, req->fd,
+                          req->flags ? IORING_FSYNC_DATASYNC : 0);
+      break;
+    case FS_STATX:
+      io_uring_prep_statx(sqe, req->fd, p, req->flags, req->len, req->out);
+      break;
+    case FS_CLOSE:
+      io_uring_prep_close(sqe, req->fd);
+      break;
+    case FS_UNLINK:
+      io_uring_prep_unlinkat(sqe, req->fd, p, req->flags);
+      break;
+    case FS_RENAME:
+      io_uring_prep_renameat(sqe, req->fd, p, req->fd2, req->path2,
+                             (unsigned)req->flags);
+      break;
+    case FS_MKDIR:
+      io_uring_prep_mkdirat(sqe, req->fd, p, req->len);
+      break;
+  }
+  io_uring_sqe_set_data(sqe, op);
+}
+
+static void fs_complete(ursa_loop *loop, ursa_op *op, int res,
+                        uint32_t flags) {
+  ursa_fs_req *req = (ursa_fs_req *)op;
+  (void)flags; /* the loop's byte counts are its sockets' alone */
+  free(req->names);
+  req->names = NULL;
+  ursa__op_done(loop, op);
+  req->cb(req, res); /* may free or reuse req */
+}
+
+URSA__OP_TYPE(fs) = {
+    .name = "fs",
+    .prep = fs_prep,
+    .complete = fs_complete,
+};
