@@ -1,7 +1,13 @@
 // http_core_test.cc - ursa-http's protocol side without sockets: pipelining,
 // a request split at every byte, each limit's status, 100-continue, HEAD,
-// the header timeout, Connection: close, and the path decoder.
+// the header timeout, Connection: close, the path decoder, and file
+// requests: the feed stops at each, and the answer's status and headers
+// (200, 206, 304, 416, 403, 404) and body for what the caller found.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -18,7 +24,6 @@ http_cfg Cfg() {
   c.max_header_bytes = 512;
   c.max_headers = 8;
   c.max_body = 1000;
-  c.max_file = 1 << 20;
   c.root_fd = -1;
   c.date = "Date: Tue, 01 Dec 2026 00:00:00 GMT\r\n";
   return c;
@@ -237,6 +242,246 @@ TEST(HttpCore, DateLine) {
   EXPECT_STREQ(b, "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
   http_date_line(1796150209LL, b);
   EXPECT_STREQ(b, "Date: Tue, 01 Dec 2026 18:36:49 GMT\r\n");
+}
+
+// A file request's answer, from what the caller found (no I/O).
+struct FileConn : Conn {
+  FileConn() {
+    cfg.root_fd = 0; /* any descriptor: only "is there a root" is asked */
+  }
+  // Feeds req, which must stop at its file request; the head for fi.
+  std::string Head(const std::string &req, const http_file_info &fi,
+                   uint64_t *off, uint64_t *len) {
+    EXPECT_EQ(HTTP_FEED_FILE, Feed(req));
+    EXPECT_EQ(req.size(), c.fed);
+    size_t before = out.len;
+    http_file_head(&c, &fi, &out, off, len);
+    return Out().substr(before);
+  }
+};
+
+http_file_info Info(uint64_t size) {
+  http_file_info fi{};
+  fi.regular = 1;
+  fi.size = size;
+  fi.ino = 0x1234;
+  fi.mtime_sec = 1796150209; /* Tue, 01 Dec 2026 18:36:49 GMT */
+  fi.mtime_nsec = 5;
+  return fi;
+}
+
+std::string Get(const std::string &path, const std::string &hdrs = "") {
+  return "GET " + path + " HTTP/1.1\r\nHost: x\r\n" + hdrs + "\r\n";
+}
+
+TEST(HttpFile, WholeFileWithValidators) {
+  FileConn k;
+  uint64_t off = 9, len = 9;
+  std::string h = k.Head(Get("/a/b.html"), Info(1000), &off, &len);
+  EXPECT_STREQ(k.c.file->path, "a/b.html");
+  EXPECT_EQ(0u, off);
+  EXPECT_EQ(1000u, len);
+  EXPECT_NE(h.find("HTTP/1.1 200 OK\r\n"), std::string::npos) << h;
+  EXPECT_NE(h.find("Content-Type: text/html\r\n"), std::string::npos);
+  EXPECT_NE(h.find("Content-Length: 1000\r\n"), std::string::npos);
+  EXPECT_NE(h.find("Accept-Ranges: bytes\r\n"), std::string::npos);
+  EXPECT_NE(h.find("ETag: \"1234-3e8-18ed351942b04a05\"\r\n"),
+            std::string::npos) << h;
+  EXPECT_NE(h.find("Last-Modified: Tue, 01 Dec 2026 18:36:49 GMT\r\n"),
+            std::string::npos);
+  EXPECT_EQ(h.size() - 4, h.find("\r\n\r\n")) << "headers only";
+}
+
+TEST(HttpFile, RangesAndTheirStatus) {
+  struct Case {
+    const char *range;
+    int status;
+    uint64_t off, len;
+    const char *content_range;
+  } cases[] = {
+      {"bytes=0-99", 206, 0, 100, "bytes 0-99/1000"},
+      {"bytes=990-", 206, 990, 10, "bytes 990-999/1000"},
+      {"bytes=-10", 206, 990, 10, "bytes 990-999/1000"},
+      {"bytes=-5000", 206, 0, 1000, "bytes 0-999/1000"},
+      {"bytes=500-99999999999999999999999", 206, 500, 500,
+       "bytes 500-999/1000"},
+      {" bytes = 7-7 ", 206, 7, 1, "bytes 7-7/1000"},
+      {"bytes=1000-", 416, 0, 0, "bytes */1000"},
+      {"bytes=-0", 416, 0, 0, "bytes */1000"},
+      {"bytes=5-2", 200, 0, 1000, nullptr},
+      {"bytes=0-1,5-6", 200, 0, 1000, nullptr},
+      {"items=0-1", 200, 0, 1000, nullptr},
+      {"bytes=x-1", 200, 0, 1000, nullptr},
+  };
+  for (const Case &t : cases) {
+    FileConn k;
+    uint64_t off = 9, len = 9;
+    std::string h = k.Head(Get("/f", std::string("Range: ") + t.range + "\r\n"),
+                           Info(1000), &off, &len);
+    EXPECT_EQ(0u, h.find("HTTP/1.1 " + std::to_string(t.status)))
+        << t.range << ": " << h;
+    EXPECT_EQ(t.off, off) << t.range;
+    EXPECT_EQ(t.len, len) << t.range;
+    if (t.content_range)
+      EXPECT_NE(h.find(std::string("Content-Range: ") + t.content_range +
+                       "\r\n"), std::string::npos) << t.range << ": " << h;
+    else
+      EXPECT_EQ(h.find("Content-Range"), std::string::npos) << t.range;
+  }
+  // HEAD ignores Range; an empty file has no range at all.
+  FileConn k;
+  uint64_t off, len;
+  std::string h = k.Head("HEAD /f HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
+                         Info(1000), &off, &len);
+  EXPECT_EQ(0u, h.find("HTTP/1.1 200")) << h;
+  EXPECT_EQ(0u, len);
+  FileConn e;
+  h = e.Head(Get("/f", "Range: bytes=0-\r\n"), Info(0), &off, &len);
+  EXPECT_EQ(0u, h.find("HTTP/1.1 416")) << h;
+}
+
+TEST(HttpFile, ConditionalRequests) {
+  const std::string tag = "\"1234-3e8-18ed351942b04a05\"";
+  struct Case {
+    std::string hdrs;
+    int status;
+  } cases[] = {
+      {"If-None-Match: " + tag + "\r\n", 304},
+      {"If-None-Match: W/" + tag + "\r\n", 304},
+      {"If-None-Match: \"x\", " + tag + "\r\n", 304},
+      {"If-None-Match: \"x\"\r\nIf-None-Match: " + tag + "\r\n", 304},
+      {"If-None-Match: *\r\n", 304},
+      {"If-None-Match: \"x\"\r\n", 200},
+      {"If-Modified-Since: Tue, 01 Dec 2026 18:36:49 GMT\r\n", 304},
+      {"If-Modified-Since: Tuesday, 01-Dec-26 18:36:49 GMT\r\n", 304},
+      {"If-Modified-Since: Tue Dec  1 18:36:49 2026\r\n", 304},
+      {"If-Modified-Since: Tue, 01 Dec 2026 18:36:48 GMT\r\n", 200},
+      {"If-Modified-Since: yesterday\r\n", 200},
+      {"If-None-Match: \"x\"\r\nIf-Modified-Since: Tue, 01 Dec 2026 "
+       "18:36:49 GMT\r\n", 200},
+      {"Range: bytes=0-1\r\nIf-Range: " + tag + "\r\n", 206},
+      {"Range: bytes=0-1\r\nIf-Range: W/" + tag + "\r\n", 200},
+      {"Range: bytes=0-1\r\nIf-Range: \"old\"\r\n", 200},
+      {"Range: bytes=0-1\r\nIf-Range: Tue, 01 Dec 2026 18:36:49 GMT\r\n",
+       206},
+      {"Range: bytes=0-1\r\nIf-Range: Mon, 30 Nov 2026 18:36:49 GMT\r\n",
+       200},
+  };
+  for (const Case &t : cases) {
+    FileConn k;
+    uint64_t off, len;
+    std::string h = k.Head(Get("/f", t.hdrs), Info(1000), &off, &len);
+    EXPECT_EQ(0u, h.find("HTTP/1.1 " + std::to_string(t.status)))
+        << t.hdrs << ": " << h;
+    if (t.status == 304) {
+      EXPECT_EQ(0u, len);
+      EXPECT_NE(h.find("ETag: " + tag), std::string::npos);
+      EXPECT_EQ(h.find("Content-Length"), std::string::npos) << h;
+    }
+  }
+  // A header value too long for its room counts as absent.
+  FileConn k;
+  uint64_t off, len;
+  std::string h = k.Head(Get("/f", "If-None-Match: \"" + std::string(300, 'a') +
+                                       "\"\r\n"),
+                         Info(1000), &off, &len);
+  EXPECT_EQ(0u, h.find("HTTP/1.1 200")) << h;
+}
+
+TEST(HttpFile, WhatTheCallerFoundDecidesTheStatus) {
+  struct Case {
+    int err, regular, status;
+  } cases[] = {{ENOENT, 0, 404}, {ENOTDIR, 0, 404}, {EACCES, 0, 403},
+               {ELOOP, 0, 403},  {EXDEV, 0, 403},   {EMFILE, 0, 500},
+               {0, 0, 403}};
+  for (const Case &t : cases) {
+    FileConn k;
+    http_file_info fi = Info(10);
+    fi.err = t.err;
+    fi.regular = t.regular;
+    uint64_t off, len = 9;
+    std::string h = k.Head(Get("/f"), fi, &off, &len);
+    EXPECT_EQ(0u, h.find("HTTP/1.1 " + std::to_string(t.status)))
+        << t.err << ": " << h;
+    EXPECT_EQ(0u, len) << "the status page is the body, in out";
+  }
+}
+
+// Pipelined: the feed stops at each file request, and what follows is
+// answered after it, in order; Connection: close on a file request ends
+// the feed after it.
+TEST(HttpFile, FeedStopsAtEachFileRequest) {
+  FileConn k;
+  std::string in = Get("/one.txt") + kGet + Get("/two.txt", "Connection: close\r\n") +
+                   kJson;
+  size_t at = 0;
+  std::vector<std::string> files;
+  int r;
+  while ((r = k.Feed(in.substr(at))) == HTTP_FEED_FILE) {
+    files.push_back(k.c.file->path);
+    at += k.c.fed;
+    uint64_t off, len;
+    http_file_info fi = Info(3);
+    http_file_head(&k.c, &fi, &k.out, &off, &len);
+    http_out_put(&k.out, "abc", 3);
+    if (k.c.closing) break;
+  }
+  EXPECT_EQ((std::vector<std::string>{"one.txt", "two.txt"}), files);
+  EXPECT_TRUE(k.c.closing);
+  EXPECT_EQ(1, k.Feed(in.substr(at))) << "nothing after Connection: close";
+  std::string o = k.Out();
+  size_t a = o.find("abc"), b = o.find("Hello, World!"), c = o.rfind("abc");
+  EXPECT_TRUE(a < b && b < c) << o;
+  EXPECT_EQ(std::string::npos, o.find("{\"message\"")) << "never answered";
+  EXPECT_NE(std::string::npos, o.find("Connection: close")) << o;
+}
+
+// Paths: ".." refused before any file is asked for; "/" is index.html.
+TEST(HttpFile, PathsCheckedBeforeAsking) {
+  FileConn k;
+  EXPECT_EQ(0, k.Feed(Get("/a/../b")));
+  EXPECT_EQ(0u, k.Out().find("HTTP/1.1 403")) << k.Out();
+  FileConn i;
+  EXPECT_EQ(HTTP_FEED_FILE, i.Feed(Get("/")));
+  EXPECT_STREQ(i.c.file->path, "index.html");
+  FileConn n;
+  EXPECT_EQ(1, n.Feed(Get("/%00")));
+  EXPECT_EQ(0u, n.Out().find("HTTP/1.1 400")) << n.Out();
+}
+
+// The blocking answer, for callers without a loop: a real file and a
+// FIFO under a real root.
+TEST(HttpFile, SyncAnswerReadsTheFileAndRefusesAFifo) {
+  char dir[] = "/tmp/ursa-http-core-XXXXXX";
+  ASSERT_NE(nullptr, mkdtemp(dir));
+  std::string d = dir;
+  FILE *f = fopen((d + "/x.txt").c_str(), "w");
+  ASSERT_NE(nullptr, f);
+  fputs("0123456789", f);
+  fclose(f);
+  ASSERT_EQ(0, mkfifo((d + "/fifo").c_str(), 0600));
+  Conn k;
+  k.cfg.root_fd = open(dir, O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(k.cfg.root_fd, 0);
+  ASSERT_EQ(HTTP_FEED_FILE, k.Feed(Get("/x.txt", "Range: bytes=2-4\r\n")));
+  EXPECT_EQ(0, http_file_answer_sync(&k.c, &k.out));
+  std::string o = k.Out();
+  EXPECT_EQ(0u, o.find("HTTP/1.1 206")) << o;
+  EXPECT_EQ(o.size() - 3, o.find("234")) << o;
+  ASSERT_EQ(HTTP_FEED_FILE, k.Feed(Get("/fifo")));
+  EXPECT_EQ(0, http_file_answer_sync(&k.c, &k.out));
+  EXPECT_NE(std::string::npos, k.Out().find("HTTP/1.1 403")) << k.Out();
+  close(k.cfg.root_fd);
+  std::string rm = "rm -rf '" + d + "'";
+  ASSERT_EQ(0, system(rm.c_str()));
+}
+
+TEST(HttpFile, ParseDate) {
+  EXPECT_EQ(784111777, http_parse_date("Sun, 06 Nov 1994 08:49:37 GMT"));
+  EXPECT_EQ(784111777, http_parse_date("Sunday, 06-Nov-94 08:49:37 GMT"));
+  EXPECT_EQ(784111777, http_parse_date("Sun Nov  6 08:49:37 1994"));
+  EXPECT_EQ(-1, http_parse_date("Sun, 06 Nov 1994 08:49:37 GMT junk"));
+  EXPECT_EQ(-1, http_parse_date(""));
 }
 
 }  // namespace

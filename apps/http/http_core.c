@@ -87,6 +87,8 @@ static const char *reason(int status) {
   switch (status) {
     case 100: return "Continue";
     case 200: return "OK";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
@@ -94,23 +96,28 @@ static const char *reason(int status) {
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     default: return "Error";
   }
 }
 
-/* The status line and headers; the body (len bytes) is the caller's. */
+/* The status line and headers; the body (len bytes) is the caller's.  A
+ * NULL type: neither Content-Type nor Content-Length (a 304). */
 static void head(http_conn *c, int status, const char *type, uint64_t len,
                  const char *extra) {
   http_out *o = c->out;
   char line[256];
   int keep10 = !c->closing && llhttp_get_http_major(&c->parser) == 1 &&
                llhttp_get_http_minor(&c->parser) == 0;
-  snprintf(line, sizeof(line),
-           "HTTP/1.1 %d %s\r\nServer: ursa\r\nContent-Type: %s\r\n"
-           "Content-Length: %llu\r\n%s",
-           status, reason(status), type, (unsigned long long)len,
+  char fields[160] = "";
+  if (type)
+    snprintf(fields, sizeof(fields),
+             "Content-Type: %s\r\nContent-Length: %llu\r\n", type,
+             (unsigned long long)len);
+  snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nServer: ursa\r\n%s%s",
+           status, reason(status), fields,
            c->closing ? "Connection: close\r\n"
            : keep10   ? "Connection: keep-alive\r\n"
                       : "");
@@ -158,12 +165,11 @@ static const char *content_type(const char *path) {
   return "application/octet-stream";
 }
 
-/* rel (no ".." in it) under root, with no symlink on the way: openat2
- * where the kernel has it (5.6), otherwise (or where a sandbox refuses it:
- * ENOSYS) one component at a time with O_NOFOLLOW, which refuses a
- * symlink at each step as RESOLVE_NO_SYMLINKS would. */
-static int open_beneath(int root, const char *rel) {
-  struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+/* See http_core.h.  The component walk refuses a symlink at each step
+ * with O_NOFOLLOW, as RESOLVE_NO_SYMLINKS would. */
+int http_open_beneath(int root, const char *rel) {
+  struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY |
+                                  O_NONBLOCK,
                          .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
                                     RESOLVE_NO_MAGICLINKS};
   int fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof(how));
@@ -183,7 +189,7 @@ static int open_beneath(int root, const char *rel) {
     part[n] = '\0';
     int last = !e || !e[strspn(e, "/")];
     fd = openat(dir, part,
-                O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
+                O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK |
                     (last ? 0 : O_DIRECTORY));
     int err = errno;
     if (dir != root) close(dir);
@@ -197,22 +203,26 @@ static int open_beneath(int root, const char *rel) {
   }
 }
 
-/* A file under the root.  The kernel does the confinement: openat2 with
- * RESOLVE_BENEATH refuses any path that leaves the root ("..", absolute
+/* A file under the root: checked here, answered by the caller (see
+ * http_core.h), which opens it beneath the root: openat2 with
+ * RESOLVE_BENEATH refuses any path that leaves it ("..", absolute
  * symlinks) and RESOLVE_NO_SYMLINKS any symlink at all, so neither an
  * encoded dot nor a link planted in the root reaches outside it. */
 static void serve_file(http_conn *c, int is_head) {
-  char path[4096];
-  long n = http_decode_path(c->url, c->url_len, path, sizeof(path));
+  http_file *f = c->file;
+  if (!f && !(f = c->file = calloc(1, sizeof(*f)))) {
+    fail(c, 500);
+    return;
+  }
+  char *path = f->path;
+  long n = http_decode_path(c->url, c->url_len, path, sizeof(f->path));
   if (n < 1 || path[0] != '/') {
     fail(c, 400);
     return;
   }
-  const char *rel = path + 1;
-  if (!*rel) rel = "index.html";
   /* ".." never names anything the server would serve: refused before the
    * kernel is asked. */
-  for (const char *p = rel; *p;) {
+  for (const char *p = path + 1; *p;) {
     const char *e = strchr(p, '/');
     size_t len = e ? (size_t)(e - p) : strlen(p);
     if (len == 2 && p[0] == '.' && p[1] == '.') {
@@ -221,52 +231,216 @@ static void serve_file(http_conn *c, int is_head) {
     }
     p += len + (e ? 1 : 0);
   }
-  int fd = open_beneath(c->cfg->root_fd, rel);
-  int err = fd < 0 ? errno : 0;
-  struct stat st;
-  if (fd >= 0 && fstat(fd, &st) < 0) err = errno;
-  if (!err && !S_ISREG(st.st_mode)) err = EISDIR;
-  if (!err && (uint64_t)st.st_size > c->cfg->max_file) err = EFBIG;
-  if (err) {
-    if (fd >= 0) close(fd);
-    int status = err == ENOENT || err == ENOTDIR ? 404
-                 : err == EMFILE || err == ENFILE || err == ENOMEM ? 500
-                                                                  : 403;
-    status_page(c, status, !is_head, NULL);
+  if (n == 1)
+    memcpy(path, "index.html", sizeof("index.html"));
+  else
+    memmove(path, path + 1, (size_t)n); /* with its NUL */
+  f->is_head = is_head;
+  c->file_pending = 1;
+}
+
+/* ---- the file response ---- */
+
+static const char *skip_ows(const char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  return s;
+}
+
+/* Digits to a number, saturating; NULL when there is none. */
+static const char *digits(const char *s, uint64_t *v) {
+  if (*s < '0' || *s > '9') return NULL;
+  uint64_t x = 0;
+  for (; *s >= '0' && *s <= '9'; s++)
+    x = x > (UINT64_MAX - 9) / 10 ? UINT64_MAX : x * 10 + (uint64_t)(*s - '0');
+  *v = x;
+  return s;
+}
+
+/* A Range value: 1 for one satisfiable byte range (*start, *n), -1 when
+ * none of it is in the file (416), 0 to ignore it and send the whole:
+ * another unit, bad syntax, or several ranges (a server may answer those
+ * whole; multipart/byteranges is not made here). */
+static int parse_range(const char *s, uint64_t size, uint64_t *start,
+                       uint64_t *n) {
+  s = skip_ows(s);
+  if (strncasecmp(s, "bytes", 5) != 0) return 0;
+  s = skip_ows(s + 5);
+  if (*s++ != '=') return 0;
+  s = skip_ows(s);
+  if (strchr(s, ',')) return 0;
+  uint64_t a = 0, b = 0;
+  if (*s == '-') { /* the last b bytes */
+    if (!(s = digits(s + 1, &b)) || *skip_ows(s)) return 0;
+    if (b == 0 || size == 0) return -1;
+    if (b > size) b = size;
+    *start = size - b;
+    *n = b;
+    return 1;
+  }
+  if (!(s = digits(s, &a)) || *s++ != '-') return 0;
+  int has_b = (s = skip_ows(s), *s >= '0' && *s <= '9');
+  if (has_b && !(s = digits(s, &b))) return 0;
+  if (*skip_ows(s)) return 0;
+  if (has_b && b < a) return 0;
+  if (a >= size) return -1;
+  uint64_t last = has_b && b < size - 1 ? b : size - 1;
+  *start = a;
+  *n = last - a + 1;
+  return 1;
+}
+
+/* If-None-Match against the file's tag, by weak comparison. */
+static int tag_listed(const char *list, const char *etag) {
+  list = skip_ows(list);
+  if (list[0] == '*' && !*skip_ows(list + 1)) return 1;
+  size_t tl = strlen(etag);
+  for (const char *p = list; *p;) {
+    p = skip_ows(p);
+    if (!strncmp(p, "W/", 2)) p += 2;
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    while (len && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+    if (len == tl && !memcmp(p, etag, tl)) return 1;
+    if (!e) break;
+    p = e + 1;
+  }
+  return 0;
+}
+
+int64_t http_parse_date(const char *s) {
+  static const char *const formats[] = {
+      "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate */
+      "%A, %d-%b-%y %H:%M:%S GMT", /* RFC 850 */
+      "%a %b %e %H:%M:%S %Y",      /* asctime */
+  };
+  s = skip_ows(s);
+  for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(s, formats[i], &tm);
+    if (end && !*skip_ows(end)) return (int64_t)timegm(&tm);
+  }
+  return -1;
+}
+
+static void http_date(int64_t t, char *buf, size_t len) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  gmtime_r(&tt, &tm);
+  strftime(buf, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+void http_file_head(http_conn *c, const http_file_info *fi, http_out *out,
+                    uint64_t *off, uint64_t *len) {
+  http_file *f = c->file;
+  *off = *len = 0;
+  c->out = out;
+  int body = !f->is_head;
+  if (fi->err || !fi->regular) {
+    int e = fi->err;
+    int status = !e                                      ? 403
+                 : e == ENOENT || e == ENOTDIR ||
+                         e == ENAMETOOLONG               ? 404
+                 : e == EMFILE || e == ENFILE || e == ENOMEM ||
+                         e == ENOSYS || e == EIO         ? 500
+                                                         : 403;
+    status_page(c, status, body, NULL);
+    c->out = NULL;
     return;
   }
-  size_t before = c->out->len;
-  head(c, 200, content_type(rel), (uint64_t)st.st_size, NULL);
-  if (!is_head && st.st_size > 0) {
-    size_t size = (size_t)st.st_size, at = c->out->len, got = 0;
-    /* Room for the whole file, then read straight into it. */
-    if (http_out_put(c->out, "", 0) == 0 && c->out->cap - at < size) {
-      size_t cap = c->out->cap;
-      while (cap - at < size) cap *= 2;
-      char *b = realloc(c->out->buf, cap);
-      if (!b) c->out->failed = 1;
-      else {
-        c->out->buf = b;
-        c->out->cap = cap;
-      }
+  char etag[80], lm[40], extra[320];
+  snprintf(etag, sizeof(etag), "\"%llx-%llx-%llx\"",
+           (unsigned long long)fi->ino, (unsigned long long)fi->size,
+           (unsigned long long)fi->mtime_sec * 1000000000ull + fi->mtime_nsec);
+  http_date(fi->mtime_sec, lm, sizeof(lm));
+  int64_t ims = f->if_modified_since[0]
+                    ? http_parse_date(f->if_modified_since) : -1;
+  /* If-None-Match decides when present; If-Modified-Since only without. */
+  if (f->if_none_match[0] ? tag_listed(f->if_none_match, etag)
+                          : ims >= 0 && fi->mtime_sec <= ims) {
+    snprintf(extra, sizeof(extra), "ETag: %s\r\nLast-Modified: %s\r\n", etag,
+             lm);
+    head(c, 304, NULL, 0, extra);
+    c->out = NULL;
+    return;
+  }
+  uint64_t start = 0, n = fi->size;
+  int r = 0;
+  /* Range on GET only, and only while If-Range (a strong tag, or the
+   * date) still names this file. */
+  if (body && f->range[0]) {
+    int same = 1;
+    if (f->if_range[0]) {
+      const char *ir = skip_ows(f->if_range);
+      if (ir[0] == '"')
+        same = !strcmp(ir, etag);
+      else if (!strncmp(ir, "W/", 2))
+        same = 0;
+      else
+        same = http_parse_date(ir) == fi->mtime_sec;
     }
-    while (!c->out->failed && got < size) {
-      ssize_t r = pread(fd, c->out->buf + at + got, size - got, (off_t)got);
+    if (same) r = parse_range(f->range, fi->size, &start, &n);
+  }
+  if (r < 0) {
+    snprintf(extra, sizeof(extra), "Content-Range: bytes */%llu\r\n",
+             (unsigned long long)fi->size);
+    status_page(c, 416, 1, extra);
+    c->out = NULL;
+    return;
+  }
+  int k = 0;
+  if (r > 0)
+    k = snprintf(extra, sizeof(extra), "Content-Range: bytes %llu-%llu/%llu\r\n",
+                 (unsigned long long)start,
+                 (unsigned long long)(start + n - 1),
+                 (unsigned long long)fi->size);
+  snprintf(extra + k, sizeof(extra) - (size_t)k,
+           "Accept-Ranges: bytes\r\nETag: %s\r\nLast-Modified: %s\r\n", etag,
+           lm);
+  head(c, r > 0 ? 206 : 200, content_type(f->path), n, extra);
+  *off = start;
+  *len = body ? n : 0;
+  c->out = NULL;
+}
+
+int http_file_answer_sync(http_conn *c, http_out *out) {
+  http_file_info fi = {0};
+  int fd = http_open_beneath(c->cfg->root_fd, c->file->path);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    fi.err = errno;
+  } else {
+    fi.regular = S_ISREG(st.st_mode);
+    fi.size = (uint64_t)st.st_size;
+    fi.ino = (uint64_t)st.st_ino;
+    fi.mtime_sec = (int64_t)st.st_mtim.tv_sec;
+    fi.mtime_nsec = (uint32_t)st.st_mtim.tv_nsec;
+  }
+  uint64_t off, len;
+  http_file_head(c, &fi, out, &off, &len);
+  int rc = 0;
+  if (len && http_out_put(out, "", 0) == 0) {
+    size_t at = out->len, got = 0;
+    while (out->cap - at < len) {
+      char *b = realloc(out->buf, out->cap * 2);
+      if (!b) {
+        out->failed = 1;
+        break;
+      }
+      out->buf = b;
+      out->cap *= 2;
+    }
+    while (!out->failed && got < len) {
+      ssize_t r = pread(fd, out->buf + at + got, len - got,
+                        (off_t)(off + got));
       if (r <= 0) break;
       got += (size_t)r;
     }
-    if (got < size) {
-      /* The file shrank or failed under us: what was promised cannot be
-       * sent, so the response goes and a 500 closes instead. */
-      c->out->len = before;
-      c->counts.by_class[2]--;
-      close(fd);
-      fail(c, 500);
-      return;
-    }
-    c->out->len = at + size;
+    out->len = at + got;
+    if (got < len) rc = -1;
   }
-  close(fd);
+  if (fd >= 0) close(fd);
+  return rc;
 }
 
 /* The two fixed routes' whole responses for a kept-alive HTTP/1.1 GET,
@@ -352,6 +526,10 @@ static int on_message_begin(llhttp_t *p) {
   c->url_len = c->header_bytes = c->field_len = 0;
   c->headers = 0;
   c->field_expect = c->expect_continue = 0;
+  c->field_which = 0;
+  if (c->file)
+    c->file->range[0] = c->file->if_range[0] =
+        c->file->if_modified_since[0] = c->file->if_none_match[0] = '\0';
   c->body_bytes = 0;
   c->body_hash = 2166136261u;
   return 0;
@@ -385,10 +563,35 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* The header values a file request keeps: their rooms in c->file. */
+static char *kept_value(http_conn *c, size_t *room) {
+  http_file *f = c->file;
+  switch (c->field_which) {
+    case 1: *room = sizeof(f->range); return f->range;
+    case 2: *room = sizeof(f->if_range); return f->if_range;
+    case 3: *room = sizeof(f->if_modified_since); return f->if_modified_since;
+    case 4: *room = sizeof(f->if_none_match); return f->if_none_match;
+    default: return NULL;
+  }
+}
+
 static int on_header_field_complete(llhttp_t *p) {
   http_conn *c = of(p);
   c->field[c->field_len] = '\0';
   c->field_expect = !strcmp(c->field, "expect");
+  c->field_which = 0;
+  if (c->cfg->root_fd >= 0) {
+    static const char *const kept[] = {NULL, "range", "if-range",
+                                       "if-modified-since", "if-none-match"};
+    for (int i = 1; i < 5; i++)
+      if (!strcmp(c->field, kept[i])) c->field_which = i;
+    if (c->field_which && !c->file && !(c->file = calloc(1, sizeof(*c->file))))
+      c->field_which = 0; /* answered without it */
+    size_t room;
+    char *v = kept_value(c, &room);
+    /* A repeated field is one list: its values joined by commas. */
+    if (v && v[0] && strlen(v) + 2 < room) strcat(v, ", ");
+  }
   c->field_len = 0;
   c->header_bytes += 4; /* ": " and CRLF */
   if (++c->headers > c->cfg->max_headers) return limit(c, 431);
@@ -401,6 +604,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   if (c->header_bytes > c->cfg->max_header_bytes) return limit(c, 431);
   if (c->field_expect && n >= 12 && !strncasecmp(at, "100-continue", 12))
     c->expect_continue = 1;
+  size_t room;
+  char *v = kept_value(c, &room);
+  if (v) {
+    size_t have = strlen(v);
+    if (have + n < room) {
+      memcpy(v + have, at, n);
+      v[have + n] = '\0';
+    } else {
+      v[0] = '\0'; /* too long for its room: as if absent */
+      c->field_which = 0;
+    }
+  }
   return 0;
 }
 
@@ -431,8 +646,9 @@ static int on_message_complete(llhttp_t *p) {
     c->closing = 1;
   respond(c);
   c->in_request = 0;
-  /* Nothing after a closing response is read. */
-  return c->closing ? HPE_PAUSED : 0;
+  /* Nothing after a closing response is read; a file request stops the
+   * feed until the caller has answered it. */
+  return c->closing || c->file_pending ? HPE_PAUSED : 0;
 }
 
 static llhttp_settings_t settings;
@@ -462,12 +678,23 @@ void http_conn_free(http_conn *c) {
   free(c->url);
   c->url = NULL;
   c->url_cap = 0;
+  free(c->file);
+  c->file = NULL;
 }
 
 int http_conn_feed(http_conn *c, const char *data, size_t n, http_out *out) {
+  c->fed = 0;
   if (c->closing) return 1;
   c->out = out;
+  if (llhttp_get_errno(&c->parser) == HPE_PAUSED) llhttp_resume(&c->parser);
   llhttp_errno_t e = llhttp_execute(&c->parser, data, n);
+  c->fed = n;
+  if (e == HPE_PAUSED && c->file_pending) {
+    c->file_pending = 0;
+    c->fed = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    c->out = NULL;
+    return HTTP_FEED_FILE;
+  }
   if (e == HPE_PAUSED_UPGRADE) {
     c->closing = 1; /* answered as plain HTTP/1.1; no protocol switch */
   } else if (e != HPE_OK && e != HPE_PAUSED) {

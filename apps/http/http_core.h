@@ -9,7 +9,15 @@
  * root, GET/HEAD of any other path as a file under it.  Each limit
  * answers its status and closes: 400 (bad request), 413 (body), 414
  * (URL), 431 (header section or header count); the caller's timers
- * answer 408 through http_conn_timeout(). */
+ * answer 408 through http_conn_timeout().
+ *
+ * Files are the caller's I/O: a request for one stops the feed there
+ * (HTTP_FEED_FILE, with c->file saying what), the caller opens and stats
+ * the file as it likes (without blocking), http_file_head() writes the
+ * status and headers (200, 206 for a single Range, 304 for a matching
+ * If-None-Match or If-Modified-Since, 416, 403 for what is not a regular
+ * file, 404) and says which bytes of the file the body is; the caller
+ * sends them, then feeds the rest of its input again. */
 #ifndef URSA_APPS_HTTP_CORE_H
 #define URSA_APPS_HTTP_CORE_H
 
@@ -23,7 +31,6 @@ typedef struct http_cfg {
   size_t max_header_bytes; /* bytes of the request line and headers */
   unsigned max_headers;    /* header fields */
   uint64_t max_body;       /* bytes of a request body */
-  uint64_t max_file;       /* bytes of a file served from the root */
   int root_fd;             /* the --root directory, or -1: no files */
   const char *date;        /* "Date: ...\r\n", kept current by the caller
                               (http_date_line) */
@@ -42,6 +49,25 @@ typedef struct http_counts {
   uint64_t by_class[6]; /* responses by status / 100 (1xx .. 5xx) */
 } http_counts;
 
+/* A file request, from its request line and headers. */
+typedef struct http_file {
+  char path[4096]; /* under the root, decoded, no leading '/' */
+  int is_head;
+  /* Header values kept for the answer ("" when absent; a value too long
+   * for its room is dropped, as a field the server does not use). */
+  char range[128], if_range[64], if_modified_since[48], if_none_match[256];
+} http_file;
+
+/* What the caller found of the file. */
+typedef struct http_file_info {
+  int err;         /* 0, or the errno that open or stat gave */
+  int regular;     /* a regular file (else 403: FIFO, device, directory) */
+  uint64_t size;
+  uint64_t ino;
+  int64_t mtime_sec;
+  uint32_t mtime_nsec;
+} http_file_info;
+
 typedef struct http_conn {
   llhttp_t parser;
   const http_cfg *cfg;
@@ -52,7 +78,7 @@ typedef struct http_conn {
   size_t url_len, url_cap;
   size_t header_bytes;
   unsigned headers;
-  char field[16]; /* the current header's name, lower case, cut short */
+  char field[20]; /* the current header's name, lower case, cut short */
   size_t field_len;
   int field_expect; /* the current header is Expect */
   int expect_continue;
@@ -62,7 +88,14 @@ typedef struct http_conn {
   int in_headers; /* ... and its header section is not complete */
   int status;     /* a limit's status, answered at the end of the feed */
   int closing;    /* nothing more is read: close once out is written */
+  int field_which; /* the current header is one a file request keeps */
+  int file_pending; /* the feed stopped at a file request: c->file */
+  size_t fed;       /* bytes of the last feed taken */
+  http_file *file;  /* allocated at the first file request */
 } http_conn;
+
+/* http_conn_feed()'s answer when it stopped at a file request. */
+#define HTTP_FEED_FILE 2
 
 void http_conn_init(http_conn *c, const http_cfg *cfg);
 void http_conn_free(http_conn *c);
@@ -70,8 +103,37 @@ void http_conn_free(http_conn *c);
 /* Feeds n bytes.  Responses are appended to out.  Returns 0 to go on
  * reading, 1 when the connection is to close once out is written
  * (Connection: close, HTTP/1.0 without keep-alive, or an error answered),
- * after which no more bytes are taken. */
+ * after which no more bytes are taken, or HTTP_FEED_FILE: the feed
+ * stopped after a file request, having taken c->fed bytes; the caller
+ * answers it (http_file_head) and feeds the rest after.  c->closing then
+ * says whether the connection closes after the file. */
 int http_conn_feed(http_conn *c, const char *data, size_t n, http_out *out);
+
+/* Appends the file response's status and headers for what the caller
+ * found, and sets *off and *len to the bytes of the file its body is (len
+ * 0: none: HEAD, 304, 416, an error).  The caller then sends exactly len
+ * bytes of the file from off, or closes the connection: a body cut short
+ * cannot be framed. */
+void http_file_head(http_conn *c, const http_file_info *fi, http_out *out,
+                    uint64_t *off, uint64_t *len);
+
+/* Opens path under the directory root for reading, refusing any way out
+ * of it and any symlink: openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS),
+ * else (ENOSYS: before 5.6, or a sandbox) one component at a time with
+ * O_NOFOLLOW.  O_NONBLOCK, so that a FIFO does not wait for a writer.
+ * Blocks: for a caller without an event loop, or on a worker thread.  A
+ * descriptor, or -1 with errno. */
+int http_open_beneath(int root, const char *path);
+
+/* Answers c->file whole, blocking (http_open_beneath, fstat, pread into
+ * out): for callers without an event loop (the unit tests, the fuzz
+ * target).  Returns 0, or -1 when the body was cut short (the file shrank,
+ * or out of memory: the caller must close). */
+int http_file_answer_sync(http_conn *c, http_out *out);
+
+/* An HTTP-date (IMF-fixdate, RFC 850 or asctime) as seconds since the
+ * epoch, or -1. */
+int64_t http_parse_date(const char *s);
 
 /* The caller's timer fired with a request's header section incomplete
  * (status 408): appends the answer and marks the connection closing. */

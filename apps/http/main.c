@@ -2,12 +2,22 @@
  * protocol, one ursa loop per thread (SO_REUSEPORT between them) for the
  * connections.  Each read is parsed at once and every response it
  * completes goes out in one write, so pipelined requests cost one send
- * per batch; a second batch waits for the first's write. */
+ * per batch; a second batch waits for the first's write.
+ *
+ * Files never block the loop: a request for one stops the parse (reading
+ * stops too, the rest of the input kept), the file is opened (O_NONBLOCK:
+ * a FIFO answers at once), stat'ed, and its body read by ursa's file
+ * requests (the ring's own on io_uring, the work pool's on epoll): a
+ * small one into the response buffer behind its headers, one send; a
+ * larger one in CHUNK-sized reads, at most two chunks per connection,
+ * each written as it comes.  Then the parse goes on. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +31,10 @@
 #define OUT_HIGH (4u << 20)
 /* A closing connection's last bytes are read and dropped this long. */
 #define LINGER_MS 2000
+/* A file body up to this size is read behind its headers and sent with
+ * them; a larger one goes in chunks of this size, two at most per
+ * connection (the memory a connection holds for a file). */
+#define CHUNK (128u << 10)
 
 typedef struct opts {
   const char *listen, *backend, *root, *stats_json;
@@ -31,6 +45,26 @@ typedef struct opts {
   int stop_fd;
 } opts;
 
+/* The file a connection is answering. */
+typedef struct hfile {
+  ursa_fs_req req; /* open, statx, one read at a time, close */
+  ursa_work open_work; /* the open, where openat2 is missing */
+  int open_res;
+  int fd;
+  struct statx stx;
+  uint64_t off, left; /* the next byte to read, the bytes still to read */
+  http_out head;      /* the responses before it, its headers (and a small
+                         body) */
+  ursa_write_req hw;
+  int head_writing;
+  char *chunk[2];
+  ursa_write_req cw[2];
+  int busy[2];  /* being read into, or written */
+  int reading;  /* the chunk a read fills, or -1 */
+  int writes;   /* chunk writes in flight */
+  int short_body; /* the file ended before its promised length */
+} hfile;
+
 typedef struct hconn {
   ursa_stream s;
   http_conn h;
@@ -38,6 +72,12 @@ typedef struct hconn {
   http_out inflight; /* responses being written */
   ursa_write_req w;
   int writing, close_after, closing, paused, discarding, peer_eof;
+  int in_file;  /* a file request is being answered: reading stopped */
+  int fs_busy;  /* one of ursa's file requests holds f */
+  int gone;     /* closed while fs_busy: freed by the request's callback */
+  hfile *f;     /* from the first file request on */
+  char *pend;   /* input after a file request, parsed once it is answered */
+  size_t pend_len, pend_cap;
   uint64_t last_ms, hdr_since;
   struct hconn *prev, *next;
 } hconn;
@@ -69,6 +109,29 @@ static void close_conn(hconn *c);
 static void flush(hconn *c);
 static void on_read(ursa_stream *s, ssize_t n, const void *buf);
 
+static void file_release(hconn *c) {
+  hfile *f = c->f;
+  if (!f) return;
+  for (int i = 0; i < 2; i++) {
+    free(f->chunk[i]);
+    f->chunk[i] = NULL;
+  }
+}
+
+static void free_conn(hconn *c) {
+  if (c->f) {
+    if (c->f->fd >= 0) close(c->f->fd); /* only after a failure */
+    file_release(c);
+    http_out_free(&c->f->head);
+    free(c->f);
+  }
+  http_conn_free(&c->h);
+  http_out_free(&c->out);
+  http_out_free(&c->inflight);
+  free(c->pend);
+  free(c);
+}
+
 static void on_closed(ursa_handle *h) {
   hconn *c = h->data;
   if (c->prev) c->prev->next = c->next;
@@ -76,11 +139,12 @@ static void on_closed(ursa_handle *h) {
   if (c->next) c->next->prev = c->prev;
   S.t->requests += c->h.counts.requests;
   for (int i = 0; i < 6; i++) S.t->by_class[i] += c->h.counts.by_class[i];
-  http_conn_free(&c->h);
-  http_out_free(&c->out);
-  http_out_free(&c->inflight);
   loop_group_count(&G, S.index, -1);
-  free(c);
+  /* A file request still out refers to c: its callback frees it. */
+  if (c->fs_busy)
+    c->gone = 1;
+  else
+    free_conn(c);
 }
 
 static void close_conn(hconn *c) {
@@ -110,6 +174,13 @@ static void finish(hconn *c) {
   if (ursa_shutdown(&c->s, on_shut) < 0) close_conn(c);
 }
 
+/* Every response written and no file under way: the connection ends here
+ * if it is to. */
+static void maybe_finish(hconn *c) {
+  if (c->writing || c->out.len || c->in_file) return;
+  if (c->close_after || c->peer_eof) finish(c);
+}
+
 static void on_written(ursa_write_req *w, int status) {
   hconn *c = w->data;
   c->writing = 0;
@@ -118,11 +189,10 @@ static void on_written(ursa_write_req *w, int status) {
     close_conn(c);
     return;
   }
-  if (c->out.len) {
+  if (c->out.len)
     flush(c);
-  } else if (c->close_after || c->peer_eof) {
-    finish(c);
-  }
+  else
+    maybe_finish(c);
 }
 
 static void flush(hconn *c) {
@@ -130,7 +200,9 @@ static void flush(hconn *c) {
     close_conn(c);
     return;
   }
-  if (c->writing || !c->out.len) return;
+  /* While a file is answered, what follows it waits (its writes are
+   * queued on the stream behind the file's). */
+  if (c->writing || !c->out.len || c->in_file) return;
   http_out t = c->inflight;
   c->inflight = c->out;
   c->out = t;
@@ -150,6 +222,363 @@ static void flush(hconn *c) {
   }
 }
 
+/* ---- answering a file ---- */
+
+static void start_file(hconn *c);
+
+/* Parses input on from buf: responses to out, a file request to its
+ * answer (the rest of buf kept for after it). */
+static void take_input(hconn *c, const char *buf, size_t n) {
+  int done = http_conn_feed(&c->h, buf, n, &c->out);
+  if (c->h.in_headers) {
+    if (!c->hdr_since) c->hdr_since = c->last_ms;
+  } else {
+    c->hdr_since = 0;
+  }
+  if (done == HTTP_FEED_FILE) {
+    size_t rest = n - c->h.fed;
+    if (rest) {
+      if (c->pend_cap < rest) {
+        char *p = malloc(rest);
+        if (!p) {
+          close_conn(c);
+          return;
+        }
+        free(c->pend);
+        c->pend = p;
+        c->pend_cap = rest;
+      }
+      memmove(c->pend, buf + c->h.fed, rest); /* buf may be pend itself */
+    }
+    c->pend_len = rest;
+    start_file(c);
+    return;
+  }
+  if (done) c->close_after = 1;
+  flush(c);
+}
+
+/* The file is answered (or given up: short_body): what was kept is
+ * parsed, and reading goes on. */
+static void file_done(hconn *c) {
+  hfile *f = c->f;
+  c->in_file = 0;
+  /* The chunks stay for the next request of a pipeline, and go when it
+   * has drained: an idle connection holds none. */
+  if (!c->pend_len) file_release(c);
+  if (f->short_body || c->h.closing) {
+    /* A body cut short cannot be framed: the connection ends after it. */
+    c->close_after = 1;
+    c->pend_len = 0;
+  }
+  if (c->pend_len && !c->close_after) {
+    size_t n = c->pend_len;
+    c->pend_len = 0;
+    take_input(c, c->pend, n);
+    if (c->in_file || c->closing) return;
+  }
+  if (!c->close_after && !c->discarding && !c->paused) {
+    if (ursa_read_start(&c->s, on_read) < 0) {
+      close_conn(c);
+      return;
+    }
+  }
+  flush(c);
+  maybe_finish(c);
+}
+
+/* A file request's callback begins here: false when the connection went
+ * meanwhile (then c may be freed). */
+static int fs_back(hconn *c) {
+  c->fs_busy = 0;
+  if (!c->closing) return 1;
+  if (c->gone) free_conn(c);
+  return 0;
+}
+
+static void on_fclosed(ursa_fs_req *req, int res) {
+  hconn *c = req->data;
+  (void)res;
+  if (fs_back(c)) file_done(c);
+}
+
+static void file_close(hconn *c) {
+  hfile *f = c->f;
+  int fd = f->fd;
+  f->fd = -1;
+  if (fd < 0) {
+    file_done(c);
+    return;
+  }
+  c->fs_busy = 1;
+  if (ursa_fs_close(S.loop, &f->req, fd, on_fclosed) < 0) {
+    c->fs_busy = 0;
+    close(fd);
+    file_done(c);
+  }
+}
+
+/* Every byte read and written: the file is closed. */
+static void file_maybe_end(hconn *c) {
+  hfile *f = c->f;
+  if (f->left || f->reading >= 0 || f->writes || f->head_writing ||
+      c->fs_busy)
+    return;
+  file_close(c);
+}
+
+static void on_head_written(ursa_write_req *w, int status) {
+  hconn *c = w->data;
+  c->f->head_writing = 0;
+  c->f->head.len = 0;
+  if (status < 0 || c->closing) {
+    close_conn(c);
+    return;
+  }
+  file_maybe_end(c);
+}
+
+static void write_head(hconn *c) {
+  hfile *f = c->f;
+  if (f->head.failed) {
+    close_conn(c);
+    return;
+  }
+  if (!f->head.len) return;
+  f->hw = (ursa_write_req){0};
+  f->hw.data = c;
+  f->head_writing = 1;
+  if (ursa_write(&f->hw, &c->s, f->head.buf, f->head.len, 0,
+                 on_head_written) < 0) {
+    f->head_writing = 0;
+    close_conn(c);
+  }
+}
+
+static void next_read(hconn *c);
+
+static void on_chunk_written(ursa_write_req *w, int status) {
+  hconn *c = w->data;
+  hfile *f = c->f;
+  int i = w == &f->cw[1];
+  f->busy[i] = 0;
+  f->writes--;
+  if (status < 0 || c->closing) {
+    close_conn(c);
+    return;
+  }
+  next_read(c);
+  file_maybe_end(c);
+}
+
+static void on_chunk(ursa_fs_req *req, int res) {
+  hconn *c = req->data;
+  if (!fs_back(c)) return;
+  hfile *f = c->f;
+  int i = f->reading;
+  f->reading = -1;
+  if (res <= 0) { /* shrank (0) or failed under us */
+    f->busy[i] = 0;
+    f->short_body = 1;
+    f->left = 0;
+    file_maybe_end(c);
+    return;
+  }
+  f->off += (uint64_t)res;
+  f->left -= (uint64_t)res;
+  f->cw[i] = (ursa_write_req){0};
+  f->cw[i].data = c;
+  f->writes++;
+  if (ursa_write(&f->cw[i], &c->s, f->chunk[i], (size_t)res, 0,
+                 on_chunk_written) < 0) {
+    f->writes--;
+    close_conn(c);
+    return;
+  }
+  next_read(c);
+  file_maybe_end(c);
+}
+
+/* Reads the next chunk into a free buffer, if there is one to read. */
+static void next_read(hconn *c) {
+  hfile *f = c->f;
+  if (!f->left || f->reading >= 0 || c->fs_busy || c->closing) return;
+  int i = !f->busy[0] ? 0 : !f->busy[1] ? 1 : -1;
+  if (i < 0) return;
+  if (!f->chunk[i] && !(f->chunk[i] = malloc(CHUNK))) {
+    if (!f->writes) close_conn(c);
+    return;
+  }
+  size_t n = f->left < CHUNK ? (size_t)f->left : CHUNK;
+  f->busy[i] = 1;
+  f->reading = i;
+  c->fs_busy = 1;
+  int r = ursa_fs_read(S.loop, &f->req, f->fd, f->chunk[i], n,
+                       (int64_t)f->off, on_chunk);
+  if (r < 0) {
+    c->fs_busy = 0;
+    f->busy[i] = 0;
+    f->reading = -1;
+    close_conn(c);
+  }
+}
+
+/* A small body, read behind its headers in the head buffer. */
+static void on_small(ursa_fs_req *req, int res) {
+  hconn *c = req->data;
+  if (!fs_back(c)) return;
+  hfile *f = c->f;
+  if (res <= 0) {
+    f->short_body = 1;
+    f->left = 0;
+  } else {
+    f->head.len += (size_t)res;
+    f->off += (uint64_t)res;
+    f->left -= (uint64_t)res;
+  }
+  if (f->left) {
+    c->fs_busy = 1;
+    if (ursa_fs_read(S.loop, &f->req, f->fd, f->head.buf + f->head.len,
+                     (size_t)f->left, (int64_t)f->off, on_small) < 0) {
+      c->fs_busy = 0;
+      close_conn(c);
+    }
+    return;
+  }
+  write_head(c);
+  file_maybe_end(c);
+}
+
+/* What open and statx found: the headers, then the body. */
+static void answer(hconn *c, int err) {
+  hfile *f = c->f;
+  http_file_info fi = {.err = err};
+  if (!err) {
+    fi.regular = S_ISREG(f->stx.stx_mode);
+    fi.size = f->stx.stx_size;
+    fi.ino = f->stx.stx_ino;
+    fi.mtime_sec = f->stx.stx_mtime.tv_sec;
+    fi.mtime_nsec = f->stx.stx_mtime.tv_nsec;
+  }
+  /* The responses before this one go first, in the same buffer. */
+  http_out t = f->head;
+  f->head = c->out;
+  c->out = t;
+  c->out.len = 0;
+  uint64_t off, len;
+  http_file_head(&c->h, &fi, &f->head, &off, &len);
+  f->off = off;
+  f->left = len;
+  if (len && len <= CHUNK && http_out_put(&f->head, "", 0) == 0) {
+    if (f->head.cap - f->head.len < len) {
+      size_t cap = f->head.cap;
+      while (cap - f->head.len < len) cap *= 2;
+      char *b = realloc(f->head.buf, cap);
+      if (!b) {
+        close_conn(c);
+        return;
+      }
+      f->head.buf = b;
+      f->head.cap = cap;
+    }
+    c->fs_busy = 1;
+    if (ursa_fs_read(S.loop, &f->req, f->fd, f->head.buf + f->head.len,
+                     (size_t)len, (int64_t)off, on_small) < 0) {
+      c->fs_busy = 0;
+      close_conn(c);
+    }
+    return;
+  }
+  write_head(c);
+  next_read(c);
+  file_maybe_end(c);
+}
+
+static void on_fstat(ursa_fs_req *req, int res) {
+  hconn *c = req->data;
+  if (fs_back(c)) answer(c, res < 0 ? -res : 0);
+}
+
+static void opened(hconn *c, int res) {
+  hfile *f = c->f;
+  if (res < 0) {
+    answer(c, -res);
+    return;
+  }
+  f->fd = res;
+  c->fs_busy = 1;
+  if (ursa_fs_statx(S.loop, &f->req, res, "", AT_EMPTY_PATH,
+                    STATX_BASIC_STATS, &f->stx, on_fstat) < 0) {
+    c->fs_busy = 0;
+    answer(c, EIO);
+  }
+}
+
+/* Where openat2 is missing: the component walk, on the work pool (O is
+ * the process's; S is the loop thread's own). */
+static void open_walk(ursa_work *w) {
+  hconn *c = w->data;
+  int fd = http_open_beneath(O.cfg.root_fd, c->h.file->path);
+  c->f->open_res = fd < 0 ? -errno : fd;
+}
+
+static void on_walked(ursa_work *w, int status) {
+  hconn *c = w->data;
+  if (!fs_back(c)) {
+    if (status == 0 && c->f->open_res >= 0) close(c->f->open_res);
+    return;
+  }
+  opened(c, status < 0 ? status : c->f->open_res);
+}
+
+static void on_fopen(ursa_fs_req *req, int res) {
+  hconn *c = req->data;
+  if (!fs_back(c)) {
+    if (res >= 0) close(res);
+    return;
+  }
+  if (res == -ENOSYS) {
+    hfile *f = c->f;
+    f->open_work = (ursa_work){0};
+    f->open_work.data = c;
+    c->fs_busy = 1;
+    if (ursa_work_queue(S.loop, &f->open_work, open_walk, on_walked) == 0)
+      return;
+    c->fs_busy = 0;
+  }
+  opened(c, res);
+}
+
+/* A file request stopped the parse: reading stops too until it is
+ * answered (the input after it is in c->pend). */
+static void start_file(hconn *c) {
+  hfile *f = c->f;
+  if (!f) {
+    if (!(f = c->f = calloc(1, sizeof(*f)))) {
+      close_conn(c);
+      return;
+    }
+  }
+  f->fd = -1;
+  f->reading = -1;
+  f->short_body = 0;
+  f->req = (ursa_fs_req){0};
+  f->req.data = c;
+  c->in_file = 1;
+  c->hdr_since = 0;
+  ursa_read_stop(&c->s);
+  c->fs_busy = 1;
+  int r = ursa_fs_open(S.loop, &f->req, O.cfg.root_fd, c->h.file->path,
+                       O_RDONLY | O_NONBLOCK | O_NOCTTY, 0,
+                       RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                           RESOLVE_NO_MAGICLINKS,
+                       on_fopen);
+  if (r < 0) {
+    c->fs_busy = 0;
+    answer(c, -r);
+  }
+}
+
 static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   hconn *c = s->data;
   if (n < 0) {
@@ -160,20 +589,14 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
     }
     /* The peer is done sending: answer what it asked, then go. */
     c->peer_eof = 1;
-    if (!c->writing && !c->out.len) close_conn(c);
+    if (!c->writing && !c->out.len && !c->in_file) close_conn(c);
     return;
   }
-  if (c->discarding || c->close_after) return;
+  if (c->discarding || c->close_after || c->in_file) return;
   c->last_ms = ursa_loop_now(S.loop);
-  int done = http_conn_feed(&c->h, buf, (size_t)n, &c->out);
-  if (c->h.in_headers) {
-    if (!c->hdr_since) c->hdr_since = c->last_ms;
-  } else {
-    c->hdr_since = 0;
-  }
-  if (done) c->close_after = 1;
-  flush(c);
-  if (!c->closing && c->writing && c->out.len >= OUT_HIGH && !c->paused) {
+  take_input(c, buf, (size_t)n);
+  if (!c->closing && !c->in_file && c->writing && c->out.len >= OUT_HIGH &&
+      !c->paused) {
     c->paused = 1;
     ursa_read_stop(s);
   }
@@ -238,7 +661,7 @@ static void on_sweep(ursa_timer *t, int status) {
            idle_ms = (uint64_t)(O.idle_timeout * 1000);
   for (hconn *c = S.conns, *next; c; c = next) {
     next = c->next;
-    if (c->closing || c->close_after) continue;
+    if (c->closing || c->close_after || c->in_file) continue;
     if (c->hdr_since && now - c->hdr_since >= hdr_ms) {
       S.t->timeouts++;
       http_conn_timeout(&c->h, &c->out);
@@ -347,9 +770,11 @@ static void usage(void) {
       "  --backend B            uring (default) or ursa-epoll\n"
       "  --threads N            loops on N threads, SO_REUSEPORT (1-64)\n"
       "  --cpu N                pin the process to CPU N\n"
-      "  --root DIR             serve the files under DIR (no way out of "
-      "it:\n"
-      "                         no '..', no symlinks)\n"
+      "  --root DIR             serve the regular files under DIR, any "
+      "size,\n"
+      "                         streamed (no way out of it: no '..', no "
+      "symlinks;\n"
+      "                         Range, If-None-Match, If-Modified-Since)\n"
       "  --max-url BYTES        request target (default 8192): 414\n"
       "  --max-header-bytes N   request line and headers (default 16384): "
       "431\n"
@@ -377,7 +802,7 @@ static int parse(int argc, char **argv) {
   O.idle_timeout = 60;
   O.cfg = (http_cfg){.max_url = 8192, .max_header_bytes = 16384,
                      .max_headers = 100, .max_body = 8u << 20,
-                     .max_file = 64u << 20, .root_fd = -1};
+                     .root_fd = -1};
   static const struct option longs[] = {
       {"listen", required_argument, NULL, 'l'},
       {"backend", required_argument, NULL, 'b'},
