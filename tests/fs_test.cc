@@ -9,14 +9,17 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -476,6 +479,113 @@ TEST_P(Fs, FifoOpensAtOnceWithNonblock) {
   ASSERT_EQ(0, Statx("", &st, fd, AT_EMPTY_PATH));
   EXPECT_TRUE(S_ISFIFO(st.stx_mode));
   EXPECT_EQ(0, Close(fd));
+}
+
+// Reads a file in chunk-sized reads, depth of them in flight.
+struct ChunkReader {
+  struct Slot {
+    ursa_fs_req r{};
+    ChunkReader *rd = nullptr;
+  };
+  ChunkReader(ursa_loop *l, int f, std::vector<char> *g, size_t c,
+              unsigned depth)
+      : loop(l), fd(f), got(g), chunk(c), slots(depth) {
+    for (auto &s : slots) {
+      s.rd = this;
+      Issue(&s);
+    }
+  }
+  static void Cb(ursa_fs_req *r, int res) {
+    auto *s = reinterpret_cast<Slot *>(r);
+    ChunkReader *rd = s->rd;
+    if (res != (int)rd->chunk) rd->bad++;
+    rd->done++;
+    rd->Issue(s);
+  }
+  void Issue(Slot *s) {
+    if (next >= got->size()) return;
+    size_t at = next;
+    next += chunk;
+    if (ursa_fs_read(loop, &s->r, fd, &(*got)[at], chunk, (int64_t)at, Cb))
+      bad++;
+  }
+  ursa_loop *loop;
+  int fd;
+  std::vector<char> *got;
+  size_t chunk, next = 0, done = 0;
+  int bad = 0;
+  std::vector<Slot> slots;
+};
+
+// Reads done on the loop's thread (URSA_FEAT_FILE_INLINE) give the same
+// bytes as the ring's, on tmpfs (plain pread after a verdict) and on the
+// test's file system (RWF_NOWAIT), at depth 1 and 16; and the tmpfs
+// verdict follows the descriptor, not its number: closed with close(2)
+// and the number reused for a file elsewhere, a read reads that file.
+TEST_P(Fs, InlineReadsMatchTheRingAndFollowTheDescriptor) {
+  struct statfs sf;
+  ASSERT_EQ(0, statfs("/dev/shm", &sf));
+  EXPECT_EQ((long)TMPFS_MAGIC, (long)sf.f_type) << "/dev/shm is not tmpfs";
+  std::string shm = "/dev/shm/ursa-fs-test-" + std::to_string(getpid());
+  std::vector<char> a = t::RandomBytes(1 << 20, 11), b = t::RandomBytes(
+                                                         1 << 20, 12);
+  for (int inline_on = 0; inline_on < 2; inline_on++) {
+    ursa_loop_options o = t::OptionsFor(GetParam());
+    if (!inline_on) o.disable = URSA_FEAT_FILE_INLINE;
+    t::Loop lp(&o);
+    ASSERT_EQ(0, lp.status());
+    ursa_features f;
+    ursa_loop_features(lp.get(), &f);
+    EXPECT_EQ(inline_on != 0, (f.used & URSA_FEAT_FILE_INLINE) != 0);
+    for (const std::string &path : {shm, P("disk")}) {
+      int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC,
+                    0600);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ((ssize_t)a.size(), pwrite(fd, a.data(), a.size(), 0));
+      for (unsigned depth : {1u, 16u}) {
+        std::vector<char> got(a.size());
+        ChunkReader rd(lp.get(), fd, &got, 4096, depth);
+        ASSERT_TRUE(lp.RunUntil([&] { return rd.done == a.size() / 4096; }));
+        EXPECT_EQ(0, rd.bad);
+        EXPECT_TRUE(t::SameBytes(a, got)) << path << " depth " << depth;
+      }
+      close(fd);
+    }
+    // The number of a tmpfs descriptor, reused for a file elsewhere.
+    int fd = open(shm.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    char c1[8], c2[8];
+    Req r1;
+    ASSERT_EQ(0, ursa_fs_read(lp.get(), &r1.r, fd, c1, 8, 0, Done));
+    ASSERT_TRUE(lp.RunUntil([&] { return r1.calls > 0; }));
+    ASSERT_EQ(8, r1.res);
+    close(fd);
+    int other = open(P("other").c_str(), O_CREAT | O_TRUNC | O_RDWR |
+                                             O_CLOEXEC, 0600);
+    ASSERT_EQ(fd, other) << "the lowest number is reused";
+    ASSERT_EQ((ssize_t)b.size(), pwrite(other, b.data(), b.size(), 0));
+    Req r2;
+    ASSERT_EQ(0, ursa_fs_read(lp.get(), &r2.r, other, c2, 8, 0, Done));
+    ASSERT_TRUE(lp.RunUntil([&] { return r2.calls > 0; }));
+    ASSERT_EQ(8, r2.res);
+    EXPECT_EQ(0, memcmp(c1, a.data(), 8));
+    EXPECT_EQ(0, memcmp(c2, b.data(), 8)) << "read the new file";
+    // ... and reused for a pipe: a positioned read is refused (ESPIPE),
+    // never a read that waits on the loop's thread.
+    close(other);
+    int p[2];
+    ASSERT_EQ(0, pipe(p));
+    ASSERT_EQ(fd, p[0]);
+    Req r3;
+    ASSERT_EQ(0, ursa_fs_read(lp.get(), &r3.r, p[0], c2, 8, 0, Done));
+    ASSERT_EQ(3, write(p[1], "abc", 3));
+    ASSERT_TRUE(lp.RunUntil([&] { return r3.calls > 0; }));
+    EXPECT_TRUE(r3.res == -ESPIPE || r3.res == 3) << r3.res;
+    close(p[0]);
+    close(p[1]);
+    lp.Finish();
+  }
+  unlink(shm.c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Fs, ::testing::ValuesIn(t::kBackends),

@@ -10,7 +10,8 @@ packages=(
   googletest
   gnuplot-nox       # bench graphs
   pkg-config        # the install test
-  libuv1-dev        # the libuv comparison server
+  libuv1-dev        # the libuv comparison server and file reader
+  fio               # the file block's outside reference
   iperf3            # the bench suite's loopback limit
   iperf             # iperf2: the outside echo client (--bounceback)
   iproute2          # ip netns: the bench's veth pair

@@ -205,6 +205,33 @@ def t_http_greet(t, r):
                     ge_, "rt_per_s", ">= 1.3x", ge(1.3), "", nd=0)
 
 
+def t_files(t, r):
+    """4 KiB random reads: ursa (uring) against the better fio engine at
+    each point, and libuv's pool at depth 32 on the root file system."""
+    def fx(reader, where, q):
+        return next((f for f in r.files if f["reader"] == reader and
+                     f["where"] == where and f["bs"] == 4096 and
+                     f["depth"] == q), None)
+    for where in ("root", "tmpfs"):
+        for q in (1, 32):
+            u = fx("uring", where, q)
+            fio = [f for f in (fx("fio io_uring", where, q),
+                               fx("fio psync", where, q)) if f]
+            if not (u and fio):
+                continue
+            best = max(fio, key=lambda f: f["iops"])
+            name = f"file reads 4 KiB, {where} ({u['fs']}), depth {q}"
+            t.ratio_row(f"{name}: IOPS vs {best['reader']}", u, best, "iops",
+                        ">= 0.9x", ge(0.9), "", nd=0)
+            t.ratio_row(f"{name}: CPU per read vs {best['reader']}", u, best,
+                        "cpu_us_per_read", "<= 1.1x", le(1.1), " us")
+    u, lv = fx("uring", "root", 32), fx("libuv", "root", 32)
+    if u and lv:
+        t.ratio_row("file reads 4 KiB, root, depth 32: IOPS vs libuv's "
+                    "thread pool", u, lv, "iops", ">= 1.5x", ge(1.5), "",
+                    nd=0)
+
+
 def behind_note(c, e):
     """What a uring case behind epoll's shows about why."""
     return (
@@ -261,17 +288,18 @@ def t_loop_cost(t, r):
 # what bounds each target not met (the event loop's cost rows and notes
 # come with the rows).
 TARGETS = [t_server_cpu, t_enters, t_one_conn, t_bulk_memory_drain,
-           t_threads_wake, t_tls, t_http_greet, t_behind, t_loop_cost]
+           t_threads_wake, t_tls, t_http_greet, t_files, t_behind,
+           t_loop_cost]
 
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
-            tls=(), http=(), greet=(), outside=()):
+            tls=(), http=(), greet=(), outside=(), files=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
     r = Run(cases=cases, bulk=bulk, iperf=iperf, mem=mem, prof=prof,
             drain=drain, threads=threads, wake=wake, tls=tls, http=http,
-            greet=greet, outside=outside)
+            greet=greet, outside=outside, files=files)
     t = Table()
     for f in TARGETS + NOTES:
         f(t, r)

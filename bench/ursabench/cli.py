@@ -56,6 +56,9 @@ def options():
     ap.add_argument("--no-http", action="store_true",
                     help="skip the HTTP block (wrk against ursa-http, nginx "
                     "and h2o)")
+    ap.add_argument("--no-files", action="store_true",
+                    help="skip the file block (random reads: ursa-fileio, "
+                    "fio, libuv)")
     ap.add_argument("--no-greet", action="store_true",
                     help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",

@@ -25,7 +25,8 @@ def fmt(v, nd=1):
 # under key + "_rounds").
 ROUND_KEYS = ("rt_per_s", "server_cpu_us_per_rt", "p50_us", "p99_us",
               "mb_per_s", "opened_per_s", "server_cpu_us_per_open",
-              "posts_per_s", "lat_p50_ns", "lat_p99_ns")
+              "posts_per_s", "lat_p50_ns", "lat_p99_ns", "iops",
+              "cpu_us_per_read")
 
 
 def coverage(n, k=1):

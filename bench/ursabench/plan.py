@@ -11,6 +11,7 @@ import time
 
 from .analysis import fmt
 from .blocks import tls_block, veth_block
+from .files import file_block, points
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
 from .http import HTTP_SERVERS, greet_block, http_block
@@ -31,7 +32,7 @@ Block = collections.namedtuple("Block", "key todo steps run")
 EMPTY = {"cases": [], "bulk": [], "iperf": None, "memory": [], "drain": [],
          "threads": [], "outside": [], "veth": [], "veth_path": None,
          "http": [], "greet": [], "tls": [], "wake": [], "profile": [],
-         "ab": []}
+         "ab": [], "files": []}
 
 
 class Context:
@@ -288,6 +289,14 @@ BLOCKS = [
               a, HTTP_SERVERS, lambda s: "http-" + s.replace(" ", "-"))),
           lambda ctx, todo: {"http": http_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
+    # Six readers at each point.
+    Block("files",
+          lambda a: [] if a.no_files or (
+              a.filter and not re.search(a.filter, "file")) else points(
+                  a.full),
+          lambda a, todo: 6 * len(todo),
+          lambda ctx, todo: {"files": file_block(
+              ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     Block("greet",
           lambda a: [] if a.no_greet else matching(
               a, BACKENDS, lambda b: f"tcp-greet-16c-{b}"),
@@ -333,7 +342,7 @@ def write_results(a, env, r, failures, previous):
                    "wake": r["wake"], "tls": r["tls"],
                    "outside": r["outside"], "veth": r["veth"],
                    "http": r["http"], "greet": r["greet"],
-                   "failures": failures}, f, indent=1)
+                   "files": r["files"], "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for row in rows:
@@ -344,4 +353,4 @@ def write_results(a, env, r, failures, previous):
     report(a.out, env, r["cases"], r["bulk"], iperf, r["memory"], made,
            previous, r["ab"], r["profile"], r["drain"], r["threads"],
            r["wake"], r["tls"], r["outside"], r["veth"], r["http"],
-           r["greet"])
+           r["greet"], r["files"])

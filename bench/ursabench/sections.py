@@ -164,3 +164,39 @@ def greet_section(greet):
                  f"{fmt(g.get('p50_us'))} | {fmt(g.get('p99_us'))} | "
                  f"{_limit(g)} ({_share(g)}) | {g['errors']} |")
     return L + [""]
+
+
+def files_section(files):
+    if not files:
+        return []
+    L = ["## Files: random reads (ursa-fileio, fio, libuv)", "",
+         "Random reads of a 256 MiB file at a queue depth, every reader "
+         "pinned to the server CPU (io_uring's workers and the thread "
+         "pools with it).  IOPS and CPU per read are each tool's own over "
+         "its window: ursa-fileio's whole process (pool threads and io-wq "
+         "workers included), fio's job threads (its io_uring engine's "
+         "io-wq workers are not in its figure: a floor).  Residency is the share of the file in "
+         "the page cache before the run (mincore); fio runs with "
+         "--invalidate=0.  `uring no-inline` is ursa with every read "
+         "through the ring (URSA_FEAT_FILE_INLINE off).  Ratios are to "
+         "fio's io_uring engine in the same round.", ""]
+    for key in sorted({(f["where"], f["bs"], f["depth"]) for f in files},
+                      key=lambda k: (k[0], k[1], k[2])):
+        rows = [f for f in files if (f["where"], f["bs"], f["depth"]) == key]
+        ref = next((f for f in rows if f["reader"] == "fio io_uring"), None)
+        L += [f"### {key[0]} ({rows[0]['fs']}), {key[1]} B, depth {key[2]}",
+              "", "| reader | IOPS | vs fio io_uring | CPU us/read | "
+              "vs fio io_uring | residency before | errors |",
+              "|---|---|---|---|---|---|---|"]
+        for f in rows:
+            i1 = interval(f, ref, "iops") if ref else (None,) * 5
+            i2 = interval(f, ref, "cpu_us_per_read") if ref else (None,) * 5
+            L.append(f"| {f['reader']} | {fmt(f['iops'])} "
+                     f"[{fmt(f['iops_min'])}-{fmt(f['iops_max'])}] | "
+                     f"{fmt(i1[0], 2)}{'' if f is ref else text(i1)} | "
+                     f"{fmt(f['cpu_us_per_read'], 2)} | "
+                     f"{fmt(i2[0], 2)}{'' if f is ref else text(i2)} | "
+                     f"{fmt(f.get('residency_before'), 2)} | "
+                     f"{f['errors']} |")
+        L.append("")
+    return L

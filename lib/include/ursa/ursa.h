@@ -138,7 +138,11 @@ typedef enum ursa_backend {
   X(MSG_RING, 15, "msg_ring", "5.18", 0, 0)                                \
   /* a wait for several completions bounded by a minimum timeout:          \
    * batch_wait_us */                                                      \
-  X(MIN_WAIT, 16, "min_wait", "6.12", 1, 0)
+  X(MIN_WAIT, 16, "min_wait", "6.12", 1, 0)                                \
+  /* file reads tried at once on the loop's thread, without blocking,     \
+   * before the ring or the pool: preadv2(RWF_NOWAIT) (pages cached), or   \
+   * pread on tmpfs and ramfs, which refuse RWF_NOWAIT */                  \
+  X(FILE_INLINE, 17, "file_inline", "4.14", 0, 1)
 
 #define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
   URSA_FEAT_##N = 1u << (bit),
@@ -1251,6 +1255,7 @@ struct ursa_fs_req {
   ursa_loop *loop;
   ursa_fs_cb cb;
   uint8_t type;
+  uint8_t counted;   /* a read counted in the loop's reads out */
   int fd;            /* the descriptor, or the directory for a path */
   int fd2;           /* rename: the new name's directory */
   uint32_t len;      /* bytes, iovecs, statx mask, mkdir's mode */

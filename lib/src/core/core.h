@@ -212,8 +212,11 @@ struct ursa_loop {
   ursa_op *wait_head, *wait_tail;     /* ops waiting for SQEs */
   ursa_op *cancel_head, *cancel_tail; /* ops whose cancel waits for an SQE */
   ursa_op *pend_head, *pend_tail;     /* results to call back */
+  bool sq_dirty;        /* SQEs taken since the backend last submitted */
+  uint8_t pend_rounds;  /* rounds in a row that skipped the enter */
 
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
+  struct ursa__fscache *fscache; /* the files layer's verdicts (fs.c) */
 
   /* Posts (post.c).  The first four are shared with other threads. */
   ursa_post_req *post_head; /* a stack of posts, newest first */

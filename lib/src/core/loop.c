@@ -69,9 +69,21 @@ static unsigned reap(ursa_loop *loop) {
   return total - skipped;
 }
 
+#define PEND_ROUNDS 8
+
 /* Submits what is queued and waits for a completion, no longer than until
  * the nearest timer is due. */
 static int wait(ursa_loop *loop, ursa_run_mode mode, bool ran) {
+  /* Results already at hand (a read done on the loop's thread, a cancel)
+   * and nothing to submit: the next round calls them back without a
+   * system call, up to PEND_ROUNDS rounds in a row, so that what the
+   * kernel completes meanwhile waits a few rounds at most. */
+  if (loop->pend_head && !loop->sq_dirty && loop->pend_rounds < PEND_ROUNDS) {
+    loop->pend_rounds++;
+    return 0;
+  }
+  loop->pend_rounds = 0;
+  loop->sq_dirty = false;
   /* RUN_ONCE that already called back (a deferred result, a timer) has
    * had its completion: it only collects what else is ready. */
   if (mode == URSA_RUN_NOWAIT || loop->pend_head || loop->post_self ||

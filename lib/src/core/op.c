@@ -53,11 +53,13 @@ bool ursa__sq_reserve(ursa_loop *loop, unsigned n) {
   /* Full: hand what is queued over now.  CQEs were copied out before
    * dispatch, so this is safe from inside callbacks. */
   loop->be->submit(loop);
+  loop->sq_dirty = false;
   return loop->be->sq_space(loop) >= n;
 }
 
 struct io_uring_sqe *ursa__get_sqe(ursa_loop *loop) {
   loop->stats.sqes++;
+  loop->sq_dirty = true;
   return loop->be->get_sqe(loop);
 }
 

@@ -104,6 +104,11 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
       IORING_OP_ACCEPT,  IORING_OP_CONNECT,      IORING_OP_RECV,
       IORING_OP_SEND,    IORING_OP_TIMEOUT,      IORING_OP_LINK_TIMEOUT,
       IORING_OP_CLOSE,   IORING_OP_ASYNC_CANCEL, IORING_OP_SHUTDOWN,
+      /* the files layer's, all older than the 5.19 the ring needs */
+      IORING_OP_OPENAT2, IORING_OP_STATX,        IORING_OP_READ,
+      IORING_OP_WRITE,   IORING_OP_READV,        IORING_OP_WRITEV,
+      IORING_OP_FSYNC,   IORING_OP_UNLINKAT,     IORING_OP_RENAMEAT,
+      IORING_OP_MKDIRAT,
   };
   for (unsigned i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
     if (!io_uring_opcode_supported(p, needed[i])) *missing = needed[i];
@@ -113,6 +118,7 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
     f |= URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_SEND_ZC;
   if (io_uring_opcode_supported(p, IORING_OP_MSG_RING))
     f |= URSA_FEAT_MSG_RING;
+  f |= URSA_FEAT_FILE_INLINE; /* a system call's, older than the ring */
   io_uring_free_probe(p);
   return f;
 }

@@ -2,11 +2,15 @@
  * ("fs"), prepared from the request's fields.  The epoll backend runs the
  * same SQEs as system calls on the work pool (core/epoll_pool.c), so
  * nothing here knows which backend runs. */
-#include "core.h"
+#include "files.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/openat2.h>
@@ -51,6 +55,7 @@ static int begin(ursa_loop *loop, ursa_fs_req *req, int type, ursa_fs_cb cb) {
   req->loop = loop;
   req->cb = cb;
   req->type = (uint8_t)type;
+  req->counted = 0;
   req->op.kind = URSA__KIND(fs);
   req->op.flags = 0;
   req->op.nsqe = 1;
@@ -107,6 +112,113 @@ static int start(ursa_fs_req *req) {
   return 0;
 }
 
+/* ---- reads at once (URSA_FEAT_FILE_INLINE) ----
+ * A read whose pages are cached costs one system call done here, where
+ * the ring would add an SQE, a completion and (for a file system that
+ * cannot read without blocking, such as tmpfs) a hand-off to a kernel
+ * worker; the epoll backend would add a pool thread.  (At depth the ring
+ * wins on cached pages instead: see read_now.)  preadv2 with
+ * RWF_NOWAIT answers at once or says EAGAIN, and the read goes to the
+ * ring.  tmpfs and ramfs refuse RWF_NOWAIT (EOPNOTSUPP) although their
+ * reads never wait on a disk: a regular file there is read with plain
+ * pread.  That verdict is kept per descriptor number and checked by
+ * fstat (device and inode) before each use, since the number may have
+ * been closed and reused; a descriptor found not to be such a file is
+ * remembered unchecked (a stale "no" costs only the ring). */
+
+#define FSC_SLOTS 64
+
+struct ursa__fscache {
+  unsigned reads; /* the loop's reads not yet called back */
+  struct {
+    int fd; /* -1: empty */
+    int memfs;
+    uint64_t dev, ino;
+  } e[FSC_SLOTS];
+};
+
+void ursa__fs_free(ursa_loop *loop) {
+  free(loop->fscache);
+  loop->fscache = NULL;
+}
+
+static struct ursa__fscache *fsc_get(ursa_loop *loop) {
+  struct ursa__fscache *c = loop->fscache;
+  if (!c && (c = loop->fscache = malloc(sizeof(*c)))) {
+    c->reads = 0;
+    for (unsigned i = 0; i < FSC_SLOTS; i++) c->e[i].fd = -1;
+  }
+  return c;
+}
+
+/* fd is a regular file on tmpfs or ramfs: from the kept verdict, checked
+ * by fstat, or found out (fstat, fstatfs) and kept. */
+static bool memfs_regular(struct ursa__fscache *c, int fd) {
+  unsigned i = (unsigned)fd % FSC_SLOTS;
+  if (c->e[i].fd == fd && !c->e[i].memfs) return false;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    c->e[i].fd = -1;
+    return false;
+  }
+  if (c->e[i].fd == fd && c->e[i].dev == (uint64_t)st.st_dev &&
+      c->e[i].ino == (uint64_t)st.st_ino)
+    return true;
+  struct statfs sf;
+  int mem = fstatfs(fd, &sf) == 0 &&
+            (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
+  c->e[i].fd = fd;
+  c->e[i].memfs = mem;
+  c->e[i].dev = (uint64_t)st.st_dev;
+  c->e[i].ino = (uint64_t)st.st_ino;
+  return mem;
+}
+
+/* Tries the read here; true when it is done (its result deferred to the
+ * loop, so the callback still never runs inside the call).  With other
+ * reads out, one that may go to the ring does: one enter then carries
+ * them all, and the kernel completes cached ones there as cheaply. */
+static bool read_now(ursa_fs_req *req, struct ursa__fscache *c) {
+  ursa_loop *loop = req->loop;
+  struct iovec one = {(void *)(uintptr_t)req->ptr, req->len};
+  const struct iovec *iov = &one;
+  int cnt = 1;
+  if (req->type == FS_READV) {
+    iov = req->ptr;
+    cnt = (int)req->len;
+  }
+  /* A descriptor known to be on tmpfs skips the RWF_NOWAIT try it would
+   * fail (once its verdict is checked). */
+  unsigned slot = (unsigned)req->fd % FSC_SLOTS;
+  bool mem = c->e[slot].fd == req->fd && c->e[slot].memfs &&
+             req->off >= 0 && memfs_regular(c, req->fd);
+  if (!mem && c->reads > 1) return false;
+  if (loop->be->caps & URSA__BE_COUNTS_SYSCALLS) loop->stats.enters++;
+  ssize_t n = -1;
+  if (!mem) {
+    n = preadv2(req->fd, iov, cnt, (off_t)req->off, req->flags | RWF_NOWAIT);
+    mem = n < 0 && errno == EOPNOTSUPP && req->off >= 0 &&
+          memfs_regular(c, req->fd);
+  }
+  if (mem) n = preadv2(req->fd, iov, cnt, (off_t)req->off, req->flags);
+  /* Anything else (EAGAIN: not cached; a pipe, a socket, an error) is the
+   * ring's or the pool's to do and to report. */
+  if (n < 0) return false;
+  ursa__op_defer(loop, &req->op, (int)n);
+  return true;
+}
+
+static int start_read(ursa_fs_req *req) {
+  struct ursa__fscache *c = fsc_get(req->loop);
+  if (c) {
+    c->reads++;
+    req->counted = 1;
+    if ((req->loop->used & URSA_FEAT_FILE_INLINE) && read_now(req, c))
+      return 0;
+  }
+  return start(req);
+}
+
 int ursa_fs_open(ursa_loop *loop, ursa_fs_req *req, int dirfd,
                  const char *path, int flags, unsigned mode,
                  uint64_t resolve, ursa_fs_cb cb) {
@@ -139,7 +251,7 @@ static int rw(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
   /* The kernel moves at most 2 GiB - 4 KiB in one call anyway. */
   req->len = len > 0x7ffff000u ? 0x7ffff000u : (uint32_t)len;
   req->off = off;
-  return start(req);
+  return type == FS_READ ? start_read(req) : start(req);
 }
 
 int ursa_fs_read(ursa_loop *loop, ursa_fs_req *req, int fd, void *buf,
@@ -168,7 +280,7 @@ static int rwv(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
   req->len = iovcnt;
   req->off = off;
   req->flags = flags;
-  return start(req);
+  return type == FS_READV ? start_read(req) : start(req);
 }
 
 int ursa_fs_readv(ursa_loop *loop, ursa_fs_req *req, int fd,
@@ -321,6 +433,10 @@ static void fs_complete(ursa_loop *loop, ursa_op *op, int res,
                         uint32_t flags) {
   ursa_fs_req *req = (ursa_fs_req *)op;
   (void)flags; /* the loop's byte counts are its sockets' alone */
+  if (req->counted) {
+    loop->fscache->reads--;
+    req->counted = 0;
+  }
   free(req->names);
   req->names = NULL;
   ursa__op_done(loop, op);
