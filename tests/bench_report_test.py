@@ -50,7 +50,16 @@ for section in ["## Targets", "| machine |"] + (
         if json.load(open(RESULTS)).get("http") else []) + (
         ["## Greet: accept, send a greeting, close",
          "greet: uring connections/s vs hand-written epoll"]
-        if json.load(open(RESULTS)).get("greet") else []):
+        if json.load(open(RESULTS)).get("greet") else []) + (
+        ["## Files: random reads (ursa-fileio, fio, libuv)",
+         "file reads 4 KiB, root", "| fio psync |"]
+        if json.load(open(RESULTS)).get("files") else []) + (
+        ["## Static files: wrk against ursa-http, nginx (sendfile) and h2o",
+         "server CPU per MB vs nginx (sendfile)"]
+        if json.load(open(RESULTS)).get("static") else []) + (
+        ["## Stall: a small request beside large files",
+         "stall: RSS growth with 20 unread 60 MiB responses"]
+        if json.load(open(RESULTS)).get("stall") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):

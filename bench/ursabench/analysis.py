@@ -232,6 +232,38 @@ def t_files(t, r):
                     nd=0)
 
 
+def t_static(t, r):
+    """Static files against nginx (sendfile on), and the stall figure."""
+    def sx(name, size):
+        return next((h for h in r.static if h["server"] == name and
+                     h["size"] == size), None)
+    for size, key, goal, test in (
+            (4096, CPU, "<= 0.85x", le(0.85)),
+            (1 << 20, "server_cpu_us_per_mb", "<= 1x", le(1.0)),
+            (16 << 20, "server_cpu_us_per_mb", "<= 1x", le(1.0))):
+        u, n = sx("ursa-http uring", size), sx("nginx", size)
+        if u and n:
+            what = "request" if key == CPU else "MB"
+            t.ratio_row(f"static {size // 1024} KiB: ursa-http (uring) "
+                        f"server CPU per {what} vs nginx (sendfile)", u, n,
+                        key, goal, test, " us")
+    su = next((x for x in r.stall if x["server"] == "ursa-http uring"),
+              None)
+    sn = next((x for x in r.stall if x["server"] == "nginx"), None)
+    if su:
+        idle = {"p99_us": su["idle_p99_us"],
+                "p99_us_rounds": su.get("idle_p99_us_rounds")}
+        t.ratio_row("stall: /plaintext p99 while files are pulled and held, "
+                    "vs idle (ursa-http uring)", su, idle, "p99_us",
+                    "<= 2x", le(2.0), " us", nd=0)
+        t.row("stall: RSS growth with 20 unread 60 MiB responses (ursa-http "
+              "uring)", f"{fmt(su['rss_growth_kib'] / 1024, 1)} MiB",
+              "<= 16 MiB", su["rss_growth_kib"] <= 16 * 1024)
+    if su and sn:
+        t.ratio_row("stall: loaded /plaintext p99, ursa-http (uring) vs "
+                    "nginx", su, sn, "p99_us", "<= 1x", le(1.0), " us", nd=0)
+
+
 def behind_note(c, e):
     """What a uring case behind epoll's shows about why."""
     return (
@@ -288,18 +320,20 @@ def t_loop_cost(t, r):
 # what bounds each target not met (the event loop's cost rows and notes
 # come with the rows).
 TARGETS = [t_server_cpu, t_enters, t_one_conn, t_bulk_memory_drain,
-           t_threads_wake, t_tls, t_http_greet, t_files, t_behind,
-           t_loop_cost]
+           t_threads_wake, t_tls, t_http_greet, t_files, t_static,
+           t_behind, t_loop_cost]
 
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
-            tls=(), http=(), greet=(), outside=(), files=()):
+            tls=(), http=(), greet=(), outside=(), files=(), static=(),
+            stall=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
     r = Run(cases=cases, bulk=bulk, iperf=iperf, mem=mem, prof=prof,
             drain=drain, threads=threads, wake=wake, tls=tls, http=http,
-            greet=greet, outside=outside, files=files)
+            greet=greet, outside=outside, files=files, static=static,
+            stall=stall)
     t = Table()
     for f in TARGETS + NOTES:
         f(t, r)

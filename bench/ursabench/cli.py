@@ -59,6 +59,10 @@ def options():
     ap.add_argument("--no-files", action="store_true",
                     help="skip the file block (random reads: ursa-fileio, "
                     "fio, libuv)")
+    ap.add_argument("--no-static", action="store_true",
+                    help="skip the static-file blocks (wrk against "
+                    "ursa-http, nginx and h2o serving files; the stall "
+                    "figure)")
     ap.add_argument("--no-greet", action="store_true",
                     help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",

@@ -70,7 +70,9 @@ def check_body(port):
 class HttpServer:
     """One of HTTP_SERVERS on cpu, in tmp; .pid, .port, .stop()."""
 
-    def __init__(self, a, name, cpu, tmp):
+    def __init__(self, a, name, cpu, tmp, root=None):
+        """root: a directory whose files it also serves (nginx with
+        sendfile on)."""
         self.port = free_port()
         self.dir = os.path.join(tmp, "http-" + name.replace(" ", "-"))
         os.makedirs(self.dir, exist_ok=True)
@@ -79,13 +81,15 @@ class HttpServer:
             cmd = pin + [os.path.join(a.bindir, "ursa-http"), "--backend",
                          name.split()[1], "--listen",
                          f"127.0.0.1:{self.port}"]
+            cmd += ["--root", root] if root else []
         elif name == "nginx":
             conf = os.path.join(self.dir, "nginx.conf")
             temp = "\n".join(f"  {k}_temp_path {self.dir}/{k};" for k in
                              ("client_body", "proxy", "fastcgi", "uwsgi",
                               "scgi"))
             with open(conf, "w") as f:
-                f.write(f"""worker_processes 1;
+                f.write(("user root;\n" if root and os.geteuid() == 0
+                         else "") + f"""worker_processes 1;
 daemon off;
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
@@ -95,6 +99,7 @@ http {{
 {temp}
   server {{
     listen 127.0.0.1:{self.port};
+{f"    root {root};{chr(10)}    sendfile on;{chr(10)}    tcp_nopush on;" if root else ""}
     location = /plaintext {{
       default_type text/plain;
       return 200 "Hello, World!";
@@ -123,7 +128,9 @@ hosts:
     paths:
       /plaintext:
         file.file: {self.dir}/plaintext.txt
-""")
+""" + (f"""      /:
+        file.dir: {root}
+""" if root else ""))
             cmd = pin + ["h2o", "-c", conf]
         else:
             raise Failure(f"unknown http server {name}")

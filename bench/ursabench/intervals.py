@@ -26,7 +26,8 @@ def fmt(v, nd=1):
 ROUND_KEYS = ("rt_per_s", "server_cpu_us_per_rt", "p50_us", "p99_us",
               "mb_per_s", "opened_per_s", "server_cpu_us_per_open",
               "posts_per_s", "lat_p50_ns", "lat_p99_ns", "iops",
-              "cpu_us_per_read")
+              "cpu_us_per_read", "server_cpu_us_per_mb", "idle_p99_us",
+              "rss_growth_kib")
 
 
 def coverage(n, k=1):

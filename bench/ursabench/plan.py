@@ -12,6 +12,7 @@ import time
 from .analysis import fmt
 from .blocks import tls_block, veth_block
 from .files import file_block, points
+from .static import stall_block, static_block, static_sizes
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
 from .http import HTTP_SERVERS, greet_block, http_block
@@ -32,7 +33,7 @@ Block = collections.namedtuple("Block", "key todo steps run")
 EMPTY = {"cases": [], "bulk": [], "iperf": None, "memory": [], "drain": [],
          "threads": [], "outside": [], "veth": [], "veth_path": None,
          "http": [], "greet": [], "tls": [], "wake": [], "profile": [],
-         "ab": [], "files": []}
+         "ab": [], "files": [], "static": [], "stall": []}
 
 
 class Context:
@@ -289,14 +290,28 @@ BLOCKS = [
               a, HTTP_SERVERS, lambda s: "http-" + s.replace(" ", "-"))),
           lambda ctx, todo: {"http": http_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
-    # Six readers at each point.
+    # Six readers at each point (five in the quick suite).
     Block("files",
           lambda a: [] if a.no_files or (
               a.filter and not re.search(a.filter, "file")) else points(
                   a.full),
-          lambda a, todo: 6 * len(todo),
+          lambda a, todo: (6 if a.full else 5) * len(todo),
           lambda ctx, todo: {"files": file_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
+    # Four servers at each file size (three in the quick suite).
+    Block("static",
+          lambda a: [] if a.no_static or (
+              a.filter and not re.search(a.filter, "static")) else
+          static_sizes(a.full),
+          lambda a, todo: (4 if a.full else 3) * len(todo),
+          lambda ctx, todo: {"static": static_block(
+              ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
+    Block("stall",
+          lambda a: [] if a.no_static or (
+              a.filter and not re.search(a.filter, "stall")) else ["stall"],
+          lambda a, todo: 3 if a.full else 2,
+          lambda ctx, todo: {"stall": stall_block(
+              ctx.a, ctx.tmp, ctx.failures, ctx.step)}),
     Block("greet",
           lambda a: [] if a.no_greet else matching(
               a, BACKENDS, lambda b: f"tcp-greet-16c-{b}"),
@@ -342,7 +357,8 @@ def write_results(a, env, r, failures, previous):
                    "wake": r["wake"], "tls": r["tls"],
                    "outside": r["outside"], "veth": r["veth"],
                    "http": r["http"], "greet": r["greet"],
-                   "files": r["files"], "failures": failures}, f, indent=1)
+                   "files": r["files"], "static": r["static"],
+                   "stall": r["stall"], "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for row in rows:
@@ -353,4 +369,4 @@ def write_results(a, env, r, failures, previous):
     report(a.out, env, r["cases"], r["bulk"], iperf, r["memory"], made,
            previous, r["ab"], r["profile"], r["drain"], r["threads"],
            r["wake"], r["tls"], r["outside"], r["veth"], r["http"],
-           r["greet"], r["files"])
+           r["greet"], r["files"], r["static"], r["stall"])

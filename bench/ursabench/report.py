@@ -6,14 +6,14 @@ from .analysis import fmt, targets
 from .config import case_of
 from .intervals import interval, text
 from .sections import (files_section, greet_section, http_section,
-                       outside_section, veth_section)
+                       outside_section, static_section, veth_section)
 from .tables import (ab_section, bulk_section, drain_section, memory_section,
                      threads_section, tls_section, wake_section)
 
 
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
            prof=(), drain=(), threads=(), wake=(), tls=(), outside=(),
-           veth=(), http=(), greet=(), files=()):
+           veth=(), http=(), greet=(), files=(), static=(), stall=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -44,7 +44,8 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L.append("")
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
                  list(threads), list(wake), list(tls), list(http),
-                 list(greet), list(outside), list(files))
+                 list(greet), list(outside), list(files), list(static),
+                 list(stall))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -85,6 +86,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         L.append("")
     L += http_section(list(http))
     L += greet_section(list(greet))
+    L += static_section(list(static), list(stall))
     L += files_section(list(files))
     L += outside_section(list(outside), cases)
     L += veth_section(list(veth), cases, env)
@@ -123,5 +125,6 @@ def render(results, out, previous=None, draw=None):
            results.get("drain", []), results.get("threads", []),
            results.get("wake", []), results.get("tls", []), outside,
            results.get("veth", []), results.get("http", []),
-           results.get("greet", []), results.get("files", []))
+           results.get("greet", []), results.get("files", []),
+           results.get("static", []), results.get("stall", []))
     return os.path.join(out, "report.md")

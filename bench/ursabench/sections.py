@@ -200,3 +200,47 @@ def files_section(files):
                      f"{f['errors']} |")
         L.append("")
     return L
+
+
+def static_section(static, stall):
+    L = []
+    if static:
+        L += ["## Static files: wrk against ursa-http, nginx (sendfile) and "
+              "h2o", "",
+              "wrk, one thread and 16 connections on the load CPU, fetching "
+              "one file again and again; each server alone on the server "
+              "CPU, with the same root (nginx: `sendfile on`).  Each "
+              "server's copy of the file is checked (length and SHA-256) "
+              "before its run.  Server CPU is all its processes' over wrk's "
+              "run.  Ratios are to nginx in the same round.", "",
+              "| file | server | requests/s | MB/s | server CPU us/req | "
+              "us/MB | vs nginx | p99 us | errors |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for size in sorted({h["size"] for h in static}):
+            rows = [h for h in static if h["size"] == size]
+            ng = next((h for h in rows if h["server"] == "nginx"), None)
+            for h in rows:
+                iv = interval(h, ng, "server_cpu_us_per_mb") if ng else \
+                    (None,) * 5
+                L.append(f"| {size // 1024} KiB | {h['server']} | "
+                         f"{fmt(h['rt_per_s'])} | {fmt(h['mb_per_s'])} | "
+                         f"{fmt(h['server_cpu_us_per_rt'], 1)} | "
+                         f"{fmt(h['server_cpu_us_per_mb'], 1)} | "
+                         f"{fmt(iv[0], 2)}{'' if h is ng else text(iv)} | "
+                         f"{fmt(h['p99_us'])} | {h['errors']} |")
+        L.append("")
+    if stall:
+        L += ["## Stall: a small request beside large files", "",
+              "/plaintext on one connection (wrk -c1, its p99), first with "
+              "the server idle, then while 16 connections pull a 16 MiB "
+              "file (a second wrk) and 20 connections hold a 60 MiB "
+              "response unread; RSS is the server's growth over the "
+              "loaded window.", "",
+              "| server | idle p99 us | loaded p50 us | loaded p99 us | "
+              "RSS growth MiB |", "|---|---|---|---|---|"]
+        for x in stall:
+            L.append(f"| {x['server']} | {fmt(x['idle_p99_us'])} | "
+                     f"{fmt(x['p50_us'])} | {fmt(x['p99_us'])} | "
+                     f"{fmt(x['rss_growth_kib'] / 1024, 1)} |")
+        L.append("")
+    return L
