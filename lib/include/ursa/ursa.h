@@ -1250,9 +1250,9 @@ struct statx; /* <sys/stat.h> with _GNU_SOURCE, glibc 2.28 */
 
 struct ursa_fs_req {
   ursa_op op;
-  void *data; /* public */
+  void *data;      /* public */
+  ursa_loop *loop; /* read-only: the loop of the request under way */
   /* private */
-  ursa_loop *loop;
   ursa_fs_cb cb;
   uint8_t type;
   uint8_t counted;   /* a read counted in the loop's reads out */
