@@ -40,6 +40,11 @@ class Http:
             raise RuntimeError(f"ursa-http did not start: {line!r} "
                                f"{self.p.stderr.read()!r}")
         self.port = int(m.group(1))
+        # A sanitizer's shadow memory multiplies what the server's own
+        # buffers cost: TSan's by several times (the bounds below are
+        # for the plain build, and ASan's fits them).
+        with open(f"/proc/{self.p.pid}/maps") as f:
+            self.tsan = "libtsan" in f.read()
 
     def rss_kib(self, field="VmRSS"):
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -233,7 +238,8 @@ for be in ("uring", "ursa-epoll"):
     check(st == 200 and whole and count == GIB and
           sha.hexdigest() == GIB_SHA,
           f"{be}: 1 GiB byte-exact ({count} bytes)")
-    check(grow < 16 * 1024, f"{be}: 1 GiB served in {grow} KiB more RSS")
+    check(grow < 16 * 1024 * (4 if h.tsan else 1),
+          f"{be}: 1 GiB served in {grow} KiB more RSS")
 
     # 100 pipelined 4 MiB requests in one write: in order, byte-exact,
     # and the server holds a bounded part of the 400 MiB.
@@ -257,8 +263,8 @@ for be in ("uring", "ursa-epoll"):
     grow = h.rss_kib("VmHWM") - rss0
     check(good == 99 and last == small and tail == b"",
           f"{be}: 100 pipelined file requests ({good} of 99 4 MiB right)")
-    check(grow < 16 * 1024, f"{be}: 400 MiB pipelined in {grow} KiB more "
-          "RSS")
+    check(grow < 16 * 1024 * (4 if h.tsan else 1),
+          f"{be}: 400 MiB pipelined in {grow} KiB more RSS")
 
     # 20 clients that do not read a 60 MiB response: RSS stays, and
     # others are served meanwhile.
@@ -278,8 +284,9 @@ for be in ("uring", "ursa-epoll"):
         s.close()
     check(st == 200 and body == small and dt < 1,
           f"{be}: served beside 20 stalled 60 MiB responses ({dt:.3f} s)")
-    check(grow < 16 * 1024, f"{be}: 20 unread 60 MiB responses hold "
-          f"{grow} KiB more RSS")
+    bound = 16 * 1024 * (4 if h.tsan else 1)
+    check(grow < bound, f"{be}: 20 unread 60 MiB responses hold "
+          f"{grow} KiB more RSS (bound {bound} KiB)")
 
     # Truncated while it is sent: the body is cut short and the
     # connection closed, the pipelined request after it never answered.

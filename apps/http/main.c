@@ -9,8 +9,10 @@
  * a FIFO answers at once), stat'ed, and its body read by ursa's file
  * requests (the ring's own on io_uring, the work pool's on epoll): a
  * small one into the response buffer behind its headers, one send; a
- * larger one in CHUNK-sized reads, at most two chunks per connection,
- * each written as it comes.  Then the parse goes on. */
+ * larger one is one file write on the stream (ursa_write_file: sendfile
+ * from the page cache where it is cached, else the library's 128 KiB
+ * reads), which holds no more of the file than that however slowly the
+ * peer reads.  Then the parse goes on. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -32,8 +34,7 @@
 /* A closing connection's last bytes are read and dropped this long. */
 #define LINGER_MS 2000
 /* A file body up to this size is read behind its headers and sent with
- * them; a larger one goes in chunks of this size, two at most per
- * connection (the memory a connection holds for a file). */
+ * them (one send); a larger one is a file write of its own. */
 #define CHUNK (128u << 10)
 
 typedef struct opts {
@@ -57,12 +58,9 @@ typedef struct hfile {
                          body) */
   ursa_write_req hw;
   int head_writing;
-  char *chunk[2];
-  ursa_write_req cw[2];
-  int busy[2];  /* being read into, or written */
-  int reading;  /* the chunk a read fills, or -1 */
-  int writes;   /* chunk writes in flight */
-  int short_body; /* the file ended before its promised length */
+  ursa_write_req body; /* a larger body: one file write */
+  int writes;          /* the body's write is out */
+  int short_body;      /* the file ended before its promised length */
 } hfile;
 
 typedef struct hconn {
@@ -109,19 +107,9 @@ static void close_conn(hconn *c);
 static void flush(hconn *c);
 static void on_read(ursa_stream *s, ssize_t n, const void *buf);
 
-static void file_release(hconn *c) {
-  hfile *f = c->f;
-  if (!f) return;
-  for (int i = 0; i < 2; i++) {
-    free(f->chunk[i]);
-    f->chunk[i] = NULL;
-  }
-}
-
 static void free_conn(hconn *c) {
   if (c->f) {
     if (c->f->fd >= 0) close(c->f->fd); /* only after a failure */
-    file_release(c);
     http_out_free(&c->f->head);
     free(c->f);
   }
@@ -263,9 +251,6 @@ static void take_input(hconn *c, const char *buf, size_t n) {
 static void file_done(hconn *c) {
   hfile *f = c->f;
   c->in_file = 0;
-  /* The chunks stay for the next request of a pipeline, and go when it
-   * has drained: an idle connection holds none. */
-  if (!c->pend_len) file_release(c);
   if (f->short_body || c->h.closing) {
     /* A body cut short cannot be framed: the connection ends after it. */
     c->close_after = 1;
@@ -321,9 +306,7 @@ static void file_close(hconn *c) {
 /* Every byte read and written: the file is closed. */
 static void file_maybe_end(hconn *c) {
   hfile *f = c->f;
-  if (f->left || f->reading >= 0 || f->writes || f->head_writing ||
-      c->fs_busy)
-    return;
+  if (f->writes || f->head_writing || c->fs_busy) return;
   file_close(c);
 }
 
@@ -355,70 +338,32 @@ static void write_head(hconn *c) {
   }
 }
 
-static void next_read(hconn *c);
-
-static void on_chunk_written(ursa_write_req *w, int status) {
+/* The body of a larger file: one file write on the stream, behind the
+ * headers (sendfile from the page cache, or the library's own 128 KiB
+ * reads; see ursa_write_file). */
+static void on_body_written(ursa_write_req *w, int status) {
   hconn *c = w->data;
   hfile *f = c->f;
-  int i = w == &f->cw[1];
-  f->busy[i] = 0;
-  f->writes--;
-  if (status < 0 || c->closing) {
+  f->writes = 0;
+  f->left = 0;
+  if (status == -ENODATA) {
+    f->short_body = 1; /* the file shrank: closed after what went */
+  } else if (status < 0 || c->closing) {
     close_conn(c);
     return;
   }
-  next_read(c);
   file_maybe_end(c);
 }
 
-static void on_chunk(ursa_fs_req *req, int res) {
-  hconn *c = req->data;
-  if (!fs_back(c)) return;
+static void write_body(hconn *c) {
   hfile *f = c->f;
-  int i = f->reading;
-  f->reading = -1;
-  if (res <= 0) { /* shrank (0) or failed under us */
-    f->busy[i] = 0;
-    f->short_body = 1;
-    f->left = 0;
-    file_maybe_end(c);
-    return;
-  }
-  f->off += (uint64_t)res;
-  f->left -= (uint64_t)res;
-  f->cw[i] = (ursa_write_req){0};
-  f->cw[i].data = c;
-  f->writes++;
-  if (ursa_write(&f->cw[i], &c->s, f->chunk[i], (size_t)res, 0,
-                 on_chunk_written) < 0) {
-    f->writes--;
-    close_conn(c);
-    return;
-  }
-  next_read(c);
-  file_maybe_end(c);
-}
-
-/* Reads the next chunk into a free buffer, if there is one to read. */
-static void next_read(hconn *c) {
-  hfile *f = c->f;
-  if (!f->left || f->reading >= 0 || c->fs_busy || c->closing) return;
-  int i = !f->busy[0] ? 0 : !f->busy[1] ? 1 : -1;
-  if (i < 0) return;
-  if (!f->chunk[i] && !(f->chunk[i] = malloc(CHUNK))) {
-    if (!f->writes) close_conn(c);
-    return;
-  }
-  size_t n = f->left < CHUNK ? (size_t)f->left : CHUNK;
-  f->busy[i] = 1;
-  f->reading = i;
-  c->fs_busy = 1;
-  int r = ursa_fs_read(S.loop, &f->req, f->fd, f->chunk[i], n,
-                       (int64_t)f->off, on_chunk);
-  if (r < 0) {
-    c->fs_busy = 0;
-    f->busy[i] = 0;
-    f->reading = -1;
+  if (!f->left) return;
+  f->body = (ursa_write_req){0};
+  f->body.data = c;
+  f->writes = 1;
+  if (ursa_write_file(&f->body, &c->s, f->fd, (int64_t)f->off,
+                      (size_t)f->left, on_body_written) < 0) {
+    f->writes = 0;
     close_conn(c);
   }
 }
@@ -490,7 +435,7 @@ static void answer(hconn *c, int err) {
     return;
   }
   write_head(c);
-  next_read(c);
+  write_body(c);
   file_maybe_end(c);
 }
 
@@ -560,7 +505,7 @@ static void start_file(hconn *c) {
     }
   }
   f->fd = -1;
-  f->reading = -1;
+  f->writes = 0;
   f->short_body = 0;
   f->req = (ursa_fs_req){0};
   f->req.data = c;
@@ -697,7 +642,10 @@ static int serve(loop_group *g, int index, void *arg) {
   ursa_loop_options lo = {0};
   lo.backend = !strcmp(O.backend, "uring") ? URSA_BACKEND_URING
                                            : URSA_BACKEND_EPOLL;
-  lo.direct_files = 65536;
+  /* Direct descriptors save a lookup per operation, but a file write
+   * needs a descriptor of the stream's own for sendfile (without one it
+   * reads the file through a buffer): none when serving files. */
+  lo.direct_files = O.root ? 0 : 65536;
   int r = ursa_loop_new(&S.loop, &lo);
   if (r < 0) {
     char why[512];

@@ -772,6 +772,11 @@ struct ursa_write_req {
   uint64_t deadline_ms;
   ursa_timespec ts; /* a linked timeout's time */
   struct iovec one;
+  int file_fd;       /* a file write's file; -1: a write of buffers */
+  uint8_t fstep;     /* what a file write's op in flight does */
+  uint64_t file_off; /* the file's next byte to read or send */
+  char *chunk;       /* a file write's buffer, while it reads (NULL) */
+  uint32_t chunk_len, chunk_sent;
 };
 
 struct ursa__sendv;      /* a batched send's msghdr and iovecs */
@@ -1026,6 +1031,26 @@ URSA_EXPORT int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf,
 URSA_EXPORT int ursa_writev(ursa_write_req *w, ursa_stream *s,
                             const struct iovec *iov, unsigned iovcnt,
                             uint32_t timeout_ms, ursa_write_cb cb);
+
+/* Queues len bytes of the file fd, from offset off, for sending, in order
+ * with the stream's other writes: a write request as ursa_write()'s, its
+ * callback once every byte went out.  Where the bytes are in the page
+ * cache (cachestat(2), Linux 6.5) and the stream has a descriptor of its
+ * own (not a direct one), they go from the cache to the socket without a
+ * copy: sendfile(2) on the loop's thread, paced by the socket's
+ * writability, at most 1 MiB before the loop's other work.  Otherwise
+ * they are read through the ring (the work pool on epoll) into a 128 KiB
+ * buffer the request holds while it is at the head, and sent from there;
+ * so a stream holds no more than that for a file, whatever its size and
+ * however slowly the peer reads.  The file stays the caller's, open and
+ * at least off + len bytes long, until the callback: a file that ends
+ * sooner fails the write with -ENODATA after the bytes it had (w->done
+ * says how many), and the stream is torn, as after any write that failed
+ * part-way: nothing queued after it goes out.  No timeout.  Returns 0,
+ * -EINVAL (NULL, fd < 0, off < 0, len 0), -EBUSY, -EPIPE after
+ * ursa_shutdown(), or the stream's write error. */
+URSA_EXPORT int ursa_write_file(ursa_write_req *w, ursa_stream *s, int fd,
+                                int64_t off, size_t len, ursa_write_cb cb);
 
 /* Cancels a queued or sending write, as ursa_cancel(): its callback runs
  * with -ECANCELED (or its own result if it finished first); a write the

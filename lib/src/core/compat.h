@@ -38,4 +38,15 @@
 /* io_uring_buf_reg.flags, which liburing 2.3 still calls pad. */
 #define URSA__PBUF_RING_INC 2 /* IOU_PBUF_RING_INC, 6.12 */
 
+/* cachestat(2) [6.5], which Debian 12's headers predate: how much of a
+ * file's range is in the page cache. */
+#define URSA__NR_CACHESTAT 451 /* the same on every architecture */
+struct ursa__cachestat_range {
+  uint64_t off, len;
+};
+struct ursa__cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
+      nr_recently_evicted;
+};
+
 #endif /* URSA_COMPAT_H */

@@ -247,6 +247,39 @@ URSA__OP_TYPE(shutdown) = {
     .complete = shutdown_complete,
 };
 
+/* shutdown(2) here and now: 0 or -errno, or 1 when it cannot be done here
+ * (a direct descriptor on a kernel without FIXED_FD_INSTALL). */
+static int shutdown_inline(ursa_stream *s) {
+  ursa_loop *loop = s->loop;
+  if (!(s->flags & S_DIRECT)) {
+    if (loop->be->caps & URSA__BE_COUNTS_SYSCALLS) loop->stats.enters++;
+    return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
+  }
+  /* A direct descriptor has no fd to call it on: installed as one for the
+   * moment (one SQE, waited for here), still cheaper than a worker. */
+  int fd = ursa__stream_install_fd(s);
+  if (fd < 0) return 1;
+  int r = shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
+  close(fd);
+  return r;
+}
+
+void ursa__stream_maybe_shutdown(ursa_stream *s) {
+  if ((s->flags & S_SHUT_WAITING) && !s->wq_head) {
+    s->flags &= ~S_SHUT_WAITING;
+    /* io_uring runs IORING_OP_SHUTDOWN on an io-wq worker thread (it has
+     * no non-blocking path): a wake-up and two context switches per call,
+     * a quarter of the greet server's CPU.  shutdown(2) never blocks, so
+     * it is called here and its result handed to the callback from the
+     * loop, as a completion would be. */
+    int r = shutdown_inline(s);
+    if (r <= 0)
+      ursa__op_defer(s->loop, &s->shutdown_op, r);
+    else
+      ursa__op_submit(s->loop, &s->shutdown_op);
+  }
+}
+
 /* ---- close ---- */
 
 static void stream_close(ursa_handle *h) {

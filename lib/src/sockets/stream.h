@@ -20,6 +20,7 @@
 #define S_NO_ZC 0x1000    /* a zero-copy send was refused: plain sends */
 #define S_DESYNC 0x2000   /* buffers came out of order: reading ends, -EIO */
 #define S_BACKED 0x4000   /* the write queue passed write_high: not writable */
+#define S_NONBLOCK 0x8000 /* O_NONBLOCK set, for a file write's sendfile */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 
@@ -116,5 +117,13 @@ int ursa__stream_install_fd(const ursa_stream *s) URSA__HIDDEN;
 /* stream_write.c: fails (from the pending list) every queued write the
  * kernel is not reading; for close. */
 void ursa__stream_fail_unbatched(ursa_stream *s) URSA__HIDDEN;
+/* stream_write.c: queues a file write (ursa_write_file() checked it). */
+int ursa__stream_queue_file(ursa_write_req *w, ursa_stream *s, int fd,
+                            uint64_t off, size_t len,
+                            ursa_write_cb cb) URSA__HIDDEN;
+/* stream_write.c: takes the head write off the queue. */
+void ursa__stream_unlink_head(ursa_stream *s) URSA__HIDDEN;
+/* stream_file.c: runs the head write, a file write, on (send_op idle). */
+void ursa__stream_file_step(ursa_stream *s) URSA__HIDDEN;
 
 #endif /* URSA_STREAM_H */

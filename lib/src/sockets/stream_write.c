@@ -37,6 +37,10 @@ static void unlink_write(ursa_stream *s, ursa_write_req *prev,
   s->wq_bytes -= w->len - w->done;
 }
 
+void ursa__stream_unlink_head(ursa_stream *s) {
+  unlink_write(s, NULL, s->wq_head);
+}
+
 /* Fails every queued write the kernel is not reading, from the pending
  * list (these run from API calls, so their callbacks must wait). */
 void ursa__stream_fail_unbatched(ursa_stream *s) {
@@ -94,7 +98,7 @@ static unsigned batchable(const ursa_write_req *head, unsigned max,
   size_t bytes = 0;
   for (const ursa_write_req *w = head;
        w && n < max && bytes < URSA_SEND_BUDGET &&
-       (w == head || (!alone && w->op.nsqe == 1));
+       (w == head || (!alone && w->op.nsqe == 1 && w->file_fd < 0));
        w = w->wnext) {
     n += w->iovcnt - w->cur;
     bytes += w->len - w->done;
@@ -124,6 +128,10 @@ static void start_send(ursa_stream *s) {
   if (!w || s->send_op.state != URSA__IDLE || s->handle.closing ||
       s->write_error)
     return;
+  if (w->file_fd >= 0) { /* a file write goes alone, by steps */
+    ursa__stream_file_step(s);
+    return;
+  }
   ursa_write_req *head = w;
   if (head->op.nsqe == 2 && !(head->op.flags & URSA__F_STARTED)) {
     head->op.flags |= URSA__F_STARTED; /* its timeout clock starts now */
@@ -154,7 +162,7 @@ static void start_send(ursa_stream *s) {
   unsigned n = 0;
   size_t total = 0;
   for (; w && n < max && total < SEND_MAX &&
-         (w == head || (!alone && w->op.nsqe == 1));
+         (w == head || (!alone && w->op.nsqe == 1 && w->file_fd < 0));
        w = w->wnext) {
     size_t off = w->cur_off;
     for (unsigned i = w->cur; i < w->iovcnt && n < max && total < SEND_MAX;
@@ -173,10 +181,11 @@ static void start_send(ursa_stream *s) {
   stream_submit(s, &s->send_op);
 }
 
-/* Queues an idle write request (its caller checked) of len bytes. */
-static int queue_write(ursa_write_req *w, ursa_stream *s,
-                       const struct iovec *iov, unsigned iovcnt, size_t len,
-                       uint32_t timeout_ms, ursa_write_cb cb) {
+/* Queues an idle write request (its caller checked) of len bytes: of
+ * buffers, or of a file (fd >= 0, from off). */
+static int queue(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
+                 unsigned iovcnt, size_t len, uint32_t timeout_ms,
+                 ursa_write_cb cb, int fd, uint64_t off) {
   if (s->handle.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EPIPE;
   if (s->write_error) return s->write_error;
@@ -195,6 +204,11 @@ static int queue_write(ursa_write_req *w, ursa_stream *s,
   advance(w, 0); /* past leading empty buffers */
   w->cb = cb;
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
+  w->file_fd = fd;
+  w->file_off = off;
+  w->chunk = NULL;
+  w->chunk_len = w->chunk_sent = 0;
+  w->fstep = 0;
   s->loop->active++;
   s->handle.nops++;
   s->wq_bytes += len;
@@ -220,7 +234,7 @@ int ursa_write(ursa_write_req *w, ursa_stream *s, const void *buf, size_t len,
   if (w->op.state != URSA__IDLE) return -EBUSY;
   w->one.iov_base = (void *)buf;
   w->one.iov_len = len;
-  return queue_write(w, s, &w->one, 1, len, timeout_ms, cb);
+  return queue(w, s, &w->one, 1, len, timeout_ms, cb, -1, 0);
 }
 
 int ursa_writev(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
@@ -247,7 +261,12 @@ int ursa_writev(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
   }
   if (!len) return ursa__invalid("ursa_writev: the buffers hold 0 bytes");
   if (w->op.state != URSA__IDLE) return -EBUSY;
-  return queue_write(w, s, iov, iovcnt, len, timeout_ms, cb);
+  return queue(w, s, iov, iovcnt, len, timeout_ms, cb, -1, 0);
+}
+
+int ursa__stream_queue_file(ursa_write_req *w, ursa_stream *s, int fd,
+                            uint64_t off, size_t len, ursa_write_cb cb) {
+  return queue(w, s, NULL, 0, len, 0, cb, fd, off);
 }
 
 int ursa_stream_write_marks(ursa_stream *s, size_t high, size_t low,
@@ -514,37 +533,3 @@ URSA__OP_TYPE(write) = {
     .complete = write_complete,
     .cancel = write_cancel,
 };
-
-/* shutdown(2) here and now: 0 or -errno, or 1 when it cannot be done here
- * (a direct descriptor on a kernel without FIXED_FD_INSTALL). */
-static int shutdown_inline(ursa_stream *s) {
-  ursa_loop *loop = s->loop;
-  if (!(s->flags & S_DIRECT)) {
-    if (loop->be->caps & URSA__BE_COUNTS_SYSCALLS) loop->stats.enters++;
-    return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
-  }
-  /* A direct descriptor has no fd to call it on: installed as one for the
-   * moment (one SQE, waited for here), still cheaper than a worker. */
-  int fd = ursa__stream_install_fd(s);
-  if (fd < 0) return 1;
-  int r = shutdown(fd, SHUT_WR) == 0 ? 0 : -errno;
-  close(fd);
-  return r;
-}
-
-void ursa__stream_maybe_shutdown(ursa_stream *s) {
-  if ((s->flags & S_SHUT_WAITING) && !s->wq_head) {
-    s->flags &= ~S_SHUT_WAITING;
-    /* io_uring runs IORING_OP_SHUTDOWN on an io-wq worker thread (it has
-     * no non-blocking path): a wake-up and two context switches per call,
-     * a quarter of the greet server's CPU.  shutdown(2) never blocks, so
-     * it is called here and its result handed to the callback from the
-     * loop, as a completion would be. */
-    int r = shutdown_inline(s);
-    if (r <= 0)
-      ursa__op_defer(s->loop, &s->shutdown_op, r);
-    else
-      ursa__op_submit(s->loop, &s->shutdown_op);
-  }
-}
-
