@@ -154,6 +154,8 @@ def file_block(a, tmp, todo, failures, progress):
                           f" us CPU/read, residency "
                           f"{s['residency_before'] or 0:.2f}")
     finally:
-        if os.path.exists(paths["tmpfs"]):
-            os.unlink(paths["tmpfs"])
+        # Neither file stays: one is memory, the other 256 MiB in --out.
+        for p in paths.values():
+            if os.path.exists(p):
+                os.unlink(p)
     return rows
