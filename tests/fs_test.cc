@@ -469,6 +469,32 @@ TEST_P(Fs, BadArgumentsAreRefusedAndNamed) {
   close(p[1]);
 }
 
+// statx of an open descriptor with AT_STATX_DONT_SYNC is taken at once
+// (FILE_INLINE): the same answer as through the ring, the callback still
+// from the loop, an error (EBADF) the same too.
+TEST_P(Fs, StatxOfADescriptorAtOnce) {
+  int fd = Open(P("s"), O_CREAT | O_RDWR, 0640);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(12345, Write(fd, std::vector<char>(12345, 'q').data(), 12345, 0));
+  struct statx ring {}, now {};
+  ASSERT_EQ(0, Statx("", &ring, fd, AT_EMPTY_PATH));
+  Req q;
+  ASSERT_EQ(0, ursa_fs_statx(loop(), &q.r, fd, "",
+                             AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+                             STATX_BASIC_STATS, &now, Done));
+  EXPECT_EQ(0, q.calls) << "never inside the call";
+  EXPECT_EQ(0, Wait(q));
+  EXPECT_EQ(12345u, now.stx_size);
+  EXPECT_EQ(ring.stx_ino, now.stx_ino);
+  EXPECT_EQ(ring.stx_mode, now.stx_mode);
+  EXPECT_EQ(0, Close(fd));
+  Req bad;
+  ASSERT_EQ(0, ursa_fs_statx(loop(), &bad.r, fd, "",
+                             AT_EMPTY_PATH | AT_STATX_DONT_SYNC,
+                             STATX_BASIC_STATS, &now, Done));
+  EXPECT_EQ(-EBADF, Wait(bad));
+}
+
 // A FIFO opened with O_NONBLOCK answers at once, and statx tells it from
 // a regular file (what a static file server checks before it reads).
 TEST_P(Fs, FifoOpensAtOnceWithNonblock) {

@@ -452,8 +452,11 @@ static void opened(hconn *c, int res) {
   }
   f->fd = res;
   c->fs_busy = 1;
-  if (ursa_fs_statx(S.loop, &f->req, res, "", AT_EMPTY_PATH,
-                    STATX_BASIC_STATS, &f->stx, on_fstat) < 0) {
+  /* The attributes the kernel has (a network file system's cached ones:
+   * no round trip): asked at once, not through the ring or the pool. */
+  if (ursa_fs_statx(S.loop, &f->req, res, "",
+                    AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_BASIC_STATS,
+                    &f->stx, on_fstat) < 0) {
     c->fs_busy = 0;
     answer(c, EIO);
   }

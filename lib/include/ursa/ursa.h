@@ -1332,7 +1332,10 @@ URSA_EXPORT int ursa_fs_fsync(ursa_loop *loop, ursa_fs_req *req, int fd,
                               int datasync, ursa_fs_cb cb);
 /* statx(2) into *out: path relative to dirfd (flags AT_EMPTY_PATH with ""
  * for dirfd itself, AT_SYMLINK_NOFOLLOW, ...), mask STATX_* (STATX_BASIC_
- * STATS for what stat(2) gives). */
+ * STATS for what stat(2) gives).  An open descriptor's own attributes with
+ * AT_STATX_DONT_SYNC (cached ones: no network file system's server asked)
+ * are taken at once on the loop's thread (URSA_FEAT_FILE_INLINE): they
+ * never wait. */
 URSA_EXPORT int ursa_fs_statx(ursa_loop *loop, ursa_fs_req *req, int dirfd,
                               const char *path, int flags, unsigned mask,
                               struct statx *out, ursa_fs_cb cb);
