@@ -2,7 +2,11 @@
 # valgrind.sh - memcheck over the single-threaded test suites (valgrind
 # serialises threads, and a helper thread blocked behind io_uring_enter
 # would stall; the work pool's threads wait on a condition variable, so
-# fs_test is here).  Any error or definite leak fails.
+# fs_test is here).  A post from a pool thread to an io_uring loop was
+# seen not to arrive under valgrind (work_test's first test hangs so on
+# io_uring, at 07d13f6 as now; plain, ASan and TSan runs pass), so
+# fs_test's one test that waits for pool work on io_uring is left out
+# here; ASan and TSan run it.  Any error or definite leak fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
@@ -10,11 +14,15 @@ suites=(addr_test loop_test timer_test fault_test dgram_test unix_test op_test
         bufring_test http_core_test fs_test)
 bazel build --config=debug $(printf '//tests:%s ' "${suites[@]}") || exit 1
 bin=$(bazel info --config=debug bazel-bin 2>/dev/null)/tests
+# A suite's tests left out under valgrind (a gtest filter), and why above.
+declare -A filter=([fs_test]='-*CancelInEachState/uring*')
 passed=0
 failed=0
 for t in "${suites[@]}"; do
   if timeout 600 valgrind -q --error-exitcode=9 --leak-check=full \
-       --errors-for-leak-kinds=definite "$bin/$t" >"/tmp/valgrind-$t.log" 2>&1; then
+       --errors-for-leak-kinds=definite "$bin/$t" \
+       ${filter[$t]:+--gtest_filter=${filter[$t]}} \
+       >"/tmp/valgrind-$t.log" 2>&1; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
