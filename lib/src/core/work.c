@@ -67,7 +67,15 @@ static void *pool_main(void *arg) {
     while (!pool.head && pool.threads <= pool.size)
       pthread_cond_wait(&pool.cv, &pool.mu);
     pool.idle--;
-    if (!pool.head) break; /* the pool shrank: one thread fewer */
+    /* The pool shrank: one thread fewer, and it takes no job on the way
+     * out (a job it took would run beside the size's threads, and one
+     * queued behind a busy pool of one could no longer be cancelled).
+     * The wake-up it had may have been a job's: passed on. */
+    if (pool.threads > pool.size) {
+      if (pool.head) pthread_cond_signal(&pool.cv);
+      break;
+    }
+    if (!pool.head) continue;
     struct ursa__task *t = pool.head;
     pool.head = t->next;
     if (!pool.head) pool.tail = NULL;
