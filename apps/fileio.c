@@ -82,19 +82,22 @@ static void issue(slot *s) {
   }
 }
 
-static void on_read(ursa_fs_req *req, int res) {
+/* Counts a read's result; true while the run goes on (the clock is read
+ * every 64 reads). */
+static int counted(long res) {
   if (res < 0)
     errors++;
   else if (res != O.bs)
     short_reads++;
   else
     reads++;
-  if (stopping) return;
-  if ((reads & 63) == 0 && cli_now_ns() >= end_ns) {
-    stopping = 1;
-    return;
-  }
-  issue((slot *)req);
+  if (stopping) return 0;
+  if ((reads & 63) == 0 && cli_now_ns() >= end_ns) stopping = 1;
+  return !stopping;
+}
+
+static void on_read(ursa_fs_req *req, int res) {
+  if (counted(res)) issue((slot *)req);
 }
 
 static int run_ursa(void) {
@@ -137,18 +140,7 @@ static void uv_on_read(uv_fs_t *req) {
   uslot *s = (uslot *)req;
   ssize_t res = req->result;
   uv_fs_req_cleanup(req);
-  if (res < 0)
-    errors++;
-  else if (res != O.bs)
-    short_reads++;
-  else
-    reads++;
-  if (stopping) return;
-  if ((reads & 63) == 0 && cli_now_ns() >= end_ns) {
-    stopping = 1;
-    return;
-  }
-  uv_issue(s);
+  if (counted((long)res)) uv_issue(s);
 }
 
 static void uv_issue(uslot *s) {

@@ -13,51 +13,21 @@ import hashlib
 import os
 import random
 import re
-import signal
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import time
 
+import httpserver
 from checks import check, finish
 
 HTTP = sys.argv[1]
 MiB = 1 << 20
 
 
-class Http:
-    def __init__(self, backend, *args):
-        self.p = subprocess.Popen([HTTP, "--backend", backend, "--listen",
-                                   "127.0.0.1:0", *args],
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
-        if not m:
-            self.p.kill()
-            raise RuntimeError(f"ursa-http did not start: {line!r} "
-                               f"{self.p.stderr.read()!r}")
-        self.port = int(m.group(1))
-        # A sanitizer's shadow memory multiplies what the server's own
-        # buffers cost: TSan's by several times (the bounds below are
-        # for the plain build, and ASan's fits them).
-        with open(f"/proc/{self.p.pid}/maps") as f:
-            self.tsan = "libtsan" in f.read()
-
-    def rss_kib(self, field="VmRSS"):
-        with open(f"/proc/{self.p.pid}/status") as f:
-            for ln in f:
-                if ln.startswith(field + ":"):
-                    return int(ln.split()[1])
-        return -1
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        out, err = self.p.communicate(timeout=30)
-        check(self.p.returncode == 0, f"exit {self.p.returncode} {err}")
-        return out
+def Http(backend, *args):
+    return httpserver.Http(HTTP, backend, *args)
 
 
 def conn(port, timeout=20):

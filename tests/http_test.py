@@ -10,13 +10,13 @@ paths), --threads, and bad flags."""
 import os
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+import httpserver
 from checks import check, finish
 
 HTTP = sys.argv[1]
@@ -30,26 +30,8 @@ def fnv1a(data):
     return h
 
 
-class Http:
-    def __init__(self, backend, *args):
-        self.p = subprocess.Popen([HTTP, "--backend", backend, "--listen",
-                                   "127.0.0.1:0", *args],
-                                  stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        line = self.p.stdout.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
-        if not m:
-            self.p.kill()
-            raise RuntimeError(f"ursa-http did not start: {line!r} "
-                               f"{self.p.stderr.read()!r}")
-        self.port = int(m.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.p.send_signal(signal.SIGTERM)
-        out, err = self.p.communicate(timeout=30)
-        check(self.p.returncode == 0, f"exit {self.p.returncode} {err}")
-        return out
+def Http(backend, *args):
+    return httpserver.Http(HTTP, backend, *args)
 
 
 def curl(*args, data=None):
