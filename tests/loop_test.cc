@@ -210,7 +210,7 @@ TEST(Loop, EndOfRoundHooksRunAfterTheRoundsCallbacks) {
 // unique; the opt-in mask the three that the enable option takes; the
 // list text the apps and the refusals print.
 TEST(Features, OneTableGivesNamesCountAndOptIn) {
-  EXPECT_EQ(18, URSA_FEAT_COUNT);
+  EXPECT_EQ(20, URSA_FEAT_COUNT);
   std::vector<std::string> names;
   for (uint32_t i = 0; i < URSA_FEAT_COUNT; i++) {
     const char *n = ursa_feature_name(1u << i);
@@ -698,7 +698,8 @@ TEST(Loop, EpollBackendReportsItselfHonestly) {
       URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP;
   EXPECT_EQ(0u, f.used & only_uring) << std::hex << f.used;
   EXPECT_EQ((uint32_t)(URSA_FEAT_BUF_RING | URSA_FEAT_MULTISHOT_ACCEPT |
-                       URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_FILE_INLINE),
+                       URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_FILE_INLINE |
+                       URSA_FEAT_WAITID | URSA_FEAT_READ_MULTISHOT),
             f.used);
   char text[8192];
   ursa_features_format(&f, 0, text, sizeof(text));

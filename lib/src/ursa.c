@@ -1,6 +1,7 @@
 /* ursa.c - the top of the library, the one file that sees every layer:
  * making and freeing a loop, which sets up every layer's part of it. */
 #include "files.h"
+#include "process.h"
 #include "sock.h"
 
 #include <errno.h>
@@ -165,6 +166,7 @@ int ursa_loop_close(ursa_loop *loop) {
   ursa__sendv_free_all(loop);
   ursa__bufring_free(loop);
   ursa__fs_free(loop);
+  ursa__proc_free(loop);
   /* A registered ring descriptor lives in the registering thread's table:
    * the last release may come on another thread, where unregistering it
    * would unregister that thread's own ring. */

@@ -34,7 +34,7 @@ extern "C" {
  * and accepts: once per event, and the operation says when it has ended).
  *
  * Ownership.  The caller owns every handle (ursa_listener, ursa_stream,
- * ursa_dgram, ursa_poll, ursa_signal; each starts with an ursa_handle and
+ * ursa_dgram, ursa_poll, ursa_signal, ursa_process; each starts with an ursa_handle and
  * closes with ursa_close()), every timer (ursa_timer) and every request
  * (ursa_write_req, ursa_send_req, ursa_post_req, ursa_resolve_req,
  * ursa_handoff_req, ursa_work, ursa_fs_req).  ursa initialises them and uses their memory until:
@@ -142,7 +142,13 @@ typedef enum ursa_backend {
   /* file reads tried at once on the loop's thread, without blocking,     \
    * before the ring or the pool: preadv2(RWF_NOWAIT) (pages cached), or   \
    * pread on tmpfs and ramfs, which refuse RWF_NOWAIT */                  \
-  X(FILE_INLINE, 17, "file_inline", "4.14", 0, 1)
+  X(FILE_INLINE, 17, "file_inline", "4.14", 0, 1)                         \
+  /* a child's exit waited for by IORING_OP_WAITID on its pidfd (else a   \
+   * poll of the pidfd, then waitid(2) at once) */                         \
+  X(WAITID, 18, "waitid", "6.7", 0, 1)                                     \
+  /* a pipe, FIFO, terminal or device stream read by one multishot read   \
+   * (else one read per buffer, armed again) */                            \
+  X(READ_MULTISHOT, 19, "read_multishot", "6.7", 0, 1)
 
 #define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
   URSA_FEAT_##N = 1u << (bit),
@@ -450,6 +456,7 @@ typedef enum ursa_handle_type {
   URSA_HANDLE_DGRAM,      /* an ursa_dgram */
   URSA_HANDLE_POLL,       /* an ursa_poll */
   URSA_HANDLE_SIGNAL,     /* an ursa_signal */
+  URSA_HANDLE_PROCESS,    /* an ursa_process */
 } ursa_handle_type;
 
 typedef struct ursa_handle ursa_handle;
@@ -930,8 +937,27 @@ URSA_EXPORT int ursa_accept_handoff(ursa_listener *l, ursa_loop *target,
 URSA_EXPORT int ursa_listener_close(ursa_listener *l,
                                     ursa_close_cb cb);
 
-/* Makes an open stream of a connected stream socket the caller owns (for
- * example one end of a socketpair); the stream owns fd from then on. */
+/* Makes an open stream of a descriptor the caller owns; the stream owns
+ * fd from then on (its close closes it).  It takes:
+ *   - a connected stream or seqpacket socket (one end of a socketpair, a
+ *     library's connection): read by recv, written by send, as any stream;
+ *   - a pipe, FIFO, terminal or character device: read by READ (multishot
+ *     with URSA_FEAT_READ_MULTISHOT) into the same receive buffers, written
+ *     by WRITE and WRITEV, with the stream's contract (ordered full
+ *     writes, read callbacks, URSA_EOF when every writer has closed, read
+ *     and write marks).  Such a stream has no socket options (TCP_NODELAY,
+ *     addresses: -ENOTSOCK) and no zero copy; ursa_shutdown() closes its
+ *     descriptor once the queue is out (a pipe has no half-close), so it
+ *     is refused while the stream reads.  A write to a pipe whose reader
+ *     has gone fails with -EPIPE, and the kernel also raises SIGPIPE,
+ *     which ends a process that neither ignores nor blocks it (sockets
+ *     send with MSG_NOSIGNAL; pipes have no such flag).  On the epoll
+ *     backend the descriptor is made non-blocking (O_NONBLOCK is a
+ *     property of the open file, shared with every process that has it:
+ *     give a terminal or an inherited stdin with that in mind).
+ * Returns 0, -EINVAL (NULL, fd < 0, or a descriptor of another kind: a
+ * datagram socket, a listening one, a regular file (use ursa_fs_read()
+ * and ursa_write_file()), a directory; named), or -EBADF. */
 URSA_EXPORT int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd);
 
 /* Opens a socket and connects it to addr (flags: 0, or URSA_SEQPACKET for
@@ -1447,6 +1473,117 @@ URSA_EXPORT int ursa_signal_start(ursa_loop *loop, ursa_signal *sig,
  * blocked it (a signal pending then takes its default action, or its
  * handler), and calls cb once.  -EALREADY when already closing. */
 URSA_EXPORT int ursa_signal_close(ursa_signal *sig, ursa_close_cb cb);
+
+/* ---- child processes ----------------------------------------------------- */
+
+typedef struct ursa_process ursa_process;
+
+/* The child has ended: exit_code is its exit status (0-255) and
+ * term_signal 0, or it was killed by term_signal (exit_code 0).  A
+ * negative exit_code is an error and the status is unknown: -ECHILD when
+ * something else in the process reaped the child first (a SIGCHLD handler
+ * calling waitpid(-1), or SIGCHLD set to SIG_IGN, which has the kernel
+ * reap every child at once). */
+typedef void (*ursa_exit_cb)(ursa_process *p, int exit_code, int term_signal);
+
+/* What one of the child's descriptors is (ursa_spawn_options.stdio). */
+typedef enum ursa_stdio_kind {
+  URSA_STDIO_INHERIT = 0, /* the caller's descriptor of the same number */
+  URSA_STDIO_IGNORE,      /* /dev/null, open for reading and writing */
+  URSA_STDIO_FD,          /* the caller's descriptor fd (it stays the
+                             caller's: the child gets a copy) */
+  URSA_STDIO_PIPE,        /* a new pipe: the child reads it as descriptor
+                             0, writes it as any other; the caller's end
+                             becomes the open stream *stream */
+  URSA_STDIO_PIPE_IN,     /* a new pipe the child reads, at any number */
+} ursa_stdio_kind;
+
+typedef struct ursa_stdio {
+  ursa_stdio_kind kind;
+  int fd;              /* URSA_STDIO_FD */
+  ursa_stream *stream; /* URSA_STDIO_PIPE, _PIPE_IN: the caller's memory,
+                          opened by ursa_spawn() (closed with ursa_close()
+                          as any stream; it outlives the child as long as
+                          the caller likes) */
+} ursa_stdio;
+
+/* Flags for ursa_spawn_options.flags. */
+#define URSA_SPAWN_SETSID 1u  /* the child leads a new session (setsid) */
+#define URSA_SPAWN_SETPGID 2u /* the child leads a new process group */
+
+#define URSA_SPAWN_MAX_STDIO 64
+
+typedef struct ursa_spawn_options {
+  /* The program: a path, or a name without '/' looked up in the caller's
+   * PATH.  Required. */
+  const char *file;
+  /* Its arguments, NULL-terminated, argv[0] first; NULL: {file, NULL}. */
+  char *const *argv;
+  /* Its environment, NULL-terminated "NAME=value"; NULL: the caller's. */
+  char *const *env;
+  /* Its working directory; NULL: the caller's. */
+  const char *cwd;
+  /* stdio[i] becomes the child's descriptor i, for i < nstdio (at most
+   * URSA_SPAWN_MAX_STDIO); 0, 1 and 2 beyond nstdio are inherited.  No
+   * other descriptor reaches the child: every one above the last named
+   * is closed in it, whatever its close-on-exec flag. */
+  const ursa_stdio *stdio;
+  unsigned nstdio;
+  unsigned flags; /* URSA_SPAWN_* */
+} ursa_spawn_options;
+
+struct ursa_process {
+  union { /* the handle: data and loop are its fields, by name */
+    ursa_handle handle;
+    struct {
+      void *data;      /* public */
+      ursa_loop *loop; /* read-only */
+    };
+  };
+  int pid; /* read-only: the child's process id */
+  /* private */
+  int pidfd;
+  uint32_t flags;
+  ursa_exit_cb exit_cb;
+  ursa_op wait_op;
+  uint64_t info[16]; /* the waitid siginfo_t the kernel fills */
+};
+
+/* Starts a child process running o->file and opens p on the loop.  The
+ * child is made without copying the caller's memory (posix_spawn: vfork's
+ * way, so a large parent spawns as fast as a small one), with every
+ * signal unblocked and every disposition at its default (so a signal that
+ * ursa_signal_start() blocks in the caller, or a SIGPIPE it ignores, acts
+ * normally in the child), and only the descriptors o->stdio names.  Its
+ * exit is watched through a pidfd (IORING_OP_WAITID, URSA_FEAT_WAITID; or
+ * a poll of the pidfd), so ursa never waits for, reaps or takes a signal
+ * of a child it did not make, and leaves SIGCHLD and its handler alone.
+ * cb runs once, from the loop, when the child ends (the handle stays open
+ * until ursa_close()); an open process keeps the loop running until then.
+ * Returns 0, or, with nothing started or opened: -EINVAL (NULL, no file,
+ * nstdio over URSA_SPAWN_MAX_STDIO, a bad kind or flag, a pipe without a
+ * stream; named), -ENOENT (the program or cwd is not there, named),
+ * -EACCES, -ENOEXEC and the other errors of execve(2) and chdir(2) as the
+ * child met them, -EMFILE, -ENOMEM, or -ENOSYS when the kernel has no
+ * pidfds (Linux 5.4). */
+URSA_EXPORT int ursa_spawn(ursa_loop *loop, ursa_process *p,
+                           const ursa_spawn_options *o, ursa_exit_cb cb);
+
+/* Sends signum to the child through its pidfd (never to a process that
+ * took its number after it ended).  Returns 0, -ESRCH once its exit has
+ * been called back (before, a child that has just ended takes the signal
+ * as a zombie: 0),
+ * -EINVAL (NULL, a closed handle, a bad signum), or -EPERM. */
+URSA_EXPORT int ursa_process_kill(ursa_process *p, int signum);
+
+/* Closes the handle (ursa_close() of it), before or after the child's
+ * exit.  The child is not signalled.  Closed after the exit callback, it
+ * has been reaped; closed before, its exit callback never runs, and the
+ * loop reaps it when it has ended: at the next ursa_spawn() or at
+ * ursa_loop_close(), whichever comes first after its end (one still
+ * running at ursa_loop_close() is left to run, and is reaped by init once
+ * the caller's process ends).  -EALREADY when already closing. */
+URSA_EXPORT int ursa_process_close(ursa_process *p, ursa_close_cb cb);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,16 @@
 /* Installs a direct descriptor as a plain one [6.8]: sqe->fd the slot,
  * IOSQE_FIXED_FILE set; its result the new descriptor (close-on-exec). */
 #define URSA__IORING_OP_FIXED_FD_INSTALL 54
+/* A multishot read into provided buffers of a pollable file [6.7]: len
+ * and addr 0, IOSQE_BUFFER_SELECT; -EBADFD on a file without poll. */
+#define URSA__IORING_OP_READ_MULTISHOT 49
+/* waitid(2) as a request [6.7]: sqe->fd the id, len the idtype,
+ * file_index the options, addr2 the siginfo_t the result fills. */
+#define URSA__IORING_OP_WAITID 50
+/* The backends' opcode tables cover this many (liburing 2.3 stops at 49). */
+#define URSA__OP_TABLE 64
+/* waitid(2)'s idtype for a pidfd [5.4]. */
+#define URSA__P_PIDFD 3
 /* io_uring_buf_reg.flags, which liburing 2.3 still calls pad. */
 #define URSA__PBUF_RING_INC 2 /* IOU_PBUF_RING_INC, 6.12 */
 

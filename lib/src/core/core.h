@@ -164,6 +164,11 @@ typedef struct ursa__backend {
   void (*settle)(ursa_loop *loop);
   /* Fills the backend's own counts into ursa_loop_stats()'s answer. */
   void (*stats)(const ursa_loop *loop, ursa_stats *out);
+  /* The layers will read and write fd, a pipe, FIFO, terminal or device,
+   * as a stream by READ, READ_MULTISHOT, WRITE and WRITEV: a backend that
+   * runs those itself waits on its readiness rather than a thread (until
+   * the descriptor's CLOSE).  0 or -errno. */
+  int (*stream_fd)(ursa_loop *loop, int fd);
 } ursa__backend;
 
 /* The backend reads a blocking file (the post eventfd) as an operation;
@@ -217,6 +222,8 @@ struct ursa_loop {
 
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
   struct ursa__fscache *fscache; /* the files layer's verdicts (fs.c) */
+  struct ursa__orphans *orphans; /* the process layer's children closed
+                                    before their exit (process.c) */
 
   /* Posts (post.c).  The first four are shared with other threads. */
   ursa_post_req *post_head; /* a stack of posts, newest first */

@@ -194,7 +194,7 @@ static void start(ursa_loop *loop, const struct io_uring_sqe *sqe,
     return;
   }
   const ursa__ep_op *op =
-      sqe->opcode < IORING_OP_LAST ? &ursa__ep_ops[sqe->opcode] : NULL;
+      sqe->opcode < URSA__OP_TABLE ? &ursa__ep_ops[sqe->opcode] : NULL;
   if (!op || (!op->decode && !op->run)) {
     post(loop, t.ud, -EINVAL, 0); /* an opcode no layer uses here */
     return;
@@ -438,6 +438,28 @@ static void ep_free(ursa_loop *loop) {
   loop->ep = NULL;
 }
 
+/* A pipe or a terminal read and written as a stream: non-blocking, so
+ * that its READ and WRITE are tried at once and wait on readiness. */
+static int ep_stream_fd(ursa_loop *loop, int fd) {
+  int e = ursa__ep_set_nonblock(loop, fd);
+  if (e < 0) return e;
+  uint8_t *bits = &loop->ep->fdbits[fd];
+  *bits |= FB_STREAM;
+  if (!(*bits & (FB_IN | FB_OUT))) {
+    /* A device without poll (EPERM) is always ready: io_uring refuses
+     * its multishot read (EBADFD), and so does this backend. */
+    struct epoll_event ev = {.events = 0, .data.fd = fd};
+    SYSCALL(loop);
+    if (epoll_ctl(loop->ep->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+      SYSCALL(loop);
+      epoll_ctl(loop->ep->epfd, EPOLL_CTL_DEL, fd, NULL);
+    } else if (errno == EPERM) {
+      *bits |= FB_NOPOLL;
+    }
+  }
+  return 0;
+}
+
 const ursa__backend ursa__epoll_backend = {
     .name = "epoll",
     .sq_space = ep_sq_space,
@@ -449,6 +471,7 @@ const ursa__backend ursa__epoll_backend = {
     .buf_ring_unregister = ep_buf_ring_unregister,
     .free = ep_free,
     .caps = URSA__BE_COUNTS_SYSCALLS,
+    .stream_fd = ep_stream_fd,
 };
 
 int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *o) {
@@ -472,7 +495,8 @@ int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *o) {
   loop->disabled = o->disable;
   /* What the layers may use here: the backend gives their behaviour. */
   loop->used = (URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV |
-                URSA_FEAT_FILE_INLINE) &
+                URSA_FEAT_FILE_INLINE | URSA_FEAT_WAITID |
+                URSA_FEAT_READ_MULTISHOT) &
                ~o->disable;
   return 0;
 }

@@ -54,6 +54,10 @@ typedef struct ep_fd {
 #define FB_DIRTY 0x04 /* on the dirty list */
 #define FB_NONBLOCK 0x08 /* O_NONBLOCK set (accept and connect need it) */
 #define FB_ET 0x10       /* epoll has EPOLLET (a poll waits on it) */
+#define FB_STREAM 0x20   /* read and written as a stream (a pipe): READ and
+                            WRITE wait on readiness, not the work pool */
+#define FB_NOPOLL 0x40   /* such a stream epoll cannot watch (/dev/zero):
+                            its reads never wait, and are single-shot */
 #define FD_STEP 1024     /* the table grows by this many descriptors */
 
 /* A linked timeout's place in the deadline heap (the core's heap of
@@ -131,7 +135,7 @@ typedef struct ursa__ep_op {
   bool write;
 } ursa__ep_op;
 
-extern const ursa__ep_op ursa__ep_ops[IORING_OP_LAST] URSA__HIDDEN;
+extern const ursa__ep_op ursa__ep_ops[URSA__OP_TABLE] URSA__HIDDEN;
 
 /* ---- the completion queue (epoll.c grows it) ---- */
 

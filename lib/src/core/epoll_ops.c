@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static bool take_buf(struct ursa__ep *ep, uint16_t bgid, char **addr,
@@ -46,7 +48,9 @@ static int run_recv(ursa_loop *loop, ep_req *r) {
     if (!len || len > blen) len = blen;
   }
   SYSCALL(loop);
-  ssize_t n = recv(r->fd, buf, len, (int)r->msg_flags | MSG_DONTWAIT);
+  ssize_t n = r->opcode == IORING_OP_RECV
+                  ? recv(r->fd, buf, len, (int)r->msg_flags | MSG_DONTWAIT)
+                  : read(r->fd, buf, len); /* a stream's pipe: non-blocking */
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return R_WAIT;
     if (errno == EINTR) return R_WAIT;
@@ -142,9 +146,13 @@ static int run_send(ursa_loop *loop, ep_req *r) {
   if (r->opcode == IORING_OP_SEND)
     n = send(r->fd, (const void *)(uintptr_t)r->addr, r->len,
              (int)r->msg_flags | MSG_DONTWAIT);
-  else
+  else if (r->opcode == IORING_OP_SENDMSG)
     n = sendmsg(r->fd, (const struct msghdr *)(uintptr_t)r->addr,
                 (int)r->msg_flags | MSG_DONTWAIT);
+  else if (r->opcode == IORING_OP_WRITE) /* a stream's pipe: non-blocking */
+    n = write(r->fd, (const void *)(uintptr_t)r->addr, r->len);
+  else
+    n = writev(r->fd, (const struct iovec *)(uintptr_t)r->addr, (int)r->len);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
       return R_WAIT;
@@ -200,6 +208,18 @@ static int run_connect(ursa_loop *loop, ep_req *r) {
   }
   if (errno == EISCONN) return finish(loop, r, 0);
   return finish(loop, r, -errno);
+}
+
+/* waitid(2) of a pidfd without waiting: the pidfd is readable once the
+ * child has ended. */
+static int run_waitid(ursa_loop *loop, ep_req *r) {
+  siginfo_t *info = (siginfo_t *)(uintptr_t)r->addr;
+  info->si_pid = 0;
+  SYSCALL(loop);
+  if (waitid((idtype_t)URSA__P_PIDFD, (id_t)r->fd, info,
+             (int)r->msg_flags | WNOHANG) < 0)
+    return errno == EINTR ? R_WAIT : finish(loop, r, -errno);
+  return info->si_pid ? finish(loop, r, 0) : R_WAIT;
 }
 
 /* ---- decoding: what each SQE asks for ---- */
@@ -286,6 +306,35 @@ static int decode_poll(ursa_loop *loop, const struct io_uring_sqe *sqe,
   return 0;
 }
 
+/* READ, WRITE, WRITEV and READ_MULTISHOT: on a descriptor a stream reads
+ * and writes (the backend's stream_fd: a pipe, a terminal) they wait on
+ * readiness as recv and send do; on any other (a file) they go to the
+ * work pool, since readiness says nothing of a file. */
+static int decode_rw(ursa_loop *loop, const struct io_uring_sqe *sqe,
+                     ep_req *t) {
+  struct ursa__ep *ep = loop->ep;
+  bool multi = sqe->opcode == URSA__IORING_OP_READ_MULTISHOT;
+  if (t->fd < 0 || (unsigned)t->fd >= ep->nfds ||
+      !(ep->fdbits[t->fd] & FB_STREAM))
+    return multi ? -EBADFD : ursa__ep_decode_pool(loop, sqe, t);
+  if (multi && (ep->fdbits[t->fd] & FB_NOPOLL)) return -EBADFD;
+  if (multi) t->bits |= R_MULTI;
+  if (sqe->flags & IOSQE_BUFFER_SELECT) t->bits |= R_BUFSEL;
+  t->bgid = sqe->buf_group;
+  t->msg_flags = 0; /* rw_flags: none of a recv's */
+  return 0;
+}
+
+static int decode_waitid(ursa_loop *loop, const struct io_uring_sqe *sqe,
+                         ep_req *t) {
+  (void)loop;
+  /* A pidfd is what epoll can watch; a plain pid is not asked for. */
+  if (sqe->len != URSA__P_PIDFD || !sqe->addr2) return -EINVAL;
+  t->addr = sqe->addr2;
+  t->msg_flags = sqe->file_index; /* the options */
+  return 0;
+}
+
 /* Zero copy is io_uring's alone: said so, not run as a copy. */
 static int decode_send_zc(ursa_loop *loop, const struct io_uring_sqe *sqe,
                           ep_req *t) {
@@ -295,7 +344,7 @@ static int decode_send_zc(ursa_loop *loop, const struct io_uring_sqe *sqe,
   return -EOPNOTSUPP;
 }
 
-const ursa__ep_op ursa__ep_ops[IORING_OP_LAST] = {
+const ursa__ep_op ursa__ep_ops[URSA__OP_TABLE] = {
     [IORING_OP_NOP] = {.decode = decode_nop},
     [IORING_OP_ASYNC_CANCEL] = {.decode = decode_cancel},
     [IORING_OP_SHUTDOWN] = {.decode = decode_shutdown},
@@ -313,10 +362,13 @@ const ursa__ep_op ursa__ep_ops[IORING_OP_LAST] = {
     [IORING_OP_POLL_ADD] = {.decode = decode_poll},
     /* Files: readiness says nothing of them; each runs on the work pool
      * (epoll_pool.c).  IORING_OP_CLOSE is the one above, on the loop. */
-    [IORING_OP_READ] = {.decode = ursa__ep_decode_pool},
-    [IORING_OP_WRITE] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_READ] = {.decode = decode_rw, .run = run_recv},
+    [IORING_OP_WRITE] = {.decode = decode_rw, .run = run_send, .write = true},
     [IORING_OP_READV] = {.decode = ursa__ep_decode_pool},
-    [IORING_OP_WRITEV] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_WRITEV] = {.decode = decode_rw, .run = run_send,
+                          .write = true},
+    [URSA__IORING_OP_READ_MULTISHOT] = {.decode = decode_rw, .run = run_recv},
+    [URSA__IORING_OP_WAITID] = {.decode = decode_waitid, .run = run_waitid},
     [IORING_OP_FSYNC] = {.decode = ursa__ep_decode_pool},
     [IORING_OP_OPENAT2] = {.decode = ursa__ep_decode_pool},
     [IORING_OP_STATX] = {.decode = ursa__ep_decode_pool},

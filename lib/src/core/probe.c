@@ -118,6 +118,10 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
     f |= URSA_FEAT_MULTISHOT_RECV | URSA_FEAT_SEND_ZC;
   if (io_uring_opcode_supported(p, IORING_OP_MSG_RING))
     f |= URSA_FEAT_MSG_RING;
+  if (io_uring_opcode_supported(p, URSA__IORING_OP_WAITID))
+    f |= URSA_FEAT_WAITID;
+  if (io_uring_opcode_supported(p, URSA__IORING_OP_READ_MULTISHOT))
+    f |= URSA_FEAT_READ_MULTISHOT;
   f |= URSA_FEAT_FILE_INLINE; /* a system call's, older than the ring */
   io_uring_free_probe(p);
   return f;

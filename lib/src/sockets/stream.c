@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -37,9 +38,36 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   int type = 0;
   socklen_t tl = sizeof(type);
   if (fd < 0) return ursa__invalid("ursa_stream_open: fd %d is negative", fd);
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+    /* Pipes, terminals, devices: RECV and SEND refuse them (ENOTSOCK). */
+    if (loop->be->stream_fd) {
+      int r = loop->be->stream_fd(loop, fd);
+      if (r < 0) return r;
+    }
+    ursa__stream_init(loop, s, fd, false, false, true);
+    s->flags |= S_PIPE;
+    return 0;
+  }
+  if (!S_ISSOCK(st.st_mode))
+    return ursa__invalid("ursa_stream_open: fd %d is %s, not a socket, pipe, "
+                         "FIFO, terminal or device", fd,
+                         S_ISREG(st.st_mode)   ? "a regular file (use "
+                                                 "ursa_fs_read() and "
+                                                 "ursa_write_file())"
+                         : S_ISDIR(st.st_mode) ? "a directory"
+                                               : "a block device");
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return -errno;
   if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
-    return ursa__invalid("ursa_stream_open: fd %d is not a stream socket", fd);
+    return ursa__invalid("ursa_stream_open: fd %d is not a stream socket "
+                         "(a datagram or raw one)", fd);
+  int listening = 0;
+  tl = sizeof(listening);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &tl) == 0 &&
+      listening)
+    return ursa__invalid("ursa_stream_open: fd %d is a listening socket "
+                         "(use ursa_listen())", fd);
   int domain = 0;
   tl = sizeof(domain);
   if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &tl) < 0) return -errno;
@@ -216,6 +244,10 @@ int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
   if (!cb) return ursa__invalid("ursa_shutdown: NULL callback");
   if (s->handle.closing) return -EBADF;
   if (s->flags & S_SHUT) return -EALREADY;
+  if ((s->flags & S_PIPE) && (s->flags & S_READING))
+    return ursa__invalid("ursa_shutdown: fd %d is not a socket, so shutdown "
+                         "closes it, and the stream is reading from it: "
+                         "stop reading first", s->fd);
   s->flags |= S_SHUT | S_SHUT_WAITING;
   s->shutdown_cb = cb;
   s->handle.nops++;
@@ -226,7 +258,10 @@ int ursa_shutdown(ursa_stream *s, ursa_shutdown_cb cb) {
 static void shutdown_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, shutdown_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+  if (s->flags & S_PIPE)
+    io_uring_prep_close(sqe, s->fd); /* a pipe's writer ends by closing */
+  else
+    io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
   set_socket(s, sqe);
   io_uring_sqe_set_data(sqe, op);
 }
@@ -236,6 +271,7 @@ static void shutdown_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa_stream *s = STREAM_OF(op, shutdown_op);
   (void)flags;
   (void)loop;
+  if (s->flags & S_PIPE) s->fd = -1; /* closed, whatever close said */
   op_end(s, op);
   s->shutdown_cb(s, res);
   maybe_finish_close(s);
@@ -251,6 +287,7 @@ URSA__OP_TYPE(shutdown) = {
  * (a direct descriptor on a kernel without FIXED_FD_INSTALL). */
 static int shutdown_inline(ursa_stream *s) {
   ursa_loop *loop = s->loop;
+  if (s->flags & S_PIPE) return 1; /* a close, which the backend must see */
   if (!(s->flags & S_DIRECT)) {
     if (loop->be->caps & URSA__BE_COUNTS_SYSCALLS) loop->stats.enters++;
     return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
@@ -302,6 +339,13 @@ static void stream_close(ursa_handle *h) {
 
 static void stream_prep_close(ursa_loop *loop, ursa_handle *h) {
   ursa_stream *s = (ursa_stream *)h;
+  if (s->fd < 0 && !(s->flags & S_DIRECT)) {
+    /* A pipe stream's shutdown closed it already. */
+    struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data(sqe, &h->close_op);
+    return;
+  }
   ursa__handle_prep_close(loop, h, s->fd, (s->flags & S_DIRECT) ? s->slot : -1);
 }
 

@@ -21,6 +21,8 @@
 #define S_DESYNC 0x2000   /* buffers came out of order: reading ends, -EIO */
 #define S_BACKED 0x4000   /* the write queue passed write_high: not writable */
 #define S_NONBLOCK 0x8000 /* O_NONBLOCK set, for a file write's sendfile */
+#define S_PIPE 0x10000    /* a pipe, FIFO, terminal or device: READ/WRITE */
+#define S_PIPE_ONCE 0x20000 /* a device without poll: one read at a time */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 

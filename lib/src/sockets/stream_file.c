@@ -164,6 +164,9 @@ static void fsend_prep(ursa_loop *loop, ursa_op *op) {
     size_t left = w->len - w->done;
     io_uring_prep_read(sqe, w->file_fd, w->chunk,
                        left < CHUNK ? (unsigned)left : CHUNK, w->file_off);
+  } else if (s->flags & S_PIPE) {
+    io_uring_prep_write(sqe, s->fd, w->chunk + w->chunk_sent,
+                        w->chunk_len - w->chunk_sent, (uint64_t)-1);
   } else {
     io_uring_prep_send(sqe, s->fd, w->chunk + w->chunk_sent,
                        w->chunk_len - w->chunk_sent, MSG_NOSIGNAL);

@@ -60,6 +60,9 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
     return ursa__invalid("ursa_read_start: stream is closing");
   if (s->flags & S_EOF)
     return ursa__invalid("ursa_read_start: stream is at end of file");
+  if ((s->flags & S_PIPE) && s->fd < 0)
+    return ursa__invalid("ursa_read_start: the stream's descriptor closed "
+                         "at its shutdown");
   if (s->flags & S_READING) return -EALREADY;
   s->flags |= S_READING;
   s->flags &= ~S_READ_TIMEDOUT;
@@ -102,9 +105,31 @@ static ursa__bufring *recv_ring(ursa_loop *loop, const ursa_stream *s) {
   return (s->flags & S_SEQPACKET) ? &loop->bufs->rings[0] : loop->bufs->sring;
 }
 
+/* A pipe, terminal or device: READ into the same buffers, multishot
+ * where the kernel has it and the file can be polled. */
+static void read_prep(ursa_loop *loop, ursa_op *op, ursa_stream *s,
+                      struct io_uring_sqe *sqe) {
+  op->flags &= (uint8_t)~(URSA__F_BUNDLE | URSA__F_MULTISHOT);
+  if ((loop->used & URSA_FEAT_READ_MULTISHOT) && !(s->flags & S_PIPE_ONCE)) {
+    io_uring_prep_rw(URSA__IORING_OP_READ_MULTISHOT, sqe, s->fd, NULL, 0,
+                     (uint64_t)-1);
+    op->flags |= URSA__F_MULTISHOT;
+  } else {
+    io_uring_prep_rw(IORING_OP_READ, sqe, s->fd, NULL, loop->bufs->buf_size,
+                     (uint64_t)-1); /* -1: the file's position, if any */
+  }
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = recv_ring(loop, s)->bgid;
+  io_uring_sqe_set_data(sqe, op);
+}
+
 static void recv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  if (s->flags & S_PIPE) {
+    read_prep(loop, op, s, sqe);
+    return;
+  }
   /* MSG_TRUNC on a seqpacket socket returns a message's whole length, so a
    * message larger than the buffer shows as res > buf_size. */
   bool msg = s->flags & S_SEQPACKET;
@@ -173,7 +198,18 @@ static void recv_complete(ursa_loop *loop, ursa_op *op, int res,
     /* Bytes without a buffer break the kernel's contract. */
     res = -EFAULT;
   }
-  res = ursa__recv_fallback(loop, op, res);
+  if ((s->flags & S_PIPE) && (op->flags & URSA__F_MULTISHOT) &&
+      (res == -EBADFD || res == -EINVAL)) {
+    /* A device without poll (EBADFD) reads one buffer at a time; a
+     * kernel that refuses the multishot read (EINVAL), every stream. */
+    if (res == -EBADFD)
+      s->flags |= S_PIPE_ONCE;
+    else
+      loop->used &= ~URSA_FEAT_READ_MULTISHOT;
+    res = -ENOBUFS; /* arm it again, uncounted */
+  } else {
+    res = ursa__recv_fallback(loop, op, res);
+  }
 
   int status = 0;
   if (s->handle.closing) {

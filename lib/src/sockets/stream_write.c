@@ -336,7 +336,13 @@ static int write_cancel(ursa_loop *loop, ursa_op *op) {
 static void send_prep(ursa_loop *loop, ursa_op *op) {
   ursa_stream *s = STREAM_OF(op, send_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
+  if (s->flags & S_PIPE) { /* a pipe has no send; -1: no offset */
+    if (s->batch == 1)
+      io_uring_prep_write(sqe, s->fd, s->iov1.iov_base,
+                          (unsigned)s->iov1.iov_len, (uint64_t)-1);
+    else
+      io_uring_prep_writev(sqe, s->fd, s->sendv->iov, s->batch, (uint64_t)-1);
+  } else if (s->batch == 1 && op->nsqe == 1 && loop->zc_threshold &&
       !(s->flags & S_NO_ZC) &&
       (loop->used & URSA_FEAT_SEND_ZC) &&
       s->iov1.iov_len >= loop->zc_threshold) {
