@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 bazel build //apps:ursa-echo-server //apps:ursa-load //apps:ursa-probe \
-  //apps:ursa-drain //apps:ursa-wake //apps:ursa-http //apps:ursa-fileio
+  //apps:ursa-drain //apps:ursa-wake //apps:ursa-http //apps:ursa-fileio \
+  //apps:ursa-spawn-bench
 bin=$(bazel info bazel-bin 2>/dev/null)/apps
 exec python3 bench/bench.py --bindir "$bin" "$@"

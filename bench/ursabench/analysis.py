@@ -264,6 +264,27 @@ def t_static(t, r):
                     "nginx", su, sn, "p99_us", "<= 1x", le(1.0), " us", nd=0)
 
 
+def t_process(t, r):
+    """Child processes and pipes against libuv (uv_spawn forks)."""
+    def px(what, heap, b):
+        return next((x for x in r.process if x["what"] == what and
+                     x["heap_mib"] == heap and x["backend"] == b), None)
+    u, lv = px("spawn", 800, "uring"), px("spawn", 800, "libuv")
+    if u and lv:
+        t.ratio_row("spawn with an 800 MiB parent: ms per spawn vs libuv",
+                    u, lv, "ms_per_spawn", "<= 0.2x", le(0.2), " ms", nd=3)
+    u, lv = px("rate", 0, "uring"), px("rate", 0, "libuv")
+    if u and lv:
+        t.ratio_row("spawns/s, small parent, 4 at once, vs libuv", u, lv,
+                    "spawns_per_s", ">= 1.2x", ge(1.2), "", nd=0)
+    u, lv = px("pipe", 0, "uring"), px("pipe", 0, "libuv")
+    if u and lv:
+        t.ratio_row("pipe MB/s vs uv_pipe", u, lv, "mb_per_s", ">= 1x",
+                    ge(1.0), "", nd=0)
+        t.ratio_row("pipe CPU per MB vs uv_pipe", u, lv, "cpu_us_per_mb",
+                    "<= 1x", le(1.0), " us", nd=1)
+
+
 def behind_note(c, e):
     """What a uring case behind epoll's shows about why."""
     return (
@@ -321,19 +342,19 @@ def t_loop_cost(t, r):
 # come with the rows).
 TARGETS = [t_server_cpu, t_enters, t_one_conn, t_bulk_memory_drain,
            t_threads_wake, t_tls, t_http_greet, t_files, t_static,
-           t_behind, t_loop_cost]
+           t_process, t_behind, t_loop_cost]
 
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             tls=(), http=(), greet=(), outside=(), files=(), static=(),
-            stall=()):
+            stall=(), process=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
     r = Run(cases=cases, bulk=bulk, iperf=iperf, mem=mem, prof=prof,
             drain=drain, threads=threads, wake=wake, tls=tls, http=http,
             greet=greet, outside=outside, files=files, static=static,
-            stall=stall)
+            stall=stall, process=process)
     t = Table()
     for f in TARGETS + NOTES:
         f(t, r)

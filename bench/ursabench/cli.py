@@ -63,6 +63,9 @@ def options():
                     help="skip the static-file blocks (wrk against "
                     "ursa-http, nginx and h2o serving files; the stall "
                     "figure)")
+    ap.add_argument("--no-process", action="store_true",
+                    help="skip the process block (ursa-spawn-bench against "
+                    "libuv: spawns and pipes)")
     ap.add_argument("--no-greet", action="store_true",
                     help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",

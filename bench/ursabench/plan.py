@@ -12,6 +12,7 @@ import time
 from .analysis import fmt
 from .blocks import tls_block, veth_block
 from .files import file_block, points
+from .process import points as process_points, process_block
 from .static import stall_block, static_block, static_sizes
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
@@ -33,7 +34,7 @@ Block = collections.namedtuple("Block", "key todo steps run")
 EMPTY = {"cases": [], "bulk": [], "iperf": None, "memory": [], "drain": [],
          "threads": [], "outside": [], "veth": [], "veth_path": None,
          "http": [], "greet": [], "tls": [], "wake": [], "profile": [],
-         "ab": [], "files": [], "static": [], "stall": []}
+         "ab": [], "files": [], "static": [], "stall": [], "process": []}
 
 
 class Context:
@@ -312,6 +313,14 @@ BLOCKS = [
           lambda a, todo: 3 if a.full else 2,
           lambda ctx, todo: {"stall": stall_block(
               ctx.a, ctx.tmp, ctx.failures, ctx.step)}),
+    # Three backends at each point.
+    Block("process",
+          lambda a: [] if a.no_process or (
+              a.filter and not re.search(a.filter, "process")) else
+          process_points(a.full),
+          lambda a, todo: 3 * len(todo),
+          lambda ctx, todo: {"process": process_block(
+              ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     Block("greet",
           lambda a: [] if a.no_greet else matching(
               a, BACKENDS, lambda b: f"tcp-greet-16c-{b}"),
@@ -358,7 +367,8 @@ def write_results(a, env, r, failures, previous):
                    "outside": r["outside"], "veth": r["veth"],
                    "http": r["http"], "greet": r["greet"],
                    "files": r["files"], "static": r["static"],
-                   "stall": r["stall"], "failures": failures}, f, indent=1)
+                   "stall": r["stall"], "process": r["process"],
+                   "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
         for row in rows:
@@ -369,4 +379,4 @@ def write_results(a, env, r, failures, previous):
     report(a.out, env, r["cases"], r["bulk"], iperf, r["memory"], made,
            previous, r["ab"], r["profile"], r["drain"], r["threads"],
            r["wake"], r["tls"], r["outside"], r["veth"], r["http"],
-           r["greet"], r["files"], r["static"], r["stall"])
+           r["greet"], r["files"], r["static"], r["stall"], r["process"])
