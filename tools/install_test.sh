@@ -4,6 +4,8 @@
 # library, another Bazel workspace), runs each and checks that it echoes;
 # builds the guide's chat server and checks its fan-out, back-pressure and
 # SIGTERM exit, plainly and under ASan+UBSan (and the echo example too);
+# builds the guide's job runner and checks its output, exit lines,
+# back-pressure and stop, plainly and under ASan+UBSan;
 # builds and runs a program on the installed TLS layer (pkg-config
 # ursa_tls); checks the exported symbols and soname; uninstalls.
 set -uo pipefail
@@ -180,6 +182,102 @@ if cc -Wall -Werror $asan -o "$work/echo_asan" "$work/echo_once.c" \
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 check_echo "ASan+UBSan" "$work/echo_asan"
 else
   bad "the guide's echo example does not compile under ASan+UBSan"
+fi
+
+# The guide's job runner: output and stderr streamed back byte-exact with
+# the exit line, 3 MB to a client that reads late (back-pressure on the
+# child), a signal, a missing program (sh's 127), a client that leaves
+# stops its job, and SIGTERM exits 0; plainly and under ASan+UBSan.
+awk '/<!-- example: runner.c -->/{f=1; next} f && /^```c/{g=1; next} g && /^```/{exit} g' \
+  docs/guide.md > "$work/runner.c"
+cat > "$work/runner_check.py" <<'EOPY'
+import os, socket, sys, time
+port = int(sys.argv[1])
+marker = f"31.{os.getpid()}"  # this run's own sleeping job
+
+def job(cmd, slow=False):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(cmd.encode() + b"\n")
+    s.settimeout(20)
+    if slow:
+        time.sleep(0.5)  # the runner's queue fills: the child must wait
+    got = b""
+    while True:
+        d = s.recv(1 << 16)
+        if not d:
+            break
+        got += d
+    s.close()
+    return got
+
+got = job("echo hello; echo oops >&2; exit 3")
+assert got == b"hello\noops\n[exit 3]\n", got
+n = 3000000
+got = job(f"head -c {n} /dev/zero | tr '\\0' a", slow=True)
+assert got == b"a" * n + b"[exit 0]\n", (len(got), got[-40:])
+got = job("kill -TERM $$")
+assert got == b"[signal 15]\n", got
+got = job("ursa-no-such-command")
+assert got.endswith(b"[exit 127]\n") and b"ursa-no-such-command" in got, got
+# A client that leaves stops its job: the child is gone soon after.
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(f"sleep {marker}\n".encode())
+time.sleep(0.3)
+s.close()
+def sleeping():
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if f.read() == f"sleep\0{marker}\0".encode():
+                        return True
+            except OSError:
+                pass
+    return False
+for _ in range(50):
+    if not sleeping():
+        break
+    time.sleep(0.1)
+assert not sleeping(), "the job of a client that left still runs"
+print("runner ok")
+EOPY
+check_runner() { # name binary
+  local name=$1 bin=$2
+  "$bin" > "$work/runner.out" 2> "$work/runner.err" &
+  local pid=$! port=""
+  for _ in $(seq 50); do
+    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/runner.out")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  if python3 "$work/runner_check.py" "$port" > "$work/runner.py.out" 2>&1; then
+    ok "runner ($name): output, exit and signal lines, back-pressure, a leaving client stops its job"
+  else
+    bad "runner ($name): $(tail -5 "$work/runner.py.out")"
+  fi
+  kill -TERM "$pid" 2>/dev/null
+  local st=0
+  wait "$pid" || st=$?
+  if [ "$st" -eq 0 ] && grep -q "closing" "$work/runner.err"; then
+    ok "runner ($name): SIGTERM closes everything, exit 0"
+  else
+    bad "runner ($name): after SIGTERM: exit $st $(tail -20 "$work/runner.err")"
+  fi
+}
+if cc -Wall -Werror -o "$work/runner" "$work/runner.c" \
+     $(pkg-config --cflags ursa) "$prefix/lib/libursa.a" \
+     $(pkg-config --libs liburing); then
+  ok "the guide's job runner builds"
+  check_runner plain "$work/runner"
+else
+  bad "the guide's job runner does not compile"
+fi
+if cc -Wall -Werror $asan -o "$work/runner_asan" "$work/runner.c" \
+     $(pkg-config --cflags ursa) "$prefix/lib/libursa.a" \
+     $(pkg-config --libs liburing); then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 check_runner asan "$work/runner_asan"
+else
+  bad "the guide's job runner does not compile under ASan+UBSan"
 fi
 
 so="$prefix/lib/libursa.so"

@@ -6,16 +6,22 @@
 # seen not to arrive under valgrind (work_test's first test hangs so on
 # io_uring, at 07d13f6 as now; plain, ASan and TSan runs pass), so
 # fs_test's one test that waits for pool work on io_uring is left out
-# here; ASan and TSan run it.  Any error or definite leak fails.
+# here; ASan and TSan run it.  process_test runs only its pipe-stream
+# tests here: valgrind 3.19 does not know pidfd_open (every spawn is
+# refused with ENOSYS, as ursa_spawn says on such a kernel), reports no
+# exec error through its vfork, and kills the process on a SIGPIPE the
+# kernel raises from an io_uring write though the program ignores it.
+# Any error or definite leak fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
 suites=(addr_test loop_test timer_test fault_test dgram_test unix_test op_test
-        bufring_test http_core_test fs_test)
+        bufring_test http_core_test fs_test process_test)
 bazel build --config=debug $(printf '//tests:%s ' "${suites[@]}") || exit 1
 bin=$(bazel info --config=debug bazel-bin 2>/dev/null)/tests
 # A suite's tests left out under valgrind (a gtest filter), and why above.
-declare -A filter=([fs_test]='-*CancelInEachState/uring*')
+declare -A filter=([fs_test]='-*CancelInEachState/uring*'
+  [process_test]='*PipeStreamByteExact*:*FifoAndDevice*:*FileWrittenIntoAPipe*:*DescriptorKinds*:*BadOptions*:*WriteToAClosedPipeIsEpipe/epoll*')
 passed=0
 failed=0
 for t in "${suites[@]}"; do
