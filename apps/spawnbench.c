@@ -298,7 +298,9 @@ static void usage(void) {
       "  --bytes N         pipe mode: bytes through the pipe (default "
       "256 MiB)\n"
       "  --buf-kib N       ursa: receive buffer size (default the loop's)\n"
-      "  --json            one JSON object instead of the line\n");
+      "  --child-produce N (the pipe mode's child) writes N bytes to stdout\n"
+      "  --json            one JSON object instead of the line\n"
+      "  -h, --help        this text\n");
 }
 
 int main(int argc, char **argv) {
@@ -316,13 +318,16 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {0, 0, 0, 0}};
   const char *flag, *v;
-  long l;
+  long l, child_produce = -1;
   int ch;
   while ((ch = cli_next(PROG, argc, argv, "h", longs, &flag, &v)) != 0) {
     switch (ch) {
       case -1: return 2;
       case 'h': usage(); return 0;
-      case 'P': return produce(atoll(v));
+      case 'P':
+        if (cli_long(PROG, flag, v, 0, 1L << 40, &l) < 0) return 2;
+        child_produce = l;
+        break;
       case 'm':
         if (strcmp(v, "spawn") && strcmp(v, "pipe")) {
           fprintf(stderr, PROG ": unknown --mode '%s' (want spawn or pipe)\n",
@@ -365,6 +370,7 @@ int main(int argc, char **argv) {
             argv[optind]);
     return 2;
   }
+  if (child_produce >= 0) return produce(child_produce);
   ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (sl <= 0) {
     fprintf(stderr, PROG ": /proc/self/exe: %s\n", strerror(errno));
