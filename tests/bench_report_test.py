@@ -59,7 +59,11 @@ for section in ["## Targets", "| machine |"] + (
         if json.load(open(RESULTS)).get("static") else []) + (
         ["## Stall: a small request beside large files",
          "stall: RSS growth with 20 unread 60 MiB responses"]
-        if json.load(open(RESULTS)).get("stall") else []):
+        if json.load(open(RESULTS)).get("stall") else []) + (
+        ["## Processes and pipes (ursa-spawn-bench, libuv)",
+         "spawn with an 800 MiB parent: ms per spawn vs libuv",
+         "pipe CPU per MB vs uv_pipe", "| spawn, 4 at once | libuv |"]
+        if json.load(open(RESULTS)).get("process") else []):
     check(section in text, f"the report has '{section}'")
 results = json.load(open(RESULTS))
 for b in sorted({c["backend"] for c in results["cases"]}):
