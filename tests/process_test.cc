@@ -5,7 +5,7 @@
 // program named at spawn, no zombie left, the child's descriptors, signal
 // mask and dispositions read from /proc/self/status, the application's
 // SIGCHLD handler left alone, close before and after the exit; streams
-// over pipes, FIFOs and devices; descriptor kinds refused.
+// over pipes, FIFOs, a terminal and devices; descriptor kinds refused.
 //
 // The child is this test binary again (URSA_PROC_CHILD names what it
 // does, before any test runs) or /bin/sh.
@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -772,6 +773,63 @@ TEST_P(Proc, FifoAndDeviceStreams) {
   ASSERT_TRUE(RunUntil([&] { return z.n >= (1 << 20); }));
   EXPECT_EQ(std::string::npos, z.text.find_first_not_of('\0'));
   ASSERT_TRUE(lp_->CloseStreams({&z.s}));
+}
+
+// A terminal: the master side of a pseudo-terminal as a stream, the
+// slave in raw mode (no echo, no line editing); 64 KiB each way, exact.
+TEST_P(Proc, TerminalStream) {
+  int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (m < 0) GTEST_SKIP() << "no pseudo-terminals here: " << strerror(errno);
+  ASSERT_EQ(0, grantpt(m));
+  ASSERT_EQ(0, unlockpt(m));
+  int sl = open(ptsname(m), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(sl, 0);
+  struct termios tio;
+  ASSERT_EQ(0, tcgetattr(sl, &tio));
+  cfmakeraw(&tio);
+  ASSERT_EQ(0, tcsetattr(sl, TCSANOW, &tio));
+  Reader rd;
+  ASSERT_EQ(0, ursa_stream_open(loop(), &rd.s, m));
+  ASSERT_EQ(0, ursa_read_start(&rd.s, OnRead));
+  const size_t kN = 65536;
+  std::vector<char> data(kN);
+  for (size_t i = 0; i < kN; i++) data[i] = (char)Pat(i);
+  // The slave side is written a piece at a time between loop rounds,
+  // without blocking (the terminal holds only a few KiB).
+  int fl = fcntl(sl, F_GETFL);
+  ASSERT_EQ(0, fcntl(sl, F_SETFL, fl | O_NONBLOCK));
+  size_t put = 0;
+  ASSERT_TRUE(RunUntil([&] {
+    if (put < kN) {
+      ssize_t w = write(sl, &data[put], std::min<size_t>(1024, kN - put));
+      if (w > 0) put += (size_t)w;
+    }
+    return rd.n >= kN;
+  }, 10000)) << put << " written, " << rd.n << " read";
+  EXPECT_EQ(kN, rd.n);
+  EXPECT_EQ(PatHash(kN), rd.h);
+  // And back: the stream writes, the slave reads.
+  Wr q;
+  ASSERT_EQ(0, ursa_write(&q.w, &rd.s, data.data(), kN, 0, OnWr));
+  std::vector<char> back;
+  // A tick, so that the rounds (and the reads of the slave between them)
+  // go on while the write waits for room.
+  ursa_timer tick{};
+  ASSERT_EQ(0, ursa_timer_start(loop(), &tick, 1, 1,
+                                [](ursa_timer *, int) {}));
+  ASSERT_TRUE(RunUntil([&] {
+    char buf[4096];
+    ssize_t r = read(sl, buf, sizeof(buf));
+    if (r > 0) back.insert(back.end(), buf, buf + r);
+    return back.size() >= kN && q.status != 1;
+  }));
+  ursa_timer_stop(&tick);
+  EXPECT_EQ(0, q.status);
+  ASSERT_EQ(kN, back.size());
+  EXPECT_EQ(0, memcmp(back.data(), data.data(), kN));
+  ASSERT_EQ(0, ursa_read_stop(&rd.s));
+  ASSERT_TRUE(lp_->CloseStreams({&rd.s}));
+  close(sl);
 }
 
 // ursa_write_file() onto a pipe stream: 3 MiB + 5 from a file, exact.

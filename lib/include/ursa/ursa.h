@@ -951,10 +951,11 @@ URSA_EXPORT int ursa_listener_close(ursa_listener *l,
  *     is refused while the stream reads.  A write to a pipe whose reader
  *     has gone fails with -EPIPE, and the kernel also raises SIGPIPE,
  *     which ends a process that neither ignores nor blocks it (sockets
- *     send with MSG_NOSIGNAL; pipes have no such flag).  On the epoll
- *     backend the descriptor is made non-blocking (O_NONBLOCK is a
- *     property of the open file, shared with every process that has it:
- *     give a terminal or an inherited stdin with that in mind).
+ *     send with MSG_NOSIGNAL; pipes have no such flag).  The descriptor
+ *     is made non-blocking (a terminal's write would otherwise stall the
+ *     loop); O_NONBLOCK is a property of the open file, shared with every
+ *     process that has it: give a terminal or an inherited stdin with
+ *     that in mind.
  * Returns 0, -EINVAL (NULL, fd < 0, or a descriptor of another kind: a
  * datagram socket, a listening one, a regular file (use ursa_fs_read()
  * and ursa_write_file()), a directory; named), or -EBADF. */

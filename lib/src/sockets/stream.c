@@ -4,6 +4,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,13 +42,21 @@ int ursa_stream_open(ursa_loop *loop, ursa_stream *s, int fd) {
   struct stat st;
   if (fstat(fd, &st) < 0) return -errno;
   if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
-    /* Pipes, terminals, devices: RECV and SEND refuse them (ENOTSOCK). */
+    /* Pipes, terminals, devices: RECV and SEND refuse them (ENOTSOCK).
+     * Non-blocking on every backend: a terminal's write ignores the
+     * kernel's per-request no-wait flag that io_uring tries it with, so a
+     * blocking one would stall the loop in its enter until the other side
+     * read (io_uring still waits by poll for a file that says it can). */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0) return -errno;
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+      return -errno;
     if (loop->be->stream_fd) {
       int r = loop->be->stream_fd(loop, fd);
       if (r < 0) return r;
     }
     ursa__stream_init(loop, s, fd, false, false, true);
-    s->flags |= S_PIPE;
+    s->flags |= S_PIPE | S_NONBLOCK;
     return 0;
   }
   if (!S_ISSOCK(st.st_mode))
