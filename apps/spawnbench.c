@@ -32,7 +32,7 @@
 
 static struct {
   const char *mode, *backend, *program;
-  long count, concurrency, heap_mib, buf_kib;
+  long count, concurrency, heap_mib, buf_kib, buf_count;
   long long bytes;
   int json;
 } O = {.mode = "spawn", .backend = "uring", .program = "/bin/true",
@@ -94,6 +94,7 @@ static int ursa_setup(void) {
   lo.backend = !strcmp(O.backend, "ursa-epoll") ? URSA_BACKEND_EPOLL
                                                 : URSA_BACKEND_URING;
   if (O.buf_kib) lo.buf_size = (unsigned)O.buf_kib << 10;
+  if (O.buf_count) lo.buf_count = (unsigned)O.buf_count;
   int r = ursa_loop_new(&uloop, &lo);
   if (r < 0)
     fprintf(stderr, PROG ": the %s backend cannot start: %s\n", O.backend,
@@ -298,6 +299,7 @@ static void usage(void) {
       "  --bytes N         pipe mode: bytes through the pipe (default "
       "256 MiB)\n"
       "  --buf-kib N       ursa: receive buffer size (default the loop's)\n"
+      "  --buf-count N     ursa: receive buffers (default the loop's)\n"
       "  --child-produce N (the pipe mode's child) writes N bytes to stdout\n"
       "  --json            one JSON object instead of the line\n"
       "  -h, --help        this text\n");
@@ -313,6 +315,7 @@ int main(int argc, char **argv) {
       {"heap-mib", required_argument, NULL, 'H'},
       {"bytes", required_argument, NULL, 'B'},
       {"buf-kib", required_argument, NULL, 'k'},
+      {"buf-count", required_argument, NULL, 'C'},
       {"child-produce", required_argument, NULL, 'P'},
       {"json", no_argument, NULL, 'j'},
       {"help", no_argument, NULL, 'h'},
@@ -361,6 +364,9 @@ int main(int argc, char **argv) {
         break;
       case 'k':
         if (cli_long(PROG, flag, v, 1, 16384, &O.buf_kib) < 0) return 2;
+        break;
+      case 'C':
+        if (cli_long(PROG, flag, v, 1, 32768, &O.buf_count) < 0) return 2;
         break;
       case 'j': O.json = 1; break;
     }

@@ -25,7 +25,7 @@ BACKENDS = ["uring", "ursa-epoll", "libuv"]
 HEAPS = (0, 200, 800)
 # Children per run: fewer where libuv's fork is slow (27 ms at 800 MiB).
 COUNTS = {0: 300, 200: 100, 800: 50}
-RATE_COUNT, RATE_AT_ONCE = 500, 4
+RATE_COUNT, RATE_AT_ONCE = 1000, 4
 PIPE_BYTES = 256 << 20
 
 
