@@ -13,6 +13,7 @@ from .config import IDLE_CONNS, listed_servers, use_servers
 from .netns import Veth
 from .plan import BLOCKS, EMPTY, Context, write_results
 from .plots import graphs
+from .publish import export, gate
 from .report import render
 from .runner import environment
 from .trends import trends
@@ -70,6 +71,18 @@ def options():
                     help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",
                     help="skip the one case run across a veth pair")
+    ap.add_argument("--export", nargs=2, metavar=("FORMAT", "RESULTS_JSON"),
+                    help="writes a stored run for CI tools into --out: bmf "
+                    "(Bencher's metric format, bmf.json) or gab "
+                    "(github-action-benchmark's custom tools: "
+                    "gab-bigger.json and gab-smaller.json)")
+    ap.add_argument("--gate", nargs=2, metavar=("BASE_JSON", "NEW_JSON"),
+                    help="exits 1 naming each headline figure of NEW whose "
+                    "interval lies wholly beyond BASE's, on its bad side, "
+                    "by more than --tolerance; 0 otherwise")
+    ap.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
+                    help="the gate's margin beyond the base's interval, in "
+                    "per cent (default 5)")
     ap.add_argument("--trend", nargs="+", metavar="RESULTS_JSON",
                     help="draw the headline figures of these stored runs "
                     "(oldest first) over their commits into --out, with "
@@ -82,9 +95,44 @@ def options():
     return ap
 
 
+def publish_main(ap, a):
+    """--export and --gate: stored runs only, nothing is run."""
+    if a.export:
+        what, path = a.export
+        if what not in ("bmf", "gab"):
+            ap.error(f"--export: unknown format '{what}' (want bmf or gab)")
+        try:
+            for p in export(what, path, a.out):
+                print(f"bench: wrote {p}")
+        except (OSError, ValueError) as e:
+            ap.error(f"--export: cannot read {path}: {e}")
+        return
+    if a.tolerance < 0:
+        ap.error("--tolerance must be 0 or more")
+    try:
+        runs = []
+        for p in a.gate:
+            with open(p) as f:
+                runs.append(json.load(f))
+    except (OSError, ValueError) as e:
+        ap.error(f"--gate: cannot read the runs: {e}")
+    fails, notes = gate(runs[0], runs[1], a.tolerance / 100)
+    for n in notes:
+        print(f"better: {n}")
+    for f in fails:
+        print(f"WORSE: {f}")
+    print(f"bench: gate {a.gate[0]} -> {a.gate[1]} (tolerance "
+          f"{a.tolerance:g}%): {len(fails)} headline figures worse beyond "
+          f"the intervals, {len(notes)} better")
+    sys.exit(1 if fails else 0)
+
+
 def main():
     ap = options()
     a = ap.parse_args()
+    if a.export or a.gate:
+        publish_main(ap, a)
+        return
     if a.trend:
         try:
             path, flagged = trends(a.trend, a.out)
