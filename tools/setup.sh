@@ -21,6 +21,9 @@ packages=(
   nginx-light       # the http bench's peers
   h2o
   python3           # test and bench drivers
+  python3-markdown  # the bench page (report.md to HTML)
+  python3-yaml      # the workflow test
+  chromium          # the bench page test (headless)
   valgrind
   clang             # fuzz targets (libFuzzer)
   libclang-rt-14-dev

@@ -13,6 +13,7 @@ from .config import IDLE_CONNS, listed_servers, use_servers
 from .netns import Veth
 from .plan import BLOCKS, EMPTY, Context, write_results
 from .plots import graphs
+from .page import page
 from .publish import export, gate
 from .report import render
 from .runner import environment
@@ -26,6 +27,11 @@ def options():
     ap.add_argument("--quick", action="store_true",
                     help="a subset that covers every backend (the default)")
     ap.add_argument("--full", action="store_true", help="the whole matrix")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the headline cases only (64 B ping-pong at 64 and "
+                    "256 connections for uring, ursa-epoll and epoll; iperf2 "
+                    "against uring and epoll), for pull requests: about 2 "
+                    "minutes")
     ap.add_argument("--filter", help="only cases whose id matches this regex")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, help="seconds measured per run")
@@ -80,6 +86,14 @@ def options():
                     help="exits 1 naming each headline figure of NEW whose "
                     "interval lies wholly beyond BASE's, on its bad side, "
                     "by more than --tolerance; 0 otherwise")
+    ap.add_argument("--gate-ratios", action="store_true",
+                    help="the gate looks at the ratios between backends "
+                    "only, which the machine's own speed does not move")
+    ap.add_argument("--page", metavar="DIR",
+                    help="writes DIR/index.html from DIR/report.md (and "
+                    "--trend-dir's trend.md): one self-contained page")
+    ap.add_argument("--trend-dir", metavar="DIR",
+                    help="with --page: the folder --trend wrote")
     ap.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
                     help="the gate's margin beyond the base's interval, in "
                     "per cent (default 5)")
@@ -93,6 +107,24 @@ def options():
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the perf profile of uring and epoll")
     return ap
+
+
+# What --smoke runs: the figures the gate looks at, nothing else.
+SMOKE_FILTER = (r"^(tcp-pingpong-(64|256)c-64b-1i-(uring|ursa-epoll|epoll)"
+                r"|iperf2-tcp-pingpong-(uring|epoll))$")
+
+
+def smoke(a):
+    if a.filter or a.full:
+        raise SystemExit("bench.py: --smoke sets its own cases; it takes "
+                         "neither --filter nor --full")
+    a.filter = SMOKE_FILTER
+    for k in ("memory", "bulk", "drain", "threads", "tls", "wake", "http",
+              "files", "static", "process", "greet", "veth", "ab",
+              "profile"):
+        setattr(a, "no_" + k, True)
+    if a.duration is None:
+        a.duration = 0.5
 
 
 def publish_main(ap, a):
@@ -116,7 +148,7 @@ def publish_main(ap, a):
                 runs.append(json.load(f))
     except (OSError, ValueError) as e:
         ap.error(f"--gate: cannot read the runs: {e}")
-    fails, notes = gate(runs[0], runs[1], a.tolerance / 100)
+    fails, notes = gate(runs[0], runs[1], a.tolerance / 100, a.gate_ratios)
     for n in notes:
         print(f"better: {n}")
     for f in fails:
@@ -132,6 +164,14 @@ def main():
     a = ap.parse_args()
     if a.export or a.gate:
         publish_main(ap, a)
+        return
+    if a.page:
+        if not os.path.exists(os.path.join(a.page, "report.md")):
+            ap.error(f"--page: no report.md in {a.page}")
+        path = page(a.page, a.trend_dir)
+        if not path:
+            sys.exit(1)
+        print(f"bench: wrote {path}")
         return
     if a.trend:
         try:
@@ -152,9 +192,12 @@ def main():
                 previous = json.load(f)
         print(render(results, a.out, previous,
                      graphs if shutil.which("gnuplot") else None))
+        page(a.out)
         return
     if not a.bindir:
         ap.error("--bindir is needed to run the suite")
+    if a.smoke:
+        smoke(a)
     try:
         use_servers(listed_servers(a.bindir))
     except (OSError, ValueError, KeyError, subprocess.SubprocessError) as e:

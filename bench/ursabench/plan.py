@@ -12,6 +12,7 @@ import time
 from .analysis import fmt
 from .blocks import tls_block, veth_block
 from .files import file_block, points
+from .page import page
 from .process import points as process_points, process_block
 from .static import stall_block, static_block, static_sizes
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
@@ -380,3 +381,4 @@ def write_results(a, env, r, failures, previous):
            previous, r["ab"], r["profile"], r["drain"], r["threads"],
            r["wake"], r["tls"], r["outside"], r["veth"], r["http"],
            r["greet"], r["files"], r["static"], r["stall"], r["process"])
+    page(a.out)

@@ -109,11 +109,14 @@ def export(fmt_name, results_path, out):
     return list(paths)
 
 
-def gate(base, new, tolerance):
+def gate(base, new, tolerance, ratios_only=False):
     """(failures, notes): the headline figures that got worse beyond both
-    intervals and the tolerance (a fraction), and those that got better."""
+    intervals and the tolerance (a fraction), and those that got better;
+    ratios_only: the ratios between backends alone."""
     fails, notes = [], []
     for group, name, how in headlines():
+        if ratios_only and group != "ratio":
+            continue
         b, n = figure(base, how), figure(new, how)
         if b is None:
             continue
