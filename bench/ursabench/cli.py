@@ -30,8 +30,8 @@ def options():
     ap.add_argument("--smoke", action="store_true",
                     help="the headline cases only (64 B ping-pong at 64 and "
                     "256 connections for uring, ursa-epoll and epoll; iperf2 "
-                    "against uring and epoll), for pull requests: about 2 "
-                    "minutes")
+                    "against uring and epoll), for pull requests: under a "
+                    "minute")
     ap.add_argument("--filter", help="only cases whose id matches this regex")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, help="seconds measured per run")
