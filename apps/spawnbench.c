@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
@@ -33,6 +34,7 @@
 static struct {
   const char *mode, *backend, *program;
   long count, concurrency, heap_mib, buf_kib, buf_count;
+  uint32_t disable;
   long long bytes;
   int json;
 } O = {.mode = "spawn", .backend = "uring", .program = "/bin/true",
@@ -95,6 +97,7 @@ static int ursa_setup(void) {
                                                 : URSA_BACKEND_URING;
   if (O.buf_kib) lo.buf_size = (unsigned)O.buf_kib << 10;
   if (O.buf_count) lo.buf_count = (unsigned)O.buf_count;
+  lo.disable = O.disable;
   int r = ursa_loop_new(&uloop, &lo);
   if (r < 0)
     fprintf(stderr, PROG ": the %s backend cannot start: %s\n", O.backend,
@@ -300,6 +303,7 @@ static void usage(void) {
       "256 MiB)\n"
       "  --buf-kib N       ursa: receive buffer size (default the loop's)\n"
       "  --buf-count N     ursa: receive buffers (default the loop's)\n"
+      "  --disable NAME    ursa: leave a feature off (waitid, read_multishot)\n"
       "  --child-produce N (the pipe mode's child) writes N bytes to stdout\n"
       "  --json            one JSON object instead of the line\n"
       "  -h, --help        this text\n");
@@ -316,6 +320,7 @@ int main(int argc, char **argv) {
       {"bytes", required_argument, NULL, 'B'},
       {"buf-kib", required_argument, NULL, 'k'},
       {"buf-count", required_argument, NULL, 'C'},
+      {"disable", required_argument, NULL, 'D'},
       {"child-produce", required_argument, NULL, 'P'},
       {"json", no_argument, NULL, 'j'},
       {"help", no_argument, NULL, 'h'},
@@ -368,6 +373,18 @@ int main(int argc, char **argv) {
       case 'C':
         if (cli_long(PROG, flag, v, 1, 32768, &O.buf_count) < 0) return 2;
         break;
+      case 'D': {
+        uint32_t bit = 0;
+        for (unsigned i = 0; i < URSA_FEAT_COUNT && !bit; i++)
+          if (!strcmp(ursa_feature_name(1u << i), v)) bit = 1u << i;
+        if (!bit) {
+          fprintf(stderr, PROG ": --disable '%s' is not a feature's name "
+                  "(see ursa-probe)\n", v);
+          return 2;
+        }
+        O.disable |= bit;
+        break;
+      }
       case 'j': O.json = 1; break;
     }
   }
@@ -407,6 +424,8 @@ int main(int argc, char **argv) {
   double cpu = cli_cpu_s() - cpu0;
   free(heap);
   if (r < 0) return 1;
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
   if (pipe_mode) {
     double mb = (double)got / 1e6;
     if (got != (unsigned long long)O.bytes) {
@@ -420,7 +439,8 @@ int main(int argc, char **argv) {
              O.backend, got, secs, mb / secs, cpu, cpu * 1e6 / mb, failed);
     else
       printf(PROG ": pipe %s: %llu bytes in %.3f s, %.1f MB/s, %.2f us CPU "
-             "per MB\n", O.backend, got, secs, mb / secs, cpu * 1e6 / mb);
+             "per MB, %ld+%ld context switches\n", O.backend, got, secs,
+             mb / secs, cpu * 1e6 / mb, ru.ru_nvcsw, ru.ru_nivcsw);
   } else {
     if (O.json)
       printf("{\"mode\":\"spawn\",\"backend\":\"%s\",\"heap_mib\":%ld,"
