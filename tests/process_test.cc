@@ -523,6 +523,32 @@ TEST_P(Proc, ChildGetsOnlyItsDescriptorsAndCleanSignals) {
   ASSERT_TRUE(RunUntil([&] { return sclosed > 0; }));
 }
 
+// A slot inherited from a descriptor the caller has closed stays closed
+// in the child, though the pipe ursa makes for another slot takes that
+// very number in the caller.
+TEST_P(Proc, InheritOfAClosedDescriptorStaysClosed) {
+  int low = dup(0); // the lowest free number: the pipe will take it
+  ASSERT_GE(low, 3);
+  ASSERT_LT(low, URSA_SPAWN_MAX_STDIO);
+  close(low);
+  Reader out;
+  out.keep = true;
+  Exit e;
+  std::vector<ursa_stdio> io((size_t)low + 1); // slots 2..low inherited
+  io[0].kind = URSA_STDIO_IGNORE;
+  io[1].kind = URSA_STDIO_PIPE;
+  io[1].stream = &out.s;
+  ASSERT_EQ(0, SpawnSelf(&e, "report", io)) << ursa_error_detail();
+  ASSERT_EQ(0, ursa_read_start(&out.s, OnRead));
+  ASSERT_TRUE(RunUntil([&] { return e.calls && out.end; }));
+  std::string fds = out.text.substr(0, out.text.find('\n')) + " ";
+  EXPECT_EQ(std::string::npos, fds.find(" " + std::to_string(low) + " "))
+      << "descriptor " << low << " reached the child: " << fds;
+  EXPECT_NE(std::string::npos, fds.find(" 1 ")) << fds;
+  ASSERT_TRUE(lp_->CloseStreams({&out.s}));
+  Close(&e.p);
+}
+
 // Working directory, environment, a new session, a new process group.
 TEST_P(Proc, CwdEnvironmentSessionAndGroup) {
   t::TempDir dir("ursa-proc");

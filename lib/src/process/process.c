@@ -89,6 +89,8 @@ void ursa__proc_free(ursa_loop *loop) {
 /* What ursa_spawn() holds while it sets the child up. */
 struct spawn {
   int parent[URSA_SPAWN_MAX_STDIO]; /* a pipe's end that stays: a stream */
+  bool open[URSA_SPAWN_MAX_STDIO];  /* the caller's descriptor i was open
+                                       before any pipe was made */
   int drop[2 * URSA_SPAWN_MAX_STDIO]; /* the child's ends and copies */
   unsigned ndrop;
 };
@@ -157,8 +159,10 @@ static int plan_slot(ursa_loop *loop, const ursa_spawn_options *o,
   int src = -1, e;
   switch (d->kind) {
     case URSA_STDIO_INHERIT:
-      /* dup2 onto itself clears close-on-exec, as POSIX asks. */
-      if (fcntl((int)i, F_GETFD) >= 0)
+      /* dup2 onto itself clears close-on-exec, as POSIX asks.  Whether i
+       * was open is asked before the pipes are made, one of which may
+       * have taken the number of a descriptor the caller had closed. */
+      if (sp->open[i])
         return posix_spawn_file_actions_adddup2(fa, (int)i, (int)i);
       return 0;
     case URSA_STDIO_IGNORE:
@@ -201,6 +205,8 @@ static int spawn_child(ursa_loop *loop, const ursa_spawn_options *o,
     return e;
   }
   unsigned top = o->nstdio < 3 ? 3 : o->nstdio;
+  for (unsigned i = 0; i < o->nstdio; i++)
+    sp->open[i] = fcntl((int)i, F_GETFD) >= 0;
   for (unsigned i = 0; !e && i < o->nstdio; i++)
     e = plan_slot(loop, o, i, top, sp, &fa);
   if (!e && o->cwd) e = posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
