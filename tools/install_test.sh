@@ -133,32 +133,38 @@ assert b"[missed " in seen, "the slow reader was never told what it missed"
 assert 0 < sum(got_b) <= 2000 * len(line) + 64 * 40, sum(got_b)
 print("fan-out and back-pressure ok")
 EOPY
-check_chat() { # name binary
-  local name=$1 bin=$2
-  "$bin" > "$work/chat.out" 2> "$work/chat.err" &
-  local chat=$! port=""
+# Runs a guide server (it prints "port N"), its Python check against it,
+# then SIGTERM with a client still connected: close-all must close and
+# free it, and the server exit 0 having said "closing".
+check_server() { # example name binary what-the-check-shows
+  local ex=$1 name=$2 bin=$3 shows=$4
+  "$bin" > "$work/$ex.out" 2> "$work/$ex.err" &
+  local pid=$! port=""
   for _ in $(seq 50); do
-    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/chat.out")
+    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/$ex.out")
     [ -n "$port" ] && break
     sleep 0.1
   done
-  if python3 "$work/chat_check.py" "$port" > "$work/chat.py.out" 2>&1; then
-    ok "chat ($name): a line reaches the others; a slow reader misses lines and is told"
+  if python3 "$work/${ex}_check.py" "$port" > "$work/$ex.py.out" 2>&1; then
+    ok "$ex ($name): $shows"
   else
-    bad "chat ($name): $(tail -5 "$work/chat.py.out")"
+    bad "$ex ($name): $(tail -5 "$work/$ex.py.out")"
   fi
-  # A peer still connected at SIGTERM: close-all must close and free it.
   exec 4<>"/dev/tcp/127.0.0.1/$port"
   sleep 0.2
-  kill -TERM "$chat" 2>/dev/null
+  kill -TERM "$pid" 2>/dev/null
   local st=0
-  wait "$chat" || st=$?
+  wait "$pid" || st=$?
   exec 4>&-
-  if [ "$st" -eq 0 ] && grep -q "closing" "$work/chat.err"; then
-    ok "chat ($name): SIGTERM closes everything, exit 0"
+  if [ "$st" -eq 0 ] && grep -q "closing" "$work/$ex.err"; then
+    ok "$ex ($name): SIGTERM closes everything, exit 0"
   else
-    bad "chat ($name): after SIGTERM: exit $st $(tail -20 "$work/chat.err")"
+    bad "$ex ($name): after SIGTERM: exit $st $(tail -20 "$work/$ex.err")"
   fi
+}
+check_chat() { # name binary
+  check_server chat "$1" "$2" \
+    "a line reaches the others; a slow reader misses lines and is told"
 }
 if cc -Wall -Werror -o "$work/chat" "$work/chat.c" $(pkg-config --cflags ursa) \
      "$prefix/lib/libursa.a" $(pkg-config --libs liburing); then
@@ -242,27 +248,8 @@ assert not sleeping(), "the job of a client that left still runs"
 print("runner ok")
 EOPY
 check_runner() { # name binary
-  local name=$1 bin=$2
-  "$bin" > "$work/runner.out" 2> "$work/runner.err" &
-  local pid=$! port=""
-  for _ in $(seq 50); do
-    port=$(sed -n 's/^port \([0-9]*\)$/\1/p' "$work/runner.out")
-    [ -n "$port" ] && break
-    sleep 0.1
-  done
-  if python3 "$work/runner_check.py" "$port" > "$work/runner.py.out" 2>&1; then
-    ok "runner ($name): output, exit and signal lines, back-pressure, a leaving client stops its job"
-  else
-    bad "runner ($name): $(tail -5 "$work/runner.py.out")"
-  fi
-  kill -TERM "$pid" 2>/dev/null
-  local st=0
-  wait "$pid" || st=$?
-  if [ "$st" -eq 0 ] && grep -q "closing" "$work/runner.err"; then
-    ok "runner ($name): SIGTERM closes everything, exit 0"
-  else
-    bad "runner ($name): after SIGTERM: exit $st $(tail -20 "$work/runner.err")"
-  fi
+  check_server runner "$1" "$2" \
+    "output, exit and signal lines, back-pressure, a leaving client stops its job"
 }
 if cc -Wall -Werror -o "$work/runner" "$work/runner.c" \
      $(pkg-config --cflags ursa) "$prefix/lib/libursa.a" \
