@@ -164,10 +164,10 @@ typedef struct ursa__backend {
   void (*settle)(ursa_loop *loop);
   /* Fills the backend's own counts into ursa_loop_stats()'s answer. */
   void (*stats)(const ursa_loop *loop, ursa_stats *out);
-  /* The layers will read and write fd, a pipe, FIFO, terminal or device,
-   * as a stream by READ, READ_MULTISHOT, WRITE and WRITEV: a backend that
-   * runs those itself waits on its readiness rather than a thread (until
-   * the descriptor's CLOSE).  0 or -errno. */
+  /* The layers will read and write fd, a pipe, FIFO, terminal or device
+   * they made non-blocking, as a stream by READ, READ_MULTISHOT, WRITE
+   * and WRITEV: a backend that runs those itself waits on its readiness
+   * rather than a thread (until the descriptor's CLOSE).  0 or -errno. */
   int (*stream_fd)(ursa_loop *loop, int fd);
 } ursa__backend;
 

@@ -438,13 +438,13 @@ static void ep_free(ursa_loop *loop) {
   loop->ep = NULL;
 }
 
-/* A pipe or a terminal read and written as a stream: non-blocking, so
- * that its READ and WRITE are tried at once and wait on readiness. */
+/* A pipe or a terminal read and written as a stream (the stream layer
+ * made it non-blocking): its READ and WRITE are tried at once and wait on
+ * readiness. */
 static int ep_stream_fd(ursa_loop *loop, int fd) {
-  int e = ursa__ep_set_nonblock(loop, fd);
-  if (e < 0) return e;
+  if (!ursa__ep_fd(loop->ep, fd)) return -ENOMEM;
   uint8_t *bits = &loop->ep->fdbits[fd];
-  *bits |= FB_STREAM;
+  *bits |= FB_STREAM | FB_NONBLOCK;
   if (!(*bits & (FB_IN | FB_OUT))) {
     /* A device without poll (EPERM) is always ready: io_uring refuses
      * its multishot read (EBADFD), and so does this backend. */
