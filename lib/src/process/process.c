@@ -178,8 +178,9 @@ static int plan_slot(ursa_loop *loop, const ursa_spawn_options *o,
       sp->parent[i] = child_reads ? pf[1] : pf[0];
       src = child_reads ? pf[0] : pf[1];
       sp->drop[sp->ndrop++] = src;
-      /* Prepared now, so that opening the stream after the spawn cannot
-       * fail (the epoll backend makes it non-blocking here). */
+      /* The backend's part now (the epoll backend's table grows here),
+       * so that opening the stream after the spawn is left with a
+       * stat and an fcntl of a new pipe, which do not fail. */
       if (loop->be->stream_fd && (e = loop->be->stream_fd(loop, sp->parent[i])))
         return -e;
       break;
