@@ -54,7 +54,10 @@ class Interp : public ::testing::Test {
     unsigned n;
     while ((n = loop_->be->reap(loop_, c, 64)) > 0)
       for (unsigned i = 0; i < n; i++)
-        if (c[i].ud >= 0x1000) got_[c[i].ud].push_back({c[i].res, c[i].flags});
+        if (c[i].ud >= 0x1000) {
+          got_[c[i].ud].push_back({c[i].res, c[i].flags});
+          seq_.push_back(c[i].ud);
+        }
   }
   // Enters until ud has n completions or 2 s pass.
   bool EnterUntil(uint64_t ud, size_t n) {
@@ -71,6 +74,7 @@ class Interp : public ::testing::Test {
   std::unique_ptr<t::Loop> lp_;
   ursa_loop *loop_ = nullptr;
   std::map<uint64_t, std::vector<Got>> got_;
+  std::vector<uint64_t> seq_;  // every completion's user_data, as reaped
 };
 
 TEST_F(Interp, RefusesWhatOnlyIoUringHas) {
@@ -185,15 +189,19 @@ TEST_F(Interp, LinkedTimeoutsExpireInDeadlineOrder) {
       io_uring_prep_cancel64(q, 0x1000 + i, 0);
       q->user_data = 0x2000 + i;
     }
+    // The order is the order of reaping: two deadlines a few ms apart can
+    // expire within one wait when this thread is late.
+    seq_.clear();
     std::vector<int> order;
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (order.size() < (size_t)kN &&
            std::chrono::steady_clock::now() < end) {
       Enter(5);
-      for (int i = 0; i < kN; i++)
-        if (got_[0x1000 + i].size() == 1 &&
-            std::find(order.begin(), order.end(), i) == order.end())
-          order.push_back(i);
+      for (uint64_t ud : seq_)
+        if (ud >= 0x1000 && ud < 0x1000 + (uint64_t)kN &&
+            std::find(order.begin(), order.end(), (int)(ud - 0x1000)) ==
+                order.end())
+          order.push_back((int)(ud - 0x1000));
     }
     ASSERT_EQ((size_t)kN, order.size()) << "round " << round;
     std::vector<int> timed;
@@ -246,8 +254,13 @@ TEST_F(Interp, AUnixConnectToAFullBacklogIsTriedAgain) {
   ASSERT_GE(l, 0);
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
-  snprintf(sun.sun_path + 1, sizeof(sun.sun_path) - 1, "ursa-epoll-test-%d",
-           (int)getpid());
+  // The pid alone can repeat: sandboxed runs may each be pid 2 in their
+  // own pid namespace while sharing the abstract namespace.
+  snprintf(sun.sun_path + 1, sizeof(sun.sun_path) - 1,
+           "ursa-epoll-test-%d-%llx", (int)getpid(),
+           (unsigned long long)std::chrono::steady_clock::now()
+               .time_since_epoch()
+               .count());
   socklen_t slen = offsetof(sockaddr_un, sun_path) + 1 +
                    strlen(sun.sun_path + 1);
   ASSERT_EQ(0, bind(l, (sockaddr *)&sun, slen));
