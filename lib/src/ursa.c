@@ -58,6 +58,10 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
         "ursa_loop_new: buf_ring cannot be disabled (receives need it)");
+  if (!o->large_bufs) o->large_bufs = 64;
+  if (o->large_bufs > 4096 || (o->large_bufs & (o->large_bufs - 1)))
+    return ursa__invalid("ursa_loop_new: large_bufs %u is not a power of "
+                         "two up to 4096", o->large_bufs);
   if (!o->post_ring) o->post_ring = 1024;
   if (o->post_ring > (1u << 20) || (o->post_ring & (o->post_ring - 1)))
     return ursa__invalid("ursa_loop_new: post_ring %u is not a power of two "
@@ -96,6 +100,7 @@ static int open_backend(ursa_loop *loop, const ursa_loop_options *o,
     loop->be->free(loop);
     return r;
   }
+  loop->bufs->large_count = o->large_bufs;
   ursa__direct_init(loop, o->direct_files, o->disable);
   return 0;
 }

@@ -3,6 +3,7 @@
 #ifndef URSA_URSA_H
 #define URSA_URSA_H
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -217,6 +218,11 @@ typedef struct ursa_loop_options {
                           waking for each.  Latency the bound adds is
                           paid by completions, never by sends already
                           submitted.  1 to 10000; 0: 200 */
+  unsigned large_bufs; /* 64 KiB receive buffers, in a ring of their own,
+                          for datagram receives with URSA_RECV_LARGE or
+                          URSA_RECV_GRO: a power of two up to 4096; 0: 64.
+                          Made at the first such receive.  Few, so that a
+                          coalesced receive's copy stays in cache */
 } ursa_loop_options;
 
 /* Creates a loop with its backend and receive buffers (all memory the
@@ -1131,10 +1137,13 @@ URSA_EXPORT int ursa_stream_close(ursa_stream *s, ursa_close_cb cb);
 
 typedef struct ursa_dgram ursa_dgram;
 typedef struct ursa_send_req ursa_send_req;
+typedef struct ursa_dgram_info ursa_dgram_info;
+typedef struct ursa_sendmsgs_req ursa_sendmsgs_req;
 
 /* Set in the receive callback's flags: the datagram was larger than the
- * room in a receive buffer (buf_size less 144 bytes of header and address)
- * and n bytes of it arrived.  A cut datagram is never passed on as whole. */
+ * room in a receive buffer (buf_size less 144 bytes of header and address,
+ * and 192 more when ursa_dgram_recvmsg_start() asks for control data) and
+ * n bytes of it arrived.  A cut datagram is never passed on as whole. */
 #define URSA_DGRAM_TRUNC 1u
 
 /* n >= 0: one datagram of n bytes at buf (borrowed until the callback
@@ -1177,6 +1186,18 @@ struct ursa_dgram {
   struct iovec iov;
   struct sockaddr_storage from;
   ursa_sockfile file;
+  struct ursa_sendmsgs_req *bsends; /* ursa_dgram_sendmsgs() in flight */
+  void (*recvmsg_cb)(ursa_dgram *, ssize_t, const void *,
+                     const ursa_dgram_info *);
+  unsigned recv_what; /* URSA_RECV_* asked for */
+  unsigned opts_set;  /* socket options set so far (URSA_RECV_* bits) */
+  int family;         /* AF_INET, AF_INET6, AF_UNIX, or 0 (unknown) */
+  uint8_t udp;        /* a UDP socket: GSO and GRO apply */
+  uint8_t armed_ring; /* the buffer ring the receive was armed on */
+  union { /* single-shot receives' control data */
+    size_t align; /* as a struct cmsghdr */
+    char control[192];
+  };
 };
 
 /* Flags for ursa_dgram_bind(). */
@@ -1232,6 +1253,152 @@ URSA_EXPORT int ursa_dgram_send_active(const ursa_send_req *req);
  * -ECANCELED; the receive callback is not called again), closes the
  * socket, removes a socket file it made, then calls cb once. */
 URSA_EXPORT int ursa_dgram_close(ursa_dgram *d, ursa_close_cb cb);
+
+/* ---- datagrams with their metadata: GSO, GRO, PKTINFO, TOS/ECN ------- *
+ *
+ * What a QUIC stack needs of UDP: many datagrams per system call or SQE
+ * (segmentation offload out, coalesced receive in), the local address each
+ * datagram came to and the source each reply leaves from, the TOS byte
+ * (ECN) both ways, and receive timestamps.  Everything here works the same
+ * on both backends; what the kernel or the socket lacks is refused by name
+ * (the ursa_last_error() text says which). */
+
+/* What ursa_dgram_recvmsg_start() asks for (bits). */
+#define URSA_RECV_GRO 0x01u /* coalesced receive (UDP_GRO): one callback
+                               carries up to 64 datagrams of the same
+                               sender, each info->segment bytes but the
+                               last, which may be shorter; implies LARGE */
+#define URSA_RECV_LARGE 0x02u /* receive into the loop's 64 KiB buffers
+                                 (large_bufs): datagrams up to 65,507 bytes
+                                 arrive whole */
+#define URSA_RECV_PKTINFO 0x04u /* info->local and info->ifindex: the
+                                   address each datagram was sent to (on a
+                                   wildcard socket, which of the host's) */
+#define URSA_RECV_TOS 0x08u /* info->tos: the IPv4 TOS / IPv6 traffic class
+                               byte; ECN is its low two bits */
+#define URSA_RECV_TIMESTAMP 0x10u /* info->timestamp_ns: when the kernel
+                                     took it in (CLOCK_REALTIME) */
+
+/* What came with a receive.  Valid only during the callback. */
+struct ursa_dgram_info {
+  const struct sockaddr *from; /* the sender; NULL when the kernel gives
+                                  none */
+  socklen_t fromlen;
+  socklen_t locallen;          /* PKTINFO: the size of local, else 0 */
+  struct sockaddr_in6 local;   /* PKTINFO: the address it came to, an
+                                  AF_INET or AF_INET6 address with port 0
+                                  (the port is the socket's); cast it to
+                                  struct sockaddr */
+  unsigned ifindex;            /* PKTINFO: the interface it came in on */
+  unsigned segment;            /* the size of each datagram in buf (GRO;
+                                  the last may be shorter); without GRO, or
+                                  when the kernel did not coalesce: n */
+  int tos;                     /* TOS: the byte, or -1 when not given */
+  int64_t timestamp_ns;        /* TIMESTAMP: realtime ns, or 0 */
+  unsigned flags;              /* URSA_DGRAM_TRUNC */
+};
+
+/* n >= 0: n bytes at buf (borrowed until the callback returns, or kept
+ * with ursa_buf_keep()): one datagram, or with GRO several of
+ * info->segment bytes each.  n < 0: an error; receiving has then
+ * stopped (info is NULL). */
+typedef void (*ursa_recvmsg_cb)(ursa_dgram *d, ssize_t n, const void *buf,
+                                const ursa_dgram_info *info);
+
+/* Starts receiving with what (URSA_RECV_* bits; 0 is ursa_dgram_recv_start
+ * with info): sets the socket options each bit needs, then receives as
+ * ursa_dgram_recv_start() does.  -EINVAL for an unknown bit, GRO on a
+ * socket that is not UDP or a kernel without UDP_GRO, PKTINFO or TOS on
+ * a socket that is not IPv4 or IPv6; -EALREADY when receiving.  Stop with
+ * ursa_dgram_recv_stop(); the options stay set. */
+URSA_EXPORT int ursa_dgram_recvmsg_start(ursa_dgram *d, unsigned what,
+                                         ursa_recvmsg_cb cb);
+
+/* Splits a receive into its datagrams: the i-th datagram of a receive of
+ * n bytes cut at info->segment, its length in *len (0 when i is past the
+ * last).  For code that would rather not do the arithmetic. */
+URSA_EXPORT const void *ursa_dgram_segment(const void *buf, ssize_t n,
+                                           const ursa_dgram_info *info,
+                                           unsigned i, size_t *len);
+
+/* One message of a send request. */
+typedef struct ursa_dgram_msg {
+  const void *buf;             /* the payload, len bytes (0 is allowed) */
+  size_t len;
+  const struct sockaddr *to;   /* the destination, or NULL: the connected
+                                  peer */
+  socklen_t tolen;
+  socklen_t srclen;
+  const struct sockaddr *src;  /* the source address (IP_PKTINFO /
+                                  IPV6_PKTINFO: the reply to a datagram
+                                  leaves from the address info->local
+                                  said it came to), or NULL: the kernel's
+                                  choice.  Its port is ignored */
+  unsigned segment;            /* with URSA_MSG_GSO: len is cut into
+                                  datagrams of this many bytes (the last may
+                                  be shorter), at most
+                                  URSA_DGRAM_MAX_SEGMENTS of them */
+  unsigned flags;              /* URSA_MSG_GSO, URSA_MSG_TOS */
+  int tos;                     /* with URSA_MSG_TOS: the TOS / traffic
+                                  class byte for this send (ECN: its low
+                                  two bits), 0 to 255 */
+} ursa_dgram_msg;
+
+#define URSA_MSG_GSO 0x01u /* segment is set: UDP segmentation offload */
+#define URSA_MSG_TOS 0x02u /* tos is set */
+#define URSA_DGRAM_MAX_SEGMENTS 64
+#define URSA_DGRAM_BATCH 16 /* messages one request carries */
+
+/* status: 0 when every message went out whole, else the error of the
+ * first (in order) that did not; ursa_sendmsgs_result() gives each. */
+typedef void (*ursa_sendmsgs_cb)(ursa_sendmsgs_req *req, int status);
+
+/* One message's part of a request (private). */
+typedef struct ursa__dmsg {
+  ursa_op op; /* first */
+  struct ursa_sendmsgs_req *req;
+  struct msghdr msg;
+  struct iovec iov;
+  union {
+    size_t align; /* as a struct cmsghdr */
+    char control[96];
+  };
+} ursa__dmsg;
+
+struct ursa_sendmsgs_req {
+  void *data; /* public */
+  /* private */
+  ursa_dgram *dgram;
+  ursa_sendmsgs_req *bnext, *bprev; /* the socket's requests in flight */
+  ursa_sendmsgs_cb cb;
+  unsigned n, left;
+  int res[URSA_DGRAM_BATCH];
+  ursa__dmsg m[URSA_DGRAM_BATCH];
+};
+
+/* Sends n messages (1 to URSA_DGRAM_BATCH) as one request: on io_uring one
+ * SQE each, submitted together; on epoll one sendmmsg for the lot.  The
+ * messages are read at the call (their headers are built then); every
+ * buffer and address they point at must stay valid until cb.  They may
+ * leave in any order.  Returns 0, -EBUSY (req active), -EBADF when
+ * closing, or -EINVAL naming the bad message and field: a segment of 0,
+ * above len, or more than URSA_DGRAM_MAX_SEGMENTS segments; GSO, TOS or a
+ * source on a socket that is not UDP; a source of another family; tos over
+ * 255.  Nothing is sent when it fails. */
+URSA_EXPORT int ursa_dgram_sendmsgs(ursa_sendmsgs_req *req, ursa_dgram *d,
+                                    const ursa_dgram_msg *msgs, unsigned n,
+                                    ursa_sendmsgs_cb cb);
+
+/* Message i's result once cb runs: bytes sent (len), or a negative errno. */
+URSA_EXPORT int ursa_sendmsgs_result(const ursa_sendmsgs_req *req,
+                                     unsigned i);
+
+/* Cancels the request's messages not yet sent; cb runs once with the
+ * first error.  0, or -ENOENT when not active. */
+URSA_EXPORT int ursa_sendmsgs_cancel(ursa_sendmsgs_req *req);
+
+/* 1 from ursa_dgram_sendmsgs() until its callback has run, else 0. */
+URSA_EXPORT int ursa_sendmsgs_active(const ursa_sendmsgs_req *req);
 
 /* ---- name resolution without blocking the loop ------------------------ */
 

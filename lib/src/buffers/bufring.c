@@ -87,8 +87,16 @@ int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
   return 0;
 }
 
+int ursa__bufring_large(ursa_loop *loop) {
+  ursa__bufring *r = &loop->bufs->rings[URSA__LARGE_RING];
+  if (r->br) return 0;
+  return ring_init(loop, r, URSA__LARGE_RING, loop->bufs->large_count,
+                   URSA__LARGE_SIZE, false);
+}
+
 void ursa__bufring_free(ursa_loop *loop) {
   if (!loop->bufs) return;
+  ring_free(loop, &loop->bufs->rings[URSA__LARGE_RING]);
   ring_free(loop, &loop->bufs->rings[1]);
   ring_free(loop, &loop->bufs->rings[0]);
   free(loop->bufs);
@@ -182,7 +190,7 @@ void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) {
 /* The ring and buffer that hold p, or NULL when p is in neither ring. */
 static ursa__bufring *ring_of(ursa_loop *loop, const void *p, unsigned *bid) {
   const char *c = p;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < 3; i++) {
     ursa__bufring *r = &loop->bufs->rings[i];
     if (r->br && c >= r->bufs && c < r->bufs + (size_t)r->count * r->size) {
       *bid = (unsigned)((size_t)(c - r->bufs) / r->size);

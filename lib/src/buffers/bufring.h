@@ -32,7 +32,7 @@ typedef struct ursa__bufring {
  * sring for byte streams: rings[1] when the kernel fills buffers by parts
  * (incremental consumption), else rings[0] too. */
 struct ursa__bufs {
-  ursa__bufring rings[2];
+  ursa__bufring rings[3]; /* [2]: the large ring (URSA__LARGE_RING) */
   ursa__bufring *sring;
   unsigned buf_size;        /* of every buffer in either ring */
   ursa__bufring *lent_ring; /* the slice a read callback holds now: */
@@ -40,7 +40,16 @@ struct ursa__bufs {
   bool lent_kept;           /* ...and that callback kept it */
   unsigned kept;            /* slices the application keeps */
   unsigned keep_max;
+  unsigned large_count;     /* buffers the large ring gets when made */
 };
+
+/* The large ring: 64 KiB buffers for whole large datagrams and coalesced
+ * (GRO) receives, with room for the recvmsg header, address and control
+ * data in front. */
+#define URSA__LARGE_RING 2
+#define URSA__LARGE_SIZE (65536u + 512u)
+/* Makes the large ring on first use; 0, or the error of making it. */
+int ursa__bufring_large(ursa_loop *loop) URSA__HIDDEN;
 
 /* Makes loop->bufs and registers rings[0] (and rings[1] when incremental
  * consumption is used); keep_max caps ursa_buf_keep(). */

@@ -257,6 +257,14 @@ static void ep_submit(ursa_loop *loop) {
   for (unsigned i = 0; i < ep->sq_n; i++) {
     const struct io_uring_sqe *sqe = &ep->sq[i];
     const struct io_uring_sqe *timeout = NULL;
+    if (sqe->opcode == IORING_OP_SENDMSG && i + 1 < ep->sq_n) {
+      /* A run of sends to one socket goes out with one sendmmsg. */
+      unsigned sent = ursa__ep_send_run(loop, sqe, ep->sq_n - i);
+      if (sent) {
+        i += sent - 1;
+        continue;
+      }
+    }
     if ((sqe->flags & IOSQE_IO_LINK) && i + 1 < ep->sq_n &&
         ep->sq[i + 1].opcode == IORING_OP_LINK_TIMEOUT)
       timeout = &ep->sq[++i];

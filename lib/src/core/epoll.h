@@ -258,6 +258,12 @@ void ursa__ep_fail_waiting(ursa_loop *loop, int fd, int res) URSA__HIDDEN;
 /* Takes a waiting operation off whatever holds it and frees it. */
 void ursa__ep_unwait(struct ursa__ep *ep, ep_req *r) URSA__HIDDEN;
 
+/* Sends a run of SENDMSG SQEs to one socket (from sqe, of at most n) with
+ * one sendmmsg when nothing waits to write there; posts each one sent and
+ * returns how many (0: none, start them one by one). */
+unsigned ursa__ep_send_run(ursa_loop *loop, const struct io_uring_sqe *sqe,
+                           unsigned n) URSA__HIDDEN;
+
 /* ---- operations on the work pool (epoll_pool.c) ---- */
 
 /* The decode of an opcode that readiness cannot help (a file's): queues

@@ -162,6 +162,34 @@ static int run_send(ursa_loop *loop, ep_req *r) {
   return R_DONE;
 }
 
+#define SEND_RUN 64
+
+unsigned ursa__ep_send_run(ursa_loop *loop, const struct io_uring_sqe *sqe,
+                           unsigned n) {
+  struct ursa__ep *ep = loop->ep;
+  unsigned k = 0;
+  if (n > SEND_RUN) n = SEND_RUN;
+  /* Plain sends only: no link (a linked timeout), no direct descriptor,
+   * one socket, one set of flags. */
+  while (k < n && sqe[k].opcode == IORING_OP_SENDMSG &&
+         !(sqe[k].flags & (IOSQE_IO_LINK | IOSQE_FIXED_FILE)) &&
+         sqe[k].fd == sqe[0].fd && sqe[k].msg_flags == sqe[0].msg_flags)
+    k++;
+  if (k < 2 || sqe[0].fd < 0) return 0;
+  ep_fd *f = ursa__ep_fd(ep, sqe[0].fd);
+  if (!f || f->wq) return 0; /* behind sends that wait: keep their order */
+  struct mmsghdr mm[SEND_RUN];
+  for (unsigned i = 0; i < k; i++) {
+    mm[i].msg_hdr = *(const struct msghdr *)(uintptr_t)sqe[i].addr;
+    mm[i].msg_len = 0;
+  }
+  SYSCALL(loop);
+  int sent = sendmmsg(sqe[0].fd, mm, k, (int)sqe[0].msg_flags | MSG_DONTWAIT);
+  if (sent <= 0) return 0; /* the first one's error or EAGAIN: alone */
+  for (int i = 0; i < sent; i++) post(loop, sqe[i].user_data, (int)mm[i].msg_len, 0);
+  return (unsigned)sent;
+}
+
 static int run_accept(ursa_loop *loop, ep_req *r) {
   /* Another process on the same listener may take the connection that
    * made it ready: a blocking accept would then hang the loop. */

@@ -1,5 +1,6 @@
 /* dgram.c - datagram sockets: UDP, Unix datagram, and raw or ICMP sockets
- * the caller opens; multishot recvmsg in, one sendmsg per datagram out. */
+ * the caller opens; multishot recvmsg in, one sendmsg per datagram out.
+ * Socket options, control data and batched sends are in dgram_msg.c. */
 #include "sock.h"
 
 #include <errno.h>
@@ -25,6 +26,13 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   d->data = data;
   d->fd = fd;
   d->flags = D_OPEN;
+  int v = 0;
+  socklen_t vl = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &vl) == 0) d->family = v;
+  vl = sizeof(v);
+  d->udp = (d->family == AF_INET || d->family == AF_INET6) &&
+           getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &vl) == 0 &&
+           v == IPPROTO_UDP;
   d->recv_op.kind = URSA__KIND(drecv);
   d->recv_op.nsqe = 1;
   ursa__handle_init(loop, &d->handle, &dgram_kind, URSA_HANDLE_DGRAM);
@@ -95,24 +103,63 @@ int ursa_dgram_addr(const ursa_dgram *d, struct sockaddr_storage *addr,
 
 /* ---- receive ---- */
 
-int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
-  int r = check_open(d, "ursa_dgram_recv_start");
+/* The ring a receive asking for `what` takes its buffers from. */
+static ursa__bufring *ring_for(ursa_loop *loop, unsigned what) {
+  return &loop->bufs->rings[(what & (URSA_RECV_GRO | URSA_RECV_LARGE))
+                                ? URSA__LARGE_RING
+                                : 0];
+}
+
+static int recv_begin(ursa_dgram *d, unsigned what, const char *fn,
+                      bool with_cb) {
+  int r = check_open(d, fn);
   if (r) return r;
-  if (!cb) return ursa__invalid("ursa_dgram_recv_start: NULL callback");
-  if (d->handle.closing)
-    return ursa__invalid("ursa_dgram_recv_start: socket is closing");
+  if (!with_cb) return ursa__invalid("%s: NULL callback", fn);
+  if (d->handle.closing) return ursa__invalid("%s: socket is closing", fn);
   if (d->flags & D_RECEIVING) return -EALREADY;
-  if (d->loop->bufs->buf_size <= RECV_HEADER)
-    return ursa__invalid(
-        "ursa_dgram_recv_start: buf_size %u leaves no room for "
-        "datagrams (needs over %zu)",
-        d->loop->bufs->buf_size, RECV_HEADER);
+  if (what) {
+    r = ursa__dgram_recv_opts(d, what, fn);
+    if (r) return r;
+  }
+  size_t head = RECV_HEADER + ((what & URSA__RECV_CTRL) ? URSA__DGRAM_CTRL : 0);
+  if (!(what & (URSA_RECV_GRO | URSA_RECV_LARGE)) &&
+      d->loop->bufs->buf_size <= head)
+    return ursa__invalid("%s: buf_size %u leaves no room for datagrams "
+                         "(needs over %zu)", fn, d->loop->bufs->buf_size,
+                         head);
+  d->recv_what = what;
   d->flags |= D_RECEIVING;
-  d->recv_cb = cb;
   if (d->recv_op.state == URSA__IDLE) {
     ursa__handle_submit(d->loop, &d->handle, &d->recv_op);
   }
   return 0;
+}
+
+int ursa_dgram_recv_start(ursa_dgram *d, ursa_recv_cb cb) {
+  int r = recv_begin(d, 0, "ursa_dgram_recv_start", cb != NULL);
+  if (r == 0) {
+    d->recv_cb = cb;
+    d->recvmsg_cb = NULL;
+  }
+  return r;
+}
+
+int ursa_dgram_recvmsg_start(ursa_dgram *d, unsigned what,
+                             ursa_recvmsg_cb cb) {
+  int r = recv_begin(d, what, "ursa_dgram_recvmsg_start", cb != NULL);
+  if (r == 0) {
+    d->recvmsg_cb = cb;
+    d->recv_cb = NULL;
+  }
+  return r;
+}
+
+/* An error ends receiving: told to whichever callback is set. */
+static void recv_failed(ursa_dgram *d, int res) {
+  if (d->recvmsg_cb)
+    d->recvmsg_cb(d, res, NULL, NULL);
+  else
+    d->recv_cb(d, res, NULL, NULL, 0, 0);
 }
 
 int ursa_dgram_recv_stop(ursa_dgram *d) {
@@ -126,25 +173,32 @@ int ursa_dgram_recv_stop(ursa_dgram *d) {
 static void drecv_prep(ursa_loop *loop, ursa_op *op) {
   ursa_dgram *d = DGRAM_OF(op, recv_op);
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
+  ursa__bufring *ring = ring_for(loop, d->recv_what);
+  d->armed_ring = (uint8_t)(ring - loop->bufs->rings);
+  size_t control = (d->recv_what & URSA__RECV_CTRL) ? URSA__DGRAM_CTRL : 0;
   memset(&d->msg, 0, sizeof(d->msg));
   if (loop->used & URSA_FEAT_MULTISHOT_RECV) {
-    /* The kernel puts a header, the sender's address and the payload in
-     * each buffer; msg only says how much room the address gets. */
+    /* The kernel puts a header, the sender's address, the control data
+     * and the payload in each buffer; msg only says how much room the
+     * address and the control data get. */
     d->msg.msg_namelen = sizeof(struct sockaddr_storage);
+    d->msg.msg_controllen = control;
     io_uring_prep_recvmsg_multishot(sqe, d->fd, &d->msg, 0);
     op->flags |= URSA__F_MULTISHOT;
   } else {
     /* MSG_TRUNC makes the result the datagram's full length. */
     d->msg.msg_name = &d->from;
     d->msg.msg_namelen = sizeof(d->from);
+    d->msg.msg_control = control ? d->control : NULL;
+    d->msg.msg_controllen = control;
     d->iov.iov_base = NULL;
-    d->iov.iov_len = loop->bufs->buf_size;
+    d->iov.iov_len = ring->size;
     d->msg.msg_iov = &d->iov;
     d->msg.msg_iovlen = 1;
     io_uring_prep_recvmsg(sqe, d->fd, &d->msg, MSG_TRUNC);
   }
   sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = loop->bufs->rings[0].bgid;
+  sqe->buf_group = ring->bgid;
   io_uring_sqe_set_data(sqe, op);
 }
 
@@ -168,6 +222,8 @@ static bool deliver(ursa_loop *loop, ursa_dgram *d, int res, char *buf,
   const struct sockaddr *from;
   socklen_t fromlen;
   unsigned flags = 0;
+  const void *control;
+  size_t controllen;
   if (multishot) {
     struct io_uring_recvmsg_out *o =
         io_uring_recvmsg_validate(buf, res, &d->msg);
@@ -177,19 +233,33 @@ static bool deliver(ursa_loop *loop, ursa_dgram *d, int res, char *buf,
     from = io_uring_recvmsg_name(o);
     fromlen = o->namelen > d->msg.msg_namelen ? d->msg.msg_namelen : o->namelen;
     if ((o->flags & MSG_TRUNC) || o->payloadlen > n) flags |= URSA_DGRAM_TRUNC;
+    control = (const char *)from + d->msg.msg_namelen;
+    controllen = o->controllen;
   } else {
+    size_t room = loop->bufs->rings[d->armed_ring].size;
     payload = buf ? buf : "";
     n = (size_t)res;
-    if (n > loop->bufs->buf_size) {
-      n = loop->bufs->buf_size;
+    if (n > room) {
+      n = room;
       flags |= URSA_DGRAM_TRUNC;
     }
     from = (const struct sockaddr *)&d->from;
     fromlen = d->msg.msg_namelen;
     if (!fromlen || fromlen > sizeof(d->from)) fromlen = family_len(&d->from);
+    control = d->control;
+    controllen = d->msg.msg_controllen;
   }
   loop->stats.bytes_in += n;
-  d->recv_cb(d, (ssize_t)n, payload, fromlen ? from : NULL, fromlen, flags);
+  if (!d->recvmsg_cb) {
+    d->recv_cb(d, (ssize_t)n, payload, fromlen ? from : NULL, fromlen, flags);
+    return true;
+  }
+  ursa_dgram_info info;
+  ursa__dgram_info(&info, control, controllen, n);
+  info.from = fromlen ? from : NULL;
+  info.fromlen = fromlen;
+  info.flags = flags;
+  d->recvmsg_cb(d, (ssize_t)n, payload, &info);
   return true;
 }
 
@@ -200,8 +270,8 @@ static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   if (flags & IORING_CQE_F_BUFFER) {
     /* One datagram, one buffer: the slice is the whole of it. */
     ursa__slices it;
-    if (!ursa__slices_begin(loop, &loop->bufs->rings[0], &it, res, flags,
-                            false)) {
+    if (!ursa__slices_begin(loop, &loop->bufs->rings[d->armed_ring], &it,
+                            res, flags, false)) {
       ursa__invalid("ursa: receive buffers came back out of ring order");
       res = -EIO;
     } else if (ursa__slices_next(loop, &it)) {
@@ -218,7 +288,7 @@ static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
          * finishes the operation. */
         d->flags &= ~D_RECEIVING;
         ursa__op_cancel(loop, op);
-        d->recv_cb(d, res, NULL, NULL, 0, 0);
+        recv_failed(d, res);
       }
       return;
     }
@@ -239,7 +309,7 @@ static void drecv_complete(ursa_loop *loop, ursa_op *op, int res,
   ursa__handle_op_end(loop, &d->handle, op);
   if (!again && !d->handle.closing) {
     d->flags &= ~D_RECEIVING;
-    d->recv_cb(d, res, NULL, NULL, 0, 0);
+    recv_failed(d, res);
   }
   maybe_finish_close(d);
 }
@@ -343,6 +413,7 @@ static void dgram_close(ursa_handle *h) {
   ursa__op_cancel(d->loop, &d->recv_op);
   for (ursa_send_req *s = d->sends; s; s = s->snext)
     ursa__op_cancel(d->loop, &s->op);
+  ursa__dgram_sendmsgs_cancel_all(d);
 }
 
 static void dgram_prep_close(ursa_loop *loop, ursa_handle *h) {

@@ -21,6 +21,20 @@ URSA__OP_DECLARE(accept);
 URSA__OP_DECLARE(poll);
 URSA__OP_DECLARE(handoff_send);
 
+/* dgram_msg.c: the control data and socket options of datagram sockets. */
+#define URSA__RECV_CTRL \
+  (URSA_RECV_GRO | URSA_RECV_PKTINFO | URSA_RECV_TOS | URSA_RECV_TIMESTAMP)
+#define URSA__DGRAM_CTRL 192 /* room for the control data asked for */
+/* Sets the socket options `what` needs (once each); 0 or a named error. */
+int ursa__dgram_recv_opts(ursa_dgram *d, unsigned what, const char *fn)
+    URSA__HIDDEN;
+/* Fills info from a receive's control data (n: the payload's length). */
+void ursa__dgram_info(ursa_dgram_info *info, const void *control,
+                      size_t controllen, size_t n) URSA__HIDDEN;
+/* Cancels every ursa_dgram_sendmsgs() request in flight (close). */
+void ursa__dgram_sendmsgs_cancel_all(ursa_dgram *d) URSA__HIDDEN;
+URSA__OP_DECLARE(dsendm);
+
 /* Prepares a stream for an open fd (accept, connect, open); fd is a
  * direct-descriptor slot when direct is set, local marks AF_UNIX. */
 void ursa__stream_init(ursa_loop *loop, ursa_stream *s, int fd,
