@@ -18,7 +18,8 @@ import tempfile
 import threading
 import time
 
-from apptest import (BACKENDS, CAPS, CLIENT, LOAD, NO_URING, SERVER, Server, check,
+from apptest import (BACKENDS, CAPS, CLIENT, LOAD, NO_URING, SERVER, SERVERS,
+                     Server, check,
                      echo_dgram, echo_stream, finish, parallel, rss_kb,
                      sockaddr)
 
@@ -590,9 +591,65 @@ def test_list_backends():
                   f"{b} {args}: {r.returncode} {r.stderr!r}")
 
 
+def test_udp_offload():
+    """The UDP servers with GRO and GSO (uring and ursa-epoll with --gro
+    and --gso, and the hand-written mmsg server) echo ursa-load's datagram
+    streams, plain and sent with GSO, with every datagram checked (its
+    peer, number, length and last byte) and none altered; the options
+    are refused where they do not apply, by name."""
+    check(SERVERS[-1]["name"] == "mmsg" and "udp_only" in CAPS["mmsg"],
+          f"the mmsg server is listed, udp only: {SERVERS[-1]}")
+    for backend, extra in [("uring", ["--gro", "--gso"]),
+                           ("uring", ["--gro"]),
+                           ("ursa-epoll", ["--gro", "--gso"]),
+                           ("mmsg", []), ("uring", [])]:
+        for client in ([], ["--gso"]):
+            srv = Server(backend, "--proto", "udp", *extra)
+            out = tempfile.mktemp(prefix="ursa-udp-", suffix=".json")
+            r = subprocess.run(
+                [LOAD, srv.addr, "--proto", "udp", "--bulk",
+                 "--connections", "4", "--inflight", "16", "--size", "1200",
+                 "--duration", "0.5", "--warmup", "0.1", "--json", out,
+                 *client], capture_output=True, text=True, timeout=30)
+            stats = srv.stop()
+            res = json.load(open(out)) if os.path.exists(out) else {}
+            if os.path.exists(out):
+                os.unlink(out)
+            what = f"{backend} {' '.join(extra)} client {' '.join(client)}"
+            check(r.returncode == 0 and res.get("datagrams", 0) > 1000 and
+                  res.get("mismatched") == 0,
+                  f"udp bulk {what}: {r.returncode} {r.stderr[-300:]!r} "
+                  f"{res}")
+            # The server saw at least what came back, byte for byte.
+            check(stats.get("bytes_in", 0) >= res.get("datagrams", 0) * 1200
+                  and stats.get("bytes_out", 0) >= res.get("datagrams", 0)
+                  * 1200, f"udp bulk {what}: server {stats}")
+    for args, says in [
+            (["--backend", "uring", "--gso", "--proto", "udp"],
+             "--gso echoes coalesced receives: it needs --gro"),
+            (["--backend", "uring", "--gro"], "are for --proto udp, not tcp"),
+            (["--backend", "epoll", "--gro", "--proto", "udp"],
+             "--gro and --gso is for uring and ursa-epoll, not epoll"),
+            (["--backend", "mmsg"], "the mmsg server is udp only")]:
+        r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", *args],
+                           capture_output=True, text=True, timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"server {' '.join(args)}: {r.returncode} {r.stderr!r}")
+    for args, says in [
+            (["--gso"], "--gso is for --proto udp --bulk"),
+            (["--proto", "udp", "--bulk", "--size", "4"],
+             "takes datagrams of 8 to 65507 bytes"),
+            (["--proto", "udp", "--bulk", "--threads", "2"], "one thread")]:
+        r = subprocess.run([LOAD, "127.0.0.1:9", *args], capture_output=True,
+                           text=True, timeout=20)
+        check(r.returncode == 2 and says in r.stderr,
+              f"ursa-load {' '.join(args)}: {r.returncode} {r.stderr!r}")
+
+
 def main():
     random.seed(11)
     test_list_backends()
+    test_udp_offload()
     tmp = tempfile.mkdtemp(prefix="ursa-conf-")
     only = os.environ.get("BACKENDS")
     for b in (only.split(",") if only else BACKENDS):

@@ -541,7 +541,7 @@ TEST(UdpMsgArgs, BadMessagesAreRefusedByName) {
     t::Loop lp(&o);
     ASSERT_EQ(0, lp.status());
     ursa_dgram d{}, u{};
-    ursa_addr a, ua;
+    ursa_addr a, ua{};
     ASSERT_EQ(0, ursa_addr_parse("127.0.0.1:0", &a));
     ASSERT_EQ(0, ursa_dgram_bind(lp.get(), &d, (sockaddr *)&a.ss, a.len, 0));
     ASSERT_EQ(0, ursa_dgram_addr(&d, &a.ss, &a.len));

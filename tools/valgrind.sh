@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
 suites=(addr_test loop_test timer_test fault_test dgram_test unix_test op_test
-        bufring_test http_core_test fs_test process_test)
+        bufring_test http_core_test fs_test process_test udp_msg_test)
 bazel build --config=debug $(printf '//tests:%s ' "${suites[@]}") || exit 1
 bin=$(bazel info --config=debug bazel-bin 2>/dev/null)/tests
 # A suite's tests left out under valgrind (a gtest filter), and why above.

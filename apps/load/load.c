@@ -15,6 +15,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/load/hist.h"
+#include "apps/load/udp_bulk.h"
 #include "ursa/tls.h"
 #include "ursa/ursa.h"
 
@@ -100,7 +101,7 @@ static __thread load_state L;
 
 /* CPU time of another process (all its threads), from /proc; -1 if it
  * cannot be read.  Ticks are 10 ms: measure for a second or more. */
-static double proc_cpu_seconds(long pid) {
+double load_proc_cpu_s(long pid) {
   char path[64], buf[1024];
   snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
   FILE *f = fopen(path, "r");
@@ -529,7 +530,7 @@ static void stop_sending(void) {
   L.t_end_ns = cli_now_ns();
   L.measuring = 0;
   if (L.server_pid && L.index == 0)
-    L.server_cpu_s = proc_cpu_seconds(L.server_pid) - L.server_cpu0;
+    L.server_cpu_s = load_proc_cpu_s(L.server_pid) - L.server_cpu0;
   for (long i = 0; i < L.conns; i++)
     if (L.cs[i].connected && all_idle(&L.cs[i])) close_conn(&L.cs[i]);
 }
@@ -544,7 +545,7 @@ static void on_tick(ursa_timer *t, int status) {
     L.t_measure_ns = now;
     L.cpu0 = cli_cpu_s();
     if (L.server_pid && L.index == 0)
-      L.server_cpu0 = proc_cpu_seconds(L.server_pid);
+      L.server_cpu0 = load_proc_cpu_s(L.server_pid);
   }
   /* With --count: over once every connection has its count or is gone. */
   int count_done = 0;
@@ -614,7 +615,7 @@ static void *run_thread(void *arg) {
     L.t_measure_ns = L.t_start_ns;
     L.cpu0 = cli_cpu_s();
     if (L.server_pid && L.index == 0)
-      L.server_cpu0 = proc_cpu_seconds(L.server_pid);
+      L.server_cpu0 = load_proc_cpu_s(L.server_pid);
   }
   for (long i = 0; i < L.conns; i++) {
     conn *c = &L.cs[i];
@@ -669,7 +670,10 @@ static void usage(FILE *f) {
       "(default 5)\n"
       "  --count N           or: stop after N round trips per connection\n"
       "  --warmup S          seconds before measuring (default 1)\n"
-      "  --bulk              one way: only write (to a --mode sink server)\n"
+      "  --bulk              one way: only write (to a --mode sink server);\n"
+      "                      with --proto udp: streams of datagrams, each\n"
+      "                      echoed, --inflight per peer (--connections)\n"
+      "  --gso               udp bulk: send each window with UDP GSO\n"
       "  --idle              connect, hold for --duration, close: no "
       "traffic\n"
       "  --connect-timeout S give up on a connect after S seconds "
@@ -703,6 +707,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   const char *addr = NULL, *json = NULL, *proto = "tcp";
   long cpu = -1, threads = 1;
+  int gso = 0;
   L.conns = 1;
   L.size = 64;
   L.inflight = 1;
@@ -712,7 +717,8 @@ int main(int argc, char **argv) {
   enum {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
     O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
-    O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT, O_GREET, O_GREETING
+    O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT, O_GREET, O_GREETING,
+    O_GSO
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -724,6 +730,7 @@ int main(int argc, char **argv) {
       {"count", required_argument, NULL, O_COUNT},
       {"warmup", required_argument, NULL, O_WARMUP},
       {"bulk", no_argument, NULL, O_BULK},
+      {"gso", no_argument, NULL, O_GSO},
       {"idle", no_argument, NULL, O_IDLE},
       {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
       {"server-pid", required_argument, NULL, O_SPID},
@@ -749,6 +756,9 @@ int main(int argc, char **argv) {
         return 0;
       case O_BULK:
         L.bulk = 1;
+        break;
+      case O_GSO:
+        gso = 1;
         break;
       case O_IDLE:
         L.idle = 1;
@@ -842,6 +852,26 @@ int main(int argc, char **argv) {
             "seqpacket)\n",
             proto);
     return 2;
+  }
+  if (gso && !(L.udp && L.bulk)) {
+    fprintf(stderr, "ursa-load: --gso is for --proto udp --bulk\n");
+    return 2;
+  }
+  if (L.udp && L.bulk) {
+    if (L.size < 8 || L.size > 65507 || L.idle || L.count || L.tls ||
+        L.greet || L.reconnect || threads > 1) {
+      fprintf(stderr, "ursa-load: --proto udp --bulk takes datagrams of 8 "
+              "to 65507 bytes, with --duration, on one thread\n");
+      return 2;
+    }
+    if (L.to.ss.ss_family == AF_UNIX) {
+      fprintf(stderr, "ursa-load: --proto udp needs an IP address\n");
+      return 2;
+    }
+    if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
+    udp_bulk_opts uo = {L.to, L.conns, L.inflight, L.size, L.warmup_s,
+                        L.duration_s, gso, L.server_pid, json};
+    return udp_bulk_run(&uo);
   }
   if (L.udp && (L.bulk || L.idle || L.size < 8 || L.size > 65507)) {
     fprintf(stderr,

@@ -513,6 +513,104 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
     free(r);
 }
 
+/* --gro: a coalesced receive's echo, copied; its datagrams go back in
+ * requests of up to URSA_DGRAM_BATCH, or (--gso) as one GSO send. */
+#define GRO_REQS (URSA_DGRAM_MAX_SEGMENTS / URSA_DGRAM_BATCH)
+typedef struct greply {
+  int pending;
+  struct sockaddr_storage to;
+  char *buf;                /* the kept receive buffer, or a copy after the
+                               requests */
+  int kept;
+  ursa_sendmsgs_req reqs[]; /* as many as the datagrams need */
+} greply;
+
+static void on_gsent(ursa_sendmsgs_req *req, int status) {
+  greply *g = req->data;
+  (void)status;
+  for (unsigned i = 0; i < req->n; i++) {
+    int r = ursa_sendmsgs_result(req, i);
+    if (r > 0) S.st->bytes_out += (uint64_t)r;
+  }
+  if (--g->pending == 0) {
+    if (g->kept) ursa_buf_release(S.loop, g->buf);
+    free(g);
+  }
+}
+
+static void on_datagram_gro(ursa_dgram *d, ssize_t n, const void *buf,
+                            const ursa_dgram_info *info) {
+  if (n < 0) {
+    fprintf(stderr, "server: receive: %s\n", ursa_strerror((int)n));
+    return;
+  }
+  size_t seg = info->segment ? info->segment : (size_t)n;
+  size_t count = n ? ((size_t)n + seg - 1) / seg : 1;
+  S.st->bytes_in += (uint64_t)n;
+  S.st->reads += count;
+  if ((info->flags & URSA_DGRAM_TRUNC) || !info->from ||
+      S.o->mode != MODE_ECHO)
+    return;
+  int want = S.o->gso && count > 1
+                 ? 1
+                 : (int)((count + URSA_DGRAM_BATCH - 1) / URSA_DGRAM_BATCH);
+  if (want > GRO_REQS) want = GRO_REQS;
+  /* Sent from the receive buffer itself unless --echo-copy, or the ring
+   * has lent out its share. */
+  int kept = !S.o->echo_copy && n > 0 && ursa_buf_keep(S.loop, buf) == 0;
+  greply *g = malloc(sizeof(*g) + (size_t)want * sizeof(g->reqs[0]) +
+                     (kept ? 0 : (size_t)n));
+  if (!g) {
+    if (kept) ursa_buf_release(S.loop, buf);
+    return;
+  }
+  g->kept = kept;
+  g->buf = kept ? (char *)buf : (char *)&g->reqs[want];
+  if (!kept) memcpy(g->buf, buf, (size_t)n);
+  memcpy(&g->to, info->from, info->fromlen);
+  ursa_dgram_msg m[URSA_DGRAM_BATCH];
+  memset(m, 0, sizeof(m));
+  g->pending = 0;
+  size_t off = 0;
+  int nreq = 0;
+  while (nreq < want && (off < (size_t)n || (n == 0 && nreq == 0))) {
+    unsigned k = 0;
+    if (S.o->gso && count > 1) {
+      m[0].buf = g->buf;
+      m[0].len = (size_t)n;
+      m[0].flags = URSA_MSG_GSO;
+      m[0].segment = (unsigned)seg;
+      k = 1;
+      off = (size_t)n;
+    } else {
+      for (; k < URSA_DGRAM_BATCH && (off < (size_t)n || n == 0); k++) {
+        size_t len = (size_t)n - off < seg ? (size_t)n - off : seg;
+        m[k].buf = g->buf + off;
+        m[k].len = len;
+        off += len;
+        if (n == 0) {
+          k++;
+          break;
+        }
+      }
+    }
+    for (unsigned i = 0; i < k; i++) {
+      m[i].to = (const struct sockaddr *)&g->to;
+      m[i].tolen = info->fromlen;
+    }
+    ursa_sendmsgs_req *q = &g->reqs[nreq++];
+    memset(q, 0, sizeof(*q)); /* a request starts zeroed */
+    q->data = g;
+    g->pending++;
+    if (ursa_dgram_sendmsgs(q, d, m, k, on_gsent) < 0) g->pending--;
+    if (n == 0) break;
+  }
+  if (g->pending == 0) {
+    if (g->kept) ursa_buf_release(S.loop, g->buf);
+    free(g);
+  }
+}
+
 /* The group's stop, on this loop's thread. */
 static void on_group_stop(loop_group *g, int i, void *arg) {
   (void)g;
@@ -643,7 +741,11 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   } else if (S.dgram) {
     r = ursa_dgram_bind(S.loop, &S.dsock, sa, salen,
                         group ? URSA_DGRAM_REUSEPORT : 0);
-    if (!r) r = ursa_dgram_recv_start(&S.dsock, on_datagram);
+    if (!r) udp_buffers(S.dsock.fd);
+    if (!r)
+      r = o->gro ? ursa_dgram_recvmsg_start(&S.dsock, URSA_RECV_GRO,
+                                            on_datagram_gro)
+                 : ursa_dgram_recv_start(&S.dsock, on_datagram);
     if (!r) r = ursa_dgram_addr(&S.dsock, &bound, &bl);
   } else if (S.listening) {
     /* TCP_NODELAY is set once, on the listener: accepted sockets inherit

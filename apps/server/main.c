@@ -26,7 +26,7 @@
  * (--list-backends --json) instead of lists of their own. */
 #define LIB_CAPS                                                        \
   (CAP_THREADS | CAP_ANY_PROTO_THREADS | CAP_DISPATCH | CAP_TLS |       \
-   CAP_WORKERS | CAP_MESSAGES | CAP_OWN_LISTENER | CAP_LIB)
+   CAP_WORKERS | CAP_MESSAGES | CAP_OWN_LISTENER | CAP_LIB | CAP_UDP_OFFLOAD)
 static const backend backends[] = {
     {"uring", serve_uring, LIB_CAPS, URSA_BACKEND_URING,
      "this runtime on io_uring"},
@@ -37,6 +37,8 @@ static const backend backends[] = {
     {"select", serve_select, 0, 0, "the same loop over select(2)"},
     {"blocking", serve_blocking, 0, 0, "a thread per connection"},
     {"libuv", serve_libuv, CAP_OWN_LISTENER, 0, "libuv's loop"},
+    {"mmsg", serve_mmsg, CAP_UDP_ONLY, 0,
+     "udp only: recvmmsg with GRO in, sendmmsg with GSO out"},
 };
 #define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
 
@@ -48,6 +50,7 @@ static const struct {
     {CAP_DISPATCH, "dispatch"}, {CAP_TLS, "tls"},
     {CAP_WORKERS, "workers"},   {CAP_MESSAGES, "messages"},
     {CAP_OWN_LISTENER, "own_listener"}, {CAP_LIB, "library"},
+    {CAP_UDP_OFFLOAD, "udp_offload"}, {CAP_UDP_ONLY, "udp_only"},
 };
 
 /* "uring, ursa-epoll and epoll": the servers that have cap. */
@@ -211,6 +214,12 @@ static void usage(FILE *f) {
       "  --echo-copy      uring: copy each echo instead of sending it from "
       "the\n"
       "                   receive buffer (for A/B runs)\n"
+      "  --gro            uring, ursa-epoll with --proto udp: coalesced "
+      "receives\n"
+      "                   (UDP_GRO); each datagram is echoed alone\n"
+      "  --gso            with --gro: a coalesced receive is echoed as one "
+      "GSO send\n"
+      "                   (mmsg does both always)\n"
       "  --high-water B   bytes queued for a peer before reading pauses\n"
       "                   (default 1 MiB; uring and libuv; epoll and select\n"
       "                   hold one receive at most, blocking blocks)\n"
@@ -243,6 +252,12 @@ static int parse_features(const char *flag, const char *list,
   return 0;
 }
 
+void udp_buffers(int fd) {
+  int big = UDP_SOCKET_BUFFER;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+}
+
 /* The listening (or datagram) socket for the backends that use plain
  * sockets. */
 static int open_listener(const server_opts *o, ursa_sockfile *file,
@@ -262,6 +277,7 @@ static int open_listener(const server_opts *o, ursa_sockfile *file,
   /* --threads: every loop's listener shares the address. */
   if (o->threads > 1)
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (dgram) udp_buffers(fd);
   /* The library's rules for socket files: a stale one is replaced, a live
    * one (even with a full backlog) refused, at once. */
   int r = ursa_socket_bind(fd, (const struct sockaddr *)&o->listen.ss,
@@ -320,7 +336,7 @@ int main(int argc, char **argv) {
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
-    O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_THREADS,
+    O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_GRO, O_GSO, O_THREADS,
     O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY, O_LIST, O_LISTJSON
   };
   static const struct option longs[] = {
@@ -345,6 +361,8 @@ int main(int argc, char **argv) {
       {"buf-size", required_argument, NULL, O_BUFSIZE},
       {"zc-threshold", required_argument, NULL, O_ZC},
       {"echo-copy", no_argument, NULL, O_ECHOCOPY},
+      {"gro", no_argument, NULL, O_GRO},
+      {"gso", no_argument, NULL, O_GSO},
       {"high-water", required_argument, NULL, O_HIGHWATER},
       {"threads", required_argument, NULL, O_THREADS},
       {"dispatch", required_argument, NULL, O_DISPATCH},
@@ -364,6 +382,12 @@ int main(int argc, char **argv) {
         return 0;
       case O_ECHOCOPY:
         o.echo_copy = 1;
+        break;
+      case O_GRO:
+        o.gro = 1;
+        break;
+      case O_GSO:
+        o.gso = 1;
         break;
       case O_THREADS:
         if (cli_long(PROG, a, v, 1, MAX_THREADS, &n) < 0) return 2;
@@ -553,6 +577,7 @@ int main(int argc, char **argv) {
       {o.workers > 0, CAP_WORKERS, "--workers"},
       {o.proto >= PROTO_SEQPACKET, CAP_MESSAGES,
        "--proto seqpacket and unixgram"},
+      {o.gro || o.gso, CAP_UDP_OFFLOAD, "--gro and --gso"},
   };
   for (unsigned i = 0; i < sizeof(needs) / sizeof(needs[0]); i++) {
     if (!needs[i].asked || (be->caps & needs[i].cap)) continue;
@@ -571,6 +596,13 @@ int main(int argc, char **argv) {
       return bad("--tls-cert serves echo and sink, without --workers%s%s",
                  "", "");
   }
+  if ((o.gro || o.gso) && o.proto != PROTO_UDP)
+    return bad("--gro and --gso are for --proto udp, not %s%s", proto, "");
+  if (o.gso && !o.gro)
+    return bad("--gso echoes coalesced receives: it needs --gro%s%s", "", "");
+  if ((be->caps & CAP_UDP_ONLY) && o.proto != PROTO_UDP)
+    return bad("the %s server is udp only (--proto udp), not %s", o.backend,
+               proto);
   if (o.workers && (o.proto == PROTO_UDP || o.proto == PROTO_UNIXGRAM ||
                     o.mode != MODE_ECHO))
     return bad("--workers handles stream echoes: not with --proto %s or "

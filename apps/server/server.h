@@ -54,6 +54,9 @@ typedef struct server_opts {
   int dispatch;           /* DISPATCH_*: SO_REUSEPORT listeners, or one
                              acceptor handing connections out (round robin,
                              or to the loop with the fewest open) */
+  int gro;                /* udp: coalesced receives (UDP_GRO) */
+  int gso;                /* udp with gro: a coalesced receive's echo goes
+                             back as one GSO send */
 } server_opts;
 
 /* What --idle-timeout and --min-rate watch on one connection.  "Silent"
@@ -117,6 +120,10 @@ typedef struct server_stats {
 #define CAP_OWN_LISTENER 0x40 /* makes its own listening socket (main binds
                                  one for the others) */
 #define CAP_LIB 0x80         /* runs on the library: its --uring-* options */
+#define CAP_UDP_OFFLOAD 0x100 /* --gro, --gso */
+#define CAP_UDP_ONLY 0x200    /* serves --proto udp and nothing else: the
+                                 suites and the bench keep it out of the
+                                 stream cases */
 
 typedef struct backend {
   const char *name;
@@ -131,6 +138,13 @@ int serve_epoll(const server_opts *o, int listen_fd, server_stats *st);
 int serve_select(const server_opts *o, int listen_fd, server_stats *st);
 int serve_blocking(const server_opts *o, int listen_fd, server_stats *st);
 int serve_libuv(const server_opts *o, int listen_fd, server_stats *st);
+int serve_mmsg(const server_opts *o, int listen_fd, server_stats *st);
+
+/* --proto udp: every server asks for socket buffers this large (the
+ * kernel caps them at net.core.rmem_max / wmem_max), as QUIC servers do, so
+ * that a burst from many peers is not dropped while the server is busy. */
+#define UDP_SOCKET_BUFFER (4 << 20)
+void udp_buffers(int fd);
 
 uint64_t now_ms(void);
 /* Prints "server: BACKEND PROTO listening on ADDR": the line scripts wait

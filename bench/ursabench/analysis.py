@@ -1,7 +1,7 @@
 """analysis.py - the targets table and the analysis that bounds each
 target not met, from the run's own counters and profile."""
 
-from . import loopcost
+from . import loopcost, udp
 from .bounds import NOTES, profile_table
 from .config import case_of
 from .intervals import fmt, interval, judge
@@ -285,6 +285,11 @@ def t_process(t, r):
                     "<= 1x", le(1.0), " us", nd=1)
 
 
+def t_udp(t, r):
+    """UDP at QUIC scale: GSO and GRO against the hand-written server."""
+    udp.targets(t, r.udp, le)
+
+
 def behind_note(c, e):
     """What a uring case behind epoll's shows about why."""
     return (
@@ -342,19 +347,19 @@ def t_loop_cost(t, r):
 # come with the rows).
 TARGETS = [t_server_cpu, t_enters, t_one_conn, t_bulk_memory_drain,
            t_threads_wake, t_tls, t_http_greet, t_files, t_static,
-           t_process, t_behind, t_loop_cost]
+           t_process, t_udp, t_behind, t_loop_cost]
 
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             tls=(), http=(), greet=(), outside=(), files=(), static=(),
-            stall=(), process=()):
+            stall=(), process=(), udp=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
     r = Run(cases=cases, bulk=bulk, iperf=iperf, mem=mem, prof=prof,
             drain=drain, threads=threads, wake=wake, tls=tls, http=http,
             greet=greet, outside=outside, files=files, static=static,
-            stall=stall, process=process)
+            stall=stall, process=process, udp=udp)
     t = Table()
     for f in TARGETS + NOTES:
         f(t, r)

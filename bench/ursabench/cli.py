@@ -73,6 +73,9 @@ def options():
     ap.add_argument("--no-process", action="store_true",
                     help="skip the process block (ursa-spawn-bench against "
                     "libuv: spawns and pipes)")
+    ap.add_argument("--no-udp", action="store_true",
+                    help="skip the UDP block (datagram streams against the "
+                    "hand-written mmsg server)")
     ap.add_argument("--no-greet", action="store_true",
                     help="skip the greet block (connections per second)")
     ap.add_argument("--no-veth", action="store_true",
@@ -120,7 +123,7 @@ def smoke(a):
                          "neither --filter nor --full")
     a.filter = SMOKE_FILTER
     for k in ("memory", "bulk", "drain", "threads", "tls", "wake", "http",
-              "files", "static", "process", "greet", "veth", "ab",
+              "files", "static", "process", "udp", "greet", "veth", "ab",
               "profile"):
         setattr(a, "no_" + k, True)
     if a.duration is None:

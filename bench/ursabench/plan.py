@@ -14,6 +14,7 @@ from .blocks import tls_block, veth_block
 from .files import file_block, points
 from .page import page
 from .process import points as process_points, process_block
+from .udp import points as udp_points, udp_block
 from .static import stall_block, static_block, static_sizes
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
@@ -35,7 +36,8 @@ Block = collections.namedtuple("Block", "key todo steps run")
 EMPTY = {"cases": [], "bulk": [], "iperf": None, "memory": [], "drain": [],
          "threads": [], "outside": [], "veth": [], "veth_path": None,
          "http": [], "greet": [], "tls": [], "wake": [], "profile": [],
-         "ab": [], "files": [], "static": [], "stall": [], "process": []}
+         "ab": [], "files": [], "static": [], "stall": [], "process": [],
+         "udp": []}
 
 
 class Context:
@@ -322,6 +324,13 @@ BLOCKS = [
           lambda a, todo: 3 * len(todo),
           lambda ctx, todo: {"process": process_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
+    Block("udp",
+          lambda a: [] if a.no_udp or (
+              a.filter and not re.search(a.filter, "udp")) else
+          udp_points(a.full),
+          lambda a, todo: sum(len(s) for _, s in todo),
+          lambda ctx, todo: {"udp": udp_block(
+              ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     Block("greet",
           lambda a: [] if a.no_greet else matching(
               a, BACKENDS, lambda b: f"tcp-greet-16c-{b}"),
@@ -368,7 +377,7 @@ def write_results(a, env, r, failures, previous):
                    "outside": r["outside"], "veth": r["veth"],
                    "http": r["http"], "greet": r["greet"],
                    "files": r["files"], "static": r["static"],
-                   "stall": r["stall"], "process": r["process"],
+                   "stall": r["stall"], "process": r["process"], "udp": r["udp"],
                    "failures": failures}, f, indent=1)
     with open(os.path.join(a.out, "results.csv"), "w") as f:
         f.write(",".join(KEYS) + "\n")
@@ -380,5 +389,6 @@ def write_results(a, env, r, failures, previous):
     report(a.out, env, r["cases"], r["bulk"], iperf, r["memory"], made,
            previous, r["ab"], r["profile"], r["drain"], r["threads"],
            r["wake"], r["tls"], r["outside"], r["veth"], r["http"],
-           r["greet"], r["files"], r["static"], r["stall"], r["process"])
+           r["greet"], r["files"], r["static"], r["stall"], r["process"],
+           r["udp"])
     page(a.out)

@@ -6,6 +6,7 @@ from .analysis import fmt, targets
 from .config import case_of
 from .intervals import interval, text
 from .process import process_section
+from .udp import udp_section
 from .sections import (files_section, greet_section, http_section,
                        outside_section, static_section, veth_section)
 from .tables import (ab_section, bulk_section, drain_section, memory_section,
@@ -15,7 +16,7 @@ from .tables import (ab_section, bulk_section, drain_section, memory_section,
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
            prof=(), drain=(), threads=(), wake=(), tls=(), outside=(),
            veth=(), http=(), greet=(), files=(), static=(), stall=(),
-           process=()):
+           process=(), udp=()):
     L = ["# ursa bench report", ""]
     L += ["| machine | |", "|---|---|"]
     for k in ["cpu_model", "cpus", "kernel", "liburing", "libuv", "commit",
@@ -47,7 +48,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
                  list(threads), list(wake), list(tls), list(http),
                  list(greet), list(outside), list(files), list(static),
-                 list(stall), list(process))
+                 list(stall), list(process), list(udp))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:
@@ -91,6 +92,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L += static_section(list(static), list(stall))
     L += files_section(list(files))
     L += process_section(list(process))
+    L += udp_section(list(udp))
     L += outside_section(list(outside), cases)
     L += veth_section(list(veth), cases, env)
     L += bulk_section(bulk, iperf)
@@ -130,5 +132,5 @@ def render(results, out, previous=None, draw=None):
            results.get("veth", []), results.get("http", []),
            results.get("greet", []), results.get("files", []),
            results.get("static", []), results.get("stall", []),
-           results.get("process", []))
+           results.get("process", []), results.get("udp", []))
     return os.path.join(out, "report.md")

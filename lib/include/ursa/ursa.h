@@ -1013,8 +1013,9 @@ URSA_EXPORT int ursa_read_start(ursa_stream *s, ursa_read_cb cb);
  * copy; buf is the pointer the callback got.  Only inside that callback.
  * The bytes are the application's until ursa_buf_release(), which must come
  * before the loop is closed.  Returns 0, -EALREADY if already kept,
- * -ENOBUFS when the loop's buf_keep_max buffers are kept already (copy the
- * bytes instead: that cap keeps the ring from running dry), or -EINVAL
+ * -ENOBUFS when the loop's buf_keep_max buffers are kept already, or half
+ * of the large_bufs ring for a large or coalesced datagram (copy the bytes
+ * instead: the caps keep the rings from running dry), or -EINVAL
  * outside a callback or for another pointer. */
 URSA_EXPORT int ursa_buf_keep(ursa_loop *loop, const void *buf);
 

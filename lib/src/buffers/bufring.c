@@ -213,6 +213,10 @@ int ursa_buf_keep(ursa_loop *loop, const void *buf) {
                          "given");
   if (loop->bufs->lent_kept) return -EALREADY;
   if (loop->bufs->kept >= loop->bufs->keep_max) return -ENOBUFS;
+  /* The large ring is small: half of it at most, as for the other. */
+  bool large = r == &loop->bufs->rings[URSA__LARGE_RING];
+  if (large && loop->bufs->large_kept >= r->count / 2) return -ENOBUFS;
+  loop->bufs->large_kept += large;
   r->kept[bid]++;
   loop->bufs->kept++;
   loop->bufs->lent_kept = true;
@@ -229,6 +233,7 @@ int ursa_buf_release(ursa_loop *loop, const void *buf) {
     return ursa__invalid("ursa_buf_release: %p is not a kept buffer", buf);
   r->kept[bid]--;
   loop->bufs->kept--;
+  loop->bufs->large_kept -= r == &loop->bufs->rings[URSA__LARGE_RING];
   if (r == loop->bufs->lent_ring && (int)bid == loop->bufs->lent_bid)
     loop->bufs->lent_kept = false; /* released in its own callback */
   else if (r->out[bid] && !r->kept[bid])

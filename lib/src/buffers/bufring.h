@@ -41,6 +41,7 @@ struct ursa__bufs {
   unsigned kept;            /* slices the application keeps */
   unsigned keep_max;
   unsigned large_count;     /* buffers the large ring gets when made */
+  unsigned large_kept;      /* of them, kept (at most half) */
 };
 
 /* The large ring: 64 KiB buffers for whole large datagrams and coalesced
