@@ -600,7 +600,7 @@ def test_udp_offload():
     check(SERVERS[-1]["name"] == "mmsg" and "udp_only" in CAPS["mmsg"],
           f"the mmsg server is listed, udp only: {SERVERS[-1]}")
     for backend, extra in [("uring", ["--gro", "--gso"]),
-                           ("uring", ["--gro"]),
+                           ("uring", ["--gro", "--large-bufs", "4"]),
                            ("ursa-epoll", ["--gro", "--gso"]),
                            ("mmsg", []), ("uring", [])]:
         for client in ([], ["--gso"]):
@@ -630,7 +630,11 @@ def test_udp_offload():
             (["--backend", "uring", "--gro"], "are for --proto udp, not tcp"),
             (["--backend", "epoll", "--gro", "--proto", "udp"],
              "--gro and --gso is for uring and ursa-epoll, not epoll"),
-            (["--backend", "mmsg"], "the mmsg server is udp only")]:
+            (["--backend", "mmsg"], "the mmsg server is udp only"),
+            (["--backend", "uring", "--proto", "udp", "--large-bufs", "64"],
+             "--large-bufs sizes the ring --gro receives into"),
+            (["--backend", "uring", "--proto", "udp", "--gro",
+              "--large-bufs", "100"], "--large-bufs 100 is not a power")]:
         r = subprocess.run([SERVER, "--listen", "127.0.0.1:0", *args],
                            capture_output=True, text=True, timeout=20)
         check(r.returncode == 2 and says in r.stderr,

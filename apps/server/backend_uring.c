@@ -697,6 +697,7 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   if (S.dgram) lo.buf_size = 65536 + 1024;
   if (o->buf_size) lo.buf_size = o->buf_size;
   lo.buf_count = o->buf_count;
+  lo.large_bufs = o->large_bufs;
   lo.zc_threshold = o->zc_threshold;
   lo.backend = o->lib_backend;
   int r = ursa_loop_new(&S.loop, &lo);

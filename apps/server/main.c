@@ -217,6 +217,9 @@ static void usage(FILE *f) {
       "  --gro            uring, ursa-epoll with --proto udp: coalesced "
       "receives\n"
       "                   (UDP_GRO); each datagram is echoed alone\n"
+      "  --large-bufs N   with --gro: 64 KiB receive buffers (power of two "
+      "up to 4096,\n"
+      "                   default 64)\n"
       "  --gso            with --gro: a coalesced receive is echoed as one "
       "GSO send\n"
       "                   (mmsg does both always)\n"
@@ -335,7 +338,7 @@ int main(int argc, char **argv) {
   int dispatch_set = 0, list = 0, list_json = 0;
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
-    O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT,
+    O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT, O_LARGEBUFS,
     O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_GRO, O_GSO, O_THREADS,
     O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY, O_LIST, O_LISTJSON
   };
@@ -358,6 +361,7 @@ int main(int argc, char **argv) {
       {"write-batch", required_argument, NULL, O_WBATCH},
       {"batch-wait", required_argument, NULL, O_BWAIT},
       {"buf-count", required_argument, NULL, O_BUFCOUNT},
+      {"large-bufs", required_argument, NULL, O_LARGEBUFS},
       {"buf-size", required_argument, NULL, O_BUFSIZE},
       {"zc-threshold", required_argument, NULL, O_ZC},
       {"echo-copy", no_argument, NULL, O_ECHOCOPY},
@@ -464,6 +468,12 @@ int main(int argc, char **argv) {
       case O_HIGHWATER:
         if (cli_long(PROG, a, v, 4096, 1L << 30, &n) < 0) return 2;
         o.high_water = (size_t)n;
+        break;
+      case O_LARGEBUFS:
+        if (cli_long(PROG, a, v, 1, 4096, &n) < 0) return 2;
+        if (n & (n - 1))
+          return bad("--large-bufs %s is not a power of two%s", v, "");
+        o.large_bufs = (unsigned)n;
         break;
       case O_BUFCOUNT:
         if (cli_long(PROG, a, v, 1, 32768, &n) < 0) return 2;
@@ -598,6 +608,9 @@ int main(int argc, char **argv) {
   }
   if ((o.gro || o.gso) && o.proto != PROTO_UDP)
     return bad("--gro and --gso are for --proto udp, not %s%s", proto, "");
+  if (o.large_bufs && !o.gro)
+    return bad("--large-bufs sizes the ring --gro receives into: it needs "
+               "--gro%s%s", "", "");
   if (o.gso && !o.gro)
     return bad("--gso echoes coalesced receives: it needs --gro%s%s", "", "");
   if ((be->caps & CAP_UDP_ONLY) && o.proto != PROTO_UDP)

@@ -55,6 +55,7 @@ typedef struct server_opts {
                              acceptor handing connections out (round robin,
                              or to the loop with the fewest open) */
   int gro;                /* udp: coalesced receives (UDP_GRO) */
+  unsigned large_bufs;    /* with gro: the 64 KiB ring's size, 0: 64 */
   int gso;                /* udp with gro: a coalesced receive's echo goes
                              back as one GSO send */
 } server_opts;
