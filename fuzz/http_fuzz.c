@@ -38,7 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (symlink(path, link) < 0) abort();
   snprintf(path, sizeof(path), "%s/root", dir);
   cfg = (http_cfg){.max_url = 512, .max_header_bytes = 2048,
-                   .max_headers = 16, .max_body = 4096,
+                   .max_headers = 16, .max_body = 4096, .max_out = 1024,
                    .root_fd = open(path, O_RDONLY | O_DIRECTORY),
                    .date = "Date: Tue, 01 Dec 2026 00:00:00 GMT\r\n"};
   return 0;
@@ -70,10 +70,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int r = http_conn_feed(&c, piece, left, &out);
     if (closed && out.len != before) abort(); /* nothing after closing */
     if (closed && !r) abort();
-    /* A file request stops the feed: answered, then the rest fed. */
-    while (r == HTTP_FEED_FILE) {
+    /* A file request stops the feed: answered, then the rest fed; so does
+     * a full out: written (checked, emptied), then the rest fed. */
+    while (r == HTTP_FEED_FILE || r == HTTP_FEED_FULL) {
       if (c.fed > left) abort();
-      if (http_file_answer_sync(&c, &out) < 0) abort(); /* no file shrinks */
+      if (r == HTTP_FEED_FULL) {
+        if (out.len < cfg.max_out) abort();
+        check_out(&out);
+        out.len = 0;
+      } else if (http_file_answer_sync(&c, &out) < 0) {
+        abort(); /* no file shrinks */
+      }
       piece += c.fed;
       left -= c.fed;
       r = c.closing ? 1 : http_conn_feed(&c, piece, left, &out);

@@ -55,6 +55,83 @@ int Count(const std::string &s, const std::string &what) {
 const char kGet[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
 const char kJson[] = "GET /json HTTP/1.1\r\nHost: x\r\n\r\n";
 
+// The bound on waiting responses holds inside one feed: the parse stops
+// after the request that reaches it, says where, and the rest parses in
+// a later feed; every request is answered once, in order.
+TEST(HttpCore, AFullOutStopsTheFeedInsideARead) {
+  Conn k;
+  k.cfg.max_out = 300;
+  std::string in;
+  for (int i = 0; i < 10; i++) in += kGet;
+  size_t at = 0;
+  int stops = 0;
+  for (int guard = 0; guard < 20 && at < in.size(); guard++) {
+    int r = k.Feed(in.substr(at));
+    if (r == HTTP_FEED_FULL) {
+      stops++;
+      EXPECT_GE(k.out.len, 300u);
+      ASSERT_GT(k.c.fed, 0u);
+      EXPECT_EQ(0u, k.c.fed % (sizeof(kGet) - 1)) << "a request boundary";
+      at += k.c.fed;
+      k.out.len = 0;  // written
+    } else {
+      ASSERT_EQ(0, r);
+      at = in.size();
+    }
+  }
+  EXPECT_GE(stops, 2);
+  EXPECT_EQ(10u, k.c.counts.requests);
+}
+
+// RFC 9112's MUSTs llhttp leaves to the server, and 501/505.
+TEST(HttpCore, RequestsRfc9112Refuses) {
+  const struct {
+    const char *req;
+    int status;
+  } cases[] = {
+      {"GET /plaintext HTTP/1.1\r\n\r\n", 400},             // no Host
+      {"GET /plaintext HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400},
+      {"GET /plaintext HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+      {"GET /plaintext HTTP/1.1\r\nHost : x\r\n\r\n", 400},
+      {"GET /plaintext HTTP/1.1\r\nHost: x\r\n: y\r\n\r\n", 400},
+      {"GET /plaintext HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"FOO /plaintext HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+      {"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, "
+       "chunked\r\n\r\n", 501},
+      {"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+       "chunked\r\n\r\nffffffffffffffff\r\n", 413},
+      {"GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+  };
+  for (const auto &t : cases) {
+    Conn k;
+    EXPECT_EQ(1, k.Feed(t.req)) << t.req;
+    EXPECT_EQ(0u, k.Out().find("HTTP/1.1 " + std::to_string(t.status)))
+        << t.req << " -> " << k.Out();
+  }
+  // What it must accept: absolute form, HTTP/1.2 (as 1.1), HTTP/1.0
+  // without Host, and 100-continue only when exact and HTTP/1.1.
+  const char *ok[] = {
+      "GET http://x/plaintext HTTP/1.1\r\nHost: y\r\n\r\n",
+      "GET /plaintext HTTP/1.2\r\nHost: x\r\n\r\n",
+      "GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+  };
+  for (const char *r : ok) {
+    Conn k;
+    EXPECT_EQ(0, k.Feed(r)) << r;
+    EXPECT_EQ(0u, k.Out().find("HTTP/1.1 200")) << r << " -> " << k.Out();
+    EXPECT_NE(std::string::npos, k.Out().find("Hello, World!")) << r;
+  }
+  Conn x;
+  EXPECT_EQ(0, x.Feed("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                      "2\r\nExpect: 100-continueXYZ\r\n\r\nhi"));
+  EXPECT_EQ(std::string::npos, x.Out().find("100 Continue")) << x.Out();
+  Conn y;
+  EXPECT_EQ(1, y.Feed("POST /upload HTTP/1.0\r\nContent-Length: 2\r\n"
+                      "Expect: 100-continue\r\n\r\nhi"));
+  EXPECT_EQ(std::string::npos, y.Out().find("100 Continue")) << y.Out();
+  EXPECT_NE(std::string::npos, y.Out().find("bytes=2")) << y.Out();
+}
+
 TEST(HttpCore, PipelinedRequestsAnsweredInOrder) {
   Conn k;
   EXPECT_EQ(k.Feed(std::string(kGet) + kJson + kGet), 0);
@@ -87,7 +164,7 @@ TEST(HttpCore, SplitAtEveryByteGivesTheSameAnswer) {
 
 TEST(HttpCore, UploadChecksumIsFnv1aOfTheBody) {
   Conn k;
-  ASSERT_EQ(k.Feed("POST /upload HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+  ASSERT_EQ(k.Feed("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"),
             0);
   char want[64];
   snprintf(want, sizeof(want), "bytes=5 fnv1a=%08x\n",
@@ -103,17 +180,17 @@ struct LimitCase {
 
 TEST(HttpCore, EachLimitAnswersItsStatusAndCloses) {
   std::vector<LimitCase> cases = {
-      {"GET /" + std::string(100, 'a') + " HTTP/1.1\r\n\r\n", 414},
-      {"GET / HTTP/1.1\r\nX: " + std::string(600, 'b') + "\r\n\r\n", 431},
-      {"GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\n"
+      {"GET /" + std::string(100, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
+      {"GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(600, 'b') + "\r\n\r\n", 431},
+      {"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\n"
        "G: 1\r\nH: 1\r\nI: 1\r\n\r\n",
        431},
-      {"POST /upload HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", 413},
-      {"POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      {"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413},
+      {"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
        "3e9\r\n" + std::string(1001, 'z') + "\r\n0\r\n\r\n",
        413},
       {"NOT A REQUEST\r\n\r\n", 400},
-      {"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
   };
   for (const auto &lc : cases) {
     Conn k;
@@ -131,7 +208,7 @@ TEST(HttpCore, EachLimitAnswersItsStatusAndCloses) {
 
 TEST(HttpCore, ExpectContinueComesBeforeTheBody) {
   Conn k;
-  ASSERT_EQ(k.Feed("POST /upload HTTP/1.1\r\nContent-Length: 3\r\n"
+  ASSERT_EQ(k.Feed("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
                    "Expect: 100-continue\r\n\r\n"),
             0);
   EXPECT_EQ(k.Out(), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -141,7 +218,7 @@ TEST(HttpCore, ExpectContinueComesBeforeTheBody) {
 
 TEST(HttpCore, OversizeBodyGetsNoContinue) {
   Conn k;
-  EXPECT_EQ(k.Feed("POST /upload HTTP/1.1\r\nContent-Length: 5000\r\n"
+  EXPECT_EQ(k.Feed("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
                    "Expect: 100-continue\r\n\r\n"),
             1);
   EXPECT_EQ(k.Out().find("100 Continue"), std::string::npos);
@@ -158,7 +235,7 @@ TEST(HttpCore, TheFixedRoutesBytesExactly) {
   ASSERT_EQ(g.Feed(kGet), 0);
   EXPECT_EQ(g.Out(), head + "Hello, World!");
   Conn h;
-  ASSERT_EQ(h.Feed("HEAD /plaintext HTTP/1.1\r\n\r\n"), 0);
+  ASSERT_EQ(h.Feed("HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
   EXPECT_EQ(h.Out(), head);
   Conn j;
   ASSERT_EQ(j.Feed(kJson), 0);
@@ -175,7 +252,7 @@ TEST(HttpCore, TheFixedRoutesBytesExactly) {
 
 TEST(HttpCore, HeadHasTheHeadersAndNoBody) {
   Conn k;
-  ASSERT_EQ(k.Feed("HEAD /plaintext HTTP/1.1\r\n\r\n"), 0);
+  ASSERT_EQ(k.Feed("HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
   std::string o = k.Out();
   EXPECT_NE(o.find("Content-Length: 13\r\n"), std::string::npos);
   EXPECT_EQ(o.substr(o.size() - 4), "\r\n\r\n");
@@ -184,7 +261,7 @@ TEST(HttpCore, HeadHasTheHeadersAndNoBody) {
 
 TEST(HttpCore, ConnectionCloseEndsThePipeline) {
   Conn k;
-  EXPECT_EQ(k.Feed(std::string("GET /json HTTP/1.1\r\nConnection: close\r\n"
+  EXPECT_EQ(k.Feed(std::string("GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                                "\r\n") + kGet),
             1);
   EXPECT_EQ(Count(k.Out(), "HTTP/1.1 "), 1);
@@ -212,7 +289,7 @@ TEST(HttpCore, HeaderTimeoutAnswers408AndCloses) {
 
 TEST(HttpCore, MethodsOutsideARouteAre405WithAllow) {
   Conn k;
-  ASSERT_EQ(k.Feed("PUT /json HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 0);
+  ASSERT_EQ(k.Feed("PUT /json HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), 0);
   EXPECT_EQ(k.Out().compare(0, 12, "HTTP/1.1 405"), 0);
   EXPECT_NE(k.Out().find("Allow: GET, HEAD\r\n"), std::string::npos);
   EXPECT_EQ(k.c.counts.by_class[4], 1u);
@@ -220,7 +297,7 @@ TEST(HttpCore, MethodsOutsideARouteAre405WithAllow) {
 
 TEST(HttpCore, NoRootMeansNotFound) {
   Conn k;
-  ASSERT_EQ(k.Feed("GET /index.html HTTP/1.1\r\n\r\n"), 0);
+  ASSERT_EQ(k.Feed("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
   EXPECT_EQ(k.Out().compare(0, 12, "HTTP/1.1 404"), 0);
 }
 
@@ -331,7 +408,7 @@ TEST(HttpFile, RangesAndTheirStatus) {
   // HEAD ignores Range; an empty file has no range at all.
   FileConn k;
   uint64_t off, len;
-  std::string h = k.Head("HEAD /f HTTP/1.1\r\nRange: bytes=0-1\r\n\r\n",
+  std::string h = k.Head("HEAD /f HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\n",
                          Info(1000), &off, &len);
   EXPECT_EQ(0u, h.find("HTTP/1.1 200")) << h;
   EXPECT_EQ(0u, len);

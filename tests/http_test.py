@@ -289,6 +289,57 @@ for be in ("uring", "ursa-epoll"):
     m = re.search(r"(\d+) requests", out)
     check(m and int(m.group(1)) > 60, f"{be}: summary {out!r}")
 
+    # The body and send timeouts, and the header clock per request.
+    t = Http(be, "--root", root, "--header-timeout", "1", "--body-timeout",
+             "1", "--send-timeout", "1", "--idle-timeout", "0")
+    t0 = time.monotonic()
+    got, closed = raw(t.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 100\r\n\r\nabc", timeout=10)
+    dt = time.monotonic() - t0
+    st = responses(got)
+    check(st and st[0][0] == 408 and closed and 0.8 <= dt <= 5,
+          f"{be}: a stalled body answered 408 after {dt:.2f} s ({got[:60]!r})")
+    # A pipelining client whose writes split requests: each request's
+    # headers are in within 0.1 s of its first byte, the connection is
+    # always inside one for 2.5 s; all 26 answered.
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as s:
+        req = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(req[:20])
+        for i in range(25):
+            time.sleep(0.1)
+            s.sendall(req[20:] + req[:20])
+        s.sendall(req[20:-2] + b"Connection: close\r\n\r\n")
+        got = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    st = responses(got)
+    check(len(st) == 26 and all(x[0] == 200 for x in st),
+          f"{be}: split pipelined requests all answered "
+          f"({[x[0] for x in st][-3:]}, {len(st)} responses)")
+    # A client that asks for a 3 MiB file and never reads is closed after
+    # the send timeout.
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", t.port))
+        s.sendall(b"GET /sub/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+        time.sleep(3)
+        s.settimeout(10)
+        closed = False
+        try:
+            while s.recv(1 << 20):
+                pass
+            closed = True
+        except (ConnectionResetError, socket.timeout) as e:
+            closed = isinstance(e, ConnectionResetError)
+    out = t.stop()
+    m = re.search(r"(\d+) timed out", out)
+    check(closed and m and int(m.group(1)) >= 2,
+          f"{be}: a peer that does not read is closed ({out!r})")
+
 # --threads: two loops share the port; requests land on both.
 h = Http("uring", "--threads", "2")
 for _ in range(20):
@@ -304,6 +355,9 @@ for args, needle in ((["--backend", "nope"], "unknown --backend 'nope'"),
                      (["--listen", "127.0.0.1:99999"], "bad --listen"),
                      (["--max-url", "x"], "--max-url wants"),
                      (["--header-timeout", "0"], "--header-timeout wants"),
+                     (["--body-timeout", "x"], "--body-timeout wants"),
+                     (["--stats-json", "/nonexistent/x.json"],
+                      "--stats-json '/nonexistent/x.json'"),
                      (["extra"], "unexpected argument 'extra'")):
     r = subprocess.run([HTTP, *args], capture_output=True, text=True,
                        timeout=10)

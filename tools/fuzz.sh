@@ -31,8 +31,10 @@ for target in addr_fuzz echo_fuzz tls_fuzz http_fuzz; do
     # Seeds: a file request and a chunked upload, so that the fuzzer
     # starts inside the grammar.
     printf 'GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n' >"$out/corpus-$target/get"
-    printf 'POST /upload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' \
+    printf 'POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' \
       >"$out/corpus-$target/chunked"
+    printf 'GET http://x/plaintext HTTP/1.2\r\nHost: x\r\nExpect: 100-continue\r\n\r\n' \
+      >"$out/corpus-$target/absolute"
   fi
   if "$out/$target" -max_total_time="$secs" -print_final_stats=1 \
        -artifact_prefix=fuzz/crashes/ "$out/corpus-$target" \

@@ -97,8 +97,11 @@ static const char *reason(int status) {
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 505: return "HTTP Version Not Supported";
     default: return "Error";
   }
 }
@@ -203,6 +206,21 @@ int http_open_beneath(int root, const char *rel) {
   }
 }
 
+/* An absolute-form target (RFC 9112 3.2.2) to its path: what follows the
+ * authority ("/" when nothing does). */
+static const char *origin_path(const char *u, size_t *ul) {
+  size_t i = 0;
+  while (i < *ul && u[i] != ':') i++;
+  i += 3; /* "://" */
+  while (i < *ul && u[i] != '/' && u[i] != '?' && u[i] != '#') i++;
+  if (i >= *ul || u[i] != '/') {
+    *ul = 1;
+    return "/";
+  }
+  *ul -= i;
+  return u + i;
+}
+
 /* A file under the root: checked here, answered by the caller (see
  * http_core.h), which opens it beneath the root: openat2 with
  * RESOLVE_BENEATH refuses any path that leaves it ("..", absolute
@@ -215,7 +233,9 @@ static void serve_file(http_conn *c, int is_head) {
     return;
   }
   char *path = f->path;
-  long n = http_decode_path(c->url, c->url_len, path, sizeof(f->path));
+  size_t ul = c->url_len;
+  const char *u = c->absolute ? origin_path(c->url, &ul) : c->url;
+  long n = http_decode_path(u, ul, path, sizeof(f->path));
   if (n < 1 || path[0] != '/') {
     fail(c, 400);
     return;
@@ -477,6 +497,7 @@ static void respond(http_conn *c) {
   int is_head = m == HTTP_HEAD, is_get = m == HTTP_GET || is_head;
   size_t ul = c->url_len;
   const char *u = c->url ? c->url : "";
+  if (c->absolute) u = origin_path(u, &ul);
   size_t pl = 0;
   while (pl < ul && u[pl] != '?' && u[pl] != '#') pl++;
   c->counts.requests++;
@@ -520,12 +541,19 @@ static int limit(http_conn *c, int status) {
   return HPE_USER;
 }
 
+/* Header fields the protocol checks, by their lower-case names. */
+enum { F_OTHER, F_HOST, F_EXPECT, F_TE };
+
 static int on_message_begin(llhttp_t *p) {
   http_conn *c = of(p);
   c->in_request = c->in_headers = 1;
-  c->url_len = c->header_bytes = c->field_len = 0;
+  c->in_body = 0;
+  c->begun++;
+  c->url_len = c->header_bytes = c->field_len = c->name_len = 0;
   c->headers = 0;
-  c->field_expect = c->expect_continue = 0;
+  c->field_kind = c->expect_len = c->te_len = 0;
+  c->hosts = 0;
+  c->host_bad = c->absolute = 0;
   c->field_which = 0;
   if (c->file)
     c->file->range[0] = c->file->if_range[0] =
@@ -552,14 +580,25 @@ static int on_url(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* A byte of a token (RFC 9110 5.6.2): what a field name is made of. */
+static int tchar(unsigned char ch) {
+  return (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = of(p);
   c->header_bytes += n;
   if (c->header_bytes > c->cfg->max_header_bytes) return limit(c, 431);
-  for (size_t i = 0; i < n && c->field_len < sizeof(c->field) - 1; i++) {
+  for (size_t i = 0; i < n; i++) {
+    /* Whitespace before the colon, or any byte a name cannot hold: 400
+     * (RFC 9112 5.1). */
+    if (!tchar((unsigned char)at[i])) return limit(c, 400);
     char ch = at[i];
-    c->field[c->field_len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    if (c->field_len < sizeof(c->field) - 1)
+      c->field[c->field_len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
   }
+  c->name_len += n;
   return 0;
 }
 
@@ -577,8 +616,16 @@ static char *kept_value(http_conn *c, size_t *room) {
 
 static int on_header_field_complete(llhttp_t *p) {
   http_conn *c = of(p);
+  if (!c->name_len) return limit(c, 400); /* an empty name */
   c->field[c->field_len] = '\0';
-  c->field_expect = !strcmp(c->field, "expect");
+  c->field_kind = !strcmp(c->field, "host")                ? F_HOST
+                  : !strcmp(c->field, "expect")            ? F_EXPECT
+                  : !strcmp(c->field, "transfer-encoding") ? F_TE
+                                                           : F_OTHER;
+  if (c->field_kind == F_HOST && ++c->hosts > 1)
+    return limit(c, 400); /* two Host lines (RFC 9112 3.2) */
+  if (c->field_kind == F_TE && c->te_len && c->te_len < sizeof(c->te) - 1)
+    c->te[c->te_len++] = ','; /* a repeated field is one list */
   c->field_which = 0;
   if (c->cfg->root_fd >= 0) {
     static const char *const kept[] = {NULL, "range", "if-range",
@@ -592,18 +639,37 @@ static int on_header_field_complete(llhttp_t *p) {
     /* A repeated field is one list: its values joined by commas. */
     if (v && v[0] && strlen(v) + 2 < room) strcat(v, ", ");
   }
-  c->field_len = 0;
+  c->field_len = c->name_len = 0;
   c->header_bytes += 4; /* ": " and CRLF */
   if (++c->headers > c->cfg->max_headers) return limit(c, 431);
   return 0;
+}
+
+/* A byte a Host value may hold (RFC 3986's reg-name, IP literals, a port;
+ * RFC 9112 3.2). */
+static int host_char(unsigned char ch) {
+  return (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z') ||
+         (ch && strchr("-._~!$&'()*+,;=:[]%", ch));
+}
+
+static void keep_bytes(char *dst, size_t *len, size_t cap, const char *at,
+                       size_t n) {
+  for (size_t i = 0; i < n && *len < cap - 1; i++) dst[(*len)++] = at[i];
+  if (*len == cap - 1 && n) dst[cap - 1] = 1; /* marks it cut short */
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = of(p);
   c->header_bytes += n;
   if (c->header_bytes > c->cfg->max_header_bytes) return limit(c, 431);
-  if (c->field_expect && n >= 12 && !strncasecmp(at, "100-continue", 12))
-    c->expect_continue = 1;
+  if (c->field_kind == F_HOST) {
+    for (size_t i = 0; i < n; i++)
+      if (!host_char((unsigned char)at[i])) c->host_bad = 1;
+  } else if (c->field_kind == F_EXPECT) {
+    keep_bytes(c->expect, &c->expect_len, sizeof(c->expect), at, n);
+  } else if (c->field_kind == F_TE) {
+    keep_bytes(c->te, &c->te_len, sizeof(c->te), at, n);
+  }
   size_t room;
   char *v = kept_value(c, &room);
   if (v) {
@@ -619,16 +685,72 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* Each coding of Transfer-Encoding is chunked (the one coding this server
+ * implements; RFC 9112 6.1: any other is 501). */
+static int only_chunked(const char *te, size_t n) {
+  if (n == 0) return 1;
+  if (te[n - 1] == 1) return 0; /* cut short: too many codings */
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (te[i] == ' ' || te[i] == '\t' || te[i] == ',')) i++;
+    size_t s = i;
+    while (i < n && te[i] != ',' && te[i] != ' ' && te[i] != '\t' &&
+           te[i] != ';')
+      i++;
+    if (i > s && !(i - s == 7 && !strncasecmp(te + s, "chunked", 7)))
+      return 0;
+    while (i < n && te[i] != ',') i++; /* parameters */
+  }
+  return 1;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   http_conn *c = of(p);
   c->in_headers = 0;
+  int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
+  if (major != 1) return limit(c, 505); /* HTTP/2.0, HTTP/0.9 */
+  /* The target's form (RFC 9112 3.2): origin (/path), absolute
+   * (scheme://authority/path, which a server MUST accept), or * for
+   * OPTIONS; authority form is CONNECT's, which this server does not do. */
+  if (c->url_len && c->url[0] != '/') {
+    size_t i = 0;
+    while (i < c->url_len && c->url[i] != ':' && c->url[i] != '/') i++;
+    if (i + 2 < c->url_len && c->url[i] == ':' && c->url[i + 1] == '/' &&
+        c->url[i + 2] == '/')
+      c->absolute = 1;
+    else if (!(c->url_len == 1 && c->url[0] == '*' &&
+               llhttp_get_method(p) == HTTP_OPTIONS))
+      return limit(c, 400);
+  }
+  /* Host (RFC 9112 3.2): exactly one in HTTP/1.1, and a valid value. */
+  if (c->host_bad || (minor >= 1 && !c->hosts)) return limit(c, 400);
+  if (!only_chunked(c->te, c->te_len)) return limit(c, 501);
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->cfg->max_body)
     return limit(c, 413);
-  if (c->expect_continue) {
-    /* The client waits for this before it sends the body. */
-    put_str(c->out, "HTTP/1.1 100 Continue\r\n\r\n");
-    c->counts.by_class[1]++;
+  /* 100-continue is the one expectation (RFC 9110 10.1.1), exactly; any
+   * other is ignored, as nginx does, and so is an HTTP/1.0 client's. */
+  const char *e = c->expect;
+  size_t en = c->expect_len;
+  while (en && (e[en - 1] == ' ' || e[en - 1] == '\t')) en--;
+  if (minor >= 1 && en == 12 && !strncasecmp(e, "100-continue", 12)) {
+    if ((p->flags & F_CHUNKED) ||
+        ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0)) {
+      /* The client waits for this before it sends the body. */
+      put_str(c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+      c->counts.by_class[1]++;
+    }
   }
+  c->in_body = (p->flags & F_CHUNKED) ||
+               ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+  return 0;
+}
+
+static int on_chunk_header(llhttp_t *p) {
+  http_conn *c = of(p);
+  /* A chunk larger than the body may be is refused when its size is
+   * read, not after max_body bytes of it. */
+  if (p->content_length > c->cfg->max_body - c->body_bytes)
+    return limit(c, 413);
   return 0;
 }
 
@@ -644,11 +766,15 @@ static int on_message_complete(llhttp_t *p) {
   http_conn *c = of(p);
   if (!llhttp_should_keep_alive(p) || llhttp_get_upgrade(p))
     c->closing = 1;
+  c->in_body = 0;
   respond(c);
   c->in_request = 0;
   /* Nothing after a closing response is read; a file request stops the
-   * feed until the caller has answered it. */
-  return c->closing || c->file_pending ? HPE_PAUSED : 0;
+   * feed until the caller has answered it, and so does a full out. */
+  if (!c->closing && !c->file_pending && c->cfg->max_out &&
+      c->out->len >= c->cfg->max_out)
+    c->out_full = 1;
+  return c->closing || c->file_pending || c->out_full ? HPE_PAUSED : 0;
 }
 
 static llhttp_settings_t settings;
@@ -662,6 +788,7 @@ static void settings_init(void) {
   settings.on_header_field_complete = on_header_field_complete;
   settings.on_header_value = on_header_value;
   settings.on_headers_complete = on_headers_complete;
+  settings.on_chunk_header = on_chunk_header;
   settings.on_body = on_body;
   settings.on_message_complete = on_message_complete;
 }
@@ -682,26 +809,95 @@ void http_conn_free(http_conn *c) {
   c->file = NULL;
 }
 
+/* An HTTP/1.x version above 1.1 is read as 1.1 (RFC 9112 2.3), where
+ * llhttp refuses it: the parser starts over on the request line with the
+ * version it knows, and goes on after the line's version.  0, or -1 when
+ * this is not such a request. */
+static int as_http11(http_conn *c, const char *data, size_t n) {
+  llhttp_t *p = &c->parser;
+  if (llhttp_get_http_major(p) != 1 || llhttp_get_http_minor(p) < 2 ||
+      c->headers)
+    return -1;
+  const char *at = llhttp_get_error_pos(p);
+  if (!at || at < data || at > data + n) return -1;
+  const char *eol = memchr(at, '\n', (size_t)(data + n - at));
+  const char *cr = memchr(at, '\r', (size_t)(data + n - at));
+  if (cr && (!eol || cr < eol)) eol = cr;
+  if (!eol) return -1; /* the line goes on in the next read: refused */
+  for (const char *q = at; q < eol; q++)
+    if (*q < '0' || *q > '9') return -1; /* more than digits after 1. */
+  int method = llhttp_get_method(p);
+  size_t ul = c->url_len;
+  char *url = malloc(ul + 1);
+  if (!url) return -1;
+  memcpy(url, c->url, ul);
+  llhttp_init(p, HTTP_REQUEST, &settings);
+  p->data = c;
+  const char *name = llhttp_method_name((llhttp_method_t)method);
+  llhttp_errno_t e = llhttp_execute(p, name, strlen(name));
+  if (e == HPE_OK) e = llhttp_execute(p, " ", 1);
+  if (e == HPE_OK) e = llhttp_execute(p, url, ul);
+  if (e == HPE_OK) e = llhttp_execute(p, " HTTP/1.1", 9);
+  free(url);
+  c->begun--; /* the same request */
+  if (e != HPE_OK) return -1;
+  return (int)(eol - data);
+}
+
+/* A request line with a method llhttp does not know: 501 when the line is
+ * otherwise well formed (token SP target SP HTTP/d.d), else 400. */
+static int unknown_method_status(const http_conn *c, const char *data,
+                                 size_t n) {
+  const char *at = llhttp_get_error_pos(&c->parser);
+  if (!at || at < data || at > data + n) return 400;
+  const char *b = at, *e = data + n;
+  while (b > data && b[-1] != '\n') b--;
+  const char *nl = memchr(b, '\n', (size_t)(e - b));
+  if (!nl) return 400;
+  if (nl > b && nl[-1] == '\r') nl--;
+  const char *q = b;
+  while (q < nl && tchar((unsigned char)*q)) q++;
+  if (q == b || q >= nl || *q++ != ' ') return 400;
+  const char *t = q;
+  while (q < nl && *q > ' ' && *q < 127) q++;
+  if (q == t || q >= nl || *q++ != ' ') return 400;
+  if (nl - q != 8 || memcmp(q, "HTTP/", 5) || q[5] < '0' || q[5] > '9' ||
+      q[6] != '.' || q[7] < '0' || q[7] > '9')
+    return 400;
+  return 501;
+}
+
 int http_conn_feed(http_conn *c, const char *data, size_t n, http_out *out) {
   c->fed = 0;
   if (c->closing) return 1;
   c->out = out;
+  c->out_full = 0;
   if (llhttp_get_errno(&c->parser) == HPE_PAUSED) llhttp_resume(&c->parser);
   llhttp_errno_t e = llhttp_execute(&c->parser, data, n);
+  if (e == HPE_INVALID_VERSION) {
+    int from = as_http11(c, data, n);
+    if (from >= 0) e = llhttp_execute(&c->parser, data + from, n - (size_t)from);
+  }
   c->fed = n;
-  if (e == HPE_PAUSED && c->file_pending) {
-    c->file_pending = 0;
+  if (e == HPE_PAUSED && (c->file_pending || c->out_full)) {
     c->fed = (size_t)(llhttp_get_error_pos(&c->parser) - data);
     c->out = NULL;
-    return HTTP_FEED_FILE;
+    if (c->file_pending) {
+      c->file_pending = 0;
+      return HTTP_FEED_FILE;
+    }
+    return HTTP_FEED_FULL;
   }
   if (e == HPE_PAUSED_UPGRADE) {
     c->closing = 1; /* answered as plain HTTP/1.1; no protocol switch */
   } else if (e != HPE_OK && e != HPE_PAUSED) {
     /* A limit a callback hit (llhttp reports a callback's refusal as
-     * HPE_USER from a data callback, HPE_CB_* from the others), or the
-     * parser's own 400. */
-    fail(c, c->status ? c->status : 400);
+     * HPE_USER from a data callback, HPE_CB_* from the others), a method
+     * this server does not know (501, RFC 9110 9.1), or the parser's own
+     * 400. */
+    fail(c, c->status                 ? c->status
+            : e == HPE_INVALID_METHOD ? unknown_method_status(c, data, n)
+                                      : 400);
   }
   if (c->closing) c->in_request = c->in_headers = 0;
   c->out = NULL;
@@ -712,6 +908,6 @@ void http_conn_timeout(http_conn *c, http_out *out) {
   if (c->closing) return;
   c->out = out;
   fail(c, 408);
-  c->in_request = c->in_headers = 0;
+  c->in_request = c->in_headers = c->in_body = 0;
   c->out = NULL;
 }

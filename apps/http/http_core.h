@@ -31,6 +31,8 @@ typedef struct http_cfg {
   size_t max_header_bytes; /* bytes of the request line and headers */
   unsigned max_headers;    /* header fields */
   uint64_t max_body;       /* bytes of a request body */
+  size_t max_out;          /* responses waiting in out: a feed stops after
+                              the request that reaches it (0: no bound) */
   int root_fd;             /* the --root directory, or -1: no files */
   const char *date;        /* "Date: ...\r\n", kept current by the caller
                               (http_date_line) */
@@ -80,8 +82,19 @@ typedef struct http_conn {
   unsigned headers;
   char field[20]; /* the current header's name, lower case, cut short */
   size_t field_len;
-  int field_expect; /* the current header is Expect */
-  int expect_continue;
+  int field_kind;   /* the current header is one the protocol checks
+                       (Host, Expect, Transfer-Encoding) */
+  size_t name_len;  /* the current header name's length */
+  char expect[16];  /* the Expect value, cut short */
+  size_t expect_len;
+  char te[64];      /* the Transfer-Encoding values, cut short */
+  size_t te_len;
+  unsigned hosts;   /* Host fields */
+  int host_bad;     /* a Host value with a byte no host has */
+  int absolute;     /* the target is in absolute form */
+  uint64_t begun;   /* requests whose first byte has come */
+  int in_body;      /* the request's body is being read */
+  int out_full;     /* the feed stopped at max_out */
   uint64_t body_bytes;
   uint32_t body_hash;
   int in_request; /* bytes of a request have come, its response not yet */
@@ -96,6 +109,9 @@ typedef struct http_conn {
 
 /* http_conn_feed()'s answer when it stopped at a file request. */
 #define HTTP_FEED_FILE 2
+/* ... and when it stopped because out reached cfg->max_out: the caller
+ * writes out and feeds the rest (from c->fed) once it has gone. */
+#define HTTP_FEED_FULL 3
 
 void http_conn_init(http_conn *c, const http_cfg *cfg);
 void http_conn_free(http_conn *c);
@@ -103,7 +119,8 @@ void http_conn_free(http_conn *c);
 /* Feeds n bytes.  Responses are appended to out.  Returns 0 to go on
  * reading, 1 when the connection is to close once out is written
  * (Connection: close, HTTP/1.0 without keep-alive, or an error answered),
- * after which no more bytes are taken, or HTTP_FEED_FILE: the feed
+ * after which no more bytes are taken, HTTP_FEED_FULL (above), or
+ * HTTP_FEED_FILE: the feed
  * stopped after a file request, having taken c->fed bytes; the caller
  * answers it (http_file_head) and feeds the rest after.  c->closing then
  * says whether the connection closes after the file. */
@@ -135,8 +152,9 @@ int http_file_answer_sync(http_conn *c, http_out *out);
  * epoch, or -1. */
 int64_t http_parse_date(const char *s);
 
-/* The caller's timer fired with a request's header section incomplete
- * (status 408): appends the answer and marks the connection closing. */
+/* The caller's timer fired with a request's header section, or its body,
+ * incomplete (status 408): appends the answer and marks the connection
+ * closing. */
 void http_conn_timeout(http_conn *c, http_out *out);
 
 /* Appends to out; 0, or -1 (out->failed set) when memory ran out. */

@@ -40,7 +40,7 @@
 typedef struct opts {
   const char *listen, *backend, *root, *stats_json;
   long threads, cpu;
-  double duration, header_timeout, idle_timeout;
+  double duration, header_timeout, idle_timeout, body_timeout, send_timeout;
   http_cfg cfg;
   ursa_addr addr;
   int stop_fd;
@@ -71,12 +71,18 @@ typedef struct hconn {
   ursa_write_req w;
   int writing, close_after, closing, paused, discarding, peer_eof;
   int in_file;  /* a file request is being answered: reading stopped */
+  int full;     /* the parse stopped at OUT_HIGH of responses: the rest of
+                   the input waits in pend until they are written */
   int fs_busy;  /* one of ursa's file requests holds f */
   int gone;     /* closed while fs_busy: freed by the request's callback */
   hfile *f;     /* from the first file request on */
   char *pend;   /* input after a file request, parsed once it is answered */
   size_t pend_len, pend_cap;
   uint64_t last_ms, hdr_since;
+  uint64_t begun;     /* the parser's request count the header clock saw */
+  uint64_t send_ms;   /* when sending last made progress */
+  uint64_t queued;    /* bytes ever handed to the stream's writes */
+  uint64_t sent_seen; /* of them, sent when the sweep last looked */
   struct hconn *prev, *next;
 } hconn;
 
@@ -169,6 +175,8 @@ static void maybe_finish(hconn *c) {
   if (c->close_after || c->peer_eof) finish(c);
 }
 
+static void resume_input(hconn *c);
+
 static void on_written(ursa_write_req *w, int status) {
   hconn *c = w->data;
   c->writing = 0;
@@ -177,10 +185,13 @@ static void on_written(ursa_write_req *w, int status) {
     close_conn(c);
     return;
   }
-  if (c->out.len)
+  if (c->out.len) {
     flush(c);
-  else
+  } else if (c->full) {
+    resume_input(c);
+  } else {
     maybe_finish(c);
+  }
 }
 
 static void flush(hconn *c) {
@@ -198,13 +209,14 @@ static void flush(hconn *c) {
   c->w = (ursa_write_req){0};
   c->w.data = c;
   c->writing = 1;
+  c->queued += c->inflight.len;
   if (ursa_write(&c->w, &c->s, c->inflight.buf, c->inflight.len, 0,
                  on_written) < 0) {
     c->writing = 0;
     close_conn(c);
     return;
   }
-  if (c->paused && !c->close_after) {
+  if (c->paused && !c->close_after && !c->full) {
     c->paused = 0;
     if (ursa_read_start(&c->s, on_read) < 0) close_conn(c);
   }
@@ -214,36 +226,73 @@ static void flush(hconn *c) {
 
 static void start_file(hconn *c);
 
+/* Keeps the input after where the parse stopped (buf may be pend
+ * itself); -1 (the connection closed) when there is no memory. */
+static int keep_rest(hconn *c, const char *buf, size_t n) {
+  size_t rest = n - c->h.fed;
+  if (rest) {
+    if (c->pend_cap < rest) {
+      char *p = malloc(rest);
+      if (!p) {
+        close_conn(c);
+        return -1;
+      }
+      memcpy(p, buf + c->h.fed, rest); /* before buf (if pend) goes */
+      free(c->pend);
+      c->pend = p;
+      c->pend_cap = rest;
+    } else {
+      memmove(c->pend, buf + c->h.fed, rest);
+    }
+  }
+  c->pend_len = rest;
+  return 0;
+}
+
 /* Parses input on from buf: responses to out, a file request to its
- * answer (the rest of buf kept for after it). */
+ * answer, and a parse that stopped with OUT_HIGH of responses waits for
+ * them to go (either way the rest of buf is kept for after). */
 static void take_input(hconn *c, const char *buf, size_t n) {
   int done = http_conn_feed(&c->h, buf, n, &c->out);
+  /* The header clock runs from each request's first byte (the read it
+   * came in), not across the requests a read ends and begins. */
   if (c->h.in_headers) {
-    if (!c->hdr_since) c->hdr_since = c->last_ms;
+    if (!c->hdr_since || c->h.begun != c->begun) c->hdr_since = c->last_ms;
   } else {
     c->hdr_since = 0;
   }
-  if (done == HTTP_FEED_FILE) {
-    size_t rest = n - c->h.fed;
-    if (rest) {
-      if (c->pend_cap < rest) {
-        char *p = malloc(rest);
-        if (!p) {
-          close_conn(c);
-          return;
-        }
-        free(c->pend);
-        c->pend = p;
-        c->pend_cap = rest;
-      }
-      memmove(c->pend, buf + c->h.fed, rest); /* buf may be pend itself */
+  c->begun = c->h.begun;
+  if (done == HTTP_FEED_FILE || done == HTTP_FEED_FULL) {
+    if (keep_rest(c, buf, n) < 0) return;
+    if (done == HTTP_FEED_FILE) {
+      start_file(c);
+      return;
     }
-    c->pend_len = rest;
-    start_file(c);
+    c->full = 1;
+    ursa_read_stop(&c->s);
+    flush(c);
     return;
   }
   if (done) c->close_after = 1;
   flush(c);
+}
+
+/* The responses a full parse waited on are written: the input kept is
+ * parsed, then reading goes on. */
+static void resume_input(hconn *c) {
+  c->full = 0;
+  if (c->pend_len) {
+    size_t n = c->pend_len;
+    c->pend_len = 0;
+    take_input(c, c->pend, n);
+    if (c->in_file || c->closing || c->full) return;
+  }
+  if (!c->close_after && !c->discarding && !c->paused &&
+      ursa_read_start(&c->s, on_read) < 0) {
+    close_conn(c);
+    return;
+  }
+  maybe_finish(c);
 }
 
 /* The file is answered (or given up: short_body): what was kept is
@@ -331,6 +380,7 @@ static void write_head(hconn *c) {
   f->hw = (ursa_write_req){0};
   f->hw.data = c;
   f->head_writing = 1;
+  c->queued += f->head.len;
   if (ursa_write(&f->hw, &c->s, f->head.buf, f->head.len, 0,
                  on_head_written) < 0) {
     f->head_writing = 0;
@@ -361,6 +411,7 @@ static void write_body(hconn *c) {
   f->body = (ursa_write_req){0};
   f->body.data = c;
   f->writes = 1;
+  c->queued += f->left;
   if (ursa_write_file(&f->body, &c->s, f->fd, (int64_t)f->off,
                       (size_t)f->left, on_body_written) < 0) {
     f->writes = 0;
@@ -540,7 +591,7 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
     if (!c->writing && !c->out.len && !c->in_file) close_conn(c);
     return;
   }
-  if (c->discarding || c->close_after || c->in_file) return;
+  if (c->discarding || c->close_after || c->in_file || c->full) return;
   c->last_ms = ursa_loop_now(S.loop);
   take_input(c, buf, (size_t)n);
   if (!c->closing && !c->in_file && c->writing && c->out.len >= OUT_HIGH &&
@@ -569,7 +620,7 @@ static void on_connection(ursa_listener *l, int status) {
   S.conns = c;
   S.t->connections++;
   loop_group_count(&G, S.index, 1);
-  c->last_ms = ursa_loop_now(S.loop);
+  c->last_ms = c->send_ms = ursa_loop_now(S.loop);
   if (S.stopping || ursa_read_start(&c->s, on_read) < 0) close_conn(c);
 }
 
@@ -606,11 +657,35 @@ static void on_sweep(ursa_timer *t, int status) {
   set_date();
   uint64_t now = ursa_loop_now(S.loop);
   uint64_t hdr_ms = (uint64_t)(O.header_timeout * 1000),
-           idle_ms = (uint64_t)(O.idle_timeout * 1000);
+           idle_ms = (uint64_t)(O.idle_timeout * 1000),
+           body_ms = (uint64_t)(O.body_timeout * 1000),
+           send_ms = (uint64_t)(O.send_timeout * 1000);
   for (hconn *c = S.conns, *next; c; c = next) {
     next = c->next;
-    if (c->closing || c->close_after || c->in_file) continue;
-    if (c->hdr_since && now - c->hdr_since >= hdr_ms) {
+    if (c->closing) continue;
+    /* Send: no byte of the responses left for send_ms (a peer that does
+     * not read) closes the connection, as nginx's send_timeout does.  The
+     * bytes sent so far (handed over less still queued) only grow. */
+    size_t left = ursa_write_queue_size(&c->s);
+    uint64_t sent = c->queued - left;
+    if (!left || sent != c->sent_seen) {
+      c->sent_seen = sent;
+      c->send_ms = now;
+    } else if (send_ms && now - c->send_ms >= send_ms) {
+      S.t->timeouts++;
+      close_conn(c);
+      continue;
+    }
+    if (c->close_after || c->in_file) continue;
+    if (c->h.in_body && body_ms && !c->paused && !c->full &&
+        now - c->last_ms >= body_ms) {
+      /* Body: nothing of an announced body for body_ms: 408. */
+      S.t->timeouts++;
+      http_conn_timeout(&c->h, &c->out);
+      c->close_after = 1;
+      if (c->writing || c->out.len) flush(c);
+      else finish(c);
+    } else if (c->hdr_since && now - c->hdr_since >= hdr_ms) {
       S.t->timeouts++;
       http_conn_timeout(&c->h, &c->out);
       c->close_after = 1;
@@ -736,6 +811,12 @@ static void usage(void) {
       "408\n"
       "  --idle-timeout S       a connection with no request for S seconds\n"
       "                         is closed (default 60; 0: never)\n"
+      "  --body-timeout S       nothing of a request's body for S seconds: "
+      "408\n"
+      "                         (default 60; 0: never)\n"
+      "  --send-timeout S       no byte of the responses taken by the peer "
+      "for\n"
+      "                         S seconds: closed (default 60; 0: never)\n"
       "  --duration S           stop after S seconds (default: at "
       "SIGINT/SIGTERM)\n"
       "  --stats-json FILE      counters as JSON at exit\n"
@@ -751,9 +832,11 @@ static int parse(int argc, char **argv) {
   O.cpu = -1;
   O.header_timeout = 10;
   O.idle_timeout = 60;
+  O.body_timeout = 60;
+  O.send_timeout = 60;
   O.cfg = (http_cfg){.max_url = 8192, .max_header_bytes = 16384,
                      .max_headers = 100, .max_body = 8u << 20,
-                     .root_fd = -1};
+                     .max_out = OUT_HIGH, .root_fd = -1};
   static const struct option longs[] = {
       {"listen", required_argument, NULL, 'l'},
       {"backend", required_argument, NULL, 'b'},
@@ -766,6 +849,8 @@ static int parse(int argc, char **argv) {
       {"max-body", required_argument, NULL, 'B'},
       {"header-timeout", required_argument, NULL, 'T'},
       {"idle-timeout", required_argument, NULL, 'I'},
+      {"body-timeout", required_argument, NULL, 'Y'},
+      {"send-timeout", required_argument, NULL, 'S'},
       {"duration", required_argument, NULL, 'd'},
       {"stats-json", required_argument, NULL, 'j'},
       {"help", no_argument, NULL, 'h'},
@@ -814,6 +899,14 @@ static int parse(int argc, char **argv) {
         if (cli_seconds(PROG, flag, v, 0, 86400, &O.idle_timeout) < 0)
           return 2;
         break;
+      case 'Y':
+        if (cli_seconds(PROG, flag, v, 0, 86400, &O.body_timeout) < 0)
+          return 2;
+        break;
+      case 'S':
+        if (cli_seconds(PROG, flag, v, 0, 86400, &O.send_timeout) < 0)
+          return 2;
+        break;
       case 'd':
         if (cli_seconds(PROG, flag, v, 0.01, 1e7, &O.duration) < 0) return 2;
         break;
@@ -826,6 +919,16 @@ static int parse(int argc, char **argv) {
             ursa_error_detail());
     return 2;
   }
+  if (O.stats_json) {
+    /* Refused now, not found out at exit after the run. */
+    FILE *f = fopen(O.stats_json, "a");
+    if (!f) {
+      fprintf(stderr, PROG ": --stats-json '%s': %s\n", O.stats_json,
+              strerror(errno));
+      return 2;
+    }
+    fclose(f);
+  }
   if (O.root) {
     O.cfg.root_fd = open(O.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (O.cfg.root_fd < 0) {
@@ -836,7 +939,7 @@ static int parse(int argc, char **argv) {
   return 0;
 }
 
-static void report(void) {
+static int report(void) {
   totals t = {0};
   for (int i = 0; i < LOOPS_MAX; i++) {
     t.connections += T[i].connections;
@@ -850,12 +953,12 @@ static void report(void) {
          (unsigned long long)t.by_class[1], (unsigned long long)t.by_class[2],
          (unsigned long long)t.by_class[3], (unsigned long long)t.by_class[4],
          (unsigned long long)t.by_class[5], (unsigned long long)t.timeouts);
-  if (!O.stats_json) return;
+  if (!O.stats_json) return 0;
   FILE *f = fopen(O.stats_json, "w");
   if (!f) {
     fprintf(stderr, PROG ": cannot write %s: %s\n", O.stats_json,
             strerror(errno));
-    return;
+    return -1;
   }
   fprintf(f,
           "{\"backend\":\"%s\",\"threads\":%ld,\"connections\":%llu,"
@@ -866,7 +969,12 @@ static void report(void) {
           (unsigned long long)t.requests, (unsigned long long)t.by_class[1],
           (unsigned long long)t.by_class[2], (unsigned long long)t.by_class[4],
           (unsigned long long)t.by_class[5], (unsigned long long)t.timeouts);
-  fclose(f);
+  if (fclose(f) != 0) {
+    fprintf(stderr, PROG ": cannot write %s: %s\n", O.stats_json,
+            strerror(errno));
+    return -1;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -876,7 +984,7 @@ int main(int argc, char **argv) {
   O.stop_fd = cli_stop_fd(PROG);
   if (O.stop_fd < 0) return 1;
   int rc = loop_group_run(&G, (int)O.threads, serve, on_group_stop, NULL);
-  report();
+  if (report() < 0 && rc == 0) rc = 1;
   if (O.cfg.root_fd >= 0) close(O.cfg.root_fd);
   close(O.stop_fd);
   return rc;
