@@ -7,6 +7,7 @@ status and the connection closed (400, 405, 413, 414, 431, 408 for a
 slowloris peer), the idle timeout, static files byte-exact with every
 way out of the root refused (.., encoded dots, symlinks, absolute
 paths), --threads, and bad flags."""
+import json
 import os
 import random
 import re
@@ -20,6 +21,7 @@ import httpserver
 from checks import check, finish
 
 HTTP = sys.argv[1]
+LOAD = sys.argv[2]
 CURL = "curl"
 
 
@@ -347,6 +349,74 @@ for _ in range(20):
     check(r.stdout == b"Hello, World!", "--threads 2: /plaintext")
 out = h.stop()
 check("20 requests" in out, f"--threads 2: all 20 counted: {out!r}")
+
+# ursa-load --http against it: keep-alive, pipelined, POST bodies, JSON,
+# reconnecting; every response's status checked, and counted the same on
+# both sides.
+h = Http("uring")
+def load(*args):
+    out = tempfile.mktemp(prefix="ursa-load-http-", suffix=".json")
+    r = subprocess.run([LOAD, "--duration", "0.5", "--warmup", "0.1",
+                        "--json", out, *args], capture_output=True,
+                       text=True, timeout=60)
+    res = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            res = json.load(f)
+        os.unlink(out)
+    return r, res
+total = 0
+for args, what in [
+        (["--http", h.url + "/plaintext", "--connections", "4"],
+         "keep-alive GET"),
+        (["--http", h.url + "/plaintext", "--connections", "2",
+          "--inflight", "8"], "pipelined x8"),
+        (["--http", h.url + "/upload", "--http-body", "3000",
+          "--connections", "2"], "POST of 3000 bytes"),
+        (["--http", h.url + "/upload", "--http-json", "--connections", "2"],
+         "POST of JSON"),
+        (["--http", h.url + "/json", "--connections", "2", "--reconnect",
+          "5"], "a new connection every 5")]:
+    r, res = load(*args)
+    check(r.returncode == 0 and res.get("requests", 0) > 50 and
+          res.get("errors") == 0 and res.get("p99_us", 0) > 0,
+          f"ursa-load --http {what}: {r.returncode} {r.stderr[-200:]!r} "
+          f"{res}")
+    total += res.get("requests_total", 0)
+    if what.startswith("a new connection"):
+        check(res.get("opened", 0) >= res.get("requests", 0) // 5 - 2,
+              f"--reconnect 5 opened {res.get('opened')} for "
+              f"{res.get('requests')} requests")
+r, res = load("--http", h.url + "/nothing", "--connections", "1")
+check(r.returncode == 1 and res.get("bad_status", 0) > 0 and
+      "status" in r.stderr, f"ursa-load --http: a 404 is an error: "
+      f"{r.returncode} {r.stderr[-200:]!r}")
+r, res = load("--http", h.url + "/nothing", "--http-status", "404",
+              "--connections", "1")
+check(r.returncode == 0 and res.get("errors") == 0,
+      f"ursa-load --http-status 404: {r.returncode} {r.stderr[-200:]!r}")
+out = h.stop()
+m = re.search(r"(\d+) requests", out)
+check(m and int(m.group(1)) >= total, f"the server counted {out!r}, the "
+      f"client {total} answered")
+for args, needle in [
+        (["--http", "https://127.0.0.1:1/"], "https is not spoken here"),
+        (["--http", "http:///x"], "no host"),
+        (["--http", "http://nohost/x"], "--http 'http://nohost/x'"),
+        (["--http", "http://127.0.0.1:1/", "127.0.0.1:1"],
+         "takes the place of ADDR"),
+        (["--http-json", "127.0.0.1:1"], "go with --http URL"),
+        (["--http", "http://127.0.0.1:1/", "--http-body", "1",
+          "--http-json"], "one of --http-body and --http-json")]:
+    r = subprocess.run([LOAD, *args], capture_output=True, text=True,
+                       timeout=20)
+    check(r.returncode == 2 and needle in r.stderr,
+          f"ursa-load {args}: {r.returncode} {r.stderr!r}")
+r = subprocess.run([LOAD, "--http", "http://127.0.0.1:1/", "--duration",
+                    "0.3", "--warmup", "0", "--connections", "2"],
+                   capture_output=True, text=True, timeout=20)
+check(r.returncode == 1 and "connect" in r.stderr,
+      f"ursa-load --http to a closed port: {r.returncode} {r.stderr!r}")
 
 # Bad flags exit 2 and name the problem.
 for args, needle in ((["--backend", "nope"], "unknown --backend 'nope'"),

@@ -15,6 +15,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/load/hist.h"
+#include "apps/load/http_load.h"
 #include "apps/load/udp_bulk.h"
 #include "ursa/tls.h"
 #include "ursa/ursa.h"
@@ -674,6 +675,18 @@ static void usage(FILE *f) {
       "                      with --proto udp: streams of datagrams, each\n"
       "                      echoed, --inflight per peer (--connections)\n"
       "  --gso               udp bulk: send each window with UDP GSO\n"
+      "  --http URL          (instead of ADDR) HTTP/1.1 requests to "
+      "http://HOST:PORT/PATH\n"
+      "                      on --connections keep-alive connections, "
+      "--inflight\n"
+      "                      pipelined on each, --reconnect N: a new "
+      "connection every\n"
+      "                      N; every response's status and framing "
+      "checked\n"
+      "  --http-body N       POST N bytes (default: GET)\n"
+      "  --http-json         POST a small JSON document\n"
+      "  --http-status N     the status every response must have "
+      "(default 200)\n"
       "  --idle              connect, hold for --duration, close: no "
       "traffic\n"
       "  --connect-timeout S give up on a connect after S seconds "
@@ -707,7 +720,9 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   const char *addr = NULL, *json = NULL, *proto = "tcp";
   long cpu = -1, threads = 1;
-  int gso = 0;
+  int gso = 0, http_json = 0;
+  const char *http_url = NULL;
+  long http_body = -1, http_status = 200;
   L.conns = 1;
   L.size = 64;
   L.inflight = 1;
@@ -718,7 +733,7 @@ int main(int argc, char **argv) {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
     O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
     O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT, O_GREET, O_GREETING,
-    O_GSO
+    O_GSO, O_HTTP, O_HTTPBODY, O_HTTPJSON, O_HTTPSTATUS
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -731,6 +746,10 @@ int main(int argc, char **argv) {
       {"warmup", required_argument, NULL, O_WARMUP},
       {"bulk", no_argument, NULL, O_BULK},
       {"gso", no_argument, NULL, O_GSO},
+      {"http", required_argument, NULL, O_HTTP},
+      {"http-body", required_argument, NULL, O_HTTPBODY},
+      {"http-json", no_argument, NULL, O_HTTPJSON},
+      {"http-status", required_argument, NULL, O_HTTPSTATUS},
       {"idle", no_argument, NULL, O_IDLE},
       {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
       {"server-pid", required_argument, NULL, O_SPID},
@@ -759,6 +778,18 @@ int main(int argc, char **argv) {
         break;
       case O_GSO:
         gso = 1;
+        break;
+      case O_HTTP:
+        http_url = v;
+        break;
+      case O_HTTPBODY:
+        r = cli_long(PROG, a, v, 0, 1L << 30, &http_body);
+        break;
+      case O_HTTPJSON:
+        http_json = 1;
+        break;
+      case O_HTTPSTATUS:
+        r = cli_long(PROG, a, v, 100, 599, &http_status);
         break;
       case O_IDLE:
         L.idle = 1;
@@ -835,6 +866,25 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ursa-load: one address only ('%s' and '%s')\n", addr,
             argv[optind]);
     return 2;
+  }
+  if ((http_body >= 0 || http_json || http_status != 200) && !http_url) {
+    fprintf(stderr, "ursa-load: --http-body, --http-json and --http-status "
+            "go with --http URL\n");
+    return 2;
+  }
+  if (http_url) {
+    if (addr || L.bulk || L.idle || L.greet || L.tls || L.count ||
+        threads > 1 || strcmp(proto, "tcp") || (http_json && http_body >= 0)) {
+      fprintf(stderr, "ursa-load: --http URL takes the place of ADDR, runs "
+              "for --duration on one thread over plain TCP, and takes one "
+              "of --http-body and --http-json\n");
+      return 2;
+    }
+    if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
+    http_load_opts ho = {http_url, L.conns, L.inflight, L.reconnect,
+                         http_body, http_json, (int)http_status, L.warmup_s,
+                         L.duration_s, L.server_pid, json};
+    return http_load_run(&ho);
   }
   if (!addr) {
     usage(stderr);
