@@ -498,6 +498,40 @@ TEST_P(UdpMsg, ABatchIsOneSystemCallOnEpoll) {
   Close({&tx});
 }
 
+// A burst waiting in the socket is taken in a few calls, not one per
+// datagram: multishot recvmsg on io_uring, recvmmsg on epoll.
+TEST_P(UdpMsg, ABurstIsReceivedInAFewCalls) {
+  if (std::get<0>(GetParam()).disable & URSA_FEAT_MULTISHOT_RECV)
+    GTEST_SKIP() << "single-shot receives take one call each by design";
+  Rx rx;
+  rx.d.data = &rx;
+  ursa_addr ra;
+  Bind(&rx.d, lo(), &ra);
+  sockaddr_storage pa;
+  socklen_t pl;
+  int plain = PlainSocket(family(), lo(), &pa, &pl);
+  ASSERT_GE(plain, 0);
+  const int kN = 32;
+  for (int i = 0; i < kN; i++) {
+    std::string b = Pattern(100 + i, 50 + i);
+    ASSERT_EQ((ssize_t)b.size(), sendto(plain, b.data(), b.size(), 0,
+                                        (sockaddr *)&ra.ss, ra.len));
+  }
+  ursa_stats before, after;
+  ASSERT_EQ(0, ursa_loop_run(loop(), URSA_RUN_NOWAIT));
+  ursa_loop_stats(loop(), &before);
+  ASSERT_EQ(0, ursa_dgram_recvmsg_start(&rx.d, 0, Rx::OnRecv));
+  ASSERT_TRUE(lp_->RunUntil([&] { return rx.got.size() == (size_t)kN; }));
+  ursa_loop_stats(loop(), &after);
+  EXPECT_LT(after.enters - before.enters, (uint64_t)kN / 2);
+  for (int i = 0; i < kN; i++) {
+    std::string b = Pattern(100 + i, 50 + i);
+    EXPECT_EQ(b, rx.got[i].bytes) << "datagram " << i;
+  }
+  close(plain);
+  Close({&rx.d});
+}
+
 TEST_P(UdpMsg, CloseWithABatchInFlightCallsItBackOnce) {
   ursa_dgram tx{};
   ursa_addr ta;

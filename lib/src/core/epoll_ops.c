@@ -25,6 +25,20 @@ static bool take_buf(struct ursa__ep *ep, uint16_t bgid, char **addr,
   return true;
 }
 
+/* The i-th buffer after the group's head, without taking it. */
+static bool peek_buf(struct ursa__ep *ep, uint16_t bgid, unsigned i,
+                     char **addr, uint32_t *len, uint16_t *bid) {
+  struct io_uring_buf_ring *br = ep->groups[bgid].br;
+  uint16_t tail = __atomic_load_n(&br->tail, __ATOMIC_ACQUIRE);
+  uint16_t at = (uint16_t)(ep->groups[bgid].head + i);
+  if ((uint16_t)(tail - ep->groups[bgid].head) <= i) return false;
+  struct io_uring_buf *b = &br->bufs[at & ep->groups[bgid].mask];
+  *addr = (char *)(uintptr_t)b->addr;
+  *len = b->len;
+  *bid = b->bid;
+  return true;
+}
+
 static uint32_t buf_used(struct ursa__ep *ep, uint16_t bgid, uint16_t bid) {
   ep->groups[bgid].head++;
   return IORING_CQE_F_BUFFER | ((uint32_t)bid << IORING_CQE_BUFFER_SHIFT);
@@ -66,12 +80,75 @@ static int run_recv(ursa_loop *loop, ep_req *r) {
   return R_DONE;
 }
 
+#define RECV_BATCH 8
+
+/* Multishot recvmsg: up to RECV_BATCH datagrams with one recvmmsg, each
+ * into a buffer of the group in the kernel's layout: a struct
+ * io_uring_recvmsg_out, the name's room, the control's room, the
+ * payload. */
+static int run_recvmsg_multi(ursa_loop *loop, ep_req *r,
+                             const struct msghdr *um) {
+  struct ursa__ep *ep = loop->ep;
+  size_t head = sizeof(struct io_uring_recvmsg_out) + um->msg_namelen +
+                um->msg_controllen;
+  struct mmsghdr mm[RECV_BATCH];
+  struct iovec iov[RECV_BATCH];
+  char *bufs[RECV_BATCH];
+  uint16_t bids[RECV_BATCH];
+  unsigned n = 0;
+  if (!(r->bits & R_BUFSEL) || r->bgid >= MAX_GROUPS ||
+      !ep->groups[r->bgid].br)
+    return finish(loop, r, -EFAULT);
+  for (; n < RECV_BATCH; n++) {
+    uint32_t blen;
+    if (!peek_buf(ep, r->bgid, n, &bufs[n], &blen, &bids[n])) break;
+    if (blen < head) return finish(loop, r, -EFAULT);
+    struct msghdr *m = &mm[n].msg_hdr;
+    *m = *um;
+    m->msg_name = um->msg_namelen
+                      ? bufs[n] + sizeof(struct io_uring_recvmsg_out)
+                      : NULL;
+    m->msg_control = um->msg_controllen
+                         ? bufs[n] + sizeof(struct io_uring_recvmsg_out) +
+                               um->msg_namelen
+                         : NULL;
+    iov[n].iov_base = bufs[n] + head;
+    iov[n].iov_len = blen - head;
+    m->msg_iov = &iov[n];
+    m->msg_iovlen = 1;
+  }
+  if (!n) return finish(loop, r, -ENOBUFS); /* the layer above counts it */
+  SYSCALL(loop);
+  int got = recvmmsg(r->fd, mm, n, (int)r->msg_flags | MSG_DONTWAIT | MSG_TRUNC,
+                     NULL);
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return R_WAIT;
+    return finish(loop, r, -errno);
+  }
+  for (int i = 0; i < got; i++) {
+    struct msghdr *m = &mm[i].msg_hdr;
+    struct io_uring_recvmsg_out o = {
+        .namelen = m->msg_namelen,
+        .controllen = (uint32_t)m->msg_controllen,
+        .payloadlen = mm[i].msg_len,
+        .flags = (uint32_t)m->msg_flags,
+    };
+    memcpy(bufs[i], &o, sizeof(o));
+    size_t len = mm[i].msg_len < iov[i].iov_len ? mm[i].msg_len
+                                                : iov[i].iov_len;
+    post(loop, r->ud, (int)(head + len),
+         buf_used(ep, r->bgid, bids[i]) | IORING_CQE_F_MORE);
+  }
+  return (unsigned)got == n ? R_MORE : R_DRAINED;
+}
+
 /* recvmsg: single shot into the msghdr's one iovec (or a buffer of the
- * group), or multishot in the kernel's layout: a struct
- * io_uring_recvmsg_out, the name's room, the control's room, the payload. */
+ * group), or multishot (run_recvmsg_multi). */
 static int run_recvmsg(ursa_loop *loop, ep_req *r) {
   struct ursa__ep *ep = loop->ep;
   struct msghdr *um = (struct msghdr *)(uintptr_t)r->addr;
+  if (r->bits & R_MULTI) return run_recvmsg_multi(loop, r, um);
   char *buf = NULL;
   uint32_t blen = 0;
   uint16_t bid = 0;
@@ -81,41 +158,6 @@ static int run_recvmsg(ursa_loop *loop, ep_req *r) {
   }
   struct msghdr m = *um;
   struct iovec iov;
-  if (r->bits & R_MULTI) {
-    size_t head = sizeof(struct io_uring_recvmsg_out) + um->msg_namelen +
-                  um->msg_controllen;
-    if (!(r->bits & R_BUFSEL) || blen < head)
-      return finish(loop, r, -EFAULT);
-    m.msg_name = um->msg_namelen ? buf + sizeof(struct io_uring_recvmsg_out)
-                                 : NULL;
-    m.msg_control = um->msg_controllen
-                        ? buf + sizeof(struct io_uring_recvmsg_out) +
-                              um->msg_namelen
-                        : NULL;
-    iov.iov_base = buf + head;
-    iov.iov_len = blen - head;
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    SYSCALL(loop);
-    ssize_t n = recvmsg(r->fd, &m, (int)r->msg_flags | MSG_DONTWAIT |
-                                       MSG_TRUNC);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return R_WAIT;
-      return finish(loop, r, -errno);
-    }
-    struct io_uring_recvmsg_out o = {
-        .namelen = m.msg_namelen,
-        .controllen = (uint32_t)m.msg_controllen,
-        .payloadlen = (uint32_t)n,
-        .flags = (uint32_t)m.msg_flags,
-    };
-    memcpy(buf, &o, sizeof(o));
-    size_t got = (size_t)n < iov.iov_len ? (size_t)n : iov.iov_len;
-    post(loop, r->ud, (int)(head + got),
-         buf_used(ep, r->bgid, bid) | IORING_CQE_F_MORE);
-    return R_MORE;
-  }
   if (r->bits & R_BUFSEL) {
     if (um->msg_iovlen != 1) return finish(loop, r, -EINVAL);
     iov.iov_base = buf;
