@@ -11,20 +11,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static bool take_buf(struct ursa__ep *ep, uint16_t bgid, char **addr,
-                     uint32_t *len, uint16_t *bid) {
-  if (bgid >= MAX_GROUPS || !ep->groups[bgid].br) return false;
-  struct io_uring_buf_ring *br = ep->groups[bgid].br;
-  uint16_t tail = __atomic_load_n(&br->tail, __ATOMIC_ACQUIRE);
-  if (tail == ep->groups[bgid].head) return false;
-  struct io_uring_buf *b = &br->bufs[ep->groups[bgid].head &
-                                     ep->groups[bgid].mask];
-  *addr = (char *)(uintptr_t)b->addr;
-  *len = b->len;
-  *bid = b->bid;
-  return true;
-}
-
 /* The i-th buffer after the group's head, without taking it. */
 static bool peek_buf(struct ursa__ep *ep, uint16_t bgid, unsigned i,
                      char **addr, uint32_t *len, uint16_t *bid) {
@@ -37,6 +23,12 @@ static bool peek_buf(struct ursa__ep *ep, uint16_t bgid, unsigned i,
   *len = b->len;
   *bid = b->bid;
   return true;
+}
+
+static bool take_buf(struct ursa__ep *ep, uint16_t bgid, char **addr,
+                     uint32_t *len, uint16_t *bid) {
+  if (bgid >= MAX_GROUPS || !ep->groups[bgid].br) return false;
+  return peek_buf(ep, bgid, 0, addr, len, bid);
 }
 
 static uint32_t buf_used(struct ursa__ep *ep, uint16_t bgid, uint16_t bid) {
