@@ -38,7 +38,7 @@ static void init(ursa_loop *loop, ursa_dgram *d, int fd) {
   ursa__handle_init(loop, &d->handle, &dgram_kind, URSA_HANDLE_DGRAM);
 }
 
-static int check_open(const ursa_dgram *d, const char *fn) {
+int ursa__dgram_check_open(const ursa_dgram *d, const char *fn) {
   if (!d) return ursa__invalid("%s: NULL socket", fn);
   if (!(d->flags & D_OPEN)) return ursa__invalid("%s: socket is not open", fn);
   return 0;
@@ -84,7 +84,7 @@ int ursa_dgram_open(ursa_loop *loop, ursa_dgram *d, int fd) {
 
 int ursa_dgram_connect(ursa_dgram *d, const struct sockaddr *addr,
                        socklen_t addrlen) {
-  int r = check_open(d, "ursa_dgram_connect");
+  int r = ursa__dgram_check_open(d, "ursa_dgram_connect");
   if (r) return r;
   r = ursa__check_sockaddr(addr, addrlen, "ursa_dgram_connect");
   if (r) return r;
@@ -93,7 +93,7 @@ int ursa_dgram_connect(ursa_dgram *d, const struct sockaddr *addr,
 
 int ursa_dgram_addr(const ursa_dgram *d, struct sockaddr_storage *addr,
                     socklen_t *addrlen) {
-  int r = check_open(d, "ursa_dgram_addr");
+  int r = ursa__dgram_check_open(d, "ursa_dgram_addr");
   if (r) return r;
   if (!addr || !addrlen) return ursa__invalid("ursa_dgram_addr: NULL argument");
   *addrlen = sizeof(*addr);
@@ -112,7 +112,7 @@ static ursa__bufring *ring_for(ursa_loop *loop, unsigned what) {
 
 static int recv_begin(ursa_dgram *d, unsigned what, const char *fn,
                       bool with_cb) {
-  int r = check_open(d, fn);
+  int r = ursa__dgram_check_open(d, fn);
   if (r) return r;
   if (!with_cb) return ursa__invalid("%s: NULL callback", fn);
   if (d->handle.closing) return ursa__invalid("%s: socket is closing", fn);
@@ -163,7 +163,7 @@ static void recv_failed(ursa_dgram *d, int res) {
 }
 
 int ursa_dgram_recv_stop(ursa_dgram *d) {
-  int r = check_open(d, "ursa_dgram_recv_stop");
+  int r = ursa__dgram_check_open(d, "ursa_dgram_recv_stop");
   if (r) return r;
   d->flags &= ~D_RECEIVING;
   ursa__op_cancel(d->loop, &d->recv_op);
@@ -325,7 +325,7 @@ URSA__OP_TYPE(drecv) = {
 int ursa_dgram_send(ursa_send_req *req, ursa_dgram *d, const void *buf,
                     size_t len, const struct sockaddr *to, socklen_t tolen,
                     ursa_send_cb cb) {
-  int r = check_open(d, "ursa_dgram_send");
+  int r = ursa__dgram_check_open(d, "ursa_dgram_send");
   if (r) return r;
   if (!req || !cb || (!buf && len))
     return ursa__invalid("ursa_dgram_send: NULL %s", !req  ? "request"

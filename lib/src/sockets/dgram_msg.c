@@ -262,8 +262,8 @@ int ursa_dgram_sendmsgs(ursa_sendmsgs_req *req, ursa_dgram *d,
                         const ursa_dgram_msg *msgs, unsigned n,
                         ursa_sendmsgs_cb cb) {
   static const char fn[] = "ursa_dgram_sendmsgs";
-  if (!d) return ursa__invalid("%s: NULL socket", fn);
-  if (d->fd < 0 || !d->loop) return ursa__invalid("%s: socket is not open", fn);
+  int r = ursa__dgram_check_open(d, fn);
+  if (r) return r;
   if (!req || !cb || !msgs)
     return ursa__invalid("%s: NULL %s", fn,
                          !req ? "request" : !cb ? "callback" : "messages");
@@ -273,7 +273,7 @@ int ursa_dgram_sendmsgs(ursa_sendmsgs_req *req, ursa_dgram *d,
   if (req->left) return -EBUSY;
   if (d->handle.closing) return -EBADF;
   for (unsigned i = 0; i < n; i++) {
-    int r = check_msg(d, &msgs[i], i);
+    r = check_msg(d, &msgs[i], i);
     if (r) return r;
   }
   req->dgram = d;

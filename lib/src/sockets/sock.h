@@ -21,6 +21,9 @@ URSA__OP_DECLARE(accept);
 URSA__OP_DECLARE(poll);
 URSA__OP_DECLARE(handoff_send);
 
+/* dgram.c: 0, or -EINVAL named for fn when d is NULL or not open. */
+int ursa__dgram_check_open(const ursa_dgram *d, const char *fn) URSA__HIDDEN;
+
 /* dgram_msg.c: the control data and socket options of datagram sockets. */
 #define URSA__RECV_CTRL \
   (URSA_RECV_GRO | URSA_RECV_PKTINFO | URSA_RECV_TOS | URSA_RECV_TIMESTAMP)
