@@ -216,20 +216,32 @@ def test_uring_only(tmp):
           f"greet on direct descriptors: {r.returncode} {res}")
     srv.stop()
     for v, says in [("multishot_recv",
-                     "only direct_files, recv_bundle, buf_inc and min_wait are opt-in"),
+                     "only direct_files, recv_bundle and buf_inc are opt-in"),
+                    ("min_wait",
+                     "only direct_files, recv_bundle and buf_inc are opt-in"),
                     ("nope", "--uring-enable: unknown feature 'nope'")]:
         r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
                            capture_output=True, text=True, timeout=20)
         check(r.returncode == 2 and says in r.stderr,
               f"--uring-enable {v}: exit {r.returncode}, {r.stderr!r}")
-    # Batched waits (min-wait): every byte echoed (ursa-load checks each),
-    # and a bound out of range named.
-    srv = Server("uring", "--uring-enable", "min_wait", "--batch-wait", "200")
-    r, res = load(srv.addr, 16)
-    check(r.returncode == 0 and res.get("errors") == 0 and
-          res.get("round_trips", 0) > 20,
-          f"echo with batched waits: {r.returncode} {res}")
-    srv.stop()
+    # Batched waits under each policy: every byte echoed (ursa-load checks
+    # each) at 16 connections, the count the server reports in its stats
+    # (never: none; always: some), and a bad policy or bound named.
+    for pol in ["auto", "always", "never"]:
+        srv = Server("uring", "--batch-waits", pol, "--batch-wait", "200")
+        r, res = load(srv.addr, 16)
+        check(r.returncode == 0 and res.get("errors") == 0 and
+              res.get("round_trips", 0) > 20,
+              f"echo with batched waits {pol}: {r.returncode} {res}")
+        bw = srv.stop().get("batch_waits")
+        check(bw == 0 if pol == "never" else
+              (bw or 0) > 0 if pol == "always" else bw is not None,
+              f"--batch-waits {pol}: {bw} batched waits")
+    r = subprocess.run([SERVER, "--backend", "uring", "--batch-waits", "some"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "--batch-waits 'some' is not auto, always "
+          "or never" in r.stderr,
+          f"--batch-waits some: exit {r.returncode}, {r.stderr!r}")
     for v in ["0", "10001", "x"]:
         r = subprocess.run([SERVER, "--backend", "uring", "--batch-wait", v],
                            capture_output=True, text=True, timeout=20)

@@ -221,12 +221,11 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   EXPECT_EQ(nullptr, ursa_feature_name(1u << URSA_FEAT_COUNT));
   EXPECT_EQ(nullptr, ursa_feature_name(3));
   EXPECT_STREQ("multishot_recv", ursa_feature_name(URSA_FEAT_MULTISHOT_RECV));
-  EXPECT_EQ(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC | URSA_FEAT_MIN_WAIT,
-            URSA_FEAT_OPT_IN);
+  EXPECT_EQ(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC, URSA_FEAT_OPT_IN);
   char buf[128];
-  EXPECT_EQ(strlen("recv_bundle, buf_inc and min_wait"),
+  EXPECT_EQ(strlen("recv_bundle and buf_inc"),
             ursa_feature_list(URSA_FEAT_OPT_IN, buf, sizeof(buf)));
-  EXPECT_STREQ("recv_bundle, buf_inc and min_wait", buf);
+  EXPECT_STREQ("recv_bundle and buf_inc", buf);
   ursa_feature_list(URSA_FEAT_MSG_RING, buf, sizeof(buf));
   EXPECT_STREQ("msg_ring", buf);
   ursa_feature_list(URSA_FEAT_SEND_ZC | URSA_FEAT_NODROP, buf, sizeof(buf));
@@ -234,7 +233,7 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   ursa_feature_list(0, buf, sizeof(buf));
   EXPECT_STREQ("", buf);
   char small[8];
-  EXPECT_EQ(strlen("recv_bundle, buf_inc and min_wait"),
+  EXPECT_EQ(strlen("recv_bundle and buf_inc"),
             ursa_feature_list(URSA_FEAT_OPT_IN, small, sizeof(small)));
   EXPECT_STREQ("recv_b", std::string(small).substr(0, 6).c_str());
   EXPECT_EQ(7u, strlen(small)) << "cut, and terminated";
@@ -244,7 +243,7 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   ursa_loop *loop = nullptr;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(),
-                            "only recv_bundle, buf_inc and min_wait are"))
+                            "only recv_bundle and buf_inc are"))
       << ursa_error_detail();
 }
 
@@ -365,6 +364,14 @@ TEST(Loop, RefusesBadOptionsNamingThem) {
   o.batch_wait_us = 10001;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(), "batch_wait_us 10001"));
+  o = ursa_loop_options{};
+  o.batch_policy = (ursa_batch_policy)3;
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "batch_policy 3"));
+  o = ursa_loop_options{};
+  o.enable = URSA_FEAT_MIN_WAIT; // on by default now: batch_policy rules it
+  EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "enable 0x10000"));
   EXPECT_EQ(-EINVAL, ursa_loop_new(nullptr, nullptr));
   EXPECT_EQ(-EINVAL, ursa_loop_run(nullptr, URSA_RUN_DEFAULT));
   EXPECT_EQ(-EINVAL, ursa_loop_close(nullptr));
@@ -374,15 +381,11 @@ TEST(Loop, RefusesBadOptionsNamingThem) {
 TEST(Loop, OptInFeaturesFollowTheEnableOption) {
   ursa_features f;
   ASSERT_EQ(0, ursa_probe(&f));
-  const uint32_t both =
-      URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC | URSA_FEAT_MIN_WAIT;
-  EXPECT_TRUE(f.kernel & URSA_FEAT_MIN_WAIT) << "the kernel here (6.12 and "
-                                                "later) has min-wait";
+  const uint32_t both = URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC;
   struct {
     uint32_t enable, disable;
   } cases[] = {{0, 0}, {both, 0}, {URSA_FEAT_BUF_INC, 0},
-               {URSA_FEAT_MIN_WAIT, 0}, {both, URSA_FEAT_RECV_BUNDLE},
-               {both, URSA_FEAT_MIN_WAIT}};
+               {both, URSA_FEAT_RECV_BUNDLE}, {both, both}};
   for (auto &c : cases) {
     ursa_loop_options o{};
     o.enable = c.enable;
@@ -395,6 +398,51 @@ TEST(Loop, OptInFeaturesFollowTheEnableOption) {
         << "enable " << c.enable << " disable " << c.disable;
     EXPECT_EQ(0, ursa_loop_close(loop));
   }
+}
+
+// Minimum waits are used by default where the kernel has them; the batch
+// policy NEVER and disabling the feature both leave them off.
+TEST(Loop, MinWaitFollowsTheBatchPolicy) {
+  ursa_features f;
+  ASSERT_EQ(0, ursa_probe(&f));
+  EXPECT_TRUE(f.kernel & URSA_FEAT_MIN_WAIT) << "the kernel here (6.12 and "
+                                                "later) has min-wait";
+  struct {
+    ursa_batch_policy policy;
+    uint32_t disable;
+    bool used;
+  } cases[] = {{URSA_BATCH_AUTO, 0, true},
+               {URSA_BATCH_ALWAYS, 0, true},
+               {URSA_BATCH_NEVER, 0, false},
+               {URSA_BATCH_AUTO, URSA_FEAT_MIN_WAIT, false},
+               {URSA_BATCH_ALWAYS, URSA_FEAT_MIN_WAIT, false}};
+  for (auto &c : cases) {
+    ursa_loop_options o{};
+    o.batch_policy = c.policy;
+    o.disable = c.disable;
+    ursa_loop *loop;
+    ASSERT_EQ(0, ursa_loop_new(&loop, &o));
+    ursa_features lf;
+    ursa_loop_features(loop, &lf);
+    EXPECT_EQ(c.used && (f.kernel & URSA_FEAT_MIN_WAIT),
+              (lf.used & URSA_FEAT_MIN_WAIT) != 0)
+        << "policy " << c.policy << " disable " << c.disable;
+    char why[4096];
+    ursa_features_format(&lf, 0, why, sizeof(why));
+    if (!c.used) {
+      EXPECT_NE(nullptr, strstr(why, "disabled by option")) << why;
+    }
+    EXPECT_EQ(0, ursa_loop_close(loop));
+  }
+  ursa_loop_options o{};
+  o.backend = URSA_BACKEND_EPOLL;
+  o.batch_policy = URSA_BATCH_ALWAYS;
+  ursa_loop *loop;
+  ASSERT_EQ(0, ursa_loop_new(&loop, &o)) << "epoll takes the policy, unused";
+  ursa_features lf;
+  ursa_loop_features(loop, &lf);
+  EXPECT_EQ(0u, lf.used & URSA_FEAT_MIN_WAIT);
+  EXPECT_EQ(0, ursa_loop_close(loop));
 }
 
 TEST(Loop, ProbeReportsKernelFeaturesAsTextAndJson) {

@@ -30,8 +30,9 @@ const Variant kVariants[] = {
     {"bundles_and_parts", 0, 0, 0, URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC},
     {"bundles_only", 0, 0, 0, URSA_FEAT_RECV_BUNDLE},
     {"by_parts_only", 0, 0, 0, URSA_FEAT_BUF_INC},
-    // Waits for batches of completions (min-wait), every path alike.
-    {"batched_waits", 0, 0, 0, URSA_FEAT_MIN_WAIT},
+    // Every wait asks for a batch of completions (min-wait), every path
+    // alike; the default variants batch only as URSA_BATCH_AUTO decides.
+    {"batched_always", 0, 0, 0, 0, URSA_BACKEND_AUTO, URSA_BATCH_ALWAYS},
     // The library's epoll backend, with its multishot behaviour and with
     // the single-shot paths.
     {"epoll", 0, 0, 0, 0, URSA_BACKEND_EPOLL},
@@ -62,6 +63,7 @@ void ApplyVariant(const Variant &v, ursa_loop_options *o) {
   o->direct_files = v.direct_files;
   o->zc_threshold = v.zc_threshold;
   o->enable = v.enable;
+  o->batch_policy = v.batch;
   o->backend = v.backend ? v.backend : URSA_BACKEND_URING;
 }
 

@@ -28,6 +28,7 @@ struct Variant {
   unsigned zc_threshold; /* writes this large go zero-copy */
   uint32_t enable;       /* opt-in features */
   ursa_backend backend;  /* 0 (AUTO) for the ring variants */
+  ursa_batch_policy batch; /* 0: URSA_BATCH_AUTO, the default */
 };
 extern const Variant kVariants[];
 extern const size_t kNumVariants;

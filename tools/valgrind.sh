@@ -11,7 +11,10 @@
 # refused with ENOSYS, as ursa_spawn says on such a kernel), reports no
 # exec error through its vfork, and kills the process on a SIGPIPE the
 # kernel raises from an io_uring write though the program ignores it.
-# Any error or definite leak fails.
+# batch_test is left out whole: its loop waits in io_uring_enter while a
+# second thread of the process talks to it over blocking sockets, and under
+# valgrind the two stop making progress (the same stall as the pool post
+# above); it runs under ASan and TSan.  Any error or definite leak fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1

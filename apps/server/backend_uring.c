@@ -674,6 +674,7 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   lo.enable = o->uring_enable & ~(uint32_t)URSA_FEAT_DIRECT_FILES;
   lo.write_batch = o->write_batch;
   lo.batch_wait_us = o->batch_wait_us;
+  lo.batch_policy = o->batch_policy;
   /* Accepted connections live in direct descriptors (off with
    * --uring-disable direct_files); the table is capped at RLIMIT_NOFILE.
    * Handed to other loops, they move by MSG_RING from table to table;
@@ -788,6 +789,7 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   ursa_stats us;
   ursa_loop_stats(S.loop, &us);
   st->enters = us.enters;
+  st->batch_waits = us.batch_waits;
   st->sqes = us.sqes;
   st->enobufs = us.enobufs;
   st->syscalls += us.enters;
@@ -826,6 +828,7 @@ int serve_uring(const server_opts *o, int listen_fd, server_stats *st) {
     st->reads += w->reads;
     st->syscalls += w->syscalls;
     st->enters += w->enters;
+    st->batch_waits += w->batch_waits;
     st->sqes += w->sqes;
     st->enobufs += w->enobufs;
     st->handshakes += w->handshakes;

@@ -179,7 +179,12 @@ static void usage(FILE *f) {
       "                   (multishot_recv,multishot_accept,defer_taskrun,...)\n"
       "  --uring-enable LIST  opt-in io_uring features to use: %s\n"
       "                   (greet mode's connections are plain by default)\n"
-      "  --batch-wait US  uring with min_wait: the longest a completion "
+      "  --batch-waits P  uring: when a wait asks for a batch of "
+      "completions:\n"
+      "                   auto (default: while arrivals keep up, with 8 "
+      "or more\n"
+      "                   connections), always or never\n"
+      "  --batch-wait US  uring, batched waits: the longest a completion "
       "waits for a\n"
       "                   batch (1-10000 us, default 200)\n"
       "  --write-batch N  uring: queued writes one send may carry (1-8)\n"
@@ -310,7 +315,8 @@ static void write_json(const char *path, const server_opts *o,
           "\"timed_out\":%llu,"
           "\"bytes_in\":%llu,\"bytes_out\":%llu,\"reads\":%llu,"
           "\"round_trips\":%llu,"
-          "\"syscalls\":%lld,\"enters\":%llu,\"sqes\":%llu,"
+          "\"syscalls\":%lld,\"enters\":%llu,\"batch_waits\":%llu,"
+          "\"sqes\":%llu,"
           "\"enobufs\":%llu,\"handshakes\":%llu,\"tls_failed\":%llu,"
           "\"cpu_s\":%.6f,\"wall_s\":%.3f}\n",
           o->backend, proto_names[o->proto],
@@ -323,7 +329,8 @@ static void write_json(const char *path, const server_opts *o,
           (unsigned long long)s->bytes_out, (unsigned long long)s->reads,
           (unsigned long long)(o->mode == MODE_ECHO ? s->reads : 0),
           s->syscalls == UINT64_MAX ? -1LL : (long long)s->syscalls,
-          (unsigned long long)s->enters, (unsigned long long)s->sqes,
+          (unsigned long long)s->enters,
+          (unsigned long long)s->batch_waits, (unsigned long long)s->sqes,
           (unsigned long long)s->enobufs, (unsigned long long)s->handshakes,
           (unsigned long long)s->tls_failed, cpu_s, wall_s);
   fclose(f);
@@ -339,7 +346,7 @@ int main(int argc, char **argv) {
   enum {
     O_BACKEND = 256, O_LISTEN, O_PROTO, O_MODE, O_CPU, O_DURATION,
     O_MAXCONNS, O_IDLE, O_MINRATE, O_JSON, O_HIGHWATER, O_BUFCOUNT, O_LARGEBUFS,
-    O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_GRO, O_GSO, O_THREADS,
+    O_BUFSIZE, O_ZC, O_WBATCH, O_BWAIT, O_BWAITS, O_DISABLE, O_ENABLE, O_ECHOCOPY, O_GRO, O_GSO, O_THREADS,
     O_DISPATCH, O_WORKERS, O_TLSCERT, O_TLSKEY, O_LIST, O_LISTJSON
   };
   static const struct option longs[] = {
@@ -360,6 +367,7 @@ int main(int argc, char **argv) {
       {"uring-enable", required_argument, NULL, O_ENABLE},
       {"write-batch", required_argument, NULL, O_WBATCH},
       {"batch-wait", required_argument, NULL, O_BWAIT},
+      {"batch-waits", required_argument, NULL, O_BWAITS},
       {"buf-count", required_argument, NULL, O_BUFCOUNT},
       {"large-bufs", required_argument, NULL, O_LARGEBUFS},
       {"buf-size", required_argument, NULL, O_BUFSIZE},
@@ -496,6 +504,17 @@ int main(int argc, char **argv) {
       case O_BWAIT:
         if (cli_long(PROG, a, v, 1, 10000, &n) < 0) return 2;
         o.batch_wait_us = (unsigned)n;
+        break;
+      case O_BWAITS:
+        if (!strcmp(v, "auto"))
+          o.batch_policy = URSA_BATCH_AUTO;
+        else if (!strcmp(v, "always"))
+          o.batch_policy = URSA_BATCH_ALWAYS;
+        else if (!strcmp(v, "never"))
+          o.batch_policy = URSA_BATCH_NEVER;
+        else
+          return bad("--batch-waits '%s' is not auto, always or never%s", v,
+                     "");
         break;
       case O_DISABLE:
         if (parse_features(a, v, &o.uring_disable) < 0) return 2;

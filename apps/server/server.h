@@ -32,7 +32,8 @@ typedef struct server_opts {
   uint32_t uring_disable; /* URSA_FEAT_* off, for A/B runs */
   uint32_t uring_enable;  /* opt-in URSA_FEAT_* on */
   unsigned write_batch;   /* uring: writes per send, 0: the default */
-  unsigned batch_wait_us; /* uring with min_wait: a batch's bound, 0: 200 */
+  unsigned batch_wait_us; /* uring, batched waits: a batch's bound, 0: 200 */
+  ursa_batch_policy batch_policy; /* uring: when waits batch */
   size_t high_water;      /* uring, libuv: bytes queued per peer before
                              reading pauses (epoll, select: one receive's
                              worth by design; blocking: none, it blocks) */
@@ -98,6 +99,7 @@ typedef struct server_stats {
   uint64_t syscalls;    /* counted by the backend itself; UINT64_MAX: the
                            backend cannot count them (libuv) */
   uint64_t enters;      /* io_uring_enter calls (uring only) */
+  uint64_t batch_waits; /* of those, waits that asked for a batch */
   uint64_t sqes;        /* SQEs submitted (uring only) */
   uint64_t enobufs;     /* receives that found the ring empty (uring) */
   uint64_t handshakes;  /* --tls-cert: TLS handshakes completed */

@@ -340,6 +340,7 @@ def t_behind(t, r):
 
 def t_loop_cost(t, r):
     t.notes += loopcost.rows(r.cases, r.prof, r.outside, find, t.row)
+    loopcost.batching_rows(r.ab, t.row)
 
 
 # The target rows in the order the report shows them, then the notes on
@@ -352,14 +353,14 @@ TARGETS = [t_server_cpu, t_enters, t_one_conn, t_bulk_memory_drain,
 
 def targets(cases, bulk, iperf, mem, prof, drain=(), threads=(), wake=(),
             tls=(), http=(), greet=(), outside=(), files=(), static=(),
-            stall=(), process=(), udp=()):
+            stall=(), process=(), udp=(), ab=()):
     """The performance targets as this run measured them, each met or not,
     and for each one not met what bounds it (from this run's counters and
     profile).  Returns report lines."""
     r = Run(cases=cases, bulk=bulk, iperf=iperf, mem=mem, prof=prof,
             drain=drain, threads=threads, wake=wake, tls=tls, http=http,
             greet=greet, outside=outside, files=files, static=static,
-            stall=stall, process=process, udp=udp)
+            stall=stall, process=process, udp=udp, ab=ab)
     t = Table()
     for f in TARGETS + NOTES:
         f(t, r)

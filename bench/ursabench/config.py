@@ -113,7 +113,9 @@ AB_CASES = {"pingpong": ("pingpong", "tcp", 64, 64, 1),
             "64k, 64 KiB buffers": ("pingpong", "tcp", 16, 65536, 1),
             "pipelined 64k": ("pipelined", "tcp", 64, 65536, 8),
             "greet": ("greet", "tcp", 16, 64, 1),
-            "4 conns": ("pingpong", "tcp", 4, 64, 1)}
+            "4 conns": ("pingpong", "tcp", 4, 64, 1),
+            "1 conn": ("pingpong", "tcp", 1, 64, 1),
+            "256 conns": ("pingpong", "tcp", 256, 64, 1)}
 
 BUNDLE = ["--uring-enable", "recv_bundle"]
 
@@ -121,7 +123,9 @@ BY_PARTS = ["--uring-enable", "buf_inc"]
 
 BIG_BUFS = ["--buf-size", "65536"]
 
-MIN_WAIT = ["--uring-enable", "min_wait", "--batch-wait", "200"]
+# Batched waits are adaptive by default (ursa.h, URSA_BATCH_AUTO); the
+# rows beside the default switch them off.
+NO_BATCH = ["--batch-waits", "never"]
 
 AB_VARIANTS = [
     ("default", "pingpong", []),
@@ -138,9 +142,13 @@ AB_VARIANTS = [
      ["--uring-disable", "direct_files"]),
     ("+ recv bundles", "pingpong", BUNDLE),
     ("+ buffers filled by parts", "pingpong", BY_PARTS),
-    ("+ batched waits (min_wait 200 us)", "pingpong", MIN_WAIT),
+    ("batched waits off", "pingpong", NO_BATCH),
     ("default", "4 conns", []),
-    ("+ batched waits (min_wait 200 us)", "4 conns", MIN_WAIT),
+    ("batched waits off", "4 conns", NO_BATCH),
+    ("default", "1 conn", []),
+    ("batched waits off", "1 conn", NO_BATCH),
+    ("default", "256 conns", []),
+    ("batched waits off", "256 conns", NO_BATCH),
     ("default", "pipelined", []),
     ("write batch 1 (one send per write)", "pipelined",
      ["--write-batch", "1"]),

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 
-from .config import MIN_WAIT
+from .config import NO_BATCH
 from .runner import Failure, Server, interleaved, summaries
 
 CONNS = (1, 64, 256)
@@ -73,16 +73,16 @@ def limit(client, server):
     return "neither CPU full (wake-up latency)"
 
 
-# The uring server with batched waits (opt-in): where the client is the
-# bottleneck the server is idle between requests, which is where waiting
-# for a batch saves wake-ups.
-MIN_WAIT_VARIANT = "uring+min_wait"
+# The uring server with batched waits switched off: where the client is
+# the bottleneck the server is idle between requests, which is where the
+# default's batched waits save wake-ups.
+NO_BATCH_VARIANT = "uring+nobatch"
 
 
 def one(a, b, conns, tmp, net=None, extra=()):
     net = net or getattr(a, "veth", None)
-    if b == MIN_WAIT_VARIANT:
-        b, extra = "uring", tuple(MIN_WAIT) + tuple(extra)
+    if b == NO_BATCH_VARIANT:
+        b, extra = "uring", tuple(NO_BATCH) + tuple(extra)
     srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp, extra, net)
     host, port = srv.addr.rsplit(":", 1)
     # Counted over the whole run (iperf2 has no warm-up to leave out).

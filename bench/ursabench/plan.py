@@ -19,7 +19,7 @@ from .static import stall_block, static_block, static_sizes
 from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, case_id, matrix)
 from .http import HTTP_SERVERS, greet_block, http_block
-from .outside import MIN_WAIT_VARIANT, iperf2_block
+from .outside import NO_BATCH_VARIANT, iperf2_block
 from .plots import graphs
 from .probes import drain, iperf3, memory, profile, wake
 from .report import report
@@ -253,8 +253,8 @@ def todo_http(a):
 
 def outside_backends(a):
     """The servers the outside client drives: every backend and the uring
-    server with batched waits, in the run order."""
-    return matching(a, sorted(BACKENDS + [MIN_WAIT_VARIANT],
+    server with batched waits off, in the run order."""
+    return matching(a, sorted(BACKENDS + [NO_BATCH_VARIANT],
                               key=lambda b: RUN_ORDER.index(b.split("+")[0])),
                     lambda b: f"iperf2-tcp-pingpong-{b}")
 

@@ -48,7 +48,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L += targets(cases, bulk, iperf, mem, list(prof), list(drain),
                  list(threads), list(wake), list(tls), list(http),
                  list(greet), list(outside), list(files), list(static),
-                 list(stall), list(process), list(udp))
+                 list(stall), list(process), list(udp), list(ab or []))
     prev = {c["id"]: c for c in (previous or {}).get("cases", [])}
     groups = {}
     for c in cases:

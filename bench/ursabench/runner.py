@@ -154,6 +154,9 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
         "p999_us": res.get("p999_us"),
         "syscalls_per_rt": sys_rt,
         "enters_per_rt": stats["enters"] / total if b == "uring" else None,
+        # Waits that asked for a batch (ursa.h, batch_policy).
+        "batch_waits_per_rt": (stats.get("batch_waits", 0) / total
+                               if b == "uring" else None),
         # Times the receive ring was empty when data came (each one re-arms
         # a multishot recv); named in the note on a case behind epoll.
         "enobufs_per_rt": (stats.get("enobufs", 0) / total

@@ -178,7 +178,8 @@ def ab_section(ab):
     if ab:
         L += ["## A/B: io_uring features one at a time", "",
               "The uring server with one default feature switched off "
-              "(`--uring-disable`, `--write-batch`, `--echo-copy`) or one "
+              "(`--uring-disable`, `--write-batch`, `--echo-copy`, "
+              "`--batch-waits never`) or one "
               "opt-in feature switched on (rows starting with +), against "
               "its default set-up.  Each round runs every variant once, "
               "next to a run of its case's default (two variants around "
@@ -191,8 +192,9 @@ def ab_section(ab):
               "round trip being one write); pipelined is 16 in flight "
               "(pipelined 64k: 64 connections, 8 messages of 64 KiB in "
               "flight on each; greet: 16 connections of `ursa-load "
-              "--greet`, a round trip being one connection; 4 conns: the "
-              "64 B ping-pong at 4 connections).  "
+              "--greet`, a round trip being one connection; 1 conn, 4 "
+              "conns and 256 conns: the 64 B ping-pong at that many "
+              "connections).  "
               "The feature's effect is the ratio of the run with it to the "
               "run without it, for either kind of row: above 1 means the "
               "feature helps by that factor (more round trips/s, or less "

@@ -54,6 +54,11 @@ static int check_options(const ursa_loop_options *in, ursa_loop_options *o) {
   if (o->batch_wait_us > 10000)
     return ursa__invalid("ursa_loop_new: batch_wait_us %u is over 10000",
                          o->batch_wait_us);
+  if ((unsigned)o->batch_policy > URSA_BATCH_NEVER)
+    return ursa__invalid("ursa_loop_new: batch_policy %d is unknown (want "
+                         "URSA_BATCH_AUTO, _ALWAYS or _NEVER)",
+                         (int)o->batch_policy);
+  if (o->batch_policy == URSA_BATCH_NEVER) o->disable |= URSA_FEAT_MIN_WAIT;
   o->enable &= ~o->disable;
   if (o->disable & URSA_FEAT_BUF_RING)
     return ursa__invalid(
@@ -148,6 +153,8 @@ int ursa_loop_new(ursa_loop **out, const ursa_loop_options *opts) {
   ursa__set_clock(loop);
   loop->write_batch = o.write_batch;
   loop->batch_wait_us = o.batch_wait_us;
+  loop->batch_policy = o.batch_policy;
+  loop->batch_backoff = 1;
   loop->owner_pid = (int)getpid();
   *out = loop;
   return 0;

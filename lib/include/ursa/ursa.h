@@ -138,8 +138,8 @@ typedef enum ursa_backend {
    * thread wakes an io_uring loop without a system call */                \
   X(MSG_RING, 15, "msg_ring", "5.18", 0, 0)                                \
   /* a wait for several completions bounded by a minimum timeout:          \
-   * batch_wait_us */                                                      \
-  X(MIN_WAIT, 16, "min_wait", "6.12", 1, 0)                                \
+   * batch_policy, batch_wait_us */                                        \
+  X(MIN_WAIT, 16, "min_wait", "6.12", 0, 0)                                \
   /* file reads tried at once on the loop's thread, without blocking,     \
    * before the ring or the pool: preadv2(RWF_NOWAIT) (pages cached), or   \
    * pread on tmpfs and ramfs, which refuse RWF_NOWAIT */                  \
@@ -163,6 +163,28 @@ enum ursa_feature { URSA_FEATURES(URSA__FEAT_ENUM) };
 /* The features used only when ursa_loop_options.enable asks for them. */
 #define URSA_FEAT_OPT_IN (0u URSA_FEATURES(URSA__FEAT_IF_OPT_IN))
 
+/* When an io_uring wait asks for several completions at once and lets the
+ * kernel hold the first back (up to batch_wait_us) until the rest are in:
+ * one wake-up per batch instead of one per completion, which pays where
+ * the loop idles between completions from many peers (a server whose
+ * clients are the bottleneck).  docs/DESIGN.md, "Batched waits", gives the
+ * measurements behind the rules. */
+typedef enum ursa_batch_policy {
+  /* Batch only while the arrivals support it: never with fewer than 8
+   * handles (streams, listeners, datagram sockets), and then for at most a
+   * quarter of them, so peers that wait on the loop's answers are never
+   * all held back (the lockstep a few connections fall into); a batch
+   * asks for one more than the last one got, and a batched wait that ends
+   * short of its count (the bound passed first) turns batching off for
+   * the next 1, 2, 4 ... 256 waits, reset by the next full batch. */
+  URSA_BATCH_AUTO = 0,
+  /* Every wait asks for as many completions as its own submissions post
+   * at once plus as many as the last wait got from outside (up to 32). */
+  URSA_BATCH_ALWAYS = 1,
+  /* Every wait returns at the first completion. */
+  URSA_BATCH_NEVER = 2,
+} ursa_batch_policy;
+
 typedef struct ursa_loop_options {
   unsigned sq_entries; /* submission queue size; 0: 256 */
   unsigned cq_entries; /* completion queue size; 0: 4 x sq_entries */
@@ -173,9 +195,8 @@ typedef struct ursa_loop_options {
                           runs and to exercise the fallback paths */
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
                           offers them: URSA_FEAT_OPT_IN, which is
-                          URSA_FEAT_RECV_BUNDLE, URSA_FEAT_BUF_INC and
-                          URSA_FEAT_MIN_WAIT (any
-                          other bit is refused).
+                          URSA_FEAT_RECV_BUNDLE and URSA_FEAT_BUF_INC
+                          (any other bit is refused).
                           Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH_MAX; 0: URSA_WRITE_BATCH */
@@ -209,20 +230,20 @@ typedef struct ursa_loop_options {
   unsigned post_ring;  /* entries in the bounded ring ursa_post_call()
                           fills, a power of two up to 1 << 20; 0: 1024
                           (32 bytes each) */
-  unsigned batch_wait_us;/* with URSA_FEAT_MIN_WAIT enabled: a wait asks
-                          for as many completions as its own submissions
-                          post at once plus as many as the last wait got
-                          from outside (up to 32), and the first of them
-                          waits at most this long for the rest, so a busy
-                          loop sleeps until a batch is ready instead of
-                          waking for each.  Latency the bound adds is
-                          paid by completions, never by sends already
-                          submitted.  1 to 10000; 0: 200 */
+  unsigned batch_wait_us;/* a batched wait (batch_policy): the longest the
+                          first completion of a batch waits for the rest,
+                          so the most latency batching adds.  Sends already
+                          submitted never wait for it.  1 to 10000; 0: 200 */
   unsigned large_bufs; /* 64 KiB receive buffers, in a ring of their own,
                           for datagram receives with URSA_RECV_LARGE or
                           URSA_RECV_GRO: a power of two up to 4096; 0: 64.
                           Made at the first such receive.  Few, so that a
                           coalesced receive's copy stays in cache */
+  ursa_batch_policy batch_policy; /* when a wait asks the kernel for a
+                          batch of completions (URSA_FEAT_MIN_WAIT, io_uring
+                          on 6.12+; elsewhere every wait is plain):
+                          URSA_BATCH_AUTO (0, the default), _ALWAYS or
+                          _NEVER (the same as disabling URSA_FEAT_MIN_WAIT) */
 } ursa_loop_options;
 
 /* Creates a loop with its backend and receive buffers (all memory the
@@ -312,8 +333,10 @@ typedef struct ursa_stats {
                             (eventfd writes and MSG_RINGs; posts coalesce,
                             so wakeups <= posts + ursa_loop_stop_async()s) */
   uint64_t msg_ring_sent;/* wake-ups this loop sent another by MSG_RING */
-  uint64_t batch_waits;  /* waits that asked for more than one completion
-                            (URSA_FEAT_MIN_WAIT) */
+  uint64_t batch_waits;  /* waits that asked for a batch (batch_policy) */
+  uint64_t batch_short;  /* of those, waits the bound ended short of their
+                            count (URSA_BATCH_AUTO then waits plainly for a
+                            while) */
 } ursa_stats;
 
 /* Copies the loop's counters into *out (cheap: no system call). */

@@ -204,6 +204,10 @@ struct ursa_loop {
   unsigned write_batch;
   unsigned batch_wait_us; /* URSA_FEAT_MIN_WAIT: the bound on a batch */
   unsigned batch_seen;    /* completions the last wait got from outside */
+  ursa_batch_policy batch_policy;
+  unsigned batch_next;    /* URSA_BATCH_AUTO: the next batch's count */
+  unsigned batch_skip;    /* plain waits left before batching again */
+  unsigned batch_backoff; /* the next backing off's length (1 to 256) */
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
   unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned direct_used;  /* slots held by direct streams or reserved by an

@@ -136,10 +136,12 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
                      &kfeat);
   if (r < 0) return r;
   loop->disabled = o->disable;
-  /* Fast poll and no-drop apply by themselves; CQE skipping is opt-in per
-   * SQE and ursa does not ask for it; buffers by parts are taken up when
-   * their ring is registered. */
+  /* Fast poll and no-drop apply by themselves, and minimum waits are the
+   * batch policy's to use; CQE skipping is opt-in per SQE and ursa does
+   * not ask for it; buffers by parts are taken up when their ring is
+   * registered. */
   loop->used = got | (kfeat & (URSA_FEAT_FAST_POLL | URSA_FEAT_NODROP)) |
+               (kfeat & URSA_FEAT_MIN_WAIT & ~o->disable) |
                (kfeat & URSA_FEAT_OPT_IN & o->enable & ~o->disable);
 
   int missing;

@@ -31,18 +31,38 @@ static unsigned flush_sq(struct io_uring *ring) {
 }
 
 #define BATCH_MAX 32u
+#define BATCH_MIN_HANDLES 8u /* fewer peers than this: no batching (AUTO) */
+#define BATCH_BACKOFF_MAX 256u
 #define RING_REGISTERED 1 /* liburing's flag: enter_ring_fd is registered */
 
-/* A wait for a batch (URSA_FEAT_MIN_WAIT): as many completions as this
- * enter's own SQEs post at once (sends mostly complete inline) plus as
- * many as the last wait got from outside; the kernel's minimum timeout
- * (batch_wait_us) bounds how long the first waits for the rest.  With
- * DEFER_TASKRUN the task is only woken once that many are ready, so a
- * busy loop wakes once per batch instead of once per completion. */
-static int enter_batch(ursa_loop *loop, int64_t wait_ns) {
+/* How many completions from outside the next wait asks for; below 2 the
+ * wait is plain.  URSA_BATCH_AUTO (ursa.h gives the rules): a quarter of
+ * the handles at most, so a few peers waiting on the loop's answers are
+ * never all held back at once; one more than the last batch got, so the
+ * batch grows while arrivals keep up; none while backing off. */
+static unsigned batch_ask(ursa_loop *loop) {
+  if (loop->batch_policy == URSA_BATCH_ALWAYS) return loop->batch_seen;
+  unsigned cap = loop->handles / 4;
+  if (cap > BATCH_MAX) cap = BATCH_MAX;
+  if (loop->handles < BATCH_MIN_HANDLES || cap < 2) return 0;
+  if (loop->batch_skip) {
+    loop->batch_skip--;
+    return 0;
+  }
+  unsigned ask = loop->batch_next < 2 ? 2 : loop->batch_next;
+  return ask > cap ? cap : ask;
+}
+
+/* A wait for a batch (URSA_FEAT_MIN_WAIT): the completions this enter's
+ * own SQEs post at once (sends mostly complete inline) plus ask from
+ * outside; the kernel's minimum timeout (batch_wait_us) bounds how long
+ * the first waits for the rest.  With DEFER_TASKRUN the task is only woken
+ * once that many are ready, so a loop whose peers are slow wakes once per
+ * batch instead of once per completion. */
+static int enter_batch(ursa_loop *loop, int64_t wait_ns, unsigned ask) {
   struct io_uring *ring = &loop->ring;
   unsigned submit = flush_sq(ring);
-  unsigned want = submit + loop->batch_seen;
+  unsigned want = submit + ask;
   if (want < 1) want = 1;
   if (want > BATCH_MAX) want = BATCH_MAX;
   struct __kernel_timespec ts;
@@ -53,7 +73,8 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns) {
   ts.tv_sec = wait_ns / 1000000000;
   ts.tv_nsec = wait_ns % 1000000000;
   arg.ts = (uint64_t)(uintptr_t)&ts;
-  if (want > 1) {
+  bool batched = want > 1;
+  if (batched) {
     arg.pad = loop->batch_wait_us; /* min_wait_usec since 6.12 */
     loop->stats.batch_waits++;
   }
@@ -67,7 +88,19 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns) {
                           (sigset_t *)(void *)&arg,
                           sizeof(arg));
   unsigned ready = io_uring_cq_ready(ring);
-  loop->batch_seen = ready > submit ? ready - submit : 0;
+  unsigned got = ready > submit ? ready - submit : 0;
+  loop->batch_seen = got;
+  if (batched && ready < want) loop->stats.batch_short++;
+  if (loop->batch_policy == URSA_BATCH_AUTO && ask >= 2) {
+    if (ready >= want) { /* arrivals kept up: ask for one more */
+      loop->batch_next = got + 1;
+      loop->batch_backoff = 1;
+    } else { /* the bound came first: plain waits for a while */
+      loop->batch_next = got;
+      loop->batch_skip = loop->batch_backoff;
+      if (loop->batch_backoff < BATCH_BACKOFF_MAX) loop->batch_backoff *= 2;
+    }
+  }
   return r; /* liburing's wrapper returns -errno itself */
 }
 
@@ -76,7 +109,11 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns) {
 static int u_enter(ursa_loop *loop, int64_t wait_ns) {
   loop->stats.enters++;
   if (wait_ns == 0) return io_uring_submit_and_get_events(&loop->ring);
-  if (loop->used & URSA_FEAT_MIN_WAIT) return enter_batch(loop, wait_ns);
+  if (loop->used & URSA_FEAT_MIN_WAIT) {
+    unsigned ask = batch_ask(loop);
+    if (ask >= 2 || loop->batch_policy == URSA_BATCH_ALWAYS)
+      return enter_batch(loop, wait_ns, ask);
+  }
   if (wait_ns < 0) return io_uring_submit_and_wait(&loop->ring, 1);
   struct __kernel_timespec ts = {.tv_sec = wait_ns / 1000000000,
                                  .tv_nsec = wait_ns % 1000000000};

@@ -1,0 +1,163 @@
+// batch_test.cc - the batch policy (ursa_loop_options.batch_policy) on an
+// echo server whose clients are plain blocking sockets on a thread of
+// their own, so that the loop idles between their messages as it does
+// behind an outside client: URSA_BATCH_AUTO batches a burst from many
+// peers, never batches for a few, backs off when arrivals are sparse, and
+// every echo comes back byte-exact under each policy.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "tests/testutil.h"
+
+namespace {
+
+constexpr size_t kMsg = 64;
+
+// One client thread's traffic: rounds of one message on each of `burst`
+// sockets (rotating over all of them), then every echo read back and
+// compared; `gap_us` of sleep after each round.
+struct Traffic {
+  int conns;
+  int burst;
+  int rounds;
+  int gap_us;
+};
+
+struct Result {
+  ursa_stats st{};
+  uint64_t messages = 0;
+  bool exact = true;
+  std::string what;
+};
+
+Result RunEcho(ursa_batch_policy policy, const Traffic &tr) {
+  Result res;
+  ursa_loop_options o{};
+  o.backend = URSA_BACKEND_URING;
+  o.batch_policy = policy;
+  t::Loop lp(&o);
+  EXPECT_EQ(0, lp.status());
+  if (lp.status()) return res;
+  t::EchoServer srv(lp.get(), AF_INET);
+  std::vector<int> fds;
+  for (int i = 0; i < tr.conns; i++) {
+    int fd = t::BlockingConnect(srv.addr(), srv.addrlen());
+    EXPECT_GE(fd, 0);
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  EXPECT_TRUE(lp.RunUntil([&] { return srv.accepted == tr.conns; }));
+  ursa_stats before;
+  ursa_loop_stats(lp.get(), &before);
+  std::atomic<bool> done{false};
+  std::thread client([&] {
+    int next = 0;
+    for (int r = 0; r < tr.rounds && res.exact; r++) {
+      std::vector<std::vector<char>> sent;
+      std::vector<int> used;
+      for (int b = 0; b < tr.burst; b++) {
+        int i = next++ % (int)fds.size();
+        sent.push_back(t::RandomBytes(kMsg, (uint32_t)(r * 1000 + b)));
+        used.push_back(fds[i]);
+        if (!t::WriteAll(fds[i], sent.back().data(), kMsg)) {
+          res.exact = false;
+          res.what = "write failed";
+        }
+      }
+      for (size_t b = 0; b < used.size() && res.exact; b++) {
+        std::vector<char> got(kMsg);
+        if (!t::ReadExactly(used[b], got.data(), kMsg) || got != sent[b]) {
+          res.exact = false;
+          res.what = "round " + std::to_string(r) + " message " +
+                     std::to_string(b) + ": echo differs or ended";
+        }
+        res.messages++;
+      }
+      if (tr.gap_us) usleep((useconds_t)tr.gap_us);
+    }
+    done = true;
+    // Wakes the loop, which may be waiting with nothing more to come.
+    shutdown(fds[0], SHUT_WR);
+  });
+  bool ran = lp.RunUntil([&] { return done.load(); }, 60000);
+  client.join();
+  EXPECT_TRUE(ran);
+  ursa_stats after;
+  ursa_loop_stats(lp.get(), &after);
+  res.st = after;
+  res.st.enters -= before.enters;
+  res.st.batch_waits -= before.batch_waits;
+  res.st.batch_short -= before.batch_short;
+  res.st.cqes -= before.cqes;
+  for (int fd : fds) close(fd);
+  srv.Close();
+  EXPECT_TRUE(lp.RunUntil([&] { return srv.closed(); }));
+  return res;
+}
+
+bool HasMinWait() {
+  ursa_features f;
+  return ursa_probe(&f) == 0 && (f.kernel & URSA_FEAT_MIN_WAIT);
+}
+
+// Four peers, each waiting on its echo before it sends again: a batch
+// would hold back the peers the loop's answers wait for (lockstep), so the
+// adaptive policy never asks for one, and ALWAYS does.
+TEST(Batch, AutoNeverBatchesForFewPeers) {
+  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  Traffic tr{4, 4, 300, 0};
+  Result a = RunEcho(URSA_BATCH_AUTO, tr);
+  EXPECT_TRUE(a.exact) << a.what;
+  EXPECT_EQ(1200u, a.messages);
+  EXPECT_EQ(0u, a.st.batch_waits) << "5 handles: below the policy's 8";
+  Result al = RunEcho(URSA_BATCH_ALWAYS, tr);
+  EXPECT_TRUE(al.exact) << al.what;
+  EXPECT_GT(al.st.batch_waits, 0u) << "ALWAYS batches whatever the peers";
+}
+
+// Bursts of 32 messages from 64 peers while the loop idles in between: the
+// adaptive policy batches them (fewer enters than messages by far), and
+// NEVER makes no batched wait at all.
+TEST(Batch, AutoBatchesBurstsFromManyPeers) {
+  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  Traffic tr{64, 32, 150, 0};
+  Result a = RunEcho(URSA_BATCH_AUTO, tr);
+  EXPECT_TRUE(a.exact) << a.what;
+  EXPECT_EQ(4800u, a.messages);
+  EXPECT_GT(a.st.batch_waits, 0u);
+  EXPECT_LT(a.st.enters * 2, a.messages)
+      << a.st.enters << " enters for " << a.messages << " messages, "
+      << a.st.batch_waits << " batched (" << a.st.batch_short << " short)";
+  Result n = RunEcho(URSA_BATCH_NEVER, tr);
+  EXPECT_TRUE(n.exact) << n.what;
+  EXPECT_EQ(0u, n.st.batch_waits);
+  EXPECT_EQ(0u, n.st.batch_short);
+}
+
+// One message at a time, 1 ms apart, over 64 peers: every batched wait ends
+// short (its bound passes with one arrival), and the adaptive policy backs
+// off 1, 2, 4 ... waits after each, so only a handful of the waits batch
+// (ALWAYS batches every one).
+TEST(Batch, AutoBacksOffWhenArrivalsAreSparse) {
+  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  Traffic tr{64, 1, 120, 1000};
+  Result a = RunEcho(URSA_BATCH_AUTO, tr);
+  EXPECT_TRUE(a.exact) << a.what;
+  EXPECT_EQ(120u, a.messages);
+  EXPECT_GE(a.st.batch_short, 1u);
+  // 120 messages make at least 240 waits: backing off 1, 2, 4 ... 128
+  // after successive short batches leaves at most 8 of them batched, and
+  // a stray full batch (two arrivals together) starts it over once.
+  EXPECT_LE(a.st.batch_waits, 16u)
+      << a.st.batch_waits << " batched waits of " << a.st.enters;
+  Result al = RunEcho(URSA_BATCH_ALWAYS, tr);
+  EXPECT_TRUE(al.exact) << al.what;
+  EXPECT_GE(al.st.batch_waits, 100u) << "every wait asks for a batch";
+}
+
+}  // namespace
