@@ -58,6 +58,7 @@ static struct {
   int spin; /* post-loop: the sender loop polls instead of sleeping */
   long gap_us; /* latency: the sender waits this long between samples */
   long senders; /* the rate: threads posting at once, N/senders each */
+  uint32_t enable; /* --uring-enable: opt-in URSA_FEAT_* the loops use */
   item *items;
   uint64_t *lat; /* per sample, ns */
   int ack;       /* latency: the callback ran */
@@ -127,6 +128,7 @@ static void *ursa_target(void *arg) {
   pin(W.cpu_loop);
   ursa_loop_options o = {0};
   o.backend = W.backend;
+  o.enable = W.enable;
   o.post_ring = 65536;
   if (ursa_loop_new(&W.loop, &o) < 0) {
     fprintf(stderr, "%s: no loop: %s\n", PROG, ursa_error_detail());
@@ -261,6 +263,7 @@ static void on_kick(ursa_post_req *req, int status) {
 static int post_loop_run(uint64_t *t0) {
   ursa_loop_options o = {0};
   o.backend = W.backend;
+  o.enable = W.enable;
   if (ursa_loop_new(&sender, &o) < 0) return -1;
   ursa_loop_hold(sender);
   *t0 = cli_now_ns();
@@ -368,6 +371,9 @@ static void usage(FILE *f) {
           "  --gap US        post-thread, eventfd, uv-async: wait US "
           "microseconds\n"
           "                  (busy) between latency samples\n"
+          "  --uring-enable LIST  ursa modes: opt-in loop features to use "
+          "(comma\n"
+          "                  separated), e.g. sync_msg_ring\n"
           "  --json FILE     write the results as JSON\n"
           "  -h, --help      this text\n");
 }
@@ -379,7 +385,7 @@ int main(int argc, char **argv) {
   W.cpu_loop = W.cpu_sender = -1;
   W.backend = URSA_BACKEND_URING;
   enum { O_MODE = 256, O_BACKEND, O_POSTS, O_SAMPLES, O_CL, O_CS, O_JSON,
-         O_SPIN, O_GAP, O_SENDERS };
+         O_SPIN, O_GAP, O_SENDERS, O_ENABLE };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
       {"mode", required_argument, NULL, O_MODE},
@@ -392,6 +398,7 @@ int main(int argc, char **argv) {
       {"spin", no_argument, NULL, O_SPIN},
       {"gap", required_argument, NULL, O_GAP},
       {"senders", required_argument, NULL, O_SENDERS},
+      {"uring-enable", required_argument, NULL, O_ENABLE},
       {NULL, 0, NULL, 0},
   };
   const char *a, *v;
@@ -446,6 +453,9 @@ int main(int argc, char **argv) {
         break;
       case O_SENDERS:
         if (cli_long(PROG, a, v, 1, 64, &W.senders) < 0) return 2;
+        break;
+      case O_ENABLE:
+        if (cli_features(PROG, a, v, &W.enable) < 0) return 2;
         break;
       case O_GAP:
         if (cli_long(PROG, a, v, 0, 1000000, &W.gap_us) < 0) return 2;

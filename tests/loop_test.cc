@@ -206,11 +206,11 @@ TEST(Loop, EndOfRoundHooksRunAfterTheRoundsCallbacks) {
   }
 }
 
-// The feature table is the one source: seventeen features, a name each,
-// unique; the opt-in mask the three that the enable option takes; the
-// list text the apps and the refusals print.
+// The feature table is the one source: 21 features, a name each, unique;
+// the opt-in mask the three that the enable option takes; the list text
+// the apps and the refusals print.
 TEST(Features, OneTableGivesNamesCountAndOptIn) {
-  EXPECT_EQ(20, URSA_FEAT_COUNT);
+  EXPECT_EQ(21, URSA_FEAT_COUNT);
   std::vector<std::string> names;
   for (uint32_t i = 0; i < URSA_FEAT_COUNT; i++) {
     const char *n = ursa_feature_name(1u << i);
@@ -221,11 +221,12 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   EXPECT_EQ(nullptr, ursa_feature_name(1u << URSA_FEAT_COUNT));
   EXPECT_EQ(nullptr, ursa_feature_name(3));
   EXPECT_STREQ("multishot_recv", ursa_feature_name(URSA_FEAT_MULTISHOT_RECV));
-  EXPECT_EQ(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC, URSA_FEAT_OPT_IN);
+  EXPECT_EQ(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC | URSA_FEAT_SYNC_MSG_RING,
+            URSA_FEAT_OPT_IN);
   char buf[128];
-  EXPECT_EQ(strlen("recv_bundle and buf_inc"),
+  EXPECT_EQ(strlen("recv_bundle, buf_inc and sync_msg_ring"),
             ursa_feature_list(URSA_FEAT_OPT_IN, buf, sizeof(buf)));
-  EXPECT_STREQ("recv_bundle and buf_inc", buf);
+  EXPECT_STREQ("recv_bundle, buf_inc and sync_msg_ring", buf);
   ursa_feature_list(URSA_FEAT_MSG_RING, buf, sizeof(buf));
   EXPECT_STREQ("msg_ring", buf);
   ursa_feature_list(URSA_FEAT_SEND_ZC | URSA_FEAT_NODROP, buf, sizeof(buf));
@@ -233,7 +234,7 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   ursa_feature_list(0, buf, sizeof(buf));
   EXPECT_STREQ("", buf);
   char small[8];
-  EXPECT_EQ(strlen("recv_bundle and buf_inc"),
+  EXPECT_EQ(strlen("recv_bundle, buf_inc and sync_msg_ring"),
             ursa_feature_list(URSA_FEAT_OPT_IN, small, sizeof(small)));
   EXPECT_STREQ("recv_b", std::string(small).substr(0, 6).c_str());
   EXPECT_EQ(7u, strlen(small)) << "cut, and terminated";
@@ -243,7 +244,7 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   ursa_loop *loop = nullptr;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
   EXPECT_NE(nullptr, strstr(ursa_error_detail(),
-                            "only recv_bundle and buf_inc are"))
+                            "only recv_bundle, buf_inc and sync_msg_ring are"))
       << ursa_error_detail();
 }
 

@@ -20,6 +20,7 @@ struct Setup {
   const char *name;
   ursa_backend backend;
   uint32_t disable;
+  uint32_t enable;
 };
 const Setup kSetups[] = {
     {"uring", URSA_BACKEND_URING, 0},
@@ -28,6 +29,9 @@ const Setup kSetups[] = {
      URSA_FEAT_DEFER_TASKRUN | URSA_FEAT_SINGLE_ISSUER},
     // Loop-to-loop posts wake by eventfd, as from a plain thread.
     {"uring_no_msg_ring", URSA_BACKEND_URING, URSA_FEAT_MSG_RING},
+    // Posts from plain threads wake by a ring message sent without a ring
+    // (6.13, opt-in), not by the eventfd.
+    {"uring_sync_msg_ring", URSA_BACKEND_URING, 0, URSA_FEAT_SYNC_MSG_RING},
     {"epoll", URSA_BACKEND_EPOLL, 0},
 };
 
@@ -39,6 +43,7 @@ ursa_loop_options OptionsOf(const Setup &s) {
   ursa_loop_options o{};
   o.backend = s.backend;
   o.disable = s.disable;
+  o.enable = s.enable;
   return o;
 }
 
@@ -229,6 +234,57 @@ TEST_P(PostTest, PostsMadeBeforeTheLoopWakesCostOneWakeUp) {
   ursa_stats st = Stats(loop_);
   EXPECT_EQ(1u, st.wakeups) << "posts made while the loop slept coalesce";
   EXPECT_EQ((uint64_t)kN, st.posts);
+}
+
+// One post at a time from a plain thread, each waiting for its callback:
+// every one wakes the loop.  With URSA_FEAT_SYNC_MSG_RING (asked for) the
+// wake-up is a ring message, so the loop re-arms no eventfd read (no SQE
+// per post); by eventfd it reads and re-arms one per post.
+TEST_P(PostTest, EachPostFromAPlainThreadWakesTheLoopByItsPath) {
+  const int kN = 200;
+  Counter c;
+  ursa_post_req req{};
+  req.data = &c;
+  ursa_features f;
+  ursa_loop_features(loop_, &f);
+  bool sync = f.used & URSA_FEAT_SYNC_MSG_RING;
+  if (GetParam().enable & URSA_FEAT_SYNC_MSG_RING) {
+    EXPECT_TRUE(sync) << "the kernel here (6.13 and later) has it";
+  }
+  ursa_stats before = Stats(loop_);
+  std::atomic<int> seen{0};
+  std::thread poster([&] {
+    for (int i = 0; i < kN; i++) {
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (__atomic_load_n(&req.busy, __ATOMIC_ACQUIRE) &&
+             std::chrono::steady_clock::now() < until)
+        sched_yield();
+      if (ursa_post(loop_, &req, OnCount) != 0) break;
+      seen++;
+      // Let the loop go back to sleep before the next one.
+      usleep(200);
+    }
+  });
+  ursa_loop_hold(loop_);
+  Watchdog wd(loop_, 20000);
+  while (c.ok < kN && !wd.fired) ursa_loop_run(loop_, URSA_RUN_ONCE);
+  ursa_loop_unhold(loop_);
+  poster.join();
+  EXPECT_EQ(kN, seen.load());
+  EXPECT_EQ(kN, c.ok);
+  ursa_stats st = Stats(loop_);
+  EXPECT_EQ((uint64_t)kN, st.posts - before.posts);
+  uint64_t wakes = st.wakeups - before.wakeups;
+  EXPECT_GE(wakes, (uint64_t)kN / 2) << "each post found the loop asleep";
+  EXPECT_LE(wakes, (uint64_t)kN);
+  if (GetParam().backend == URSA_BACKEND_URING) {
+    uint64_t sqes = st.sqes - before.sqes;
+    if (sync) {
+      EXPECT_LT(sqes, (uint64_t)kN / 10) << "no eventfd read re-armed";
+    } else {
+      EXPECT_GE(sqes, wakes) << "an eventfd read re-armed per wake-up";
+    }
+  }
 }
 
 TEST_P(PostTest, ARequestStillPostedIsRefusedAndMayBePostedAgainFromItsCallback) {

@@ -11,6 +11,8 @@
 #include <sys/signalfd.h>
 #include <time.h>
 
+#include "ursa/ursa.h"
+
 int cli_long(const char *prog, const char *flag, const char *v, long lo,
              long hi, long *out) {
   char *end;
@@ -119,4 +121,23 @@ double cli_cpu_s(void) {
   getrusage(RUSAGE_SELF, &ru);
   return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+int cli_features(const char *prog, const char *flag, const char *list,
+                 uint32_t *out) {
+  char buf[256];
+  snprintf(buf, sizeof(buf), "%s", list);
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
+    uint32_t bit = 0;
+    for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
+      if (!strcmp(tok, ursa_feature_name(1u << i))) bit = 1u << i;
+    if (!bit) {
+      fprintf(stderr, "%s: %s: unknown feature '%s'\n", prog, flag, tok);
+      return -1;
+    }
+    *out |= bit;
+  }
+  return 0;
 }

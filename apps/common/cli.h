@@ -25,6 +25,12 @@ int cli_next(const char *prog, int argc, char **argv, const char *shorts,
              const struct option *longs, const char **flag,
              const char **value);
 
+/* Adds the URSA_FEAT_* bits a comma-separated list of feature names
+ * (ursa_feature_name's) gives to *out; otherwise prints "PROG: FLAG:
+ * unknown feature 'X'" and returns -1. */
+int cli_features(const char *prog, const char *flag, const char *list,
+                 uint32_t *out);
+
 /* A server's stop signals: SIGINT and SIGTERM blocked and delivered to the
  * returned signalfd (non-blocking, close-on-exec) for a loop to watch,
  * SIGPIPE ignored.  Call before starting threads, which inherit the mask.

@@ -242,24 +242,6 @@ static int bad(const char *fmt, const char *a, const char *b) {
   return 2;
 }
 
-static int parse_features(const char *flag, const char *list,
-                          uint32_t *out) {
-  char buf[256];
-  snprintf(buf, sizeof(buf), "%s", list);
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    uint32_t bit = 0;
-    for (unsigned i = 0; i < URSA_FEAT_COUNT; i++)
-      if (!strcmp(tok, ursa_feature_name(1u << i))) bit = 1u << i;
-    if (!bit) {
-      fprintf(stderr,
-              "ursa-echo-server: %s: unknown feature '%s'\n", flag, tok);
-      return -1;
-    }
-    *out |= bit;
-  }
-  return 0;
-}
-
 void udp_buffers(int fd) {
   int big = UDP_SOCKET_BUFFER;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
@@ -517,10 +499,10 @@ int main(int argc, char **argv) {
                      "");
         break;
       case O_DISABLE:
-        if (parse_features(a, v, &o.uring_disable) < 0) return 2;
+        if (cli_features("ursa-echo-server", a, v, &o.uring_disable) < 0) return 2;
         break;
       case O_ENABLE:
-        if (parse_features(a, v, &o.uring_enable) < 0) return 2;
+        if (cli_features("ursa-echo-server", a, v, &o.uring_enable) < 0) return 2;
         if (o.uring_enable & ~(uint32_t)OPT_IN) {
           char opt_in[128];
           ursa_feature_list(OPT_IN, opt_in, sizeof(opt_in));

@@ -149,6 +149,19 @@ def t_threads_wake(t, r):
         t.ratio_row("ursa_post p50 post-to-callback (plain thread to uring "
                     "loop) vs uv_async_send", pt, uv, "lat_p50_ns", "<= 1x",
                     le(1.0), " us", scale=1e-3)
+    sm = next((w for w in r.wake if w["mode"] == "post-thread" and
+               w["backend"] == "uring+sync_msg_ring"), None)
+    if sm and pt:
+        # The opt-in ring message against the eventfd: kept off by default
+        # unless this shows a gain.
+        for k, what, nd in (("lat_p50_ns", "p50 post-to-callback", 1e-3),
+                            ("posts_per_s", "posts/s", 1e-6)):
+            iv = interval(sm, pt, k)
+            t.row(f"ursa_post from a plain thread, {what}: ring message "
+                  f"without a ring (sync_msg_ring, opt-in) vs eventfd",
+                  f"{fmt(sm[k] * nd, 2)} vs {fmt(pt[k] * nd, 2)}"
+                  f"{' us' if nd == 1e-3 else 'M/s'} = {fmt(iv[0], 2)}x"
+                  + ivtext(iv), "(A/B, reported)", None)
     ct = next((w for w in r.wake if w["mode"] == "call-thread" and
                w["backend"] == "uring"), None)
     if uv and ct:

@@ -66,7 +66,9 @@ THREAD_VARIANTS = [
 ]
 
 # The wake-up block: ursa-wake's modes, each (mode, backend).
-WAKE_MODES = [("post-thread", "uring"), ("call-thread", "uring"),
+# "uring+F": the uring loop with opt-in feature F (--uring-enable F).
+WAKE_MODES = [("post-thread", "uring"), ("post-thread", "uring+sync_msg_ring"),
+              ("call-thread", "uring"),
               ("post-loop", "uring"),
               ("post-thread", "ursa-epoll"), ("post-loop", "ursa-epoll"),
               ("eventfd", "epoll"), ("uv-async", "libuv")]

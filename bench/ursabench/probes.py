@@ -82,7 +82,9 @@ def wake(a, tmp, failures):
                "--json", path, "--cpu-loop", str(a.scpu), "--cpu-sender",
                str(a.lcpu)]
         if mode.startswith(("post", "call")):
-            cmd += ["--backend", be]
+            base, _, feat = be.partition("+")
+            cmd += ["--backend", base] + (["--uring-enable", feat]
+                                          if feat else [])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if r.returncode:
             raise Failure(f"ursa-wake --mode {mode}: exit {r.returncode}: "

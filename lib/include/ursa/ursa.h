@@ -149,7 +149,13 @@ typedef enum ursa_backend {
   X(WAITID, 18, "waitid", "6.7", 0, 1)                                     \
   /* a pipe, FIFO, terminal or device stream read by one multishot read   \
    * (else one read per buffer, armed again) */                            \
-  X(READ_MULTISHOT, 19, "read_multishot", "6.7", 0, 1)
+  X(READ_MULTISHOT, 19, "read_multishot", "6.7", 0, 1)                     \
+  /* ursa_post() from a plain thread wakes an io_uring loop with a ring    \
+   * message sent by io_uring_register, without a ring of the sender's     \
+   * (else by the loop's eventfd, which the loop then reads and re-arms);  \
+   * opt-in: on 6.18 its post-to-callback latency was 5x the eventfd's     \
+   * (docs/measurements.md) */                                             \
+  X(SYNC_MSG_RING, 20, "sync_msg_ring", "6.13", 1, 0)
 
 #define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
   URSA_FEAT_##N = 1u << (bit),
@@ -195,8 +201,9 @@ typedef struct ursa_loop_options {
                           runs and to exercise the fallback paths */
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
                           offers them: URSA_FEAT_OPT_IN, which is
-                          URSA_FEAT_RECV_BUNDLE and URSA_FEAT_BUF_INC
-                          (any other bit is refused).
+                          URSA_FEAT_RECV_BUNDLE, URSA_FEAT_BUF_INC and
+                          URSA_FEAT_SYNC_MSG_RING (any other bit is
+                          refused).
                           Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
                           URSA_WRITE_BATCH_MAX; 0: URSA_WRITE_BATCH */

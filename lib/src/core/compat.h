@@ -41,6 +41,10 @@
 /* waitid(2) as a request [6.7]: sqe->fd the id, len the idtype,
  * file_index the options, addr2 the siginfo_t the result fills. */
 #define URSA__IORING_OP_WAITID 50
+/* io_uring_register(-1, this, sqe, 1): runs one IORING_OP_MSG_RING data
+ * message without a ring of the caller's [6.13] (a NULL sqe: -EINVAL); on
+ * older kernels the -1 descriptor is -EBADF. */
+#define URSA__IORING_REGISTER_SEND_MSG_RING 31
 /* The backends' opcode tables cover this many (liburing 2.3 stops at 49). */
 #define URSA__OP_TABLE 64
 /* waitid(2)'s idtype for a pidfd [5.4]. */

@@ -90,6 +90,10 @@ URSA__OP_DECLARE(post_wake);
 typedef void (*ursa__arrive_fn)(ursa_loop *loop, ursa_op *op, int res,
                                 uint32_t flags);
 void ursa__set_arrive(ursa__arrive_fn fn) URSA__HIDDEN;
+/* Runs one MSG_RING data message without a ring of the caller's
+ * (URSA_FEAT_SYNC_MSG_RING): 0 or -errno (-EINVAL for a NULL sqe where the
+ * kernel has it, -EBADF for the -1 descriptor where it does not). */
+int ursa__sync_msg_ring(const struct io_uring_sqe *sqe) URSA__HIDDEN;
 void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
     URSA__HIDDEN;
 

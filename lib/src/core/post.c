@@ -20,6 +20,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -94,6 +95,19 @@ static void wake(ursa_loop *t) {
   if (self == t) {
     t->post_self = true; /* the loop looks before it next waits */
     return;
+  }
+  if (!self && (t->used & URSA_FEAT_SYNC_MSG_RING)) {
+    /* A plain thread: the message is posted before the call returns, and
+     * the poster's window (post_busy, or a claimed cell of the call ring)
+     * keeps the loop's ring open until then.  The loop takes it as a
+     * loop's MSG_RING, with no eventfd to read and no read to re-arm. */
+    struct io_uring_sqe sqe;
+    memset(&sqe, 0, sizeof(sqe));
+    io_uring_prep_msg_ring(&sqe, t->be->ring_fd(t), 0, URSA__UD_WAKE, 0);
+    if (ursa__sync_msg_ring(&sqe) >= 0) {
+      __atomic_fetch_add(&t->wakeups_in, 1, __ATOMIC_RELAXED);
+      return;
+    }
   }
   if (self && (self->used & URSA_FEAT_MSG_RING) && t->be->ring_fd &&
       ursa__sq_reserve(self, 1)) {

@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #define NAME(N, bit, name, kernel, opt_in, epoll) [bit] = name,
 #define KERNEL(N, bit, name, kernel, opt_in, epoll) [bit] = kernel,
@@ -157,10 +159,20 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   if (o->zc_threshold && !(o->disable & URSA_FEAT_SEND_ZC))
     loop->used |= ops & URSA_FEAT_SEND_ZC;
 
+  if ((o->enable & ~o->disable & URSA_FEAT_SYNC_MSG_RING) &&
+      (ops & URSA_FEAT_MSG_RING) &&
+      ursa__sync_msg_ring(NULL) == -EINVAL) /* refused the message, not -1 */
+    loop->used |= URSA_FEAT_SYNC_MSG_RING;
   if (!(o->disable & URSA_FEAT_REG_RING_FD) &&
       io_uring_register_ring_fd(&loop->ring) == 1)
     loop->used |= URSA_FEAT_REG_RING_FD;
   return 0;
+}
+
+int ursa__sync_msg_ring(const struct io_uring_sqe *sqe) {
+  long r = syscall(__NR_io_uring_register, -1,
+                   URSA__IORING_REGISTER_SEND_MSG_RING, sqe, 1);
+  return r < 0 ? -errno : (int)r;
 }
 
 int ursa_probe(ursa_features *out) {
@@ -182,6 +194,8 @@ int ursa_probe(ursa_features *out) {
   out->kernel = got | kfeat | probe_ops(&ring, &missing);
   if (io_uring_register_ring_fd(&ring) == 1)
     out->kernel |= URSA_FEAT_REG_RING_FD;
+  if ((out->kernel & URSA_FEAT_MSG_RING) && ursa__sync_msg_ring(NULL) == -EINVAL)
+    out->kernel |= URSA_FEAT_SYNC_MSG_RING;
   /* A one-entry buffer ring tells whether registration is known. */
   static char page[4096] __attribute__((aligned(4096)));
   struct io_uring_buf_reg reg = {0};
