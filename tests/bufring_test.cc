@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <set>
+
 #include "lib/src/buffers/bufring.h"
 #include "tests/testutil.h"
 
@@ -103,6 +105,44 @@ TEST_P(Bufring, AKeptBufferStaysOutUntilReleased) {
   EXPECT_EQ(-EINVAL, ursa_buf_release(loop(), kept)) << "released twice";
   int local;
   EXPECT_EQ(-EINVAL, ursa_buf_release(loop(), &local));
+}
+
+// A ring holds URSA__RING_DEPTH entries at first (the rest are spares),
+// a buffer given back is the next one in, so that completions taken one
+// at a time reuse the same few buffers instead of cycling through all of
+// them, and a starved ring doubles its depth up to every buffer.
+TEST(BufringDepth, AStreamReusesFewBuffersAndStarvingDeepensTheRing) {
+  ursa_loop_options o{};
+  o.buf_count = 256;
+  o.buf_size = 1024;
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa__bufring *r = &lp.get()->bufs->rings[0];
+  EXPECT_EQ(URSA__RING_DEPTH, r->depth);
+  EXPECT_EQ(URSA__RING_DEPTH, (unsigned)(uint16_t)(r->tail - r->head));
+  EXPECT_EQ(256u - URSA__RING_DEPTH, r->nspare);
+  std::set<const char *> used;
+  for (int i = 0; i < 1000; i++) {
+    uint32_t cf = Fill(r, 100, (char)i);
+    ursa__slices it;
+    ASSERT_TRUE(ursa__slices_begin(lp.get(), r, &it, 100, cf, false)) << i;
+    ASSERT_TRUE(ursa__slices_next(lp.get(), &it));
+    ASSERT_EQ((char)i, it.data[99]);
+    used.insert(it.data);
+    ursa__slice_done(lp.get(), &it);
+  }
+  EXPECT_LE(used.size(), (size_t)URSA__RING_DEPTH + 1)
+      << "1000 completions went through " << used.size() << " buffers";
+  EXPECT_EQ(URSA__RING_DEPTH, (unsigned)(uint16_t)(r->tail - r->head));
+  for (unsigned want = 64; want <= 256; want *= 2) {
+    ursa__bufs_starved(lp.get());
+    EXPECT_EQ(want, r->depth);
+    EXPECT_EQ(want, (unsigned)(uint16_t)(r->tail - r->head));
+  }
+  ursa__bufs_starved(lp.get());
+  EXPECT_EQ(256u, r->depth) << "never past its buffers";
+  EXPECT_EQ(0u, r->nspare);
+  lp.Finish();
 }
 
 TEST_P(Bufring, KeepingIsCappedAtBufKeepMax) {

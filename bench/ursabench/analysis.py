@@ -105,6 +105,16 @@ def t_bulk_memory_drain(t, r):
     if ub and r.iperf:
         t.ratio_row("bulk 64 KiB stream vs iperf3", ub, r.iperf, "mb_per_s",
                     ">= 0.90x", ge(0.9), " MB/s", nd=1)
+    # The same library on epoll and a blocking read loop on the same stream.
+    for b, k, what, goal, test in (
+            ("ursa-epoll", "mb_per_s", "MB/s", ">= 1x", ge(1.0)),
+            ("blocking", "mb_per_s", "MB/s", ">= 1x", ge(1.0)),
+            ("blocking", CPU, "server CPU per 64 KiB", "<= 1x", le(1.0))):
+        o = next((c for c in r.bulk if c["backend"] == b), None)
+        if ub and o:
+            t.ratio_row(f"bulk 64 KiB stream: uring {what} vs {b}", ub, o, k,
+                        goal, test, " MB/s" if k == "mb_per_s" else " us",
+                        nd=1 if k == "mb_per_s" else 2)
     um = next((m for m in r.mem if m["backend"] == "uring"), None)
     if um and um.get("bytes_per_conn") is not None:
         t.row(f"RSS per idle connection ({um['held']} held)",

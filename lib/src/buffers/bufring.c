@@ -1,5 +1,15 @@
 /* bufring.c - the provided buffer rings that receives fill, and the
- * slices a completion's bytes are handed out in. */
+ * slices a completion's bytes are handed out in.
+ *
+ * The kernel takes a ring's entries in order, so a ring holding all of
+ * its buffers sends a busy stream through every one of them in turn: 4 MiB
+ * at 256 of 16 KiB, which the copy into them then finds out of cache (a
+ * bulk stream's server CPU per 64 KiB was about 10% lower with a ring of
+ * 32; docs/measurements.md).  So a ring holds only `depth` entries, and a
+ * buffer given back goes on a stack of spares whose top goes into the
+ * ring first: a stream cycles through `depth` buffers, the ones it
+ * released last.  A receive that finds the ring empty doubles the depth,
+ * so many busy streams soon get every buffer. */
 #include "bufring.h"
 
 #include <errno.h>
@@ -13,7 +23,20 @@ static void ring_free(ursa_loop *loop, ursa__bufring *r) {
   munmap(r->br, r->map_bytes);
   free(r->kept);
   free(r->out);
+  free(r->spare);
   r->br = NULL;
+}
+
+/* Tops the ring up to its depth from the spares, newest first. */
+static void refill(ursa__bufring *r) {
+  int n = 0;
+  while ((uint16_t)(r->tail - r->head) < r->depth && r->nspare) {
+    unsigned bid = r->spare[--r->nspare];
+    io_uring_buf_ring_add(r->br, ursa__buf_addr(r, bid), r->size,
+                          (unsigned short)bid, r->mask, n++);
+    r->tail++;
+  }
+  if (n) io_uring_buf_ring_advance(r->br, n);
 }
 
 static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
@@ -29,9 +52,11 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
   if (mem == MAP_FAILED) return -errno;
   r->kept = calloc(count, sizeof(*r->kept));
   r->out = calloc(count, 1);
-  if (!r->kept || !r->out) {
+  r->spare = calloc(count, sizeof(*r->spare));
+  if (!r->kept || !r->out || !r->spare) {
     free(r->kept);
     free(r->out);
+    free(r->spare);
     munmap(mem, ring_bytes + data_bytes);
     return -ENOMEM;
   }
@@ -42,6 +67,7 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
     r->br = NULL;
     free(r->kept);
     free(r->out);
+    free(r->spare);
     munmap(mem, ring_bytes + data_bytes);
     return ret;
   }
@@ -54,11 +80,23 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
   r->inc = inc;
   r->head = 0;
   r->off = 0;
-  for (unsigned i = 0; i < count; i++)
-    io_uring_buf_ring_add(r->br, ursa__buf_addr(r, i), size,
-                          (unsigned short)i, r->mask, (int)i);
-  io_uring_buf_ring_advance(r->br, (int)count);
+  r->tail = 0;
+  r->depth = count < URSA__RING_DEPTH ? count : URSA__RING_DEPTH;
+  /* Buffer 0 on top, so that the ring starts with 0, 1, 2 ... */
+  r->nspare = 0;
+  for (unsigned i = count; i-- > 0;) r->spare[r->nspare++] = (uint16_t)i;
+  refill(r);
   return 0;
+}
+
+void ursa__bufs_starved(ursa_loop *loop) {
+  if (!loop->bufs) return;
+  for (int i = 0; i < 3; i++) {
+    ursa__bufring *r = &loop->bufs->rings[i];
+    if (!r->br || r->depth >= r->count) continue;
+    r->depth = r->depth * 2 < r->count ? r->depth * 2 : r->count;
+    refill(r);
+  }
 }
 
 int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
@@ -105,9 +143,8 @@ void ursa__bufring_free(ursa_loop *loop) {
 
 void ursa__buf_recycle(ursa_loop *loop, ursa__bufring *r, unsigned bid) {
   r->out[bid] = 0;
-  io_uring_buf_ring_add(r->br, ursa__buf_addr(r, bid), r->size,
-                        (unsigned short)bid, r->mask, 0);
-  io_uring_buf_ring_advance(r->br, 1);
+  r->spare[r->nspare++] = (uint16_t)bid;
+  refill(r);
   loop->stats.bufs_out--;
 }
 

@@ -26,7 +26,20 @@ typedef struct ursa__bufring {
   unsigned off;    /* inc: bytes of the head entry's buffer already filled */
   uint16_t *kept;  /* per buffer: slices of it the application keeps */
   uint8_t *out;    /* per buffer: the kernel is done with it, not back yet */
+  /* The ring holds at most depth entries; the other free buffers wait on
+   * a stack, the last one given back on top (bufring.c says why). */
+  uint16_t tail;   /* ring index of the next entry added */
+  unsigned depth;
+  uint16_t *spare;
+  unsigned nspare;
 } ursa__bufring;
+
+/* The entries a ring starts with; it doubles, up to all its buffers, each
+ * time a receive finds it empty. */
+#define URSA__RING_DEPTH 32u
+/* A receive found no buffer (ENOBUFS): every ring not at its full depth
+ * gets twice the entries. */
+void ursa__bufs_starved(ursa_loop *loop) URSA__HIDDEN;
 
 /* A loop's receive buffers: rings[0] for messages (datagrams, seqpacket),
  * sring for byte streams: rings[1] when the kernel fills buffers by parts

@@ -76,7 +76,10 @@ static inline int ursa__recv_fallback(ursa_loop *loop, const ursa_op *op,
     loop->used &= ~URSA_FEAT_MULTISHOT_RECV;
     return -ENOBUFS;
   }
-  if (res == -ENOBUFS) loop->stats.enobufs++;
+  if (res == -ENOBUFS) {
+    loop->stats.enobufs++;
+    ursa__bufs_starved(loop);
+  }
   return res;
 }
 
