@@ -58,6 +58,9 @@ static __thread struct {
   long open;
   int stopping;
   int dgram;
+  ursa_round merge_round;  /* --gso without --gro: flushes the batches */
+  struct mbatch *mb[32];   /* a round's echoes, a batch per peer */
+  int nmb;
 } S;
 
 /* The loops of --threads (apps/common/loops.h); one loop is a group of
@@ -492,6 +495,79 @@ static void on_dsent(ursa_send_req *req, int status) {
   free(req->data);
 }
 
+/* --gso without --gro: a round's echoes to one peer, equal-sized datagrams
+ * back to back, leave at the round's end as one GSO send. */
+#define MERGE_PEERS 32
+#define MERGE_BYTES 65000
+typedef struct mbatch {
+  struct sockaddr_storage to;
+  socklen_t tolen;
+  size_t seg, len;
+  unsigned count;
+  ursa_sendmsgs_req req;
+  char buf[MERGE_BYTES];
+} mbatch;
+
+static void on_msent(ursa_sendmsgs_req *req, int status) {
+  (void)status;
+  int r = ursa_sendmsgs_result(req, 0);
+  if (r > 0) S.st->bytes_out += (uint64_t)r;
+  free(req->data);
+}
+
+/* Sends batch i and takes it off the round's table. */
+static void merge_send(int i) {
+  mbatch *b = S.mb[i];
+  S.mb[i] = S.mb[--S.nmb];
+  ursa_dgram_msg m = {0};
+  m.buf = b->buf;
+  m.len = b->len;
+  m.to = (const struct sockaddr *)&b->to;
+  m.tolen = b->tolen;
+  if (b->count > 1) {
+    m.flags = URSA_MSG_GSO;
+    m.segment = (unsigned)b->seg;
+  }
+  b->req = (ursa_sendmsgs_req){0};
+  b->req.data = b;
+  if (ursa_dgram_sendmsgs(&b->req, &S.dsock, &m, 1, on_msent) < 0) free(b);
+}
+
+static void merge_flush(ursa_round *r) {
+  (void)r;
+  while (S.nmb) merge_send(S.nmb - 1);
+}
+
+/* Adds an echo to its peer's batch; 0, or -1 when it must go alone. */
+static int merge_add(const void *buf, size_t n, const struct sockaddr *from,
+                     socklen_t fromlen) {
+  if (!n || n > MERGE_BYTES) return -1;
+  int i = 0;
+  while (i < S.nmb && !(S.mb[i]->tolen == fromlen &&
+                        !memcmp(&S.mb[i]->to, from, fromlen)))
+    i++;
+  mbatch *b = i < S.nmb ? S.mb[i] : NULL;
+  /* GSO cuts at seg: every datagram but the last must be seg long. */
+  if (b && (n > b->seg || b->len % b->seg || b->len + n > MERGE_BYTES ||
+            b->count == URSA_DGRAM_MAX_SEGMENTS)) {
+    merge_send(i);
+    b = NULL;
+  }
+  if (!b) {
+    if (S.nmb == MERGE_PEERS || !(b = malloc(sizeof(*b)))) return -1;
+    memcpy(&b->to, from, fromlen);
+    b->tolen = fromlen;
+    b->seg = n;
+    b->len = 0;
+    b->count = 0;
+    S.mb[S.nmb++] = b;
+  }
+  memcpy(b->buf + b->len, buf, n);
+  b->len += n;
+  b->count++;
+  return 0;
+}
+
 static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
                         const struct sockaddr *from, socklen_t fromlen,
                         unsigned flags) {
@@ -502,6 +578,9 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   S.st->bytes_in += (uint64_t)n;
   S.st->reads++;
   if ((flags & URSA_DGRAM_TRUNC) || !from || S.o->mode == MODE_SINK) return;
+  if (S.o->gso && S.o->mode == MODE_ECHO && S.o->proto == PROTO_UDP &&
+      merge_add(buf, (size_t)n, from, fromlen) == 0)
+    return;
   const void *out = S.o->mode == MODE_GREET ? greeting : buf;
   size_t len = S.o->mode == MODE_GREET ? sizeof(greeting) - 1 : (size_t)n;
   dreply *r = malloc(sizeof(*r) + len);
@@ -748,6 +827,8 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
       r = o->gro ? ursa_dgram_recvmsg_start(&S.dsock, URSA_RECV_GRO,
                                             on_datagram_gro)
                  : ursa_dgram_recv_start(&S.dsock, on_datagram);
+    if (!r && o->gso && !o->gro)
+      r = ursa_round_start(S.loop, &S.merge_round, merge_flush);
     if (!r) r = ursa_dgram_addr(&S.dsock, &bound, &bl);
   } else if (S.listening) {
     /* TCP_NODELAY is set once, on the listener: accepted sockets inherit

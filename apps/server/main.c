@@ -226,6 +226,8 @@ static void usage(FILE *f) {
       "up to 4096,\n"
       "                   default 64)\n"
       "  --gso            with --gro: a coalesced receive is echoed as one "
+      "GSO send;\n"
+      "                   alone: a round's echoes to one peer leave as one "
       "GSO send\n"
       "                   (mmsg does both always)\n"
       "  --high-water B   bytes queued for a peer before reading pauses\n"
@@ -612,8 +614,6 @@ int main(int argc, char **argv) {
   if (o.large_bufs && !o.gro)
     return bad("--large-bufs sizes the ring --gro receives into: it needs "
                "--gro%s%s", "", "");
-  if (o.gso && !o.gro)
-    return bad("--gso echoes coalesced receives: it needs --gro%s%s", "", "");
   if ((be->caps & CAP_UDP_ONLY) && o.proto != PROTO_UDP)
     return bad("the %s server is udp only (--proto udp), not %s", o.backend,
                proto);
