@@ -41,6 +41,9 @@ typedef struct dreply {
   char buf[];
 } dreply;
 
+/* --gso without --gro: peers whose echoes one round merges. */
+#define MERGE_PEERS 32
+
 /* Each loop's thread has its own. */
 static __thread struct {
   const server_opts *o;
@@ -59,7 +62,7 @@ static __thread struct {
   int stopping;
   int dgram;
   ursa_round merge_round;  /* --gso without --gro: flushes the batches */
-  struct mbatch *mb[32];   /* a round's echoes, a batch per peer */
+  struct mbatch *mb[MERGE_PEERS]; /* a round's echoes, a batch per peer */
   int nmb;
 } S;
 
@@ -497,7 +500,6 @@ static void on_dsent(ursa_send_req *req, int status) {
 
 /* --gso without --gro: a round's echoes to one peer, equal-sized datagrams
  * back to back, leave at the round's end as one GSO send. */
-#define MERGE_PEERS 32
 #define MERGE_BYTES 65000
 typedef struct mbatch {
   struct sockaddr_storage to;
