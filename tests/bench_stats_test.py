@@ -19,7 +19,7 @@ from checks import check, finish
 BENCH, RESULTS = sys.argv[1:3]
 sys.path.insert(0, os.path.dirname(os.path.abspath(BENCH)))
 from ursabench import intervals as iv  # noqa: E402
-from ursabench.config import AB_VARIANTS  # noqa: E402
+from ursabench.config import AB_VARIANTS, ab_variants  # noqa: E402
 from ursabench.outside import limit, parse  # noqa: E402
 from ursabench.probes import attribute  # noqa: E402
 from ursabench.runner import ab_sequence, summarise  # noqa: E402
@@ -113,6 +113,17 @@ for r in range(8):
               AB_VARIANTS[seq[pair][0]][0] == "default" and
               AB_VARIANTS[seq[pair][0]][1] == AB_VARIANTS[i][1],
               f"round {r}: {AB_VARIANTS[i][:2]} beside its default")
+# The quick suite's A/B rows: the control and every batched-wait pair
+# (their targets), a strict subset of --full's.
+quick = ab_variants(False)
+check(("default, again (control)", "pingpong", []) in quick and
+      all(v in quick for v in AB_VARIANTS if v[0] == "batched waits off")
+      and all(("default", v[1], []) in quick for v in quick)
+      and len(quick) < len(AB_VARIANTS) and ab_variants(True) == AB_VARIANTS,
+      f"quick A/B rows {[v[:2] for v in quick]}")
+seq = ab_sequence(quick, 0)
+check(all(pair is not None for i, pair in seq if quick[i][0] != "default"),
+      "quick A/B: every variant beside its default")
 first = [AB_VARIANTS[ab_sequence(AB_VARIANTS, r)[0][0]] for r in range(3)]
 check(len({f[1] for f in first}) == 3, "the rounds start on different cases")
 

@@ -177,6 +177,18 @@ AB_VARIANTS = [
     ("+ 64 KiB receive buffers", "bulk", BIG_BUFS),
 ]
 
+# The quick suite's A/B rows: the control and the batched-wait pairs, the
+# rows with targets (loopcost.batching_rows); --full runs them all.
+AB_QUICK_CASES = ("pingpong", "4 conns", "1 conn", "256 conns")
+AB_QUICK_LABELS = ("default", "default, again (control)", "batched waits off")
+
+
+def ab_variants(full):
+    """The A/B rows a run makes: all of them with --full."""
+    return [v for v in AB_VARIANTS if full or (
+        v[1] in AB_QUICK_CASES and v[0] in AB_QUICK_LABELS)]
+
+
 # Rounds of the A/B block, and each run's measured and warm-up seconds:
 # more, shorter runs, so that the interval can leave out a stray round at
 # each end (intervals.py) in the time five rounds of 1 s took.

@@ -16,8 +16,9 @@ from .page import page
 from .process import points as process_points, process_block
 from .udp import points as udp_points, udp_block
 from .static import stall_block, static_block, static_sizes
-from .config import (AB_VARIANTS, BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
-                     THREADS_POINT, TLS_CASES, case_id, matrix)
+from .config import (BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
+                     THREADS_POINT, TLS_CASES, ab_variants, case_id,
+                     matrix)
 from .http import HTTP_SERVERS, greet_block, http_block
 from .outside import NO_BATCH_VARIANT, iperf2_block
 from .plots import graphs
@@ -350,10 +351,10 @@ BLOCKS = [
               (n, b) for n in (64, 256) for b in ("uring", "epoll")],
           lambda a, todo: 0, run_profile),
     Block("ab",
-          lambda a: [] if a.no_ab else list(AB_VARIANTS),
+          lambda a: [] if a.no_ab else ab_variants(a.full),
           lambda a, todo: len(todo),
-          lambda ctx, todo: {"ab": ab_block(ctx.a, ctx.tmp, ctx.failures,
-                                            ctx.step)}),
+          lambda ctx, todo: {"ab": ab_block(ctx.a, ctx.tmp, todo,
+                                            ctx.failures, ctx.step)}),
 ]
 
 

@@ -10,7 +10,7 @@ import signal
 import statistics
 import subprocess
 
-from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_VARIANTS, AB_WARMUP
+from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_WARMUP
 from .intervals import ROUND_KEYS
 
 
@@ -289,11 +289,12 @@ def ab_sequence(variants, r):
     return seq
 
 
-def ab_block(a, tmp, failures, progress):
-    """Runs AB_VARIANTS in rounds of ab_sequence(); returns one summary per
-    variant, each non-default one with 'base': its comparison runs'
-    figures round by round (the default runs made beside it)."""
-    todo = [v for v in AB_VARIANTS if not a.filter or
+def ab_block(a, tmp, variants, failures, progress):
+    """Runs variants (of AB_VARIANTS) in rounds of ab_sequence(); returns
+    one summary per variant, each non-default one with 'base': its
+    comparison runs' figures round by round (the default runs made beside
+    it)."""
+    todo = [v for v in variants if not a.filter or
             re.search(a.filter, f"ab-{v[1]}-{v[0]}")]
     ab = argparse.Namespace(**vars(a))
     ab.duration = min(a.duration, AB_DURATION)
