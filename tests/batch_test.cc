@@ -160,4 +160,21 @@ TEST(Batch, AutoBacksOffWhenArrivalsAreSparse) {
   EXPECT_GE(al.st.batch_waits, 100u) << "every wait asks for a batch";
 }
 
+// Four messages at a time, 0.5 ms apart, over 64 peers: the wait that
+// takes them is a full batch, the wait after the echoes a short one
+// (nothing more comes within the bound), round after round.  A full batch
+// steps the back-off down by one instead of resetting it, so the short
+// waits (each idles the loop for up to batch_wait_us) stay rare: 14 in
+// 300 rounds here, where a reset made 301.
+TEST(Batch, AutoStaysPlainWhenBatchesAlternate) {
+  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  Traffic tr{64, 4, 300, 500};
+  Result a = RunEcho(URSA_BATCH_AUTO, tr);
+  EXPECT_TRUE(a.exact) << a.what;
+  EXPECT_EQ(1200u, a.messages);
+  EXPECT_LE(a.st.batch_short, 40u)
+      << a.st.batch_short << " short of " << a.st.batch_waits
+      << " batched waits, " << a.st.enters << " enters";
+}
+
 }  // namespace

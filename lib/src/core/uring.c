@@ -94,7 +94,10 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns, unsigned ask) {
   if (loop->batch_policy == URSA_BATCH_AUTO && ask >= 2) {
     if (ready >= want) { /* arrivals kept up: ask for one more */
       loop->batch_next = got + 1;
-      loop->batch_backoff = 1;
+      /* Step down, not reset: a short batch idles the loop for up to
+       * batch_wait_us, a full one saves a wake-up or two, so a loop
+       * whose batches alternate must stay mostly plain. */
+      if (loop->batch_backoff > 1) loop->batch_backoff--;
     } else { /* the bound came first: plain waits for a while */
       loop->batch_next = got;
       loop->batch_skip = loop->batch_backoff;
