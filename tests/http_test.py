@@ -376,7 +376,19 @@ for args, what in [
         (["--http", h.url + "/upload", "--http-json", "--connections", "2"],
          "POST of JSON"),
         (["--http", h.url + "/json", "--connections", "2", "--reconnect",
-          "5"], "a new connection every 5")]:
+          "5"], "a new connection every 5"),
+        (["--http", h.url + "/plaintext", "--connections", "4",
+          "--http-length", "13"], "every body 13 bytes"),
+        # Requests in 7-byte pieces, two pipelined: headers and bodies cut
+        # anywhere, each answered 200 with the upload's 26-byte receipt.
+        (["--http", h.url + "/upload", "--http-body", "3000",
+          "--http-fragment", "7", "--inflight", "2", "--connections", "8",
+          "--http-length", "26"], "POSTs in 7-byte pieces"),
+        (["--http", h.url + "/plaintext", "--http-fragment", "5",
+          "--connections", "8", "--batch-waits", "always"],
+         "pieces, batched waits always"),
+        (["--http", h.url + "/plaintext", "--connections", "8",
+          "--batch-waits", "never"], "batched waits never")]:
     r, res = load(*args)
     check(r.returncode == 0 and res.get("requests", 0) > 50 and
           res.get("errors") == 0 and res.get("p99_us", 0) > 0,
@@ -390,6 +402,11 @@ for args, what in [
 r, res = load("--http", h.url + "/nothing", "--connections", "1")
 check(r.returncode == 1 and res.get("bad_status", 0) > 0 and
       "status" in r.stderr, f"ursa-load --http: a 404 is an error: "
+      f"{r.returncode} {r.stderr[-200:]!r}")
+r, res = load("--http", h.url + "/plaintext", "--http-length", "12",
+              "--connections", "1")
+check(r.returncode == 1 and res.get("bad_length", 0) > 0 and
+      "not 12" in r.stderr, f"ursa-load --http-length 12 against 13 bytes: "
       f"{r.returncode} {r.stderr[-200:]!r}")
 r, res = load("--http", h.url + "/nothing", "--http-status", "404",
               "--connections", "1")
@@ -406,6 +423,12 @@ for args, needle in [
         (["--http", "http://127.0.0.1:1/", "127.0.0.1:1"],
          "takes the place of ADDR"),
         (["--http-json", "127.0.0.1:1"], "go with --http URL"),
+        (["--http-length", "5", "127.0.0.1:1"], "go with --http URL"),
+        (["--batch-waits", "never", "127.0.0.1:1"], "go with --http URL"),
+        (["--http", "http://127.0.0.1:1/", "--http-fragment", "0"],
+         "--http-fragment"),
+        (["--http", "http://127.0.0.1:1/", "--batch-waits", "sometimes"],
+         "'sometimes' is not auto, always or never"),
         (["--http", "http://127.0.0.1:1/", "--http-body", "1",
           "--http-json"], "one of --http-body and --http-json")]:
     r = subprocess.run([LOAD, *args], capture_output=True, text=True,

@@ -5,7 +5,10 @@
  * changes, so writes in flight may share it), parses every response with
  * llhttp (status, Content-Length or chunked framing) and times it from
  * its request's write to its last byte.  With --reconnect N a connection
- * closes after N responses and a new one opens. */
+ * closes after N responses and a new one opens.  With --http-fragment N
+ * requests leave in pieces of N bytes, each written once the last has
+ * been sent (TCP_NODELAY: a segment each), so the server reads headers
+ * cut anywhere. */
 #include "apps/load/http_load.h"
 
 #include <errno.h>
@@ -22,6 +25,7 @@ typedef struct hwrite {
   ursa_write_req w;
   struct hwrite *next;
   struct hconn *c;
+  size_t len;
 } hwrite;
 
 typedef struct hconn {
@@ -36,6 +40,11 @@ typedef struct hconn {
   uint64_t done;       /* responses on this connection (for --reconnect) */
   uint64_t body_len;   /* the response being parsed: its body */
   hwrite *free_w;
+  /* --http-fragment: where the next piece starts in H.req, the bytes of
+   * requests not yet written, and whether a piece is in flight. */
+  size_t frag_off;
+  uint64_t frag_left;
+  int frag_busy;
 } hconn;
 
 static struct {
@@ -49,7 +58,8 @@ static struct {
   int sending, measuring;
   uint64_t t_start, t_measure, t_end;
   double cpu0, cpu_s, scpu0, scpu_s;
-  uint64_t done, done_total, bad_status, bad_frame, conn_errors, opened;
+  uint64_t done, done_total, bad_status, bad_frame, bad_length, conn_errors,
+      opened;
   uint64_t bytes;
   long live;
   hist h;
@@ -57,6 +67,7 @@ static struct {
 } H;
 
 static void open_conn(hconn *c);
+static int write_piece(hconn *c, const char *at, size_t len);
 
 static void closed_cb(ursa_handle *h) {
   hconn *c = h->data;
@@ -78,15 +89,55 @@ static void close_conn(hconn *c) {
   ursa_stream_close(&c->s, closed_cb);
 }
 
+/* The next piece of the requests owed (--http-fragment). */
+static void next_piece(hconn *c) {
+  size_t all = H.req_len * (size_t)H.o->depth;
+  size_t n = (size_t)H.o->fragment;
+  if (n > c->frag_left) n = (size_t)c->frag_left;
+  if (n > all - c->frag_off) n = all - c->frag_off;
+  c->frag_busy = 1;
+  if (write_piece(c, H.req + c->frag_off, n) < 0) c->frag_busy = 0;
+}
+
 static void on_written(ursa_write_req *w, int status) {
   hwrite *hw = (hwrite *)w;
   hconn *c = hw->c;
+  size_t len = hw->len;
   hw->next = c->free_w;
   c->free_w = hw;
   if (status < 0 && !c->closing) {
     H.conn_errors++;
     close_conn(c);
   }
+  if (H.o->fragment && c->frag_busy && status >= 0) {
+    c->frag_busy = 0;
+    c->frag_off = (c->frag_off + len) % (H.req_len * (size_t)H.o->depth);
+    c->frag_left -= len;
+    if (c->frag_left && !c->closing) next_piece(c);
+  }
+}
+
+/* One write of len bytes at at (inside H.req, which never changes); 0, or
+ * -1 with the connection closing. */
+static int write_piece(hconn *c, const char *at, size_t len) {
+  hwrite *hw = c->free_w;
+  if (hw) {
+    c->free_w = hw->next;
+  } else if (!(hw = calloc(1, sizeof(*hw)))) {
+    H.conn_errors++;
+    close_conn(c);
+    return -1;
+  }
+  hw->c = c;
+  hw->len = len;
+  hw->w = (ursa_write_req){0};
+  if (ursa_write(&hw->w, &c->s, at, len, 0, on_written) < 0) {
+    free(hw);
+    H.conn_errors++;
+    close_conn(c);
+    return -1;
+  }
+  return 0;
 }
 
 /* Writes k more requests (k <= depth - inflight). */
@@ -97,25 +148,15 @@ static void send_reqs(hconn *c, long k) {
     if (k > left) k = left;
     if (k <= 0) return;
   }
-  hwrite *hw = c->free_w;
-  if (hw) {
-    c->free_w = hw->next;
-  } else if (!(hw = calloc(1, sizeof(*hw)))) {
-    H.conn_errors++;
-    close_conn(c);
-    return;
-  }
-  hw->c = c;
-  hw->w = (ursa_write_req){0};
   uint64_t now = cli_now_ns();
   for (long i = 0; i < k; i++) c->sent_ns[c->tail++ % H.o->depth] = now;
   c->inflight += k;
-  if (ursa_write(&hw->w, &c->s, H.req, (size_t)k * H.req_len, 0,
-                 on_written) < 0) {
-    free(hw);
-    H.conn_errors++;
-    close_conn(c);
+  if (!H.o->fragment) {
+    write_piece(c, H.req, (size_t)k * H.req_len);
+    return;
   }
+  c->frag_left += (uint64_t)k * H.req_len;
+  if (!c->frag_busy) next_piece(c);
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n) {
@@ -141,6 +182,10 @@ static int on_message_complete(llhttp_t *p) {
   c->done++;
   H.done_total++;
   if (llhttp_get_status_code(p) != H.o->status) H.bad_status++;
+  if (H.o->length >= 0 && c->body_len != (uint64_t)H.o->length &&
+      H.bad_length++ < 3)
+    fprintf(stderr, "ursa-load: a response body of %llu bytes, not %ld\n",
+            (unsigned long long)c->body_len, H.o->length);
   if (H.measuring) {
     H.done++;
     H.bytes += c->body_len;
@@ -205,6 +250,9 @@ static void open_conn(hconn *c) {
   c->inflight = 0;
   c->head = c->tail = 0;
   c->done = 0;
+  c->frag_off = 0;
+  c->frag_left = 0;
+  c->frag_busy = 0;
   c->s = (ursa_stream){0};
   c->s.data = c;
   llhttp_init(&c->p, HTTP_RESPONSE, &H.settings);
@@ -305,7 +353,9 @@ int http_load_run(const http_load_opts *o) {
   H.settings.on_message_begin = on_message_begin;
   H.settings.on_body = on_body;
   H.settings.on_message_complete = on_message_complete;
-  int r = ursa_loop_new(&H.loop, NULL);
+  ursa_loop_options lo = {0};
+  lo.batch_policy = (ursa_batch_policy)o->batch_policy;
+  int r = ursa_loop_new(&H.loop, &lo);
   H.cs = calloc((size_t)o->conns, sizeof(*H.cs));
   uint64_t *ring = calloc((size_t)(o->conns * o->depth), sizeof(*ring));
   if (r < 0 || !H.cs || !ring) {
@@ -337,7 +387,7 @@ int http_load_run(const http_load_opts *o) {
          p99 = (double)hist_quantile(&H.h, 0.99),
          p999 = (double)hist_quantile(&H.h, 0.999),
          mx = (double)H.h.max;
-  uint64_t errors = H.bad_status + H.bad_frame + H.conn_errors;
+  uint64_t errors = H.bad_status + H.bad_frame + H.bad_length + H.conn_errors;
   printf("ursa-load: http, %ld connections x %ld in flight%s, %s %s, "
          "%.2f s measured\n", o->conns, o->depth,
          o->reconnect ? " (reconnecting)" : "",
@@ -346,11 +396,11 @@ int http_load_run(const http_load_opts *o) {
          (unsigned long long)H.done, rps, (double)H.bytes / secs / 1e6);
   printf("  latency us: p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n",
          p50, p90, p99, p999, mx);
-  printf("  errors: %llu (status %llu, framing %llu, connection %llu); "
-         "client CPU %.3f s, %.2f us per request\n",
+  printf("  errors: %llu (status %llu, framing %llu, length %llu, "
+         "connection %llu); client CPU %.3f s, %.2f us per request\n",
          (unsigned long long)errors, (unsigned long long)H.bad_status,
-         (unsigned long long)H.bad_frame, (unsigned long long)H.conn_errors,
-         H.cpu_s, cpu_us);
+         (unsigned long long)H.bad_frame, (unsigned long long)H.bad_length,
+         (unsigned long long)H.conn_errors, H.cpu_s, cpu_us);
   if (o->json_out) {
     FILE *f = fopen(o->json_out, "w");
     if (!f) {
@@ -363,13 +413,14 @@ int http_load_run(const http_load_opts *o) {
               "\"mb_per_s\":%.3f,\"p50_us\":%.1f,\"p90_us\":%.1f,"
               "\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
               "\"errors\":%llu,\"bad_status\":%llu,\"bad_framing\":%llu,"
-              "\"connect_errors\":%llu,\"client_cpu_s\":%.4f,"
+              "\"bad_length\":%llu,\"connect_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"client_cpu_us_per_req\":%.3f,\"server_cpu_s\":%.4f,"
               "\"opened\":%llu,\"requests_total\":%llu}\n",
               o->conns, o->depth, secs, (unsigned long long)H.done, rps,
               (double)H.bytes / secs / 1e6, p50, p90, p99, p999, mx,
               (unsigned long long)errors, (unsigned long long)H.bad_status,
               (unsigned long long)H.bad_frame,
+              (unsigned long long)H.bad_length,
               (unsigned long long)H.conn_errors, H.cpu_s, cpu_us,
               o->server_pid ? H.scpu_s : -1.0, (unsigned long long)H.opened,
               (unsigned long long)H.done_total);
@@ -385,9 +436,10 @@ int http_load_run(const http_load_opts *o) {
   }
   if (errors) {
     fprintf(stderr, "ursa-load: %llu errors (status %llu, framing %llu, "
-            "connection %llu)\n", (unsigned long long)errors,
+            "length %llu, connection %llu)\n", (unsigned long long)errors,
             (unsigned long long)H.bad_status,
             (unsigned long long)H.bad_frame,
+            (unsigned long long)H.bad_length,
             (unsigned long long)H.conn_errors);
     return 1;
   }

@@ -14,6 +14,9 @@ typedef struct http_load_opts {
   long body;        /* POST this many bytes, -1: GET (--http-body) */
   int json;         /* POST a small JSON document (--http-json) */
   int status;       /* the status every response must have (200) */
+  long length;      /* the body length every response must have, -1: any */
+  long fragment;    /* write requests in pieces of this many bytes, 0: whole */
+  int batch_policy; /* the loop's ursa_batch_policy */
   double warmup_s, duration_s;
   long server_pid;
   const char *json_out;

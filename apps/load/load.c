@@ -687,6 +687,13 @@ static void usage(FILE *f) {
       "  --http-json         POST a small JSON document\n"
       "  --http-status N     the status every response must have "
       "(default 200)\n"
+      "  --http-length N     the body length every response must have\n"
+      "  --http-fragment N   write each request in pieces of N bytes, "
+      "each once\n"
+      "                      the last has been sent\n"
+      "  --batch-waits P     --http: the loop's batched waits, auto "
+      "(default),\n"
+      "                      always or never\n"
       "  --idle              connect, hold for --duration, close: no "
       "traffic\n"
       "  --connect-timeout S give up on a connect after S seconds "
@@ -722,7 +729,8 @@ int main(int argc, char **argv) {
   long cpu = -1, threads = 1;
   int gso = 0, http_json = 0;
   const char *http_url = NULL;
-  long http_body = -1, http_status = 200;
+  long http_body = -1, http_status = 200, http_length = -1, http_frag = 0;
+  int batch = URSA_BATCH_AUTO, batch_set = 0;
   L.conns = 1;
   L.size = 64;
   L.inflight = 1;
@@ -733,7 +741,8 @@ int main(int argc, char **argv) {
     O_CONNS = 256, O_SIZE, O_INFLIGHT, O_DURATION, O_COUNT, O_WARMUP, O_BULK,
     O_IDLE, O_CTIMEOUT, O_SPID, O_CPU, O_JSON, O_PROTO, O_THREADS, O_TLS,
     O_TLSCA, O_TLSINSECURE, O_TLSNAME, O_RECONNECT, O_GREET, O_GREETING,
-    O_GSO, O_HTTP, O_HTTPBODY, O_HTTPJSON, O_HTTPSTATUS
+    O_GSO, O_HTTP, O_HTTPBODY, O_HTTPJSON, O_HTTPSTATUS, O_HTTPLEN,
+    O_HTTPFRAG, O_BWAITS
   };
   static const struct option longs[] = {
       {"help", no_argument, NULL, 'h'},
@@ -750,6 +759,9 @@ int main(int argc, char **argv) {
       {"http-body", required_argument, NULL, O_HTTPBODY},
       {"http-json", no_argument, NULL, O_HTTPJSON},
       {"http-status", required_argument, NULL, O_HTTPSTATUS},
+      {"http-length", required_argument, NULL, O_HTTPLEN},
+      {"http-fragment", required_argument, NULL, O_HTTPFRAG},
+      {"batch-waits", required_argument, NULL, O_BWAITS},
       {"idle", no_argument, NULL, O_IDLE},
       {"connect-timeout", required_argument, NULL, O_CTIMEOUT},
       {"server-pid", required_argument, NULL, O_SPID},
@@ -790,6 +802,26 @@ int main(int argc, char **argv) {
         break;
       case O_HTTPSTATUS:
         r = cli_long(PROG, a, v, 100, 599, &http_status);
+        break;
+      case O_HTTPLEN:
+        r = cli_long(PROG, a, v, 0, 1L << 40, &http_length);
+        break;
+      case O_HTTPFRAG:
+        r = cli_long(PROG, a, v, 1, 1L << 20, &http_frag);
+        break;
+      case O_BWAITS:
+        batch_set = 1;
+        if (!strcmp(v, "auto")) {
+          batch = URSA_BATCH_AUTO;
+        } else if (!strcmp(v, "always")) {
+          batch = URSA_BATCH_ALWAYS;
+        } else if (!strcmp(v, "never")) {
+          batch = URSA_BATCH_NEVER;
+        } else {
+          fprintf(stderr, "ursa-load: --batch-waits '%s' is not auto, "
+                  "always or never\n", v);
+          return 2;
+        }
         break;
       case O_IDLE:
         L.idle = 1;
@@ -867,9 +899,11 @@ int main(int argc, char **argv) {
             argv[optind]);
     return 2;
   }
-  if ((http_body >= 0 || http_json || http_status != 200) && !http_url) {
-    fprintf(stderr, "ursa-load: --http-body, --http-json and --http-status "
-            "go with --http URL\n");
+  if ((http_body >= 0 || http_json || http_status != 200 ||
+       http_length >= 0 || http_frag || batch_set) && !http_url) {
+    fprintf(stderr, "ursa-load: --http-body, --http-json, --http-status, "
+            "--http-length, --http-fragment and --batch-waits go with "
+            "--http URL\n");
     return 2;
   }
   if (http_url) {
@@ -882,7 +916,8 @@ int main(int argc, char **argv) {
     }
     if (cpu >= 0 && cli_pin(PROG, cpu) < 0) return 2;
     http_load_opts ho = {http_url, L.conns, L.inflight, L.reconnect,
-                         http_body, http_json, (int)http_status, L.warmup_s,
+                         http_body, http_json, (int)http_status,
+                         http_length, http_frag, batch, L.warmup_s,
                          L.duration_s, L.server_pid, json};
     return http_load_run(&ho);
   }
