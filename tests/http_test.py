@@ -416,6 +416,56 @@ out = h.stop()
 m = re.search(r"(\d+) requests", out)
 check(m and int(m.group(1)) >= total, f"the server counted {out!r}, the "
       f"client {total} answered")
+# A server that ends every connection after its fifth response (with
+# Connection: close), as nginx does after keepalive_requests: ursa-load
+# opens a new connection each time, counts the requests pipelined behind
+# the close as unanswered, and reports no error.
+import threading
+closer = socket.socket()
+closer.bind(("127.0.0.1", 0))
+closer.listen(64)
+closer_stop = threading.Event()
+def closer_conn(c):
+    with c:
+        buf, n = b"", 0
+        while not closer_stop.is_set():
+            try:
+                got = c.recv(65536)
+            except OSError:
+                return
+            if not got:
+                return
+            buf += got
+            while b"\r\n\r\n" in buf:
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                n += 1
+                last = n == 5
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" +
+                          (b"Connection: close\r\n" if last else b"") +
+                          b"\r\nok")
+                if last:
+                    return
+def closer_accept():
+    while not closer_stop.is_set():
+        try:
+            c, _ = closer.accept()
+        except OSError:
+            return
+        threading.Thread(target=closer_conn, args=(c,), daemon=True).start()
+threading.Thread(target=closer_accept, daemon=True).start()
+curl_url = f"http://127.0.0.1:{closer.getsockname()[1]}/"
+for depth in ("1", "3"):
+    r, res = load("--http", curl_url, "--connections", "2", "--inflight",
+                  depth, "--http-length", "2")
+    check(r.returncode == 0 and res.get("errors") == 0 and
+          res.get("server_closes", 0) > 10 and res.get("requests", 0) > 50
+          and (res.get("abandoned", 0) > 0) == (depth == "3") and
+          res.get("opened", 0) >= res.get("server_closes", 0) - 2,
+          f"ursa-load --inflight {depth} against a server closing after 5: "
+          f"{r.returncode} {r.stderr[-200:]!r} {res}")
+closer_stop.set()
+closer.close()
+
 for args, needle in [
         (["--http", "https://127.0.0.1:1/"], "https is not spoken here"),
         (["--http", "http:///x"], "no host"),

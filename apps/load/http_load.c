@@ -4,8 +4,10 @@
  * completed in one write (from a buffer of depth copies that never
  * changes, so writes in flight may share it), parses every response with
  * llhttp (status, Content-Length or chunked framing) and times it from
- * its request's write to its last byte.  With --reconnect N a connection
- * closes after N responses and a new one opens.  With --http-fragment N
+ * its request's write to its last byte.  With --reconnect N a connection's
+ * Nth request asks for Connection: close, the server closes after
+ * answering it (so TIME_WAIT falls on the server's side, not on the
+ * client's ports) and a new connection opens.  With --http-fragment N
  * requests leave in pieces of N bytes, each written once the last has
  * been sent (TCP_NODELAY: a segment each), so the server reads headers
  * cut anywhere. */
@@ -34,6 +36,7 @@ typedef struct hconn {
   int open, closing;
   int again; /* closed on purpose (--reconnect, or the server's idle
                 close): a new connection takes its place */
+  int last;  /* a response said Connection: close: no more requests */
   long inflight;       /* requests written, responses not complete */
   uint64_t *sent_ns;   /* a ring of depth: each request's write time */
   unsigned head, tail; /* the ring's oldest, and its next free slot */
@@ -53,13 +56,15 @@ static struct {
   ursa_addr to;
   char *req;          /* depth copies of the request */
   size_t req_len;
+  char *req_close;    /* the request asking for Connection: close */
+  size_t req_close_len;
   hconn *cs;
   ursa_timer tick;
   int sending, measuring;
   uint64_t t_start, t_measure, t_end;
   double cpu0, cpu_s, scpu0, scpu_s;
   uint64_t done, done_total, bad_status, bad_frame, bad_length, conn_errors,
-      opened;
+      opened, server_closes, abandoned;
   uint64_t bytes;
   long live;
   hist h;
@@ -99,13 +104,29 @@ static void next_piece(hconn *c) {
   if (write_piece(c, H.req + c->frag_off, n) < 0) c->frag_busy = 0;
 }
 
+/* The server ended a connection that has answered before (a keep-alive
+ * limit, RFC 9112 9.3: a client must expect it): the requests in flight
+ * go unanswered, counted, and a new connection takes over. */
+static int server_ended(hconn *c, int err) {
+  if (!c->done || (err != URSA_EOF && err != -ECONNRESET && err != -EPIPE))
+    return 0;
+  if (H.measuring) {
+    H.server_closes++;
+    H.abandoned += (uint64_t)c->inflight;
+  }
+  c->inflight = 0;
+  c->again = 1;
+  close_conn(c);
+  return 1;
+}
+
 static void on_written(ursa_write_req *w, int status) {
   hwrite *hw = (hwrite *)w;
   hconn *c = hw->c;
   size_t len = hw->len;
   hw->next = c->free_w;
   c->free_w = hw;
-  if (status < 0 && !c->closing) {
+  if (status < 0 && !c->closing && !server_ended(c, status)) {
     H.conn_errors++;
     close_conn(c);
   }
@@ -152,7 +173,13 @@ static void send_reqs(hconn *c, long k) {
   for (long i = 0; i < k; i++) c->sent_ns[c->tail++ % H.o->depth] = now;
   c->inflight += k;
   if (!H.o->fragment) {
-    write_piece(c, H.req, (size_t)k * H.req_len);
+    /* The connection's last request under --reconnect asks for close. */
+    int last = H.o->reconnect &&
+               (long)c->done + c->inflight == H.o->reconnect;
+    if (k - last > 0 &&
+        write_piece(c, H.req, (size_t)(k - last) * H.req_len) < 0)
+      return;
+    if (last) write_piece(c, H.req_close, H.req_close_len);
     return;
   }
   c->frag_left += (uint64_t)k * H.req_len;
@@ -182,6 +209,7 @@ static int on_message_complete(llhttp_t *p) {
   c->done++;
   H.done_total++;
   if (llhttp_get_status_code(p) != H.o->status) H.bad_status++;
+  if (!llhttp_should_keep_alive(p)) c->last = 1;
   if (H.o->length >= 0 && c->body_len != (uint64_t)H.o->length &&
       H.bad_length++ < 3)
     fprintf(stderr, "ursa-load: a response body of %llu bytes, not %ld\n",
@@ -199,6 +227,7 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
   if (n < 0) {
     /* The server closing with nothing in flight ends a --reconnect
      * connection cleanly; anything else is an error while sending. */
+    if (c->inflight && server_ended(c, (int)n)) return;
     if (c->inflight || n != URSA_EOF) {
       if (H.sending) H.conn_errors++;
     } else {
@@ -217,6 +246,19 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
     close_conn(c);
     return;
   }
+  /* The server ends the connection (nginx's keepalive_requests): requests
+   * pipelined behind that response go unanswered, as they would for any
+   * client; counted, and a new connection takes over. */
+  if (c->last) {
+    if (H.o->reconnect && c->done >= (uint64_t)H.o->reconnect &&
+        !c->inflight) {
+      c->again = 1; /* the close this connection asked for */
+      close_conn(c);
+    } else {
+      server_ended(c, URSA_EOF);
+    }
+    return;
+  }
   if (H.o->reconnect && c->done >= (uint64_t)H.o->reconnect &&
       !c->inflight) {
     c->again = 1;
@@ -229,10 +271,13 @@ static void on_read(ursa_stream *s, ssize_t n, const void *buf) {
 static void on_connect(ursa_stream *s, int status) {
   hconn *c = s->data;
   if (status < 0) {
-    if (H.conn_errors++ < 3)
+    /* A connect still under way when the run ends is cancelled: no error. */
+    if ((H.sending || status != -ECANCELED) && H.conn_errors++ < 3)
       fprintf(stderr, "ursa-load: connect: %s\n", ursa_strerror(status));
-    c->closing = 1;
-    ursa_stream_close(&c->s, closed_cb);
+    if (!c->closing) {
+      c->closing = 1;
+      ursa_stream_close(&c->s, closed_cb);
+    }
     return;
   }
   if (H.measuring) H.opened++;
@@ -258,7 +303,7 @@ static void open_conn(hconn *c) {
   llhttp_init(&c->p, HTTP_RESPONSE, &H.settings);
   c->p.data = c;
   c->open = 1;
-  c->closing = c->again = 0;
+  c->closing = c->again = c->last = 0;
   H.live++;
   if (ursa_connect(H.loop, &c->s, (struct sockaddr *)&H.to.ss, H.to.len, 0,
                    5000, on_connect) < 0) {
@@ -321,14 +366,23 @@ static int build_request(const char *host, const char *path) {
   int n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\n%s",
                    body >= 0 ? "POST" : "GET", path, host,
                    o->json ? "Content-Type: application/json\r\n" : "");
-  if (n < 0 || (size_t)n >= sizeof(head) - 64) return -1;
+  if (n < 0 || (size_t)n >= sizeof(head) - 96) return -1;
   if (body >= 0)
     n += snprintf(head + n, sizeof(head) - (size_t)n,
                   "Content-Length: %ld\r\n", body);
+  static const char closing[] = "Connection: close\r\n";
+  int nc = n; /* where the close variant's header goes */
   n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
   H.req_len = (size_t)n + (size_t)(body > 0 ? body : 0);
   H.req = malloc(H.req_len * (size_t)o->depth);
-  if (!H.req) return -1;
+  H.req_close_len = H.req_len + sizeof(closing) - 1;
+  H.req_close = malloc(H.req_close_len);
+  if (!H.req || !H.req_close) {
+    free(H.req);
+    free(H.req_close);
+    H.req = H.req_close = NULL;
+    return -1;
+  }
   for (long i = 0; i < o->depth; i++) {
     char *r = H.req + (size_t)i * H.req_len;
     memcpy(r, head, (size_t)n);
@@ -337,6 +391,10 @@ static int build_request(const char *host, const char *path) {
     else if (body > 0)
       memset(r + n, 'x', (size_t)body);
   }
+  memcpy(H.req_close, H.req, (size_t)nc);
+  memcpy(H.req_close + nc, closing, sizeof(closing) - 1);
+  memcpy(H.req_close + nc + sizeof(closing) - 1, H.req + nc,
+         H.req_len - (size_t)nc);
   return 0;
 }
 
@@ -365,6 +423,7 @@ int http_load_run(const http_load_opts *o) {
     free(H.cs);
     free(ring);
     free(H.req);
+    free(H.req_close);
     return 2;
   }
   H.sending = 1;
@@ -396,6 +455,11 @@ int http_load_run(const http_load_opts *o) {
          (unsigned long long)H.done, rps, (double)H.bytes / secs / 1e6);
   printf("  latency us: p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n",
          p50, p90, p99, p999, mx);
+  if (H.server_closes)
+    printf("  the server closed %llu connections (Connection: close), "
+           "%llu pipelined requests unanswered\n",
+           (unsigned long long)H.server_closes,
+           (unsigned long long)H.abandoned);
   printf("  errors: %llu (status %llu, framing %llu, length %llu, "
          "connection %llu); client CPU %.3f s, %.2f us per request\n",
          (unsigned long long)errors, (unsigned long long)H.bad_status,
@@ -415,7 +479,8 @@ int http_load_run(const http_load_opts *o) {
               "\"errors\":%llu,\"bad_status\":%llu,\"bad_framing\":%llu,"
               "\"bad_length\":%llu,\"connect_errors\":%llu,\"client_cpu_s\":%.4f,"
               "\"client_cpu_us_per_req\":%.3f,\"server_cpu_s\":%.4f,"
-              "\"opened\":%llu,\"requests_total\":%llu}\n",
+              "\"opened\":%llu,\"requests_total\":%llu,"
+              "\"server_closes\":%llu,\"abandoned\":%llu}\n",
               o->conns, o->depth, secs, (unsigned long long)H.done, rps,
               (double)H.bytes / secs / 1e6, p50, p90, p99, p999, mx,
               (unsigned long long)errors, (unsigned long long)H.bad_status,
@@ -423,13 +488,16 @@ int http_load_run(const http_load_opts *o) {
               (unsigned long long)H.bad_length,
               (unsigned long long)H.conn_errors, H.cpu_s, cpu_us,
               o->server_pid ? H.scpu_s : -1.0, (unsigned long long)H.opened,
-              (unsigned long long)H.done_total);
+              (unsigned long long)H.done_total,
+              (unsigned long long)H.server_closes,
+              (unsigned long long)H.abandoned);
       fclose(f);
     }
   }
   free(H.cs);
   free(ring);
   free(H.req);
+  free(H.req_close);
   if (r < 0) {
     fprintf(stderr, "ursa-load: event loop failed: %s\n", ursa_strerror(r));
     return 1;
