@@ -44,7 +44,7 @@ for section in ["## Targets", "| machine |"] + (
         if json.load(open(RESULTS)).get("outside") else []) + (
         ["## Across a veth pair", "| path between load and server |"]
         if json.load(open(RESULTS)).get("veth") else []) + (
-        ["## HTTP: wrk against ursa-http, nginx and h2o",
+        ["## HTTP: ursa-load and wrk against ursa-http, nginx and h2o",
          "ursa-http (uring) requests/s vs nginx, 64 conns",
          "ursa-http (uring) requests/s vs h2o", "| nginx |", "| h2o |"]
         if json.load(open(RESULTS)).get("http") else []) + (

@@ -19,7 +19,10 @@ from checks import check, finish
 BENCH, RESULTS = sys.argv[1:3]
 sys.path.insert(0, os.path.dirname(os.path.abspath(BENCH)))
 from ursabench import intervals as iv  # noqa: E402
+from ursabench import http_report  # noqa: E402
+from ursabench.analysis import Table  # noqa: E402
 from ursabench.config import AB_VARIANTS, ab_variants  # noqa: E402
+from ursabench.http_profiles import points as http_points  # noqa: E402
 from ursabench.outside import limit, parse  # noqa: E402
 from ursabench.probes import attribute  # noqa: E402
 from ursabench.runner import ab_sequence, summarise  # noqa: E402
@@ -126,6 +129,62 @@ check(all(pair is not None for i, pair in seq if quick[i][0] != "default"),
       "quick A/B: every variant beside its default")
 first = [AB_VARIANTS[ab_sequence(AB_VARIANTS, r)[0][0]] for r in range(3)]
 check(len({f[1] for f in first}) == 3, "the rounds start on different cases")
+
+# The HTTP block's targets: server CPU per request of ursa-http (uring)
+# against nginx and h2o at each quick profile, judged on the per-round
+# interval; a --full profile reported, not judged; ursa-load's client CPU
+# against wrk's; a stored run's wrk-only rows still read.
+def hrow(server, prof, conns, who, cpu, client_cpu=5.0):
+    r = summarise([{"rt_per_s": 1e5, "server_cpu_us_per_rt": cpu * f,
+                    "client_cpu_us_per_rt": client_cpu * f, "errors": 0,
+                    "round": i} for i, f in enumerate((0.98, 1.0, 1.02))])
+    r.update({"server": server, "profile": prof, "conns": conns,
+              "client": who})
+    return r
+http = []
+for prof, conns in (("baseline", 64), ("pipelined", 64), ("upload-4k", 64)):
+    http += [hrow("ursa-http uring", prof, conns, "ursa-load",
+                  5.0 if prof != "pipelined" else 9.0),
+             hrow("nginx", prof, conns, "ursa-load", 10.0),
+             hrow("h2o", prof, conns, "ursa-load", 8.0)]
+http += [hrow("ursa-http uring", "baseline", 64, "wrk", 6.0, 10.0),
+         hrow("nginx", "baseline", 64, "wrk", 8.0, 10.0)]
+t = Table()
+http_report.targets(t, http)
+rows = "\n".join(t.rows)
+check("| HTTP baseline, 64 conns (ursa-load): ursa-http (uring) server CPU "
+      "per request vs nginx | 5.00 vs 10.00 us = 0.50x" in rows and
+      "vs nginx | 5.00 vs 10.00 us = 0.50x [0.50-0.50, 3 rounds] | <= 0.75x "
+      "| yes |" in rows, f"baseline vs nginx met: {rows}")
+check("HTTP pipelined, 64 conns (ursa-load): ursa-http (uring) server CPU "
+      "per request vs nginx | 9.00 vs 10.00 us = 0.90x [0.90-0.90, 3 rounds]"
+      " | <= 0.75x | no |" in rows, f"pipelined vs nginx missed: {rows}")
+check("HTTP pipelined, 64 conns (ursa-load): ursa-http (uring) server CPU "
+      "per request vs h2o | 9.00 vs 8.00 us = 1.12x" in rows and
+      "| <= 1x | no |" in rows, "pipelined vs h2o missed")
+check("upload-4k, 64 conns (ursa-load): ursa-http (uring) server CPU per "
+      "request vs nginx | 5.00 vs 10.00 us = 0.50x [0.50-0.50, 3 rounds] | "
+      "(reported: --full) | n/a |" in rows, "a --full profile is reported")
+check("client CPU per request vs wrk's, 64 conns, both against ursa-http "
+      "(uring) | 5.00 vs 10.00 us = 0.50x [0.50-0.50, 3 rounds] | <= 0.7x | "
+      "yes |" in rows, "ursa-load vs wrk")
+check("requests/s vs nginx, 64 conns (wrk)" in rows, "wrk's own rows")
+sec = "\n".join(http_report.section(http))
+check("### baseline, 64 connections (ursa-load)" in sec and
+      "### baseline, 64 connections (wrk)" in sec and
+      sec.index("(ursa-load)") < sec.index("### baseline, 64 connections "
+                                           "(wrk)") and
+      "### upload-4k, 64 connections (ursa-load)" in sec,
+      "the section's tables, ursa-load's before wrk's")
+old = [{k: v for k, v in h.items() if k not in ("profile", "client")}
+       for h in http if h["client"] == "wrk"]
+t = Table()
+http_report.targets(t, old)
+check(any("requests/s vs nginx, 64 conns (wrk)" in r for r in t.rows) and
+      not any("(ursa-load)" in r for r in t.rows), "a stored wrk-only run")
+check([p[:2] for p in http_points(False)] ==
+      [("baseline", 64), ("baseline", 256), ("pipelined", 64)] and
+      len(http_points(True)) == 8, "the quick and full profiles")
 
 # iperf2's bounceback lines (its format, 2.1.8): the counts summed.
 out = """[ ID] Interval            Transfer    Bandwidth         BB cnt=avg/min/max/stdev         Rtry  Cwnd/RTT    RPS

@@ -1,7 +1,7 @@
 """analysis.py - the targets table and the analysis that bounds each
 target not met, from the run's own counters and profile."""
 
-from . import loopcost, udp
+from . import http_report, loopcost, udp
 from .bounds import NOTES, profile_table
 from .config import case_of
 from .intervals import fmt, interval, judge
@@ -207,20 +207,8 @@ def t_tls(t, r):
 
 
 def t_http_greet(t, r):
-    # HTTP at 64 connections, against nginx and h2o (wrk's figures).
-    def hx(name):
-        return next((h for h in r.http if h["server"] == name and
-                     h["conns"] == 64), None)
-    hu, hn, hh = hx("ursa-http uring"), hx("nginx"), hx("h2o")
-    if hu and hn:
-        t.ratio_row("ursa-http (uring) requests/s vs nginx, 64 conns (wrk)",
-                    hu, hn, "rt_per_s", ">= 1.3x", ge(1.3), "", nd=0)
-        t.ratio_row("ursa-http (uring) server CPU per request vs nginx, 64 "
-                    "conns", hu, hn, CPU, "<= 0.75x", le(0.75), " us")
-    if hu and hh:
-        t.ratio_row("ursa-http (uring) requests/s vs h2o, 64 conns (wrk)",
-                    hu, hh, "rt_per_s", "not behind (>= 1x)", ge(1.0), "",
-                    nd=0)
+    # HTTP: every profile ursa-load ran, and wrk's cross-check.
+    http_report.targets(t, r.http)
     gu = next((g for g in r.greet if g["backend"] == "uring"), None)
     ge_ = next((g for g in r.greet if g["backend"] == "epoll"), None)
     if gu and ge_:

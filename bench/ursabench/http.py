@@ -1,12 +1,14 @@
-"""http.py - the HTTP block and the greet block.
+"""http.py - the HTTP servers the HTTP, static and stall blocks drive,
+and the greet block.
 
-HTTP: wrk (one thread, on the load CPU) against ursa-http (uring and
-ursa-epoll), nginx (one worker, access log off, `return 200`) and h2o
-(one thread), each on the server CPU and answering GET /plaintext with
-the same 13 bytes, "Hello, World!", checked byte for byte before every
-run.  Requests/s and wrk's p50/p99 are wrk's; server CPU per request is
-the server's processes' CPU (from /proc, all of them: nginx's master and
-worker) over wrk's run, divided by wrk's requests.
+The servers: ursa-http (uring and ursa-epoll), nginx (one worker, access
+log off, `return`) and h2o (one thread), each on the server CPU; each
+answers GET /plaintext with the same 13 bytes, "Hello, World!" (checked
+byte for byte at start), GET /json with the same 27-byte document, and a
+POST to /upload with a short receipt once it has read the body (ursa-http:
+its length and hash; nginx: `return 200`, which reads and discards it;
+h2o: a mruby handler that reads it).  The HTTP block itself is in
+http_profiles.py.
 
 Greet: the tutorial server (accept, send a greeting, close) on every
 echo-server backend, driven by `ursa-load --greet`, which reads each
@@ -25,6 +27,7 @@ from .outside import cpu_seconds
 from .runner import Failure, interleaved, one_run, summaries
 
 BODY = b"Hello, World!"
+JSON = b'{"message":"Hello, World!"}'
 HTTP_SERVERS = ["ursa-http uring", "ursa-http ursa-epoll", "nginx", "h2o"]
 
 
@@ -50,19 +53,32 @@ def tree_cpu(pid):
     return total
 
 
-def check_body(port):
-    """GET /plaintext once: status 200 and exactly BODY, or Failure."""
+def request(port, path="/plaintext", body=None):
+    """One request (GET, or POST of body) on a connection of its own:
+    (the whole response, its body); Failure unless the status is 200."""
+    head = (f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1\r\n"
+            "Host: x\r\nConnection: close\r\n").encode()
+    if body is not None:
+        head += f"Content-Length: {len(body)}\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n"
-                  b"Connection: close\r\n\r\n")
+        s.sendall(head + b"\r\n" + (body or b""))
         got = b""
         while True:
             b = s.recv(65536)
             if not b:
                 break
             got += b
-    head, _, body = got.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200") or body != BODY:
+    top, _, rest = got.partition(b"\r\n\r\n")
+    if not top.startswith(b"HTTP/1.1 200"):
+        raise Failure(f"port {port}: {path} answered {got[:200]!r}")
+    return got, rest
+
+
+def check_body(port):
+    """GET /plaintext once: status 200 and exactly BODY, or Failure; the
+    response's whole length."""
+    got, body = request(port)
+    if body != BODY:
         raise Failure(f"port {port}: /plaintext answered {got[:200]!r}")
     return len(got)
 
@@ -96,6 +112,8 @@ error_log {self.dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  # ursa-http and h2o keep a connection for any number of requests.
+  keepalive_requests 1000000;
 {temp}
   server {{
     listen 127.0.0.1:{self.port};
@@ -103,6 +121,15 @@ http {{
     location = /plaintext {{
       default_type text/plain;
       return 200 "Hello, World!";
+    }}
+    location = /json {{
+      default_type application/json;
+      return 200 '{JSON.decode()}';
+    }}
+    location = /upload {{
+      default_type text/plain;
+      client_max_body_size 1m;
+      return 200 "received\\n";
     }}
   }}
 }}
@@ -113,6 +140,8 @@ http {{
             conf = os.path.join(self.dir, "h2o.conf")
             with open(os.path.join(self.dir, "plaintext.txt"), "wb") as f:
                 f.write(BODY)
+            with open(os.path.join(self.dir, "message.json"), "wb") as f:
+                f.write(JSON)
             # The file handler: h2o's fast path for fixed bytes (its mruby
             # handler would run a script per request).
             with open(conf, "w") as f:
@@ -128,6 +157,14 @@ hosts:
     paths:
       /plaintext:
         file.file: {self.dir}/plaintext.txt
+      /json:
+        file.file: {self.dir}/message.json
+      /upload:
+        mruby.handler: |
+          Proc.new do |env|
+            n = env["rack.input"] ? env["rack.input"].read.bytesize : 0
+            [200, {{"content-type" => "text/plain"}}, ["bytes=#{{n}}\\n"]]
+          end
 """ + (f"""      /:
         file.dir: {root}
 """ if root else ""))
@@ -179,57 +216,6 @@ def parse_wrk(out):
         raise Failure(f"wrk: no result in {out[-300:]!r}")
     return (int(reqs.group(1)), float(rps.group(1)), pct.get("50"),
             pct.get("99"), errors)
-
-
-def http_run(a, name, conns, tmp):
-    srv = HttpServer(a, name, a.scpu, tmp)
-    try:
-        c0 = tree_cpu(srv.pid)
-        # wrk is the only child reaped in this window (the server after).
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        r = subprocess.run(["taskset", "-c", str(a.lcpu), "wrk", "-t1",
-                            f"-c{conns}", f"-d{max(1, round(a.duration))}",
-                            "--latency",
-                            f"http://127.0.0.1:{srv.port}/plaintext"],
-                           capture_output=True, text=True, timeout=120)
-        wall = time.monotonic() - t0
-        c1 = tree_cpu(srv.pid)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finally:
-        srv.stop()
-    client = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-    reqs, rps, p50, p99, errors = parse_wrk(r.stdout)
-    if r.returncode:
-        raise Failure(f"wrk against {name}: exit {r.returncode}: "
-                      f"{r.stderr[-200:]}")
-    return {"rt_per_s": rps, "server_cpu_us_per_rt": (c1 - c0) * 1e6 /
-            max(reqs, 1), "p50_us": p50, "p99_us": p99,
-            "server_cpu_share": (c1 - c0) / wall,
-            "client_cpu_share": client / wall, "response_bytes": srv.head,
-            "errors": errors, "refused": 0}
-
-
-def http_block(a, tmp, conns_list, failures, progress):
-    """Every server of HTTP_SERVERS at each count, interleaved."""
-    missing = [t for t in ("wrk", "nginx", "h2o") if not shutil.which(t)]
-    if missing:
-        failures.append("http: not installed: " + ", ".join(missing))
-        return []
-    todo = [s for s in HTTP_SERVERS if not a.filter or
-            re.search(a.filter, "http-" + s.replace(" ", "-"))]
-    rows = []
-    for n in conns_list:
-        runs = interleaved(todo, a.repeats, lambda s: http_run(a, s, n, tmp),
-                           lambda s: f"http {n}c {s}", failures)
-        rows += summaries(
-            todo, runs,
-            lambda s: {"id": f"http-plaintext-{n}c-{s.replace(' ', '-')}",
-                       "server": s, "conns": n},
-            failures, progress,
-            lambda r: f"{r['rt_per_s']:.0f} req/s, server "
-                      f"{r['server_cpu_us_per_rt']:.2f} us/req")
-    return rows
 
 
 def greet_block(a, tmp, backends, failures, progress):

@@ -28,7 +28,8 @@ ROUND_KEYS = ("rt_per_s", "server_cpu_us_per_rt", "p50_us", "p99_us",
               "posts_per_s", "lat_p50_ns", "lat_p99_ns", "iops",
               "cpu_us_per_read", "server_cpu_us_per_mb", "idle_p99_us",
               "rss_growth_kib", "ms_per_spawn", "spawns_per_s",
-              "cpu_us_per_mb", "dgrams_per_s", "server_cpu_us_per_dgram")
+              "cpu_us_per_mb", "dgrams_per_s", "server_cpu_us_per_dgram",
+              "client_cpu_us_per_rt", "rss_kib")
 
 
 def coverage(n, k=1):

@@ -19,7 +19,8 @@ from .static import stall_block, static_block, static_sizes
 from .config import (BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, ab_variants, case_id,
                      matrix)
-from .http import HTTP_SERVERS, greet_block, http_block
+from .http import HTTP_SERVERS, greet_block
+from .http_profiles import WRK_POINT, http_block, points as http_points
 from .outside import NO_BATCH_VARIANT, iperf2_block
 from .plots import graphs
 from .probes import drain, iperf3, memory, profile, wake
@@ -244,12 +245,12 @@ def run_profile(ctx, todo):
 
 
 def todo_http(a):
-    """The connection counts of the HTTP block, none when no server of it
+    """The profile points of the HTTP block, none when no server of it
     matches the filter."""
     if a.no_http or not matching(a, HTTP_SERVERS,
                                  lambda s: "http-" + s.replace(" ", "-")):
         return []
-    return [16, 64, 256] if a.full else [64]
+    return http_points(a.full)
 
 
 def outside_backends(a):
@@ -291,8 +292,9 @@ BLOCKS = [
           lambda a: [] if a.no_veth or a.veth else list(BACKENDS),
           lambda a, todo: len(todo), run_veth),
     Block("http", todo_http,
-          lambda a, todo: len(todo) * len(matching(
-              a, HTTP_SERVERS, lambda s: "http-" + s.replace(" ", "-"))),
+          lambda a, todo: sum(2 if p[:2] == WRK_POINT else 1 for p in todo)
+          * len(matching(a, HTTP_SERVERS,
+                         lambda s: "http-" + s.replace(" ", "-"))),
           lambda ctx, todo: {"http": http_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     # Six readers at each point (five in the quick suite).

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+from . import http_report
 from .config import BACKENDS, COLOURS
 
 # Measured neighbours further apart than this factor on x get no line
@@ -185,21 +186,7 @@ HTTP_COLOURS = {"ursa-http uring": COLOURS["uring"],
 def g_http_greet(g, r):
     """HTTP requests/s and CPU per request by server, and greet's
     connections per second by backend."""
-    http = r["http"]
-    for n in sorted({h["conns"] for h in http}):
-        rows = [h for h in http if h["conns"] == n]
-        g.bars(f"http_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
-               "requests per second", "requests / s",
-               [(h["server"], h["rt_per_s"], h.get("rt_per_s_min", 0),
-                 h.get("rt_per_s_max", 0), HTTP_COLOURS.get(h["server"],
-                                                            "#7f7f7f"))
-                for h in rows])
-        g.bars(f"http_cpu_{n}c", f"HTTP /plaintext, wrk, {n} connections: "
-               "server CPU per request", "server CPU us / request",
-               [(h["server"], h["server_cpu_us_per_rt"],
-                 h.get("server_cpu_us_per_rt_min", 0),
-                 h.get("server_cpu_us_per_rt_max", 0),
-                 HTTP_COLOURS.get(h["server"], "#7f7f7f")) for h in rows])
+    http_report.graphs(g, r["http"], HTTP_COLOURS)
     g.bars("greet", "Greet (accept, greeting, close): connections per "
            "second", "connections / s",
            [(x["backend"], x["rt_per_s"], x.get("rt_per_s_min", 0),

@@ -7,7 +7,8 @@ from .config import case_of
 from .intervals import interval, text
 from .process import process_section
 from .udp import udp_section
-from .sections import (files_section, greet_section, http_section,
+from .http_report import section as http_section
+from .sections import (files_section, greet_section,
                        outside_section, static_section, veth_section)
 from .tables import (ab_section, bulk_section, drain_section, memory_section,
                      threads_section, tls_section, wake_section)

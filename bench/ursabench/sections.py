@@ -100,44 +100,6 @@ def veth_section(veth, cases, env):
     return L + [""]
 
 
-def http_section(http):
-    if not http:
-        return []
-    L = ["## HTTP: wrk against ursa-http, nginx and h2o", "",
-         "wrk 4.1 (one thread, on the load CPU) for one second at each "
-         "count, GET /plaintext with keep-alive; every server on the "
-         "server CPU answers the same 13-byte body, checked byte for byte "
-         "before each run (the response's whole length is given: the "
-         "headers differ).  ursa-http on both of ursa's backends; nginx "
-         "1.22 with one worker, `access_log off` and `return 200`; h2o "
-         "2.2 with one thread and its file handler.  Server CPU per "
-         "request is the server's processes' CPU (nginx: master and "
-         "worker) over wrk's run; p50 and p99 are wrk's.", ""]
-    for n in sorted({h["conns"] for h in http}):
-        rows = [h for h in http if h["conns"] == n]
-        ng = next((h for h in rows if h["server"] == "nginx"), None)
-        L += [f"### {n} connections", "",
-              "| server | requests/s | vs nginx [interval] | server CPU us "
-              "per request | vs nginx [interval] | p50 us | p99 us | "
-              "response bytes | limited by (CPU shares) | errors |",
-              "|---" * 10 + "|"]
-        for h in rows:
-            i1 = interval(h, ng, "rt_per_s")
-            i2 = interval(h, ng, "server_cpu_us_per_rt")
-            same = h is ng
-            L.append(
-                f"| {h['server']} | {fmt(h['rt_per_s'])} "
-                f"[{fmt(h.get('rt_per_s_min'))}-{fmt(h.get('rt_per_s_max'))}]"
-                f" | {'-' if same else fmt(i1[0], 2) + text(i1)} | "
-                f"{fmt(h['server_cpu_us_per_rt'], 2)} | "
-                f"{'-' if same else fmt(i2[0], 2) + text(i2)} | "
-                f"{fmt(h.get('p50_us'))} | {fmt(h.get('p99_us'))} | "
-                f"{fmt(h.get('response_bytes'), 0)} | {_limit(h)} "
-                f"({_share(h)}) | {h['errors']} |")
-        L.append("")
-    return L
-
-
 def greet_section(greet):
     if not greet:
         return []
