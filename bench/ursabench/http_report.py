@@ -123,6 +123,7 @@ def section(http):
         for h in rows:
             iv = interval(h, ng, CPU)
             rss = h.get("rss_kib")
+            lim = limit(h.get("client_cpu_share"), h.get("server_cpu_share"))
             L.append(
                 f"| {h['server']} | {fmt(h['rt_per_s'])} "
                 f"[{fmt(h.get('rt_per_s_min'))}-{fmt(h.get('rt_per_s_max'))}]"
@@ -131,8 +132,7 @@ def section(http):
                 f"{fmt(h.get('p50_us'))} | {fmt(h.get('p99_us'))} | "
                 f"{fmt(rss / 1024, 1) if rss else 'n/a'} | "
                 f"{fmt(h.get('client_cpu_us_per_rt'), 2)} | "
-                f"{limit(h.get('client_cpu_share'), h.get('server_cpu_share'))}"
-                f" (client {fmt(h.get('client_cpu_share'), 2)}, server "
+                f"{lim} (client {fmt(h.get('client_cpu_share'), 2)}, server "
                 f"{fmt(h.get('server_cpu_share'), 2)}) | {h['errors']} |")
         L.append("")
     lu, wu = find(http, URING), find(http, URING, who="wrk")
