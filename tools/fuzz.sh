@@ -21,7 +21,7 @@ for target in addr_fuzz echo_fuzz tls_fuzz http_fuzz; do
   # ursa-http's request path over Debian's llhttp sources.
   [ "$target" = http_fuzz ] && extra="-I. -I/usr/share/include/llhttp \
     apps/http/http_core.c /usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c \
-    /usr/share/llhttp/http.c -lpthread"
+    /usr/share/llhttp/http.c -lpthread -lz"
   # shellcheck disable=SC2086
   clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=all -Ilib/include $incs $core \

