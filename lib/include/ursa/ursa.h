@@ -181,9 +181,9 @@ typedef enum ursa_batch_policy {
    * quarter of them, so peers that wait on the loop's answers are never
    * all held back (the lockstep a few connections fall into); a batch
    * asks for one more than the last one got, and a batched wait that ends
-   * short of its count (the bound passed first) turns batching off for
-   * the next 1, 2, 4 ... 256 waits, each full batch stepping that back
-   * by one (a short batch idles the loop, a full one saves a wake-up). */
+   * short of its count (the bound passed first) and whose handling
+   * queued new work (the hold delayed it) turns batching off for the next
+   * 1, 2, 4 ... 256 waits, each full batch stepping that back by one. */
   URSA_BATCH_AUTO = 0,
   /* Every wait asks for as many completions as its own submissions post
    * at once plus as many as the last wait got from outside (up to 32). */

@@ -212,6 +212,7 @@ struct ursa_loop {
   unsigned batch_next;    /* URSA_BATCH_AUTO: the next batch's count */
   unsigned batch_skip;    /* plain waits left before batching again */
   unsigned batch_backoff; /* the next backing off's length (1 to 256) */
+  bool batch_judge;       /* the last batch was short: judge it next enter */
   unsigned zc_threshold; /* sends of at least this many bytes are SEND_ZC */
   unsigned direct_files; /* slots in the registered file table, or 0 */
   unsigned direct_used;  /* slots held by direct streams or reserved by an

@@ -98,13 +98,24 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns, unsigned ask) {
        * batch_wait_us, a full one saves a wake-up or two, so a loop
        * whose batches alternate must stay mostly plain. */
       if (loop->batch_backoff > 1) loop->batch_backoff--;
-    } else { /* the bound came first: plain waits for a while */
+    } else { /* the bound came first: judged at the next enter */
       loop->batch_next = got;
-      loop->batch_skip = loop->batch_backoff;
-      if (loop->batch_backoff < BATCH_BACKOFF_MAX) loop->batch_backoff *= 2;
+      loop->batch_judge = true;
     }
   }
   return r; /* liburing's wrapper returns -errno itself */
+}
+
+/* A short batch held what had come for up to batch_wait_us.  If handling
+ * it queued new work (a reply, the next piece of a write), the hold cost
+ * that work the wait: plain waits for the next 1, 2, 4 ... 256 enters.
+ * If not (send completions at the end of a burst), the loop had nothing
+ * to do meanwhile and batching goes on. */
+static void batch_judge(ursa_loop *loop) {
+  loop->batch_judge = false;
+  if (!io_uring_sq_ready(&loop->ring)) return;
+  loop->batch_skip = loop->batch_backoff;
+  if (loop->batch_backoff < BATCH_BACKOFF_MAX) loop->batch_backoff *= 2;
 }
 
 /* One enter either way: the wait's bound travels in the enter's own
@@ -113,6 +124,7 @@ static int u_enter(ursa_loop *loop, int64_t wait_ns) {
   loop->stats.enters++;
   if (wait_ns == 0) return io_uring_submit_and_get_events(&loop->ring);
   if (loop->used & URSA_FEAT_MIN_WAIT) {
+    if (loop->batch_judge) batch_judge(loop);
     unsigned ask = batch_ask(loop);
     if (ask >= 2 || loop->batch_policy == URSA_BATCH_ALWAYS)
       return enter_batch(loop, wait_ns, ask);
