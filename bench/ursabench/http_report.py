@@ -135,17 +135,27 @@ def section(http):
                 f"{lim} (client {fmt(h.get('client_cpu_share'), 2)}, server "
                 f"{fmt(h.get('server_cpu_share'), 2)}) | {h['errors']} |")
         L.append("")
-    lu, wu = find(http, URING), find(http, URING, who="wrk")
-    if lu and wu:
-        L += ["The two clients against ursa-http (uring), baseline, "
-              f"{WRK_POINT[1]} connections: " + "; ".join(
-                  f"{name} ursa-load/wrk {fmt(iv[0], 2)}{text(iv)}"
-                  for name, iv in (
-                      ("requests/s", interval(lu, wu, "rt_per_s")),
-                      ("server CPU per request", interval(lu, wu, CPU)),
-                      ("client CPU per request",
-                       interval(lu, wu, "client_cpu_us_per_rt")))) + ".",
-              ""]
+    pairs = [(s, find(http, s), find(http, s, who="wrk"))
+             for s in (URING, "ursa-http ursa-epoll", "nginx", "h2o")]
+    pairs = [p for p in pairs if p[1] and p[2]]
+    if pairs:
+        L += [f"### The two clients on the baseline, {WRK_POINT[1]} "
+              "connections", "",
+              "Where the server is the limit (its CPU share 0.95 or more "
+              "under both), the clients must agree on its rate and its CPU "
+              "per request; where wrk is (its share 0.95 or more), "
+              "ursa-load reaches further.", "",
+              "| server | requests/s, ursa-load / wrk | server CPU per "
+              "request, ursa-load / wrk | server's CPU share (ursa-load, "
+              "wrk) | wrk's CPU share |", "|---" * 5 + "|"]
+        for name, lu, wu in pairs:
+            r, c = interval(lu, wu, "rt_per_s"), interval(lu, wu, CPU)
+            L.append(f"| {name} | {fmt(r[0], 2)}{text(r)} | "
+                     f"{fmt(c[0], 2)}{text(c)} | "
+                     f"{fmt(lu.get('server_cpu_share'), 2)}, "
+                     f"{fmt(wu.get('server_cpu_share'), 2)} | "
+                     f"{fmt(wu.get('client_cpu_share'), 2)} |")
+        L.append("")
     return L
 
 
