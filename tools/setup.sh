@@ -31,6 +31,7 @@ packages=(
   libssl-dev        # TLS (OpenSSL 3)
   zlib1g-dev        # ursa-http's upload receipt (CRC-32)
   openssl           # the test certificates, s_client/s_server interop
+  openssh-server    # the bench across hosts, tested between namespaces
 )
 
 missing=()

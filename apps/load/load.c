@@ -441,11 +441,18 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
   echoed(sl);
 }
 
-/* A UDP "connection": a socket bound on the server's loopback, connected
- * to the server so that only its datagrams arrive. */
+/* A UDP "connection": a socket bound on the loopback (any address when
+ * the server is on another host), connected to the server so that only
+ * its datagrams arrive. */
 static int open_udp(conn *c) {
   ursa_addr local = {0};
-  const char *any = L.to.ss.ss_family == AF_INET6 ? "[::1]:0" : "127.0.0.1:0";
+  int v6 = L.to.ss.ss_family == AF_INET6;
+  int loop = v6 ? IN6_IS_ADDR_LOOPBACK(
+                      &((struct sockaddr_in6 *)&L.to.ss)->sin6_addr)
+                : (ntohl(((struct sockaddr_in *)&L.to.ss)->sin_addr.s_addr) >>
+                   24) == 127;
+  const char *any = v6 ? (loop ? "[::1]:0" : "[::]:0")
+                       : (loop ? "127.0.0.1:0" : "0.0.0.0:0");
   int r = ursa_addr_parse(any, &local);
   c->d.data = c;
   if (!r)

@@ -10,6 +10,7 @@ import sys
 import time
 
 from .config import IDLE_CONNS, listed_servers, use_servers
+from .hosts import Failure as HostFailure, Place
 from .netns import Veth
 from .plan import BLOCKS, EMPTY, Context, write_results
 from .plots import graphs
@@ -104,12 +105,57 @@ def options():
                     help="draw the headline figures of these stored runs "
                     "(oldest first) over their commits into --out, with "
                     "their intervals, flagging changes beyond them")
+    ap.add_argument("--server-host", metavar="[USER@]HOST",
+                    help="run the servers on HOST, over ssh (default: here)")
+    ap.add_argument("--load-host", metavar="[USER@]HOST",
+                    help="run the load on HOST, over ssh (default: here)")
+    ap.add_argument("--server-addr", metavar="ADDR",
+                    help="the address the load connects to (default: the "
+                    "server host's name)")
+    ap.add_argument("--ssh-config", metavar="FILE",
+                    help="ssh's configuration file for both hosts")
+    ap.add_argument("--ssh-option", action="append", default=[],
+                    metavar="OPT", help="an ssh -o option (repeatable)")
     ap.add_argument("--idle-conns", type=int, default=IDLE_CONNS)
     ap.add_argument("--no-ab", action="store_true",
                     help="skip the io_uring feature A/B block")
     ap.add_argument("--no-profile", action="store_true",
                     help="skip the perf profile of uring and epoll")
     return ap
+
+
+# The blocks a run across hosts makes; the others start their own
+# programs on this machine, and say so.
+ACROSS_HOSTS = ("cases", "bulk")
+
+
+def across_hosts(ap, a):
+    """The two hosts.Place of a run across hosts, each prepared; the
+    blocks that cannot run across hosts turned off, with a line each."""
+    if a.net == "veth":
+        ap.error("--net veth is one machine; it does not go with "
+                 "--server-host or --load-host")
+    if not a.server_addr:
+        if not a.server_host:
+            ap.error("--load-host needs --server-addr: the address of this "
+                     "machine that the load host connects to")
+        a.server_addr = a.server_host.split("@")[-1]
+    ssh = (["-F", a.ssh_config] if a.ssh_config else []) + [
+        x for o in a.ssh_option for x in ("-o", o)]
+    try:
+        places = (Place(a.server_host, ssh, a.bindir, "server"),
+                  Place(a.load_host, ssh, a.bindir, "load"))
+    except (HostFailure, OSError, subprocess.SubprocessError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(2)
+    for k in ("memory", "drain", "threads", "tls", "wake", "http", "files",
+              "static", "process", "udp", "greet", "veth", "ab", "profile",
+              "outside"):
+        if not getattr(a, "no_" + k):
+            print(f"bench: {k}: not run across hosts (it starts its "
+                  "programs on this machine)")
+            setattr(a, "no_" + k, True)
+    return places
 
 
 # What --smoke runs: the figures the gate looks at, nothing else.
@@ -232,7 +278,14 @@ def main():
             previous = json.load(f)
 
     os.makedirs(a.out, exist_ok=True)
+    a.places = None
+    if a.server_host or a.load_host:
+        a.places = across_hosts(ap, a)
     env = environment(a.bindir, a.placement, a.scpu, a.lcpu)
+    if a.places:
+        env["hosts"] = {"server": a.places[0].machine(a.server_addr),
+                        "load": a.places[1].machine(a.server_addr),
+                        "server_addr": a.server_addr}
     a.veth = None
     if a.net == "veth":
         try:
@@ -251,6 +304,8 @@ def main():
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     if a.veth:
         a.veth.down()
+    for p in a.places or ():
+        p.close()
     env["veth_case"] = results["veth_path"]
     write_results(a, env, results, ctx.failures, previous)
     print(f"bench: {len(results['cases']) + len(results['bulk'])} cases, "

@@ -138,7 +138,7 @@ def run_bulk(ctx, todo):
         if s["errors"]:
             ctx.failures.append(f"{cid}: {s['errors']} errors")
         ctx.step(cid, f"{s['mb_per_s']:.0f} MB/s")
-    iperf = iperf3(a, ctx.tmp)
+    iperf = None if getattr(a, "places", None) else iperf3(a, ctx.tmp)
     print("    iperf3: " + (f"{iperf['mb_per_s']:.0f} MB/s" if iperf
                              else "not run"), flush=True)
     return {"bulk": bulk, "iperf": iperf}
@@ -262,8 +262,11 @@ def outside_backends(a):
 
 
 BLOCKS = [
+    # Across hosts (a.places), no Unix-socket cases and no iperf3.
     Block("cases",
-          lambda a: matching(a, matrix(a.full), lambda c: case_id(*c)),
+          lambda a: [c for c in matching(a, matrix(a.full),
+                                         lambda c: case_id(*c))
+                     if not (getattr(a, "places", None) and c[2] == "unix")],
           lambda a, todo: len(todo), run_cases),
     Block("bulk",
           lambda a: [] if a.no_bulk else matching(

@@ -26,6 +26,20 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L.append(f"| io_uring features used | {', '.join(env['ring_features_used'])} |")
     L.append(f"| path between load and server | "
              f"{env.get('net', 'loopback (127.0.0.1)')} |")
+    hosts = env.get("hosts")
+    if hosts:
+        # A run across hosts: each host's own table, from the host.
+        L += ["", f"Across hosts: the server on {hosts['server']['host']} "
+              f"(reached at {hosts.get('server_addr')}), the load on "
+              f"{hosts['load']['host']}.  Server CPU is read from the server "
+              "host's /proc around each whole load run (warm-up included) "
+              "and divided by all its round trips.", "",
+              "| | server host | load host |", "|---|---|---|"]
+        for k in ("host", "cpu_model", "cpus", "kernel", "nic", "liburing",
+                  "ring_features_used"):
+            v = [hosts[r].get(k) for r in ("server", "load")]
+            v = [", ".join(x) if isinstance(x, list) else x for x in v]
+            L.append(f"| {k} | {v[0]} | {v[1]} |")
     L += ["", "The backends of a case run interleaved, one repeat of each in "
           "turn, in an order that rotates by one each repeat, after one "
           "warm-up run that is not counted.  "

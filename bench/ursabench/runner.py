@@ -11,6 +11,7 @@ import statistics
 import subprocess
 
 from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_WARMUP
+from .hosts import server_pid
 from .intervals import ROUND_KEYS
 
 
@@ -54,12 +55,19 @@ def environment(bindir, placement, scpu, lcpu):
 
 class Server:
     """An echo server on one CPU; net (a netns.Veth) puts it in the
-    server's namespace of a veth pair."""
+    server's namespace of a veth pair; place (hosts.Place) on another
+    host, listening on every address and reached at addr (--server-addr
+    or the ssh host's name)."""
 
     def __init__(self, bindir, backend, proto, mode, cpu, tmp, extra=(),
-                 net=None):
+                 net=None, place=None, addr=None):
+        self.place = place if place and place.host else None
+        if self.place:
+            bindir, tmp = place.bindir, place.tmp
         self.stats_path = os.path.join(tmp, "server.json")
         host = net.server_ip if net else "127.0.0.1"
+        if addr:
+            host = "0.0.0.0"
         listen = f"{host}:0" if proto in ("tcp", "udp") else \
             "unix:" + os.path.join(tmp, "bench.sock")
         cmd = (net.prefix("srv") if net else []) + [
@@ -68,8 +76,13 @@ class Server:
                "--stats-json", self.stats_path, *extra]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        if self.place:
+            self.p = self.place.popen(cmd)
+            self.pid = server_pid(self.p, self.place)
+        else:
+            self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            self.pid = self.p.pid
         line = self.p.stdout.readline()
         m = re.search(r"listening on (\S+)$", line.strip())
         if not m:
@@ -77,6 +90,8 @@ class Server:
             raise Failure(f"{backend} server did not start: {line!r} "
                           f"{self.p.stderr.read()[:500]!r}")
         self.addr = m.group(1)
+        if addr:
+            self.addr = f"{addr}:{self.addr.rsplit(':', 1)[1]}"
 
     def rss_kb(self):
         with open(f"/proc/{self.p.pid}/status") as f:
@@ -86,7 +101,10 @@ class Server:
         return 0
 
     def stop(self):
-        self.p.send_signal(signal.SIGTERM)
+        if self.place:
+            self.place.run(["kill", "-TERM", str(self.pid)], check=False)
+        else:
+            self.p.send_signal(signal.SIGTERM)
         try:
             _, err = self.p.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -94,18 +112,35 @@ class Server:
             raise Failure("server did not stop within 30 s")
         if self.p.returncode != 0:
             raise Failure(f"server exit {self.p.returncode}: {err[:500]}")
+        if self.place:
+            return json.loads(self.place.read(self.stats_path))
         with open(self.stats_path) as f:
             return json.load(f)
 
-def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout, net=None):
+def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout, net=None,
+             place=None):
+    """ursa-load against addr; with place (hosts.Place) on that host, and
+    the server's CPU (server_pid None) left to the caller."""
+    remote = place and place.host
+    if remote:
+        bindir, tmp = place.bindir, place.tmp
     out = os.path.join(tmp, "load.json")
     cmd = (net.prefix("load") if net else []) + [
-        os.path.join(bindir, "ursa-load"), addr, "--json", out,
-           "--server-pid", str(server_pid), *args]
+        os.path.join(bindir, "ursa-load"), addr, "--json", out, *args]
+    if server_pid is not None:
+        cmd += ["--server-pid", str(server_pid)]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     res = {}
+    if remote:
+        r = subprocess.run(place.wrap(cmd), capture_output=True, text=True,
+                           timeout=timeout)
+        got = place.run(["sh", "-c", 'cat "$1" && rm -f "$1"', "sh", out],
+                        check=False)
+        if got.returncode == 0 and got.stdout.strip():
+            res = json.loads(got.stdout)
+        return r, res
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if os.path.exists(out):
         with open(out) as f:
             res = json.load(f)
@@ -120,7 +155,13 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
     if proto == "unix":
         net = None
     mode = {"bulk": "sink", "greet": "greet"}.get(kind, "echo")
-    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra, net)
+    places = getattr(a, "places", None)
+    splace, lplace = places if places else (None, None)
+    # Across hosts the load cannot read the server's /proc: its CPU is
+    # read on its own host around the whole load run (warm-up included).
+    apart = bool(splace and splace.host) or bool(lplace and lplace.host)
+    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra, net, splace,
+                 a.server_addr if apart else None)
     load_args = ["--connections", str(conns), "--size", str(size),
                  "--inflight", str(inflight), "--duration", str(a.duration),
                  "--warmup", str(a.warmup), *load_extra]
@@ -131,8 +172,16 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
     if kind == "greet":
         load_args.append("--greet")
     try:
-        r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu, srv.p.pid,
-                          tmp, timeout=60 + a.duration * 3, net=net)
+        c0 = splace.cpu_s(srv.pid) if apart else None
+        r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu,
+                          None if apart else srv.pid, tmp,
+                          timeout=60 + a.duration * 3, net=net, place=lplace)
+        if apart and res.get("round_trips_total"):
+            # The whole run's CPU, scaled to the measured window by its
+            # share of the round trips: CPU per round trip over the run.
+            res["server_cpu_s"] = ((splace.cpu_s(srv.pid) - c0) *
+                                   res.get("round_trips", 0) /
+                                   res["round_trips_total"])
     finally:
         stats = srv.stop()
     errors = res.get("errors", 1)
