@@ -183,7 +183,8 @@ typedef enum ursa_batch_policy {
    * asks for one more than the last one got, and a batched wait that ends
    * short of its count (the bound passed first) and whose handling
    * queued new work (the hold delayed it) turns batching off for the next
-   * 1, 2, 4 ... 256 waits, each full batch stepping that back by one. */
+   * 1, 2, 4 ... 256 waits; a full batch of 4 or more starts batching
+   * over, a smaller one steps the back-off down by one. */
   URSA_BATCH_AUTO = 0,
   /* Every wait asks for as many completions as its own submissions post
    * at once plus as many as the last wait got from outside (up to 32). */

@@ -33,6 +33,7 @@ static unsigned flush_sq(struct io_uring *ring) {
 #define BATCH_MAX 32u
 #define BATCH_MIN_HANDLES 8u /* fewer peers than this: no batching (AUTO) */
 #define BATCH_BACKOFF_MAX 256u
+#define BATCH_RESET 4u /* a full batch this big resets the back-off */
 #define RING_REGISTERED 1 /* liburing's flag: enter_ring_fd is registered */
 
 /* How many completions from outside the next wait asks for; below 2 the
@@ -94,10 +95,14 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns, unsigned ask) {
   if (loop->batch_policy == URSA_BATCH_AUTO && ask >= 2) {
     if (ready >= want) { /* arrivals kept up: ask for one more */
       loop->batch_next = got + 1;
-      /* Step down, not reset: a short batch idles the loop for up to
-       * batch_wait_us, a full one saves a wake-up or two, so a loop
-       * whose batches alternate must stay mostly plain. */
-      if (loop->batch_backoff > 1) loop->batch_backoff--;
+      /* A costly hold loses up to batch_wait_us; a full batch of g saves
+       * g - 1 wake-ups.  A big one starts batching over at once, a small
+       * one only steps the back-off down, so a loop whose small batches
+       * alternate with costly holds stays mostly plain. */
+      if (got >= BATCH_RESET)
+        loop->batch_backoff = 1;
+      else if (loop->batch_backoff > 1)
+        loop->batch_backoff--;
     } else { /* the bound came first: judged at the next enter */
       loop->batch_next = got;
       loop->batch_judge = true;
