@@ -161,6 +161,8 @@ check("Across hosts: the server on server (reached at 10.252.0.1), the "
       "load on this machine" in report and "| nic |" in report and
       "| server host | load host |" in report,
       "the report names both hosts and their machine tables")
+check("1 in flight (ursa-load, load on this machine, server on server at "
+      "10.252.0.1)" in report, "each case's heading names the hosts")
 check("not run across hosts" in r.stdout, "the blocks left out say so")
 check(scratch() == before, f"the remote scratch directory is gone: "
       f"{scratch()} (before: {before})")

@@ -293,6 +293,9 @@ def main():
         except (OSError, subprocess.SubprocessError) as e:
             ap.error(f"--net veth: cannot make the network namespaces: {e}")
         env["net"] = a.veth.describe()
+    elif a.places:
+        env["net"] = (f"across hosts: the load on {a.places[1].name()}, the "
+                      f"server on {a.places[0].name()} at {a.server_addr}")
     else:
         env["net"] = "loopback (127.0.0.1; Unix sockets for unix cases)"
     plan = [(blk, blk.todo(a)) for blk in BLOCKS]

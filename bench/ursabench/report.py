@@ -72,6 +72,9 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
         c0 = cs[0]
         path = ("a Unix socket" if c0["proto"] == "unix" else "veth"
                 if env.get("net", "").startswith("veth") else "loopback")
+        if hosts:
+            path = (f"load on {hosts['load']['host']}, server on "
+                    f"{hosts['server']['host']} at {hosts.get('server_addr')}")
         L += [f"## {c0['proto'].upper()} {c0['kind']}, {c0['conns']} "
               f"connections, {c0['size']} B, {c0['inflight']} in flight "
               f"(ursa-load, {path})", ""]
