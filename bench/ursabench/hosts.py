@@ -101,10 +101,7 @@ class Place:
 
     def cpu_s(self, pid):
         """pid's user and system CPU seconds, from the host's /proc."""
-        stat = (open(f"/proc/{pid}/stat").read() if not self.host else
-                self.run(["cat", f"/proc/{pid}/stat"]).stdout)
-        f = stat.rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(self.read(f"/proc/{pid}/stat"))
 
     def missing(self, tools):
         """Those of tools not installed on the host."""
@@ -169,6 +166,12 @@ fi
             s, self.scratch = self.scratch, None
             subprocess.run(self.wrap(["rm", "-rf", s]), capture_output=True,
                            timeout=60)
+
+
+def stat_cpu_s(stat):
+    """User and system CPU seconds from a /proc/PID/stat line."""
+    f = stat.rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def server_pid(p, place):

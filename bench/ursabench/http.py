@@ -16,8 +16,6 @@ greeting byte for byte to the server's EOF and connects again:
 connections/s and server CPU per connection."""
 import os
 import re
-import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,19 +35,30 @@ def free_port():
         return s.getsockname()[1]
 
 
-def tree_cpu(pid):
-    """CPU seconds of pid and its children (nginx's master and worker)."""
-    total = 0.0
+def family(pid):
+    """pid and its children (nginx's master and worker), by /proc."""
+    out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if int(d) == pid or int(fields[1]) == pid:
-            total += cpu_seconds(int(d))
+        if int(d) == pid or ppid == pid:
+            out.append(int(d))
+    return out
+
+
+def tree_cpu(pid):
+    """CPU seconds of pid and its children."""
+    total = 0.0
+    for p in family(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
     return total
 
 

@@ -20,7 +20,8 @@ import resource
 import subprocess
 import time
 
-from .http import HTTP_SERVERS, HttpServer, parse_wrk, request, tree_cpu
+from .http import (HTTP_SERVERS, HttpServer, family, parse_wrk, request,
+                   tree_cpu)
 from .runner import Failure, interleaved, summaries
 
 # (profile, connections, path, request bytes POSTed or None, ursa-load
@@ -62,16 +63,9 @@ def busy_pid(srv):
     if srv.name != "nginx":
         return srv.pid
     for _ in range(50):
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == srv.pid:
-                return int(d)
+        workers = [p for p in family(srv.pid) if p != srv.pid]
+        if workers:
+            return workers[0]
         time.sleep(0.02)
     raise Failure("nginx: no worker process")
 
@@ -79,18 +73,13 @@ def busy_pid(srv):
 def peak_rss_kib(pid):
     """VmHWM of pid and its children, KiB."""
     total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for p in family(pid):
         try:
-            with open(f"/proc/{d}/status") as f:
-                st = f.read()
+            with open(f"/proc/{p}/status") as f:
+                hwm = re.search(r"^VmHWM:\s+(\d+)", f.read(), re.M)
         except OSError:
             continue
-        ppid = re.search(r"^PPid:\s+(\d+)", st, re.M)
-        hwm = re.search(r"^VmHWM:\s+(\d+)", st, re.M)
-        if hwm and (int(d) == pid or (ppid and int(ppid.group(1)) == pid)):
-            total += int(hwm.group(1))
+        total += int(hwm.group(1)) if hwm else 0
     return total
 
 

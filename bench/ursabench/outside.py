@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from .config import NO_BATCH
+from .hosts import stat_cpu_s
 from .runner import Failure, Server, interleaved, summaries
 
 CONNS = (1, 64, 256)
@@ -44,8 +45,7 @@ def parse(out):
 
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu_s(f.read())
 
 
 def sleeps(pid):
