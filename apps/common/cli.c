@@ -123,6 +123,23 @@ double cli_cpu_s(void) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+int cli_batch_policy(const char *prog, const char *flag, const char *v,
+                     int *out) {
+  static const struct {
+    const char *name;
+    ursa_batch_policy policy;
+  } names[] = {{"auto", URSA_BATCH_AUTO},
+               {"always", URSA_BATCH_ALWAYS},
+               {"never", URSA_BATCH_NEVER}};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (!strcmp(v, names[i].name)) {
+      *out = (int)names[i].policy;
+      return 0;
+    }
+  fprintf(stderr, "%s: %s '%s' is not auto, always or never\n", prog, flag, v);
+  return -1;
+}
+
 int cli_features(const char *prog, const char *flag, const char *list,
                  uint32_t *out) {
   char buf[256];

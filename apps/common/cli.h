@@ -31,6 +31,12 @@ int cli_next(const char *prog, int argc, char **argv, const char *shorts,
 int cli_features(const char *prog, const char *flag, const char *list,
                  uint32_t *out);
 
+/* Reads a batched-wait policy (ursa.h, ursa_batch_policy) named auto,
+ * always or never into *out; otherwise prints "PROG: FLAG 'V' is not
+ * auto, always or never" and returns -1. */
+int cli_batch_policy(const char *prog, const char *flag, const char *v,
+                     int *out);
+
 /* A server's stop signals: SIGINT and SIGTERM blocked and delivered to the
  * returned signalfd (non-blocking, close-on-exec) for a loop to watch,
  * SIGPIPE ignored.  Call before starting threads, which inherit the mask.

@@ -819,17 +819,7 @@ int main(int argc, char **argv) {
         break;
       case O_BWAITS:
         batch_set = 1;
-        if (!strcmp(v, "auto")) {
-          batch = URSA_BATCH_AUTO;
-        } else if (!strcmp(v, "always")) {
-          batch = URSA_BATCH_ALWAYS;
-        } else if (!strcmp(v, "never")) {
-          batch = URSA_BATCH_NEVER;
-        } else {
-          fprintf(stderr, "ursa-load: --batch-waits '%s' is not auto, "
-                  "always or never\n", v);
-          return 2;
-        }
+        r = cli_batch_policy(PROG, a, v, &batch);
         break;
       case O_IDLE:
         L.idle = 1;

@@ -489,17 +489,12 @@ int main(int argc, char **argv) {
         if (cli_long(PROG, a, v, 1, 10000, &n) < 0) return 2;
         o.batch_wait_us = (unsigned)n;
         break;
-      case O_BWAITS:
-        if (!strcmp(v, "auto"))
-          o.batch_policy = URSA_BATCH_AUTO;
-        else if (!strcmp(v, "always"))
-          o.batch_policy = URSA_BATCH_ALWAYS;
-        else if (!strcmp(v, "never"))
-          o.batch_policy = URSA_BATCH_NEVER;
-        else
-          return bad("--batch-waits '%s' is not auto, always or never%s", v,
-                     "");
+      case O_BWAITS: {
+        int pol;
+        if (cli_batch_policy(PROG, a, v, &pol) < 0) return 2;
+        o.batch_policy = (ursa_batch_policy)pol;
         break;
+      }
       case O_DISABLE:
         if (cli_features("ursa-echo-server", a, v, &o.uring_disable) < 0) return 2;
         break;
