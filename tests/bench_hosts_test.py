@@ -3,11 +3,14 @@
 machine: two network namespaces joined by a veth pair, Debian's sshd
 started here on its own port with its own host and user keys in a scratch
 folder in the "server" namespace, and bench.py run in the "load"
-namespace with --server-host.  A short run (two cases, TCP and UDP) is
-byte-exact (ursa-load checks every echo), its report names both hosts
-and their machine tables, and the remote scratch directory is gone
-afterwards; an unreachable host and a refused key are each named in one
-line with a non-zero exit and no traceback.  The namespaces, the veth
+namespace with --server-host.  A short run (TCP and UDP cases, iperf2,
+HTTP with ursa-load and wrk against ursa-http and nginx, two server
+loops on two server CPUs) is byte-exact (ursa-load checks every echo and
+every response's length), its report names both hosts, their machine
+tables and the hosts in every heading, and the remote scratch directory
+is gone afterwards; an unreachable host, a refused key and a tool
+missing on the server host (nginx, off the PATH ssh gives) are each
+named in one line with a non-zero exit and no traceback.  The namespaces, the veth
 pair and sshd are removed at the end, also when a check fails."""
 import atexit
 import json
@@ -75,9 +78,16 @@ for name in ("host", "user", "other"):
        os.path.join(tmp, name))
 shutil.copy(os.path.join(tmp, "user.pub"), os.path.join(tmp, "authorized"))
 os.makedirs("/run/sshd", exist_ok=True)
+sbin = os.path.join(tmp, "sbin")
+os.makedirs(sbin)
+for n in os.listdir("/usr/sbin"):
+    if n != "nginx":
+        os.symlink(os.path.join("/usr/sbin", n), os.path.join(sbin, n))
 conf = os.path.join(tmp, "sshd_config")
 with open(conf, "w") as f:
     f.write(f"""Port 2222
+# Port 2223: the same host with a PATH that lacks nginx (below).
+Port 2223
 ListenAddress {SIP}
 HostKey {tmp}/host
 AuthorizedKeysFile {tmp}/authorized
@@ -87,6 +97,8 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 PidFile {tmp}/sshd.pid
+Match LocalPort 2223
+  SetEnv PATH=/usr/local/bin:/usr/bin:{tmp}/sbin
 """)
 procs.append(subprocess.Popen(["ip", "netns", "exec", SRV, SSHD, "-D", "-e",
                                "-f", conf], stdout=subprocess.DEVNULL,
@@ -94,7 +106,10 @@ procs.append(subprocess.Popen(["ip", "netns", "exec", SRV, SSHD, "-D", "-e",
                                           "w")))
 cfg = os.path.join(tmp, "ssh_config")
 with open(cfg, "w") as f:
-    f.write(f"""Host server
+    f.write(f"""Host bare
+  HostName {SIP}
+  Port 2223
+Host server bare
   HostName {SIP}
   Port 2222
   User root
@@ -128,8 +143,11 @@ def scratch():
 
 
 before = scratch()
-r, out = bench("--server-host", "server", "--server-addr", SIP, "--filter",
-               r"^(tcp-pingpong-4c|udp-pingpong-64c)-64b-1i-(uring|epoll)$")
+r, out = bench("--server-host", "server", "--server-addr", SIP,
+               "--server-cpus", "0-1", "--filter",
+               r"^((tcp-pingpong-4c|udp-pingpong-64c)-64b-1i-(uring|epoll)"
+               r"|iperf2-tcp-pingpong-uring|http-baseline-64c-(ursa-http-"
+               r"uring|nginx)|threads-uring-2 threads, reuseport)$")
 check(r.returncode == 0, f"the run across hosts: {r.returncode} "
       f"{r.stderr[-500:]!r}")
 res = {}
@@ -141,11 +159,34 @@ check(ids == ["tcp-pingpong-4c-64b-1i-epoll", "tcp-pingpong-4c-64b-1i-uring",
               "udp-pingpong-64c-64b-1i-epoll",
               "udp-pingpong-64c-64b-1i-uring"],
       f"four cases ran: {ids}")
-for c in res.get("cases", []):
+for c in res.get("cases", []) + res.get("outside", []) + res.get(
+        "threads", []):
     check(c["errors"] == 0 and c["rt_per_s"] > 0 and
           c["server_cpu_us_per_rt"] > 0, f"{c['id']}: byte-exact, with a "
           f"rate and the server's CPU: {c['errors']} {c['rt_per_s']} "
           f"{c['server_cpu_us_per_rt']}")
+ids = sorted(c["id"] for c in res.get("outside", []))
+check(ids == [f"iperf2-tcp-pingpong-{n}c-64b-uring" for n in (1, 256, 64)],
+      f"iperf2 at three connection counts: {ids}")
+ids = sorted(c["id"] for c in res.get("threads", []))
+check(ids == ["tcp-threads-256c-64b-uring-2t-reuseport"] and
+      res.get("env", {}).get("server_cpu") == "0,1",
+      f"two loops on the server host's two CPUs: {ids} "
+      f"{res.get('env', {}).get('server_cpu')}")
+http = {c["id"]: c for c in res.get("http", [])}
+check(sorted(http) == ["http-baseline-64c-nginx",
+                       "http-baseline-64c-ursa-http-uring",
+                       "http-plaintext-64c-nginx",
+                       "http-plaintext-64c-ursa-http-uring"],
+      f"HTTP: ursa-load and wrk against ursa-http and nginx: {sorted(http)}")
+for k, c in http.items():
+    check(c["errors"] == 0 and c["rt_per_s"] > 0 and
+          c["server_cpu_us_per_rt"] > 0 and c["rss_kib"] > 0 and
+          c["client_cpu_us_per_rt"] > 0 and c["response_bytes"] > 13,
+          f"{k}: every response whole, with the server's CPU and memory "
+          f"read on its host and the client's here: {c['errors']} "
+          f"{c['rt_per_s']} {c['server_cpu_us_per_rt']} {c['rss_kib']} "
+          f"{c['client_cpu_us_per_rt']}")
 hosts = res.get("env", {}).get("hosts", {})
 check(hosts.get("server", {}).get("host") == "server" and
       hosts.get("load", {}).get("host") == "this machine" and
@@ -161,8 +202,14 @@ check("Across hosts: the server on server (reached at 10.252.0.1), the "
       "load on this machine" in report and "| nic |" in report and
       "| server host | load host |" in report,
       "the report names both hosts and their machine tables")
-check("1 in flight (ursa-load, load on this machine, server on server at "
-      "10.252.0.1)" in report, "each case's heading names the hosts")
+# The report in the test's log, for the note on a run.
+print(report)
+where = "load on this machine, server on server at 10.252.0.1)"
+heads = [x for x in report.splitlines() if x.startswith(("## ", "### "))
+         and not x.startswith(("### Where", "## Targets"))]
+check(len(heads) >= 6 and all(x.endswith(where) for x in heads),
+      "every heading names the hosts: " + repr(
+          [x for x in heads if not x.endswith(where)] or heads))
 check("not run across hosts" in r.stdout, "the blocks left out say so")
 check(scratch() == before, f"the remote scratch directory is gone: "
       f"{scratch()} (before: {before})")
@@ -187,6 +234,19 @@ lines = r.stderr.strip().splitlines()
 check(r.returncode == 2 and len(lines) == 1 and "server" in lines[0] and
       "Permission denied" in lines[0] and "Traceback" not in r.stderr,
       f"a refused key: {r.returncode} {r.stderr!r}")
+# nginx missing on the server host: sshd's port 2223 ("bare") gives a
+# PATH without it (everything else in /usr/sbin is there).
+r, _ = bench("--server-host", "bare", "--server-addr", SIP,
+             "--filter", r"^http-baseline-64c-nginx$")
+lines = [x for x in r.stderr.strip().splitlines() if "nginx" in x]
+check(r.returncode != 0 and len(lines) == 1 and
+      "nginx is not installed on the server host bare" in lines[0] and
+      "server host bare: nginx not installed" in r.stdout and
+      "Traceback" not in r.stderr,
+      f"a tool missing on the server host: {r.returncode} {r.stdout!r} "
+      f"{r.stderr!r}")
+check(scratch() == before, f"the remote scratch directory is gone after "
+      f"the run without nginx: {scratch()}")
 r = sh("python3", BENCH, "--bindir", BINDIR, "--load-host", "server",
        check_rc=False)
 check(r.returncode == 2 and "--load-host needs --server-addr" in r.stderr,

@@ -39,6 +39,13 @@ def options():
     ap.add_argument("--warmup", type=float, default=0.2)
     ap.add_argument("--placement", choices=["apart", "same"], default="apart",
                     help="server and load on different CPUs, or the same one")
+    ap.add_argument("--server-cpus", metavar="LIST",
+                    help="the CPUs the servers may use, as taskset takes them "
+                    "(0, 0,2, 0-3; default 0); with more than one, the "
+                    "threads block's second loop gets a core of its own")
+    ap.add_argument("--load-cpus", metavar="LIST",
+                    help="the CPUs the load may use (default 1, or 0 with "
+                    "--placement same)")
     ap.add_argument("--out", default="bench/out/latest")
     ap.add_argument("--compare", help="a previous results.json to compare with")
     ap.add_argument("--bindir", help="where the servers and ursa-load are")
@@ -124,9 +131,12 @@ def options():
     return ap
 
 
-# The blocks a run across hosts makes; the others start their own
-# programs on this machine, and say so.
-ACROSS_HOSTS = ("cases", "bulk")
+# The blocks a run across hosts makes (the others start their own
+# programs on this machine, and say so), and the outside tools they want
+# on each host.
+ACROSS_HOSTS = ("cases", "bulk", "threads", "outside", "http", "greet")
+TOOLS = {"outside": {"load": ["iperf"]},
+         "http": {"load": ["wrk"], "server": ["nginx", "h2o"]}}
 
 
 def across_hosts(ap, a):
@@ -148,14 +158,38 @@ def across_hosts(ap, a):
     except (HostFailure, OSError, subprocess.SubprocessError) as e:
         print(f"bench: {e}", file=sys.stderr)
         sys.exit(2)
-    for k in ("memory", "drain", "threads", "tls", "wake", "http", "files",
-              "static", "process", "udp", "greet", "veth", "ab", "profile",
-              "outside"):
+    for k in ("memory", "drain", "tls", "wake", "files",
+              "static", "process", "udp", "veth", "ab", "profile"):
         if not getattr(a, "no_" + k):
             print(f"bench: {k}: not run across hosts (it starts its "
                   "programs on this machine)")
             setattr(a, "no_" + k, True)
+    # The outside tools each host lacks, named now; their rows say so too.
+    for place in places:
+        want = sorted({t for k, by in TOOLS.items() if not getattr(
+            a, "no_" + k) for t in by.get(place.role, [])})
+        try:
+            gone = place.missing(want)
+        except (HostFailure, subprocess.SubprocessError) as e:
+            print(f"bench: {e}", file=sys.stderr)
+            sys.exit(2)
+        if gone:
+            print(f"bench: {place.role} host {place.name()}: "
+                  f"{', '.join(gone)} not installed; those rows are not run")
     return places
+
+
+def cpu_list(ap, flag, value, default):
+    """A taskset-style CPU list ("0", "0,2", "0-3") as sorted numbers."""
+    out = set()
+    for part in (value or default).split(","):
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (
+                dash and int(hi) < int(lo)):
+            ap.error(f"{flag} '{value}' is not a CPU list (like 0, 0,2 or "
+                     "0-3)")
+        out.update(range(int(lo), int(hi if dash else lo) + 1))
+    return sorted(out)
 
 
 # What --smoke runs: the figures the gate looks at, nothing else.
@@ -259,8 +293,11 @@ def main():
     if a.duration <= 0:
         ap.error("--duration must be above 0")
     ncpu = os.cpu_count() or 1
-    a.scpu = 0
-    a.lcpu = 1 if a.placement == "apart" and ncpu > 1 else 0
+    a.scpus = cpu_list(ap, "--server-cpus", a.server_cpus, "0")
+    a.lcpus = cpu_list(ap, "--load-cpus", a.load_cpus,
+                       "1" if a.placement == "apart" and ncpu > 1 else "0")
+    # What takes one CPU (a pinned loop, iperf3 -A) takes the first.
+    a.scpu, a.lcpu = a.scpus[0], a.lcpus[0]
     # Room for 10,000 idle connections on each side.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -281,7 +318,23 @@ def main():
     a.places = None
     if a.server_host or a.load_host:
         a.places = across_hosts(ap, a)
-    env = environment(a.bindir, a.placement, a.scpu, a.lcpu)
+    for flag, cpus, place in (("--server-cpus", a.scpus, a.places[0] if
+                               a.places else None),
+                              ("--load-cpus", a.lcpus, a.places[1] if
+                               a.places else None)):
+        have = place.cpus() if place else ncpu
+        if not have:
+            continue
+        if max(cpus) >= have:
+            ap.error(f"{flag}: CPU {max(cpus)} is beyond the {have} CPUs "
+                     f"of {place.name() if place else 'this machine'}")
+    shared = set(a.scpus) & set(a.lcpus)
+    if shared and a.placement == "apart" and (
+            not a.places or a.places[0].host == a.places[1].host):
+        print(f"bench: the server and the load share CPU "
+              f"{','.join(map(str, sorted(shared)))}")
+    a.scpus, a.lcpus = ",".join(map(str, a.scpus)), ",".join(map(str, a.lcpus))
+    env = environment(a.bindir, a.placement, a.scpus, a.lcpus)
     if a.places:
         env["hosts"] = {"server": a.places[0].machine(a.server_addr),
                         "load": a.places[1].machine(a.server_addr),

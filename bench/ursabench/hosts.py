@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -25,7 +26,7 @@ class Failure(Exception):
 
 
 # The programs of ours a host runs: the server and the load side.
-PROGRAMS = {"server": ["ursa-echo-server", "ursa-probe"],
+PROGRAMS = {"server": ["ursa-echo-server", "ursa-http", "ursa-probe"],
             "load": ["ursa-load", "ursa-probe"]}
 
 
@@ -38,6 +39,7 @@ class Place:
         self.scratch = None
         if not host:
             self.bindir, self.tmp = bindir, None  # the run's own
+            self.root = os.geteuid() == 0
             return
         r = self.run(["mktemp", "-d", "/tmp/ursa-bench.XXXXXX"], check=False)
         if r.returncode:
@@ -47,6 +49,7 @@ class Place:
         for sig in (signal.SIGINT, signal.SIGTERM):
             old = signal.getsignal(sig)
             signal.signal(sig, lambda s, f, old=old: self._signal(s, f, old))
+        self.root = self.run(["id", "-u"]).stdout.strip() == "0"
         self.bindir = self.scratch + "/bin"
         self.tmp = self.scratch + "/tmp"
         self.run(["mkdir", "-p", self.bindir, self.tmp])
@@ -99,12 +102,136 @@ class Place:
                 return f.read()
         return self.run(["cat", path]).stdout
 
+    def write(self, path, text):
+        """A file on the host (a server's configuration)."""
+        if not self.host:
+            with open(path, "w") as f:
+                f.write(text)
+            return
+        r = subprocess.run(self.wrap(["sh", "-c", 'cat > "$1"', "sh", path]),
+                           input=text, capture_output=True, text=True,
+                           timeout=60)
+        if r.returncode:
+            raise Failure(self._why(r, f"cannot write {path}"))
+
+    def take(self, path):
+        """A result file's text, removed after reading; None if absent."""
+        if not self.host:
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError:
+                return None
+            os.unlink(path)
+            return text
+        r = self.run(["sh", "-c", 'cat "$1" && rm -f "$1"', "sh", path],
+                     check=False)
+        return r.stdout if r.returncode == 0 and r.stdout.strip() else None
+
     def cpu_s(self, pid):
         """pid's user and system CPU seconds, from the host's /proc."""
         return stat_cpu_s(self.read(f"/proc/{pid}/stat"))
 
+    def _stats(self):
+        """{pid: /proc/PID/stat line} of every process on the host."""
+        if self.host:
+            text = self.run(["sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null"],
+                            check=False).stdout
+            lines = text.splitlines()
+        else:
+            lines = []
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        with open(f"/proc/{d}/stat") as f:
+                            lines.append(f.read())
+                    except OSError:
+                        pass
+        return {int(line.split(" ", 1)[0]): line for line in lines
+                if line[:1].isdigit()}
+
+    def family(self, pid):
+        """pid and its children (nginx's master and worker)."""
+        return [p for p, line in self._stats().items()
+                if p == pid or int(line.rsplit(")", 1)[1].split()[1]) == pid]
+
+    def tree_cpu(self, pid):
+        """CPU seconds of pid and its children."""
+        stats = self._stats()
+        return sum(stat_cpu_s(line) for p, line in stats.items()
+                   if p == pid or
+                   int(line.rsplit(")", 1)[1].split()[1]) == pid)
+
+    def _status(self, paths, key):
+        """The sum of one numeric field of /proc status files."""
+        if self.host:
+            text = self.run(["sh", "-c", 'cat "$@" 2>/dev/null', "sh",
+                             *paths], check=False).stdout
+        else:
+            text = ""
+            for path in paths:
+                try:
+                    with open(path) as f:
+                        text += f.read()
+                except OSError:
+                    pass
+        return sum(int(m) for m in re.findall(rf"^{key}:\s+(\d+)", text,
+                                              re.M))
+
+    def peak_rss_kib(self, pid):
+        """VmHWM of pid and its children, KiB."""
+        return self._status([f"/proc/{p}/status" for p in self.family(pid)],
+                            "VmHWM")
+
+    def sleeps(self, pid):
+        """The times pid's threads gave up the CPU of their own accord
+        (voluntary context switches: each a sleep, and a wake-up)."""
+        tasks = (self.run(["sh", "-c", 'ls "/proc/$1/task"', "sh",
+                           str(pid)]).stdout.split() if self.host
+                 else os.listdir(f"/proc/{pid}/task"))
+        return self._status([f"/proc/{pid}/task/{t}/status" for t in tasks],
+                            "voluntary_ctxt_switches")
+
+    def timed(self, cmd, timeout):
+        """Runs an outside client to its end: (exit code, its output, its
+        CPU seconds).  Here, the children reaped meanwhile (it alone);
+        there, the shell's `times` for its children."""
+        if not self.host:
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            r = subprocess.run(cmd, capture_output=True, text=True,
+                               timeout=timeout)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return r.returncode, r.stdout + r.stderr, (
+                r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+        r = subprocess.run(self.wrap(["sh", "-c", '"$@" 2>&1; rc=$?; echo '
+                                      '"@times"; times; exit $rc', "sh",
+                                      *cmd]),
+                           capture_output=True, text=True, timeout=timeout)
+        out, _, t = r.stdout.rpartition("@times\n")
+        # The second line of `times`: the children's user and system time.
+        spent = re.findall(r"(\d+)m([\d.]+)s", t)[2:4]
+        return r.returncode, out + r.stderr, sum(
+            int(m) * 60 + float(sec) for m, sec in spent)
+
+    def cpus(self):
+        """The host's CPU count (None if it cannot be read)."""
+        if not self.host:
+            return os.cpu_count()
+        n = self.run(["nproc"], check=False).stdout.strip()
+        return int(n) if n.isdigit() else None
+
     def missing(self, tools):
-        """Those of tools not installed on the host."""
+        """Those of tools not installed on the host (asked once each)."""
+        known = getattr(self, "_absent", None)
+        if known is None:
+            known = self._absent = {}
+        ask = [t for t in tools if t not in known]
+        if ask:
+            gone = self._look(ask)
+            known.update((t, t in gone) for t in ask)
+        return [t for t in tools if known[t]]
+
+    def _look(self, tools):
         if not self.host:
             from shutil import which
             return [t for t in tools if not which(t)]
@@ -172,6 +299,27 @@ def stat_cpu_s(stat):
     """User and system CPU seconds from a /proc/PID/stat line."""
     f = stat.rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sides(a):
+    """(server place, load place, the address the load connects to when
+    the run goes across hosts, else None)."""
+    places = getattr(a, "places", None)
+    if not places:
+        here = Place(bindir=a.bindir)
+        return here, here, None
+    return places[0], places[1], a.server_addr
+
+
+def missing(a, role, tool):
+    """Why tool cannot run on the role's host ("wrk is not installed on
+    the load host HOST"), or None when it is there."""
+    splace, lplace, _ = sides(a)
+    place = splace if role == "server" else lplace
+    if not place.missing([tool]):
+        return None
+    return f"{tool} is not installed" + (
+        f" on the {role} host {place.host}" if place.host else "")
 
 
 def server_pid(p, place):

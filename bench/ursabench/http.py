@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 
-from .outside import cpu_seconds
+from .hosts import Place, server_pid
 from .runner import Failure, interleaved, one_run, summaries
 
 BODY = b"Hello, World!"
@@ -35,41 +35,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def family(pid):
-    """pid and its children (nginx's master and worker), by /proc."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if int(d) == pid or ppid == pid:
-            out.append(int(d))
-    return out
-
-
-def tree_cpu(pid):
-    """CPU seconds of pid and its children."""
-    total = 0.0
-    for p in family(pid):
-        try:
-            total += cpu_seconds(p)
-        except OSError:
-            pass
-    return total
-
-
-def request(port, path="/plaintext", body=None):
+def request(port, path="/plaintext", body=None, host="127.0.0.1"):
     """One request (GET, or POST of body) on a connection of its own:
     (the whole response, its body); Failure unless the status is 200."""
     head = (f"{'POST' if body is not None else 'GET'} {path} HTTP/1.1\r\n"
             "Host: x\r\nConnection: close\r\n").encode()
     if body is not None:
         head += f"Content-Length: {len(body)}\r\n".encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(head + b"\r\n" + (body or b""))
         got = b""
         while True:
@@ -83,38 +56,46 @@ def request(port, path="/plaintext", body=None):
     return got, rest
 
 
-def check_body(port):
+def check_body(port, host="127.0.0.1"):
     """GET /plaintext once: status 200 and exactly BODY, or Failure; the
     response's whole length."""
-    got, body = request(port)
+    got, body = request(port, host=host)
     if body != BODY:
         raise Failure(f"port {port}: /plaintext answered {got[:200]!r}")
     return len(got)
 
 
 class HttpServer:
-    """One of HTTP_SERVERS on cpu, in tmp; .pid, .port, .stop()."""
+    """One of HTTP_SERVERS on cpu, in tmp; .pid, .port, .host (the
+    address the load connects to), .place, .stop()."""
 
-    def __init__(self, a, name, cpu, tmp, root=None):
+    def __init__(self, a, name, cpu, tmp, root=None, place=None, addr=None):
         """root: a directory whose files it also serves (nginx with
-        sendfile on)."""
+        sendfile on); place (hosts.Place): the host it runs on, listening
+        on every address, reached at addr."""
+        self.place = place or Place(bindir=a.bindir)
+        self.host = addr or "127.0.0.1"
+        listen = "0.0.0.0" if addr else "127.0.0.1"
+        bindir = self.place.bindir or a.bindir
+        # On another host the port is a guess at a free one there.
         self.port = free_port()
-        self.dir = os.path.join(tmp, "http-" + name.replace(" ", "-"))
-        os.makedirs(self.dir, exist_ok=True)
+        self.dir = os.path.join(self.place.tmp or tmp,
+                                "http-" + name.replace(" ", "-"))
+        self.place.run(["mkdir", "-p", self.dir])
         pin = ["taskset", "-c", str(cpu)]
         if name.startswith("ursa-http"):
-            cmd = pin + [os.path.join(a.bindir, "ursa-http"), "--backend",
+            cmd = pin + [os.path.join(bindir, "ursa-http"), "--backend",
                          name.split()[1], "--listen",
-                         f"127.0.0.1:{self.port}"]
+                         f"{listen}:{self.port}"]
             cmd += ["--root", root] if root else []
         elif name == "nginx":
             conf = os.path.join(self.dir, "nginx.conf")
             temp = "\n".join(f"  {k}_temp_path {self.dir}/{k};" for k in
                              ("client_body", "proxy", "fastcgi", "uwsgi",
                               "scgi"))
-            with open(conf, "w") as f:
-                f.write(("user root;\n" if root and os.geteuid() == 0
-                         else "") + f"""worker_processes 1;
+            self.place.write(conf, ("user root;\n" if root and
+                                    self.place.root else "") + f"""\
+worker_processes 1;
 daemon off;
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
@@ -125,7 +106,7 @@ http {{
   keepalive_requests 1000000;
 {temp}
   server {{
-    listen 127.0.0.1:{self.port};
+    listen {listen}:{self.port};
 {f"    root {root};{chr(10)}    sendfile on;{chr(10)}    tcp_nopush on;" if root else ""}
     location = /plaintext {{
       default_type text/plain;
@@ -147,18 +128,17 @@ http {{
                          os.path.join(self.dir, "error.log"), "-c", conf]
         elif name == "h2o":
             conf = os.path.join(self.dir, "h2o.conf")
-            with open(os.path.join(self.dir, "plaintext.txt"), "wb") as f:
-                f.write(BODY)
-            with open(os.path.join(self.dir, "message.json"), "wb") as f:
-                f.write(JSON)
+            self.place.write(os.path.join(self.dir, "plaintext.txt"),
+                             BODY.decode())
+            self.place.write(os.path.join(self.dir, "message.json"),
+                             JSON.decode())
             # The file handler: h2o's fast path for fixed bytes (its mruby
             # handler would run a script per request).
-            with open(conf, "w") as f:
-                f.write(f"""listen:
-  host: 127.0.0.1
+            self.place.write(conf, f"""listen:
+  host: {listen}
   port: {self.port}
 num-threads: 1
-user: root
+{"user: root" if self.place.root else ""}
 pid-file: {self.dir}/h2o.pid
 error-log: {self.dir}/error.log
 hosts:
@@ -181,12 +161,11 @@ hosts:
         else:
             raise Failure(f"unknown http server {name}")
         self.name = name
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-        self.pid = self.p.pid
+        self.p = self.place.popen(cmd)
+        self.pid = server_pid(self.p, self.place)
         for _ in range(100):
             try:
-                self.head = check_body(self.port)
+                self.head = check_body(self.port, self.host)
                 return
             except (OSError, Failure) as e:
                 err = e
@@ -199,8 +178,12 @@ hosts:
 
     def stop(self):
         if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM if self.name != "nginx"
-                               else signal.SIGQUIT)
+            sig = signal.SIGTERM if self.name != "nginx" else signal.SIGQUIT
+            if self.place.host:
+                self.place.run(["kill", f"-{sig.name[3:]}", str(self.pid)],
+                               check=False)
+            else:
+                self.p.send_signal(sig)
             try:
                 self.p.wait(timeout=10)
             except subprocess.TimeoutExpired:

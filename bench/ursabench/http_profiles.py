@@ -16,12 +16,11 @@ none); its client CPU is the CPU it used over its run."""
 import json
 import os
 import re
-import resource
 import subprocess
 import time
 
-from .http import (HTTP_SERVERS, HttpServer, family, parse_wrk, request,
-                   tree_cpu)
+from .hosts import missing, sides
+from .http import HTTP_SERVERS, HttpServer, parse_wrk, request
 from .runner import Failure, interleaved, summaries
 
 # (profile, connections, path, request bytes POSTed or None, ursa-load
@@ -47,6 +46,14 @@ def points(full):
     return [p for p in PROFILES if full or p[5]]
 
 
+def selected(a, point):
+    """The servers a profile point runs: those whose "http-SERVER" or
+    whose row id the --filter regex matches (all without one)."""
+    return [s for s in HTTP_SERVERS if not a.filter or
+            re.search(a.filter, "http-" + s.replace(" ", "-")) or
+            re.search(a.filter, row_id(point[0], point[1], s))]
+
+
 def inflight(flags):
     return int(flags[flags.index("--inflight") + 1]) \
         if "--inflight" in flags else 1
@@ -63,50 +70,46 @@ def busy_pid(srv):
     if srv.name != "nginx":
         return srv.pid
     for _ in range(50):
-        workers = [p for p in family(srv.pid) if p != srv.pid]
+        workers = [p for p in srv.place.family(srv.pid) if p != srv.pid]
         if workers:
             return workers[0]
         time.sleep(0.02)
     raise Failure("nginx: no worker process")
 
 
-def peak_rss_kib(pid):
-    """VmHWM of pid and its children, KiB."""
-    total = 0
-    for p in family(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                hwm = re.search(r"^VmHWM:\s+(\d+)", f.read(), re.M)
-        except OSError:
-            continue
-        total += int(hwm.group(1)) if hwm else 0
-    return total
-
-
-def load_run(a, srv, point, seconds, tmp):
-    """ursa-load --http against a running server: its figures as a row."""
+def load_run(a, srv, point, seconds, tmp, lplace):
+    """ursa-load --http against a running server: its figures as a row.
+    Across hosts (srv.place or lplace another host) the server's CPU is
+    read on its host around the whole run, scaled to the measured
+    window by its share of the requests."""
     profile, conns, path, post, flags, _ = point
     got, body = request(srv.port, path,
-                        b"x" * post if post is not None else None)
-    out = os.path.join(tmp, "http-load.json")
-    cmd = ["taskset", "-c", str(a.lcpu), os.path.join(a.bindir, "ursa-load"),
-           "--http", f"http://127.0.0.1:{srv.port}{path}", "--connections",
+                        b"x" * post if post is not None else None, srv.host)
+    apart = bool(srv.place.host or lplace.host)
+    out = os.path.join(lplace.tmp or tmp, "http-load.json")
+    busy = busy_pid(srv)
+    cmd = ["taskset", "-c", a.lcpus,
+           os.path.join(lplace.bindir or a.bindir, "ursa-load"), "--http",
+           f"http://{srv.host}:{srv.port}{path}", "--connections",
            str(conns), "--duration", str(seconds), "--warmup", str(WARMUP),
-           "--http-length", str(len(body)), "--server-pid",
-           str(busy_pid(srv)), "--json", out] + flags
+           "--http-length", str(len(body)), "--json", out] + flags
+    cmd += [] if apart else ["--server-pid", str(busy)]
     if post is not None:
         cmd += ["--http-body", str(post)]
-    r = subprocess.run(cmd, capture_output=True, text=True,
+    c0 = srv.place.cpu_s(busy) if apart else None
+    r = subprocess.run(lplace.wrap(cmd), capture_output=True, text=True,
                        timeout=seconds + 60)
     try:
-        with open(out) as f:
-            res = json.load(f)
-        os.unlink(out)
-    except (OSError, ValueError):
+        res = json.loads(lplace.take(out) or "")
+    except ValueError:
         res = None
     if r.returncode or not res:
         raise Failure(f"ursa-load --http {profile} against {srv.name}: exit "
                       f"{r.returncode}: {r.stderr[-300:]}")
+    if apart:
+        res["server_cpu_s"] = ((srv.place.cpu_s(busy) - c0) *
+                               res["requests"] /
+                               max(res["requests_total"], 1))
     n = max(res["requests"], 1)
     return {"rt_per_s": res["rps"],
             "server_cpu_us_per_rt": res["server_cpu_s"] * 1e6 / n,
@@ -114,46 +117,44 @@ def load_run(a, srv, point, seconds, tmp):
             "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             "server_cpu_share": res["server_cpu_s"] / res["seconds"],
             "client_cpu_share": res["client_cpu_s"] / res["seconds"],
-            "rss_kib": peak_rss_kib(srv.pid), "response_bytes": len(got),
+            "rss_kib": srv.place.peak_rss_kib(srv.pid),
+            "response_bytes": len(got),
             "opened": res.get("opened", 0), "errors": res["errors"],
             "refused": 0}
 
 
-def wrk_run(a, srv, conns, seconds):
+def wrk_run(a, srv, conns, seconds, lplace):
     """wrk (one thread) for seconds against a running server."""
-    c0 = tree_cpu(srv.pid)
-    # wrk is the only child reaped in this window (the server after).
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0 = srv.place.tree_cpu(srv.pid)
     t0 = time.monotonic()
-    r = subprocess.run(["taskset", "-c", str(a.lcpu), "wrk", "-t1",
-                        f"-c{conns}", f"-d{round(seconds)}", "--latency",
-                        f"http://127.0.0.1:{srv.port}/plaintext"],
-                       capture_output=True, text=True, timeout=seconds + 60)
+    rc, out, client = lplace.timed(
+        ["taskset", "-c", a.lcpus, "wrk", "-t1", f"-c{conns}",
+         f"-d{round(seconds)}", "--latency",
+         f"http://{srv.host}:{srv.port}/plaintext"], seconds + 60)
     wall = time.monotonic() - t0
-    c1 = tree_cpu(srv.pid)
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-    if r.returncode:
-        raise Failure(f"wrk against {srv.name}: exit {r.returncode}: "
-                      f"{r.stderr[-200:]}")
-    reqs, rps, p50, p99, errors = parse_wrk(r.stdout)
+    c1 = srv.place.tree_cpu(srv.pid)
+    if rc:
+        raise Failure(f"wrk against {srv.name}: exit {rc}: {out[-200:]}")
+    reqs, rps, p50, p99, errors = parse_wrk(out)
     n = max(reqs, 1)
     return {"rt_per_s": rps, "server_cpu_us_per_rt": (c1 - c0) * 1e6 / n,
             "client_cpu_us_per_rt": client * 1e6 / n, "p50_us": p50,
             "p99_us": p99, "server_cpu_share": (c1 - c0) / wall,
             "client_cpu_share": client / wall,
-            "rss_kib": peak_rss_kib(srv.pid), "response_bytes": srv.head,
-            "opened": conns, "errors": errors, "refused": 0}
+            "rss_kib": srv.place.peak_rss_kib(srv.pid),
+            "response_bytes": srv.head, "opened": conns, "errors": errors,
+            "refused": 0}
 
 
 def one(a, server, client, point, tmp):
     """A fresh server and one run of client against it."""
     seconds = max(MIN_SECONDS, a.duration)
-    srv = HttpServer(a, server, a.scpu, tmp)
+    splace, lplace, addr = sides(a)
+    srv = HttpServer(a, server, a.scpus, tmp, place=splace, addr=addr)
     try:
         if client == "wrk":
-            return wrk_run(a, srv, point[1], seconds)
-        return load_run(a, srv, point, seconds, tmp)
+            return wrk_run(a, srv, point[1], seconds, lplace)
+        return load_run(a, srv, point, seconds, tmp, lplace)
     finally:
         srv.stop()
 
@@ -161,13 +162,21 @@ def one(a, server, client, point, tmp):
 def http_block(a, tmp, todo, failures, progress):
     """Every server at each profile point of todo, interleaved round by
     round (with wrk beside ursa-load at WRK_POINT)."""
-    servers = [s for s in HTTP_SERVERS if not a.filter or
-               re.search(a.filter, "http-" + s.replace(" ", "-"))]
+    # The outside servers and wrk, where they are installed.
+    absent = {}
+    for s in {s for p in todo for s in selected(a, p)} & {"nginx", "h2o"}:
+        absent[s] = missing(a, "server", s)
+        if absent[s]:
+            failures.append(f"http {s}: {absent[s]}; its rows are not run")
+    no_wrk = missing(a, "load", "wrk")
+    if no_wrk and any(p[:2] == WRK_POINT for p in todo):
+        failures.append(f"http: {no_wrk}; the wrk rows are not run")
     rows = []
     for point in todo:
         profile, conns = point[:2]
+        servers = [s for s in selected(a, point) if not absent.get(s)]
         items = [(s, "ursa-load") for s in servers]
-        if (profile, conns) == WRK_POINT:
+        if (profile, conns) == WRK_POINT and not no_wrk:
             items += [(s, "wrk") for s in servers]
         runs = interleaved(items, a.repeats,
                            lambda i: one(a, i[0], i[1], point, tmp),

@@ -5,15 +5,12 @@ opens N connections, each sending 64 B and waiting for it to come back
 before the next.  Its SUM line reads 0 in bounceback mode, so the rate is
 the per-connection counts summed.  iperf2 runs a thread per connection;
 all of them share the load CPU."""
-import os
 import re
-import resource
-import shutil
 import subprocess
 import time
 
 from .config import NO_BATCH
-from .hosts import stat_cpu_s
+from .hosts import missing, sides
 from .runner import Failure, Server, interleaved, summaries
 
 CONNS = (1, 64, 256)
@@ -43,23 +40,6 @@ def parse(out):
     return conns, total, secs, (lat_sum / total if total else None), mx
 
 
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return stat_cpu_s(f.read())
-
-
-def sleeps(pid):
-    """The times the process's threads gave up the CPU of their own accord
-    (voluntary context switches: each a sleep, and a wake-up after it)."""
-    n = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{t}/status") as f:
-            for line in f:
-                if line.startswith("voluntary_ctxt_switches:"):
-                    n += int(line.split()[1])
-    return n
-
-
 def limit(client, server):
     """Which side a run's CPU shares (of one CPU each) say limited it."""
     c = client is not None and client >= 0.9
@@ -83,39 +63,32 @@ def one(a, b, conns, tmp, net=None, extra=()):
     net = net or getattr(a, "veth", None)
     if b == NO_BATCH_VARIANT:
         b, extra = "uring", tuple(NO_BATCH) + tuple(extra)
-    srv = Server(a.bindir, b, "tcp", "echo", a.scpu, tmp, extra, net)
+    splace, lplace, addr = sides(a)
+    srv = Server(a.bindir, b, "tcp", "echo", a.scpus, tmp, extra, net,
+                 splace, addr)
     host, port = srv.addr.rsplit(":", 1)
     # Counted over the whole run (iperf2 has no warm-up to leave out).
     secs = a.duration
     cmd = (net.prefix("load") if net else []) + [
-        "taskset", "-c", str(a.lcpu), "iperf", "-c", host, "-p", port,
+        "taskset", "-c", a.lcpus, "iperf", "-c", host, "-p", port,
         "--bounceback", "--bounceback-period", "0", "-l", "64", "-P",
         str(conns), "-t", f"{secs:.1f}", "-e"]
     st = {}
     try:
-        c0, w0 = cpu_seconds(srv.p.pid), sleeps(srv.p.pid)
-        # The client's CPU: the children reaped in this window are iperf
-        # alone (taskset execs it); the server is reaped after.
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        c0, w0 = splace.cpu_s(srv.pid), splace.sleeps(srv.pid)
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
         try:
-            out, _ = p.communicate(timeout=60 + secs * 3)
+            rc, out, client = lplace.timed(cmd, 60 + secs * 3)
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
             raise Failure(f"iperf -P {conns} against {b}: no end in "
                           f"{60 + secs * 3:.0f} s")
         wall = time.monotonic() - t0
-        c1, w1 = cpu_seconds(srv.p.pid), sleeps(srv.p.pid)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        c1, w1 = splace.cpu_s(srv.pid), splace.sleeps(srv.pid)
     finally:
         st = srv.stop()
-    client = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     n, total, secs_run, mean, mx = parse(out)
-    if p.returncode or n != conns or not total:
-        raise Failure(f"iperf -P {conns} against {b}: exit {p.returncode}, "
+    if rc or n != conns or not total:
+        raise Failure(f"iperf -P {conns} against {b}: exit {rc}, "
                       f"{n} of {conns} connections reported: "
                       f"{out.strip()[-300:]!r}")
     return {"rt_per_s": total / secs_run,
@@ -137,9 +110,12 @@ def one(a, b, conns, tmp, net=None, extra=()):
 def iperf2_block(a, tmp, backends, failures, progress):
     """Every backend at each count of CONNS, interleaved round by round as
     a case's backends are; one summary row per (count, backend)."""
-    if not shutil.which("iperf") or not backends:
-        if backends:
-            failures.append("iperf2: not installed (Debian's iperf)")
+    if not backends:
+        return []
+    why = missing(a, "load", "iperf")
+    if why:
+        failures.append(f"iperf2: {why} (Debian's iperf); its rows are "
+                        "not run")
         return []
     rows = []
     for conns in CONNS:

@@ -19,8 +19,9 @@ from .static import stall_block, static_block, static_sizes
 from .config import (BACKENDS, KEYS, RUN_ORDER, THREAD_VARIANTS,
                      THREADS_POINT, TLS_CASES, ab_variants, case_id,
                      matrix)
-from .http import HTTP_SERVERS, greet_block
-from .http_profiles import WRK_POINT, http_block, points as http_points
+from .http import greet_block
+from .http_profiles import (WRK_POINT, http_block, points as http_points,
+                            selected as http_selected)
 from .outside import NO_BATCH_VARIANT, iperf2_block
 from .plots import graphs
 from .probes import drain, iperf3, memory, profile, wake
@@ -245,12 +246,11 @@ def run_profile(ctx, todo):
 
 
 def todo_http(a):
-    """The profile points of the HTTP block, none when no server of it
-    matches the filter."""
-    if a.no_http or not matching(a, HTTP_SERVERS,
-                                 lambda s: "http-" + s.replace(" ", "-")):
+    """The profile points of the HTTP block that a server of it runs at
+    under the filter."""
+    if a.no_http:
         return []
-    return http_points(a.full)
+    return [p for p in http_points(a.full) if http_selected(a, p)]
 
 
 def outside_backends(a):
@@ -295,9 +295,8 @@ BLOCKS = [
           lambda a: [] if a.no_veth or a.veth else list(BACKENDS),
           lambda a, todo: len(todo), run_veth),
     Block("http", todo_http,
-          lambda a, todo: sum(2 if p[:2] == WRK_POINT else 1 for p in todo)
-          * len(matching(a, HTTP_SERVERS,
-                         lambda s: "http-" + s.replace(" ", "-"))),
+          lambda a, todo: sum((2 if p[:2] == WRK_POINT else 1) *
+                              len(http_selected(a, p)) for p in todo),
           lambda ctx, todo: {"http": http_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     # Six readers at each point (five in the quick suite).

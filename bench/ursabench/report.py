@@ -14,6 +14,16 @@ from .tables import (ab_section, bulk_section, drain_section, memory_section,
                      threads_section, tls_section, wake_section)
 
 
+def placed(lines, hosts):
+    """A block's headings, each naming the hosts of a run across hosts."""
+    if not hosts:
+        return lines
+    where = (f" (load on {hosts['load']['host']}, server on "
+             f"{hosts['server']['host']} at {hosts.get('server_addr')})")
+    return [x + where if x.startswith("## ") or x.startswith("### ") else x
+            for x in lines]
+
+
 def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
            prof=(), drain=(), threads=(), wake=(), tls=(), outside=(),
            veth=(), http=(), greet=(), files=(), static=(), stall=(),
@@ -105,18 +115,18 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
                         if p and p.get("rt_per_s") else " new |")
             L.append(row)
         L.append("")
-    L += http_section(list(http))
-    L += greet_section(list(greet))
+    L += placed(http_section(list(http)), hosts)
+    L += placed(greet_section(list(greet)), hosts)
     L += static_section(list(static), list(stall))
     L += files_section(list(files))
     L += process_section(list(process))
     L += udp_section(list(udp))
-    L += outside_section(list(outside), cases)
+    L += placed(outside_section(list(outside), cases), hosts)
     L += veth_section(list(veth), cases, env)
-    L += bulk_section(bulk, iperf)
+    L += placed(bulk_section(bulk, iperf), hosts)
     L += memory_section(mem)
     L += drain_section(drain)
-    L += threads_section(threads)
+    L += placed(threads_section(threads, env), hosts)
     L += tls_section(tls)
     L += wake_section(wake)
     L += ab_section(ab)

@@ -11,12 +11,9 @@ import statistics
 import subprocess
 
 from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_WARMUP
-from .hosts import server_pid
+from .hosts import Failure, server_pid
 from .intervals import ROUND_KEYS
 
-
-class Failure(Exception):
-    pass
 
 def sh(cmd):
     try:
@@ -53,6 +50,16 @@ def environment(bindir, placement, scpu, lcpu):
         "load_cpu": lcpu,
     }
 
+def pinned(cmd, cpu):
+    """cmd pinned to cpu: by its own --cpu for one, by taskset for a list
+    (--server-cpus, --load-cpus)."""
+    if cpu is None:
+        return list(cmd)
+    if str(cpu).isdigit():
+        return list(cmd) + ["--cpu", str(cpu)]
+    return ["taskset", "-c", str(cpu)] + list(cmd)
+
+
 class Server:
     """An echo server on one CPU; net (a netns.Veth) puts it in the
     server's namespace of a veth pair; place (hosts.Place) on another
@@ -70,12 +77,10 @@ class Server:
             host = "0.0.0.0"
         listen = f"{host}:0" if proto in ("tcp", "udp") else \
             "unix:" + os.path.join(tmp, "bench.sock")
-        cmd = (net.prefix("srv") if net else []) + [
+        cmd = (net.prefix("srv") if net else []) + pinned([
             os.path.join(bindir, "ursa-echo-server"), "--backend", backend,
-               "--proto", proto, "--listen", listen, "--mode", mode,
-               "--stats-json", self.stats_path, *extra]
-        if cpu is not None:
-            cmd += ["--cpu", str(cpu)]
+            "--proto", proto, "--listen", listen, "--mode", mode,
+            "--stats-json", self.stats_path, *extra], cpu)
         if self.place:
             self.p = self.place.popen(cmd)
             self.pid = server_pid(self.p, self.place)
@@ -125,12 +130,10 @@ def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout, net=None,
     if remote:
         bindir, tmp = place.bindir, place.tmp
     out = os.path.join(tmp, "load.json")
-    cmd = (net.prefix("load") if net else []) + [
-        os.path.join(bindir, "ursa-load"), addr, "--json", out, *args]
+    cmd = [os.path.join(bindir, "ursa-load"), addr, "--json", out, *args]
     if server_pid is not None:
         cmd += ["--server-pid", str(server_pid)]
-    if cpu is not None:
-        cmd += ["--cpu", str(cpu)]
+    cmd = (net.prefix("load") if net else []) + pinned(cmd, cpu)
     res = {}
     if remote:
         r = subprocess.run(place.wrap(cmd), capture_output=True, text=True,
@@ -160,7 +163,7 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
     # Across hosts the load cannot read the server's /proc: its CPU is
     # read on its own host around the whole load run (warm-up included).
     apart = bool(splace and splace.host) or bool(lplace and lplace.host)
-    srv = Server(a.bindir, b, proto, mode, a.scpu, tmp, extra, net, splace,
+    srv = Server(a.bindir, b, proto, mode, a.scpus, tmp, extra, net, splace,
                  a.server_addr if apart else None)
     load_args = ["--connections", str(conns), "--size", str(size),
                  "--inflight", str(inflight), "--duration", str(a.duration),
@@ -173,7 +176,7 @@ def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
         load_args.append("--greet")
     try:
         c0 = splace.cpu_s(srv.pid) if apart else None
-        r, res = run_load(a.bindir, srv.addr, load_args, a.lcpu,
+        r, res = run_load(a.bindir, srv.addr, load_args, a.lcpus,
                           None if apart else srv.pid, tmp,
                           timeout=60 + a.duration * 3, net=net, place=lplace)
         if apart and res.get("round_trips_total"):

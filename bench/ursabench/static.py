@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 
-from .http import HttpServer, parse_wrk, tree_cpu
+from .http import HttpServer, parse_wrk
 from .runner import Failure, interleaved, summaries
 
 STATIC_SERVERS = ["ursa-http uring", "ursa-http ursa-epoll", "nginx", "h2o"]
@@ -96,13 +96,13 @@ def static_run(a, name, size, tmp, root):
     srv = HttpServer(a, name, a.scpu, tmp, root)
     try:
         check_file(srv.port, root, size)
-        c0 = tree_cpu(srv.pid)
+        c0 = srv.place.tree_cpu(srv.pid)
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         p = wrk(a, srv.port, fname(size), CONNS, max(1, round(a.duration)))
         out, err = p.communicate(timeout=120)
         wall = time.monotonic() - t0
-        c1 = tree_cpu(srv.pid)
+        c1 = srv.place.tree_cpu(srv.pid)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         srv.stop()

@@ -61,20 +61,26 @@ def drain_section(drain):
         L.append("")
     return L
 
-def threads_section(threads):
+def threads_section(threads, env=None):
     """One loop against two."""
     L = []
+    cpus = str((env or {}).get("server_cpu", 0))
+    if threads and ("," in cpus or "-" in cpus):
+        why = (f"The server process may run on CPUs {cpus} "
+               "(--server-cpus), so a second loop can have a core of its "
+               "own: the rows show what a second core buys, as far as the "
+               "client on the load CPUs can drive it.")
+    else:
+        why = ("The server process is pinned to one CPU and ursa-load to "
+               "another, so two server threads share one CPU: the rows "
+               "show what running a second loop costs (its wake-ups, the "
+               "hand-off's posts, the kernel spreading connections), not "
+               "what a second core buys (--server-cpus with two CPUs "
+               "shows that).")
     if threads:
         L += ["## Threads: one loop against two", "",
-              "TCP ping-pong, 256 connections, 64 B.  The server process is "
-              "pinned to one CPU and ursa-load to the other (this machine "
-              "has two), so two server threads share one CPU: the rows show "
-              "what running a second loop costs (its wake-ups, the "
-              "hand-off's posts, the kernel spreading connections), not "
-              "what a second core buys.  On a machine with a core per loop "
-              "and a client that is not the bottleneck, the same CPU per "
-              "round trip would serve about twice the round trips; these "
-              "runs cannot show that.  CPU is the process's, all threads.",
+              "TCP ping-pong, 256 connections, 64 B.  " + why +
+              "  CPU is the process's, all threads.",
               "", "| backend | loops | dispatch | round trips/s | server CPU "
               "us/rt | vs 1 thread [interval] | p99 us | errors |",
               "|---|---|---|---|---|---|---|---|"]
