@@ -234,6 +234,41 @@ lines = r.stderr.strip().splitlines()
 check(r.returncode == 2 and len(lines) == 1 and "server" in lines[0] and
       "Permission denied" in lines[0] and "Traceback" not in r.stderr,
       f"a refused key: {r.returncode} {r.stderr!r}")
+# The other way round: the load on the remote host (its outside clients'
+# CPU from the shell's `times` there), the server here.
+before_load = scratch()
+r, out = bench("--load-host", "server", "--server-addr", LIP, "--filter",
+               r"^(tcp-pingpong-4c-64b-1i-uring|iperf2-tcp-pingpong-uring"
+               r"|http-baseline-64c-ursa-http-uring)$")
+check(r.returncode == 0, f"the load on the other host: {r.returncode} "
+      f"{r.stderr[-500:]!r}")
+res = {}
+if os.path.exists(os.path.join(out, "results.json")):
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+rows = {c["id"]: c for k in ("cases", "outside", "http")
+        for c in res.get(k, [])}
+check(sorted(rows) == ["http-baseline-64c-ursa-http-uring",
+                       "http-plaintext-64c-ursa-http-uring",
+                       "iperf2-tcp-pingpong-1c-64b-uring",
+                       "iperf2-tcp-pingpong-256c-64b-uring",
+                       "iperf2-tcp-pingpong-64c-64b-uring",
+                       "tcp-pingpong-4c-64b-1i-uring"],
+      f"a case, iperf2 and HTTP with the load remote: {sorted(rows)}")
+for k, c in rows.items():
+    check(c["errors"] == 0 and c["rt_per_s"] > 0 and
+          c["server_cpu_us_per_rt"] > 0 and
+          (c.get("client_cpu_share") or 0) > 0,
+          f"{k}: whole, with both sides' CPU: {c['errors']} "
+          f"{c['rt_per_s']} {c['server_cpu_us_per_rt']} "
+          f"{c.get('client_cpu_share')}")
+hosts = res.get("env", {}).get("hosts", {})
+check(hosts.get("load", {}).get("host") == "server" and
+      hosts.get("server", {}).get("host") == "this machine",
+      f"the load host is the remote one: {hosts}")
+check(scratch() == before_load, f"the load host's scratch directory is "
+      f"gone: {scratch()}")
+
 # nginx missing on the server host: sshd's port 2223 ("bare") gives a
 # PATH without it (everything else in /usr/sbin is there).
 r, _ = bench("--server-host", "bare", "--server-addr", SIP,
