@@ -4,14 +4,16 @@ machine: two network namespaces joined by a veth pair, Debian's sshd
 started here on its own port with its own host and user keys in a scratch
 folder in the "server" namespace, and bench.py run in the "load"
 namespace with --server-host.  A short run (TCP and UDP cases, iperf2,
-HTTP with ursa-load and wrk against ursa-http and nginx, two server
-loops on two server CPUs) is byte-exact (ursa-load checks every echo and
-every response's length), its report names both hosts, their machine
+HTTP with ursa-load and wrk against ursa-http and nginx, UDP streams
+with both clients, an A/B pair, two server loops on two server CPUs) is
+byte-exact (ursa-load checks every echo and every response's length),
+its report names both hosts, their machine
 tables and the hosts in every heading, and the remote scratch directory
-is gone afterwards; an unreachable host, a refused key and a tool
-missing on the server host (nginx, off the PATH ssh gives) are each
-named in one line with a non-zero exit and no traceback.  The namespaces, the veth
-pair and sshd are removed at the end, also when a check fails."""
+is gone afterwards; the same with the load on the remote host; an
+unreachable host, a refused key and a tool missing on the server host
+(nginx, off the PATH ssh gives) are each named in one line with a
+non-zero exit and no traceback.  The namespaces, the veth pair and sshd
+are removed at the end, also when a check fails."""
 import atexit
 import json
 import os
@@ -128,12 +130,12 @@ for _ in range(50):
 check(r.returncode == 0, f"ssh into the server namespace: {r.stderr!r}")
 
 
-def bench(*args):
+def bench(*args, ab=False):
     out = os.path.join(tmp, "out")
     return sh("ip", "netns", "exec", LOAD, "python3", BENCH, "--bindir",
               BINDIR, "--out", out, "--repeats", "1", "--duration", "0.3",
-              "--no-profile", "--no-ab", "--ssh-config", cfg, *args,
-              check_rc=False), out
+              "--no-profile", "--ssh-config", cfg, *args,
+              *([] if ab else ["--no-ab"]), check_rc=False), out
 
 
 def scratch():
@@ -147,7 +149,10 @@ r, out = bench("--server-host", "server", "--server-addr", SIP,
                "--server-cpus", "0-1", "--filter",
                r"^((tcp-pingpong-4c|udp-pingpong-64c)-64b-1i-(uring|epoll)"
                r"|iperf2-tcp-pingpong-uring|http-baseline-64c-(ursa-http-"
-               r"uring|nginx)|threads-uring-2 threads, reuseport)$")
+               r"uring|nginx)|threads-uring-2 threads, reuseport|udp"
+               r"|udp-(plain|gso)-uring-gro-gso"
+               r"|ab-1 conn-(default|batched waits off))$",
+               ab=True)
 check(r.returncode == 0, f"the run across hosts: {r.returncode} "
       f"{r.stderr[-500:]!r}")
 res = {}
@@ -173,6 +178,17 @@ check(ids == ["tcp-threads-256c-64b-uring-2t-reuseport"] and
       res.get("env", {}).get("server_cpu") == "0,1",
       f"two loops on the server host's two CPUs: {ids} "
       f"{res.get('env', {}).get('server_cpu')}")
+udp = {f"{c['client']} {c['server']}": c for c in res.get("udp", [])}
+check(sorted(udp) == ["gso uring-gro-gso", "plain uring-gro-gso"] and all(
+    c["errors"] == 0 and c["dgrams_per_s"] > 0 and
+    c["server_cpu_us_per_dgram"] > 0 for c in udp.values()),
+      f"UDP streams, both clients, byte-exact, with the server's CPU: "
+      f"{udp}")
+ab = [c for c in res.get("ab", []) if c.get("case") == "1 conn"]
+check(len(ab) == 2 and all(c["errors"] == 0 and c["rt_per_s"] > 0
+                           for c in ab),
+      f"the A/B rows (default and batched waits off, one connection): "
+      f"{[(c.get('label'), c.get('errors')) for c in ab]}")
 http = {c["id"]: c for c in res.get("http", [])}
 check(sorted(http) == ["http-baseline-64c-nginx",
                        "http-baseline-64c-ursa-http-uring",

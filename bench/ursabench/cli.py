@@ -134,7 +134,8 @@ def options():
 # The blocks a run across hosts makes (the others start their own
 # programs on this machine, and say so), and the outside tools they want
 # on each host.
-ACROSS_HOSTS = ("cases", "bulk", "threads", "outside", "http", "greet")
+ACROSS_HOSTS = ("cases", "bulk", "threads", "outside", "http", "greet",
+                "udp", "ab")
 TOOLS = {"outside": {"load": ["iperf"]},
          "http": {"load": ["wrk"], "server": ["nginx", "h2o"]}}
 
@@ -159,7 +160,7 @@ def across_hosts(ap, a):
         print(f"bench: {e}", file=sys.stderr)
         sys.exit(2)
     for k in ("memory", "drain", "tls", "wake", "files",
-              "static", "process", "udp", "veth", "ab", "profile"):
+              "static", "process", "veth", "profile"):
         if not getattr(a, "no_" + k):
             print(f"bench: {k}: not run across hosts (it starts its "
                   "programs on this machine)")

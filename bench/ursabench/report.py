@@ -120,7 +120,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L += static_section(list(static), list(stall))
     L += files_section(list(files))
     L += process_section(list(process))
-    L += udp_section(list(udp))
+    L += placed(udp_section(list(udp)), hosts)
     L += placed(outside_section(list(outside), cases), hosts)
     L += veth_section(list(veth), cases, env)
     L += placed(bulk_section(bulk, iperf), hosts)
@@ -129,7 +129,7 @@ def report(out, env, cases, bulk, iperf, mem, made, previous, ab=None,
     L += placed(threads_section(threads, env), hosts)
     L += tls_section(tls)
     L += wake_section(wake)
-    L += ab_section(ab)
+    L += placed(ab_section(ab), hosts)
     L += ["UDP cases: each of ursa-load's \"connections\" is a socket of its "
           "own, connected to the server; a lost datagram counts as an "
           "error.", ""]

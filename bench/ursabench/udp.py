@@ -7,9 +7,12 @@ sending each window with one sendmmsg (the plain client) or as GSO sends
 uring with --gro (each datagram echoed alone), uring with --gro --gso (a
 coalesced receive echoed as one GSO send), ursa-epoll the same two ways,
 and mmsg, the hand-written recvmmsg+GRO / sendmmsg+GSO server.  Server on
-CPU 0, load on CPU 1, servers interleaved round by round."""
+the server CPU, load on the load CPU (either may be on another host,
+where a NIC's GRO coalesces what loopback does not), servers interleaved
+round by round."""
 import re
 
+from .hosts import sides
 from .intervals import fmt, interval, text
 from .runner import Failure, Server, interleaved, run_load, summaries
 
@@ -41,15 +44,24 @@ def points(full):
 
 def udp_run(a, tmp, client, name):
     backend, extra = SERVERS[name]
-    srv = Server(a.bindir, backend, "udp", "echo", a.scpu, tmp, extra)
+    splace, lplace, addr = sides(a)
+    srv = Server(a.bindir, backend, "udp", "echo", a.scpus, tmp, extra,
+                 None, splace, addr)
     secs = 5 if a.full else 2
     args = ["--proto", "udp", "--bulk", "--connections", str(PEERS),
             "--inflight", str(WINDOW), "--size", str(SIZE), "--duration",
             str(secs), "--warmup", "0.5"] + (["--gso"] if client == "gso"
                                              else [])
     try:
-        r, res = run_load(a.bindir, srv.addr, args, a.lcpu, srv.p.pid, tmp,
-                          timeout=60)
+        # Across hosts the server's CPU is read on its host over the whole
+        # run and scaled to the measured window by its datagrams.
+        c0 = splace.cpu_s(srv.pid) if addr else None
+        r, res = run_load(a.bindir, srv.addr, args, a.lcpus,
+                          None if addr else srv.pid, tmp, timeout=60,
+                          place=lplace)
+        if addr and res.get("datagrams_total"):
+            res["server_cpu_s"] = ((splace.cpu_s(srv.pid) - c0) *
+                                   res["datagrams"] / res["datagrams_total"])
     finally:
         stats = srv.stop()
     if r.returncode or not res.get("datagrams"):
