@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -30,19 +31,25 @@ struct Traffic {
 
 struct Result {
   ursa_stats st{};
+  uint32_t used = 0; /* URSA_FEAT_* the loop used */
   uint64_t messages = 0;
   bool exact = true;
   std::string what;
 };
 
-Result RunEcho(ursa_batch_policy policy, const Traffic &tr) {
+Result RunEcho(ursa_batch_policy policy, const Traffic &tr,
+               uint32_t enable = 0) {
   Result res;
   ursa_loop_options o{};
   o.backend = URSA_BACKEND_URING;
   o.batch_policy = policy;
+  o.enable = enable;
   t::Loop lp(&o);
   EXPECT_EQ(0, lp.status());
   if (lp.status()) return res;
+  ursa_features f;
+  ursa_loop_features(lp.get(), &f);
+  res.used = f.used;
   t::EchoServer srv(lp.get(), AF_INET);
   std::vector<int> fds;
   for (int i = 0; i < tr.conns; i++) {
@@ -103,6 +110,69 @@ Result RunEcho(ursa_batch_policy policy, const Traffic &tr) {
 bool HasMinWait() {
   ursa_features f;
   return ursa_probe(&f) == 0 && (f.kernel & URSA_FEAT_MIN_WAIT);
+}
+
+bool HasRegWait() {
+  ursa_features f;
+  return ursa_probe(&f) == 0 && (f.kernel & URSA_FEAT_REG_WAIT);
+}
+
+// The registered wait region (URSA_FEAT_REG_WAIT, opt-in): a loop asked
+// for it uses it, every batched wait reads its argument from it (a wrong
+// offset or size would fail the enter, and the loop with it), and every
+// echo comes back whole; disabling it wins over enabling it.
+TEST(Batch, RegisteredWaitRegionCarriesTheWaits) {
+  if (!HasRegWait()) GTEST_SKIP() << "the kernel has no wait regions (6.13)";
+  Traffic tr{64, 32, 100, 0};
+  Result a = RunEcho(URSA_BATCH_ALWAYS, tr, URSA_FEAT_REG_WAIT);
+  EXPECT_TRUE(a.used & URSA_FEAT_REG_WAIT);
+  EXPECT_TRUE(a.exact) << a.what;
+  EXPECT_EQ(3200u, a.messages);
+  EXPECT_GT(a.st.batch_waits, 0u);
+  Result d = RunEcho(URSA_BATCH_AUTO, tr, 0);
+  EXPECT_FALSE(d.used & URSA_FEAT_REG_WAIT) << "opt-in";
+  EXPECT_TRUE(d.exact) << d.what;
+  ursa_loop_options o{};
+  o.backend = URSA_BACKEND_URING;
+  o.enable = o.disable = URSA_FEAT_REG_WAIT;
+  t::Loop off(&o);
+  ASSERT_EQ(0, off.status());
+  ursa_features f;
+  ursa_loop_features(off.get(), &f);
+  EXPECT_FALSE(f.used & URSA_FEAT_REG_WAIT) << "disable wins";
+}
+
+// A timed wait through the region keeps its bound: a 30 ms timer on an
+// otherwise idle loop fires once, not before its time, on both the plain
+// and the batched path.
+TEST(Batch, RegisteredWaitRegionKeepsTimers) {
+  if (!HasRegWait()) GTEST_SKIP() << "the kernel has no wait regions (6.13)";
+  for (ursa_batch_policy pol : {URSA_BATCH_NEVER, URSA_BATCH_ALWAYS}) {
+    ursa_loop_options o{};
+    o.backend = URSA_BACKEND_URING;
+    o.enable = URSA_FEAT_REG_WAIT;
+    o.batch_policy = pol;
+    t::Loop lp(&o);
+    ASSERT_EQ(0, lp.status());
+    struct Fired {
+      int count = 0;
+      std::chrono::steady_clock::time_point at;
+    } fired;
+    ursa_timer timer{};
+    timer.data = &fired;
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(0, ursa_timer_start(lp.get(), &timer, 30, 0,
+                                  [](ursa_timer *tm, int status) {
+                                    auto *f = static_cast<Fired *>(tm->data);
+                                    EXPECT_EQ(0, status);
+                                    f->count++;
+                                    f->at = std::chrono::steady_clock::now();
+                                  }));
+    EXPECT_TRUE(lp.RunUntil([&] { return fired.count > 0; }, 5000));
+    EXPECT_EQ(1, fired.count);
+    EXPECT_GE(fired.at - t0, std::chrono::milliseconds(30)) << "early";
+    lp.Finish();
+  }
 }
 
 // Four peers, each waiting on its echo before it sends again: a batch

@@ -33,6 +33,10 @@ const Variant kVariants[] = {
     // Every wait asks for a batch of completions (min-wait), every path
     // alike; the default variants batch only as URSA_BATCH_AUTO decides.
     {"batched_always", 0, 0, 0, 0, URSA_BACKEND_AUTO, URSA_BATCH_ALWAYS},
+    // The same with every wait's argument read from the registered wait
+    // region (6.13; where the kernel has none, the copied argument).
+    {"batched_reg_wait", 0, 0, 0, URSA_FEAT_REG_WAIT, URSA_BACKEND_AUTO,
+     URSA_BATCH_ALWAYS},
     // The library's epoll backend, with its multishot behaviour and with
     // the single-shot paths.
     {"epoll", 0, 0, 0, 0, URSA_BACKEND_EPOLL},

@@ -128,6 +128,7 @@ BIG_BUFS = ["--buf-size", "65536"]
 # Batched waits are adaptive by default (ursa.h, URSA_BATCH_AUTO); the
 # rows beside the default switch them off.
 NO_BATCH = ["--batch-waits", "never"]
+REG_WAIT = ["--uring-enable", "reg_wait"]
 
 AB_VARIANTS = [
     ("default", "pingpong", []),
@@ -145,12 +146,16 @@ AB_VARIANTS = [
     ("+ recv bundles", "pingpong", BUNDLE),
     ("+ buffers filled by parts", "pingpong", BY_PARTS),
     ("batched waits off", "pingpong", NO_BATCH),
+    # Each bounded wait's argument read in place from a registered region
+    # (6.13) instead of copied in: the batched waits' cost.
+    ("+ registered wait region", "pingpong", REG_WAIT),
     ("default", "4 conns", []),
     ("batched waits off", "4 conns", NO_BATCH),
     ("default", "1 conn", []),
     ("batched waits off", "1 conn", NO_BATCH),
     ("default", "256 conns", []),
     ("batched waits off", "256 conns", NO_BATCH),
+    ("+ registered wait region", "256 conns", REG_WAIT),
     ("default", "pipelined", []),
     ("write batch 1 (one send per write)", "pipelined",
      ["--write-batch", "1"]),
@@ -181,12 +186,15 @@ AB_VARIANTS = [
 # rows with targets (loopcost.batching_rows); --full runs them all.
 AB_QUICK_CASES = ("pingpong", "4 conns", "1 conn", "256 conns")
 AB_QUICK_LABELS = ("default", "default, again (control)", "batched waits off")
+# And the opt-in feature that waits for the block's verdict (#34).
+AB_QUICK_ROWS = (("+ registered wait region", "pingpong"),)
 
 
 def ab_variants(full):
     """The A/B rows a run makes: all of them with --full."""
     return [v for v in AB_VARIANTS if full or (
-        v[1] in AB_QUICK_CASES and v[0] in AB_QUICK_LABELS)]
+        v[1] in AB_QUICK_CASES and v[0] in AB_QUICK_LABELS) or
+        (v[0], v[1]) in AB_QUICK_ROWS]
 
 
 # Rounds of the A/B block, and each run's measured and warm-up seconds:

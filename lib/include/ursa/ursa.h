@@ -155,7 +155,11 @@ typedef enum ursa_backend {
    * (else by the loop's eventfd, which the loop then reads and re-arms);  \
    * opt-in: on 6.18 its post-to-callback latency was 5x the eventfd's     \
    * (docs/measurements.md) */                                             \
-  X(SYNC_MSG_RING, 20, "sync_msg_ring", "6.13", 1, 0)
+  X(SYNC_MSG_RING, 20, "sync_msg_ring", "6.13", 1, 0)                      \
+  /* a bounded wait's argument read from a region registered with the     \
+   * ring, not copied in on every wait; opt-in until the A/B block          \
+   * resolves a gain (docs/measurements.md) */                            \
+  X(REG_WAIT, 21, "reg_wait", "6.13", 1, 0)
 
 #define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
   URSA_FEAT_##N = 1u << (bit),

@@ -45,6 +45,32 @@
  * message without a ring of the caller's [6.13] (a NULL sqe: -EINVAL); on
  * older kernels the -1 descriptor is -EBADF. */
 #define URSA__IORING_REGISTER_SEND_MSG_RING 31
+/* Registered wait arguments [6.13]: a memory region registered (while the
+ * ring is still disabled, IORING_SETUP_R_DISABLED) as the home of wait
+ * arguments; io_uring_enter with IORING_ENTER_EXT_ARG_REG then passes an
+ * offset into it instead of a struct the kernel copies in. */
+#define URSA__IORING_REGISTER_MEM_REGION 34
+#define URSA__IORING_MEM_REGION_TYPE_USER 1   /* region_desc.flags */
+#define URSA__IORING_MEM_REGION_REG_WAIT_ARG 1 /* mem_region_reg.flags */
+#define URSA__IORING_ENTER_EXT_ARG_REG (1U << 6)
+#define URSA__IORING_REG_WAIT_TS (1U << 0)
+struct ursa__region_desc {
+  uint64_t user_addr, size;
+  uint32_t flags, id;
+  uint64_t mmap_offset, resv[4];
+};
+struct ursa__mem_region_reg {
+  uint64_t region_uptr; /* struct ursa__region_desc * */
+  uint64_t flags, resv[2];
+};
+struct ursa__reg_wait {
+  struct __kernel_timespec ts;
+  uint32_t min_wait_usec, flags;
+  uint64_t sigmask;
+  uint32_t sigmask_sz, pad[3];
+  uint64_t pad2[2];
+};
+
 /* The backends' opcode tables cover this many (liburing 2.3 stops at 49). */
 #define URSA__OP_TABLE 64
 /* waitid(2)'s idtype for a pidfd [5.4]. */

@@ -94,6 +94,8 @@ void ursa__set_arrive(ursa__arrive_fn fn) URSA__HIDDEN;
  * (URSA_FEAT_SYNC_MSG_RING): 0 or -errno (-EINVAL for a NULL sqe where the
  * kernel has it, -EBADF for the -1 descriptor where it does not). */
 int ursa__sync_msg_ring(const struct io_uring_sqe *sqe) URSA__HIDDEN;
+/* Unmaps the loop's wait region, if any (after the ring is gone). */
+void ursa__reg_wait_free(ursa_loop *loop) URSA__HIDDEN;
 void ursa__arrive(ursa_loop *loop, uint64_t ud, int res, uint32_t flags)
     URSA__HIDDEN;
 
@@ -189,6 +191,8 @@ struct ursa_loop {
   const ursa__backend *be;
   ursa_backend backend; /* URSA_BACKEND_URING or _EPOLL */
   struct io_uring ring; /* io_uring only */
+  struct ursa__reg_wait *wait_region; /* URSA_FEAT_REG_WAIT: the page the
+                                         kernel reads wait arguments from */
   struct ursa__ep *ep;  /* epoll only */
   uint32_t used;      /* URSA_FEAT_* in use */
   uint32_t disabled;  /* URSA_FEAT_* switched off by options */

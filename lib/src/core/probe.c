@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -65,13 +66,14 @@ static unsigned to_ring_flags(uint32_t feats) {
  * takes.  Returns 0 with *got filled, or the first error that is not a
  * refused flag. */
 static int setup_ring(struct io_uring *ring, unsigned sq, unsigned cq,
-                      uint32_t want, uint32_t *got, uint32_t *kfeat) {
+                      uint32_t want, unsigned extra, uint32_t *got,
+                      uint32_t *kfeat) {
   /* DEFER_TASKRUN is only valid together with SINGLE_ISSUER. */
   if (!(want & URSA_FEAT_SINGLE_ISSUER)) want &= ~URSA_FEAT_DEFER_TASKRUN;
   for (unsigned drop = 0;; drop++) {
     struct io_uring_params p;
     memset(&p, 0, sizeof(p));
-    p.flags = to_ring_flags(want) | IORING_SETUP_CQSIZE;
+    p.flags = to_ring_flags(want) | IORING_SETUP_CQSIZE | extra;
     p.cq_entries = cq;
     int r = io_uring_queue_init_params(sq, ring, &p);
     if (r == 0) {
@@ -93,6 +95,37 @@ static int setup_ring(struct io_uring *ring, unsigned sq, unsigned cq,
     want &= ~setup_flags[i].feat;
     if (!(want & URSA_FEAT_SINGLE_ISSUER)) want &= ~URSA_FEAT_DEFER_TASKRUN;
   }
+}
+
+/* Registers a one-page region as the home of ring's wait arguments; the
+ * ring must still be disabled (the kernel refuses otherwise: a waiter
+ * could be reading the region).  Returns the page, or NULL when the
+ * kernel refuses (before 6.13: -EINVAL for an unknown opcode). */
+static struct ursa__reg_wait *reg_wait_region(struct io_uring *ring) {
+  long page = sysconf(_SC_PAGESIZE);
+  void *mem = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return NULL;
+  struct ursa__region_desc rd = {0};
+  rd.user_addr = (uint64_t)(uintptr_t)mem;
+  rd.size = (uint64_t)page;
+  rd.flags = URSA__IORING_MEM_REGION_TYPE_USER;
+  struct ursa__mem_region_reg mr = {0};
+  mr.region_uptr = (uint64_t)(uintptr_t)&rd;
+  mr.flags = URSA__IORING_MEM_REGION_REG_WAIT_ARG;
+  long r = syscall(__NR_io_uring_register, ring->ring_fd,
+                   URSA__IORING_REGISTER_MEM_REGION, &mr, 1);
+  if (r < 0) {
+    munmap(mem, (size_t)page);
+    return NULL;
+  }
+  return mem;
+}
+
+void ursa__reg_wait_free(ursa_loop *loop) {
+  if (loop->wait_region)
+    munmap(loop->wait_region, (size_t)sysconf(_SC_PAGESIZE));
+  loop->wait_region = NULL;
 }
 
 /* Opcode-level features, inferred from opcodes of the same kernel release
@@ -134,9 +167,23 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
                    URSA_FEAT_SINGLE_ISSUER | URSA_FEAT_DEFER_TASKRUN) &
                   ~o->disable;
   uint32_t got = 0, kfeat = 0;
-  int r = setup_ring(&loop->ring, o->sq_entries, o->cq_entries, want, &got,
-                     &kfeat);
+  /* A wait region can only be registered before the ring is enabled. */
+  bool reg_wait = o->enable & ~o->disable & URSA_FEAT_REG_WAIT;
+  int r = setup_ring(&loop->ring, o->sq_entries, o->cq_entries, want,
+                     reg_wait ? IORING_SETUP_R_DISABLED : 0, &got, &kfeat);
   if (r < 0) return r;
+  if (reg_wait) {
+    loop->wait_region = reg_wait_region(&loop->ring);
+    /* (Debian's liburing 2.3 declares io_uring_enable_rings, without
+     * exporting it.) */
+    r = syscall(__NR_io_uring_register, loop->ring.ring_fd,
+                IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0 ? -errno : 0;
+    if (r < 0) {
+      io_uring_queue_exit(&loop->ring);
+      ursa__reg_wait_free(loop);
+      return r;
+    }
+  }
   loop->disabled = o->disable;
   /* Fast poll and no-drop apply by themselves, and minimum waits are the
    * batch policy's to use; CQE skipping is opt-in per SQE and ursa does
@@ -150,8 +197,14 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   uint32_t ops = probe_ops(&loop->ring, &missing);
   if (missing >= 0) {
     io_uring_queue_exit(&loop->ring);
+    ursa__reg_wait_free(loop);
     return -EOPNOTSUPP;
   }
+  /* Only bounded waits read the region: with minimum waits (batches). */
+  if (loop->wait_region && (loop->used & URSA_FEAT_MIN_WAIT))
+    loop->used |= URSA_FEAT_REG_WAIT;
+  else
+    ursa__reg_wait_free(loop);
   /* Direct descriptors are used once their table is registered. */
   loop->used |= ops & ~o->disable & ~(URSA_FEAT_SEND_ZC |
                                       URSA_FEAT_DIRECT_FILES);
@@ -185,7 +238,7 @@ int ursa_probe(ursa_features *out) {
   uint32_t got = 0, kfeat = 0;
   int r = setup_ring(&ring, 8, 16, URSA_FEAT_SUBMIT_ALL |
                      URSA_FEAT_COOP_TASKRUN | URSA_FEAT_SINGLE_ISSUER |
-                     URSA_FEAT_DEFER_TASKRUN, &got, &kfeat);
+                     URSA_FEAT_DEFER_TASKRUN, 0, &got, &kfeat);
   if (r < 0) {
     out->setup_error = r;
     return r;
@@ -212,6 +265,16 @@ int ursa_probe(ursa_features *out) {
     }
   }
   io_uring_queue_exit(&ring);
+  /* A wait region wants a ring of its own, still disabled. */
+  if (setup_ring(&ring, 8, 16, 0, IORING_SETUP_R_DISABLED, &got, &kfeat) ==
+      0) {
+    struct ursa__reg_wait *w = reg_wait_region(&ring);
+    io_uring_queue_exit(&ring);
+    if (w) {
+      out->kernel |= URSA_FEAT_REG_WAIT;
+      munmap(w, (size_t)sysconf(_SC_PAGESIZE));
+    }
+  }
   return 0;
 }
 

@@ -54,6 +54,41 @@ static unsigned batch_ask(ursa_loop *loop) {
   return ask > cap ? cap : ask;
 }
 
+/* One enter that submits submit SQEs and waits for want completions,
+ * for wait_ns at most (negative: an hour), the first min_us of it for the
+ * whole count (0: no minimum).  The argument is copied in with the enter,
+ * or, with URSA_FEAT_REG_WAIT, written into the registered region, where
+ * the kernel reads it in place (the enter passes its offset, 0). */
+static int enter_wait(ursa_loop *loop, unsigned submit, unsigned want,
+                      int64_t wait_ns, unsigned min_us) {
+  struct io_uring *ring = &loop->ring;
+  /* Always a bound: without one the kernel ends the whole wait when the
+   * minimum timeout passes, even with nothing completed. */
+  if (wait_ns < 0) wait_ns = 3600 * (int64_t)1000000000;
+  struct __kernel_timespec ts = {.tv_sec = wait_ns / 1000000000,
+                                 .tv_nsec = wait_ns % 1000000000};
+  unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+  int fd = ring->ring_fd;
+  if (ring->int_flags & RING_REGISTERED) {
+    flags |= IORING_ENTER_REGISTERED_RING;
+    fd = ring->enter_ring_fd;
+  }
+  if (loop->wait_region) {
+    struct ursa__reg_wait *w = loop->wait_region;
+    w->ts = ts;
+    w->min_wait_usec = min_us;
+    w->flags = URSA__IORING_REG_WAIT_TS;
+    return io_uring_enter2((unsigned)fd, submit, want,
+                           flags | URSA__IORING_ENTER_EXT_ARG_REG, NULL,
+                           sizeof(*w));
+  }
+  struct io_uring_getevents_arg arg = {0};
+  arg.ts = (uint64_t)(uintptr_t)&ts;
+  arg.pad = min_us; /* min_wait_usec since 6.12 */
+  return io_uring_enter2((unsigned)fd, submit, want, flags,
+                         (sigset_t *)(void *)&arg, sizeof(arg));
+}
+
 /* A wait for a batch (URSA_FEAT_MIN_WAIT): the completions this enter's
  * own SQEs post at once (sends mostly complete inline) plus ask from
  * outside; the kernel's minimum timeout (batch_wait_us) bounds how long
@@ -66,28 +101,10 @@ static int enter_batch(ursa_loop *loop, int64_t wait_ns, unsigned ask) {
   unsigned want = submit + ask;
   if (want < 1) want = 1;
   if (want > BATCH_MAX) want = BATCH_MAX;
-  struct __kernel_timespec ts;
-  struct io_uring_getevents_arg arg = {0};
-  /* Always a bound: without one the kernel ends the whole wait when the
-   * minimum timeout passes, even with nothing completed. */
-  if (wait_ns < 0) wait_ns = 3600 * (int64_t)1000000000;
-  ts.tv_sec = wait_ns / 1000000000;
-  ts.tv_nsec = wait_ns % 1000000000;
-  arg.ts = (uint64_t)(uintptr_t)&ts;
   bool batched = want > 1;
-  if (batched) {
-    arg.pad = loop->batch_wait_us; /* min_wait_usec since 6.12 */
-    loop->stats.batch_waits++;
-  }
-  unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
-  int fd = ring->ring_fd;
-  if (ring->int_flags & RING_REGISTERED) {
-    flags |= IORING_ENTER_REGISTERED_RING;
-    fd = ring->enter_ring_fd;
-  }
-  int r = io_uring_enter2((unsigned)fd, submit, want, flags,
-                          (sigset_t *)(void *)&arg,
-                          sizeof(arg));
+  if (batched) loop->stats.batch_waits++;
+  int r = enter_wait(loop, submit, want, wait_ns,
+                     batched ? loop->batch_wait_us : 0);
   unsigned ready = io_uring_cq_ready(ring);
   unsigned got = ready > submit ? ready - submit : 0;
   loop->batch_seen = got;
@@ -135,6 +152,8 @@ static int u_enter(ursa_loop *loop, int64_t wait_ns) {
       return enter_batch(loop, wait_ns, ask);
   }
   if (wait_ns < 0) return io_uring_submit_and_wait(&loop->ring, 1);
+  if (loop->wait_region)
+    return enter_wait(loop, flush_sq(&loop->ring), 1, wait_ns, 0);
   struct __kernel_timespec ts = {.tv_sec = wait_ns / 1000000000,
                                  .tv_nsec = wait_ns % 1000000000};
   struct io_uring_cqe *cqe;
@@ -184,6 +203,7 @@ static void u_buf_ring_unregister(ursa_loop *loop, uint16_t bgid) {
 
 static void u_free(ursa_loop *loop) {
   io_uring_queue_exit(&loop->ring);
+  ursa__reg_wait_free(loop);
   free(loop->held);
   loop->held = NULL;
 }
