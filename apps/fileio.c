@@ -24,7 +24,7 @@ static struct {
   const char *file, *backend;
   long bs, depth;
   double duration;
-  int json, residency_only, no_inline;
+  int json, residency_only, no_inline, fixed;
 } O = {.backend = "uring", .bs = 4096, .depth = 1, .duration = 2};
 
 static int fd = -1;
@@ -67,6 +67,7 @@ static double residency(void) {
 typedef struct slot {
   ursa_fs_req req;
   char *buf;
+  unsigned index; /* its registered buffer (--fixed) */
 } slot;
 
 static ursa_loop *loop;
@@ -74,10 +75,14 @@ static ursa_loop *loop;
 static void on_read(ursa_fs_req *req, int res);
 
 static void issue(slot *s) {
-  int r = ursa_fs_read(loop, &s->req, fd, s->buf, (size_t)O.bs,
-                       (int64_t)next_off(), on_read);
+  int r = O.fixed ? ursa_fs_read_fixed(loop, &s->req, fd, s->index, s->buf,
+                                       (size_t)O.bs, (int64_t)next_off(),
+                                       on_read)
+                  : ursa_fs_read(loop, &s->req, fd, s->buf, (size_t)O.bs,
+                                 (int64_t)next_off(), on_read);
   if (r < 0) {
-    fprintf(stderr, PROG ": ursa_fs_read: %s\n", ursa_strerror(r));
+    fprintf(stderr, PROG ": ursa_fs_read%s: %s\n", O.fixed ? "_fixed" : "",
+            ursa_strerror(r));
     errors++;
   }
 }
@@ -115,12 +120,23 @@ static int run_ursa(void) {
   }
   slot *s = calloc((size_t)O.depth, sizeof(*s));
   if (!s) return -1;
+  struct iovec *iov = calloc((size_t)O.depth, sizeof(*iov));
+  if (!iov) return -1;
   for (long i = 0; i < O.depth; i++) {
     if (posix_memalign((void **)&s[i].buf, 4096, (size_t)O.bs)) return -1;
-    issue(&s[i]);
+    s[i].index = (unsigned)i;
+    iov[i] = (struct iovec){s[i].buf, (size_t)O.bs};
   }
-  r = ursa_loop_run(loop, URSA_RUN_DEFAULT);
-  if (r < 0) fprintf(stderr, PROG ": loop: %s\n", ursa_strerror(r));
+  /* --fixed: each slot's buffer registered once, read into by index. */
+  if (O.fixed &&
+      (r = ursa_fs_buffers_register(loop, iov, (unsigned)O.depth)) < 0) {
+    fprintf(stderr, PROG ": --fixed: %s\n", ursa_error_detail());
+  } else {
+    for (long i = 0; i < O.depth; i++) issue(&s[i]);
+    r = ursa_loop_run(loop, URSA_RUN_DEFAULT);
+    if (r < 0) fprintf(stderr, PROG ": loop: %s\n", ursa_strerror(r));
+  }
+  free(iov);
   ursa_loop_close(loop);
   for (long i = 0; i < O.depth; i++) free(s[i].buf);
   free(s);
@@ -182,6 +198,8 @@ static void usage(void) {
       "  --no-inline      every read through the ring or the pool (the "
       "A/B of\n"
       "                   URSA_FEAT_FILE_INLINE)\n"
+      "  --fixed          read into registered buffers "
+      "(ursa_fs_read_fixed)\n"
       "  --residency      print the share of the file in the page cache "
       "and exit\n"
       "  --json           one JSON object instead of the line\n"
@@ -197,6 +215,7 @@ int main(int argc, char **argv) {
       {"duration", required_argument, NULL, 'd'},
       {"residency", no_argument, NULL, 'r'},
       {"no-inline", no_argument, NULL, 'n'},
+      {"fixed", no_argument, NULL, 'x'},
       {"json", no_argument, NULL, 'j'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -227,6 +246,7 @@ int main(int argc, char **argv) {
         break;
       case 'r': O.residency_only = 1; break;
       case 'n': O.no_inline = 1; break;
+      case 'x': O.fixed = 1; break;
       case 'j': O.json = 1; break;
     }
   }
@@ -237,6 +257,11 @@ int main(int argc, char **argv) {
   }
   if (!O.file) {
     fprintf(stderr, PROG ": --file is required (see --help)\n");
+    return 2;
+  }
+  if (O.fixed && !strcmp(O.backend, "libuv")) {
+    fprintf(stderr, PROG ": --fixed is ursa's registered buffers; libuv "
+            "has none\n");
     return 2;
   }
   fd = open(O.file, O_RDONLY | O_CLOEXEC);

@@ -31,10 +31,11 @@ import time
 from .runner import Failure, interleaved, summaries
 
 FILE_SIZE = 256 << 20
-READERS = ["uring", "ursa-epoll", "uring no-inline", "libuv", "fio io_uring",
-           "fio psync"]
-# The quick suite leaves out the A/B reader (no target is on it).
-QUICK_READERS = [r for r in READERS if r != "uring no-inline"]
+READERS = ["uring", "ursa-epoll", "uring no-inline", "uring fixed", "libuv",
+           "fio io_uring", "fio psync"]
+# The quick suite leaves out the A/B readers (no target is on them).
+QUICK_READERS = [r for r in READERS
+                 if r not in ("uring no-inline", "uring fixed")]
 
 
 def points(full):
@@ -103,8 +104,8 @@ def file_run(a, reader, path, bs, depth):
         cmd = pin + [os.path.join(a.bindir, "ursa-fileio"), "--file", path,
                      "--backend", backend, "--bs", str(bs), "--depth",
                      str(depth), "--duration", str(secs), "--json"]
-        if rest == ["no-inline"]:
-            cmd.append("--no-inline")
+        if rest:  # no-inline, fixed
+            cmd.append("--" + rest[0])
     out, err, rc = timed(cmd, 60 + 4 * secs)
     if rc:
         raise Failure(f"{reader}: exit {rc}: {err.strip()[-200:]}")

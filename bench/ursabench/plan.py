@@ -299,12 +299,12 @@ BLOCKS = [
                               len(http_selected(a, p)) for p in todo),
           lambda ctx, todo: {"http": http_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
-    # Six readers at each point (five in the quick suite).
+    # Seven readers at each point (five in the quick suite).
     Block("files",
           lambda a: [] if a.no_files or (
               a.filter and not re.search(a.filter, "file")) else points(
                   a.full),
-          lambda a, todo: (6 if a.full else 5) * len(todo),
+          lambda a, todo: (7 if a.full else 5) * len(todo),
           lambda ctx, todo: {"files": file_block(
               ctx.a, ctx.tmp, todo, ctx.failures, ctx.step)}),
     # Four servers at each file size (three in the quick suite).

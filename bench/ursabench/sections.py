@@ -140,7 +140,10 @@ def files_section(files):
          "io-wq workers are not in its figure: a floor).  Residency is the share of the file in "
          "the page cache before the run (mincore); fio runs with "
          "--invalidate=0.  `uring no-inline` is ursa with every read "
-         "through the ring (URSA_FEAT_FILE_INLINE off).  Ratios are to "
+         "through the ring (URSA_FEAT_FILE_INLINE off); `uring fixed` "
+         "reads into registered buffers (ursa_fs_read_fixed: "
+         "READ_FIXED on the ring; cached reads at depth 1 still go at "
+         "once).  Ratios are to "
          "fio's io_uring engine in the same round.", ""]
     for key in sorted({(f["where"], f["bs"], f["depth"]) for f in files},
                       key=lambda k: (k[0], k[1], k[2])):

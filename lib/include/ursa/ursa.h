@@ -1512,6 +1512,8 @@ struct ursa_fs_req {
   ursa_fs_cb cb;
   uint8_t type;
   uint8_t counted;   /* a read counted in the loop's reads out */
+  uint8_t fixed;     /* a fixed read or write: counted in the set's busy */
+  uint16_t index;    /* its registered buffer */
   int fd;            /* the descriptor, or the directory for a path */
   int fd2;           /* rename: the new name's directory */
   uint32_t len;      /* bytes, iovecs, statx mask, mkdir's mode */
@@ -1558,6 +1560,34 @@ URSA_EXPORT int ursa_fs_readv(ursa_loop *loop, ursa_fs_req *req, int fd,
 URSA_EXPORT int ursa_fs_writev(ursa_loop *loop, ursa_fs_req *req, int fd,
                                const struct iovec *iov, unsigned iovcnt,
                                int64_t off, int flags, ursa_fs_cb cb);
+/* Registered buffers: n buffers (iov[i], 1 to 1024 of them, each 1 byte
+ * to 1 GiB) given to the loop once for ursa_fs_read_fixed() and
+ * ursa_fs_write_fixed().  On io_uring the kernel pins their pages at
+ * registration (io_uring_register_buffers), so a fixed read or write
+ * skips mapping the buffer on every call; pinned memory counts against
+ * RLIMIT_MEMLOCK (-ENOMEM past it) and each buffer must be anonymous or
+ * file-backed memory the kernel can pin (-EFAULT otherwise).  On the epoll
+ * backend they are only recorded, and fixed requests run as the plain
+ * ones.  The memory stays the caller's and must stay valid until
+ * ursa_fs_buffers_unregister() or the loop's close.  One set per loop:
+ * -EBUSY while one is registered.  Returns 0, -EINVAL for a bad argument
+ * (named by ursa_error_detail()) or the kernel's -errno.  Opt-in: reads
+ * and writes of unregistered memory need nothing of this (the A/B in
+ * docs/measurements.md decides whether it helps). */
+URSA_EXPORT int ursa_fs_buffers_register(ursa_loop *loop,
+                                         const struct iovec *iov, unsigned n);
+/* Drops the set: 0, -ENOENT when none is registered, -EBUSY while a fixed
+ * request is under way (its callback has not run). */
+URSA_EXPORT int ursa_fs_buffers_unregister(ursa_loop *loop);
+/* ursa_fs_read() and ursa_fs_write() into and from registered buffer
+ * index: buf to buf + len must lie inside it (-EINVAL, named, if not; or
+ * if no set is registered). */
+URSA_EXPORT int ursa_fs_read_fixed(ursa_loop *loop, ursa_fs_req *req, int fd,
+                                   unsigned index, void *buf, size_t len,
+                                   int64_t off, ursa_fs_cb cb);
+URSA_EXPORT int ursa_fs_write_fixed(ursa_loop *loop, ursa_fs_req *req,
+                                    int fd, unsigned index, const void *buf,
+                                    size_t len, int64_t off, ursa_fs_cb cb);
 /* fsync(2), or fdatasync(2) when datasync is non-zero. */
 URSA_EXPORT int ursa_fs_fsync(ursa_loop *loop, ursa_fs_req *req, int fd,
                               int datasync, ursa_fs_cb cb);

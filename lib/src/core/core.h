@@ -156,6 +156,11 @@ typedef struct ursa__backend {
   int (*files_register)(ursa_loop *loop, unsigned n);
   /* Empties one slot of that table. */
   void (*files_clear)(ursa_loop *loop, unsigned slot);
+  /* Registers n buffers for fixed reads and writes (the kernel pins
+   * them), and drops them; 0 or -errno. */
+  int (*buffers_register)(ursa_loop *loop, const struct iovec *iov,
+                          unsigned n);
+  void (*buffers_unregister)(ursa_loop *loop);
   /* Runs one SQE, filled by prep, to its completion now and returns its
    * result; completions that come meanwhile wait for the next reap.  On
    * the loop's thread (a callback may call it). */

@@ -427,6 +427,8 @@ const ursa__ep_op ursa__ep_ops[URSA__OP_TABLE] = {
     [IORING_OP_READ] = {.decode = decode_rw, .run = run_recv},
     [IORING_OP_WRITE] = {.decode = decode_rw, .run = run_send, .write = true},
     [IORING_OP_READV] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_READ_FIXED] = {.decode = ursa__ep_decode_pool},
+    [IORING_OP_WRITE_FIXED] = {.decode = ursa__ep_decode_pool},
     [IORING_OP_WRITEV] = {.decode = decode_rw, .run = run_send,
                           .write = true},
     [URSA__IORING_OP_READ_MULTISHOT] = {.decode = decode_rw, .run = run_recv},

@@ -34,9 +34,11 @@ static int run_sqe(const struct io_uring_sqe *s) {
   bool at_pos = s->off == (uint64_t)-1; /* read and write at the position */
   switch (s->opcode) {
     case IORING_OP_READ:
+    case IORING_OP_READ_FIXED: /* the buffers are only recorded here */
       r = at_pos ? read(s->fd, p, s->len)
                  : pread(s->fd, p, s->len, (off_t)s->off);
       break;
+    case IORING_OP_WRITE_FIXED:
     case IORING_OP_WRITE:
       r = at_pos ? write(s->fd, p, s->len)
                  : pwrite(s->fd, p, s->len, (off_t)s->off);

@@ -255,6 +255,15 @@ static int u_files_register(ursa_loop *loop, unsigned n) {
   return io_uring_register_files_sparse(&loop->ring, n);
 }
 
+static int u_buffers_register(ursa_loop *loop, const struct iovec *iov,
+                              unsigned n) {
+  return io_uring_register_buffers(&loop->ring, iov, n);
+}
+
+static void u_buffers_unregister(ursa_loop *loop) {
+  io_uring_unregister_buffers(&loop->ring);
+}
+
 static void u_files_clear(ursa_loop *loop, unsigned slot) {
   int gone = -1; /* an empty slot: the socket's last reference goes */
   io_uring_register_files_update(&loop->ring, slot, &gone, 1);
@@ -303,6 +312,8 @@ const ursa__backend ursa__uring_backend = {
     .ring_fd = u_ring_fd,
     .files_register = u_files_register,
     .files_clear = u_files_clear,
+    .buffers_register = u_buffers_register,
+    .buffers_unregister = u_buffers_unregister,
     .run_now = u_run_now,
     .drain = u_drain,
     .settle = u_settle,

@@ -29,6 +29,8 @@ enum {
   FS_UNLINK,
   FS_RENAME,
   FS_MKDIR,
+  FS_READ_FIXED,
+  FS_WRITE_FIXED,
 };
 
 static const char *const fs_names[] = {
@@ -37,7 +39,8 @@ static const char *const fs_names[] = {
     [FS_WRITEV] = "ursa_fs_writev", [FS_FSYNC] = "ursa_fs_fsync",
     [FS_STATX] = "ursa_fs_statx",   [FS_CLOSE] = "ursa_fs_close",
     [FS_UNLINK] = "ursa_fs_unlink", [FS_RENAME] = "ursa_fs_rename",
-    [FS_MKDIR] = "ursa_fs_mkdir",
+    [FS_MKDIR] = "ursa_fs_mkdir",   [FS_READ_FIXED] = "ursa_fs_read_fixed",
+    [FS_WRITE_FIXED] = "ursa_fs_write_fixed",
 };
 
 URSA__STATIC_ASSERT(sizeof(((ursa_fs_req *)0)->how) == sizeof(struct open_how),
@@ -56,6 +59,8 @@ static int begin(ursa_loop *loop, ursa_fs_req *req, int type, ursa_fs_cb cb) {
   req->cb = cb;
   req->type = (uint8_t)type;
   req->counted = 0;
+  req->fixed = 0;
+  req->index = 0;
   req->op.kind = URSA__KIND(fs);
   req->op.flags = 0;
   req->op.nsqe = 1;
@@ -130,6 +135,10 @@ static int start(ursa_fs_req *req) {
 
 struct ursa__fscache {
   unsigned reads; /* the loop's reads not yet called back */
+  /* Registered buffers (ursa_fs_buffers_register): the caller's iovecs,
+   * copied; fixed requests under way, which unregistering waits for. */
+  struct iovec *fixed;
+  unsigned nfixed, fixed_busy;
   struct {
     int fd; /* -1: empty */
     int memfs;
@@ -138,6 +147,8 @@ struct ursa__fscache {
 };
 
 void ursa__fs_free(ursa_loop *loop) {
+  /* The ring's registration goes with the ring. */
+  if (loop->fscache) free(loop->fscache->fixed);
   free(loop->fscache);
   loop->fscache = NULL;
 }
@@ -146,6 +157,8 @@ static struct ursa__fscache *fsc_get(ursa_loop *loop) {
   struct ursa__fscache *c = loop->fscache;
   if (!c && (c = loop->fscache = malloc(sizeof(*c)))) {
     c->reads = 0;
+    c->fixed = NULL;
+    c->nfixed = c->fixed_busy = 0;
     for (unsigned i = 0; i < FSC_SLOTS; i++) c->e[i].fd = -1;
   }
   return c;
@@ -283,6 +296,102 @@ static int rwv(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
   return type == FS_READV ? start_read(req) : start(req);
 }
 
+#define FIXED_MAX 1024u          /* the kernel's limit on buffers */
+#define FIXED_LEN_MAX (1ul << 30) /* and on each one's size */
+
+int ursa_fs_buffers_register(ursa_loop *loop, const struct iovec *iov,
+                             unsigned n) {
+  static const char fn[] = "ursa_fs_buffers_register";
+  if (!loop || !iov)
+    return ursa__invalid("%s: NULL %s", fn, !loop ? "loop" : "iovecs");
+  if (n < 1 || n > FIXED_MAX)
+    return ursa__invalid("%s: %u buffers (want 1 to %u)", fn, n, FIXED_MAX);
+  for (unsigned i = 0; i < n; i++)
+    if (!iov[i].iov_base || !iov[i].iov_len || iov[i].iov_len > FIXED_LEN_MAX)
+      return ursa__invalid("%s: buffer %u is %s", fn, i,
+                           !iov[i].iov_base ? "NULL"
+                           : !iov[i].iov_len ? "empty"
+                                             : "over 1 GiB");
+  struct ursa__fscache *c = fsc_get(loop);
+  if (!c) return ursa__refuse(-ENOMEM, "%s: no memory", fn);
+  if (c->fixed)
+    return ursa__refuse(-EBUSY, "%s: a set of %u buffers is registered "
+                        "already", fn, c->nfixed);
+  struct iovec *copy = malloc(n * sizeof(*copy));
+  if (!copy) return ursa__refuse(-ENOMEM, "%s: no memory", fn);
+  memcpy(copy, iov, n * sizeof(*copy));
+  int r = loop->be->buffers_register ? loop->be->buffers_register(loop, iov, n)
+                                     : 0;
+  if (r < 0) {
+    free(copy);
+    return ursa__refuse(r, "%s: the kernel refused %u buffers: %s%s", fn, n,
+                        strerror(-r),
+                        r == -ENOMEM ? " (RLIMIT_MEMLOCK?)" : "");
+  }
+  c->fixed = copy;
+  c->nfixed = n;
+  return 0;
+}
+
+int ursa_fs_buffers_unregister(ursa_loop *loop) {
+  static const char fn[] = "ursa_fs_buffers_unregister";
+  if (!loop) return ursa__invalid("%s: NULL loop", fn);
+  struct ursa__fscache *c = loop->fscache;
+  if (!c || !c->fixed) return -ENOENT;
+  if (c->fixed_busy)
+    return ursa__refuse(-EBUSY, "%s: %u fixed requests under way", fn,
+                        c->fixed_busy);
+  if (loop->be->buffers_unregister) loop->be->buffers_unregister(loop);
+  free(c->fixed);
+  c->fixed = NULL;
+  c->nfixed = 0;
+  return 0;
+}
+
+static int rw_fixed(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
+                    unsigned index, const void *buf, size_t len, int64_t off,
+                    ursa_fs_cb cb) {
+  const char *fn = fs_names[type];
+  int r = begin(loop, req, type, cb);
+  if (r) return r;
+  if (fd < 0) return bad_fd(type, fd);
+  if (!buf) return ursa__invalid("%s: NULL buffer", fn);
+  if ((r = check_off(type, off))) return r;
+  struct ursa__fscache *c = loop->fscache;
+  if (!c || !c->fixed)
+    return ursa__invalid("%s: no buffers registered "
+                         "(ursa_fs_buffers_register)", fn);
+  if (index >= c->nfixed)
+    return ursa__invalid("%s: buffer %u of %u registered", fn, index,
+                         c->nfixed);
+  uintptr_t b = (uintptr_t)c->fixed[index].iov_base;
+  uintptr_t e = b + c->fixed[index].iov_len;
+  if ((uintptr_t)buf < b || (uintptr_t)buf > e || len > e - (uintptr_t)buf)
+    return ursa__invalid("%s: %zu bytes at %p are not inside buffer %u "
+                         "(%zu bytes at %p)", fn, len, buf, index,
+                         c->fixed[index].iov_len, c->fixed[index].iov_base);
+  req->fd = fd;
+  req->ptr = buf;
+  req->len = len > 0x7ffff000u ? 0x7ffff000u : (uint32_t)len;
+  req->off = off;
+  req->index = (uint16_t)index;
+  req->fixed = 1;
+  c->fixed_busy++;
+  return type == FS_READ_FIXED ? start_read(req) : start(req);
+}
+
+int ursa_fs_read_fixed(ursa_loop *loop, ursa_fs_req *req, int fd,
+                       unsigned index, void *buf, size_t len, int64_t off,
+                       ursa_fs_cb cb) {
+  return rw_fixed(loop, req, FS_READ_FIXED, fd, index, buf, len, off, cb);
+}
+
+int ursa_fs_write_fixed(ursa_loop *loop, ursa_fs_req *req, int fd,
+                        unsigned index, const void *buf, size_t len,
+                        int64_t off, ursa_fs_cb cb) {
+  return rw_fixed(loop, req, FS_WRITE_FIXED, fd, index, buf, len, off, cb);
+}
+
 int ursa_fs_readv(ursa_loop *loop, ursa_fs_req *req, int fd,
                   const struct iovec *iov, unsigned iovcnt, int64_t off,
                   int flags, ursa_fs_cb cb) {
@@ -409,6 +518,12 @@ static void fs_prep(ursa_loop *loop, ursa_op *op) {
     case FS_WRITE:
       io_uring_prep_write(sqe, req->fd, p, req->len, off);
       break;
+    case FS_READ_FIXED:
+      io_uring_prep_read_fixed(sqe, req->fd, p, req->len, off, req->index);
+      break;
+    case FS_WRITE_FIXED:
+      io_uring_prep_write_fixed(sqe, req->fd, p, req->len, off, req->index);
+      break;
     case FS_READV:
       io_uring_prep_readv2(sqe, req->fd, p, req->len, off, req->flags);
       break;
@@ -446,6 +561,10 @@ static void fs_complete(ursa_loop *loop, ursa_op *op, int res,
   if (req->counted) {
     loop->fscache->reads--;
     req->counted = 0;
+  }
+  if (req->fixed) {
+    loop->fscache->fixed_busy--;
+    req->fixed = 0;
   }
   free(req->names);
   req->names = NULL;
