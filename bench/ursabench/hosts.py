@@ -150,17 +150,18 @@ class Place:
         return {int(line.split(" ", 1)[0]): line for line in lines
                 if line[:1].isdigit()}
 
+    def _family(self, pid):
+        """{pid: stat line} of pid and its children."""
+        return {p: line for p, line in self._stats().items()
+                if p == pid or int(line.rsplit(")", 1)[1].split()[1]) == pid}
+
     def family(self, pid):
         """pid and its children (nginx's master and worker)."""
-        return [p for p, line in self._stats().items()
-                if p == pid or int(line.rsplit(")", 1)[1].split()[1]) == pid]
+        return list(self._family(pid))
 
     def tree_cpu(self, pid):
         """CPU seconds of pid and its children."""
-        stats = self._stats()
-        return sum(stat_cpu_s(line) for p, line in stats.items()
-                   if p == pid or
-                   int(line.rsplit(")", 1)[1].split()[1]) == pid)
+        return sum(stat_cpu_s(line) for line in self._family(pid).values())
 
     def _status(self, paths, key):
         """The sum of one numeric field of /proc status files."""

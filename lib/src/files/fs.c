@@ -252,8 +252,9 @@ int ursa_fs_open(ursa_loop *loop, ursa_fs_req *req, int dirfd,
   return start(req);
 }
 
-static int rw(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
-              const void *buf, size_t len, int64_t off, ursa_fs_cb cb) {
+/* The checks and fields a read or a write (fixed or not) shares. */
+static int rw_begin(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
+                    const void *buf, size_t len, int64_t off, ursa_fs_cb cb) {
   int r = begin(loop, req, type, cb);
   if (r) return r;
   if (fd < 0) return bad_fd(type, fd);
@@ -264,6 +265,13 @@ static int rw(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
   /* The kernel moves at most 2 GiB - 4 KiB in one call anyway. */
   req->len = len > 0x7ffff000u ? 0x7ffff000u : (uint32_t)len;
   req->off = off;
+  return 0;
+}
+
+static int rw(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
+              const void *buf, size_t len, int64_t off, ursa_fs_cb cb) {
+  int r = rw_begin(loop, req, type, fd, buf, len, off, cb);
+  if (r) return r;
   return type == FS_READ ? start_read(req) : start(req);
 }
 
@@ -352,11 +360,8 @@ static int rw_fixed(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
                     unsigned index, const void *buf, size_t len, int64_t off,
                     ursa_fs_cb cb) {
   const char *fn = fs_names[type];
-  int r = begin(loop, req, type, cb);
+  int r = rw_begin(loop, req, type, fd, buf, len, off, cb);
   if (r) return r;
-  if (fd < 0) return bad_fd(type, fd);
-  if (!buf) return ursa__invalid("%s: NULL buffer", fn);
-  if ((r = check_off(type, off))) return r;
   struct ursa__fscache *c = loop->fscache;
   if (!c || !c->fixed)
     return ursa__invalid("%s: no buffers registered "
@@ -370,10 +375,6 @@ static int rw_fixed(ursa_loop *loop, ursa_fs_req *req, int type, int fd,
     return ursa__invalid("%s: %zu bytes at %p are not inside buffer %u "
                          "(%zu bytes at %p)", fn, len, buf, index,
                          c->fixed[index].iov_len, c->fixed[index].iov_base);
-  req->fd = fd;
-  req->ptr = buf;
-  req->len = len > 0x7ffff000u ? 0x7ffff000u : (uint32_t)len;
-  req->off = off;
   req->index = (uint16_t)index;
   req->fixed = 1;
   c->fixed_busy++;
