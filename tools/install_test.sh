@@ -30,6 +30,9 @@ awk '/<!-- example: echo_once.c -->/{f=1; next} f && /^```c/{g=1; next} g && /^`
 # Runs an echo_once binary and checks one echo through it.
 check_echo() { # name command...
   local name=$1; shift
+  # Emptied here, not by the redirection below: that one runs in the
+  # background job, and the loop could read the last run's port first.
+  : > "$work/out"
   "$@" > "$work/out" 2>&1 &
   local pid=$! port=""
   for _ in $(seq 50); do
@@ -41,10 +44,13 @@ check_echo() { # name command...
     kill $pid 2>/dev/null; bad "$name: did not start: $(cat "$work/out")"; return
   fi
   local msg="ursa says hello $RANDOM" reply=""
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf '%s' "$msg" >&3
-  IFS= read -r -t 5 -N "${#msg}" reply <&3 || true
-  exec 3>&-
+  if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+    printf '%s' "$msg" >&3
+    IFS= read -r -t 5 -N "${#msg}" reply <&3 || true
+    exec 3>&-
+  fi
+  # A program that got no echo to answer would wait for ever.
+  [ "$reply" = "$msg" ] || kill $pid 2>/dev/null
   if wait $pid && [ "$reply" = "$msg" ]; then ok "$name echoes"; else bad "$name: got '$reply'"; fi
 }
 
