@@ -107,14 +107,10 @@ Result RunEcho(ursa_batch_policy policy, const Traffic &tr,
   return res;
 }
 
-bool HasMinWait() {
+// The kernel offers feat (URSA_FEAT_*).
+bool KernelHas(uint32_t feat) {
   ursa_features f;
-  return ursa_probe(&f) == 0 && (f.kernel & URSA_FEAT_MIN_WAIT);
-}
-
-bool HasRegWait() {
-  ursa_features f;
-  return ursa_probe(&f) == 0 && (f.kernel & URSA_FEAT_REG_WAIT);
+  return ursa_probe(&f) == 0 && (f.kernel & feat);
 }
 
 // The registered wait region (URSA_FEAT_REG_WAIT, opt-in): a loop asked
@@ -122,7 +118,8 @@ bool HasRegWait() {
 // offset or size would fail the enter, and the loop with it), and every
 // echo comes back whole; disabling it wins over enabling it.
 TEST(Batch, RegisteredWaitRegionCarriesTheWaits) {
-  if (!HasRegWait()) GTEST_SKIP() << "the kernel has no wait regions (6.13)";
+  if (!KernelHas(URSA_FEAT_REG_WAIT))
+    GTEST_SKIP() << "the kernel has no wait regions (6.13)";
   Traffic tr{64, 32, 100, 0};
   Result a = RunEcho(URSA_BATCH_ALWAYS, tr, URSA_FEAT_REG_WAIT);
   EXPECT_TRUE(a.used & URSA_FEAT_REG_WAIT);
@@ -146,7 +143,8 @@ TEST(Batch, RegisteredWaitRegionCarriesTheWaits) {
 // otherwise idle loop fires once, not before its time, on both the plain
 // and the batched path.
 TEST(Batch, RegisteredWaitRegionKeepsTimers) {
-  if (!HasRegWait()) GTEST_SKIP() << "the kernel has no wait regions (6.13)";
+  if (!KernelHas(URSA_FEAT_REG_WAIT))
+    GTEST_SKIP() << "the kernel has no wait regions (6.13)";
   for (ursa_batch_policy pol : {URSA_BATCH_NEVER, URSA_BATCH_ALWAYS}) {
     ursa_loop_options o{};
     o.backend = URSA_BACKEND_URING;
@@ -179,7 +177,8 @@ TEST(Batch, RegisteredWaitRegionKeepsTimers) {
 // would hold back the peers the loop's answers wait for (lockstep), so the
 // adaptive policy never asks for one, and ALWAYS does.
 TEST(Batch, AutoNeverBatchesForFewPeers) {
-  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  if (!KernelHas(URSA_FEAT_MIN_WAIT))
+    GTEST_SKIP() << "the kernel has no min-wait (6.12)";
   Traffic tr{4, 4, 300, 0};
   Result a = RunEcho(URSA_BATCH_AUTO, tr);
   EXPECT_TRUE(a.exact) << a.what;
@@ -194,7 +193,8 @@ TEST(Batch, AutoNeverBatchesForFewPeers) {
 // adaptive policy batches them (fewer enters than messages by far), and
 // NEVER makes no batched wait at all.
 TEST(Batch, AutoBatchesBurstsFromManyPeers) {
-  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  if (!KernelHas(URSA_FEAT_MIN_WAIT))
+    GTEST_SKIP() << "the kernel has no min-wait (6.12)";
   Traffic tr{64, 32, 150, 0};
   Result a = RunEcho(URSA_BATCH_AUTO, tr);
   EXPECT_TRUE(a.exact) << a.what;
@@ -220,7 +220,8 @@ TEST(Batch, AutoBatchesBurstsFromManyPeers) {
 // off 1, 2, 4 ... waits after each, so only a handful of the waits batch
 // (ALWAYS batches every one).
 TEST(Batch, AutoBacksOffWhenArrivalsAreSparse) {
-  if (!HasMinWait()) GTEST_SKIP() << "the kernel has no min-wait (6.12)";
+  if (!KernelHas(URSA_FEAT_MIN_WAIT))
+    GTEST_SKIP() << "the kernel has no min-wait (6.12)";
   Traffic tr{64, 1, 120, 1000};
   Result a = RunEcho(URSA_BATCH_AUTO, tr);
   EXPECT_TRUE(a.exact) << a.what;

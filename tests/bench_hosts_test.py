@@ -138,6 +138,15 @@ def bench(*args, ab=False):
               *([] if ab else ["--no-ab"]), check_rc=False), out
 
 
+def results(out):
+    """The run's results.json, or {} when it wrote none."""
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def scratch():
     return sh("ip", "netns", "exec", SRV, "sh", "-c",
               "ls -d /tmp/ursa-bench.* 2>/dev/null", check_rc=False
@@ -155,10 +164,7 @@ r, out = bench("--server-host", "server", "--server-addr", SIP,
                ab=True)
 check(r.returncode == 0, f"the run across hosts: {r.returncode} "
       f"{r.stderr[-500:]!r}")
-res = {}
-if os.path.exists(os.path.join(out, "results.json")):
-    with open(os.path.join(out, "results.json")) as f:
-        res = json.load(f)
+res = results(out)
 ids = sorted(c["id"] for c in res.get("cases", []))
 check(ids == ["tcp-pingpong-4c-64b-1i-epoll", "tcp-pingpong-4c-64b-1i-uring",
               "udp-pingpong-64c-64b-1i-epoll",
@@ -258,10 +264,7 @@ r, out = bench("--load-host", "server", "--server-addr", LIP, "--filter",
                r"|http-baseline-64c-ursa-http-uring)$")
 check(r.returncode == 0, f"the load on the other host: {r.returncode} "
       f"{r.stderr[-500:]!r}")
-res = {}
-if os.path.exists(os.path.join(out, "results.json")):
-    with open(os.path.join(out, "results.json")) as f:
-        res = json.load(f)
+res = results(out)
 rows = {c["id"]: c for k in ("cases", "outside", "http")
         for c in res.get(k, [])}
 check(sorted(rows) == ["http-baseline-64c-ursa-http-uring",

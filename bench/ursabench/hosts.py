@@ -37,6 +37,7 @@ class Place:
     def __init__(self, host=None, ssh=(), bindir=None, role="server"):
         self.host, self.ssh, self.role = host, list(ssh), role
         self.scratch = None
+        self._absent = {}  # tool: missing, as the host answered
         if not host:
             self.bindir, self.tmp = bindir, None  # the run's own
             self.root = os.geteuid() == 0
@@ -223,9 +224,7 @@ class Place:
 
     def missing(self, tools):
         """Those of tools not installed on the host (asked once each)."""
-        known = getattr(self, "_absent", None)
-        if known is None:
-            known = self._absent = {}
+        known = self._absent
         ask = [t for t in tools if t not in known]
         if ask:
             gone = self._look(ask)

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 
 from .config import AB_CASES, AB_DURATION, AB_REPEATS, AB_WARMUP
-from .hosts import Failure, server_pid
+from .hosts import Failure, Place, server_pid
 from .intervals import ROUND_KEYS
 
 
@@ -126,29 +126,18 @@ def run_load(bindir, addr, args, cpu, server_pid, tmp, timeout, net=None,
              place=None):
     """ursa-load against addr; with place (hosts.Place) on that host, and
     the server's CPU (server_pid None) left to the caller."""
-    remote = place and place.host
-    if remote:
+    place = place if place and place.host else Place(bindir=bindir)
+    if place.host:
         bindir, tmp = place.bindir, place.tmp
     out = os.path.join(tmp, "load.json")
     cmd = [os.path.join(bindir, "ursa-load"), addr, "--json", out, *args]
     if server_pid is not None:
         cmd += ["--server-pid", str(server_pid)]
     cmd = (net.prefix("load") if net else []) + pinned(cmd, cpu)
-    res = {}
-    if remote:
-        r = subprocess.run(place.wrap(cmd), capture_output=True, text=True,
-                           timeout=timeout)
-        got = place.run(["sh", "-c", 'cat "$1" && rm -f "$1"', "sh", out],
-                        check=False)
-        if got.returncode == 0 and got.stdout.strip():
-            res = json.loads(got.stdout)
-        return r, res
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if os.path.exists(out):
-        with open(out) as f:
-            res = json.load(f)
-        os.unlink(out)
-    return r, res
+    r = subprocess.run(place.wrap(cmd), capture_output=True, text=True,
+                       timeout=timeout)
+    text = place.take(out)
+    return r, json.loads(text) if text is not None else {}
 
 def one_run(a, b, kind, proto, conns, size, inflight, tmp, extra=(),
             load_extra=(), net=None):
