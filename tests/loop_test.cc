@@ -206,11 +206,11 @@ TEST(Loop, EndOfRoundHooksRunAfterTheRoundsCallbacks) {
   }
 }
 
-// The feature table is the one source: 22 features, a name each, unique;
-// the opt-in mask the four that the enable option takes; the list text
+// The feature table is the one source: 23 features, a name each, unique;
+// the opt-in mask the five that the enable option takes; the list text
 // the apps and the refusals print.
 TEST(Features, OneTableGivesNamesCountAndOptIn) {
-  EXPECT_EQ(22, URSA_FEAT_COUNT);
+  EXPECT_EQ(23, URSA_FEAT_COUNT);
   std::vector<std::string> names;
   for (uint32_t i = 0; i < URSA_FEAT_COUNT; i++) {
     const char *n = ursa_feature_name(1u << i);
@@ -222,12 +222,13 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   EXPECT_EQ(nullptr, ursa_feature_name(3));
   EXPECT_STREQ("multishot_recv", ursa_feature_name(URSA_FEAT_MULTISHOT_RECV));
   EXPECT_EQ(URSA_FEAT_RECV_BUNDLE | URSA_FEAT_BUF_INC |
-                URSA_FEAT_SYNC_MSG_RING | URSA_FEAT_REG_WAIT,
+                URSA_FEAT_SYNC_MSG_RING | URSA_FEAT_REG_WAIT |
+                URSA_FEAT_FILE_SPLICE,
             URSA_FEAT_OPT_IN);
   char buf[128];
-  EXPECT_EQ(strlen("recv_bundle, buf_inc, sync_msg_ring and reg_wait"),
+  EXPECT_EQ(strlen("recv_bundle, buf_inc, sync_msg_ring, reg_wait and file_splice"),
             ursa_feature_list(URSA_FEAT_OPT_IN, buf, sizeof(buf)));
-  EXPECT_STREQ("recv_bundle, buf_inc, sync_msg_ring and reg_wait", buf);
+  EXPECT_STREQ("recv_bundle, buf_inc, sync_msg_ring, reg_wait and file_splice", buf);
   ursa_feature_list(URSA_FEAT_MSG_RING, buf, sizeof(buf));
   EXPECT_STREQ("msg_ring", buf);
   ursa_feature_list(URSA_FEAT_SEND_ZC | URSA_FEAT_NODROP, buf, sizeof(buf));
@@ -235,7 +236,7 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   ursa_feature_list(0, buf, sizeof(buf));
   EXPECT_STREQ("", buf);
   char small[8];
-  EXPECT_EQ(strlen("recv_bundle, buf_inc, sync_msg_ring and reg_wait"),
+  EXPECT_EQ(strlen("recv_bundle, buf_inc, sync_msg_ring, reg_wait and file_splice"),
             ursa_feature_list(URSA_FEAT_OPT_IN, small, sizeof(small)));
   EXPECT_STREQ("recv_b", std::string(small).substr(0, 6).c_str());
   EXPECT_EQ(7u, strlen(small)) << "cut, and terminated";
@@ -244,8 +245,10 @@ TEST(Features, OneTableGivesNamesCountAndOptIn) {
   o.enable = URSA_FEAT_SEND_ZC;
   ursa_loop *loop = nullptr;
   EXPECT_EQ(-EINVAL, ursa_loop_new(&loop, &o));
-  EXPECT_NE(nullptr, strstr(ursa_error_detail(),
-                            "only recv_bundle, buf_inc, sync_msg_ring and reg_wait"))
+  EXPECT_NE(nullptr,
+            strstr(ursa_error_detail(), "only recv_bundle, buf_inc, "
+                                        "sync_msg_ring, reg_wait and "
+                                        "file_splice"))
       << ursa_error_detail();
 }
 

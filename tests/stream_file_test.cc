@@ -5,10 +5,13 @@
 // buffer); a file shorter than the range fails with -ENODATA after its
 // bytes and tears the stream; a peer that does not read holds the write
 // without holding the file in memory; cancel and close mid-file; bad
-// arguments.
+// arguments.  All of it again with URSA_FEAT_FILE_SPLICE (splices through
+// the loop's pipes), whose pool is held to its bound.
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -225,6 +228,94 @@ TEST_P(Stream, CloseDuringAFileWrite) {
   peer.CloseListener(loop_.get());
 }
 
+// The pipes the loop holds now ("pipe:" entries of /proc/self/fd).
+int PipeFds() {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (struct dirent *e = readdir(d)) {
+    char path[300], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+    ssize_t k = readlink(path, link, sizeof(link) - 1);
+    if (k > 0 && (link[k] = 0, !strncmp(link, "pipe:", 5))) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+// 20 streams, each with a 1 MiB file write its peer does not read at
+// first: with splicing, the writes in flight hold at most 16 of the
+// loop's pipes (the rest go as without it), and every peer then gets its
+// range byte-exact; without it, no pipe is made.
+TEST_P(Stream, SplicedFileWritesShareABoundedPoolOfPipes) {
+  constexpr int kStreams = 20;
+  constexpr size_t kLen = 1 << 20;
+  t::TempDir dir("ursa-sf");
+  std::vector<char> bytes = MakeFile(dir.path() + "/f", kLen + 333, 11);
+  int fd = open((dir.path() + "/f").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  int before = PipeFds();
+  ursa_features feat;
+  ursa_loop_features(loop(), &feat);
+  bool splicing = feat.used & URSA_FEAT_FILE_SPLICE;
+  std::vector<ursa_stream> s(kStreams);
+  std::vector<FReq> r(kStreams);
+  std::vector<int> peer(kStreams);
+  static int closed;
+  closed = 0;
+  for (int i = 0; i < kStreams; i++) {
+    int sv[2];
+    ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+    peer[i] = sv[1];
+    s[i] = ursa_stream{};
+    ASSERT_EQ(0, ursa_stream_open(loop(), &s[i], sv[0]));
+    r[i].w.data = &r[i];
+    ASSERT_EQ(0, ursa_write_file(&r[i].w, &s[i], fd, 333, kLen, FDone));
+  }
+  ursa_timer tm{};
+  static bool fired;
+  fired = false;
+  ASSERT_EQ(0, ursa_timer_start(loop(), &tm, 200, 0,
+                                [](ursa_timer *, int) { fired = true; }));
+  ASSERT_TRUE(RunUntil([&] { return fired; }));
+  int held = PipeFds() - before;
+  if (splicing) {
+    EXPECT_GT(held, 0) << "spliced writes use the loop's pipes";
+    EXPECT_LE(held, 2 * 16) << "at most 16 pipes";
+  } else {
+    EXPECT_EQ(0, held) << "no pipe without splicing";
+  }
+  std::vector<std::vector<char>> got(kStreams, std::vector<char>(kLen));
+  std::vector<int> ok(kStreams); // not vector<bool>: one word, many writers
+  std::vector<std::thread> readers;
+  for (int i = 0; i < kStreams; i++)
+    readers.emplace_back([&, i] {
+      ok[i] = t::ReadExactly(peer[i], got[i].data(), kLen);
+    });
+  bool all = RunUntil([&] {
+    for (auto &q : r)
+      if (!q.calls) return false;
+    return true;
+  });
+  for (auto &th : readers) th.join();
+  ASSERT_TRUE(all);
+  std::vector<char> want(bytes.begin() + 333, bytes.end());
+  for (int i = 0; i < kStreams; i++) {
+    EXPECT_EQ(0, r[i].status) << i << ": " << ursa_err_name(r[i].status);
+    EXPECT_EQ(kLen, r[i].done) << i;
+    EXPECT_TRUE(ok[i]) << i;
+    EXPECT_TRUE(t::SameBytes(want, got[i])) << i;
+  }
+  EXPECT_LE(PipeFds() - before, 2 * 16) << "the pool does not grow";
+  for (int i = 0; i < kStreams; i++) {
+    s[i].data = nullptr;
+    ursa_stream_close(&s[i], [](ursa_handle *) { closed++; });
+  }
+  ASSERT_TRUE(RunUntil([&] { return closed == kStreams; }));
+  for (int p : peer) close(p);
+  close(fd);
+}
+
 TEST_P(Stream, FileWriteArgumentsAreChecked) {
   Accepted a;
   Peer peer(this, loop(), family(), &a);
@@ -260,5 +351,16 @@ INSTANTIATE_TEST_SUITE_P(
                                            t::kVariants + t::kNumVariants),
                        ::testing::Values(AF_INET)),
     ParamName);
+
+// Spliced file writes (opt-in), alone and with every wait batched.
+const t::Variant kSplice[] = {
+    {"file_splice", 0, 0, 0, URSA_FEAT_FILE_SPLICE},
+    {"file_splice_batched", 0, 0, 0, URSA_FEAT_FILE_SPLICE,
+     URSA_BACKEND_AUTO, URSA_BATCH_ALWAYS},
+};
+INSTANTIATE_TEST_SUITE_P(Splice, Stream,
+                         ::testing::Combine(::testing::ValuesIn(kSplice),
+                                            ::testing::Values(AF_INET)),
+                         ParamName);
 
 }  // namespace

@@ -176,6 +176,7 @@ int ursa_loop_close(ursa_loop *loop) {
     return ursa__refuse(-EBADF, "ursa_loop_close: closed already");
   ursa__post_shutdown(loop);
   ursa__sendv_free_all(loop);
+  ursa__stream_pipes_free(loop);
   ursa__bufring_free(loop);
   ursa__fs_free(loop);
   ursa__proc_free(loop);

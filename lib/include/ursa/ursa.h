@@ -154,12 +154,18 @@ typedef enum ursa_backend {
    * message sent by io_uring_register, without a ring of the sender's     \
    * (else by the loop's eventfd, which the loop then reads and re-arms);  \
    * opt-in: on 6.18 its post-to-callback latency was 5x the eventfd's     \
-   * (docs/measurements.md) */                                             \
+   * costlier (docs/measurements.md) */                                    \
   X(SYNC_MSG_RING, 20, "sync_msg_ring", "6.13", 1, 0)                      \
   /* a bounded wait's argument read from a region registered with the     \
    * ring, not copied in on every wait; opt-in until the A/B block          \
    * resolves a gain (docs/measurements.md) */                            \
-  X(REG_WAIT, 21, "reg_wait", "6.13", 1, 0)
+  X(REG_WAIT, 21, "reg_wait", "6.13", 1, 0)                               \
+  /* ursa_write_file() by IORING_OP_SPLICE through a pipe from a bounded   \
+   * pool of the loop's (file to pipe, pipe to socket), in place of        \
+   * sendfile(2) on the loop's thread for cached ranges and reads into a   \
+   * buffer for the rest; opt-in: the static block's A/B measured it      \
+   * costlier (docs/measurements.md) */                                    \
+  X(FILE_SPLICE, 22, "file_splice", "5.7", 1, 0)
 
 #define URSA__FEAT_ENUM(N, bit, name, kernel, opt_in, epoll) \
   URSA_FEAT_##N = 1u << (bit),
@@ -206,9 +212,8 @@ typedef struct ursa_loop_options {
   uint32_t disable;    /* URSA_FEAT_* bits the loop must not use, for A/B
                           runs and to exercise the fallback paths */
   uint32_t enable;     /* opt-in URSA_FEAT_* bits, used when the kernel
-                          offers them: URSA_FEAT_OPT_IN, which is
-                          URSA_FEAT_RECV_BUNDLE, URSA_FEAT_BUF_INC and
-                          URSA_FEAT_SYNC_MSG_RING (any other bit is
+                          offers them: those of URSA_FEAT_OPT_IN (the
+                          table above marks them; any other bit is
                           refused).
                           Off by default; docs/DESIGN.md says why. */
   unsigned write_batch;/* queued writes one send may carry, 1 to
@@ -823,9 +828,11 @@ struct ursa_write_req {
   struct iovec one;
   int file_fd;       /* a file write's file; -1: a write of buffers */
   uint8_t fstep;     /* what a file write's op in flight does */
+  int8_t fpipe;      /* a spliced file write's pipe of the loop's; -1 */
   uint64_t file_off; /* the file's next byte to read or send */
+  uint64_t file_cached; /* the end of the range last found cached */
   char *chunk;       /* a file write's buffer, while it reads (NULL) */
-  uint32_t chunk_len, chunk_sent;
+  uint32_t chunk_len, chunk_sent; /* bytes in the buffer or the pipe */
 };
 
 struct ursa__sendv;      /* a batched send's msghdr and iovecs */
@@ -1112,11 +1119,16 @@ URSA_EXPORT int ursa_writev(ursa_write_req *w, ursa_stream *s,
  * they are read through the ring (the work pool on epoll) into a 128 KiB
  * buffer the request holds while it is at the head, and sent from there;
  * so a stream holds no more than that for a file, whatever its size and
- * however slowly the peer reads.  The file stays the caller's, open and
- * at least off + len bytes long, until the callback: a file that ends
- * sooner fails the write with -ENODATA after the bytes it had (w->done
- * says how many), and the stream is torn, as after any write that failed
- * part-way: nothing queued after it goes out.  No timeout.  Returns 0,
+ * however slowly the peer reads.  With URSA_FEAT_FILE_SPLICE enabled
+ * (opt-in) the bytes go instead by IORING_OP_SPLICE from the file into a
+ * pipe of the loop's and from the pipe into the socket; the loop keeps at
+ * most 16 such pipes of 256 KiB, one per file write at the head of its
+ * stream (not on a direct stream), and a write that finds none free goes
+ * as above.  The file stays the caller's, open and at least off + len
+ * bytes long, until the callback: a file that ends sooner fails the write
+ * with -ENODATA after the bytes it had (w->done says how many), and the
+ * stream is torn, as after any write that failed part-way: nothing queued
+ * after it goes out.  No timeout.  Returns 0,
  * -EINVAL (NULL, fd < 0, off < 0, len 0), -EBUSY, -EPIPE after
  * ursa_shutdown(), or the stream's write error. */
 URSA_EXPORT int ursa_write_file(ursa_write_req *w, ursa_stream *s, int fd,

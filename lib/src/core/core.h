@@ -240,6 +240,8 @@ struct ursa_loop {
 
   struct ursa__bufs *bufs; /* the receive buffers (bufring.h) */
   struct ursa__fscache *fscache; /* the files layer's verdicts (fs.c) */
+  struct ursa__pipes *pipes;     /* the socket layer's pipes for spliced
+                                    file writes (stream_file.c) */
   struct ursa__orphans *orphans; /* the process layer's children closed
                                     before their exit (process.c) */
 

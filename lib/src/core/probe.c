@@ -157,6 +157,8 @@ static uint32_t probe_ops(struct io_uring *ring, int *missing) {
     f |= URSA_FEAT_WAITID;
   if (io_uring_opcode_supported(p, URSA__IORING_OP_READ_MULTISHOT))
     f |= URSA_FEAT_READ_MULTISHOT;
+  if (io_uring_opcode_supported(p, IORING_OP_SPLICE))
+    f |= URSA_FEAT_FILE_SPLICE;
   f |= URSA_FEAT_FILE_INLINE; /* a system call's, older than the ring */
   io_uring_free_probe(p);
   return f;
@@ -207,7 +209,9 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
     ursa__reg_wait_free(loop);
   /* Direct descriptors are used once their table is registered. */
   loop->used |= ops & ~o->disable & ~(URSA_FEAT_SEND_ZC |
-                                      URSA_FEAT_DIRECT_FILES);
+                                      URSA_FEAT_DIRECT_FILES |
+                                      URSA_FEAT_FILE_SPLICE);
+  loop->used |= ops & URSA_FEAT_FILE_SPLICE & o->enable & ~o->disable;
   /* Zero-copy sends only when a threshold asks for them. */
   if (o->zc_threshold && !(o->disable & URSA_FEAT_SEND_ZC))
     loop->used |= ops & URSA_FEAT_SEND_ZC;

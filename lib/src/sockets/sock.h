@@ -88,6 +88,9 @@ static inline int ursa__recv_fallback(ursa_loop *loop, const ursa_op *op,
  * pool grows to the most batches ever in flight at once and is freed with
  * the loop. */
 void ursa__sendv_free_all(ursa_loop *loop) URSA__HIDDEN;
+/* stream_file.c: the loop's pipes for spliced file writes, closed with
+ * the loop. */
+void ursa__stream_pipes_free(ursa_loop *loop) URSA__HIDDEN;
 
 /* slots.c: the direct-descriptor table.  Sets it up with up to want slots
  * (capped at RLIMIT_NOFILE; a kernel that refuses leaves accepts on

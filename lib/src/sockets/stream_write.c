@@ -206,6 +206,8 @@ static int queue(ursa_write_req *w, ursa_stream *s, const struct iovec *iov,
   w->deadline_ms = timeout_ms; /* made absolute when it reaches the socket */
   w->file_fd = fd;
   w->file_off = off;
+  w->file_cached = 0;
+  w->fpipe = -1;
   w->chunk = NULL;
   w->chunk_len = w->chunk_sent = 0;
   w->fstep = 0;
