@@ -8,7 +8,9 @@ answered at once while the loop serves others, 100 pipelined 4 MiB
 requests in one write answered in order with RSS bounded, 20 clients not
 reading a 60 MiB response without RSS growth, and a file truncated while
 it is sent: the response is cut and the connection closed, never
-followed by another."""
+followed by another.  All of it a third time with file writes spliced
+through the loop's pipes (--uring-enable file_splice), which the
+server's descriptors must then show."""
 import hashlib
 import os
 import random
@@ -28,6 +30,13 @@ MiB = 1 << 20
 
 def Http(backend, *args):
     return httpserver.Http(HTTP, backend, *args)
+
+
+def pipe_fds(h):
+    """The server's pipe descriptors (its output's, and the loop's)."""
+    d = f"/proc/{h.p.pid}/fd"
+    return sum(os.readlink(f"{d}/{x}").startswith("pipe:")
+               for x in os.listdir(d))
 
 
 def conn(port, timeout=20):
@@ -122,8 +131,12 @@ except OSError as e:
           "FIFO stands for both")
     have_dev = False
 
-for be in ("uring", "ursa-epoll"):
-    h = Http(be, "--root", root, "--idle-timeout", "0")
+# The third: file writes spliced through the loop's pipes (opt-in).
+for be, extra in (("uring", ()), ("ursa-epoll", ()),
+                  ("uring", ("--uring-enable", "file_splice"))):
+    h = Http(be, "--root", root, "--idle-timeout", "0", *extra)
+    pipes0 = pipe_fds(h)
+    be += " splice" if extra else ""
     p = h.port
     # Small and 4 MiB files, byte-exact, with their validators.
     st, hd, body = get(p, "/small.bin")
@@ -137,6 +150,9 @@ for be in ("uring", "ursa-epoll"):
     st, hd, body = get(p, "/f4m.bin")
     check(st == 200 and body == f4m, f"{be}: 4 MiB byte-exact "
           f"({len(body)} bytes)")
+    pipes = pipe_fds(h) - pipes0
+    check((pipes > 0) == bool(extra) and pipes <= 32,
+          f"{be}: {pipes} pipe descriptors more after a file was sent")
     # HEAD: the headers of the GET, no body.
     st, hd, body = get(p, "/f4m.bin", method="HEAD")
     check(st == 200 and hd.get("content-length") == str(len(f4m)) and

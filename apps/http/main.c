@@ -40,6 +40,7 @@
 typedef struct opts {
   const char *listen, *backend, *root, *stats_json;
   long threads, cpu;
+  uint32_t uring_enable; /* opt-in URSA_FEAT_* bits */
   double duration, header_timeout, idle_timeout, body_timeout, send_timeout;
   http_cfg cfg;
   ursa_addr addr;
@@ -720,6 +721,7 @@ static int serve(loop_group *g, int index, void *arg) {
   ursa_loop_options lo = {0};
   lo.backend = !strcmp(O.backend, "uring") ? URSA_BACKEND_URING
                                            : URSA_BACKEND_EPOLL;
+  lo.enable = O.uring_enable;
   /* Direct descriptors save a lookup per operation, but a file write
    * needs a descriptor of the stream's own for sendfile (without one it
    * reads the file through a buffer): none when serving files. */
@@ -789,11 +791,14 @@ static int bad(const char *fmt, const char *a) {
 }
 
 static void usage(void) {
+  char opt_in[128];
+  ursa_feature_list(URSA_FEAT_OPT_IN, opt_in, sizeof(opt_in));
   printf(
       "usage: " PROG " [options]\n"
       "  --listen ADDR          where to listen (default 127.0.0.1:8080;\n"
       "                         :PORT for every address, [::1]:PORT, ...)\n"
       "  --backend B            uring (default) or ursa-epoll\n"
+      "  --uring-enable LIST    opt-in io_uring features to use: %s\n"
       "  --threads N            loops on N threads, SO_REUSEPORT (1-64)\n"
       "  --cpu N                pin the process to CPU N\n"
       "  --root DIR             serve the regular files under DIR, any "
@@ -822,7 +827,8 @@ static void usage(void) {
       "  --stats-json FILE      counters as JSON at exit\n"
       "  -h, --help             this text\n"
       "Routes: GET/HEAD /plaintext, /json; POST/PUT /upload (answers the\n"
-      "body's length and CRC-32); other paths from --root.\n");
+      "body's length and CRC-32); other paths from --root.\n",
+      opt_in);
 }
 
 static int parse(int argc, char **argv) {
@@ -840,6 +846,7 @@ static int parse(int argc, char **argv) {
   static const struct option longs[] = {
       {"listen", required_argument, NULL, 'l'},
       {"backend", required_argument, NULL, 'b'},
+      {"uring-enable", required_argument, NULL, 'E'},
       {"threads", required_argument, NULL, 't'},
       {"cpu", required_argument, NULL, 'c'},
       {"root", required_argument, NULL, 'r'},
@@ -867,6 +874,16 @@ static int parse(int argc, char **argv) {
         if (strcmp(v, "uring") && strcmp(v, "ursa-epoll"))
           return bad("unknown --backend '%s' (want uring or ursa-epoll)", v);
         O.backend = v;
+        break;
+      case 'E':
+        if (cli_features(PROG, flag, v, &O.uring_enable) < 0) return 2;
+        if (O.uring_enable & ~(uint32_t)URSA_FEAT_OPT_IN) {
+          char opt_in[128];
+          ursa_feature_list(URSA_FEAT_OPT_IN, opt_in, sizeof(opt_in));
+          fprintf(stderr, PROG ": --uring-enable: only %s are opt-in, not "
+                  "'%s' (see --help)\n", opt_in, v);
+          return 2;
+        }
         break;
       case 't':
         if (cli_long(PROG, flag, v, 1, LOOPS_MAX, &O.threads) < 0) return 2;
