@@ -88,6 +88,9 @@ class HttpServer:
                          name.split()[1], "--listen",
                          f"{listen}:{self.port}"]
             cmd += ["--root", root] if root else []
+            # "ursa-http uring splice": file writes spliced through pipes.
+            cmd += ["--uring-enable", "file_splice"] if name.endswith(
+                " splice") else []
         elif name == "nginx":
             conf = os.path.join(self.dir, "nginx.conf")
             temp = "\n".join(f"  {k}_temp_path {self.dir}/{k};" for k in

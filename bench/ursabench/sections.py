@@ -177,10 +177,16 @@ def static_section(static, stall):
               "CPU, with the same root (nginx: `sendfile on`).  Each "
               "server's copy of the file is checked (length and SHA-256) "
               "before its run.  Server CPU is all its processes' over wrk's "
-              "run.  Ratios are to nginx in the same round.", "",
+              "run.  Ratios are to nginx in the same round.  On loopback "
+              "a sender's system calls also carry much of the receiver's "
+              "TCP work (which side's context runs it depends on timing), "
+              "so server and wrk CPU per MB is given too.  `uring splice`: "
+              "file writes spliced through the loop's pipes "
+              "(`--uring-enable file_splice`), against sendfile on the "
+              "loop's thread.", "",
               "| file | server | requests/s | MB/s | server CPU us/req | "
-              "us/MB | vs nginx | p99 us | errors |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "us/MB | vs nginx | server + wrk us/MB | p99 us | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for size in sorted({h["size"] for h in static}):
             rows = [h for h in static if h["size"] == size]
             ng = next((h for h in rows if h["server"] == "nginx"), None)
@@ -192,6 +198,7 @@ def static_section(static, stall):
                          f"{fmt(h['server_cpu_us_per_rt'], 1)} | "
                          f"{fmt(h['server_cpu_us_per_mb'], 1)} | "
                          f"{fmt(iv[0], 2)}{'' if h is ng else text(iv)} | "
+                         f"{fmt(h.get('both_cpu_us_per_mb'), 1)} | "
                          f"{fmt(h['p99_us'])} | {h['errors']} |")
         L.append("")
     if stall:
