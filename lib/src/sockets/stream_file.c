@@ -204,8 +204,8 @@ void ursa__stream_file_step(ursa_stream *s) {
     size_t left = w->len - w->done;
     size_t n = left < ROUND_BYTES ? left : ROUND_BYTES;
     /* A range found cached is not asked about again while it is sent
-     * (cachestat walks every page: 8% of the server's CPU at 16 MiB
-     * files, once a step; partial sends would ask again for each). */
+     * (cachestat walks every page: 9.7% of ursa-http's samples at 16 MiB
+     * files; a partial send would ask about the next 1 MiB anew). */
     if (!(s->flags & S_DIRECT) && w->file_off >= w->file_cached &&
         cached(w->file_fd, w->file_off, n))
       w->file_cached = w->file_off + n;
