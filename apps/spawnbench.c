@@ -34,11 +34,13 @@
 static struct {
   const char *mode, *backend, *program;
   long count, concurrency, heap_mib, buf_kib, buf_count;
+  long cpu, child_cpu; /* -1: not pinned */
   uint32_t disable;
   long long bytes;
   int json;
 } O = {.mode = "spawn", .backend = "uring", .program = "/bin/true",
-       .count = 200, .concurrency = 1, .bytes = 256ll << 20};
+       .count = 200, .concurrency = 1, .bytes = 256ll << 20, .cpu = -1,
+       .child_cpu = -1};
 
 static char self[4096];
 static long started, ended, failed;
@@ -304,6 +306,9 @@ static void usage(void) {
       "  --buf-kib N       ursa: receive buffer size (default the loop's)\n"
       "  --buf-count N     ursa: receive buffers (default the loop's)\n"
       "  --disable NAME    ursa: leave a feature off (waitid, read_multishot)\n"
+      "  --cpu N           pin this process (and, unless --child-cpu,\n"
+      "                    its children) to CPU N\n"
+      "  --child-cpu N     pipe mode: pin the child to CPU N\n"
       "  --child-produce N (the pipe mode's child) writes N bytes to stdout\n"
       "  --json            one JSON object instead of the line\n"
       "  -h, --help        this text\n");
@@ -322,6 +327,8 @@ int main(int argc, char **argv) {
       {"buf-count", required_argument, NULL, 'C'},
       {"disable", required_argument, NULL, 'D'},
       {"child-produce", required_argument, NULL, 'P'},
+      {"cpu", required_argument, NULL, 'u'},
+      {"child-cpu", required_argument, NULL, 'U'},
       {"json", no_argument, NULL, 'j'},
       {"help", no_argument, NULL, 'h'},
       {0, 0, 0, 0}};
@@ -385,6 +392,12 @@ int main(int argc, char **argv) {
         O.disable |= bit;
         break;
       }
+      case 'u':
+        if (cli_long(PROG, flag, v, 0, 4095, &O.cpu) < 0) return 2;
+        break;
+      case 'U':
+        if (cli_long(PROG, flag, v, 0, 4095, &O.child_cpu) < 0) return 2;
+        break;
       case 'j': O.json = 1; break;
     }
   }
@@ -393,7 +406,18 @@ int main(int argc, char **argv) {
             argv[optind]);
     return 2;
   }
+  if (O.cpu >= 0 && cli_pin(PROG, O.cpu) < 0) return 1;
   if (child_produce >= 0) return produce(child_produce);
+  if (O.child_cpu >= 0 && strcmp(O.mode, "pipe")) {
+    fprintf(stderr, PROG ": --child-cpu is for --mode pipe\n");
+    return 2;
+  }
+  long ncpu = sysconf(_SC_NPROCESSORS_CONF);
+  if (O.child_cpu >= 0 && ncpu > 0 && O.child_cpu >= ncpu) {
+    fprintf(stderr, PROG ": --child-cpu %ld: this machine has %ld CPUs\n",
+            O.child_cpu, ncpu);
+    return 2;
+  }
   ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
   if (sl <= 0) {
     fprintf(stderr, PROG ": /proc/self/exe: %s\n", strerror(errno));
@@ -415,7 +439,10 @@ int main(int argc, char **argv) {
   bool uv = !strcmp(O.backend, "libuv");
   char nbuf[32];
   snprintf(nbuf, sizeof(nbuf), "%lld", O.bytes);
-  char *cargv[] = {self, (char *)"--child-produce", nbuf, NULL};
+  char cbuf[32];
+  snprintf(cbuf, sizeof(cbuf), "%ld", O.child_cpu);
+  char *cargv[] = {self, (char *)"--child-produce", nbuf,
+                   O.child_cpu >= 0 ? (char *)"--cpu" : NULL, cbuf, NULL};
   double cpu0 = cli_cpu_s();
   uint64_t t0 = cli_now_ns();
   int r = pipe_mode ? (uv ? run_libuv_pipe(cargv) : run_ursa_pipe(cargv))

@@ -85,4 +85,24 @@ for prog, args, says, what in [
     r = run(prog, "127.0.0.1:1", *args) if prog is LOAD or args[0] != "--" \
         else run(prog, *args)
     check(r.returncode == 2 and says in r.stderr, f"{what}: {r.stderr!r}")
+
+# ursa-spawn-bench's pinned pipe run (the bench's): parent and child each
+# on the CPU named, every byte through; --child-cpu is pipe mode's only.
+SPAWN = next(p for p in SOURCES if p.endswith("ursa-spawn-bench"))
+for be in ("uring", "ursa-epoll", "libuv"):
+    r = run(SPAWN, "--mode", "pipe", "--backend", be, "--bytes", "3000001",
+            "--cpu", "0", "--child-cpu", "0", "--json")
+    check(r.returncode == 0 and '"bytes":3000001,' in r.stdout and
+          '"failed":0' in r.stdout,
+          f"spawn-bench pinned pipe {be}: {r.returncode} {r.stdout!r} "
+          f"{r.stderr!r}")
+r = run(SPAWN, "--mode", "spawn", "--child-cpu", "0")
+check(r.returncode == 2 and "--child-cpu is for --mode pipe" in r.stderr,
+      f"--child-cpu in spawn mode: {r.returncode} {r.stderr!r}")
+r = run(SPAWN, "--mode", "pipe", "--cpu", "4095")
+check(r.returncode == 1 and "--cpu 4095" in r.stderr,
+      f"--cpu beyond the machine: {r.returncode} {r.stderr!r}")
+r = run(SPAWN, "--mode", "pipe", "--child-cpu", "4095")
+check(r.returncode == 2 and "--child-cpu 4095: this machine has" in r.stderr,
+      f"--child-cpu beyond the machine: {r.returncode} {r.stderr!r}")
 finish()

@@ -8,11 +8,15 @@ same kind of pipe):
   memory): ms per spawn is the whole cycle (the call, the child's exec
   and exit, the exit's callback) over the count;
 - rate: 4 children at once from a small parent: spawns/s;
-- pipe: 256 MiB written by a child into a pipe the parent reads as a
+- pipe: 1 GiB written by a child into a pipe the parent reads as a
   stream to EOF: MB/s, and the parent's CPU per MB (its getrusage; the
-  child, the same program for every reader, is not counted).
-Not pinned: parent and children share the machine's CPUs, as a job
-runner's do.  The readers of a point run interleaved, as every block's."""
+  child, the same program for every reader, is not counted).  The
+  parent on the server CPU, the child on the load CPU: left to the
+  scheduler, whether the two shared a CPU moved the CPU per MB 2.5x
+  from run to run (123 us together, 290-890 apart).
+The spawns are not pinned: parent and children share the machine's
+CPUs, as a job runner's do.  The readers of a point run interleaved, as
+every block's."""
 import json
 import os
 import re
@@ -26,7 +30,7 @@ HEAPS = (0, 200, 800)
 # Children per run: fewer where libuv's fork is slow (27 ms at 800 MiB).
 COUNTS = {0: 300, 200: 100, 800: 50}
 RATE_COUNT, RATE_AT_ONCE = 1000, 4
-PIPE_BYTES = 256 << 20
+PIPE_BYTES = 1 << 30
 
 
 def points(full):
@@ -39,7 +43,8 @@ def bench_run(a, backend, what, heap):
     cmd = [os.path.join(a.bindir, "ursa-spawn-bench"), "--backend", backend,
            "--json"]
     if what == "pipe":
-        cmd += ["--mode", "pipe", "--bytes", str(PIPE_BYTES)]
+        cmd += ["--mode", "pipe", "--bytes", str(PIPE_BYTES), "--cpu",
+                str(a.scpu), "--child-cpu", str(a.lcpu)]
     elif what == "rate":
         cmd += ["--count", str(RATE_COUNT), "--concurrency",
                 str(RATE_AT_ONCE)]
@@ -86,8 +91,9 @@ def process_section(rows):
          "libuv's uv_spawn() (Debian's 1.44, which forks) and uv_pipe.  "
          "spawn: /bin/true to its exit, one at a time, after the parent "
          "touched a heap of that size; ms per spawn is the whole cycle.  "
-         "rate: 4 at once, small parent.  pipe: 256 MiB from a child "
-         "through a pipe, read as a stream; CPU is the parent's.  Ratios "
+         "rate: 4 at once, small parent.  pipe: 1 GiB from a child "
+         "(on the load CPU) through a pipe, read as a stream (on the "
+         "server CPU); CPU is the parent's.  Ratios "
          "are to libuv in the same round.", "",
          "| what | backend | spawns/s | ms per spawn | ms in the call | "
          "vs libuv | MB/s | CPU us/MB | vs libuv | errors |",
