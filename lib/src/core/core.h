@@ -203,6 +203,8 @@ struct ursa_loop {
   uint32_t disabled;  /* URSA_FEAT_* switched off by options */
   bool running;
   bool stop;
+  bool send_addr;     /* IORING_OP_SEND takes a destination (6.1): a
+                         datagram send without a msghdr to copy in */
   bool no_fd_install; /* IORING_OP_FIXED_FD_INSTALL refused once: not asked
                          again (ursa__stream_install_fd) */
   int owner_pid; /* the process that made the ring: a forked child may not */

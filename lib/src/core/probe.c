@@ -130,11 +130,15 @@ void ursa__reg_wait_free(ursa_loop *loop) {
 
 /* Opcode-level features, inferred from opcodes of the same kernel release
  * since multishot has no opcode of its own. */
-static uint32_t probe_ops(struct io_uring *ring, int *missing) {
+static uint32_t probe_ops(struct io_uring *ring, int *missing,
+                          bool *send_addr) {
   uint32_t f = 0;
   *missing = -1;
   struct io_uring_probe *p = io_uring_get_probe_ring(ring);
   if (!p) return 0;
+  /* A send with a destination came in 6.1, with SENDMSG_ZC. */
+  if (send_addr)
+    *send_addr = io_uring_opcode_supported(p, IORING_OP_SENDMSG_ZC);
   static const int needed[] = {
       IORING_OP_ACCEPT,  IORING_OP_CONNECT,      IORING_OP_RECV,
       IORING_OP_SEND,    IORING_OP_TIMEOUT,      IORING_OP_LINK_TIMEOUT,
@@ -196,7 +200,7 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
                (kfeat & URSA_FEAT_OPT_IN & o->enable & ~o->disable);
 
   int missing;
-  uint32_t ops = probe_ops(&loop->ring, &missing);
+  uint32_t ops = probe_ops(&loop->ring, &missing, &loop->send_addr);
   if (missing >= 0) {
     io_uring_queue_exit(&loop->ring);
     ursa__reg_wait_free(loop);
@@ -248,7 +252,7 @@ int ursa_probe(ursa_features *out) {
     return r;
   }
   int missing;
-  out->kernel = got | kfeat | probe_ops(&ring, &missing);
+  out->kernel = got | kfeat | probe_ops(&ring, &missing, NULL);
   if (io_uring_register_ring_fd(&ring) == 1)
     out->kernel |= URSA_FEAT_REG_RING_FD;
   if ((out->kernel & URSA_FEAT_MSG_RING) && ursa__sync_msg_ring(NULL) == -EINVAL)

@@ -373,7 +373,15 @@ int ursa_dgram_send_active(const ursa_send_req *req) {
 static void dsend_prep(ursa_loop *loop, ursa_op *op) {
   ursa_send_req *req = (ursa_send_req *)op;
   struct io_uring_sqe *sqe = ursa__get_sqe(loop);
-  io_uring_prep_sendmsg(sqe, req->dgram->fd, &req->msg, MSG_NOSIGNAL);
+  if (loop->send_addr) { /* no msghdr for the kernel to copy in */
+    io_uring_prep_send(sqe, req->dgram->fd, req->iov.iov_base,
+                       req->iov.iov_len, MSG_NOSIGNAL);
+    if (req->msg.msg_name)
+      io_uring_prep_send_set_addr(sqe, req->msg.msg_name,
+                                  (uint16_t)req->msg.msg_namelen);
+  } else {
+    io_uring_prep_sendmsg(sqe, req->dgram->fd, &req->msg, MSG_NOSIGNAL);
+  }
   io_uring_sqe_set_data(sqe, op);
 }
 
