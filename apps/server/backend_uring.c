@@ -38,8 +38,14 @@ typedef struct reply {
 
 typedef struct dreply {
   ursa_send_req req;
+  struct dreply *next; /* the loop's spares */
+  size_t cap;
   char buf[];
 } dreply;
+/* Echoes of datagrams up to this size take a spare reply of this size
+ * (kept up to DREPLY_SPARES per loop) instead of a malloc each. */
+#define DREPLY_SMALL 2048
+#define DREPLY_SPARES 1024
 
 /* --gso without --gro: peers whose echoes one round merges. */
 #define MERGE_PEERS 32
@@ -64,6 +70,8 @@ static __thread struct {
   ursa_round merge_round;  /* --gso without --gro: flushes the batches */
   struct mbatch *mb[MERGE_PEERS]; /* a round's echoes, a batch per peer */
   int nmb;
+  struct dreply *spares; /* small datagram replies, sent and free */
+  int nspares;
 } S;
 
 /* The loops of --threads (apps/common/loops.h); one loop is a group of
@@ -494,8 +502,27 @@ static void on_connection(ursa_listener *l, int status) {
 }
 
 static void on_dsent(ursa_send_req *req, int status) {
+  dreply *r = req->data;
   if (status == 0) S.st->bytes_out += req->msg.msg_iov->iov_len;
-  free(req->data);
+  if (r->cap == DREPLY_SMALL && S.nspares < DREPLY_SPARES) {
+    r->next = S.spares;
+    S.spares = r;
+    S.nspares++;
+  } else {
+    free(r);
+  }
+}
+
+static dreply *dreply_get(size_t len) {
+  dreply *r = S.spares;
+  if (len <= DREPLY_SMALL && r) {
+    S.spares = r->next;
+    S.nspares--;
+    return r;
+  }
+  size_t cap = len <= DREPLY_SMALL ? DREPLY_SMALL : len;
+  if ((r = malloc(sizeof(*r) + cap))) r->cap = cap;
+  return r;
 }
 
 /* --gso without --gro: a round's echoes to one peer, equal-sized datagrams
@@ -585,7 +612,7 @@ static void on_datagram(ursa_dgram *d, ssize_t n, const void *buf,
     return;
   const void *out = S.o->mode == MODE_GREET ? greeting : buf;
   size_t len = S.o->mode == MODE_GREET ? sizeof(greeting) - 1 : (size_t)n;
-  dreply *r = malloc(sizeof(*r) + len);
+  dreply *r = dreply_get(len);
   if (!r) return;
   memcpy(r->buf, out, len);
   r->req = (ursa_send_req){0};
@@ -879,6 +906,12 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   if (r < 0) fprintf(stderr, "server: loop failed: %s\n", ursa_strerror(r));
   if (ursa_loop_close(S.loop) < 0) r = -EBUSY;
   ursa_tls_ctx_free(S.tls);
+  while (S.spares) {
+    dreply *d = S.spares;
+    S.spares = d->next;
+    free(d);
+  }
+  S.nspares = 0;
   return r < 0 ? 1 : 0;
 }
 
