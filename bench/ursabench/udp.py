@@ -29,17 +29,24 @@ SERVERS = {"uring": ("uring", ()), "uring-gro": ("uring", ("--gro",)),
            # adaptive policy) a round holds more of them.
            "uring-gso": ("uring", ("--gso",)),
            "uring-gso-batched": ("uring", ("--gso", "--batch-waits",
-                                           "always", "--batch-wait", "50"))}
+                                           "always", "--batch-wait", "50")),
+           # The bursting client against GRO+GSO with every wait a batch:
+           # what the adaptive policy (never batching one socket) leaves.
+           "uring-gro-gso-batched": ("uring", ("--gro", "--gso",
+                                               "--batch-waits", "always",
+                                               "--batch-wait", "50"))}
 PLAIN_ONLY = ["uring-gso", "uring-gso-batched"]
+GSO_ONLY = ["uring-gro-gso-batched"]  # --full only
 QUICK = ["uring", "uring-gro-gso", "ursa-epoll", "ursa-epoll-gro-gso",
          "mmsg"]
 
 
 def points(full):
     """(client, servers) pairs: the plain client, then the bursting one."""
-    servers = [s for s in SERVERS if s not in PLAIN_ONLY] if full \
-        else QUICK
-    return [("plain", servers + PLAIN_ONLY), ("gso", servers)]
+    servers = [s for s in SERVERS if s not in PLAIN_ONLY + GSO_ONLY] \
+        if full else QUICK
+    return [("plain", servers + PLAIN_ONLY),
+            ("gso", servers + (GSO_ONLY if full else []))]
 
 
 def udp_run(a, tmp, client, name):
@@ -110,7 +117,8 @@ def udp_section(rows):
          "--gso: a coalesced receive echoed as one GSO send (uring-gso, "
          "without --gro: a round's echoes to one peer as one GSO send; "
          "-batched: and every wait a batch, 50 us; both with the plain "
-         "client only).  mmsg is the "
+         "client only; uring-gro-gso-batched, in --full: GRO+GSO with "
+         "every wait a batch, with the bursting client).  mmsg is the "
          "hand-written recvmmsg+GRO / sendmmsg+GSO server.  Server CPU per "
          "datagram is the server process's over the measured window; "
          "ratios are to mmsg in the same round.", "",
