@@ -154,7 +154,7 @@ typedef enum ursa_backend {
    * message sent by io_uring_register, without a ring of the sender's     \
    * (else by the loop's eventfd, which the loop then reads and re-arms);  \
    * opt-in: on 6.18 its post-to-callback latency was 5x the eventfd's     \
-   * costlier (docs/measurements.md) */                                    \
+   * (docs/measurements.md) */                                             \
   X(SYNC_MSG_RING, 20, "sync_msg_ring", "6.13", 1, 0)                      \
   /* a bounded wait's argument read from a region registered with the     \
    * ring, not copied in on every wait; opt-in until the A/B block          \
