@@ -86,6 +86,18 @@ for prog, args, says, what in [
         else run(prog, *args)
     check(r.returncode == 2 and says in r.stderr, f"{what}: {r.stderr!r}")
 
+# --uring-enable takes the opt-in features only, in ursa-http as in the
+# echo server, each refusal naming what it takes.
+HTTP = next(p for p in SOURCES if p.endswith("ursa-http"))
+for prog in (HTTP, SERVER):
+    for v, says in (("min_wait", "--uring-enable: only "),
+                    ("nope", "--uring-enable: unknown feature 'nope'")):
+        r = run(prog, "--uring-enable", v, "--listen", "127.0.0.1:1")
+        check(r.returncode == 2 and says in r.stderr and
+              (v == "nope" or "file_splice" in r.stderr and
+               f"not '{v}'" in r.stderr),
+              f"{prog} --uring-enable {v}: {r.returncode} {r.stderr!r}")
+
 # ursa-spawn-bench's pinned pipe run (the bench's): parent and child each
 # on the CPU named, every byte through; --child-cpu is pipe mode's only.
 SPAWN = next(p for p in SOURCES if p.endswith("ursa-spawn-bench"))

@@ -158,3 +158,14 @@ int cli_features(const char *prog, const char *flag, const char *list,
   }
   return 0;
 }
+
+int cli_opt_in(const char *prog, const char *flag, const char *list,
+               uint32_t allowed, uint32_t *out) {
+  if (cli_features(prog, flag, list, out) < 0) return -1;
+  if (!(*out & ~allowed)) return 0;
+  char names[256];
+  ursa_feature_list(allowed, names, sizeof(names));
+  fprintf(stderr, "%s: %s: only %s are opt-in, not '%s'\n", prog, flag,
+          names, list);
+  return -1;
+}

@@ -31,6 +31,12 @@ int cli_next(const char *prog, int argc, char **argv, const char *shorts,
 int cli_features(const char *prog, const char *flag, const char *list,
                  uint32_t *out);
 
+/* cli_features() for a flag that takes only the bits of allowed (the
+ * opt-in ones): otherwise prints "PROG: FLAG: only A, B and C are
+ * opt-in, not 'LIST'" and returns -1. */
+int cli_opt_in(const char *prog, const char *flag, const char *list,
+               uint32_t allowed, uint32_t *out);
+
 /* Reads a batched-wait policy (ursa.h, ursa_batch_policy) named auto,
  * always or never into *out; otherwise prints "PROG: FLAG 'V' is not
  * auto, always or never" and returns -1. */

@@ -876,14 +876,8 @@ static int parse(int argc, char **argv) {
         O.backend = v;
         break;
       case 'E':
-        if (cli_features(PROG, flag, v, &O.uring_enable) < 0) return 2;
-        if (O.uring_enable & ~(uint32_t)URSA_FEAT_OPT_IN) {
-          char opt_in[128];
-          ursa_feature_list(URSA_FEAT_OPT_IN, opt_in, sizeof(opt_in));
-          fprintf(stderr, PROG ": --uring-enable: only %s are opt-in, not "
-                  "'%s' (see --help)\n", opt_in, v);
+        if (cli_opt_in(PROG, flag, v, URSA_FEAT_OPT_IN, &O.uring_enable) < 0)
           return 2;
-        }
         break;
       case 't':
         if (cli_long(PROG, flag, v, 1, LOOPS_MAX, &O.threads) < 0) return 2;

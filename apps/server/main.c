@@ -499,13 +499,8 @@ int main(int argc, char **argv) {
         if (cli_features("ursa-echo-server", a, v, &o.uring_disable) < 0) return 2;
         break;
       case O_ENABLE:
-        if (cli_features("ursa-echo-server", a, v, &o.uring_enable) < 0) return 2;
-        if (o.uring_enable & ~(uint32_t)OPT_IN) {
-          char opt_in[128];
-          ursa_feature_list(OPT_IN, opt_in, sizeof(opt_in));
-          return bad("--uring-enable: only %s are opt-in, not '%s'", opt_in,
-                     v);
-        }
+        if (cli_opt_in("ursa-echo-server", a, v, OPT_IN, &o.uring_enable) < 0)
+          return 2;
         break;
     }
   }

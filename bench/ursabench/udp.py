@@ -17,6 +17,8 @@ from .intervals import fmt, interval, text
 from .runner import Failure, Server, interleaved, run_load, summaries
 
 PEERS, WINDOW, SIZE = 16, 32, 1200
+# Every wait a batch, the first completion held up to 50 us.
+BATCHED = ("--batch-waits", "always", "--batch-wait", "50")
 SERVERS = {"uring": ("uring", ()), "uring-gro": ("uring", ("--gro",)),
            "uring-gro-gso": ("uring", ("--gro", "--gso")),
            "ursa-epoll": ("ursa-epoll", ()),
@@ -28,13 +30,11 @@ SERVERS = {"uring": ("uring", ()), "uring-gro": ("uring", ("--gro",)),
            # held up to 50 us; one socket is too few handles for the
            # adaptive policy) a round holds more of them.
            "uring-gso": ("uring", ("--gso",)),
-           "uring-gso-batched": ("uring", ("--gso", "--batch-waits",
-                                           "always", "--batch-wait", "50")),
+           "uring-gso-batched": ("uring", ("--gso",) + BATCHED),
            # The bursting client against GRO+GSO with every wait a batch:
            # what the adaptive policy (never batching one socket) leaves.
-           "uring-gro-gso-batched": ("uring", ("--gro", "--gso",
-                                               "--batch-waits", "always",
-                                               "--batch-wait", "50"))}
+           "uring-gro-gso-batched": ("uring", ("--gro", "--gso") +
+                                     BATCHED)}
 PLAIN_ONLY = ["uring-gso", "uring-gso-batched"]
 GSO_ONLY = ["uring-gro-gso-batched"]  # --full only
 QUICK = ["uring", "uring-gro-gso", "ursa-epoll", "ursa-epoll-gro-gso",
