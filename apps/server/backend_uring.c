@@ -38,14 +38,50 @@ typedef struct reply {
 
 typedef struct dreply {
   ursa_send_req req;
-  struct dreply *next; /* the loop's spares */
   size_t cap;
   char buf[];
 } dreply;
 /* Echoes of datagrams up to this size take a spare reply of this size
- * (kept up to DREPLY_SPARES per loop) instead of a malloc each. */
+ * instead of a malloc each. */
 #define DREPLY_SMALL 2048
-#define DREPLY_SPARES 1024
+
+/* Sent replies kept for the next echoes, a list per kind.  A malloc and
+ * free per echo is not only its own cost: hundreds of replies in flight,
+ * freed together, leave glibc's heap top above its trim threshold, and
+ * each round then gives the pages back (brk, a TLB flush) and faults
+ * them in again.  That measured 4-6x the server's CPU per datagram. */
+typedef struct spare {
+  struct spare *next;
+} spare;
+typedef struct spares {
+  spare *top;
+  int n, max;
+} spares;
+
+static void *spare_get(spares *l) {
+  spare *s = l->top;
+  if (s) {
+    l->top = s->next;
+    l->n--;
+  }
+  return s;
+}
+
+static void spare_put(spares *l, void *p) {
+  if (l->n >= l->max) {
+    free(p);
+    return;
+  }
+  spare *s = p;
+  s->next = l->top;
+  l->top = s;
+  l->n++;
+}
+
+static void spares_free(spares *l) {
+  void *p;
+  while ((p = spare_get(l))) free(p);
+}
 
 /* --gso without --gro: peers whose echoes one round merges. */
 #define MERGE_PEERS 32
@@ -70,8 +106,7 @@ static __thread struct {
   ursa_round merge_round;  /* --gso without --gro: flushes the batches */
   struct mbatch *mb[MERGE_PEERS]; /* a round's echoes, a batch per peer */
   int nmb;
-  struct dreply *spares; /* small datagram replies, sent and free */
-  int nspares;
+  spares dspare, mspare, gspare; /* dreply, mbatch, greply (GREPLY_SIZE) */
 } S;
 
 /* The loops of --threads (apps/common/loops.h); one loop is a group of
@@ -504,22 +539,15 @@ static void on_connection(ursa_listener *l, int status) {
 static void on_dsent(ursa_send_req *req, int status) {
   dreply *r = req->data;
   if (status == 0) S.st->bytes_out += req->msg.msg_iov->iov_len;
-  if (r->cap == DREPLY_SMALL && S.nspares < DREPLY_SPARES) {
-    r->next = S.spares;
-    S.spares = r;
-    S.nspares++;
-  } else {
+  if (r->cap == DREPLY_SMALL)
+    spare_put(&S.dspare, r);
+  else
     free(r);
-  }
 }
 
 static dreply *dreply_get(size_t len) {
-  dreply *r = S.spares;
-  if (len <= DREPLY_SMALL && r) {
-    S.spares = r->next;
-    S.nspares--;
-    return r;
-  }
+  dreply *r = len <= DREPLY_SMALL ? spare_get(&S.dspare) : NULL;
+  if (r) return r;
   size_t cap = len <= DREPLY_SMALL ? DREPLY_SMALL : len;
   if ((r = malloc(sizeof(*r) + cap))) r->cap = cap;
   return r;
@@ -541,7 +569,7 @@ static void on_msent(ursa_sendmsgs_req *req, int status) {
   (void)status;
   int r = ursa_sendmsgs_result(req, 0);
   if (r > 0) S.st->bytes_out += (uint64_t)r;
-  free(req->data);
+  spare_put(&S.mspare, req->data);
 }
 
 /* Sends batch i and takes it off the round's table. */
@@ -559,7 +587,8 @@ static void merge_send(int i) {
   }
   b->req = (ursa_sendmsgs_req){0};
   b->req.data = b;
-  if (ursa_dgram_sendmsgs(&b->req, &S.dsock, &m, 1, on_msent) < 0) free(b);
+  if (ursa_dgram_sendmsgs(&b->req, &S.dsock, &m, 1, on_msent) < 0)
+    spare_put(&S.mspare, b);
 }
 
 static void merge_flush(ursa_round *r) {
@@ -583,7 +612,8 @@ static int merge_add(const void *buf, size_t n, const struct sockaddr *from,
     b = NULL;
   }
   if (!b) {
-    if (S.nmb == MERGE_PEERS || !(b = malloc(sizeof(*b)))) return -1;
+    if (S.nmb == MERGE_PEERS) return -1;
+    if (!(b = spare_get(&S.mspare)) && !(b = malloc(sizeof(*b)))) return -1;
     memcpy(&b->to, from, fromlen);
     b->tolen = fromlen;
     b->seg = n;
@@ -630,8 +660,22 @@ typedef struct greply {
   char *buf;                /* the kept receive buffer, or a copy after the
                                requests */
   int kept;
+  int pooled;               /* GREPLY_SIZE: goes back to the spares */
   ursa_sendmsgs_req reqs[]; /* as many as the datagrams need */
 } greply;
+/* A reply sent from the kept receive buffer, or with a copy of up to
+ * GREPLY_COPY bytes, is of this size and is reused. */
+#define GREPLY_COPY 2048
+#define GREPLY_SIZE \
+  (sizeof(greply) + GRO_REQS * sizeof(ursa_sendmsgs_req) + GREPLY_COPY)
+
+static void greply_done(greply *g) {
+  if (g->kept) ursa_buf_release(S.loop, g->buf);
+  if (g->pooled)
+    spare_put(&S.gspare, g);
+  else
+    free(g);
+}
 
 static void on_gsent(ursa_sendmsgs_req *req, int status) {
   greply *g = req->data;
@@ -640,10 +684,7 @@ static void on_gsent(ursa_sendmsgs_req *req, int status) {
     int r = ursa_sendmsgs_result(req, i);
     if (r > 0) S.st->bytes_out += (uint64_t)r;
   }
-  if (--g->pending == 0) {
-    if (g->kept) ursa_buf_release(S.loop, g->buf);
-    free(g);
-  }
+  if (--g->pending == 0) greply_done(g);
 }
 
 static void on_datagram_gro(ursa_dgram *d, ssize_t n, const void *buf,
@@ -666,14 +707,20 @@ static void on_datagram_gro(ursa_dgram *d, ssize_t n, const void *buf,
   /* Sent from the receive buffer itself unless --echo-copy, or the ring
    * has lent out its share. */
   int kept = !S.o->echo_copy && n > 0 && ursa_buf_keep(S.loop, buf) == 0;
-  greply *g = malloc(sizeof(*g) + (size_t)want * sizeof(g->reqs[0]) +
-                     (kept ? 0 : (size_t)n));
+  int pooled = kept || (size_t)n <= GREPLY_COPY;
+  greply *g = pooled ? spare_get(&S.gspare) : NULL;
+  if (!g)
+    g = malloc(pooled ? GREPLY_SIZE
+                      : sizeof(*g) + (size_t)want * sizeof(g->reqs[0]) +
+                            (size_t)n);
   if (!g) {
     if (kept) ursa_buf_release(S.loop, buf);
     return;
   }
   g->kept = kept;
-  g->buf = kept ? (char *)buf : (char *)&g->reqs[want];
+  g->pooled = pooled;
+  g->buf = kept ? (char *)buf
+                : (char *)&g->reqs[pooled ? GRO_REQS : want];
   if (!kept) memcpy(g->buf, buf, (size_t)n);
   memcpy(&g->to, info->from, info->fromlen);
   ursa_dgram_msg m[URSA_DGRAM_BATCH];
@@ -713,10 +760,7 @@ static void on_datagram_gro(ursa_dgram *d, ssize_t n, const void *buf,
     if (ursa_dgram_sendmsgs(q, d, m, k, on_gsent) < 0) g->pending--;
     if (n == 0) break;
   }
-  if (g->pending == 0) {
-    if (g->kept) ursa_buf_release(S.loop, g->buf);
-    free(g);
-  }
+  if (g->pending == 0) greply_done(g);
 }
 
 /* The group's stop, on this loop's thread. */
@@ -775,6 +819,11 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   S.st = st;
   S.index = index;
   S.dgram = o->proto == PROTO_UDP || o->proto == PROTO_UNIXGRAM;
+  /* Spares enough for the replies in flight: 16 peers x 32 datagrams in
+   * the bench; a batch per peer per round; a coalesced receive each. */
+  S.dspare.max = 1024;
+  S.mspare.max = 2 * MERGE_PEERS;
+  S.gspare.max = 256;
   int group = G.n > 1, handoff = group && o->dispatch != DISPATCH_REUSEPORT;
   ursa_loop_options lo = {0};
   lo.disable = o->uring_disable;
@@ -906,12 +955,9 @@ static int serve_one(const server_opts *o, server_stats *st, int index) {
   if (r < 0) fprintf(stderr, "server: loop failed: %s\n", ursa_strerror(r));
   if (ursa_loop_close(S.loop) < 0) r = -EBUSY;
   ursa_tls_ctx_free(S.tls);
-  while (S.spares) {
-    dreply *d = S.spares;
-    S.spares = d->next;
-    free(d);
-  }
-  S.nspares = 0;
+  spares_free(&S.dspare);
+  spares_free(&S.mspare);
+  spares_free(&S.gspare);
   return r < 0 ? 1 : 0;
 }
 
