@@ -33,9 +33,9 @@
 
 static struct {
   const char *mode, *backend, *program;
-  long count, concurrency, heap_mib, buf_kib, buf_count;
+  long count, concurrency, heap_mib, buf_kib, buf_count, pipe_kib;
   long cpu, child_cpu; /* -1: not pinned */
-  uint32_t disable;
+  uint32_t disable, enable;
   long long bytes;
   int json;
 } O = {.mode = "spawn", .backend = "uring", .program = "/bin/true",
@@ -100,6 +100,7 @@ static int ursa_setup(void) {
   if (O.buf_kib) lo.buf_size = (unsigned)O.buf_kib << 10;
   if (O.buf_count) lo.buf_count = (unsigned)O.buf_count;
   lo.disable = O.disable;
+  lo.enable = O.enable;
   int r = ursa_loop_new(&uloop, &lo);
   if (r < 0)
     fprintf(stderr, PROG ": the %s backend cannot start: %s\n", O.backend,
@@ -160,6 +161,7 @@ static int run_ursa_pipe(char **argv) {
   ursa_stdio io[2] = {{0}};
   io[1].kind = URSA_STDIO_PIPE;
   io[1].stream = &ustream;
+  io[1].pipe_size = (unsigned)O.pipe_kib << 10; /* 0: ursa's default */
   ursa_spawn_options so = {0};
   so.file = self;
   so.argv = argv;
@@ -266,6 +268,11 @@ static int run_libuv_pipe(char **argv) {
   lloop = uv_default_loop();
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) return -1;
+  if (O.pipe_kib && fcntl(fds[0], F_SETPIPE_SZ, (int)(O.pipe_kib << 10)) < 0) {
+    fprintf(stderr, PROG ": --pipe-kib %ld: the kernel refused it: %s\n",
+            O.pipe_kib, strerror(errno));
+    return -1;
+  }
   uv_pipe_init(lloop, &lpipe, 0);
   if (uv_pipe_open(&lpipe, fds[0]) < 0) return -1;
   uv_stdio_container_t io[2];
@@ -305,7 +312,10 @@ static void usage(void) {
       "256 MiB)\n"
       "  --buf-kib N       ursa: receive buffer size (default the loop's)\n"
       "  --buf-count N     ursa: receive buffers (default the loop's)\n"
-      "  --disable NAME    ursa: leave a feature off (waitid, read_multishot)\n"
+      "  --pipe-kib N      pipe mode: the pipe's size (default: ursa's,\n"
+      "                    URSA_SPAWN_PIPE_SIZE; libuv's, the kernel's)\n"
+      "  --disable NAME    ursa: leave a feature off (waitid)\n"
+      "  --enable NAME     ursa: use an opt-in feature (read_multishot)\n"
       "  --cpu N           pin this process (and, unless --child-cpu,\n"
       "                    its children) to CPU N\n"
       "  --child-cpu N     pipe mode: pin the child to CPU N\n"
@@ -325,7 +335,9 @@ int main(int argc, char **argv) {
       {"bytes", required_argument, NULL, 'B'},
       {"buf-kib", required_argument, NULL, 'k'},
       {"buf-count", required_argument, NULL, 'C'},
+      {"pipe-kib", required_argument, NULL, 'S'},
       {"disable", required_argument, NULL, 'D'},
+      {"enable", required_argument, NULL, 'E'},
       {"child-produce", required_argument, NULL, 'P'},
       {"cpu", required_argument, NULL, 'u'},
       {"child-cpu", required_argument, NULL, 'U'},
@@ -380,16 +392,28 @@ int main(int argc, char **argv) {
       case 'C':
         if (cli_long(PROG, flag, v, 1, 32768, &O.buf_count) < 0) return 2;
         break;
-      case 'D': {
+      case 'S':
+        if (cli_long(PROG, flag, v, 4, 1L << 20, &O.pipe_kib) < 0) return 2;
+        break;
+      case 'D':
+      case 'E': {
         uint32_t bit = 0;
         for (unsigned i = 0; i < URSA_FEAT_COUNT && !bit; i++)
           if (!strcmp(ursa_feature_name(1u << i), v)) bit = 1u << i;
         if (!bit) {
-          fprintf(stderr, PROG ": --disable '%s' is not a feature's name "
-                  "(see ursa-probe)\n", v);
+          fprintf(stderr, PROG ": %s '%s' is not a feature's name "
+                  "(see ursa-probe)\n", ch == 'D' ? "--disable" : "--enable",
+                  v);
           return 2;
         }
-        O.disable |= bit;
+        if (ch == 'E' && !(bit & URSA_FEAT_OPT_IN)) {
+          char list[256];
+          ursa_feature_list(URSA_FEAT_OPT_IN, list, sizeof(list));
+          fprintf(stderr, PROG ": --enable '%s': only %s are opt-in\n", v,
+                  list);
+          return 2;
+        }
+        *(ch == 'D' ? &O.disable : &O.enable) |= bit;
         break;
       }
       case 'u':

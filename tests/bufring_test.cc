@@ -145,6 +145,54 @@ TEST(BufringDepth, AStreamReusesFewBuffersAndStarvingDeepensTheRing) {
   lp.Finish();
 }
 
+// The pipe ring, made on first use: 64 KiB buffers, URSA__PIPE_DEPTH of
+// them in the ring, so that reads taken one at a time land in the same
+// few buffers; half of it at most may be kept.
+TEST(BufringPipe, FewWarmBuffersAndHalfKeptAtMost) {
+  ursa_loop_options o{};
+  o.buf_keep_max = 64; /* not the cap here */
+  t::Loop lp(&o);
+  ASSERT_EQ(0, lp.status());
+  ursa__bufring *r = &lp.get()->bufs->rings[URSA__PIPE_RING];
+  EXPECT_EQ(nullptr, r->br) << "made before any pipe read";
+  ASSERT_EQ(0, ursa__bufring_pipe(lp.get()));
+  ASSERT_EQ(0, ursa__bufring_pipe(lp.get())) << "a second call keeps it";
+  EXPECT_EQ(URSA__PIPE_SIZE, r->size);
+  EXPECT_EQ(URSA__PIPE_COUNT, r->count);
+  EXPECT_EQ(URSA__PIPE_DEPTH, (unsigned)(uint16_t)(r->tail - r->head));
+  std::set<const char *> used;
+  for (int i = 0; i < 200; i++) {
+    uint32_t cf = Fill(r, 65536, (char)i);
+    ursa__slices it;
+    ASSERT_TRUE(ursa__slices_begin(lp.get(), r, &it, 65536, cf, false)) << i;
+    ASSERT_TRUE(ursa__slices_next(lp.get(), &it));
+    ASSERT_EQ(65536u, it.len);
+    ASSERT_EQ((char)i, it.data[65535]);
+    used.insert(it.data);
+    ursa__slice_done(lp.get(), &it);
+  }
+  EXPECT_LE(used.size(), (size_t)URSA__PIPE_DEPTH + 1)
+      << "200 reads went through " << used.size() << " buffers";
+  std::vector<const char *> kept;
+  int refused = 0;
+  for (unsigned i = 0; i < URSA__PIPE_COUNT / 2 + 1; i++) {
+    uint32_t cf = Fill(r, 10, 'k');
+    ursa__slices it;
+    ASSERT_TRUE(ursa__slices_begin(lp.get(), r, &it, 10, cf, false));
+    ASSERT_TRUE(ursa__slices_next(lp.get(), &it));
+    int k = ursa_buf_keep(lp.get(), it.data);
+    if (k == 0) kept.push_back(it.data);
+    refused += k == -ENOBUFS;
+    ursa__slice_done(lp.get(), &it);
+    ursa__bufs_starved(lp.get()); /* as a read that found the ring empty */
+  }
+  EXPECT_EQ(URSA__PIPE_COUNT / 2, kept.size());
+  EXPECT_EQ(1, refused);
+  for (const char *k : kept) EXPECT_EQ(0, ursa_buf_release(lp.get(), k));
+  EXPECT_EQ(0u, BufsOut(lp.get()));
+  lp.Finish();
+}
+
 TEST_P(Bufring, KeepingIsCappedAtBufKeepMax) {
   const char *kept[3] = {};
   int results[3];

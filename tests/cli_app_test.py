@@ -108,6 +108,24 @@ for be in ("uring", "ursa-epoll", "libuv"):
           '"failed":0' in r.stdout,
           f"spawn-bench pinned pipe {be}: {r.returncode} {r.stdout!r} "
           f"{r.stderr!r}")
+# The pipe's size and the opt-in multishot read, each backend: every byte.
+for be, extra in [("uring", ["--pipe-kib", "64"]),
+                  ("uring", ["--enable", "read_multishot"]),
+                  ("ursa-epoll", ["--enable", "read_multishot",
+                                  "--pipe-kib", "1024"]),
+                  ("libuv", ["--pipe-kib", "256"])]:
+    r = run(SPAWN, "--mode", "pipe", "--backend", be, "--bytes", "3000001",
+            "--json", *extra)
+    check(r.returncode == 0 and '"bytes":3000001,' in r.stdout and
+          '"failed":0' in r.stdout,
+          f"spawn-bench pipe {be} {extra}: {r.returncode} {r.stdout!r} "
+          f"{r.stderr!r}")
+for args, says in [(["--enable", "waitid"], "--enable 'waitid': only "),
+                   (["--enable", "nope"], "--enable 'nope' is not a"),
+                   (["--pipe-kib", "2"], "--pipe-kib")]:
+    r = run(SPAWN, "--mode", "pipe", *args)
+    check(r.returncode == 2 and says in r.stderr,
+          f"spawn-bench {args}: {r.returncode} {r.stderr!r}")
 r = run(SPAWN, "--mode", "spawn", "--child-cpu", "0")
 check(r.returncode == 2 and "--child-cpu is for --mode pipe" in r.stderr,
       f"--child-cpu in spawn mode: {r.returncode} {r.stderr!r}")

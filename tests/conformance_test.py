@@ -216,11 +216,11 @@ def test_uring_only(tmp):
           f"greet on direct descriptors: {r.returncode} {res}")
     srv.stop()
     for v, says in [("multishot_recv",
-                     "only direct_files, recv_bundle, buf_inc, sync_msg_ring, "
-                     "reg_wait and file_splice are opt-in"),
+                     "only direct_files, recv_bundle, buf_inc, read_multishot, "
+                     "sync_msg_ring, reg_wait and file_splice are opt-in"),
                     ("min_wait",
-                     "only direct_files, recv_bundle, buf_inc, sync_msg_ring, "
-                     "reg_wait and file_splice are opt-in"),
+                     "only direct_files, recv_bundle, buf_inc, read_multishot, "
+                     "sync_msg_ring, reg_wait and file_splice are opt-in"),
                     ("nope", "--uring-enable: unknown feature 'nope'")]:
         r = subprocess.run([SERVER, "--backend", "uring", "--uring-enable", v],
                            capture_output=True, text=True, timeout=20)

@@ -79,6 +79,7 @@ void Report() {
   memset(buf, 0, sizeof(buf));
   if (readlink("/proc/self/fd/0", buf, sizeof(buf) - 1) < 0) strcpy(buf, "?");
   out += std::string("fd0: ") + buf + "\n";
+  out += "pipe1: " + std::to_string(fcntl(1, F_GETPIPE_SZ)) + "\n";
   WriteAll(1, out.data(), out.size());
 }
 
@@ -122,15 +123,17 @@ __attribute__((constructor)) void ChildMain() {
 struct Variant {
   const char *name;
   ursa_backend backend;
-  uint32_t disable;
+  uint32_t disable, enable;
 };
+// Each backend with its defaults (IORING_OP_WAITID, one read at a time),
+// and with the other way for each: a poll of the pidfd, multishot reads.
 const Variant kVariants[] = {
-    {"uring", URSA_BACKEND_URING, 0},
-    {"uring_poll", URSA_BACKEND_URING,
-     URSA_FEAT_WAITID | URSA_FEAT_READ_MULTISHOT},
-    {"epoll", URSA_BACKEND_EPOLL, 0},
-    {"epoll_poll", URSA_BACKEND_EPOLL,
-     URSA_FEAT_WAITID | URSA_FEAT_READ_MULTISHOT},
+    {"uring", URSA_BACKEND_URING, 0, 0},
+    {"uring_poll", URSA_BACKEND_URING, URSA_FEAT_WAITID,
+     URSA_FEAT_READ_MULTISHOT},
+    {"epoll", URSA_BACKEND_EPOLL, 0, 0},
+    {"epoll_poll", URSA_BACKEND_EPOLL, URSA_FEAT_WAITID,
+     URSA_FEAT_READ_MULTISHOT},
 };
 
 struct Exit {
@@ -191,6 +194,7 @@ class Proc : public ::testing::TestWithParam<Variant> {
   void SetUp() override {
     o_ = t::OptionsFor(GetParam().backend);
     o_.disable = GetParam().disable;
+    o_.enable = GetParam().enable;
     lp_.reset(new t::Loop(&o_));
     ASSERT_EQ(0, lp_->status());
     self_ = Self();
@@ -230,7 +234,7 @@ class Proc : public ::testing::TestWithParam<Variant> {
     ASSERT_TRUE(RunUntil([&] { return closed == 1; }));
   }
   std::string ReportOf(unsigned flags = 0, const char *cwd = nullptr,
-                       const char *x = nullptr) {
+                       const char *x = nullptr, unsigned pipe_size = 0) {
     Reader out;
     out.keep = true;
     Exit e;
@@ -238,6 +242,7 @@ class Proc : public ::testing::TestWithParam<Variant> {
     io[0].kind = URSA_STDIO_IGNORE;
     io[1].kind = URSA_STDIO_PIPE;
     io[1].stream = &out.s;
+    io[1].pipe_size = pipe_size;
     int r = SpawnSelf(&e, "report", io, flags, cwd, x);
     EXPECT_EQ(0, r) << ursa_strerror(r) << ": " << ursa_error_detail();
     if (r) return "";
@@ -700,6 +705,88 @@ TEST_P(Proc, BadOptionsAreNamed) {
   EXPECT_EQ(-EINVAL, ursa_process_kill(nullptr, 0));
   EXPECT_EQ(-EINVAL, ursa_process_kill(&e.p, 0)) << "never opened";
   EXPECT_EQ(0, ursa_loop_alive(loop()));
+}
+
+// Pipe streams read one buffer at a time unless the multishot read is
+// asked for (opt-in), on either backend.
+TEST_P(Proc, MultishotReadOnlyWhenAsked) {
+  ursa_features f;
+  ursa_loop_features(loop(), &f);
+  EXPECT_EQ(GetParam().enable & URSA_FEAT_READ_MULTISHOT,
+            f.used & URSA_FEAT_READ_MULTISHOT)
+      << std::hex << f.used;
+}
+
+// A new pipe is URSA_SPAWN_PIPE_SIZE unless asked otherwise (the kernel
+// rounds up to a power of two pages); a size on a slot that is no new
+// pipe, or above 1 GiB, is refused by name; one the kernel refuses (an
+// unprivileged caller above /proc/sys/fs/pipe-max-size) fails the spawn
+// with EPERM, naming the slot, and leaves no descriptor behind.
+TEST_P(Proc, PipeSizeByDefaultAsAskedAndRefused) {
+  auto pipe1 = [](const std::string &rep) {
+    size_t at = rep.find("pipe1: ");
+    return at == std::string::npos ? -1 : atoi(rep.c_str() + at + 7);
+  };
+  EXPECT_EQ((int)URSA_SPAWN_PIPE_SIZE, pipe1(ReportOf()));
+  EXPECT_EQ(65536, pipe1(ReportOf(0, nullptr, nullptr, 65536)));
+  EXPECT_EQ(131072, pipe1(ReportOf(0, nullptr, nullptr, 100000)));
+  Exit e;
+  ursa_stream s{};
+  std::vector<ursa_stdio> io(2);
+  io[1].kind = URSA_STDIO_IGNORE;
+  io[1].pipe_size = 65536;
+  EXPECT_EQ(-EINVAL, SpawnSelf(&e, "report", io));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "stdio[1]: pipe_size 65536, "
+                                                 "but the slot is not a new "
+                                                 "pipe"))
+      << ursa_error_detail();
+  io[1].kind = URSA_STDIO_PIPE;
+  io[1].stream = &s;
+  io[1].pipe_size = 2u << 30;
+  EXPECT_EQ(-EINVAL, SpawnSelf(&e, "report", io));
+  EXPECT_NE(nullptr, strstr(ursa_error_detail(), "over 1 GiB"))
+      << ursa_error_detail();
+  // The kernel's refusal, in a child that gave up root (root may pass
+  // pipe-max-size): a loop of its own there, and its descriptors counted.
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // (In a user namespace, as bazel's sandbox, root is no root for the
+    // pipe's limit, and setuid may fail: either way the limit holds.)
+    if (getuid() == 0 && setuid(65534) < 0) {
+    }
+    ursa_loop *l = nullptr;
+    ursa_loop_options lo = o_;
+    if (ursa_loop_new(&l, &lo) < 0) _exit(11);
+    int before = 0, after = 0;
+    for (int fd = 0; fd < 1024; fd++) before += fcntl(fd, F_GETFD) >= 0;
+    ursa_process p{};
+    ursa_stream ps{};
+    ursa_stdio cio[2] = {};
+    cio[1].kind = URSA_STDIO_PIPE;
+    cio[1].stream = &ps;
+    cio[1].pipe_size = 64u << 20; /* above the default 1 MiB maximum */
+    ursa_spawn_options so{};
+    so.file = "/bin/true";
+    so.stdio = cio;
+    so.nstdio = 2;
+    int r = ursa_spawn(l, &p, &so, OnExit);
+    for (int fd = 0; fd < 1024; fd++) after += fcntl(fd, F_GETFD) >= 0;
+    bool named = strstr(ursa_error_detail(), "stdio[1]: the kernel refused "
+                                             "pipe_size 67108864") != nullptr;
+    if (r == 0) _exit(20); /* privileged after all: no limit to meet */
+    if (ursa_loop_close(l) < 0) _exit(12);
+    _exit(r != -EPERM ? 13 : !named ? 14 : before != after ? 15 : 0);
+  }
+  int st = 0;
+  ASSERT_EQ(pid, waitpid(pid, &st, 0));
+  ASSERT_TRUE(WIFEXITED(st)) << st;
+  if (WEXITSTATUS(st) == 20)
+    GTEST_SKIP() << "privileged (CAP_SYS_RESOURCE): the kernel takes any "
+                    "pipe size";
+  EXPECT_EQ(0, WEXITSTATUS(st)) << "11: no loop, 12: no close, 13: not "
+                                   "EPERM, 14: not named, 15: a descriptor "
+                                   "left";
 }
 
 // ---- streams over pipes, FIFOs and devices, without a child ----

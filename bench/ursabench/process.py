@@ -10,7 +10,10 @@ same kind of pipe):
 - rate: 4 children at once from a small parent: spawns/s;
 - pipe: 1 GiB written by a child into a pipe the parent reads as a
   stream to EOF: MB/s, and the parent's CPU per MB (its getrusage; the
-  child, the same program for every reader, is not counted).  The
+  child, the same program for every reader, is not counted).  Each
+  library's pipe as it comes: ursa sizes the pipes it makes to 256 KiB
+  (URSA_SPAWN_PIPE_SIZE), libuv reads the kernel's 64 KiB one.  --full
+  adds both at one size, 64 KiB and 256 KiB (pipe-64k, pipe-256k).  The
   parent on the server CPU, the child on the load CPU: left to the
   scheduler, whether the two shared a CPU moved the CPU per MB 2.5x
   from run to run (123 us together, 290-890 apart).
@@ -33,18 +36,24 @@ RATE_COUNT, RATE_AT_ONCE = 1000, 4
 PIPE_BYTES = 1 << 30
 
 
+PIPE_SIZED = ["pipe-64k", "pipe-256k"]  # --full: every reader's pipe so
+
+
 def points(full):
     """What the block measures: ("spawn", heap) for each heap, ("rate",
-    0) and ("pipe", 0)."""
-    return [("spawn", h) for h in HEAPS] + [("rate", 0), ("pipe", 0)]
+    0) and ("pipe", 0); --full, the pipe at each size of PIPE_SIZED."""
+    return [("spawn", h) for h in HEAPS] + [("rate", 0), ("pipe", 0)] + (
+        [(w, 0) for w in PIPE_SIZED] if full else [])
 
 
 def bench_run(a, backend, what, heap):
     cmd = [os.path.join(a.bindir, "ursa-spawn-bench"), "--backend", backend,
            "--json"]
-    if what == "pipe":
+    if what.startswith("pipe"):
         cmd += ["--mode", "pipe", "--bytes", str(PIPE_BYTES), "--cpu",
                 str(a.scpu), "--child-cpu", str(a.lcpu)]
+        if what != "pipe":
+            cmd += ["--pipe-kib", what[len("pipe-"):-1]]
     elif what == "rate":
         cmd += ["--count", str(RATE_COUNT), "--concurrency",
                 str(RATE_AT_ONCE)]
@@ -77,7 +86,7 @@ def process_block(a, tmp, todo, failures, progress):
             failures, progress,
             lambda s: (f"{fmt(s['mb_per_s'])} MB/s, "
                        f"{fmt(s['cpu_us_per_mb'], 1)} us CPU/MB"
-                       if s["what"] == "pipe" else
+                       if s["what"].startswith("pipe") else
                        f"{fmt(s['spawns_per_s'])} spawns/s, "
                        f"{fmt(s['ms_per_spawn'], 3)} ms each"))
     return rows
@@ -93,8 +102,10 @@ def process_section(rows):
          "touched a heap of that size; ms per spawn is the whole cycle.  "
          "rate: 4 at once, small parent.  pipe: 1 GiB from a child "
          "(on the load CPU) through a pipe, read as a stream (on the "
-         "server CPU); CPU is the parent's.  Ratios "
-         "are to libuv in the same round.", "",
+         "server CPU); CPU is the parent's.  Each library's pipe: ursa "
+         "makes its pipes 256 KiB (URSA_SPAWN_PIPE_SIZE), libuv's reader "
+         "gets the kernel's 64 KiB; --full adds every reader at one size.  "
+         "Ratios are to libuv in the same round.", "",
          "| what | backend | spawns/s | ms per spawn | ms in the call | "
          "vs libuv | MB/s | CPU us/MB | vs libuv | errors |",
          "|---|---|---|---|---|---|---|---|---|---|"]
@@ -104,8 +115,10 @@ def process_section(rows):
                     x["backend"] == "libuv"), None)
         mine = r is ref or not ref
         what = (f"spawn, {r['heap_mib']} MiB heap" if r["what"] == "spawn"
-                else "spawn, 4 at once" if r["what"] == "rate" else "pipe")
-        if r["what"] == "pipe":
+                else "spawn, 4 at once" if r["what"] == "rate"
+                else "pipe, each library's" if r["what"] == "pipe"
+                else f"pipe, every one {r['what'][5:-1]} KiB")
+        if r["what"].startswith("pipe"):
             i1 = (None,) * 5 if mine else interval(r, ref, "mb_per_s")
             i2 = (None,) * 5 if mine else interval(r, ref, "cpu_us_per_mb")
             L.append(f"| {what} | {r['backend']} | | | | | "

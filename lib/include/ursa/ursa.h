@@ -148,8 +148,9 @@ typedef enum ursa_backend {
    * poll of the pidfd, then waitid(2) at once) */                         \
   X(WAITID, 18, "waitid", "6.7", 0, 1)                                     \
   /* a pipe, FIFO, terminal or device stream read by one multishot read   \
-   * (else one read per buffer, armed again) */                            \
-  X(READ_MULTISHOT, 19, "read_multishot", "6.7", 0, 1)                     \
+   * (else one read per buffer, armed again); opt-in: pipe reads measured  \
+   * 0.8x the rate of one read at a time (docs/measurements.md) */         \
+  X(READ_MULTISHOT, 19, "read_multishot", "6.7", 1, 1)                     \
   /* ursa_post() from a plain thread wakes an io_uring loop with a ring    \
    * message sent by io_uring_register, without a ring of the sender's     \
    * (else by the loop's eventfd, which the loop then reads and re-arms);  \
@@ -990,8 +991,10 @@ URSA_EXPORT int ursa_listener_close(ursa_listener *l,
  * fd from then on (its close closes it).  It takes:
  *   - a connected stream or seqpacket socket (one end of a socketpair, a
  *     library's connection): read by recv, written by send, as any stream;
- *   - a pipe, FIFO, terminal or character device: read by READ (multishot
- *     with URSA_FEAT_READ_MULTISHOT) into the same receive buffers, written
+ *   - a pipe, FIFO, terminal or character device: read by READ, 64 KiB
+ *     at a time (multishot with URSA_FEAT_READ_MULTISHOT, opt-in) into
+ *     receive buffers of its own kind (ursa_buf_keep() keeps them as any
+ *     other), written
  *     by WRITE and WRITEV, with the stream's contract (ordered full
  *     writes, read callbacks, URSA_EOF when every writer has closed, read
  *     and write marks).  Such a stream has no socket options (TCP_NODELAY,
@@ -1752,7 +1755,17 @@ typedef struct ursa_stdio {
                           opened by ursa_spawn() (closed with ursa_close()
                           as any stream; it outlives the child as long as
                           the caller likes) */
+  /* URSA_STDIO_PIPE, _PIPE_IN: the pipe's capacity in bytes (F_SETPIPE_SZ;
+   * the kernel rounds it up to a power of two pages), and ursa_spawn()
+   * fails with the kernel's refusal (EPERM: above
+   * /proc/sys/fs/pipe-max-size, or the user's pipe pages used up).
+   * 0: URSA_SPAWN_PIPE_SIZE where the kernel allows it, else its default
+   * (64 KiB).  A larger pipe lets the writer run ahead and the reader take
+   * more per wake-up: fewer wake-ups per byte (docs/measurements.md). */
+  unsigned pipe_size;
 } ursa_stdio;
+
+#define URSA_SPAWN_PIPE_SIZE (256u * 1024u)
 
 /* Flags for ursa_spawn_options.flags. */
 #define URSA_SPAWN_SETSID 1u  /* the child leads a new session (setsid) */

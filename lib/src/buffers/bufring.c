@@ -40,7 +40,8 @@ static void refill(ursa__bufring *r) {
 }
 
 static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
-                     unsigned count, unsigned size, bool inc) {
+                     unsigned count, unsigned size, bool inc,
+                     unsigned depth) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t ring_bytes = (count * sizeof(struct io_uring_buf) + page - 1) &
                       ~(page - 1);
@@ -79,9 +80,10 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
   r->bgid = bgid;
   r->inc = inc;
   r->head = 0;
+  r->nkept = 0;
   r->off = 0;
   r->tail = 0;
-  r->depth = count < URSA__RING_DEPTH ? count : URSA__RING_DEPTH;
+  r->depth = count < depth ? count : depth;
   /* Buffer 0 on top, so that the ring starts with 0, 1, 2 ... */
   r->nspare = 0;
   for (unsigned i = count; i-- > 0;) r->spare[r->nspare++] = (uint16_t)i;
@@ -91,7 +93,7 @@ static int ring_init(ursa_loop *loop, ursa__bufring *r, uint16_t bgid,
 
 void ursa__bufs_starved(ursa_loop *loop) {
   if (!loop->bufs) return;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < URSA__RINGS; i++) {
     ursa__bufring *r = &loop->bufs->rings[i];
     if (!r->br || r->depth >= r->count) continue;
     r->depth = r->depth * 2 < r->count ? r->depth * 2 : r->count;
@@ -106,7 +108,8 @@ int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
   loop->bufs->lent_bid = -1;
   loop->bufs->buf_size = size;
   loop->bufs->keep_max = keep_max;
-  int r = ring_init(loop, &loop->bufs->rings[0], 0, count, size, false);
+  int r = ring_init(loop, &loop->bufs->rings[0], 0, count, size, false,
+                 URSA__RING_DEPTH);
   if (r < 0) {
     free(loop->bufs);
     loop->bufs = NULL;
@@ -118,7 +121,8 @@ int ursa__bufring_init(ursa_loop *loop, unsigned count, unsigned size,
    * reads then share a buffer instead of taking one each.  Messages stay
    * on the plain ring, where a message always finds a whole buffer. */
   if ((enable & URSA_FEAT_BUF_INC) &&
-      ring_init(loop, &loop->bufs->rings[1], 1, count, size, true) == 0) {
+      ring_init(loop, &loop->bufs->rings[1], 1, count, size, true,
+                URSA__RING_DEPTH) == 0) {
     loop->bufs->sring = &loop->bufs->rings[1];
     loop->used |= URSA_FEAT_BUF_INC;
   }
@@ -129,11 +133,19 @@ int ursa__bufring_large(ursa_loop *loop) {
   ursa__bufring *r = &loop->bufs->rings[URSA__LARGE_RING];
   if (r->br) return 0;
   return ring_init(loop, r, URSA__LARGE_RING, loop->bufs->large_count,
-                   URSA__LARGE_SIZE, false);
+                   URSA__LARGE_SIZE, false, URSA__RING_DEPTH);
+}
+
+int ursa__bufring_pipe(ursa_loop *loop) {
+  ursa__bufring *r = &loop->bufs->rings[URSA__PIPE_RING];
+  if (r->br) return 0;
+  return ring_init(loop, r, URSA__PIPE_RING, URSA__PIPE_COUNT,
+                   URSA__PIPE_SIZE, false, URSA__PIPE_DEPTH);
 }
 
 void ursa__bufring_free(ursa_loop *loop) {
   if (!loop->bufs) return;
+  ring_free(loop, &loop->bufs->rings[URSA__PIPE_RING]);
   ring_free(loop, &loop->bufs->rings[URSA__LARGE_RING]);
   ring_free(loop, &loop->bufs->rings[1]);
   ring_free(loop, &loop->bufs->rings[0]);
@@ -227,7 +239,7 @@ void ursa__slices_drop(ursa_loop *loop, ursa__slices *it) {
 /* The ring and buffer that hold p, or NULL when p is in neither ring. */
 static ursa__bufring *ring_of(ursa_loop *loop, const void *p, unsigned *bid) {
   const char *c = p;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < URSA__RINGS; i++) {
     ursa__bufring *r = &loop->bufs->rings[i];
     if (r->br && c >= r->bufs && c < r->bufs + (size_t)r->count * r->size) {
       *bid = (unsigned)((size_t)(c - r->bufs) / r->size);
@@ -250,10 +262,11 @@ int ursa_buf_keep(ursa_loop *loop, const void *buf) {
                          "given");
   if (loop->bufs->lent_kept) return -EALREADY;
   if (loop->bufs->kept >= loop->bufs->keep_max) return -ENOBUFS;
-  /* The large ring is small: half of it at most, as for the other. */
-  bool large = r == &loop->bufs->rings[URSA__LARGE_RING];
-  if (large && loop->bufs->large_kept >= r->count / 2) return -ENOBUFS;
-  loop->bufs->large_kept += large;
+  /* The large and pipe rings are small: half of each at most, as for
+   * the others (keep_max). */
+  bool small = r >= &loop->bufs->rings[URSA__LARGE_RING];
+  if (small && !r->kept[bid] && r->nkept >= r->count / 2) return -ENOBUFS;
+  r->nkept += !r->kept[bid];
   r->kept[bid]++;
   loop->bufs->kept++;
   loop->bufs->lent_kept = true;
@@ -270,7 +283,7 @@ int ursa_buf_release(ursa_loop *loop, const void *buf) {
     return ursa__invalid("ursa_buf_release: %p is not a kept buffer", buf);
   r->kept[bid]--;
   loop->bufs->kept--;
-  loop->bufs->large_kept -= r == &loop->bufs->rings[URSA__LARGE_RING];
+  r->nkept -= !r->kept[bid];
   if (r == loop->bufs->lent_ring && (int)bid == loop->bufs->lent_bid)
     loop->bufs->lent_kept = false; /* released in its own callback */
   else if (r->out[bid] && !r->kept[bid])

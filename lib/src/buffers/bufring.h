@@ -25,6 +25,7 @@ typedef struct ursa__bufring {
   uint16_t head;   /* ring index of the entry the kernel takes next */
   unsigned off;    /* inc: bytes of the head entry's buffer already filled */
   uint16_t *kept;  /* per buffer: slices of it the application keeps */
+  unsigned nkept;  /* buffers kept (the large and pipe rings: at most half) */
   uint8_t *out;    /* per buffer: the kernel is done with it, not back yet */
   /* The ring holds at most depth entries; the other free buffers wait on
    * a stack, the last one given back on top (bufring.c says why). */
@@ -45,7 +46,8 @@ void ursa__bufs_starved(ursa_loop *loop) URSA__HIDDEN;
  * sring for byte streams: rings[1] when the kernel fills buffers by parts
  * (incremental consumption), else rings[0] too. */
 struct ursa__bufs {
-  ursa__bufring rings[3]; /* [2]: the large ring (URSA__LARGE_RING) */
+  ursa__bufring rings[4]; /* [2]: the large ring (URSA__LARGE_RING), [3]
+                             the pipe ring (URSA__PIPE_RING) */
   ursa__bufring *sring;
   unsigned buf_size;        /* of every buffer in either ring */
   ursa__bufring *lent_ring; /* the slice a read callback holds now: */
@@ -54,7 +56,6 @@ struct ursa__bufs {
   unsigned kept;            /* slices the application keeps */
   unsigned keep_max;
   unsigned large_count;     /* buffers the large ring gets when made */
-  unsigned large_kept;      /* of them, kept (at most half) */
 };
 
 /* The large ring: 64 KiB buffers for whole large datagrams and coalesced
@@ -64,6 +65,20 @@ struct ursa__bufs {
 #define URSA__LARGE_SIZE (65536u + 512u)
 /* Makes the large ring on first use; 0, or the error of making it. */
 int ursa__bufring_large(ursa_loop *loop) URSA__HIDDEN;
+
+/* The pipe ring: what pipe streams read into.  A pipe holds 64 KiB unless
+ * sized otherwise, so a read of that size empties it; a stream reads one
+ * buffer at a time, so a ring of 4 entries (doubling when a read finds it
+ * empty, as every ring) keeps the buffers the copy lands in warm in the
+ * cache, where the 32 of a socket ring's start (2 MiB) did not
+ * (docs/measurements.md). */
+#define URSA__PIPE_RING 3
+#define URSA__PIPE_SIZE 65536u
+#define URSA__PIPE_COUNT 16u
+#define URSA__PIPE_DEPTH 4u
+#define URSA__RINGS 4
+/* Makes the pipe ring on first use; 0, or the error of making it. */
+int ursa__bufring_pipe(ursa_loop *loop) URSA__HIDDEN;
 
 /* Makes loop->bufs and registers rings[0] (and rings[1] when incremental
  * consumption is used); keep_max caps ursa_buf_keep(). */

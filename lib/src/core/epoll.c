@@ -502,9 +502,9 @@ int ursa__epoll_setup(ursa_loop *loop, const ursa_loop_options *o) {
   }
   loop->disabled = o->disable;
   /* What the layers may use here: the backend gives their behaviour. */
-  loop->used = (URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV |
-                URSA_FEAT_FILE_INLINE | URSA_FEAT_WAITID |
-                URSA_FEAT_READ_MULTISHOT) &
+  loop->used = ((URSA_FEAT_MULTISHOT_ACCEPT | URSA_FEAT_MULTISHOT_RECV |
+                 URSA_FEAT_FILE_INLINE | URSA_FEAT_WAITID) |
+                (o->enable & URSA_FEAT_READ_MULTISHOT)) &
                ~o->disable;
   return 0;
 }

@@ -214,8 +214,8 @@ int ursa__ring_setup(ursa_loop *loop, const ursa_loop_options *o) {
   /* Direct descriptors are used once their table is registered. */
   loop->used |= ops & ~o->disable & ~(URSA_FEAT_SEND_ZC |
                                       URSA_FEAT_DIRECT_FILES |
-                                      URSA_FEAT_FILE_SPLICE);
-  loop->used |= ops & URSA_FEAT_FILE_SPLICE & o->enable & ~o->disable;
+                                      URSA_FEAT_OPT_IN);
+  loop->used |= ops & URSA_FEAT_OPT_IN & o->enable & ~o->disable;
   /* Zero-copy sends only when a threshold asks for them. */
   if (o->zc_threshold && !(o->disable & URSA_FEAT_SEND_ZC))
     loop->used |= ops & URSA_FEAT_SEND_ZC;

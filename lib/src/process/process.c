@@ -93,6 +93,7 @@ struct spawn {
                                        before any pipe was made */
   int drop[2 * URSA_SPAWN_MAX_STDIO]; /* the child's ends and copies */
   unsigned ndrop;
+  unsigned bad_size; /* 1 + the slot whose pipe_size the kernel refused */
 };
 
 static void drop_all(struct spawn *sp, bool parents) {
@@ -122,8 +123,11 @@ static int check_options(const ursa_spawn_options *o) {
     switch (d->kind) {
       case URSA_STDIO_INHERIT:
       case URSA_STDIO_IGNORE:
-        break;
       case URSA_STDIO_FD:
+        if (d->pipe_size)
+          return ursa__invalid("ursa_spawn: stdio[%u]: pipe_size %u, but "
+                               "the slot is not a new pipe", i, d->pipe_size);
+        if (d->kind != URSA_STDIO_FD) break;
         if (d->fd < 0 || fcntl(d->fd, F_GETFD) < 0)
           return ursa__refuse(-EBADF, "ursa_spawn: stdio[%u]: fd %d is not "
                               "an open descriptor", i, d->fd);
@@ -133,6 +137,9 @@ static int check_options(const ursa_spawn_options *o) {
         if (!d->stream)
           return ursa__invalid("ursa_spawn: stdio[%u]: a pipe needs a "
                                "stream for the caller's end", i);
+        if (d->pipe_size > (1u << 30))
+          return ursa__invalid("ursa_spawn: stdio[%u]: pipe_size %u is over "
+                               "1 GiB", i, d->pipe_size);
         for (unsigned j = 0; j < i; j++)
           if (o->stdio[j].stream == d->stream &&
               (o->stdio[j].kind == URSA_STDIO_PIPE ||
@@ -174,6 +181,17 @@ static int plan_slot(ursa_loop *loop, const ursa_spawn_options *o,
     default: { /* a pipe */
       int pf[2];
       if (pipe2(pf, O_CLOEXEC) < 0) return errno;
+      /* The size is the pipe's, asked on either end. */
+      if (fcntl(pf[0], F_SETPIPE_SZ,
+                (int)(d->pipe_size ? d->pipe_size : URSA_SPAWN_PIPE_SIZE)) <
+              0 &&
+          d->pipe_size) {
+        e = errno;
+        close(pf[0]);
+        close(pf[1]);
+        sp->bad_size = i + 1;
+        return e;
+      }
       bool child_reads = d->kind == URSA_STDIO_PIPE_IN || i == 0;
       sp->parent[i] = child_reads ? pf[1] : pf[0];
       src = child_reads ? pf[0] : pf[1];
@@ -254,10 +272,16 @@ int ursa_spawn(ursa_loop *loop, ursa_process *p, const ursa_spawn_options *o,
   orphans_reap(loop, false);
   struct spawn sp;
   sp.ndrop = 0;
+  sp.bad_size = 0;
   for (unsigned i = 0; i < URSA_SPAWN_MAX_STDIO; i++) sp.parent[i] = -1;
   pid_t pid = -1;
   int e = spawn_child(loop, o, &sp, &pid);
   drop_all(&sp, e != 0);
+  if (e && sp.bad_size)
+    return ursa__refuse(-e, "ursa_spawn: stdio[%u]: the kernel refused "
+                        "pipe_size %u (%s; the most it allows is in "
+                        "/proc/sys/fs/pipe-max-size)", sp.bad_size - 1,
+                        o->stdio[sp.bad_size - 1].pipe_size, strerror(e));
   if (e)
     return ursa__refuse(-e, "ursa_spawn: cannot run %s%s%s: %s", o->file,
                         o->cwd ? " in " : "", o->cwd ? o->cwd : "",

@@ -23,6 +23,7 @@
 #define S_NONBLOCK 0x8000 /* O_NONBLOCK set, for a file write's sendfile */
 #define S_PIPE 0x10000    /* a pipe, FIFO, terminal or device: READ/WRITE */
 #define S_PIPE_ONCE 0x20000 /* a device without poll: one read at a time */
+#define S_PIPE_RING 0x40000 /* reads into the pipe ring */
 
 #define STREAM_OF(op, member) URSA__CONTAINER(op, ursa_stream, member)
 

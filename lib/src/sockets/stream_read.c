@@ -64,6 +64,11 @@ int ursa_read_start(ursa_stream *s, ursa_read_cb cb) {
     return ursa__invalid("ursa_read_start: the stream's descriptor closed "
                          "at its shutdown");
   if (s->flags & S_READING) return -EALREADY;
+  /* Pipes read into a ring of their own (bufring.h says why); where it
+   * cannot be made, into the stream ring. */
+  if ((s->flags & S_PIPE) && !(s->flags & S_PIPE_RING) &&
+      ursa__bufring_pipe(s->loop) == 0)
+    s->flags |= S_PIPE_RING;
   s->flags |= S_READING;
   s->flags &= ~S_READ_TIMEDOUT;
   s->read_cb = cb;
@@ -102,6 +107,7 @@ int ursa_read_timeout(ursa_stream *s, uint32_t ms) {
 }
 
 static ursa__bufring *recv_ring(ursa_loop *loop, const ursa_stream *s) {
+  if (s->flags & S_PIPE_RING) return &loop->bufs->rings[URSA__PIPE_RING];
   return (s->flags & S_SEQPACKET) ? &loop->bufs->rings[0] : loop->bufs->sring;
 }
 
@@ -115,7 +121,8 @@ static void read_prep(ursa_loop *loop, ursa_op *op, ursa_stream *s,
                      (uint64_t)-1);
     op->flags |= URSA__F_MULTISHOT;
   } else {
-    io_uring_prep_rw(IORING_OP_READ, sqe, s->fd, NULL, loop->bufs->buf_size,
+    io_uring_prep_rw(IORING_OP_READ, sqe, s->fd, NULL,
+                     recv_ring(loop, s)->size,
                      (uint64_t)-1); /* -1: the file's position, if any */
   }
   sqe->flags |= IOSQE_BUFFER_SELECT;
