@@ -37,16 +37,18 @@ SERVERS = {"uring": ("uring", ()), "uring-gro": ("uring", ("--gro",)),
                                      BATCHED)}
 PLAIN_ONLY = ["uring-gso", "uring-gso-batched"]
 GSO_ONLY = ["uring-gro-gso-batched"]  # --full only
-QUICK = ["uring", "uring-gro-gso", "ursa-epoll", "ursa-epoll-gro-gso",
-         "mmsg"]
+# The quick suite: the servers its target rows compare (analysis.t_udp),
+# and ursa-epoll beside uring with the plain client; the rest in --full.
+QUICK = {"plain": ["uring", "ursa-epoll", "mmsg", "uring-gso-batched"],
+         "gso": ["uring", "uring-gro-gso", "ursa-epoll-gro-gso", "mmsg"]}
 
 
 def points(full):
     """(client, servers) pairs: the plain client, then the bursting one."""
-    servers = [s for s in SERVERS if s not in PLAIN_ONLY + GSO_ONLY] \
-        if full else QUICK
-    return [("plain", servers + PLAIN_ONLY),
-            ("gso", servers + (GSO_ONLY if full else []))]
+    if not full:
+        return [(c, QUICK[c]) for c in ("plain", "gso")]
+    servers = [s for s in SERVERS if s not in PLAIN_ONLY + GSO_ONLY]
+    return [("plain", servers + PLAIN_ONLY), ("gso", servers + GSO_ONLY)]
 
 
 def udp_run(a, tmp, client, name):
@@ -117,8 +119,10 @@ def udp_section(rows):
          "--gso: a coalesced receive echoed as one GSO send (uring-gso, "
          "without --gro: a round's echoes to one peer as one GSO send; "
          "-batched: and every wait a batch, 50 us; both with the plain "
-         "client only; uring-gro-gso-batched, in --full: GRO+GSO with "
-         "every wait a batch, with the bursting client).  mmsg is the "
+         "client only; uring-gro-gso-batched: GRO+GSO with every wait a "
+         "batch, with the bursting client).  The quick suite runs the "
+         "servers its targets compare; --full runs every server with "
+         "either client.  mmsg is the "
          "hand-written recvmmsg+GRO / sendmmsg+GSO server.  Server CPU per "
          "datagram is the server process's over the measured window; "
          "ratios are to mmsg in the same round.", "",
