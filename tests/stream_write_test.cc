@@ -346,6 +346,14 @@ TEST_P(WriteBatch, QueuedWritesShareSends) {
 }
 
 TEST_P(BigWrite, WritesOf4GiBAndMoreArriveWhole) {
+#if defined(__SANITIZE_THREAD__)
+  // Under TSan (an unoptimised build) the epoll backend moved 4 GiB in
+  // about 120 s on a slow day, a CI run's whole budget for it; its lengths
+  // past 4 GiB are checked by the plain and ASan runs, and this one's
+  // threads by the uring case.
+  if (GetParam() == URSA_BACKEND_EPOLL)
+    GTEST_SKIP() << "the epoll case runs in the plain and ASan builds";
+#endif
   const size_t kBig = (4ull << 30) + 4096, k4G = 4ull << 30;
   char *big = static_cast<char *>(mmap(nullptr, kBig, PROT_READ | PROT_WRITE,
                                        MAP_PRIVATE | MAP_ANONYMOUS |
