@@ -314,8 +314,9 @@ static void usage(void) {
       "  --buf-count N     ursa: receive buffers (default the loop's)\n"
       "  --pipe-kib N      pipe mode: the pipe's size (default: ursa's,\n"
       "                    URSA_SPAWN_PIPE_SIZE; libuv's, the kernel's)\n"
-      "  --disable NAME    ursa: leave a feature off (waitid)\n"
-      "  --enable NAME     ursa: use an opt-in feature (read_multishot)\n"
+      "  --disable LIST    ursa: features to leave off, comma separated\n"
+      "                    (waitid)\n"
+      "  --enable LIST     ursa: opt-in features to use (read_multishot)\n"
       "  --cpu N           pin this process (and, unless --child-cpu,\n"
       "                    its children) to CPU N\n"
       "  --child-cpu N     pipe mode: pin the child to CPU N\n"
@@ -396,26 +397,12 @@ int main(int argc, char **argv) {
         if (cli_long(PROG, flag, v, 4, 1L << 20, &O.pipe_kib) < 0) return 2;
         break;
       case 'D':
-      case 'E': {
-        uint32_t bit = 0;
-        for (unsigned i = 0; i < URSA_FEAT_COUNT && !bit; i++)
-          if (!strcmp(ursa_feature_name(1u << i), v)) bit = 1u << i;
-        if (!bit) {
-          fprintf(stderr, PROG ": %s '%s' is not a feature's name "
-                  "(see ursa-probe)\n", ch == 'D' ? "--disable" : "--enable",
-                  v);
-          return 2;
-        }
-        if (ch == 'E' && !(bit & URSA_FEAT_OPT_IN)) {
-          char list[256];
-          ursa_feature_list(URSA_FEAT_OPT_IN, list, sizeof(list));
-          fprintf(stderr, PROG ": --enable '%s': only %s are opt-in\n", v,
-                  list);
-          return 2;
-        }
-        *(ch == 'D' ? &O.disable : &O.enable) |= bit;
+        if (cli_features(PROG, flag, v, &O.disable) < 0) return 2;
         break;
-      }
+      case 'E':
+        if (cli_opt_in(PROG, flag, v, URSA_FEAT_OPT_IN, &O.enable) < 0)
+          return 2;
+        break;
       case 'u':
         if (cli_long(PROG, flag, v, 0, 4095, &O.cpu) < 0) return 2;
         break;

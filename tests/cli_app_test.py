@@ -120,8 +120,13 @@ for be, extra in [("uring", ["--pipe-kib", "64"]),
           '"failed":0' in r.stdout,
           f"spawn-bench pipe {be} {extra}: {r.returncode} {r.stdout!r} "
           f"{r.stderr!r}")
-for args, says in [(["--enable", "waitid"], "--enable 'waitid': only "),
-                   (["--enable", "nope"], "--enable 'nope' is not a"),
+for args, says in [(["--enable", "waitid"],
+                    "--enable: only recv_bundle, buf_inc, read_multishot, "
+                    "sync_msg_ring, reg_wait and file_splice are opt-in, "
+                    "not 'waitid'"),
+                   (["--enable", "nope"], "--enable: unknown feature 'nope'"),
+                   (["--disable", "nope"],
+                    "--disable: unknown feature 'nope'"),
                    (["--pipe-kib", "2"], "--pipe-kib")]:
     r = run(SPAWN, "--mode", "pipe", *args)
     check(r.returncode == 2 and says in r.stderr,
