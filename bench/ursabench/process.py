@@ -39,6 +39,11 @@ PIPE_BYTES = 1 << 30
 PIPE_SIZED = ["pipe-64k", "pipe-256k"]  # --full: every reader's pipe so
 
 
+def pipe_kib(what):
+    """The KiB of a PIPE_SIZED point ("pipe-64k": "64")."""
+    return what[len("pipe-"):-len("k")]
+
+
 def points(full):
     """What the block measures: ("spawn", heap) for each heap (200 MiB in
     --full), ("rate", 0) and ("pipe", 0); --full, the pipe at each size of
@@ -56,7 +61,7 @@ def bench_run(a, backend, what, heap):
         cmd += ["--mode", "pipe", "--bytes", str(PIPE_BYTES), "--cpu",
                 str(a.scpu), "--child-cpu", str(a.lcpu)]
         if what != "pipe":
-            cmd += ["--pipe-kib", what[len("pipe-"):-1]]
+            cmd += ["--pipe-kib", pipe_kib(what)]
     elif what == "rate":
         cmd += ["--count", str(RATE_COUNT), "--concurrency",
                 str(RATE_AT_ONCE)]
@@ -120,7 +125,7 @@ def process_section(rows):
         what = (f"spawn, {r['heap_mib']} MiB heap" if r["what"] == "spawn"
                 else "spawn, 4 at once" if r["what"] == "rate"
                 else "pipe, each library's" if r["what"] == "pipe"
-                else f"pipe, every one {r['what'][5:-1]} KiB")
+                else f"pipe, every one {pipe_kib(r['what'])} KiB")
         if r["what"].startswith("pipe"):
             i1 = (None,) * 5 if mine else interval(r, ref, "mb_per_s")
             i2 = (None,) * 5 if mine else interval(r, ref, "cpu_us_per_mb")
